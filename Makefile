@@ -1,0 +1,31 @@
+# The two commands of README.md: `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HNSWLIB_NO_NATIVE := 1
+
+.PHONY: run test lint bench clean
+
+run: $(VENV)/.installed
+	$(BIN)/appliance serve
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check appliance storage jobs web tests
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/appliance bench
+
+# torch first and alone: an unpinned resolution would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV)

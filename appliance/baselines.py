@@ -1,0 +1,115 @@
+"""Scorers for evaluation: the baselines a trained tower must beat, and the tower itself.
+
+Each is built from training-period interactions only and answers `scores(customers, at) -> (C, N)`
+(the `evaluation.Scorer` protocol).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from appliance.interactions import Interactions, history_inputs, seen_matrix
+from appliance.tower import UserTower, mean_vector, user_vectors
+from appliance.types import EVENT_NAMES
+
+
+def popularity_scores(
+    interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float,
+    now: float | None = None,
+) -> np.ndarray:
+    """(N,) event-weighted, time-decayed popularity: sum of weights[kind] * 2 ** (-(now - ts) / half_life)."""
+    if not len(interactions):
+        return np.zeros(n_items)
+    now = float(interactions.ts.max()) if now is None else now
+    kind_weight = np.array([weights[name] for name in EVENT_NAMES])
+    age_hours = np.clip(now - interactions.ts, 0.0, None) / 3600.0
+    w = kind_weight[interactions.kind] * np.exp2(-age_hours / half_life_hours)  # (E,)
+    return np.bincount(interactions.item, weights=w, minlength=n_items)
+
+
+class PopularityScorer:
+    """The same list for everyone: popularity as of the last training event."""
+
+    name = "popularity"
+
+    def __init__(
+        self, train: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
+    ) -> None:
+        self.popularity = popularity_scores(train, n_items, weights, half_life_hours).astype(np.float32)
+
+    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (len(customers), len(self.popularity))).copy()
+
+
+class CooccurrenceScorer:
+    """Item-to-item: customers who interacted with X also interacted with Y.
+
+    score(c, y) = sum over distinct items x in c's history of #customers who interacted with both x and y;
+    computed as (H X^T) X with X the sparse customer-by-item matrix, never materialising the N x N matrix.
+    """
+
+    name = "cooccurrence"
+
+    def __init__(self, train: Interactions, n_items: int) -> None:
+        self.train = train
+        self.n_items = n_items
+        pairs = np.unique(np.stack([train.customer, train.item], axis=1), axis=0)  # (P, 2) distinct pairs
+        _, user_row = np.unique(pairs[:, 0], return_inverse=True)
+        n_users = int(user_row.max()) + 1 if len(pairs) else 0
+        index = torch.as_tensor(np.stack([user_row.reshape(-1), pairs[:, 1]]), dtype=torch.long)
+        ones = torch.ones(len(pairs))
+        self.x = torch.sparse_coo_tensor(index, ones, (n_users, n_items)).coalesce().to_sparse_csr()  # (U, N)
+        self.xt = torch.sparse_coo_tensor(index.flip(0), ones, (n_items, n_users)).coalesce().to_sparse_csr()
+
+    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+        history = torch.as_tensor(seen_matrix(self.train, customers, self.n_items, before=at), dtype=torch.float32)
+        overlap = self.x @ history.T  # (U, C): items each other customer shares with each asked one
+        return (self.xt @ overlap).T.numpy()  # (C, N)
+
+
+class MeanVectorScorer:
+    """No training: cosine to the event-weighted, recency-decayed mean of recent product vectors."""
+
+    name = "mean_vector"
+
+    def __init__(
+        self, train: Interactions, item_vectors: np.ndarray, weights: Mapping[str, float], history: int,
+        half_life_hours: float,
+    ) -> None:
+        self.train, self.item_vectors = train, item_vectors
+        self.weights, self.history, self.half_life_hours = weights, history, half_life_hours
+
+    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+        vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, self.history)
+        users = mean_vector(vectors, kinds, ages, mask, self.weights, self.half_life_hours)  # (C, D)
+        return users @ self.item_vectors.T
+
+
+class TowerScorer:
+    """The trained user tower: cosine between its user vector and every product vector."""
+
+    def __init__(
+        self, model: UserTower, train: Interactions, item_vectors: np.ndarray, name: str = "tower"
+    ) -> None:
+        self.model, self.train, self.item_vectors, self.name = model, train, item_vectors, name
+
+    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+        length = self.model.config.history
+        vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, length)
+        return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T
+
+
+def baseline_scorers(
+    train: Interactions, item_vectors: np.ndarray, weights: Mapping[str, float], history: int,
+    recency_half_life_hours: float, popularity_half_life_hours: float,
+) -> list:
+    """The three baselines every model is compared with: popularity, co-occurrence, mean vector."""
+    n_items = len(item_vectors)
+    return [
+        PopularityScorer(train, n_items, weights, popularity_half_life_hours),
+        CooccurrenceScorer(train, n_items),
+        MeanVectorScorer(train, item_vectors, weights, history, recency_half_life_hours),
+    ]

@@ -1,0 +1,272 @@
+"""Configuration: defaults from the shipped config.toml -> a shop's file -> APPLIANCE_* env vars -> validate.
+
+Every key lives in config.toml with a comment; the dataclasses below only give it a type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, get_type_hints
+
+from appliance.errors import InvalidInput
+from appliance.types import EVENT_NAMES
+
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "config.toml"
+ENV_PREFIX = "APPLIANCE_"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    data_dir: str
+    load_demo: bool
+    admin_key: str
+    torch_threads: int
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model: str
+    dim: int
+    batch_size: int
+    background_batch: int
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    tier_thresholds: tuple[float, ...]
+    max_bulk: int
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    max_batch: int
+    max_future_seconds: float
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    per_page: int
+    max_per_page: int
+    popularity_half_life_hours: float
+    popularity_refresh_seconds: float
+    similar_k: int
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    space: str
+    m: int
+    ef_construction: int
+    ef_search: int
+    save_every_seconds: float
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    history: int
+    heads: int
+    width: int
+    layers: int
+    dropout: float
+    recency_half_life_hours: float
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    seed: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    negatives: str
+    sampled_negatives: int
+    temperature: float
+    patience: int
+    validation_fraction: float
+    max_examples: int
+    event_weighted_loss: bool
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    ks: tuple[int, ...]
+    holdout: int
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int
+    products: int
+    customers: int
+    days: int
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    encoder: EncoderConfig
+    catalog: CatalogConfig
+    events: EventsConfig
+    feed: FeedConfig
+    index: IndexConfig
+    tower: TowerConfig
+    training: TrainingConfig
+    evaluation: EvaluationConfig
+    demo: DemoConfig
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir)
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the config: shipped defaults, then `path` (or $APPLIANCE_CONFIG), then env vars, then `overrides`.
+
+    `overrides` is a nested mapping like {"server": {"data_dir": "/tmp/x"}} (what tests and the CLI use).
+    """
+    env = os.environ if env is None else env
+    data = _read(DEFAULT_FILE)
+    shop_file = path or env.get(ENV_PREFIX + "CONFIG")
+    if shop_file:
+        _merge(data, _read(Path(shop_file)))
+    _merge(data, _from_env(env))
+    if overrides:
+        _merge(data, overrides)
+    config = _build(Config, data, "")
+    _validate(config)
+    return config
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"config file not found: {path}", field="config") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"config file {path} is not valid TOML: {exc}", field="config") from exc
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """APPLIANCE_SERVER__PORT=9000 -> {"server": {"port": 9000}}; deeper keys use more "__"."""
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise InvalidInput(f"unknown config key(s) in [{where or 'top'}]: {sorted(unknown)}", field=where or None)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{where}.{f.name}" if where else f.name
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise InvalidInput(f"missing config key {key}", field=key)
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], key)
+    return cls(**kwargs)
+
+
+def _coerce(kind: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, Mapping):
+            raise InvalidInput(f"config [{key}] must be a table", field=key)
+        return _build(kind, value, key)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise InvalidInput(f"config {key} must be true or false, got {value!r}", field=key)
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"config {key} must be a number, got {value!r}", field=key)
+        if kind is int and not float(value).is_integer():
+            raise InvalidInput(f"config {key} must be a whole number, got {value!r}", field=key)
+        return kind(value)
+    if kind is str:
+        return str(value)
+    if getattr(kind, "__origin__", None) is tuple:
+        if not isinstance(value, list):
+            raise InvalidInput(f"config {key} must be a list", field=key)
+        return tuple(_coerce(kind.__args__[0], v, key) for v in value)
+    if isinstance(value, Mapping):  # weights: a table of numbers
+        return MappingProxyType({k: _coerce(float, v, f"{key}.{k}") for k, v in value.items()})
+    raise InvalidInput(f"config {key} has an unsupported value {value!r}", field=key)
+
+
+def _validate(config: Config) -> None:
+    tiers = config.catalog.tier_thresholds
+    if len(tiers) != 3 or list(tiers) != sorted(tiers) or len(set(tiers)) != 3:
+        raise InvalidInput("catalog.tier_thresholds must be 3 ascending prices", field="catalog.tier_thresholds")
+    weights = config.events.weights
+    if set(weights) != set(EVENT_NAMES):
+        raise InvalidInput(
+            f"events.weights must give exactly {list(EVENT_NAMES)}", field="events.weights"
+        )
+    if any(w <= 0 for w in weights.values()):
+        raise InvalidInput("events.weights must all be positive", field="events.weights")
+    positive = {
+        "server.port": config.server.port,
+        "server.torch_threads": config.server.torch_threads,
+        "encoder.dim": config.encoder.dim,
+        "encoder.batch_size": config.encoder.batch_size,
+        "encoder.background_batch": config.encoder.background_batch,
+        "catalog.max_bulk": config.catalog.max_bulk,
+        "events.max_batch": config.events.max_batch,
+        "feed.per_page": config.feed.per_page,
+        "feed.max_per_page": config.feed.max_per_page,
+        "feed.popularity_half_life_hours": config.feed.popularity_half_life_hours,
+        "feed.similar_k": config.feed.similar_k,
+        "index.m": config.index.m,
+        "index.ef_construction": config.index.ef_construction,
+        "index.ef_search": config.index.ef_search,
+        "demo.products": config.demo.products,
+        "demo.customers": config.demo.customers,
+        "demo.days": config.demo.days,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise InvalidInput(f"config {key} must be positive, got {value}", field=key)
+    if config.feed.per_page > config.feed.max_per_page:
+        raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
+    if config.training.negatives not in ("sampled", "in_batch", "mixed"):
+        raise InvalidInput("training.negatives must be sampled, in_batch or mixed", field="training.negatives")
+    if config.encoder.dim % config.tower.heads:
+        raise InvalidInput("tower.heads must divide encoder.dim", field="tower.heads")
+    if config.index.space not in ("cosine", "ip"):
+        raise InvalidInput("index.space must be cosine or ip", field="index.space")

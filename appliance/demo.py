@@ -1,0 +1,336 @@
+"""A deterministic demo shop: a real-looking catalog and shoppers with hidden tastes.
+
+`generate_demo` is a pure function of its arguments. Each shopper has a hidden `Taste` (one or two
+subcategories, preferred colours and a price tier); they browse in sessions, mostly inside their taste
+and otherwise following what is popular, so both a personal model and a popularity baseline have
+something real to learn.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import accumulate
+
+from appliance.text import price_tier
+from appliance.types import Event, Product
+
+_Leaves = dict[str, tuple[str, float]]  # subcategory -> (noun, median price)
+_Categories = dict[str, tuple[tuple[str, ...], _Leaves]]  # category -> (brands, subcategories)
+_Weighted = dict[tuple[str, ...], list[tuple[Product, float]]]  # category path -> (product, popularity)
+
+# parent -> (model words, {category -> (brands, {subcategory -> (noun, median price)})})
+DEMO_CATEGORY_TREE: dict[str, tuple[tuple[str, ...], _Categories]] = {
+    "Shoes": (
+        ("Gel", "Nimbus", "Air", "Zoom", "Pegasus", "Ultra", "Boost", "Fresh Foam", "Trail", "Glide", "Apex"),
+        {
+            "Sneakers": (("Nike", "Adidas", "New Balance", "Asics", "Puma"), {
+                "Running": ("Running Shoe", 110.0), "Basketball": ("Basketball Shoe", 120.0),
+                "Lifestyle": ("Sneaker", 80.0)}),
+            "Boots": (("Salomon", "Merrell", "Timberland", "Dr. Martens"), {
+                "Hiking": ("Hiking Boot", 150.0), "Chelsea": ("Chelsea Boot", 140.0),
+                "Winter": ("Winter Boot", 130.0)}),
+            "Sandals": (("Birkenstock", "Teva", "Crocs", "Havaianas"), {
+                "Slides": ("Slide", 30.0), "Sport Sandals": ("Sport Sandal", 50.0)}),
+        },
+    ),
+    "Clothing": (
+        ("Essential", "Classic", "Heritage", "Urban", "Relaxed", "Slim", "Everyday", "Alpine", "Coastal"),
+        {
+            "Tops": (("Uniqlo", "Levi's", "Carhartt", "H&M", "Ralph Lauren"), {
+                "T-Shirts": ("T-Shirt", 20.0), "Shirts": ("Shirt", 45.0), "Hoodies": ("Hoodie", 60.0)}),
+            "Bottoms": (("Levi's", "Wrangler", "Uniqlo", "Dockers"), {
+                "Jeans": ("Jeans", 70.0), "Chinos": ("Chinos", 55.0), "Shorts": ("Shorts", 30.0)}),
+            "Outerwear": (("Patagonia", "The North Face", "Arc'teryx", "Columbia"), {
+                "Rain Jackets": ("Rain Jacket", 160.0), "Parkas": ("Parka", 330.0),
+                "Fleece": ("Fleece Jacket", 90.0)}),
+        },
+    ),
+    "Electronics": (
+        ("Pro", "Max", "Air", "Studio", "Wave", "Pulse", "Core", "Flex", "Quiet", "Nova", "Elite"),
+        {
+            "Audio": (("Sony", "Bose", "JBL", "Sennheiser", "Beats"), {
+                "Headphones": ("Headphones", 190.0), "Earbuds": ("Earbuds", 120.0),
+                "Speakers": ("Bluetooth Speaker", 90.0)}),
+            "Computers": (("Apple", "Dell", "Lenovo", "HP", "Asus"), {
+                "Laptops": ("Laptop", 1000.0), "Monitors": ("Monitor", 280.0),
+                "Keyboards": ("Keyboard", 70.0)}),
+            "Phone Accessories": (("Anker", "Belkin", "Spigen", "OtterBox"), {
+                "Cases": ("Phone Case", 20.0), "Chargers": ("Charger", 28.0),
+                "Power Banks": ("Power Bank", 40.0)}),
+        },
+    ),
+    "Home & Kitchen": (
+        ("Signature", "Artisan", "Classic", "Pro", "Nordic", "Essentials", "Chef", "Smart", "Cloud"),
+        {
+            "Cookware": (("Le Creuset", "Lodge", "Tefal", "OXO", "Zwilling"), {
+                "Pans": ("Frying Pan", 55.0), "Pots": ("Stock Pot", 85.0), "Knives": ("Chef Knife", 70.0)}),
+            "Appliances": (("Breville", "KitchenAid", "De'Longhi", "Ninja", "Philips"), {
+                "Coffee Machines": ("Coffee Machine", 380.0), "Blenders": ("Blender", 110.0),
+                "Toasters": ("Toaster", 55.0)}),
+            "Bedding": (("IKEA", "Brooklinen", "Parachute", "Casper"), {
+                "Sheets": ("Sheet Set", 85.0), "Pillows": ("Pillow", 35.0), "Duvets": ("Duvet", 160.0)}),
+        },
+    ),
+    "Sports & Outdoors": (
+        ("Summit", "Ridge", "Trek", "Basecamp", "Flow", "Sprint", "Peak", "Horizon", "Vapor", "Titan"),
+        {
+            "Camping": (("Coleman", "MSR", "Big Agnes", "Black Diamond"), {
+                "Tents": ("Tent", 260.0), "Sleeping Bags": ("Sleeping Bag", 140.0),
+                "Headlamps": ("Headlamp", 35.0)}),
+            "Fitness": (("Manduka", "Gaiam", "Bowflex", "Rogue"), {
+                "Yoga Mats": ("Yoga Mat", 45.0), "Dumbbells": ("Dumbbell Set", 120.0),
+                "Resistance Bands": ("Resistance Band", 18.0)}),
+            "Cycling": (("Giro", "Shimano", "Garmin", "Specialized"), {
+                "Helmets": ("Bike Helmet", 85.0), "Bike Lights": ("Bike Light", 35.0),
+                "Bike Computers": ("Bike Computer", 250.0)}),
+        },
+    ),
+    "Beauty": (
+        ("Hydra", "Glow", "Pure", "Radiance", "Velvet", "Botanical", "Silk", "Daily", "Intense"),
+        {
+            "Skincare": (("CeraVe", "La Roche-Posay", "The Ordinary", "Clinique", "Kiehl's"), {
+                "Moisturizers": ("Moisturizer", 25.0), "Serums": ("Serum", 30.0),
+                "Sunscreen": ("Sunscreen", 18.0)}),
+            "Fragrance": (("Chanel", "Dior", "Jo Malone", "Calvin Klein"), {
+                "Perfume": ("Eau de Parfum", 130.0), "Cologne": ("Eau de Toilette", 80.0)}),
+            "Hair Care": (("Dyson", "Olaplex", "Moroccanoil", "Remington"), {
+                "Shampoo": ("Shampoo", 20.0), "Hair Dryers": ("Hair Dryer", 160.0),
+                "Straighteners": ("Hair Straightener", 90.0)}),
+        },
+    ),
+    "Toys": (
+        ("Adventure", "Galaxy", "Castle", "Safari", "Rocket", "Ocean", "Dragon", "City", "Jungle", "Turbo"),
+        {
+            "Building": (("LEGO", "Mega Bloks", "K'NEX", "Playmobil"), {
+                "Building Sets": ("Building Set", 60.0), "Construction Kits": ("Construction Kit", 40.0)}),
+            "Games": (("Hasbro", "Mattel", "Ravensburger", "Asmodee"), {
+                "Board Games": ("Board Game", 35.0), "Puzzles": ("Jigsaw Puzzle", 20.0),
+                "Card Games": ("Card Game", 14.0)}),
+            "Outdoor Play": (("Little Tikes", "Nerf", "Razor", "Step2"), {
+                "Scooters": ("Kick Scooter", 80.0), "Blasters": ("Blaster", 30.0)}),
+        },
+    ),
+}
+
+# Colours with how common they are in the catalog.
+DEMO_COLORS: dict[str, float] = {
+    "Black": 5.0, "White": 4.0, "Grey": 3.0, "Navy": 2.0, "Blue": 2.0, "Red": 1.5,
+    "Green": 1.5, "Beige": 1.5, "Brown": 1.2, "Pink": 1.0, "Yellow": 0.8, "Silver": 1.0,
+}
+# Hidden tiers use the shipped [catalog] tier_thresholds; a shop that changes them sees other tiers.
+TIER_THRESHOLDS: tuple[float, ...] = (25.0, 100.0, 300.0)
+FIRST_CUSTOMER_ID = 1001
+CATALOG_DAYS = 90  # products were created over this many days before `end`
+NEW_ARRIVALS = 0.06  # share of products created within the browsing window
+OUT_OF_STOCK = 0.07
+IN_TASTE = 0.8  # chance that a viewed product is drawn from the shopper's taste
+PREFERENCE_BOOST = 2.5  # weight of an in-taste product in a preferred colour, and again in the preferred tier
+# Actions after the first view of a session, with their chances.
+_ACTIONS: tuple[tuple[str, float], ...] = (
+    ("product_viewed", 0.62), ("product_clicked", 0.23), ("product_added_to_cart", 0.08),
+    ("product_favorited", 0.025), ("product_shared", 0.015), ("product_purchased", 0.03),
+)
+
+
+@dataclass(frozen=True)
+class Taste:
+    """A shopper's hidden taste: what they mostly look at."""
+
+    categories: tuple[tuple[str, ...], ...]  # 1-2 category paths (parent, category, subcategory)
+    colors: tuple[str, ...]  # 1-2 preferred colours
+    tier: str  # preferred price tier
+
+    def matches(self, product: Product) -> bool:
+        return product.category_path in self.categories
+
+
+@dataclass(frozen=True)
+class DemoShop:
+    products: list[Product]
+    events: list[Event]  # sorted by ts
+    tastes: dict[int, Taste]  # customer_id -> hidden taste
+
+
+def _subcategories() -> list[tuple[tuple[str, str, str], tuple[str, ...], tuple[str, ...], str, float]]:
+    """Every leaf as (path, brands, model words, noun, median price)."""
+    leaves = []
+    for parent, (models, categories) in DEMO_CATEGORY_TREE.items():
+        for category, (brands, subs) in categories.items():
+            for sub, (noun, median) in subs.items():
+                leaves.append(((parent, category, sub), brands, models, noun, median))
+    return leaves
+
+
+def _catalog(rng: random.Random, n: int, end: datetime, days: int) -> list[Product]:
+    leaves = _subcategories()
+    leaf_cw = list(accumulate(rng.uniform(0.5, 1.5) for _ in leaves))
+    colors, color_cw = list(DEMO_COLORS), list(accumulate(DEMO_COLORS.values()))
+    old_span = max(1, (CATALOG_DAYS - days) * 86400)
+    products = []
+    for product_id in range(1, n + 1):
+        path, brands, models, noun, median = rng.choices(leaves, cum_weights=leaf_cw)[0]
+        words = rng.sample(models, 2 if rng.random() < 0.35 else 1)
+        if rng.random() < 0.3:
+            words.append(str(rng.randint(2, 9)))
+        brand = rng.choice(brands)
+        price = math.floor(max(3.0, rng.lognormvariate(math.log(median), 0.55))) + 0.99
+        if rng.random() < NEW_ARRIVALS:
+            age = rng.randrange(days * 86400)
+        else:
+            age = days * 86400 + rng.randrange(old_span)
+        products.append(Product(
+            product_id=product_id,
+            name=" ".join([brand, *words, noun]),
+            merchant=brand,
+            category_path=path,
+            color=rng.choices(colors, cum_weights=color_cw)[0],
+            price=price,
+            in_stock=rng.random() >= OUT_OF_STOCK,
+            created_at=end - timedelta(seconds=age),
+        ))
+    return products
+
+
+def _popularity(rng: random.Random, products: list[Product]) -> _Weighted:
+    """Zipf-like popularity within each subcategory, times a popularity per subcategory."""
+    by_leaf: dict[tuple[str, ...], list[Product]] = {}
+    for product in products:
+        by_leaf.setdefault(product.category_path, []).append(product)
+    weighted = {}
+    for path in sorted(by_leaf):
+        members = by_leaf[path]
+        rng.shuffle(members)
+        leaf_weight = rng.lognormvariate(0.0, 0.6)
+        weighted[path] = [
+            (p, leaf_weight / (rank + 1) ** 1.1 * (1.0 if p.in_stock else 0.3))
+            for rank, p in enumerate(members)
+        ]
+    return weighted
+
+
+def _taste(rng: random.Random, leaves: list[tuple[str, ...]], products_by_leaf: _Weighted) -> Taste:
+    first = rng.choice(leaves)
+    categories = [first]
+    if rng.random() < 0.5:
+        same_parent = [leaf for leaf in leaves if leaf[0] == first[0] and leaf != first]
+        pool = same_parent if same_parent and rng.random() < 0.6 else [x for x in leaves if x != first]
+        if pool:
+            categories.append(rng.choice(pool))
+    colors = list(DEMO_COLORS)
+    chosen = rng.sample(colors, 2 if rng.random() < 0.5 else 1)
+    prices = [p.price for leaf in categories for p, _ in products_by_leaf[leaf]]
+    tier = price_tier(rng.choice(prices), TIER_THRESHOLDS)
+    return Taste(categories=tuple(categories), colors=tuple(chosen), tier=tier)
+
+
+def _preference(taste: Taste, product: Product) -> float:
+    """How much more a shopper likes an in-taste product in their colours and price tier."""
+    colour = PREFERENCE_BOOST if product.color in taste.colors else 1.0
+    tier = PREFERENCE_BOOST if price_tier(product.price or 0.0, TIER_THRESHOLDS) == taste.tier else 1.0
+    return colour * tier
+
+
+def _n_events(rng: random.Random) -> int:
+    kind = rng.random()
+    if kind < 0.1:
+        return rng.randint(5, 10)
+    if kind < 0.92:
+        return min(80, max(20, round(rng.lognormvariate(math.log(50), 0.4))))
+    return min(450, round(200 * rng.paretovariate(4.0)))
+
+
+class _Sampler:
+    """Weighted draws of products that already exist at a given moment."""
+
+    def __init__(self, weighted: list[tuple[Product, float]]) -> None:
+        self.products = [p for p, _ in weighted]
+        self.cum = list(accumulate(w for _, w in weighted))
+
+    def draw(self, rng: random.Random, at: datetime) -> Product | None:
+        for _ in range(8):
+            product = rng.choices(self.products, cum_weights=self.cum)[0]
+            if product.created_at is None or product.created_at <= at:
+                return product
+        return None
+
+
+def _session(
+    rng: random.Random, length: int, taste: Taste, mine: _Sampler, everyone: _Sampler, start: datetime
+) -> list[tuple[str, Product]]:
+    """One visit: views, and clicks/carts/purchases mostly of what was viewed in it."""
+    viewed: list[Product] = []
+    clicked: list[Product] = []
+    carted: list[Product] = []
+    names = [name for name, _ in _ACTIONS]
+    action_cw = list(accumulate(chance for _, chance in _ACTIONS))
+    out: list[tuple[str, Product]] = []
+    for _ in range(length):
+        action = rng.choices(names, cum_weights=action_cw)[0] if viewed else "product_viewed"
+        product: Product | None = None
+        if action in ("product_clicked", "product_favorited", "product_shared") and rng.random() < 0.9:
+            # rather something in the taste among what was viewed
+            product = rng.choices(viewed, weights=[4.0 if taste.matches(p) else 1.0 for p in viewed])[0]
+        elif action == "product_added_to_cart":
+            pool = clicked or viewed
+            product = rng.choices(pool, weights=[4.0 if taste.matches(p) else 1.0 for p in pool])[0]
+        elif action == "product_purchased":
+            if carted:
+                product = rng.choice(carted)
+            else:
+                action = "product_viewed"
+        if product is None:
+            product = (mine if rng.random() < IN_TASTE else everyone).draw(rng, start)
+            if product is None:
+                continue
+        if action in ("product_added_to_cart", "product_purchased") and not product.in_stock:
+            action = "product_viewed"
+        if action == "product_viewed":
+            viewed.append(product)
+        elif action == "product_clicked":
+            clicked.append(product)
+        elif action == "product_added_to_cart":
+            carted.append(product)
+        out.append((action, product))
+    return out
+
+
+def generate_demo(seed: int, n_products: int, n_customers: int, days: int, end: datetime) -> DemoShop:
+    """The demo shop for these arguments (`end` is naive UTC; events fall in (end - days, end])."""
+    if n_products < 1 or n_customers < 0 or days < 1:
+        raise ValueError("the demo needs at least one product and one day")
+    rng = random.Random(seed)
+    products = _catalog(rng, n_products, end, days)
+    by_leaf = _popularity(rng, products)
+    leaves = list(by_leaf)
+    everyone = _Sampler([pw for leaf in leaves for pw in by_leaf[leaf]])
+    window_start = end - timedelta(days=days)
+    span = days * 86400
+    tastes: dict[int, Taste] = {}
+    events: list[Event] = []
+    for customer_id in range(FIRST_CUSTOMER_ID, FIRST_CUSTOMER_ID + n_customers):
+        rng = random.Random(seed * 1_000_003 + customer_id)  # a stream per shopper
+        taste = _taste(rng, leaves, by_leaf)
+        tastes[customer_id] = taste
+        liked = [(p, w * _preference(taste, p)) for leaf in taste.categories for p, w in by_leaf[leaf]]
+        mine = _Sampler(liked)
+        remaining = _n_events(rng)
+        while remaining > 0:
+            length = min(remaining, rng.randint(6, 25))
+            remaining -= length
+            gaps = [3 + int(rng.expovariate(1 / 45)) for _ in range(length)]
+            duration = sum(gaps)
+            offset = 1 + rng.randrange(max(1, span - duration))
+            at = window_start + timedelta(seconds=offset)
+            moments = []
+            for gap in gaps:
+                moments.append(min(at, end))
+                at += timedelta(seconds=gap)
+            for moment, (action, product) in zip(
+                moments, _session(rng, length, taste, mine, everyone, moments[0]), strict=False
+            ):
+                events.append(Event(customer_id, product.product_id, action, moment))
+    events.sort(key=lambda e: e.ts)
+    return DemoShop(products=products, events=events, tastes=tastes)

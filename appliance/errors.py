@@ -1,0 +1,27 @@
+"""One error hierarchy; the web layer maps each class to an HTTP status in one place."""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+
+class InvalidInput(ApplianceError):
+    """Input that cannot be accepted; `field` names the offending field (dotted path)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(ApplianceError):
+    """A product, customer or other resource that does not exist."""
+
+
+class NotReady(ApplianceError):
+    """A part the request needs (model, index) is still loading."""
+
+
+class StoreLocked(ApplianceError):
+    """Another process (usually a running server) holds the DuckDB file."""

@@ -1,0 +1,158 @@
+"""Honest offline evaluation: a time-based split and full-catalog ranking metrics for any scorer.
+
+Protocol: each customer's last `holdout` interactions are the test set; everything before is history (what
+the scorers may see, and what a model is trained on). Every scorer ranks the WHOLE catalog (no sampled
+negatives) with the customer's already-seen items removed; the relevant items are the test items the
+customer had not seen before. Ties are broken neutrally: an item tied with t others counts t/2 of them as
+ranked above it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from appliance.config import EvaluationConfig
+from appliance.interactions import Interactions, seen_matrix
+
+COVERAGE_K = 10  # catalog coverage: share of the catalog in anyone's top-10
+PROMOTION_METRIC = "ndcg@10"
+
+
+class Scorer(Protocol):
+    """Scores the whole catalog for customers as of given times (it only knows the history it was built on)."""
+
+    name: str
+
+    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """customers (C,) ids, at (C,) seconds since epoch -> (C, N) scores, higher is better."""
+        ...
+
+
+@dataclass(frozen=True)
+class Split:
+    train: Interactions  # every event before each customer's test events: history and training data
+    test: Interactions  # each customer's last `holdout` interactions (and any tied with the first of them)
+
+
+def time_split(interactions: Interactions, holdout: int) -> Split:
+    """Per customer: the last `holdout` events are test, all strictly earlier events are train.
+
+    Events tied in time with the first test event go to test too, so every test event is strictly after
+    every train event of that customer. Customers with <= holdout events stay entirely in train.
+    """
+    if holdout < 1:
+        raise ValueError("holdout must be >= 1")
+    _, starts, ends = interactions.bounds()
+    counts = ends - starts
+    cut = np.where(counts > holdout, ends - holdout, ends)  # first test row per customer
+    cut_ts = np.where(counts > holdout, interactions.ts[np.minimum(cut, len(interactions) - 1)], np.inf)
+    is_test = interactions.ts >= np.repeat(cut_ts, counts)  # (E,)
+    return Split(train=interactions.take(~is_test), test=interactions.take(is_test))
+
+
+def ranking_metrics(
+    scores: np.ndarray, relevant: np.ndarray, relevant_mask: np.ndarray, ks: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Per-row metrics of full rankings. scores (C, N) with excluded items at -inf; relevant (C, R) item
+    columns, relevant_mask (C, R) True for real entries (each row needs at least one).
+
+    Returns {"recall@K", "hr@K", "ndcg@K" for each K, "mrr"} -> (C,) arrays.
+    """
+    rel_scores = np.take_along_axis(scores, relevant, axis=1)  # (C, R)
+    greater = (scores[:, None, :] > rel_scores[:, :, None]).sum(-1)  # (C, R)
+    ties = (scores[:, None, :] == rel_scores[:, :, None]).sum(-1) - 1  # (C, R) others with the same score
+    rank = 1 + greater + ties // 2  # (C, R) 1-based
+    rank = np.where(relevant_mask, rank, np.iinfo(np.int64).max)
+    n_rel = relevant_mask.sum(1)  # (C,)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        hits = rank <= k  # (C, R)
+        dcg = (hits / np.log2(np.minimum(rank, k) + 1.0)).sum(1)
+        ideal = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))[np.minimum(n_rel, k) - 1]
+        out[f"recall@{k}"] = hits.sum(1) / n_rel
+        out[f"hr@{k}"] = hits.any(1).astype(np.float64)
+        out[f"ndcg@{k}"] = dcg / ideal
+    out["mrr"] = 1.0 / rank.min(1)
+    return out
+
+
+def test_targets(split: Split, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(customers (C,), at (C,), relevant (C, R), relevant_mask (C, R)) of customers with an unseen test item."""
+    customers, starts, ends = split.test.bounds()
+    at = split.test.ts[starts]  # the moment of the customer's first test event
+    test_seen = seen_matrix(split.test, customers, n_items)
+    train_seen = seen_matrix(split.train, customers, n_items)
+    fresh = test_seen & ~train_seen  # (C, N)
+    keep = fresh.any(1) & train_seen.any(1)  # a relevant item and some history to go on
+    customers, at, fresh = customers[keep], at[keep], fresh[keep]
+    n_rel = fresh.sum(1)
+    width = int(n_rel.max()) if len(n_rel) else 1
+    relevant_mask = np.arange(width)[None, :] < n_rel[:, None]  # (C, R)
+    relevant = np.zeros((len(customers), width), dtype=np.int64)
+    relevant[relevant_mask] = np.nonzero(fresh)[1]  # row-major: each row's items in order
+    return customers, at, relevant, relevant_mask
+
+
+def evaluate(
+    scorers: Sequence[Scorer], split: Split, n_items: int, config: EvaluationConfig, chunk: int = 256
+) -> dict[str, Any]:
+    """Full-ranking metrics per scorer on the split's test customers -> JSON-able dict.
+
+    {"customers": C, "items": N, "models": {name: {"recall@10": .., "hr@10": .., "ndcg@10": .., ...,
+    "mrr": .., "coverage@10": ..}}}. Scorers must have been built from `split.train` only.
+    """
+    customers, at, relevant, relevant_mask = test_targets(split, n_items)
+    if not len(customers):
+        raise ValueError("no test customer with an unseen test item and some history: nothing to evaluate")
+    models: dict[str, dict[str, float]] = {}
+    for scorer in scorers:
+        sums: dict[str, float] = {}
+        covered = np.zeros(n_items, dtype=bool)
+        for i in range(0, len(customers), chunk):
+            sl = slice(i, i + chunk)
+            scores = np.asarray(scorer.scores(customers[sl], at[sl]), dtype=np.float32)  # (c, N)
+            scores[seen_matrix(split.train, customers[sl], n_items)] = -np.inf
+            for name, values in ranking_metrics(scores, relevant[sl], relevant_mask[sl], config.ks).items():
+                sums[name] = sums.get(name, 0.0) + float(values.sum())
+            k = min(COVERAGE_K, n_items)
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (c, k)
+            covered[top[np.isfinite(np.take_along_axis(scores, top, axis=1))]] = True
+        models[scorer.name] = {name: total / len(customers) for name, total in sums.items()}
+        models[scorer.name][f"coverage@{COVERAGE_K}"] = float(covered.mean())
+    return {"customers": len(customers), "items": n_items, "models": models}
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """The `evaluate` dict as a fixed-width text table, one row per model."""
+    models = results["models"]
+    if not models:
+        return "(no models)"
+    columns = list(next(iter(models.values())))
+    width = max(12, *(len(name) for name in models))
+    lines = [
+        f"{results['customers']} customers, full ranking over {results['items']} items",
+        f"{'model':<{width}}" + "".join(f"{c:>12}" for c in columns),
+    ]
+    for name, row in models.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{row.get(c, math.nan):>12.4f}" for c in columns))
+    return "\n".join(lines)
+
+
+def should_promote(
+    candidate: Mapping[str, float], serving: Mapping[str, float] | None, popularity: Mapping[str, float],
+    metric: str = PROMOTION_METRIC,
+) -> bool:
+    """Promote a candidate only if its NDCG@10 beats both the serving model's and the popularity baseline's.
+
+    All three must be measured on the same split (re-evaluate the serving model rather than trusting the
+    metrics stored with it). With no serving model, beating popularity is enough.
+    """
+    value = candidate[metric]
+    if not value > popularity[metric]:
+        return False
+    return serving is None or value > serving[metric]

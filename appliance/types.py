@@ -1,0 +1,55 @@
+"""Domain types shared by every layer: products, events, scored results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+# Interaction types, in the order their learned embeddings are indexed by the user tower.
+EVENT_NAMES: tuple[str, ...] = (
+    "product_viewed",
+    "product_clicked",
+    "product_added_to_cart",
+    "product_favorited",
+    "product_shared",
+    "product_purchased",
+)
+EVENT_INDEX: dict[str, int] = {name: i for i, name in enumerate(EVENT_NAMES)}
+
+
+def utc_naive(moment: datetime) -> datetime:
+    """Normalise a datetime to naive UTC, the form stored in DuckDB TIMESTAMP columns."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    product_id: int
+    name: str
+    merchant: str | None = None
+    category_path: tuple[str, ...] = ()  # parent -> category -> subcategory
+    color: str | None = None
+    price: float | None = None
+    in_stock: bool = True
+    created_at: datetime | None = None  # naive UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    customer_id: int
+    product_id: int
+    event_name: str  # one of EVENT_NAMES
+    ts: datetime  # naive UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    product_id: int
+    score: float
+    source: str  # why it is there: personal / popular / new / price / similar

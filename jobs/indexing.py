@@ -1,0 +1,110 @@
+"""Keeps product vectors complete: embeds lines that have none, mirrors DuckDB into the hnswlib index."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from appliance.encoder import Encoder
+from storage.catalog import CatalogStore
+from storage.vectors import VectorIndex
+
+Progress = Callable[[int], None]
+
+
+class CatalogIndexer:
+    def __init__(self, catalog: CatalogStore, encoder: Encoder, index: VectorIndex, batch: int) -> None:
+        self.catalog = catalog
+        self.encoder = encoder
+        self.index = index
+        self.batch = batch
+        self._sync_lock = threading.Lock()
+
+    def embed_lines(self, lines: Sequence[tuple[str, str]]) -> int:
+        """Encode (text_hash, text) pairs and cache their vectors in DuckDB."""
+        if not lines:
+            return 0
+        vectors = self.encoder.encode([text for _, text in lines])
+        self.catalog.save_vectors([h for h, _ in lines], vectors)
+        return len(lines)
+
+    def embed_pending(self, progress: Progress | None = None) -> int:
+        """Embed every line still without a vector, batch by batch; returns how many were embedded."""
+        done = 0
+        while lines := self.catalog.pending(self.batch):
+            done += self.embed_lines(lines)
+            if progress:
+                progress(len(lines))
+        return done
+
+    def sync_index(self) -> int:
+        """Add to the index every embedded product changed since the last sync; returns how many."""
+        with self._sync_lock:
+            ids, vectors, done = self.catalog.vectors(self.index.synced_until)
+            self.index.upsert(ids, vectors)
+            if done is not None:
+                self.index.synced_until = done
+            return len(ids)
+
+    def reconcile(self) -> str:
+        """At start-up: load the index, or rebuild it from DuckDB when missing, unreadable or out of step."""
+        with self._sync_lock:
+            loaded = self.index.load()
+            if loaded:
+                embedded, _, _ = self.catalog.vectors()
+                if not np.array_equal(np.sort(self.index.ids()), embedded):
+                    self.index.reset()
+                    loaded = False
+        self.sync_index()
+        self.index.save()
+        return "loaded" if loaded else "rebuilt"
+
+    def run_once(self, progress: Progress | None = None) -> int:
+        """One pass of the background worker: embed what is pending, sync, save."""
+        embedded = self.embed_pending(progress)
+        self.sync_index()
+        self.index.save_if_dirty()
+        return embedded
+
+
+class BackgroundIndexer:
+    """A daemon thread that runs `CatalogIndexer.run_once` whenever it is kicked."""
+
+    def __init__(self, indexer: CatalogIndexer, on_error: Callable[[BaseException], None]) -> None:
+        self.indexer = indexer
+        self.on_error = on_error
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="catalog-indexer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def kick(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                break
+            try:
+                self.indexer.run_once()
+            except Exception as exc:  # the worker must survive one bad batch; the error is reported
+                self.on_error(exc)
+            if not self._wake.is_set():
+                self._idle.set()

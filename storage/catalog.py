@@ -1,0 +1,169 @@
+"""Products and their cached vectors in DuckDB."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from appliance.errors import NotFound
+from appliance.types import Product
+from storage.db import Database
+
+_COLUMNS = "product_id, name, merchant, category_path, color, price, in_stock, created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProduct:
+    product: Product
+    text: str
+    embedded: bool
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    created: int
+    updated: int
+    unchanged: int
+    to_embed: int  # distinct new lines with no cached vector yet
+
+
+def _product(row: tuple) -> Product:
+    pid, name, merchant, path, color, price, in_stock, created_at = row
+    return Product(pid, name, merchant, tuple(path), color, price, in_stock, created_at)
+
+
+class CatalogStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def upsert(
+        self, products: Sequence[Product], texts: Sequence[str], hashes: Sequence[str], now: datetime
+    ) -> UpsertResult:
+        """Insert or replace products in one transaction; a product whose row is identical is left alone."""
+        if not products:
+            return UpsertResult(0, 0, 0, 0)
+        ids = [p.product_id for p in products]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate product_id in one batch")
+        with self.db.write() as cur:
+            existing = {
+                row[0]: row[1:]
+                for row in cur.execute(
+                    f"SELECT {_COLUMNS}, text_hash FROM products WHERE product_id IN (SELECT unnest($1::BIGINT[]))",
+                    [ids],
+                ).fetchall()
+            }
+            changed = [i for i, p in enumerate(products) if _differs(p, hashes[i], existing.get(p.product_id))]
+            rows = [products[i] for i in changed]
+            if rows:
+                cur.execute(
+                    f"""INSERT OR REPLACE INTO products ({_COLUMNS}, updated_at, text, text_hash)
+                    SELECT * FROM (SELECT unnest($1::BIGINT[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]),
+                        unnest($4::VARCHAR[][]), unnest($5::VARCHAR[]), unnest($6::DOUBLE[]), unnest($7::BOOLEAN[]),
+                        unnest($8::TIMESTAMP[]), $9::TIMESTAMP, unnest($10::VARCHAR[]), unnest($11::VARCHAR[]))""",
+                    [
+                        [p.product_id for p in rows], [p.name for p in rows], [p.merchant for p in rows],
+                        [list(p.category_path) for p in rows], [p.color for p in rows], [p.price for p in rows],
+                        [p.in_stock for p in rows],
+                        [p.created_at or _created(existing.get(p.product_id), now) for p in rows],
+                        now, [texts[i] for i in changed], [hashes[i] for i in changed],
+                    ],
+                )
+            to_embed = cur.execute(
+                """SELECT count(DISTINCT h) FROM (SELECT unnest($1::VARCHAR[]) AS h)
+                   WHERE h NOT IN (SELECT text_hash FROM embeddings)""",
+                [[hashes[i] for i in changed]],
+            ).fetchone()[0]
+        created = sum(1 for i in changed if products[i].product_id not in existing)
+        return UpsertResult(created, len(changed) - created, len(products) - len(changed), to_embed)
+
+    def get(self, product_id: int) -> StoredProduct:
+        rows = self.db.read(
+            f"""SELECT {_COLUMNS}, text, e.text_hash IS NOT NULL, updated_at
+                FROM products p LEFT JOIN embeddings e USING (text_hash) WHERE product_id = ?""",
+            [product_id],
+        )
+        if not rows:
+            raise NotFound(f"product {product_id} does not exist")
+        row = rows[0]
+        return StoredProduct(_product(row[:8]), row[8], row[9], row[10])
+
+    def delete(self, product_id: int) -> None:
+        with self.db.write() as cur:
+            if not cur.execute("DELETE FROM products WHERE product_id = ? RETURNING 1", [product_id]).fetchall():
+                raise NotFound(f"product {product_id} does not exist")
+
+    def all(self) -> list[Product]:
+        return [_product(row) for row in self.db.read(f"SELECT {_COLUMNS} FROM products ORDER BY product_id")]
+
+    def count(self) -> int:
+        return self.db.read("SELECT count(*) FROM products")[0][0]
+
+    def pending(self, limit: int) -> list[tuple[str, str]]:
+        """(text_hash, text) of lines that have no vector yet, oldest change first."""
+        return self.db.read(
+            """SELECT text_hash, any_value(text) FROM products
+               WHERE text_hash NOT IN (SELECT text_hash FROM embeddings)
+               GROUP BY text_hash ORDER BY min(updated_at) LIMIT ?""",
+            [limit],
+        )
+
+    def pending_count(self) -> int:
+        return self.db.read(
+            "SELECT count(DISTINCT text_hash) FROM products WHERE text_hash NOT IN (SELECT text_hash FROM embeddings)"
+        )[0][0]
+
+    def cached_vectors(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        rows = self.db.read(
+            "SELECT text_hash, vector FROM embeddings WHERE text_hash IN (SELECT unnest($1::VARCHAR[]))", [list(hashes)]
+        )
+        return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
+
+    def save_vectors(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        with self.db.write() as cur:
+            cur.execute(
+                """INSERT OR IGNORE INTO embeddings
+                   SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::FLOAT[][]))""",
+                [list(hashes), vectors.astype(np.float32).tolist()],
+            )
+
+    def vectors(self, changed_since: datetime | None = None) -> tuple[np.ndarray, np.ndarray, datetime | None]:
+        """Product ids and vectors of embedded products changed since a time (all when None).
+
+        Also returns the time up to which the answer is complete: the latest change such that no product
+        changed at or before it is still waiting for its vector (a later sync resumes from there).
+        """
+        pending_from = self.db.read(
+            "SELECT min(updated_at) FROM products WHERE text_hash NOT IN (SELECT text_hash FROM embeddings)"
+        )[0][0]
+        where, params = ("WHERE p.updated_at >= ?", [changed_since]) if changed_since else ("", [])
+        data = self.db.read_numpy(
+            f"""SELECT p.product_id, p.updated_at, e.vector FROM products p JOIN embeddings e USING (text_hash)
+                {where} ORDER BY p.product_id""",
+            params,
+        )
+        ids = np.asarray(data["product_id"], dtype=np.int64)
+        vecs = np.stack(data["vector"]).astype(np.float32) if len(ids) else np.zeros((0, 0), np.float32)
+        done = self.db.read(
+            "SELECT max(updated_at) FROM products WHERE ? IS NULL OR updated_at < ?", [pending_from, pending_from]
+        )[0][0]
+        return ids, vecs, done
+
+
+def _created(existing: tuple | None, now: datetime) -> datetime:
+    return existing[6] if existing else now
+
+
+def _differs(product: Product, text_hash: str, existing: tuple | None) -> bool:
+    if existing is None:
+        return True
+    stored = _product((product.product_id, *existing[:7]))
+    created = product.created_at or stored.created_at
+    return existing[7] != text_hash or stored != Product(
+        product.product_id, product.name, product.merchant, tuple(product.category_path), product.color,
+        product.price, product.in_stock, created,
+    )

@@ -1,0 +1,133 @@
+"""The DuckDB file: one connection per process, writes serialised, a cursor per thread, versioned migrations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from appliance.errors import StoreLocked
+
+# Each migration moves the schema from version i to i + 1; never edit one that has shipped, add another.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE products (
+            product_id BIGINT PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            merchant VARCHAR,
+            category_path VARCHAR[] NOT NULL,
+            color VARCHAR,
+            price DOUBLE,
+            in_stock BOOLEAN NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            text VARCHAR NOT NULL,
+            text_hash VARCHAR NOT NULL
+        )""",
+        # Vectors are cached by the hash of (model, text): an unchanged product line is never re-embedded.
+        "CREATE TABLE embeddings (text_hash VARCHAR PRIMARY KEY, vector FLOAT[] NOT NULL)",
+        "CREATE SEQUENCE event_seq START 1",
+        """CREATE TABLE events (
+            event_id BIGINT NOT NULL DEFAULT nextval('event_seq'),
+            customer_id BIGINT NOT NULL,
+            product_id BIGINT NOT NULL,
+            event_name VARCHAR NOT NULL,
+            ts TIMESTAMP NOT NULL,
+            received_at TIMESTAMP NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Database:
+    """Owns the single DuckDB connection of the process.
+
+    Reads use a cursor per thread (`read`), so they never wait on ingest; every write goes through
+    `write()`, which holds one lock and one transaction, so there is exactly one writer at a time.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLocked(
+                    f"{self.path} is held by another process (is the appliance server running?); "
+                    "stop it or send the data through its HTTP API"
+                ) from exc
+            raise
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (a DuckDB connection sharing the database instance)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._conn.cursor()
+            self._local.cursor = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
+        return cur
+
+    def read(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
+        return self.cursor().execute(sql, params).fetchall()
+
+    def read_numpy(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.cursor().execute(sql, params).fetchnumpy()
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction under the writer lock; committed (durable) when the block exits normally."""
+        with self._write_lock:
+            cur = self.cursor()
+            cur.begin()
+            try:
+                yield cur
+            except BaseException:
+                cur.rollback()
+                raise
+            cur.commit()
+
+    @property
+    def schema_version(self) -> int:
+        return self.read("SELECT max(version) FROM schema_version")[0][0] or 0
+
+    def checkpoint(self) -> None:
+        with self._write_lock:
+            self.cursor().execute("CHECKPOINT")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._write_lock, self._cursors_lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
+            self._conn.close()
+
+    def _migrate(self) -> None:
+        with self.write() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
+            current = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {current}, newer than this appliance ({SCHEMA_VERSION})"
+                )
+            for version in range(current, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO schema_version VALUES (?, current_localtimestamp())", [version + 1]
+                )

@@ -1,0 +1,162 @@
+"""An hnswlib vector index (cosine) persisted atomically, with the bookkeeping to stay in step with DuckDB."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from appliance.config import IndexConfig
+
+
+class VectorIndex:
+    """Labels are product (or customer) ids. Thread-safe: one lock around every call into hnswlib.
+
+    On disk: `<path>` (hnswlib binary) and `<path>.json` (dim, deleted labels, synced_until), each written
+    to a temp file then renamed, the binary first: a crash between the two leaves an older `synced_until`,
+    which only makes the next sync redo some idempotent work.
+    """
+
+    def __init__(self, path: Path, dim: int, config: IndexConfig) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        self.config = config
+        self.synced_until: datetime | None = None
+        self._lock = threading.RLock()
+        self._deleted: set[int] = set()
+        self._dirty = False
+        self._index = self._empty(1024)
+
+    def _empty(self, capacity: int) -> hnswlib.Index:
+        index = hnswlib.Index(space=self.config.space, dim=self.dim)
+        index.init_index(
+            max_elements=capacity, ef_construction=self.config.ef_construction, M=self.config.m,
+            random_seed=100, allow_replace_deleted=True,
+        )
+        index.set_ef(self.config.ef_search)
+        index.set_num_threads(1)
+        return index
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def load(self) -> bool:
+        """Read the index from disk; False (and an empty index) when missing or unreadable."""
+        with self._lock:
+            try:
+                meta = json.loads(Path(f"{self.path}.json").read_text())
+                if meta["dim"] != self.dim or meta["space"] != self.config.space:
+                    raise ValueError("index was built for another dimension or space")
+                index = hnswlib.Index(space=self.config.space, dim=self.dim)
+                index.load_index(str(self.path), allow_replace_deleted=True)
+            except (OSError, ValueError, KeyError, RuntimeError):
+                self.reset()
+                return False
+            index.set_ef(self.config.ef_search)
+            index.set_num_threads(1)
+            self._index = index
+            self._deleted = set(meta["deleted"])
+            self.synced_until = datetime.fromisoformat(meta["synced_until"]) if meta["synced_until"] else None
+            self._dirty = False
+            return True
+
+    def save(self) -> None:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            self._index.save_index(str(tmp))
+            os.replace(tmp, self.path)
+            meta = {
+                "dim": self.dim, "space": self.config.space, "deleted": sorted(self._deleted),
+                "synced_until": self.synced_until.isoformat() if self.synced_until else None,
+            }
+            tmp_meta = Path(f"{self.path}.json.tmp")
+            tmp_meta.write_text(json.dumps(meta))
+            os.replace(tmp_meta, f"{self.path}.json")
+            self._dirty = False
+
+    def save_if_dirty(self) -> bool:
+        with self._lock:
+            if self._dirty:
+                self.save()
+                return True
+            return False
+
+    def reset(self) -> None:
+        with self._lock:
+            self._index = self._empty(1024)
+            self._deleted = set()
+            self.synced_until = None
+            self._dirty = True
+
+    # -- contents ----------------------------------------------------------------------------------------
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add or replace vectors (N, dim) under labels ids (N,)."""
+        if len(ids) == 0:
+            return
+        with self._lock:
+            needed = len(self) + len(ids) + len(self._deleted)
+            if needed > self._index.get_max_elements():
+                self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
+            revived = [int(i) for i in ids if int(i) in self._deleted]
+            for label in revived:
+                self._index.unmark_deleted(label)
+                self._deleted.discard(label)
+            self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+            self._dirty = True
+
+    def remove(self, ids: np.ndarray) -> int:
+        with self._lock:
+            removed = 0
+            for label in (int(i) for i in ids):
+                if label in self._deleted or not self._has(label):
+                    continue
+                self._index.mark_deleted(label)
+                self._deleted.add(label)
+                removed += 1
+            self._dirty = self._dirty or removed > 0
+            return removed
+
+    def _has(self, label: int) -> bool:
+        try:
+            self._index.get_items([label])
+        except RuntimeError:
+            return False
+        return True
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            labels = np.asarray(self._index.get_ids_list(), dtype=np.int64)
+        return np.setdiff1d(labels, np.fromiter(self._deleted, np.int64, len(self._deleted)))
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of `ids` (N, dim); raises KeyError for an id the index does not hold."""
+        with self._lock:
+            missing = [int(i) for i in ids if int(i) in self._deleted or not self._has(int(i))]
+            if missing:
+                raise KeyError(missing[:10])
+            return np.asarray(self._index.get_items(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._index.get_current_count() - len(self._deleted)
+
+    @property
+    def deleted(self) -> int:
+        return len(self._deleted)
+
+    def query(
+        self, vector: np.ndarray, k: int, accept: Callable[[int], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest labels to `vector` and their cosine similarities, best first."""
+        with self._lock:
+            k = min(k, len(self))
+            if k <= 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            self._index.set_ef(max(self.config.ef_search, k))
+            labels, distances = self._index.knn_query(np.asarray(vector, dtype=np.float32), k=k, filter=accept)
+        return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)

@@ -1,0 +1,137 @@
+"""Wire types (msgspec Structs), separate from the domain types; the CLI importers decode with them too."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+import msgspec
+
+from appliance.errors import InvalidInput
+from appliance.recommender import FeedPage
+from appliance.text import price_tier
+from appliance.types import Event, Product, utc_naive
+
+PositiveId = Annotated[int, msgspec.Meta(ge=1, le=2**62, description="a positive integer id")]
+EventName = Literal[
+    "product_viewed", "product_clicked", "product_added_to_cart",
+    "product_favorited", "product_shared", "product_purchased",
+]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+CategoryPath = Annotated[list[Text], msgspec.Meta(min_length=1, max_length=5)]
+
+
+class ProductFields(msgspec.Struct, forbid_unknown_fields=True):
+    """A product as a shop sends it (the id is in the path for PUT)."""
+
+    name: Text
+    category_path: CategoryPath  # parent -> category -> subcategory, e.g. ["Shoes", "Sneakers", "Running"]
+    merchant: Text | None = None
+    color: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    price: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    in_stock: bool = True
+    created_at: datetime | None = None
+
+    def to_domain(self, product_id: int) -> Product:
+        return Product(
+            product_id=product_id, name=self.name.strip(), merchant=self.merchant, category_path=tuple(
+                self.category_path), color=self.color, price=self.price, in_stock=self.in_stock,
+            created_at=utc_naive(self.created_at) if self.created_at else None,
+        )
+
+
+class ProductIn(ProductFields, forbid_unknown_fields=True, kw_only=True):
+    """A product in a bulk upload or an import file."""
+
+    product_id: PositiveId
+
+    def to_product(self) -> Product:
+        return self.to_domain(self.product_id)
+
+
+class ProductOut(msgspec.Struct):
+    product_id: int
+    name: str
+    merchant: str | None
+    category_path: list[str]
+    color: str | None
+    price: float | None
+    price_tier: str | None
+    in_stock: bool
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, p: Product, thresholds: tuple[float, ...]) -> ProductOut:
+        return cls(
+            p.product_id, p.name, p.merchant, list(p.category_path), p.color, p.price,
+            price_tier(p.price, thresholds), p.in_stock, p.created_at,
+        )
+
+
+class StoredProductOut(msgspec.Struct):
+    product: ProductOut
+    text: str  # the line the vector is embedded from
+    embedded: bool  # False while its vector is still being computed
+
+
+class BulkResult(msgspec.Struct):
+    received: int
+    created: int
+    updated: int
+    unchanged: int
+    to_embed: int  # lines queued for embedding in the background
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The SQS message body, plus an optional timestamp (default: when it is received)."""
+
+    customer_id: PositiveId
+    product_id: PositiveId
+    event_name: EventName
+    timestamp: datetime | None = None
+
+    def to_domain(self, now: datetime, max_future_seconds: float) -> Event:
+        ts = utc_naive(self.timestamp) if self.timestamp else now
+        if ts > now + timedelta(seconds=max_future_seconds):
+            raise InvalidInput(f"timestamp {ts.isoformat()} is in the future", field="timestamp")
+        return Event(self.customer_id, self.product_id, self.event_name, ts)
+
+
+class EventsAccepted(msgspec.Struct):
+    accepted: int
+    event_ids: list[int]
+
+
+class FeedItem(msgspec.Struct):
+    product: ProductOut
+    score: float
+    source: str  # why it is there: popular / price (later: personal / new)
+
+
+class FeedOut(msgspec.Struct):
+    customer_id: int
+    ordering: str
+    page: int
+    per_page: int
+    total: int
+    pages: int
+    items: list[FeedItem]
+
+    @classmethod
+    def of(cls, customer_id: int, page: FeedPage, products: dict[int, Product], thresholds) -> FeedOut:
+        items = [FeedItem(ProductOut.of(products[s.product_id], thresholds), s.score, s.source) for s in page.items]
+        return cls(customer_id, page.ordering, page.page, page.per_page, page.total, page.pages, items)
+
+
+class SimilarOut(msgspec.Struct):
+    product_id: int
+    items: list[FeedItem]
+
+
+class Health(msgspec.Struct):
+    status: str  # live / ready / starting
+    products: int | None = None
+    events: int | None = None
+    pending_embeddings: int | None = None
+    indexed: int | None = None
+    detail: str | None = None
