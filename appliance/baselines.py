@@ -61,8 +61,8 @@ class CooccurrenceScorer:
         n_users = int(user_row.max()) + 1 if len(pairs) else 0
         index = torch.as_tensor(np.stack([user_row.reshape(-1), pairs[:, 1]]), dtype=torch.long)
         ones = torch.ones(len(pairs))
-        self.x = torch.sparse_coo_tensor(index, ones, (n_users, n_items)).coalesce().to_sparse_csr()  # (U, N)
-        self.xt = torch.sparse_coo_tensor(index.flip(0), ones, (n_items, n_users)).coalesce().to_sparse_csr()
+        self.x = torch.sparse_coo_tensor(index, ones, (n_users, n_items), check_invariants=True)  # (U, N)
+        self.xt = torch.sparse_coo_tensor(index.flip(0), ones, (n_items, n_users), check_invariants=True)
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         history = torch.as_tensor(seen_matrix(self.train, customers, self.n_items, before=at), dtype=torch.float32)

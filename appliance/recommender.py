@@ -50,6 +50,7 @@ class FeedPage:
     per_page: int
     total: int  # items matching the filters, over all pages
     ordering: str  # popular / price_asc / price_desc
+    products: dict[int, Product]  # the products of `items`, from the same catalog snapshot
 
     @property
     def pages(self) -> int:
@@ -157,4 +158,5 @@ class Recommender:
         start = (query.page - 1) * query.per_page
         rows = order[start:start + query.per_page]
         items = [Scored(int(view.ids[r]), float(scores[r]), source) for r in rows]
-        return FeedPage(items, query.page, query.per_page, len(order), ordering)
+        products = {s.product_id: view.products[s.product_id] for s in items}
+        return FeedPage(items, query.page, query.per_page, len(order), ordering, products)

@@ -30,10 +30,10 @@ class CatalogIndexer:
         self.catalog.save_vectors([h for h, _ in lines], vectors)
         return len(lines)
 
-    def embed_pending(self, progress: Progress | None = None) -> int:
-        """Embed every line still without a vector, batch by batch; returns how many were embedded."""
+    def embed_pending(self, progress: Progress | None = None, stop: Callable[[], bool] = lambda: False) -> int:
+        """Embed every line still without a vector, batch by batch (until `stop()`); returns how many."""
         done = 0
-        while lines := self.catalog.pending(self.batch):
+        while not stop() and (lines := self.catalog.pending(self.batch)):
             done += self.embed_lines(lines)
             if progress:
                 progress(len(lines))
@@ -61,9 +61,9 @@ class CatalogIndexer:
         self.index.save()
         return "loaded" if loaded else "rebuilt"
 
-    def run_once(self, progress: Progress | None = None) -> int:
+    def run_once(self, stop: Callable[[], bool] = lambda: False) -> int:
         """One pass of the background worker: embed what is pending, sync, save."""
-        embedded = self.embed_pending(progress)
+        embedded = self.embed_pending(stop=stop)
         self.sync_index()
         self.index.save_if_dirty()
         return embedded
@@ -103,7 +103,7 @@ class BackgroundIndexer:
             if self._stop:
                 break
             try:
-                self.indexer.run_once()
+                self.indexer.run_once(stop=lambda: self._stop)
             except Exception as exc:  # the worker must survive one bad batch; the error is reported
                 self.on_error(exc)
             if not self._wake.is_set():

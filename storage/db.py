@@ -40,6 +40,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             received_at TIMESTAMP NOT NULL
         )""",
     ),
+    (
+        # The durable queue (jobs/queue.py): live and dead-lettered messages, and recent deduplication ids.
+        "CREATE SEQUENCE queue_seq START 1",
+        """CREATE TABLE queue_messages (
+            message_id BIGINT PRIMARY KEY,
+            seq BIGINT NOT NULL,
+            group_id BIGINT,
+            body VARCHAR NOT NULL,
+            sent_at TIMESTAMP NOT NULL,
+            visible_at TIMESTAMP NOT NULL,
+            receive_count INTEGER NOT NULL,
+            receipt_handle VARCHAR,
+            dead_at TIMESTAMP,
+            reason VARCHAR
+        )""",
+        """CREATE TABLE queue_dedup (
+            dedup_id VARCHAR NOT NULL, message_id BIGINT NOT NULL, sent_at TIMESTAMP NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -153,10 +153,26 @@ class VectorIndex:
         self, vector: np.ndarray, k: int, accept: Callable[[int], bool] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest labels to `vector` and their cosine similarities, best first."""
+        vector = np.asarray(vector, dtype=np.float32)
         with self._lock:
             k = min(k, len(self))
             if k <= 0:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             self._index.set_ef(max(self.config.ef_search, k))
-            labels, distances = self._index.knn_query(np.asarray(vector, dtype=np.float32), k=k, filter=accept)
+            try:
+                labels, distances = self._index.knn_query(vector, k=k, filter=accept)
+            except RuntimeError:  # the filter left fewer than k: the graph search cannot fill k places
+                return self._exact(vector, k, accept)
         return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+
+    def _exact(self, vector: np.ndarray, k: int, accept: Callable[[int], bool] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Brute-force cosine over every accepted stored vector (what a search that cannot fill k falls back to)."""
+        ids = self.ids()
+        if accept is not None:
+            ids = ids[[accept(int(i)) for i in ids]] if len(ids) else ids
+        if len(ids) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        stored = np.asarray(self._index.get_items(ids), dtype=np.float32)
+        sims = stored @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
+        top = np.argsort(-sims, kind="stable")[:k]
+        return ids[top], sims[top].astype(np.float32)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -19,7 +21,8 @@ _STATUS: dict[type[ApplianceError], tuple[int, str]] = {
     NotReady: (503, "not-ready"),
     StoreLocked: (503, "store-locked"),
 }
-_AT = re.compile(r"at `\$\.?([^`]*)`")
+_AT = re.compile(r" - at `\$\.?([^`]*)`$")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
 def problem(status: int, kind: str, detail: str, **extra: Any) -> Response:
@@ -30,8 +33,13 @@ def problem(status: int, kind: str, detail: str, **extra: Any) -> Response:
 
 
 def _field_of(message: str) -> str | None:
+    """The field a msgspec message points at: `$.data[0].price` -> `[0].price` (the body is `data`)."""
     match = _AT.search(message)
-    return match.group(1) or None if match else None
+    path = re.sub(r"^data\.?", "", match.group(1)) if match else ""
+    missing = _MISSING.search(message)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    return path or None
 
 
 def handle_appliance_error(_: Request, exc: ApplianceError) -> Response:
@@ -40,17 +48,19 @@ def handle_appliance_error(_: Request, exc: ApplianceError) -> Response:
 
 
 def handle_validation_error(_: Request, exc: ValidationException) -> Response:
-    """Litestar/msgspec rejected a body or a parameter: name the field."""
+    """Litestar/msgspec rejected a body or a parameter: name the field (msgspec's own message keeps the path)."""
     errors = [e for e in (exc.extra or []) if isinstance(e, dict)]
-    messages = [str(e.get("message", "")) for e in errors] or [exc.detail]
-    fields = [e.get("key") or _field_of(str(e.get("message", ""))) for e in errors]
-    field = next((f for f in fields if f), None)
-    return problem(400, "invalid-request", "; ".join(messages), field=field, errors=errors or None)
+    cause = str(exc.__cause__) if isinstance(exc.__cause__, msgspec.ValidationError) else ""
+    field = _field_of(cause) if cause else None
+    if field is None:
+        field = next((e["key"] for e in errors if e.get("key") and e["key"] != "data"), None)
+    detail = cause.split(" - at ")[0] if cause else "; ".join(str(e.get("message", "")) for e in errors)
+    return problem(400, "invalid-request", detail or exc.detail, field=field, errors=errors or None)
 
 
 def handle_http_error(_: Request, exc: HTTPException) -> Response:
-    kind = re.sub(r"[^a-z]+", "-", exc.detail.lower()).strip("-") if exc.status_code < 500 else "server-error"
-    return problem(exc.status_code, kind or "error", exc.detail)
+    kind = re.sub(r"[^a-z]+", "-", HTTPStatus(exc.status_code).phrase.lower()).strip("-")
+    return problem(exc.status_code, kind, exc.detail)
 
 
 def handle_unexpected(_: Request, exc: Exception) -> Response:

@@ -118,8 +118,10 @@ class FeedOut(msgspec.Struct):
     items: list[FeedItem]
 
     @classmethod
-    def of(cls, customer_id: int, page: FeedPage, products: dict[int, Product], thresholds) -> FeedOut:
-        items = [FeedItem(ProductOut.of(products[s.product_id], thresholds), s.score, s.source) for s in page.items]
+    def of(cls, customer_id: int, page: FeedPage, thresholds: tuple[float, ...]) -> FeedOut:
+        items = [
+            FeedItem(ProductOut.of(page.products[s.product_id], thresholds), s.score, s.source) for s in page.items
+        ]
         return cls(customer_id, page.ordering, page.page, page.per_page, page.total, page.pages, items)
 
 

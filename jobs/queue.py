@@ -1,0 +1,284 @@
+"""An in-process, durable queue with the contract of Amazon SQS (FIFO flavour), kept in DuckDB.
+
+A message body is the SQS body of one interaction, a JSON object such as
+``{"customer_id": 12345, "product_id": 5678, "event_name": "product_clicked"}`` (optionally with an
+ISO "timestamp"). The consumer sees what an SQS consumer sees: `receive` (long poll, visibility timeout,
+a new receipt handle per delivery), `delete` with the latest handle, `change_visibility`, redelivery when
+the timeout passes, and a dead-letter queue after `max_receive_count` deliveries. So a shop can swap in
+real SQS without touching the consumer.
+
+Durability: a message is committed before `send` returns; `enqueue_in` writes inside the caller's
+transaction, so an event row and its message commit (or roll back) together. Visibility is persisted:
+after a restart, messages a dead process had in flight come back when their timeout passes.
+
+Ordering: messages are grouped by customer (like SQS FIFO message groups). A customer's message is
+never handed out while an earlier one of the same customer is in flight, and at most one message per
+customer is handed out per receive, so a consumer can process a batch in any order.
+
+>>> queue = DurableQueue(db, visibility_timeout=30, max_receive_count=5)
+>>> queue.send({"customer_id": 1, "product_id": 2, "event_name": "product_viewed"})
+'1'
+>>> for m in queue.receive(max_messages=10, wait_seconds=20):
+...     handle(m.body)
+...     queue.delete(m.receipt_handle)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+
+from appliance.errors import InvalidInput
+from appliance.types import EVENT_NAMES, Event, now_utc, utc_naive
+from storage.db import Database
+from storage.queue_store import QueueStore
+
+MAX_BATCH = 10  # SQS: at most 10 entries per SendMessageBatch / ReceiveMessage / DeleteMessageBatch
+DEDUP_WINDOW_SECONDS = 300.0  # SQS FIFO deduplication interval
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    message_id: str
+    receipt_handle: str  # only the handle of the latest delivery deletes the message
+    body: dict
+    receive_count: int  # deliveries so far, this one included
+    sent_at: datetime  # naive UTC
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    depth: int  # visible now
+    in_flight: int  # received, neither deleted nor timed out yet
+    dead_lettered: int
+    oldest_age_seconds: float  # age of the oldest live message (visible or in flight); 0 when empty
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    message_id: str
+    body: dict
+    reason: str
+    receive_count: int
+    sent_at: datetime
+    dead_at: datetime
+
+
+def event_body(event: Event) -> dict:
+    """The SQS body of an event."""
+    return {
+        "customer_id": event.customer_id,
+        "product_id": event.product_id,
+        "event_name": event.event_name,
+        "timestamp": event.ts.isoformat(),
+    }
+
+
+def body_event(body: dict, default_ts: datetime) -> Event:
+    """The event an SQS body describes (`default_ts` when it has no timestamp); InvalidInput if malformed."""
+    try:
+        customer_id, product_id, name = body["customer_id"], body["product_id"], body["event_name"]
+    except (KeyError, TypeError) as exc:
+        raise InvalidInput(f"message body lacks {exc}", field=str(exc).strip("'")) from exc
+    for field, value in (("customer_id", customer_id), ("product_id", product_id)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidInput(f"{field} must be an integer, got {value!r}", field=field)
+    if name not in EVENT_NAMES:
+        raise InvalidInput(f"unknown event_name {name!r}", field="event_name")
+    ts = default_ts
+    if body.get("timestamp") is not None:
+        try:
+            ts = utc_naive(datetime.fromisoformat(body["timestamp"]))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"timestamp is not ISO 8601: {body['timestamp']!r}", field="timestamp") from exc
+    return Event(customer_id, product_id, name, ts)
+
+
+def _group(body: dict) -> int | None:
+    """The message group: the customer id when the body has an integer one."""
+    value = body.get("customer_id")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+class DurableQueue:
+    """SQS-shaped queue over one DuckDB file. Thread-safe; every write goes through `db.write()`.
+
+    `clock` returns naive-UTC datetimes (they are persisted, so they must mean the same after a restart);
+    tests pass a clock they advance by hand.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        visibility_timeout: float,
+        max_receive_count: int,
+        dedup_window: float = DEDUP_WINDOW_SECONDS,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        if visibility_timeout < 0 or max_receive_count < 1 or dedup_window < 0:
+            raise ValueError("need visibility_timeout >= 0, max_receive_count >= 1 and dedup_window >= 0")
+        self.store = QueueStore(db)
+        self.db = db
+        self.visibility_timeout = float(visibility_timeout)
+        self.max_receive_count = int(max_receive_count)
+        self.dedup_window = timedelta(seconds=dedup_window)
+        self.clock = clock
+        self._changed = threading.Condition()
+        self._version = 0  # bumped on every change that may make a message deliverable
+        self._closed = False
+
+    # -- sending ---------------------------------------------------------------------------------------
+
+    def send(self, body: dict, dedup_id: str | None = None) -> str:
+        """Enqueue one message, durable when this returns; its message id (the first one for a dedup id)."""
+        return self.send_batch([body], None if dedup_id is None else [dedup_id])[0]
+
+    def send_batch(self, bodies: Sequence[dict], dedup_ids: Sequence[str | None] | None = None) -> list[str]:
+        """Enqueue up to 10 messages in one transaction; their message ids, in order."""
+        if len(bodies) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} messages per batch, got {len(bodies)}")
+        if not bodies:
+            return []
+        with self.db.write() as cur:
+            return self.enqueue_in(cur, bodies, dedup_ids)
+
+    def enqueue_in(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        bodies: Sequence[dict],
+        dedup_ids: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Enqueue any number of messages inside a transaction the caller holds (the cursor of `db.write()`).
+
+        They commit or roll back with the caller's other writes (the events row and its message together).
+        """
+        if dedup_ids is None:
+            dedup_ids = [None] * len(bodies)
+        if len(dedup_ids) != len(bodies):
+            raise ValueError(f"{len(bodies)} bodies but {len(dedup_ids)} dedup ids")
+        if not bodies:
+            return []
+        texts = []
+        for body in bodies:
+            if not isinstance(body, dict):
+                raise ValueError(f"a message body is a JSON object, got {type(body).__name__}")
+            try:
+                texts.append(json.dumps(body, separators=(",", ":")))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"message body is not JSON-serialisable: {exc}") from exc
+        now = self.clock()
+        ids = self.store.insert(
+            cur, texts, [_group(b) for b in bodies], list(dedup_ids), now, now - self.dedup_window
+        )
+        # Receivers woken now block on the writer lock (held by our caller) until this transaction ends.
+        self._notify()
+        return [str(i) for i in ids]
+
+    # -- receiving -------------------------------------------------------------------------------------
+
+    def receive(
+        self, max_messages: int = MAX_BATCH, wait_seconds: float = 0.0, visibility_timeout: float | None = None
+    ) -> list[Received]:
+        """Up to `max_messages` messages, oldest first, at most one per customer; waits up to `wait_seconds`
+        for one to become available (woken at once by a send). Each is invisible to other receives for
+        `visibility_timeout` seconds (the queue's default when None) unless deleted."""
+        if not 1 <= max_messages <= MAX_BATCH:
+            raise ValueError(f"max_messages must be within 1..{MAX_BATCH}, got {max_messages}")
+        if wait_seconds < 0:
+            raise ValueError("wait_seconds must be >= 0")
+        timeout = self.visibility_timeout if visibility_timeout is None else float(visibility_timeout)
+        if timeout < 0:
+            raise ValueError("visibility_timeout must be >= 0")
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            with self._changed:
+                seen = self._version
+                if self._closed:
+                    return []
+            now = self.clock()
+            rows, next_visible = self.store.receive(
+                now, max_messages, now + timedelta(seconds=timeout), self.max_receive_count
+            )
+            if rows:
+                return [Received(str(r[0]), r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if next_visible is not None:  # an in-flight message times out before the wait ends
+                remaining = min(remaining, max((next_visible - now).total_seconds(), 0.01))
+            with self._changed:
+                if self._version == seen and not self._closed:
+                    self._changed.wait(remaining)
+
+    def delete(self, receipt_handle: str) -> bool:
+        """Delete a received message; False when the handle is not the latest one of a live message."""
+        return self.delete_batch([receipt_handle])[0]
+
+    def delete_batch(self, receipt_handles: Sequence[str]) -> list[bool]:
+        """Delete received messages in one transaction; per handle, whether it deleted its message."""
+        done = self.store.delete(list(receipt_handles))
+        if done:
+            self._notify()  # the next message of those customers may now be handed out
+        return [h in done for h in receipt_handles]
+
+    def change_visibility(self, receipt_handle: str, seconds: float) -> bool:
+        """Make a received message visible again in `seconds` from now (0: at once); False on a stale handle."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        changed = self.store.change_visibility(receipt_handle, self.clock() + timedelta(seconds=seconds))
+        if changed:
+            self._notify()
+        return changed
+
+    def fail(self, receipt_handle: str, reason: str) -> bool:
+        """Move a received message to the dead-letter queue now (it can never succeed); False if stale."""
+        moved = self.store.dead_letter(receipt_handle, reason, self.clock())
+        if moved:
+            self._notify()
+        return moved
+
+    # -- inspecting and the dead-letter queue ----------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        now = self.clock()
+        depth, in_flight, dead, oldest = self.store.stats(now)
+        age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+        return QueueStats(depth, in_flight, dead, age)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return [
+            DeadLetter(str(mid), json.loads(body), reason, count, sent_at, dead_at)
+            for mid, body, reason, count, sent_at, dead_at in self.store.dead_letters(limit)
+        ]
+
+    def redrive(self, limit: int | None = None) -> int:
+        """Move dead letters (oldest first, all when `limit` is None) back to the end of the queue with
+        their receive count reset; how many were moved."""
+        moved = self.store.redrive(limit, self.clock())
+        if moved:
+            self._notify()
+        return moved
+
+    def close(self) -> None:
+        """Wake every long poll (they return empty) and refuse further receives; messages stay stored."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()

@@ -1,0 +1,208 @@
+"""The SQL of the durable queue: messages, their visibility and the dead-letter queue, in DuckDB.
+
+Every method is one transaction of a few set-based statements (never one statement per message).
+Rows of `queue_messages` are live (`dead_at IS NULL`) or dead-lettered; a deleted message is gone.
+A live message is in flight while `visible_at > now`. `seq` is the FIFO position: the message id at
+send time, a fresh number when a dead letter is redriven (so it queues behind what was sent meanwhile).
+`queue_dedup` remembers deduplication ids for the dedup window, even after their message is deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import duckdb
+
+from storage.db import Database
+
+# Columns returned for a received message, in this order.
+RECEIVED_COLUMNS = "message_id, receipt_handle, body, receive_count, sent_at, seq"
+
+# The head of every message group (group = customer; a message without one is a group of its own),
+# for groups with nothing in flight, oldest first.
+_HEADS = """
+    SELECT head FROM (
+        SELECT arg_min(message_id, seq) AS head, min(seq) AS first
+        FROM queue_messages WHERE dead_at IS NULL
+        GROUP BY group_id, CASE WHEN group_id IS NULL THEN message_id END
+        HAVING NOT bool_or(visible_at > $now)
+    ) ORDER BY first LIMIT $limit
+"""
+
+
+class QueueStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- sending ---------------------------------------------------------------------------------------
+
+    def insert(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        bodies: Sequence[str],
+        groups: Sequence[int | None],
+        dedup_ids: Sequence[str | None],
+        now: datetime,
+        dedup_since: datetime,
+    ) -> list[int]:
+        """Append messages inside the caller's transaction; returns one message id per body.
+
+        A body whose dedup id was seen after `dedup_since` (or earlier in this batch) is not inserted:
+        its id is the one the first message with that dedup id got.
+        """
+        if not bodies:
+            return []
+        known: dict[str, int] = {}
+        wanted = sorted({d for d in dedup_ids if d is not None})
+        if wanted:
+            cur.execute("DELETE FROM queue_dedup WHERE sent_at <= $1", [dedup_since])
+            known = dict(
+                cur.execute(
+                    "SELECT dedup_id, message_id FROM queue_dedup WHERE dedup_id IN (SELECT unnest($1::VARCHAR[]))",
+                    [wanted],
+                ).fetchall()
+            )
+        fresh = [i for i, d in enumerate(dedup_ids) if d is None or d not in known]
+        # a dedup id repeated within the batch: only its first occurrence is a new message
+        first_of: dict[str, int] = {}
+        new_rows: list[int] = []
+        for i in fresh:
+            d = dedup_ids[i]
+            if d is not None:
+                if d in first_of:
+                    continue
+                first_of[d] = i
+            new_rows.append(i)
+        ids = self._next_ids(cur, len(new_rows))
+        by_row = dict(zip(new_rows, ids, strict=True))
+        if new_rows:
+            cur.execute(
+                """INSERT INTO queue_messages (message_id, seq, group_id, body, sent_at, visible_at, receive_count)
+                   SELECT unnest($1::BIGINT[]), unnest($1::BIGINT[]), unnest($2::BIGINT[]),
+                          unnest($3::VARCHAR[]), $4::TIMESTAMP, $4::TIMESTAMP, 0""",
+                [ids, [groups[i] for i in new_rows], [bodies[i] for i in new_rows], now],
+            )
+        if first_of:
+            cur.execute(
+                """INSERT INTO queue_dedup (dedup_id, message_id, sent_at)
+                   SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[]), $3::TIMESTAMP""",
+                [list(first_of), [by_row[i] for i in first_of.values()], now],
+            )
+            known.update({d: by_row[i] for d, i in first_of.items()})
+        return [by_row[i] if i in by_row else known[dedup_ids[i]] for i in range(len(bodies))]
+
+    @staticmethod
+    def _next_ids(cur: duckdb.DuckDBPyConnection, n: int) -> list[int]:
+        if n == 0:
+            return []
+        rows = cur.execute("SELECT nextval('queue_seq') FROM range($1)", [n]).fetchall()
+        return sorted(r[0] for r in rows)
+
+    # -- receiving -------------------------------------------------------------------------------------
+
+    def receive(
+        self, now: datetime, limit: int, visible_until: datetime, max_receive_count: int
+    ) -> tuple[list[tuple], datetime | None]:
+        """Hand out up to `limit` deliverable messages, oldest first, one per group.
+
+        First dead-letters every visible message already received `max_receive_count` times. Returns
+        the rows (RECEIVED_COLUMNS, in FIFO order) and, when there are none, the moment the next
+        in-flight message becomes visible again (None if nothing is in flight).
+        """
+        with self.db.write() as cur:
+            cur.execute(
+                """UPDATE queue_messages
+                   SET dead_at = $now, receipt_handle = NULL,
+                       reason = 'not deleted after ' || receive_count || ' receives (max_receive_count)'
+                   WHERE dead_at IS NULL AND visible_at <= $now AND receive_count >= $max""",
+                {"now": now, "max": max_receive_count},
+            )
+            rows = cur.execute(
+                f"""UPDATE queue_messages
+                    SET receive_count = receive_count + 1, visible_at = $until,
+                        receipt_handle = message_id::VARCHAR || '-' || gen_random_uuid()::VARCHAR
+                    WHERE message_id IN ({_HEADS})
+                    RETURNING {RECEIVED_COLUMNS}""",
+                {"now": now, "until": visible_until, "limit": limit},
+            ).fetchall()
+            if rows:
+                return sorted(rows, key=lambda r: r[5]), None
+            nxt = cur.execute(
+                "SELECT min(visible_at) FROM queue_messages WHERE dead_at IS NULL AND visible_at > $1", [now]
+            ).fetchone()[0]
+        return [], nxt
+
+    def delete(self, handles: Sequence[str]) -> set[str]:
+        """Delete the live messages whose latest receipt handle is one of `handles`; returns those handles."""
+        if not handles:
+            return set()
+        with self.db.write() as cur:
+            rows = cur.execute(
+                """DELETE FROM queue_messages
+                   WHERE dead_at IS NULL AND receipt_handle IN (SELECT unnest($1::VARCHAR[]))
+                   RETURNING receipt_handle""",
+                [list(handles)],
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def change_visibility(self, handle: str, visible_at: datetime) -> bool:
+        with self.db.write() as cur:
+            rows = cur.execute(
+                """UPDATE queue_messages SET visible_at = $2
+                   WHERE dead_at IS NULL AND receipt_handle = $1 RETURNING message_id""",
+                [handle, visible_at],
+            ).fetchall()
+        return bool(rows)
+
+    def dead_letter(self, handle: str, reason: str, now: datetime) -> bool:
+        with self.db.write() as cur:
+            rows = cur.execute(
+                """UPDATE queue_messages SET dead_at = $3, reason = $2, receipt_handle = NULL
+                   WHERE dead_at IS NULL AND receipt_handle = $1 RETURNING message_id""",
+                [handle, reason, now],
+            ).fetchall()
+        return bool(rows)
+
+    # -- inspecting and the dead-letter queue ----------------------------------------------------------
+
+    def stats(self, now: datetime) -> tuple[int, int, int, datetime | None]:
+        """(visible, in flight, dead-lettered, oldest sent_at of a live message)."""
+        return self.db.read(
+            """SELECT count(*) FILTER (WHERE dead_at IS NULL AND visible_at <= $1),
+                      count(*) FILTER (WHERE dead_at IS NULL AND visible_at > $1),
+                      count(*) FILTER (WHERE dead_at IS NOT NULL),
+                      min(sent_at) FILTER (WHERE dead_at IS NULL)
+               FROM queue_messages""",
+            [now],
+        )[0]
+
+    def dead_letters(self, limit: int) -> list[tuple]:
+        """(message_id, body, reason, receive_count, sent_at, dead_at), oldest first."""
+        return self.db.read(
+            """SELECT message_id, body, reason, receive_count, sent_at, dead_at FROM queue_messages
+               WHERE dead_at IS NOT NULL ORDER BY seq LIMIT $1""",
+            [limit],
+        )
+
+    def redrive(self, limit: int | None, now: datetime) -> int:
+        """Move dead letters (oldest first) back to the end of the queue, visible, receive count reset."""
+        with self.db.write() as cur:
+            ids = [
+                r[0]
+                for r in cur.execute(
+                    "SELECT message_id FROM queue_messages WHERE dead_at IS NOT NULL ORDER BY seq LIMIT $1",
+                    [limit],
+                ).fetchall()
+            ]
+            if not ids:
+                return 0
+            cur.execute(
+                """UPDATE queue_messages AS m
+                   SET seq = r.seq, dead_at = NULL, reason = NULL, receipt_handle = NULL,
+                       receive_count = 0, visible_at = $3
+                   FROM (SELECT unnest($1::BIGINT[]) AS message_id, unnest($2::BIGINT[]) AS seq) AS r
+                   WHERE m.message_id = r.message_id""",
+                [ids, self._next_ids(cur, len(ids)), now],
+            )
+        return len(ids)

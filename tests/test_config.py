@@ -1,0 +1,55 @@
+import tomllib
+
+import pytest
+
+from appliance.config import DEFAULT_FILE, load_config
+from appliance.errors import InvalidInput
+
+
+def test_the_shipped_config_loads_and_gives_the_source_design_weights() -> None:
+    config = load_config(env={})
+    assert config.events.weights["product_viewed"] == 0.1
+    assert config.events.weights["product_clicked"] == 2.0
+    assert config.events.weights["product_added_to_cart"] == 5.0
+    assert config.encoder.dim == 384
+    assert config.server.port == 8000
+
+
+def test_every_key_in_config_toml_is_commented_with_its_default() -> None:
+    lines = DEFAULT_FILE.read_text().splitlines()
+    keyed = [ln for ln in lines if "=" in ln.split("#")[0] and not ln.lstrip().startswith("#")]
+    assert keyed, "no keys found"
+    missing = [ln for ln in keyed if "# default" not in ln]
+    assert missing == []
+
+
+def test_env_overrides_file_and_values_are_typed(tmp_path) -> None:
+    shop = tmp_path / "shop.toml"
+    shop.write_text('[server]\nport = 9100\ndata_dir = "/srv/shop"\n')
+    config = load_config(shop, env={"APPLIANCE_SERVER__PORT": "9200", "APPLIANCE_FEED__PER_PAGE": "30"})
+    assert config.server.port == 9200
+    assert config.server.data_dir == "/srv/shop"
+    assert config.feed.per_page == 30
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"catalog": {"tier_thresholds": [100.0, 25.0, 300.0]}}, "catalog.tier_thresholds"),
+        ({"events": {"weights": {"product_viewed": -1.0}}}, "events.weights"),
+        ({"server": {"port": "eighty"}}, "server.port"),
+        ({"server": {"colour": "blue"}}, "server"),
+        ({"feed": {"per_page": 500}}, "feed.per_page"),
+        ({"training": {"negatives": "some"}}, "training.negatives"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(overrides, field) -> None:
+    with pytest.raises(InvalidInput) as err:
+        load_config(env={}, overrides=overrides)
+    assert err.value.field == field
+
+
+def test_every_section_is_a_table_of_the_config() -> None:
+    data = tomllib.loads(DEFAULT_FILE.read_text())
+    config = load_config(env={})
+    assert set(data) == {name for name in vars(config)}

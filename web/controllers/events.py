@@ -1,0 +1,37 @@
+"""/events: shopper interactions in the SQS message shape, durable before the response."""
+
+from __future__ import annotations
+
+from litestar import Controller, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from appliance.errors import InvalidInput
+from appliance.types import now_utc
+from web.schemas import EventIn, EventsAccepted
+
+
+class EventController(Controller):
+    path = "/events"
+    tags = ["events"]
+
+    @post("/", operation_id="postEvents", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
+    def post_events(self, state: State, data: JSONBody[EventIn | list[EventIn]]) -> EventsAccepted:
+        """Accept one event or a batch; all are written to DuckDB in one commit before the 202."""
+        config = state.services.config.events
+        batch = data if isinstance(data, list) else [data]
+        if not batch:
+            raise InvalidInput("the body must hold at least one event", field="$")
+        if len(batch) > config.max_batch:
+            raise InvalidInput(f"at most {config.max_batch} events per request", field="$")
+        now = now_utc()
+        events = []
+        for i, item in enumerate(batch):
+            try:
+                events.append(item.to_domain(now, config.max_future_seconds))
+            except InvalidInput as exc:
+                where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
+                raise InvalidInput(str(exc), field=where) from None
+        ids = state.services.events.append(events, now)
+        return EventsAccepted(len(ids), ids)
