@@ -15,12 +15,13 @@ Ordering: messages are grouped by customer (like SQS FIFO message groups). A cus
 never handed out while an earlier one of the same customer is in flight, and at most one message per
 customer is handed out per receive, so a consumer can process a batch in any order.
 
->>> queue = DurableQueue(db, visibility_timeout=30, max_receive_count=5)
->>> queue.send({"customer_id": 1, "product_id": 2, "event_name": "product_viewed"})
-'1'
->>> for m in queue.receive(max_messages=10, wait_seconds=20):
-...     handle(m.body)
-...     queue.delete(m.receipt_handle)
+Example (a consumer loop)::
+
+    queue = DurableQueue(db, visibility_timeout=30, max_receive_count=5)
+    queue.send({"customer_id": 1, "product_id": 2, "event_name": "product_viewed"})  # -> "1"
+    for m in queue.receive(max_messages=10, wait_seconds=20):
+        handle(m.body)  # on an error that can never succeed: queue.fail(m.receipt_handle, reason)
+        queue.delete(m.receipt_handle)
 """
 
 from __future__ import annotations

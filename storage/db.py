@@ -59,6 +59,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             dedup_id VARCHAR NOT NULL, message_id BIGINT NOT NULL, sent_at TIMESTAMP NOT NULL
         )""",
     ),
+    (
+        # The Elasticsearch outbox (storage/elastic_outbox.py): what still has to reach the cluster.
+        # generation is bumped by each new mark, so a sync removes only the version it sent.
+        """CREATE TABLE elastic_outbox (
+            kind VARCHAR NOT NULL,
+            item_id BIGINT NOT NULL,
+            marked_at TIMESTAMP NOT NULL,
+            generation INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            last_error VARCHAR,
+            PRIMARY KEY (kind, item_id)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import msgspec
@@ -64,7 +64,7 @@ class ProductOut(msgspec.Struct):
     def of(cls, p: Product, thresholds: tuple[float, ...]) -> ProductOut:
         return cls(
             p.product_id, p.name, p.merchant, list(p.category_path), p.color, p.price,
-            price_tier(p.price, thresholds), p.in_stock, p.created_at,
+            price_tier(p.price, thresholds), p.in_stock, p.created_at.replace(tzinfo=UTC) if p.created_at else None,
         )
 
 

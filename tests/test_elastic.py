@@ -1,0 +1,436 @@
+"""The optional Elasticsearch adapter: exact request bodies, elasticmock round-trips, outbox and outages.
+
+Clients are stand-ins for the third-party cluster only: elasticmock (looked up through `make_client`, which
+its decorator patches), a subclass of it that also logs requests and keeps mappings (elasticmock has no
+put_mapping/get_mapping), and a wrapper whose calls raise the client's own ConnectionError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import elasticsearch
+import pytest
+from elasticmock import elasticmock
+from elasticmock.fake_elasticsearch import FakeElasticsearch
+from elasticmock.fake_indices import FakeIndicesClient
+
+from appliance.errors import InvalidInput, NotReady
+from appliance.recommender import FeedQuery
+from appliance.types import Product
+from storage.db import Database
+from storage.elastic import ElasticConfig, Filters, build_knn_query, build_script_score_query, ensure_indices
+from storage.elastic import make_client, product_document, search_feed
+from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
+
+CFG = ElasticConfig(
+    enabled=True, url="http://localhost:9200", product_index="products", user_index="shoppers",
+    vector_field="product_vector", user_vector_field="user_vector", api_key="", username="", password="",
+    verify_certs=True, ca_certs="", timeout_seconds=10.0, batch_size=100, max_retries=2, backoff_seconds=0.5,
+    backoff_max_seconds=4.0, knn_num_candidates=100,
+)
+T0 = datetime(2026, 3, 1, 12, 0, 0)
+VEC = {1: [0.5, 0.25, 1.0], 2: [1.0, 0.0, -0.5], 3: [0.0, 1.0, 0.0]}
+SHOE = Product(1, "Pegasus", "Nike", ("Shoes", "Running"), "Blue", 129.0, True, datetime(2026, 1, 1, 10))
+
+
+class RecordingES(FakeElasticsearch):
+    """elasticmock that logs each request and keeps the mappings it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple] = []
+        self.mappings: dict[str, dict] = {}
+        self.search_response: dict | None = None  # canned answer for queries elasticmock cannot evaluate
+
+    @property
+    def indices(self):
+        return RecordingIndices(self)
+
+    def bulk(self, body, **kwargs):
+        self.calls.append(("bulk", body))
+        return super().bulk(body, **kwargs)
+
+    def search(self, index=None, body=None, **kwargs):
+        self.calls.append(("search", index, body, kwargs))
+        if self.search_response is not None:
+            return self.search_response
+        return super().search(index=index, body=body, **kwargs)
+
+
+class RecordingIndices(FakeIndicesClient):
+    def create(self, index, body=None, **kwargs):
+        self.client.calls.append(("create", index, body))
+        self.client.mappings[index] = json.loads(json.dumps(body["mappings"]))
+        return super().create(index, body=body, **kwargs)
+
+    def get_mapping(self, index):
+        return {index: {"mappings": self.client.mappings[index]}}
+
+    def put_mapping(self, index, body):
+        self.client.calls.append(("put_mapping", index, body))
+        self.client.mappings[index].setdefault("properties", {}).update(body["properties"])
+        return {"acknowledged": True}
+
+
+class Flaky:
+    """Passes calls through to a client, except that while `down` (or for `fail_times` calls) they raise."""
+
+    def __init__(self, inner, down: bool = True, fail_times: int = 0) -> None:
+        self.inner, self.down, self.fail_times = inner, down, fail_times
+
+    def _check(self) -> None:
+        if self.down or self.fail_times > 0:
+            self.fail_times -= 1
+            raise elasticsearch.exceptions.ConnectionError("N/A", "Connection refused", OSError(111))
+
+    def __getattr__(self, name):
+        target = getattr(self.inner, name)
+        if name == "indices":
+            return Flaky.Part(self, target)
+        return lambda *a, **kw: (self._check(), target(*a, **kw))[1]
+
+    class Part:
+        def __init__(self, owner, inner) -> None:
+            self.owner, self.inner = owner, inner
+
+        def __getattr__(self, name):
+            target = getattr(self.inner, name)
+            return lambda *a, **kw: (self.owner._check(), target(*a, **kw))[1]
+
+
+class Bulks:
+    """A plain client whose bulk answers come from a list; it records the bodies it was sent."""
+
+    def __init__(self, *answers) -> None:
+        self.answers, self.bodies = list(answers), []
+
+    def bulk(self, body):
+        self.bodies.append(body)
+        return self.answers.pop(0)
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    database = Database(tmp_path / "appliance.duckdb")
+    yield database
+    database.close()
+
+
+def sync_for(db, client, config=CFG, clock=lambda: T0):
+    sleeps: list[float] = []
+    sync = ElasticSync(config, db, client, dims=3, sleep=sleeps.append, clock=clock)
+    sync._indices_ready = isinstance(client, Bulks)  # a plain bulk recorder has no index API
+    return sync, sleeps
+
+
+def load_products(ids):
+    return {i: (VEC[i], {"product_id": i, "name": f"p{i}"}) for i in ids if i in VEC}
+
+
+def load_users(ids):
+    return {i: VEC[i] for i in ids if i in VEC}
+
+
+def ndjson(body: str) -> list[dict]:
+    assert body.endswith("\n")
+    return [json.loads(line) for line in body.splitlines()]
+
+
+# -- index management -------------------------------------------------------------------------------------
+def test_new_indices_get_the_full_mapping():
+    client = RecordingES()
+    assert ensure_indices(client, CFG, 384) == {"products": "created", "shoppers": "created"}
+    vector = {"type": "dense_vector", "dims": 384, "index": True, "similarity": "cosine"}
+    assert client.calls == [
+        ("create", "products", {"mappings": {"properties": {
+            "product_vector": vector, "product_id": {"type": "long"}, "name": {"type": "text"},
+            "merchant": {"type": "keyword"}, "category_path": {"type": "keyword"},
+            "categories": {"type": "keyword"}, "color": {"type": "keyword"}, "price": {"type": "double"},
+            "in_stock": {"type": "boolean"}, "created_at": {"type": "date"}, "popularity": {"type": "double"},
+        }}}),
+        ("create", "shoppers", {"mappings": {"properties": {
+            "user_vector": vector, "customer_id": {"type": "long"}, "updated_at": {"type": "date"},
+        }}}),
+    ]
+    assert ensure_indices(client, CFG, 384) == {"products": "unchanged", "shoppers": "unchanged"}
+
+
+def test_an_existing_shop_index_only_gains_the_fields_it_lacks():
+    client = RecordingES()
+    shop = {"title": {"type": "text"}, "price": {"type": "scaled_float", "scaling_factor": 100},
+            "name": {"type": "keyword"}}
+    client.indices.create(index="products", body={"mappings": {"properties": shop}})
+    client.calls.clear()
+    ensure_indices(client, CFG, 384)
+    assert client.calls[0] == ("put_mapping", "products", {"properties": {
+        "product_vector": {"type": "dense_vector", "dims": 384, "index": True, "similarity": "cosine"},
+        "product_id": {"type": "long"}, "merchant": {"type": "keyword"}, "category_path": {"type": "keyword"},
+        "categories": {"type": "keyword"}, "color": {"type": "keyword"}, "in_stock": {"type": "boolean"},
+        "created_at": {"type": "date"}, "popularity": {"type": "double"},
+    }})
+    assert {k: client.mappings["products"]["properties"][k] for k in shop} == shop  # the shop's own, intact
+
+
+def test_a_vector_field_of_another_size_is_refused():
+    client = RecordingES()
+    client.indices.create(index="products", body={"mappings": {"properties": {
+        "product_vector": {"type": "dense_vector", "dims": 128}}}})
+    with pytest.raises(InvalidInput, match="128"):
+        ensure_indices(client, CFG, 384)
+
+
+# -- bulk payloads and the outbox -------------------------------------------------------------------------
+def test_bulk_payloads_are_exact_and_only_acknowledged_items_leave_the_outbox(db):
+    ok = {"errors": False, "items": [{"update": {"_id": "1", "status": 200}}, {"update": {"_id": "2", "status": 201}},
+                                     {"delete": {"_id": "4", "status": 404}}]}
+    users = {"errors": True, "items": [
+        {"index": {"_id": "2", "status": 400, "error": {"type": "mapper_parsing_exception", "reason": "bad"}}},
+        {"index": {"_id": "3", "status": 201}},
+    ]}
+    client = Bulks(ok, users)
+    sync, _ = sync_for(db, client)
+    sync.mark_products([1, 2, 4, 5])
+    sync.mark_users([3, 2])
+
+    def products(ids):
+        return {**load_products([i for i in ids if i != 4]), 5: None}  # 4 is gone, 5 not embedded yet
+
+    result = sync.sync_once(products, load_users)
+    assert (result.acked, result.failed, result.not_ready, result.outage) == (4, 1, 1, False)
+    assert client.bodies[0] == (
+        '{"update":{"_index":"products","_id":"1"}}\n'
+        '{"doc":{"product_id":1,"name":"p1","product_vector":[0.5,0.25,1.0]},"doc_as_upsert":true}\n'
+        '{"update":{"_index":"products","_id":"2"}}\n'
+        '{"doc":{"product_id":2,"name":"p2","product_vector":[1.0,0.0,-0.5]},"doc_as_upsert":true}\n'
+        '{"delete":{"_index":"products","_id":"4"}}\n'
+    )
+    assert ndjson(client.bodies[1]) == [
+        {"index": {"_index": "shoppers", "_id": "2"}},
+        {"customer_id": 2, "updated_at": T0.isoformat(), "user_vector": [1.0, 0.0, -0.5]},
+        {"index": {"_index": "shoppers", "_id": "3"}},
+        {"customer_id": 3, "updated_at": T0.isoformat(), "user_vector": [0.0, 1.0, 0.0]},
+    ]
+    assert {(it.kind, it.item_id) for it in sync.outbox.pending()} == {("product", 5), ("user", 2)}
+    assert sync.outbox.attempts("user", 2) == (1, "400: mapper_parsing_exception: bad")
+    assert sync.outbox.attempts("product", 5) == (0, None)
+    status = sync.status()
+    assert (status.pending, status.failing, status.last_success) == (2, 1, T0)
+    assert "mapper_parsing_exception" in status.last_error
+
+
+def test_a_busy_cluster_gets_only_the_rejected_items_again_after_a_backoff(db):
+    client = Bulks({"errors": True, "items": [{"index": {"status": 201}}, {"index": {"status": 429}}]},
+                   {"errors": False, "items": [{"index": {"status": 201}}]})
+    sync, sleeps = sync_for(db, client)
+    sync.mark_users([1, 2])
+    assert sync.sync_once(load_products, load_users).acked == 2
+    assert [line for line in ndjson(client.bodies[1]) if "index" in line] == [
+        {"index": {"_index": "shoppers", "_id": "2"}}]
+    assert sleeps == [0.5]
+    assert sync.status().pending == 0
+
+
+def test_marks_are_idempotent_and_a_change_during_a_sync_stays_pending(db):
+    now = [T0]
+    client = Bulks(*[{"items": [{"update": {"status": 200}}] * 2}])
+    sync, _ = sync_for(db, client, clock=lambda: now[0])
+    sync.mark_products([1, 2, 2])
+    now[0] = T0 + timedelta(seconds=30)
+    sync.mark_products([2])
+    assert len(sync.outbox.pending()) == 2
+    assert sync.status().lag_seconds == 30.0  # counted from the first mark
+
+    def products_changing(ids):
+        sync.mark_products([2])  # product 2 changes again while its older version is in flight
+        return load_products(ids)
+
+    assert sync.sync_once(products_changing, load_users).acked == 2
+    assert [it.item_id for it in sync.outbox.pending()] == [2]
+
+
+def test_batches_follow_batch_size(db):
+    client = Bulks(*[{"items": [{"update": {"status": 200}}] * n} for n in (2, 1)])
+    sync, _ = sync_for(db, client, config=replace(CFG, batch_size=2))
+    sync.mark_products([1, 2, 3])
+    assert sync.sync_once(load_products, load_users).acked == 3
+    assert [len(ndjson(body)) for body in client.bodies] == [4, 2]
+
+
+def test_an_outage_keeps_the_outbox_and_it_drains_when_the_cluster_is_back(db):
+    cluster = RecordingES()
+    client = Flaky(cluster, down=True)
+    sync, sleeps = sync_for(db, client)
+    sync.mark_products([1, 2])
+    sync.mark_users([3])
+    result = sync.sync_once(load_products, load_users)  # the index check itself fails: never raises
+    assert result.outage and "ConnectionError" in result.error
+    assert sleeps == [0.5, 1.0]  # max_retries = 2, exponential backoff
+    client.down = False
+    assert sync.sync_once(lambda ids: {}, lambda ids: {}, limit=0).outage is False  # indices made
+    client.down = True
+    result = sync.sync_once(load_products, load_users)  # now the bulk fails
+    assert result.outage and result.acked == 0
+    status = sync.status()
+    assert (status.pending, status.failing, status.last_success) == (3, 0, T0)
+    assert "ConnectionError" in status.last_error
+    assert all(sync.outbox.attempts(k, i) == (0, None) for k, i in (("product", 1), ("user", 3)))
+
+    client.down, client.fail_times = False, 1  # back, after one more refused call: retried within the sync
+    sleeps.clear()
+    result = sync.sync_once(load_products, load_users)
+    assert (result.acked, result.outage, sleeps) == (3, False, [0.5])
+    assert sync.status().pending == 0
+    assert cluster.get(index="shoppers", id="3")["_source"]["user_vector"] == VEC[3]
+
+
+def test_a_failing_loader_does_not_raise_either(db):
+    sync, _ = sync_for(db, Bulks())
+    sync.mark_products([1])
+
+    def broken(ids):
+        raise RuntimeError("catalog unavailable")
+
+    result = sync.sync_once(broken, load_users)
+    assert not result.outage and "catalog unavailable" in result.error
+    assert sync.status().pending == 1
+
+
+# -- elasticmock round-trips ------------------------------------------------------------------------------
+@elasticmock
+def test_round_trip_through_elasticmock(db):
+    client = make_client(CFG)  # elasticsearch.Elasticsearch, patched by the decorator, looked up now
+    assert isinstance(client, FakeElasticsearch)
+    client.index(index="products", id="1", body={"shop_title": "kept by a real cluster"})  # the shop's doc
+    client.index(index="products", id="2", body={})
+    sync = make_elastic_sync(CFG, db, dims=3, client=client, sleep=lambda s: None, clock=lambda: T0)
+    sync._indices_ready = True  # elasticmock has no get_mapping for the index the shop already has
+    sync.mark_products([1, 2, 3])
+    sync.mark_users([1])
+    docs = {1: (VEC[1], product_document(SHOE, popularity=4.5)),
+            2: (VEC[2], product_document(replace(SHOE, product_id=2, price=None, in_stock=False)))}
+    result = sync.sync_once(lambda ids: {**docs, 3: (VEC[3], {})}, load_users)
+    # elasticmock ignores doc_as_upsert, so the missing product 3 comes back 404: kept for the next run
+    assert (result.acked, result.failed) == (3, 1)
+    assert sync.outbox.attempts("product", 3) == (1, "404: document_missing_exception")
+    assert client.get(index="products", id="1")["_source"] == {
+        "product_id": 1, "name": "Pegasus", "merchant": "Nike", "category_path": ["Shoes", "Running"],
+        "categories": ["running", "shoes"], "color": "Blue", "price": 129.0, "in_stock": True,
+        "created_at": "2026-01-01T10:00:00", "popularity": 4.5, "product_vector": VEC[1],
+    }
+    assert client.get(index="shoppers", id="1")["_source"]["user_vector"] == VEC[1]
+    hits = search_feed(client, CFG, None, filters=FeedQuery(categories=("RUNNING",), in_stock=True))
+    assert hits == [(1, 1.0)]  # elasticmock does not sort or score: the filters are what is checked here
+
+
+@elasticmock
+def test_indices_are_created_through_elasticmock():
+    client = make_client(CFG)
+    assert ensure_indices(client, CFG, 384) == {"products": "created", "shoppers": "created"}
+    assert client.indices.exists(index="products") and client.indices.exists(index="shoppers")
+
+
+def test_disabled_adapter_imports_nothing_and_records_nothing(tmp_path: Path):
+    code = f"""
+import sys
+from storage.db import Database
+from storage.elastic import ElasticConfig
+from storage.elastic_outbox import make_elastic_sync
+db = Database({str(tmp_path / "x.duckdb")!r})
+sync = make_elastic_sync(ElasticConfig(**{replace(CFG, enabled=False).__dict__!r}), db, dims=3)
+sync.mark_products([1]); sync.mark_users([2]); print(sync.sync_once(None, None).skipped, sync.status().enabled)
+print(db.read("SELECT count(*) FROM elastic_outbox")[0][0], "elasticsearch" in sys.modules)
+"""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)}).stdout.split()
+    assert out == ["True", "False", "0", "False"]
+    assert isinstance(make_elastic_sync(replace(CFG, enabled=False), None, dims=3), NoopElasticSync)
+
+
+# -- queries ----------------------------------------------------------------------------------------------
+FILTERS = Filters(categories=("Running", "shoes "), min_price=50.0, max_price=200.0, in_stock=True,
+                  exclude=frozenset({7, 3}))
+FILTER_CLAUSES = [{"terms": {"categories": ["running", "shoes"]}},
+                  {"range": {"price": {"gte": 50.0, "lte": 200.0}}}, {"term": {"in_stock": True}}]
+EXCLUDE = [{"ids": {"values": ["3", "7"]}}]
+SHOP_QUERY = {"match": {"name": "trail"}}
+
+
+def test_script_score_query_is_the_source_design_body():
+    assert build_script_score_query([0.5, 0.25], page=3, per_page=10) == {
+        "query": {"script_score": {
+            "query": {"match_all": {}},
+            "script": {"source": "cosineSimilarity(params.user_vector, 'product_vector') + 1.0",
+                       "params": {"user_vector": [0.5, 0.25]}},
+        }},
+        "from": 20, "size": 10,
+    }
+    body = build_script_score_query([1.0], shop_query=SHOP_QUERY, filters=FILTERS, fallback_sort="price_asc")
+    assert body["query"]["script_score"]["query"] == {
+        "bool": {"must": [SHOP_QUERY], "filter": FILTER_CLAUSES, "must_not": EXCLUDE}}
+    assert "sort" not in body and (body["from"], body["size"]) == (0, 20)
+
+
+@pytest.mark.parametrize(("sort", "clauses"), [
+    (None, [{"popularity": {"order": "desc"}}, {"created_at": {"order": "desc"}}, {"product_id": {"order": "asc"}}]),
+    ("price_asc", [{"price": {"order": "asc", "missing": "_last"}}, {"product_id": {"order": "asc"}}]),
+    ("price_desc", [{"price": {"order": "desc", "missing": "_last"}}, {"product_id": {"order": "asc"}}]),
+])
+def test_without_a_user_vector_the_feed_falls_back_to_the_appliance_order(sort, clauses):
+    assert build_script_score_query(None, filters=Filters(in_stock=False), page=2, per_page=5,
+                                    fallback_sort=sort) == {
+        "query": {"bool": {"must": [{"match_all": {}}], "filter": [{"term": {"in_stock": False}}]}},
+        "sort": clauses, "from": 5, "size": 5,
+    }
+
+
+def test_knn_query_body():
+    assert build_knn_query([0.5, 0.25], k=50, num_candidates=200, filters=FILTERS, page=2, per_page=20) == {
+        "knn": {"field": "product_vector", "query_vector": [0.5, 0.25], "k": 50, "num_candidates": 200,
+                "filter": {"bool": {"filter": FILTER_CLAUSES, "must_not": EXCLUDE}}},
+        "from": 20, "size": 20,
+    }
+    body = build_knn_query([1.0], num_candidates=10, page=3, per_page=20, shop_query=SHOP_QUERY)
+    assert body["knn"]["k"] == 60 and body["knn"]["num_candidates"] == 60
+    assert body["knn"]["filter"] == {"bool": {"must": [SHOP_QUERY]}}
+
+
+@pytest.mark.parametrize("bad", [dict(page=0), dict(per_page=0), dict(fallback_sort="name")])
+def test_bad_pages_and_sorts_are_refused(bad):
+    with pytest.raises(InvalidInput):
+        build_script_score_query(None, **bad)
+
+
+@pytest.mark.parametrize(("method", "raw", "expected"), [
+    ("script_score", [1.9, 1.5], [(12, 0.9), (5, 0.5)]),  # _score = cos + 1
+    ("knn", [0.95, 0.75], [(12, 0.9), (5, 0.5)]),  # _score = (1 + cos) / 2
+])
+def test_search_feed_returns_ids_and_cosines_in_order(method, raw, expected):
+    client = RecordingES()
+    client.search_response = {"hits": {"hits": [{"_id": "12", "_score": raw[0]}, {"_id": "5", "_score": raw[1]}]}}
+    got = search_feed(client, CFG, [0.5, 0.25], method=method, filters=FILTERS, page=1, per_page=2)
+    assert [pid for pid, _ in got] == [pid for pid, _ in expected]
+    assert [score for _, score in got] == pytest.approx([score for _, score in expected])
+    _, index, body, kwargs = client.calls[-1]
+    assert (index, kwargs) == ("products", {"_source": False})
+    if method == "knn":
+        assert body == build_knn_query([0.5, 0.25], None, 100, FILTERS, 1, 2)
+    else:
+        assert body == build_script_score_query([0.5, 0.25], None, FILTERS, 1, 2)
+
+
+def test_search_feed_fallback_scores_are_the_sort_values_and_errors_become_not_ready():
+    client = RecordingES()
+    client.search_response = {"hits": {"hits": [{"_id": "3", "_score": None, "sort": [7.5, 1, 3]},
+                                                {"_id": "4", "_score": None, "sort": [None, 1, 4]}]}}
+    assert search_feed(client, CFG, None, method="knn") == [(3, 7.5), (4, 0.0)]
+    assert client.calls[-1][2] == build_script_score_query(None)
+    with pytest.raises(NotReady, match="elasticsearch"):
+        search_feed(Flaky(client), CFG, [1.0])

@@ -1,0 +1,173 @@
+"""Evaluation: the split leaks nothing, metrics match hand computation, baselines, the honest comparison."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from appliance.baselines import CooccurrenceScorer, PopularityScorer, TowerScorer, baseline_scorers
+from appliance.config import load_config
+from appliance.evaluation import evaluate, format_table, ranking_metrics, should_promote, time_split
+from appliance.interactions import Interactions
+from appliance.training import train_tower
+
+torch.set_num_threads(2)
+
+
+def shop(seed=0, n_items=300, n_clusters=6, n_customers=150, dim=384):
+    """Random unit vectors in clusters; each customer browses mostly its hidden cluster, favouring its hits."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_clusters, dim))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    cluster = rng.integers(n_clusters, size=n_items)
+    noise = rng.normal(size=(n_items, dim))
+    vectors = centers[cluster] + 0.9 * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    appeal = rng.pareto(1.2, size=n_items) + 1.0
+    counts = rng.integers(15, 30, size=n_customers)
+    customer = np.repeat(np.arange(n_customers), counts)
+    taste = rng.integers(n_clusters, size=n_customers)[customer]
+    in_taste = rng.random(len(customer)) < 0.85
+    p = appeal * (np.where(in_taste[:, None], cluster[None, :] == taste[:, None], 1.0))  # (E, N)
+    cdf = np.cumsum(p / p.sum(1, keepdims=True), axis=1)
+    item = np.minimum((cdf < rng.random((len(customer), 1))).sum(1), n_items - 1)
+    ts = 1.7e9 + rng.uniform(0, 7 * 86400, size=len(customer))
+    kind = rng.choice(6, p=[0.6, 0.25, 0.07, 0.04, 0.02, 0.02], size=len(customer))
+    return Interactions.from_arrays(customer, item, kind, ts, n_items=n_items), vectors
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config()
+
+
+def test_split_has_no_leakage():
+    inter, _ = shop(n_customers=40)
+    # add ties with a customer's last event and a customer with a single event
+    inter = Interactions.from_arrays(
+        np.r_[inter.customer, 0, 999], np.r_[inter.item, 3, 4], np.r_[inter.kind, 0, 0],
+        np.r_[inter.ts, inter.ts[inter.customer == 0].max(), 1.7e9],
+    )
+    split = time_split(inter, holdout=1)
+    assert len(split.train) + len(split.test) == len(inter)
+    for c in np.unique(split.test.customer):
+        assert split.test.ts[split.test.customer == c].min() > split.train.ts[split.train.customer == c].max()
+    assert (split.test.customer == 0).sum() == 2  # the tie went to test, not history
+    assert 999 in split.train.customer and 999 not in split.test.customer
+    two = time_split(inter, holdout=2)
+    assert (two.test.customer == 5).sum() == 2
+
+
+def test_metrics_of_a_hand_computed_ranking():
+    scores = np.array([[0.9, 0.8, 0.7, 0.1, 0.0]])
+    m = ranking_metrics(scores, np.array([[2]]), np.array([[True]]), ks=(2, 3, 10))
+    assert m["ndcg@10"][0] == pytest.approx(1 / math.log2(4))  # hit at rank 3
+    assert m["hr@2"][0] == 0 and m["hr@3"][0] == 1 and m["recall@3"][0] == 1
+    assert m["mrr"][0] == pytest.approx(1 / 3)
+    # two relevant items at ranks 1 and 4
+    m = ranking_metrics(scores, np.array([[0, 3]]), np.array([[True, True]]), ks=(3, 10))
+    assert m["recall@3"][0] == 0.5
+    assert m["ndcg@10"][0] == pytest.approx((1 + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))
+    assert m["mrr"][0] == 1.0
+
+
+def test_ties_are_neutral_and_excluded_items_do_not_count():
+    flat = np.zeros((1, 11))
+    m = ranking_metrics(flat, np.array([[4]]), np.array([[True]]), ks=(10,))
+    assert m["mrr"][0] == pytest.approx(1 / 6)  # 10 others tied: half of them above
+    excluded = np.array([[np.inf, 0.5, 0.2]])
+    excluded[0, 0] = -np.inf
+    assert ranking_metrics(excluded, np.array([[2]]), np.array([[True]]), ks=(10,))["mrr"][0] == 0.5
+
+
+class Oracle:
+    """Scores seen items highest (they must be removed), then the test item."""
+
+    name = "oracle"
+
+    def __init__(self, split, n_items):
+        self.split, self.n_items = split, n_items
+
+    def scores(self, customers, at):
+        out = np.zeros((len(customers), self.n_items))
+        for row, c in enumerate(customers):
+            out[row, self.split.train.item[self.split.train.customer == c]] = 10.0
+            out[row, self.split.test.item[self.split.test.customer == c]] = 5.0
+        return out
+
+
+def test_seen_items_are_excluded_from_the_ranking(cfg):
+    inter, vectors = shop(n_customers=30)
+    split = time_split(inter, 1)
+    result = evaluate([Oracle(split, len(vectors))], split, len(vectors), cfg.evaluation, chunk=7)
+    assert result["models"]["oracle"]["ndcg@10"] == pytest.approx(1.0)
+    assert result["customers"] <= 30
+
+
+def test_baselines_on_hand_made_data(cfg):
+    # customer 1: {0, 1}; customer 2: {1, 2}; customer 3: {0, 2, 3}; customer 4 asks with history {1}
+    inter = Interactions.from_arrays(
+        [1, 1, 2, 2, 3, 3, 3, 4], [0, 1, 1, 2, 0, 2, 3, 1], [0] * 8, [0, 3600, 0, 3600, 0, 3600, 7200, 0]
+    )
+    co = CooccurrenceScorer(inter, 5).scores(np.array([4]), np.array([1e9]))
+    assert co[0].tolist() == [1.0, 3.0, 1.0, 0.0, 0.0]  # via customers 1 and 2 (and itself for item 1)
+    pop = PopularityScorer(inter, 5, cfg.events.weights, half_life_hours=1.0).scores(np.array([4, 5]), None)
+    assert pop.shape == (2, 5) and pop[0, 3] == pytest.approx(0.1)  # the newest event: weight 0.1, no decay
+    assert pop[0, 0] == pytest.approx(0.1 * 0.25 * 2)  # two events 2 hours before the newest
+    assert pop[0, 2] == pytest.approx(0.1 * 0.5 * 2)  # two events 1 hour before it
+    assert pop[0, 4] == 0
+
+
+@pytest.fixture(scope="module")
+def comparison(cfg):
+    inter, vectors = shop(seed=0)
+    split = time_split(inter, cfg.evaluation.holdout)
+    training = dataclasses.replace(cfg.training, epochs=6)
+    model, report = train_tower(split.train, vectors, cfg.tower, training, cfg.events.weights)
+    scorers = baseline_scorers(
+        split.train, vectors, cfg.events.weights, cfg.tower.history, cfg.tower.recency_half_life_hours,
+        cfg.feed.popularity_half_life_hours,
+    ) + [TowerScorer(model, split.train, vectors)]
+    return evaluate(scorers, split, len(vectors), cfg.evaluation), report
+
+
+def test_trained_tower_beats_popularity(comparison):
+    result, report = comparison
+    models = result["models"]
+    print(format_table(result), report)
+    assert models["tower"]["ndcg@10"] > models["popularity"]["ndcg@10"]
+    assert should_promote(models["tower"], None, models["popularity"])
+
+
+def test_evaluate_returns_a_json_table(comparison, cfg):
+    result, _ = comparison
+    assert json.loads(json.dumps(result)) == result
+    assert set(result["models"]) == {"popularity", "cooccurrence", "mean_vector", "tower"}
+    row = result["models"]["tower"]
+    for k in cfg.evaluation.ks:
+        assert {f"recall@{k}", f"hr@{k}", f"ndcg@{k}"} <= set(row)
+        assert 0.0 <= row[f"ndcg@{k}"] <= row[f"hr@{k}"] <= 1.0
+    assert 0 < row["mrr"] <= 1 and 0 < row["coverage@10"] <= 1
+    # one list for everyone covers less of the catalog than personal lists
+    assert result["models"]["popularity"]["coverage@10"] < result["models"]["mean_vector"]["coverage@10"]
+    table = format_table(result)
+    assert "tower" in table and "ndcg@10" in table
+
+
+@pytest.mark.parametrize(
+    ("candidate", "serving", "popularity", "expected"),
+    [
+        (0.30, None, 0.20, True),
+        (0.30, 0.25, 0.20, True),
+        (0.30, 0.30, 0.20, False),  # a tie does not replace the serving model
+        (0.30, 0.35, 0.20, False),
+        (0.15, None, 0.20, False),  # must beat popularity even with nothing serving
+        (0.30, 0.10, 0.30, False),
+    ],
+)
+def test_promotion_rule(candidate, serving, popularity, expected):
+    serving = None if serving is None else {"ndcg@10": serving}
+    assert should_promote({"ndcg@10": candidate}, serving, {"ndcg@10": popularity}) is expected

@@ -1,0 +1,90 @@
+"""DuckDB store and hnswlib index against real files."""
+
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from appliance.config import load_config
+from appliance.errors import StoreLocked
+from appliance.text import product_text, text_hash
+from jobs.indexing import CatalogIndexer
+from storage.catalog import CatalogStore
+from storage.db import SCHEMA_VERSION, Database
+from storage.vectors import VectorIndex
+from tests.helpers import product
+
+T0 = datetime(2026, 3, 1)
+TIERS = (25.0, 100.0, 300.0)
+
+
+def _lines(products):
+    texts = [product_text(p, TIERS) for p in products]
+    return texts, [text_hash("m", t) for t in texts]
+
+
+def test_schema_is_migrated_once_and_a_second_process_is_refused(tmp_path) -> None:
+    db = Database(tmp_path / "a.duckdb")
+    assert db.schema_version == SCHEMA_VERSION
+    db.close()
+    db = Database(tmp_path / "a.duckdb")
+    assert db.read("SELECT count(*) FROM schema_version")[0][0] == SCHEMA_VERSION
+    import subprocess
+    import sys
+
+    code = "from storage.db import Database; import sys; Database(sys.argv[1])"
+    other = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.duckdb")], capture_output=True, text=True)
+    assert other.returncode != 0 and StoreLocked.__name__ in other.stderr
+    assert "is the appliance server running" in other.stderr
+    db.close()
+
+
+def test_upsert_counts_and_pending_lines(tmp_path) -> None:
+    store = CatalogStore(Database(tmp_path / "a.duckdb"))
+    products = [product(i, f"Thing {i}") for i in range(1, 6)]
+    texts, hashes = _lines(products)
+    first = store.upsert(products, texts, hashes, T0)
+    assert (first.created, first.updated, first.unchanged, first.to_embed) == (5, 0, 0, 5)
+    again = store.upsert(products, texts, hashes, T0)
+    assert (again.created, again.updated, again.unchanged, again.to_embed) == (0, 0, 5, 0)
+    store.save_vectors(hashes[:2], np.ones((2, 4), dtype=np.float32))
+    assert store.pending_count() == 3
+    stock = [product(1, "Thing 1", in_stock=False)]
+    changed = store.upsert(stock, *_lines(stock), T0)
+    assert (changed.updated, changed.to_embed) == (1, 0)  # same line: the cached vector serves
+    assert store.get(1).embedded and not store.get(1).product.in_stock
+    assert store.get(1).product.created_at == T0  # kept from the first insert
+
+
+def test_index_saves_atomically_and_is_rebuilt_when_unreadable_or_out_of_step(tmp_path, encoder) -> None:
+    config = load_config()
+    store = CatalogStore(Database(tmp_path / "a.duckdb"))
+    products = [product(i, name) for i, name in enumerate(["Red wool scarf", "Blue running shoe", "Steel pan"], 1)]
+    store.upsert(products, *_lines(products), T0)
+    index = VectorIndex(tmp_path / "p.hnsw", 384, config.index)
+    indexer = CatalogIndexer(store, encoder, index, 16)
+    assert indexer.embed_pending() == 3
+    assert indexer.reconcile() == "rebuilt"  # there was no file
+    assert sorted(index.ids().tolist()) == [1, 2, 3]
+    assert not list(tmp_path.glob("*.tmp"))
+    fresh = VectorIndex(tmp_path / "p.hnsw", 384, config.index)
+    assert CatalogIndexer(store, encoder, fresh, 16).reconcile() == "loaded"
+    np.testing.assert_allclose(fresh.get(np.array([2])), index.get(np.array([2])), atol=1e-6)
+    (tmp_path / "p.hnsw").write_bytes(b"not an index")
+    broken = VectorIndex(tmp_path / "p.hnsw", 384, config.index)
+    assert CatalogIndexer(store, encoder, broken, 16).reconcile() == "rebuilt"
+    assert len(broken) == 3
+    store.delete(3)  # DuckDB changed behind the saved index
+    stale = VectorIndex(tmp_path / "p.hnsw", 384, config.index)
+    assert CatalogIndexer(store, encoder, stale, 16).reconcile() == "rebuilt"
+    assert sorted(stale.ids().tolist()) == [1, 2]
+
+
+def test_index_query_with_a_filter_that_leaves_fewer_than_k(tmp_path) -> None:
+    index = VectorIndex(tmp_path / "p.hnsw", 8, load_config().index)
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(6, 8)).astype(np.float32)
+    index.upsert(np.arange(1, 7), vectors)
+    labels, sims = index.query(vectors[0], 6, accept=lambda label: label % 2 == 1)
+    assert sorted(labels.tolist()) == [1, 3, 5]
+    assert labels[0] == 1 and sims[0] == pytest.approx(1.0, abs=1e-5)
