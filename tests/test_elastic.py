@@ -25,8 +25,16 @@ from appliance.errors import InvalidInput, NotReady
 from appliance.recommender import FeedQuery
 from appliance.types import Product
 from storage.db import Database
-from storage.elastic import ElasticConfig, Filters, build_knn_query, build_script_score_query, ensure_indices
-from storage.elastic import make_client, product_document, search_feed
+from storage.elastic import (
+    ElasticConfig,
+    Filters,
+    build_knn_query,
+    build_script_score_query,
+    ensure_indices,
+    make_client,
+    product_document,
+    search_feed,
+)
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 
 CFG = ElasticConfig(
@@ -274,6 +282,8 @@ def test_an_outage_keeps_the_outbox_and_it_drains_when_the_cluster_is_back(db):
     assert sleeps == [0.5, 1.0]  # max_retries = 2, exponential backoff
     client.down = False
     assert sync.sync_once(lambda ids: {}, lambda ids: {}, limit=0).outage is False  # indices made
+    for pid in (1, 2):  # the shop's documents (elasticmock ignores doc_as_upsert: it needs them to exist)
+        cluster.index(index="products", id=str(pid), body={"shop_title": f"t{pid}"})
     client.down = True
     result = sync.sync_once(load_products, load_users)  # now the bulk fails
     assert result.outage and result.acked == 0
@@ -282,7 +292,7 @@ def test_an_outage_keeps_the_outbox_and_it_drains_when_the_cluster_is_back(db):
     assert "ConnectionError" in status.last_error
     assert all(sync.outbox.attempts(k, i) == (0, None) for k, i in (("product", 1), ("user", 3)))
 
-    client.down, client.fail_times = False, 1  # back, after one more refused call: retried within the sync
+    client.down, client.fail_times = False, 1  # back after one more refused call, retried in the sync
     sleeps.clear()
     result = sync.sync_once(load_products, load_users)
     assert (result.acked, result.outage, sleeps) == (3, False, [0.5])

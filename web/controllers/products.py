@@ -38,7 +38,9 @@ class ProductController(Controller):
     tags = ["catalog"]
 
     @put("/{product_id:int}", operation_id="putProduct", sync_to_thread=True, status_code=HTTP_200_OK)
-    def put_product(self, state: State, product_id: ProductId, data: JSONBody[ProductFields]) -> Response[StoredProductOut]:
+    def put_product(
+        self, state: State, product_id: ProductId, data: JSONBody[ProductFields]
+    ) -> Response[StoredProductOut]:
         """Create or replace one product; its vector is computed before the response (200, or 201 if new)."""
         result = state.services.catalog.upsert([data.to_domain(product_id)], now_utc(), embed_now=True)
         status = HTTP_201_CREATED if result.created else HTTP_200_OK
