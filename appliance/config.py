@@ -27,7 +27,6 @@ class ServerConfig:
     port: int
     data_dir: str
     load_demo: bool
-    admin_key: str
     torch_threads: int
 
 
@@ -67,7 +66,6 @@ class IndexConfig:
     m: int
     ef_construction: int
     ef_search: int
-    save_every_seconds: float
 
 
 @dataclass(frozen=True)

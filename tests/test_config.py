@@ -53,3 +53,10 @@ def test_every_section_is_a_table_of_the_config() -> None:
     data = tomllib.loads(DEFAULT_FILE.read_text())
     config = load_config(env={})
     assert set(data) == {name for name in vars(config)}
+
+
+def test_every_key_is_named_in_the_readme() -> None:
+    readme = (DEFAULT_FILE.parent / "README.md").read_text()
+    data = tomllib.loads(DEFAULT_FILE.read_text())
+    keys = [key for section in data.values() for key in section]
+    assert [k for k in keys if f"`{k}`" not in readme and k != "weights"] == []
