@@ -58,6 +58,21 @@ class FeedConfig:
     popularity_half_life_hours: float
     popularity_refresh_seconds: float
     similar_k: int
+    personal_share: float
+    new_share: float
+    new_arrival_days: float
+    personal_depth: int
+    exclude_purchased: bool
+    snapshot_seconds: float
+    snapshot_max: int
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    history_window_hours: float
+    visibility_timeout_seconds: float
+    max_receive_count: int
+    receive_wait_seconds: float
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,7 @@ class Config:
     catalog: CatalogConfig
     events: EventsConfig
     feed: FeedConfig
+    realtime: RealtimeConfig
     index: IndexConfig
     tower: TowerConfig
     training: TrainingConfig
@@ -250,6 +266,10 @@ def _validate(config: Config) -> None:
         "feed.max_per_page": config.feed.max_per_page,
         "feed.popularity_half_life_hours": config.feed.popularity_half_life_hours,
         "feed.similar_k": config.feed.similar_k,
+        "feed.personal_depth": config.feed.personal_depth,
+        "feed.snapshot_max": config.feed.snapshot_max,
+        "realtime.history_window_hours": config.realtime.history_window_hours,
+        "realtime.max_receive_count": config.realtime.max_receive_count,
         "index.m": config.index.m,
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
@@ -260,6 +280,10 @@ def _validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise InvalidInput(f"config {key} must be positive, got {value}", field=key)
+    shares = (config.feed.personal_share, config.feed.new_share)
+    if min(shares) < 0 or sum(shares) > 1:
+        raise InvalidInput("feed.personal_share and feed.new_share must be >= 0 and sum to at most 1",
+                           field="feed.personal_share")
     if config.feed.per_page > config.feed.max_per_page:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
     if config.training.negatives not in ("sampled", "in_batch", "mixed"):

@@ -7,8 +7,10 @@ and caches what they return (catalog until invalidated, popularity for a configu
 from __future__ import annotations
 
 import math
+import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,9 +18,45 @@ from datetime import datetime
 import numpy as np
 
 from appliance.errors import InvalidInput
+from appliance.ranking import Source, interleave
 from appliance.types import Product, Scored
 
 SORTS = ("price_asc", "price_desc")
+# (vector, k) -> (product ids, cosine similarities), best first
+Nearest = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Personal:
+    """What the feed knows about one shopper."""
+
+    vector: np.ndarray | None  # (D,) unit vector in the product space, None: not personalised
+    purchased: frozenset[int] = frozenset()  # left out when the feed is configured to exclude them
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    personal_share: float  # part of the feed filled by nearest products
+    new_share: float  # part filled by new arrivals
+    new_arrival_days: float
+    personal_depth: int  # nearest products fetched per feed
+    exclude_purchased: bool
+    snapshot_seconds: float  # how long a feed_id keeps its order
+    snapshot_max: int  # feed_ids kept at once (oldest dropped first)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything a feed order is computed from, so later pages are computed from the same inputs."""
+
+    view: CatalogView
+    popular_order: np.ndarray
+    popularity: np.ndarray
+    new_rows: np.ndarray
+    personal_rows: np.ndarray
+    personal_scores: np.ndarray
+    purchased: frozenset[int]
+    created: float
 
 
 @dataclass(frozen=True)
@@ -31,6 +69,8 @@ class FeedQuery:
     max_price: float | None = None
     in_stock: bool | None = None
     exclude: frozenset[int] = field(default_factory=frozenset)
+    min_score: float | None = None  # personal items below this similarity score (cosine + 1) are left out
+    feed_id: str | None = None  # continue the feed whose page 1 returned this id (same order, no duplicates)
 
     def __post_init__(self) -> None:
         if self.page < 1:
@@ -51,6 +91,8 @@ class FeedPage:
     total: int  # items matching the filters, over all pages
     ordering: str  # popular / price_asc / price_desc
     products: dict[int, Product]  # the products of `items`, from the same catalog snapshot
+    feed_id: str  # pass it back for the next pages
+    personalized: bool
 
     @property
     def pages(self) -> int:
@@ -97,20 +139,27 @@ class CatalogView:
 
 
 class Recommender:
+    """Feeds from candidate sources (personal nearest products, popular, new arrivals) merged into one order."""
+
     def __init__(
         self,
         load_catalog: Callable[[], Sequence[Product]],
         load_popularity: Callable[[datetime], tuple[np.ndarray, np.ndarray]],
+        nearest: Nearest,
         clock: Callable[[], datetime],
         popularity_ttl_seconds: float,
+        settings: FeedSettings,
     ) -> None:
         self._load_catalog = load_catalog
         self._load_popularity = load_popularity
+        self._nearest = nearest
         self._clock = clock
         self._ttl = popularity_ttl_seconds
+        self.settings = settings
         self._lock = threading.Lock()
         self._view: CatalogView | None = None
         self._popular: tuple[float, np.ndarray, np.ndarray] | None = None  # (loaded at, order, scores)
+        self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
 
     def invalidate(self, popularity: bool = False) -> None:
         """Forget the catalog snapshot (after a catalog change) and, when asked, popularity too."""
@@ -143,20 +192,75 @@ class Recommender:
                 self._popular = (time.monotonic(), order, popularity)
         return order, popularity
 
-    def feed(self, query: FeedQuery) -> FeedPage:
+    def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
+        now = time.monotonic()
+        with self._lock:
+            expired = [k for k, snap in self._snapshots.items() if now - snap.created > self.settings.snapshot_seconds]
+            for key in expired:
+                del self._snapshots[key]
+            if query.feed_id and query.feed_id in self._snapshots:
+                self._snapshots.move_to_end(query.feed_id)
+                return query.feed_id, self._snapshots[query.feed_id]
         view = self.view()
+        order, popularity = self._popularity(view)
+        personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
+        purchased: frozenset[int] = frozenset()
+        if personal is not None and personal.vector is not None and query.sort is None:
+            ids, sims = self._nearest(personal.vector, self.settings.personal_depth)
+            rows = np.array([view.row.get(int(i), -1) for i in ids], dtype=np.int64)
+            personal_rows, personal_scores = rows[rows >= 0], sims[rows >= 0].astype(np.float64) + 1.0
+            purchased = personal.purchased if self.settings.exclude_purchased else frozenset()
+        newest = self._clock().timestamp() - self.settings.new_arrival_days * 86400.0
+        new_rows = np.flatnonzero(view.created >= newest)
+        new_rows = new_rows[np.lexsort((view.ids[new_rows], -view.created[new_rows]))]
+        snap = _Snapshot(view, order, popularity, new_rows, personal_rows, personal_scores, purchased, now)
+        feed_id = secrets.token_urlsafe(9)
+        with self._lock:
+            self._snapshots[feed_id] = snap
+            while len(self._snapshots) > self.settings.snapshot_max:
+                self._snapshots.popitem(last=False)
+        return feed_id, snap
+
+    def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
+        feed_id, snap = self._snapshot(query, personal)
+        view = snap.view
         keep = view.mask(query)
-        if query.sort is None:
-            order, popularity = self._popularity(view)
-            ordering, scores, source = "popular", popularity, "popular"
-        else:
+        for pid in snap.purchased:
+            if (row := view.row.get(pid)) is not None:
+                keep[row] = False
+        start, end = (query.page - 1) * query.per_page, query.page * query.per_page
+        personalized = query.sort is None and len(snap.personal_rows) > 0
+        if query.sort is not None:
             price = np.where(np.isnan(view.price), np.inf, view.price)  # unpriced products go last
             key = price if query.sort == "price_asc" else -np.where(np.isinf(price), -np.inf, price)
             order = np.lexsort((view.ids, key))
-            ordering, scores, source = query.sort, np.nan_to_num(view.price), "price"
-        order = order[keep[order]]
-        start = (query.page - 1) * query.per_page
-        rows = order[start:start + query.per_page]
-        items = [Scored(int(view.ids[r]), float(scores[r]), source) for r in rows]
+            order = order[keep[order]]
+            rows, scores, names = order[start:end], np.nan_to_num(view.price)[order[start:end]], ["price"] * len(order)
+            total, ordering = len(order), query.sort
+        elif not personalized:
+            order = snap.popular_order[keep[snap.popular_order]]
+            rows, scores, names = order[start:end], snap.popularity[order[start:end]], ["popular"] * len(order)
+            total, ordering = len(order), "popular"
+        else:
+            rows, scores, names, total = self._personal_page(snap, query, keep, start, end)
+            ordering = "personal"
+        items = [Scored(int(view.ids[r]), float(sc), n) for r, sc, n in zip(rows, scores, names, strict=False)]
         products = {s.product_id: view.products[s.product_id] for s in items}
-        return FeedPage(items, query.page, query.per_page, len(order), ordering, products)
+        return FeedPage(items, query.page, query.per_page, total, ordering, products, feed_id, personalized)
+
+    def _personal_page(
+        self, snap: _Snapshot, query: FeedQuery, keep: np.ndarray, start: int, end: int
+    ) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+        personal_keep = keep[snap.personal_rows]
+        if query.min_score is not None:
+            personal_keep &= snap.personal_scores >= query.min_score
+        settings = self.settings
+        popular_share = max(0.0, 1.0 - settings.personal_share - settings.new_share)
+        sources = [
+            Source("personal", snap.personal_rows[personal_keep], snap.personal_scores[personal_keep],
+                   settings.personal_share),
+            Source("new", snap.new_rows, snap.popularity[snap.new_rows], settings.new_share),
+            Source("popular", snap.popular_order, snap.popularity[snap.popular_order], popular_share or 1e-9),
+        ]
+        rows, scores, names = interleave(sources, keep, end)
+        return rows[start:end], scores[start:end], names[start:end], int(keep.sum())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import numpy as np
 
@@ -12,6 +13,39 @@ from storage.catalog import CatalogStore
 from storage.vectors import VectorIndex
 
 Progress = Callable[[int], None]
+# (changed_since) -> (ids, vectors, time up to which the answer is complete)
+ChangedSince = Callable[[datetime | None], tuple[np.ndarray, np.ndarray, datetime | None]]
+
+
+class IndexMirror:
+    """Keeps an hnswlib index in step with a DuckDB table of vectors (products or users)."""
+
+    def __init__(self, index: VectorIndex, changed_since: ChangedSince) -> None:
+        self.index = index
+        self.changed_since = changed_since
+        self._lock = threading.Lock()
+
+    def sync(self) -> int:
+        """Add to the index every vector changed since the last sync; returns how many."""
+        with self._lock:
+            ids, vectors, done = self.changed_since(self.index.synced_until)
+            self.index.upsert(ids, vectors)
+            if done is not None:
+                self.index.synced_until = done
+            return len(ids)
+
+    def reconcile(self) -> str:
+        """At start-up: load the index, or rebuild it from DuckDB when missing, unreadable or out of step."""
+        with self._lock:
+            loaded = self.index.load()
+            if loaded:
+                stored, _, _ = self.changed_since(None)
+                if not np.array_equal(np.sort(self.index.ids()), stored):
+                    self.index.reset()
+                    loaded = False
+        self.sync()
+        self.index.save()
+        return "loaded" if loaded else "rebuilt"
 
 
 class CatalogIndexer:
@@ -20,7 +54,7 @@ class CatalogIndexer:
         self.encoder = encoder
         self.index = index
         self.batch = batch
-        self._sync_lock = threading.Lock()
+        self.mirror = IndexMirror(index, catalog.vectors)
 
     def embed_lines(self, lines: Sequence[tuple[str, str]]) -> int:
         """Encode (text_hash, text) pairs and cache their vectors in DuckDB."""
@@ -40,26 +74,10 @@ class CatalogIndexer:
         return done
 
     def sync_index(self) -> int:
-        """Add to the index every embedded product changed since the last sync; returns how many."""
-        with self._sync_lock:
-            ids, vectors, done = self.catalog.vectors(self.index.synced_until)
-            self.index.upsert(ids, vectors)
-            if done is not None:
-                self.index.synced_until = done
-            return len(ids)
+        return self.mirror.sync()
 
     def reconcile(self) -> str:
-        """At start-up: load the index, or rebuild it from DuckDB when missing, unreadable or out of step."""
-        with self._sync_lock:
-            loaded = self.index.load()
-            if loaded:
-                embedded, _, _ = self.catalog.vectors()
-                if not np.array_equal(np.sort(self.index.ids()), embedded):
-                    self.index.reset()
-                    loaded = False
-        self.sync_index()
-        self.index.save()
-        return "loaded" if loaded else "rebuilt"
+        return self.mirror.reconcile()
 
     def run_once(self, stop: Callable[[], bool] = lambda: False) -> int:
         """One pass of the background worker: embed what is pending, sync, save."""

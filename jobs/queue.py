@@ -273,6 +273,10 @@ class DurableQueue:
             self._notify()
         return moved
 
+    def purge_customer_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
+        """Delete a customer's messages, live and dead-lettered (a privacy request), in the caller's transaction."""
+        return self.store.purge_group_in(cur, customer_id)
+
     def close(self) -> None:
         """Wake every long poll (they return empty) and refuse further receives; messages stay stored."""
         with self._changed:

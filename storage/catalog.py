@@ -137,20 +137,21 @@ class CatalogStore:
         Also returns the time up to which the answer is complete: the latest change such that no product
         changed at or before it is still waiting for its vector (a later sync resumes from there).
         """
-        pending_from = self.db.read(
-            "SELECT min(updated_at) FROM products WHERE text_hash NOT IN (SELECT text_hash FROM embeddings)"
-        )[0][0]
         where, params = ("WHERE p.updated_at >= ?", [changed_since]) if changed_since else ("", [])
-        data = self.db.read_numpy(
-            f"""SELECT p.product_id, p.updated_at, e.vector FROM products p JOIN embeddings e USING (text_hash)
-                {where} ORDER BY p.product_id""",
-            params,
-        )
+        with self.db.snapshot() as cur:
+            pending_from = cur.execute(
+                "SELECT min(updated_at) FROM products WHERE text_hash NOT IN (SELECT text_hash FROM embeddings)"
+            ).fetchone()[0]
+            data = cur.execute(
+                f"""SELECT p.product_id, e.vector FROM products p JOIN embeddings e USING (text_hash)
+                    {where} ORDER BY p.product_id""",
+                params,
+            ).fetchnumpy()
+            done = cur.execute(
+                "SELECT max(updated_at) FROM products WHERE ? IS NULL OR updated_at < ?", [pending_from, pending_from]
+            ).fetchone()[0]
         ids = np.asarray(data["product_id"], dtype=np.int64)
         vecs = np.stack(data["vector"]).astype(np.float32) if len(ids) else np.zeros((0, 0), np.float32)
-        done = self.db.read(
-            "SELECT max(updated_at) FROM products WHERE ? IS NULL OR updated_at < ?", [pending_from, pending_from]
-        )[0][0]
         return ids, vecs, done
 
 

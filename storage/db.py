@@ -72,6 +72,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (kind, item_id)
         )""",
     ),
+    (
+        # Serving user vectors: the tower's (or the fallback's) output after a shopper's latest event.
+        """CREATE TABLE user_vectors (
+            customer_id BIGINT PRIMARY KEY,
+            vector FLOAT[] NOT NULL,
+            model_version VARCHAR NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            last_event_at TIMESTAMP NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -117,6 +127,16 @@ class Database:
 
     def read_numpy(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> dict[str, Any]:
         return self.cursor().execute(sql, params).fetchnumpy()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Several reads that see one consistent state (a read-only transaction on this thread's cursor)."""
+        cur = self.cursor()
+        cur.begin()
+        try:
+            yield cur
+        finally:
+            cur.rollback()
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+import duckdb
 import numpy as np
 
 from appliance.types import Event
@@ -18,20 +19,50 @@ class EventStore:
 
     def append(self, events: Sequence[Event], received_at: datetime) -> list[int]:
         """Write a batch in one transaction (one group commit); durable when this returns. Returns event ids."""
+        with self.db.write() as cur:
+            return self.append_in(cur, events, received_at)
+
+    @staticmethod
+    def append_in(cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> list[int]:
+        """The same, inside a transaction the caller holds (so the queue message commits with the event)."""
         if not events:
             return []
-        with self.db.write() as cur:
-            rows = cur.execute(
-                """INSERT INTO events (customer_id, product_id, event_name, ts, received_at)
-                   SELECT * FROM (SELECT unnest($1::BIGINT[]), unnest($2::BIGINT[]), unnest($3::VARCHAR[]),
-                                         unnest($4::TIMESTAMP[]), $5::TIMESTAMP)
-                   RETURNING event_id""",
-                [
-                    [e.customer_id for e in events], [e.product_id for e in events],
-                    [e.event_name for e in events], [e.ts for e in events], received_at,
-                ],
-            ).fetchall()
+        rows = cur.execute(
+            """INSERT INTO events (customer_id, product_id, event_name, ts, received_at)
+               SELECT * FROM (SELECT unnest($1::BIGINT[]), unnest($2::BIGINT[]), unnest($3::VARCHAR[]),
+                                     unnest($4::TIMESTAMP[]), $5::TIMESTAMP)
+               RETURNING event_id""",
+            [
+                [e.customer_id for e in events], [e.product_id for e in events],
+                [e.event_name for e in events], [e.ts for e in events], received_at,
+            ],
+        ).fetchall()
         return [r[0] for r in rows]
+
+    def histories(self, customer_ids: Sequence[int], since: datetime, limit: int) -> dict[int, list[Event]]:
+        """Each customer's `limit` most recent events at or after `since`, oldest first."""
+        rows = self.db.read(
+            """SELECT customer_id, product_id, event_name, ts FROM (
+                   SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY ts DESC, event_id DESC) AS rn
+                   FROM events WHERE customer_id IN (SELECT unnest($1::BIGINT[])) AND ts >= $2::TIMESTAMP)
+               WHERE rn <= $3 ORDER BY customer_id, ts, event_id""",
+            [list(customer_ids), since, limit],
+        )
+        out: dict[int, list[Event]] = {c: [] for c in customer_ids}
+        for row in rows:
+            out[row[0]].append(Event(*row))
+        return out
+
+    def purchased(self, customer_id: int) -> set[int]:
+        rows = self.db.read(
+            "SELECT DISTINCT product_id FROM events WHERE customer_id = ? AND event_name = 'product_purchased'",
+            [customer_id],
+        )
+        return {r[0] for r in rows}
+
+    def erase_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
+        """Delete every event of a customer (a privacy request); how many."""
+        return len(cur.execute("DELETE FROM events WHERE customer_id = ? RETURNING 1", [customer_id]).fetchall())
 
     def count(self) -> int:
         return self.db.read("SELECT count(*) FROM events")[0][0]
@@ -52,11 +83,3 @@ class EventStore:
             [names, values, math.log(2) / (half_life_hours * 3600.0), now],
         )
         return np.asarray(data["product_id"], dtype=np.int64), np.asarray(data["score"], dtype=np.float64)
-
-    def for_customer(self, customer_id: int, limit: int) -> list[Event]:
-        rows = self.db.read(
-            """SELECT customer_id, product_id, event_name, ts FROM events
-               WHERE customer_id = ? ORDER BY ts DESC, event_id DESC LIMIT ?""",
-            [customer_id, limit],
-        )
-        return [Event(*row) for row in rows]

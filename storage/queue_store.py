@@ -166,6 +166,13 @@ class QueueStore:
 
     # -- inspecting and the dead-letter queue ----------------------------------------------------------
 
+    @staticmethod
+    def purge_group_in(cur: duckdb.DuckDBPyConnection, group_id: int) -> int:
+        """Delete every message (live or dead) of one group, inside the caller's transaction; how many."""
+        return len(cur.execute(
+            "DELETE FROM queue_messages WHERE group_id = ? RETURNING 1", [group_id]
+        ).fetchall())
+
     def stats(self, now: datetime) -> tuple[int, int, int, datetime | None]:
         """(visible, in flight, dead-lettered, oldest sent_at of a live message)."""
         return self.db.read(

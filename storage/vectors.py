@@ -141,6 +141,15 @@ class VectorIndex:
                 raise KeyError(missing[:10])
             return np.asarray(self._index.get_items(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
 
+    def lookup(self, ids: np.ndarray) -> dict[int, np.ndarray]:
+        """Stored vectors of those `ids` the index holds (the others are left out)."""
+        with self._lock:
+            present = [int(i) for i in ids if int(i) not in self._deleted and self._has(int(i))]
+            if not present:
+                return {}
+            vectors = np.asarray(self._index.get_items(present), dtype=np.float32)
+        return dict(zip(present, vectors, strict=True))
+
     def __len__(self) -> int:
         with self._lock:
             return self._index.get_current_count() - len(self._deleted)

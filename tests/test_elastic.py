@@ -1,21 +1,23 @@
 """The optional Elasticsearch adapter: exact request bodies, elasticmock round-trips, outbox and outages.
 
-Clients are stand-ins for the third-party cluster only: elasticmock (looked up through `make_client`, which
-its decorator patches), a subclass of it that also logs requests and keeps mappings (elasticmock has no
-put_mapping/get_mapping), and a wrapper whose calls raise the client's own ConnectionError.
-"""
+Only the third-party cluster is stood in for: elasticmock (recording, plus the mapping calls it lacks), canned
+bulk answers, and a wrapper whose calls raise the client's own ConnectionError."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import elasticsearch
+import numpy as np
 import pytest
 from elasticmock import elasticmock
 from elasticmock.fake_elasticsearch import FakeElasticsearch
@@ -24,17 +26,9 @@ from elasticmock.fake_indices import FakeIndicesClient
 from appliance.errors import InvalidInput, NotReady
 from appliance.recommender import FeedQuery
 from appliance.types import Product
+from storage import elastic
 from storage.db import Database
-from storage.elastic import (
-    ElasticConfig,
-    Filters,
-    build_knn_query,
-    build_script_score_query,
-    ensure_indices,
-    make_client,
-    product_document,
-    search_feed,
-)
+from storage.elastic import ElasticConfig, Filters
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 
 CFG = ElasticConfig(
@@ -45,38 +39,40 @@ CFG = ElasticConfig(
 )
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 VEC = {1: [0.5, 0.25, 1.0], 2: [1.0, 0.0, -0.5], 3: [0.0, 1.0, 0.0]}
+# elasticmock calls the 7.17 client's APIs positionally; the 7.17 client deprecates body= against ES 8
+pytestmark = [pytest.mark.filterwarnings("ignore:Using positional arguments for APIs:DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:The 'body' parameter is deprecated:DeprecationWarning")]
 SHOE = Product(1, "Pegasus", "Nike", ("Shoes", "Running"), "Blue", 129.0, True, datetime(2026, 1, 1, 10))
 
 
 class RecordingES(FakeElasticsearch):
-    """elasticmock that logs each request and keeps the mappings it is given."""
+    """elasticmock that logs each request, keeps mappings, and gives canned answers when it has some."""
 
-    def __init__(self) -> None:
+    def __init__(self, *bulk_answers: dict) -> None:
         super().__init__()
         self.calls: list[tuple] = []
         self.mappings: dict[str, dict] = {}
-        self.search_response: dict | None = None  # canned answer for queries elasticmock cannot evaluate
+        self.bulk_answers, self.bodies = list(bulk_answers), []
+        self.search_response: dict | None = None  # for queries elasticmock cannot evaluate
 
     @property
     def indices(self):
         return RecordingIndices(self)
 
     def bulk(self, body, **kwargs):
-        self.calls.append(("bulk", body))
-        return super().bulk(body, **kwargs)
+        self.bodies.append(body)
+        return self.bulk_answers.pop(0) if self.bulk_answers else super().bulk(body=body, **kwargs)
 
     def search(self, index=None, body=None, **kwargs):
         self.calls.append(("search", index, body, kwargs))
-        if self.search_response is not None:
-            return self.search_response
-        return super().search(index=index, body=body, **kwargs)
+        return self.search_response or super().search(index=index, body=body, **kwargs)
 
 
 class RecordingIndices(FakeIndicesClient):
     def create(self, index, body=None, **kwargs):
         self.client.calls.append(("create", index, body))
         self.client.mappings[index] = json.loads(json.dumps(body["mappings"]))
-        return super().create(index, body=body, **kwargs)
+        return super().create(index=index, body=body, **kwargs)
 
     def get_mapping(self, index):
         return {index: {"mappings": self.client.mappings[index]}}
@@ -88,12 +84,12 @@ class RecordingIndices(FakeIndicesClient):
 
 
 class Flaky:
-    """Passes calls through to a client, except that while `down` (or for `fail_times` calls) they raise."""
+    """Passes calls on to a client (and its .indices), but while `down`, or for `fail_times` calls, they raise."""
 
-    def __init__(self, inner, down: bool = True, fail_times: int = 0) -> None:
-        self.inner, self.down, self.fail_times = inner, down, fail_times
+    def __init__(self, inner, down: bool = True, fail_times: int = 0, owner: Flaky | None = None) -> None:
+        self.inner, self.down, self.fail_times, self.owner = inner, down, fail_times, owner or self
 
-    def _check(self) -> None:
+    def check(self) -> None:
         if self.down or self.fail_times > 0:
             self.fail_times -= 1
             raise elasticsearch.exceptions.ConnectionError("N/A", "Connection refused", OSError(111))
@@ -101,27 +97,8 @@ class Flaky:
     def __getattr__(self, name):
         target = getattr(self.inner, name)
         if name == "indices":
-            return Flaky.Part(self, target)
-        return lambda *a, **kw: (self._check(), target(*a, **kw))[1]
-
-    class Part:
-        def __init__(self, owner, inner) -> None:
-            self.owner, self.inner = owner, inner
-
-        def __getattr__(self, name):
-            target = getattr(self.inner, name)
-            return lambda *a, **kw: (self.owner._check(), target(*a, **kw))[1]
-
-
-class Bulks:
-    """A plain client whose bulk answers come from a list; it records the bodies it was sent."""
-
-    def __init__(self, *answers) -> None:
-        self.answers, self.bodies = list(answers), []
-
-    def bulk(self, body):
-        self.bodies.append(body)
-        return self.answers.pop(0)
+            return Flaky(target, owner=self.owner)
+        return lambda *a, **kw: (self.owner.check(), target(*a, **kw))[1]
 
 
 @pytest.fixture
@@ -134,7 +111,7 @@ def db(tmp_path: Path):
 def sync_for(db, client, config=CFG, clock=lambda: T0):
     sleeps: list[float] = []
     sync = ElasticSync(config, db, client, dims=3, sleep=sleeps.append, clock=clock)
-    sync._indices_ready = isinstance(client, Bulks)  # a plain bulk recorder has no index API
+    sync._indices_ready = bool(getattr(client, "bulk_answers", False))  # canned answers: skip the index check
     return sync, sleeps
 
 
@@ -152,22 +129,24 @@ def ndjson(body: str) -> list[dict]:
 
 
 # -- index management -------------------------------------------------------------------------------------
+VECTOR = {"type": "dense_vector", "dims": 384, "index": True, "similarity": "cosine"}
+KEYWORD, DATE, DOUBLE = {"type": "keyword"}, {"type": "date"}, {"type": "double"}
+PRODUCT_FIELDS = {
+    "product_vector": VECTOR, "product_id": {"type": "long"}, "name": {"type": "text"}, "merchant": KEYWORD,
+    "category_path": KEYWORD, "categories": KEYWORD, "color": KEYWORD, "price": DOUBLE,
+    "in_stock": {"type": "boolean"}, "created_at": DATE, "popularity": DOUBLE,
+}
+
+
 def test_new_indices_get_the_full_mapping():
     client = RecordingES()
-    assert ensure_indices(client, CFG, 384) == {"products": "created", "shoppers": "created"}
-    vector = {"type": "dense_vector", "dims": 384, "index": True, "similarity": "cosine"}
+    assert elastic.ensure_indices(client, CFG, 384) == {"products": "created", "shoppers": "created"}
     assert client.calls == [
-        ("create", "products", {"mappings": {"properties": {
-            "product_vector": vector, "product_id": {"type": "long"}, "name": {"type": "text"},
-            "merchant": {"type": "keyword"}, "category_path": {"type": "keyword"},
-            "categories": {"type": "keyword"}, "color": {"type": "keyword"}, "price": {"type": "double"},
-            "in_stock": {"type": "boolean"}, "created_at": {"type": "date"}, "popularity": {"type": "double"},
-        }}}),
+        ("create", "products", {"mappings": {"properties": PRODUCT_FIELDS}}),
         ("create", "shoppers", {"mappings": {"properties": {
-            "user_vector": vector, "customer_id": {"type": "long"}, "updated_at": {"type": "date"},
-        }}}),
+            "user_vector": VECTOR, "customer_id": {"type": "long"}, "updated_at": DATE}}}),
     ]
-    assert ensure_indices(client, CFG, 384) == {"products": "unchanged", "shoppers": "unchanged"}
+    assert elastic.ensure_indices(client, CFG, 384) == {"products": "unchanged", "shoppers": "unchanged"}
 
 
 def test_an_existing_shop_index_only_gains_the_fields_it_lacks():
@@ -176,41 +155,26 @@ def test_an_existing_shop_index_only_gains_the_fields_it_lacks():
             "name": {"type": "keyword"}}
     client.indices.create(index="products", body={"mappings": {"properties": shop}})
     client.calls.clear()
-    ensure_indices(client, CFG, 384)
-    assert client.calls[0] == ("put_mapping", "products", {"properties": {
-        "product_vector": {"type": "dense_vector", "dims": 384, "index": True, "similarity": "cosine"},
-        "product_id": {"type": "long"}, "merchant": {"type": "keyword"}, "category_path": {"type": "keyword"},
-        "categories": {"type": "keyword"}, "color": {"type": "keyword"}, "in_stock": {"type": "boolean"},
-        "created_at": {"type": "date"}, "popularity": {"type": "double"},
-    }})
+    elastic.ensure_indices(client, CFG, 384)
+    ours = {k: v for k, v in PRODUCT_FIELDS.items() if k not in ("name", "price")}  # the shop has those two
+    assert client.calls[0] == ("put_mapping", "products", {"properties": ours})
     assert {k: client.mappings["products"]["properties"][k] for k in shop} == shop  # the shop's own, intact
-
-
-def test_a_vector_field_of_another_size_is_refused():
-    client = RecordingES()
-    client.indices.create(index="products", body={"mappings": {"properties": {
-        "product_vector": {"type": "dense_vector", "dims": 128}}}})
-    with pytest.raises(InvalidInput, match="128"):
-        ensure_indices(client, CFG, 384)
+    client.mappings["products"]["properties"]["product_vector"]["dims"] = 128
+    with pytest.raises(InvalidInput, match="128"):  # a vector field of another size is refused
+        elastic.ensure_indices(client, CFG, 384)
 
 
 # -- bulk payloads and the outbox -------------------------------------------------------------------------
 def test_bulk_payloads_are_exact_and_only_acknowledged_items_leave_the_outbox(db):
-    ok = {"errors": False, "items": [{"update": {"_id": "1", "status": 200}}, {"update": {"_id": "2", "status": 201}},
-                                     {"delete": {"_id": "4", "status": 404}}]}
-    users = {"errors": True, "items": [
-        {"index": {"_id": "2", "status": 400, "error": {"type": "mapper_parsing_exception", "reason": "bad"}}},
-        {"index": {"_id": "3", "status": 201}},
-    ]}
-    client = Bulks(ok, users)
+    refused = {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "bad"}}
+    client = RecordingES({"items": [{"update": {"status": 200}}, {"update": {"status": 201}},
+                                    {"delete": {"status": 404}}]},
+                         {"errors": True, "items": [{"index": refused}, {"index": {"status": 201}}]})
     sync, _ = sync_for(db, client)
     sync.mark_products([1, 2, 4, 5])
     sync.mark_users([3, 2])
-
-    def products(ids):
-        return {**load_products([i for i in ids if i != 4]), 5: None}  # 4 is gone, 5 not embedded yet
-
-    result = sync.sync_once(products, load_users)
+    # product 4 is gone (left out), product 5 has no vector yet (None)
+    result = sync.sync_once(lambda ids: {**load_products([i for i in ids if i != 4]), 5: None}, load_users)
     assert (result.acked, result.failed, result.not_ready, result.outage) == (4, 1, 1, False)
     assert client.bodies[0] == (
         '{"update":{"_index":"products","_id":"1"}}\n'
@@ -234,8 +198,8 @@ def test_bulk_payloads_are_exact_and_only_acknowledged_items_leave_the_outbox(db
 
 
 def test_a_busy_cluster_gets_only_the_rejected_items_again_after_a_backoff(db):
-    client = Bulks({"errors": True, "items": [{"index": {"status": 201}}, {"index": {"status": 429}}]},
-                   {"errors": False, "items": [{"index": {"status": 201}}]})
+    client = RecordingES({"errors": True, "items": [{"index": {"status": 201}}, {"index": {"status": 429}}]},
+                         {"errors": False, "items": [{"index": {"status": 201}}]})
     sync, sleeps = sync_for(db, client)
     sync.mark_users([1, 2])
     assert sync.sync_once(load_products, load_users).acked == 2
@@ -243,11 +207,16 @@ def test_a_busy_cluster_gets_only_the_rejected_items_again_after_a_backoff(db):
         {"index": {"_index": "shoppers", "_id": "2"}}]
     assert sleeps == [0.5]
     assert sync.status().pending == 0
+    client = RecordingES(*[{"items": [{"update": {"status": 200}}] * n} for n in (2, 1)])
+    sync, _ = sync_for(db, client, config=replace(CFG, batch_size=2))
+    sync.mark_products([1, 2, 3])
+    assert sync.sync_once(load_products, load_users).acked == 3
+    assert [len(ndjson(body)) for body in client.bodies] == [4, 2]  # batches of batch_size
 
 
 def test_marks_are_idempotent_and_a_change_during_a_sync_stays_pending(db):
     now = [T0]
-    client = Bulks(*[{"items": [{"update": {"status": 200}}] * 2}])
+    client = RecordingES({"items": [{"update": {"status": 200}}] * 2})
     sync, _ = sync_for(db, client, clock=lambda: now[0])
     sync.mark_products([1, 2, 2])
     now[0] = T0 + timedelta(seconds=30)
@@ -261,14 +230,6 @@ def test_marks_are_idempotent_and_a_change_during_a_sync_stays_pending(db):
 
     assert sync.sync_once(products_changing, load_users).acked == 2
     assert [it.item_id for it in sync.outbox.pending()] == [2]
-
-
-def test_batches_follow_batch_size(db):
-    client = Bulks(*[{"items": [{"update": {"status": 200}}] * n} for n in (2, 1)])
-    sync, _ = sync_for(db, client, config=replace(CFG, batch_size=2))
-    sync.mark_products([1, 2, 3])
-    assert sync.sync_once(load_products, load_users).acked == 3
-    assert [len(ndjson(body)) for body in client.bodies] == [4, 2]
 
 
 def test_an_outage_keeps_the_outbox_and_it_drains_when_the_cluster_is_back(db):
@@ -299,32 +260,25 @@ def test_an_outage_keeps_the_outbox_and_it_drains_when_the_cluster_is_back(db):
     assert sync.status().pending == 0
     assert cluster.get(index="shoppers", id="3")["_source"]["user_vector"] == VEC[3]
 
-
-def test_a_failing_loader_does_not_raise_either(db):
-    sync, _ = sync_for(db, Bulks())
     sync.mark_products([1])
-
-    def broken(ids):
-        raise RuntimeError("catalog unavailable")
-
-    result = sync.sync_once(broken, load_users)
-    assert not result.outage and "catalog unavailable" in result.error
-    assert sync.status().pending == 1
+    result = sync.sync_once(lambda ids: 1 / 0, load_users)  # a failing loader does not raise either
+    assert not result.outage and "ZeroDivisionError" in result.error and sync.status().pending == 1
 
 
 # -- elasticmock round-trips ------------------------------------------------------------------------------
 @elasticmock
 def test_round_trip_through_elasticmock(db):
-    client = make_client(CFG)  # elasticsearch.Elasticsearch, patched by the decorator, looked up now
+    client = elastic.make_client(CFG)  # elasticsearch.Elasticsearch, patched by the decorator, looked up now
     assert isinstance(client, FakeElasticsearch)
+    sync = make_elastic_sync(CFG, db, dims=3, client=client, sleep=lambda s: None, clock=lambda: T0)
+    assert sync.ensure_indices() == {"products": "created", "shoppers": "created"}
+    assert client.indices.exists(index="products") and client.indices.exists(index="shoppers")
     client.index(index="products", id="1", body={"shop_title": "kept by a real cluster"})  # the shop's doc
     client.index(index="products", id="2", body={})
-    sync = make_elastic_sync(CFG, db, dims=3, client=client, sleep=lambda s: None, clock=lambda: T0)
-    sync._indices_ready = True  # elasticmock has no get_mapping for the index the shop already has
     sync.mark_products([1, 2, 3])
     sync.mark_users([1])
-    docs = {1: (VEC[1], product_document(SHOE, popularity=4.5)),
-            2: (VEC[2], product_document(replace(SHOE, product_id=2, price=None, in_stock=False)))}
+    docs = {1: (VEC[1], elastic.product_document(SHOE, popularity=4.5)),
+            2: (VEC[2], elastic.product_document(replace(SHOE, product_id=2, price=None, in_stock=False)))}
     result = sync.sync_once(lambda ids: {**docs, 3: (VEC[3], {})}, load_users)
     # elasticmock ignores doc_as_upsert, so the missing product 3 comes back 404: kept for the next run
     assert (result.acked, result.failed) == (3, 1)
@@ -335,28 +289,16 @@ def test_round_trip_through_elasticmock(db):
         "created_at": "2026-01-01T10:00:00", "popularity": 4.5, "product_vector": VEC[1],
     }
     assert client.get(index="shoppers", id="1")["_source"]["user_vector"] == VEC[1]
-    hits = search_feed(client, CFG, None, filters=FeedQuery(categories=("RUNNING",), in_stock=True))
+    hits = elastic.search_feed(client, CFG, None, filters=FeedQuery(categories=("RUNNING",), in_stock=True))
     assert hits == [(1, 1.0)]  # elasticmock does not sort or score: the filters are what is checked here
 
 
-@elasticmock
-def test_indices_are_created_through_elasticmock():
-    client = make_client(CFG)
-    assert ensure_indices(client, CFG, 384) == {"products": "created", "shoppers": "created"}
-    assert client.indices.exists(index="products") and client.indices.exists(index="shoppers")
-
-
 def test_disabled_adapter_imports_nothing_and_records_nothing(tmp_path: Path):
-    code = f"""
-import sys
-from storage.db import Database
-from storage.elastic import ElasticConfig
-from storage.elastic_outbox import make_elastic_sync
-db = Database({str(tmp_path / "x.duckdb")!r})
+    code = f"""import sys; from storage.db import Database; from storage.elastic import ElasticConfig
+from storage.elastic_outbox import make_elastic_sync; db = Database({str(tmp_path / "x.duckdb")!r})
 sync = make_elastic_sync(ElasticConfig(**{replace(CFG, enabled=False).__dict__!r}), db, dims=3)
 sync.mark_products([1]); sync.mark_users([2]); print(sync.sync_once(None, None).skipped, sync.status().enabled)
-print(db.read("SELECT count(*) FROM elastic_outbox")[0][0], "elasticsearch" in sys.modules)
-"""
+print(db.read("SELECT count(*) FROM elastic_outbox")[0][0], "elasticsearch" in sys.modules)"""
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}).stdout.split()
@@ -374,7 +316,7 @@ SHOP_QUERY = {"match": {"name": "trail"}}
 
 
 def test_script_score_query_is_the_source_design_body():
-    assert build_script_score_query([0.5, 0.25], page=3, per_page=10) == {
+    assert elastic.build_script_score_query([0.5, 0.25], page=3, per_page=10) == {
         "query": {"script_score": {
             "query": {"match_all": {}},
             "script": {"source": "cosineSimilarity(params.user_vector, 'product_vector') + 1.0",
@@ -382,7 +324,7 @@ def test_script_score_query_is_the_source_design_body():
         }},
         "from": 20, "size": 10,
     }
-    body = build_script_score_query([1.0], shop_query=SHOP_QUERY, filters=FILTERS, fallback_sort="price_asc")
+    body = elastic.build_script_score_query([1.0], shop_query=SHOP_QUERY, filters=FILTERS, fallback_sort="price_asc")
     assert body["query"]["script_score"]["query"] == {
         "bool": {"must": [SHOP_QUERY], "filter": FILTER_CLAUSES, "must_not": EXCLUDE}}
     assert "sort" not in body and (body["from"], body["size"]) == (0, 20)
@@ -394,7 +336,7 @@ def test_script_score_query_is_the_source_design_body():
     ("price_desc", [{"price": {"order": "desc", "missing": "_last"}}, {"product_id": {"order": "asc"}}]),
 ])
 def test_without_a_user_vector_the_feed_falls_back_to_the_appliance_order(sort, clauses):
-    assert build_script_score_query(None, filters=Filters(in_stock=False), page=2, per_page=5,
+    assert elastic.build_script_score_query(None, filters=Filters(in_stock=False), page=2, per_page=5,
                                     fallback_sort=sort) == {
         "query": {"bool": {"must": [{"match_all": {}}], "filter": [{"term": {"in_stock": False}}]}},
         "sort": clauses, "from": 5, "size": 5,
@@ -402,45 +344,92 @@ def test_without_a_user_vector_the_feed_falls_back_to_the_appliance_order(sort, 
 
 
 def test_knn_query_body():
-    assert build_knn_query([0.5, 0.25], k=50, num_candidates=200, filters=FILTERS, page=2, per_page=20) == {
+    assert elastic.build_knn_query([0.5, 0.25], k=50, num_candidates=200, filters=FILTERS, page=2, per_page=20) == {
         "knn": {"field": "product_vector", "query_vector": [0.5, 0.25], "k": 50, "num_candidates": 200,
                 "filter": {"bool": {"filter": FILTER_CLAUSES, "must_not": EXCLUDE}}},
         "from": 20, "size": 20,
     }
-    body = build_knn_query([1.0], num_candidates=10, page=3, per_page=20, shop_query=SHOP_QUERY)
+    body = elastic.build_knn_query([1.0], num_candidates=10, page=3, per_page=20, shop_query=SHOP_QUERY)
     assert body["knn"]["k"] == 60 and body["knn"]["num_candidates"] == 60
     assert body["knn"]["filter"] == {"bool": {"must": [SHOP_QUERY]}}
 
 
 @pytest.mark.parametrize("bad", [dict(page=0), dict(per_page=0), dict(fallback_sort="name")])
 def test_bad_pages_and_sorts_are_refused(bad):
-    with pytest.raises(InvalidInput):
-        build_script_score_query(None, **bad)
+    pytest.raises(InvalidInput, elastic.build_script_score_query, None, **bad)
 
 
-@pytest.mark.parametrize(("method", "raw", "expected"), [
-    ("script_score", [1.9, 1.5], [(12, 0.9), (5, 0.5)]),  # _score = cos + 1
-    ("knn", [0.95, 0.75], [(12, 0.9), (5, 0.5)]),  # _score = (1 + cos) / 2
-])
-def test_search_feed_returns_ids_and_cosines_in_order(method, raw, expected):
-    client = RecordingES()
-    client.search_response = {"hits": {"hits": [{"_id": "12", "_score": raw[0]}, {"_id": "5", "_score": raw[1]}]}}
-    got = search_feed(client, CFG, [0.5, 0.25], method=method, filters=FILTERS, page=1, per_page=2)
-    assert [pid for pid, _ in got] == [pid for pid, _ in expected]
-    assert [score for _, score in got] == pytest.approx([score for _, score in expected])
-    _, index, body, kwargs = client.calls[-1]
-    assert (index, kwargs) == ("products", {"_source": False})
-    if method == "knn":
-        assert body == build_knn_query([0.5, 0.25], None, 100, FILTERS, 1, 2)
-    else:
-        assert body == build_script_score_query([0.5, 0.25], None, FILTERS, 1, 2)
+@pytest.mark.parametrize(("method", "scores"), [("script_score", [1.9, 1.5]), ("knn", [0.95, 0.75])])
+def test_search_feed_returns_ids_and_cosines_in_order(method, scores):
+    client = RecordingES()  # ES scores cosine as cos + 1 (script_score) and as (1 + cos) / 2 (knn)
+    client.search_response = {"hits": {"hits": [{"_id": "12", "_score": scores[0]}, {"_id": "5", "_score": scores[1]}]}}
+    got = elastic.search_feed(client, CFG, [0.5, 0.25], method=method, filters=FILTERS, page=1, per_page=2)
+    assert [(pid, round(score, 9)) for pid, score in got] == [(12, 0.9), (5, 0.5)]
+    body = (elastic.build_knn_query([0.5, 0.25], None, 100, FILTERS, 1, 2) if method == "knn"
+            else elastic.build_script_score_query([0.5, 0.25], None, FILTERS, 1, 2))
+    assert client.calls[-1] == ("search", "products", body, {"_source": False})
 
 
 def test_search_feed_fallback_scores_are_the_sort_values_and_errors_become_not_ready():
     client = RecordingES()
     client.search_response = {"hits": {"hits": [{"_id": "3", "_score": None, "sort": [7.5, 1, 3]},
                                                 {"_id": "4", "_score": None, "sort": [None, 1, 4]}]}}
-    assert search_feed(client, CFG, None, method="knn") == [(3, 7.5), (4, 0.0)]
-    assert client.calls[-1][2] == build_script_score_query(None)
+    assert elastic.search_feed(client, CFG, None, method="knn") == [(3, 7.5), (4, 0.0)]
+    assert client.calls[-1][2] == elastic.build_script_score_query(None)
     with pytest.raises(NotReady, match="elasticsearch"):
-        search_feed(Flaky(client), CFG, [1.0])
+        elastic.search_feed(Flaky(client), CFG, [1.0])
+
+
+# -- a local Elasticsearch-compatible server (noida-db), when installed ------------------------------------
+def noida_binary() -> str | None:
+    """$NOIDA_DB_BIN, or the binary inside the installed noida_db package."""
+    if os.environ.get("NOIDA_DB_BIN"):
+        return os.environ["NOIDA_DB_BIN"]
+    spec = importlib.util.find_spec("noida_db")
+    binary = Path(spec.origin).with_name("noida-db") if spec and spec.origin else None
+    return str(binary) if binary and binary.is_file() else None
+
+
+@pytest.fixture
+def local_cluster(tmp_path: Path):
+    binary = noida_binary()
+    if binary is None:
+        pytest.skip("noida-db not installed (pip install noida-db==0.2.3 or set NOIDA_DB_BIN): no local cluster")
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "start", "--only", "elasticsearch", "--elasticsearch-port", str(port),
+         "--data-dir", str(tmp_path / "noida")], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = elastic.make_client(replace(CFG, url=f"http://127.0.0.1:{port}"))
+        for _ in range(300):  # wait for it to listen (ping answers False until then)
+            if client.ping() or server.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert server.poll() is None and client.ping(), "noida-db did not start"
+        yield client
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_script_score_ranking_on_a_local_cluster_equals_numpy_cosine(local_cluster, db):
+    rng = np.random.default_rng(11)
+    vectors, user = rng.normal(size=(40, 384)).astype(np.float32), rng.normal(size=384).astype(np.float32)
+    sync = make_elastic_sync(CFG, db, dims=384, client=local_cluster, sleep=lambda s: None)
+    sync.mark_products(range(40))
+    docs = {i: (vectors[i], {"product_id": i, "in_stock": i % 2 == 0}) for i in range(40)}
+    assert sync.sync_once(lambda ids: {i: docs[i] for i in ids}, lambda ids: {}).acked == 40
+    local_cluster.indices.refresh(index=CFG.product_index)
+    cosine = vectors @ user / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(user))
+    order = np.argsort(-cosine).tolist()
+    got = elastic.search_feed(local_cluster, CFG, user, per_page=40)
+    assert [pid for pid, _ in got] == order
+    assert [score for _, score in got] == pytest.approx(cosine[order].tolist(), abs=1e-5)
+    got = elastic.search_feed(local_cluster, CFG, user, filters=Filters(in_stock=True), page=2, per_page=5)
+    assert [pid for pid, _ in got] == [i for i in order if i % 2 == 0][5:10]

@@ -15,9 +15,10 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from appliance.config import Config
 from appliance.encoder import Encoder
 from web.controllers.events import EventController
-from web.controllers.feeds import FeedController
+from web.controllers.feeds import CustomerController
 from web.controllers.health import HealthController
 from web.controllers.products import ProductController
+from web.controllers.queue import ModelController, QueueController
 from web.errors import EXCEPTION_HANDLERS
 from web.services import Services, build_services, start
 
@@ -41,7 +42,9 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
             await anyio.to_thread.run_sync(services.close)
 
     return Litestar(
-        route_handlers=[ProductController, EventController, FeedController, HealthController],
+        route_handlers=[
+            ProductController, EventController, CustomerController, QueueController, ModelController, HealthController,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(

@@ -105,12 +105,14 @@ class EventsAccepted(msgspec.Struct):
 class FeedItem(msgspec.Struct):
     product: ProductOut
     score: float
-    source: str  # why it is there: popular / price (later: personal / new)
+    source: str  # why it is there: personal / popular / new / price / similar
 
 
 class FeedOut(msgspec.Struct):
     customer_id: int
-    ordering: str
+    ordering: str  # personal / popular / price_asc / price_desc
+    personalized: bool
+    feed_id: str  # send it with the next pages: they continue this order with no duplicates or gaps
     page: int
     per_page: int
     total: int
@@ -122,7 +124,44 @@ class FeedOut(msgspec.Struct):
         items = [
             FeedItem(ProductOut.of(page.products[s.product_id], thresholds), s.score, s.source) for s in page.items
         ]
-        return cls(customer_id, page.ordering, page.page, page.per_page, page.total, page.pages, items)
+        return cls(
+            customer_id, page.ordering, page.personalized, page.feed_id, page.page, page.per_page, page.total,
+            page.pages, items,
+        )
+
+
+class Erased(msgspec.Struct):
+    customer_id: int
+    events: int  # events deleted
+    queued_messages: int  # queue messages deleted (live and dead-lettered)
+    vectors: int  # user vectors deleted (0 or 1)
+
+
+class QueueOut(msgspec.Struct):
+    depth: int  # visible now
+    in_flight: int
+    dead_lettered: int
+    oldest_age_seconds: float
+    processed: int  # messages this process's consumer has processed since start
+
+
+class DeadLetterOut(msgspec.Struct):
+    message_id: str
+    body: dict
+    reason: str | None
+    receive_count: int
+
+
+class Redriven(msgspec.Struct):
+    moved: int
+
+
+class ModelOut(msgspec.Struct):
+    version: str  # the serving tower's version, or "mean" for the no-model fallback
+    fallback: bool
+    fallback_reason: str | None
+    meta: dict | None  # the checkpoint's own description: config, training window, metrics
+    candidates: list[dict]  # every checkpoint with its status (serving / rejected / candidate) and metrics
 
 
 class SimilarOut(msgspec.Struct):

@@ -12,13 +12,17 @@ import torch
 from appliance.config import Config
 from appliance.demo import generate_demo
 from appliance.encoder import Encoder
-from appliance.recommender import Recommender
+from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
 from jobs.catalog import CatalogService
-from jobs.indexing import BackgroundIndexer, CatalogIndexer
+from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
+from jobs.queue import DurableQueue
+from jobs.realtime import EventConsumer, ServingModel, UserVectorUpdater
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.events import EventStore
+from storage.models import ModelRegistry
+from storage.users import UserStore
 from storage.vectors import VectorIndex
 
 log = logging.getLogger("appliance")
@@ -34,16 +38,26 @@ class Services:
     index: VectorIndex
     indexer: CatalogIndexer
     recommender: Recommender
+    users: UserStore
+    user_mirror: IndexMirror
+    queue: DurableQueue
+    serving: ServingModel
+    models: ModelRegistry
+    updater: UserVectorUpdater
+    consumer: EventConsumer
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
 
     def close(self) -> None:
-        """Stop background work, save the index, close DuckDB: in that order."""
+        """Stop taking work, finish the batches in hand, save the indexes, close DuckDB: in that order."""
+        self.queue.close()
+        self.consumer.stop()
         if self.background:
             self.background.stop()
         try:
             self.index.save_if_dirty()
+            self.user_mirror.index.save_if_dirty()
         finally:
             self.db.close()
 
@@ -59,17 +73,39 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         index = VectorIndex(config.data_path / "products.hnsw", config.encoder.dim, config.index)
         indexer = CatalogIndexer(store, encoder, index, config.encoder.background_batch)
         weights, half_life = config.events.weights, config.feed.popularity_half_life_hours
+        feed = config.feed
+        settings = FeedSettings(
+            feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
+            feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max,
+        )
         recommender = Recommender(
-            store.all,
-            lambda now: events.popularity(now, half_life, weights),
-            now_utc,
-            config.feed.popularity_refresh_seconds,
+            store.all, lambda now: events.popularity(now, half_life, weights),
+            lambda vector, k: index.query(vector, k), now_utc, feed.popularity_refresh_seconds, settings,
         )
         catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, recommender.invalidate)
+        users = UserStore(db)
+        user_mirror = IndexMirror(
+            VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors
+        )
+        realtime = config.realtime
+        queue = DurableQueue(
+            db, visibility_timeout=realtime.visibility_timeout_seconds, max_receive_count=realtime.max_receive_count
+        )
+        serving = ServingModel()
+        updater = UserVectorUpdater(
+            events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc
+        )
+        consumer = EventConsumer(
+            queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds
+        )
+        models = ModelRegistry(config.data_path / "models")
     except BaseException:
         db.close()
         raise
-    return Services(config, db, catalog, events, encoder, index, indexer, recommender)
+    return Services(
+        config, db, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
+        models, updater, consumer,
+    )
 
 
 def load_demo(services: Services) -> bool:
@@ -92,15 +128,29 @@ def start(services: Services) -> None:
             load_demo(services)
         state = services.indexer.reconcile()
         log.info("product index %s: %d vectors", state, len(services.index))
+        state = services.user_mirror.reconcile()
+        log.info("user index %s: %d vectors", state, len(services.user_mirror.index))
+        load_serving_model(services)
         services.encoder.load()
         services.background = BackgroundIndexer(services.indexer, _log_error)
         services.background.start()
         services.background.kick()
+        services.consumer.start()
         services.ready.set()
     except Exception as exc:
         services.startup_error = f"{type(exc).__name__}: {exc}"
         log.exception("start-up failed")
         raise
+
+
+def load_serving_model(services: Services) -> None:
+    """The promoted tower from the model registry, or the mean-vector fallback when there is none."""
+    found = services.models.serving()
+    if found is None:
+        return
+    model, meta = found
+    services.serving.set(model, meta.version, meta.as_dict())
+    log.info("serving user tower %s", meta.version)
 
 
 def _log_error(exc: BaseException) -> None:

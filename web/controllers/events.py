@@ -9,6 +9,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from appliance.errors import InvalidInput
 from appliance.types import now_utc
+from jobs.queue import event_body
 from web.schemas import EventIn, EventsAccepted
 
 
@@ -18,7 +19,8 @@ class EventController(Controller):
 
     @post("/", operation_id="postEvents", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def post_events(self, state: State, data: JSONBody[EventIn | list[EventIn]]) -> EventsAccepted:
-        """Accept one event or a batch; all are written to DuckDB in one commit before the 202."""
+        """Accept one event or a batch: written to DuckDB with their queue messages in one commit before the 202;
+        the consumer then refreshes each shopper's vector."""
         config = state.services.config.events
         batch = data if isinstance(data, list) else [data]
         if not batch:
@@ -33,5 +35,8 @@ class EventController(Controller):
             except InvalidInput as exc:
                 where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
                 raise InvalidInput(str(exc), field=where) from None
-        ids = state.services.events.append(events, now)
+        services = state.services
+        with services.db.write() as cur:  # the events and their queue messages commit together
+            ids = services.events.append_in(cur, events, now)
+            services.queue.enqueue_in(cur, [event_body(e) for e in events])
         return EventsAccepted(len(ids), ids)

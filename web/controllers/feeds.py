@@ -1,15 +1,22 @@
-"""/customers/{id}/feed: the paginated product feed of one shopper."""
+"""/customers/{id}: the paginated product feed of one shopper, and erasing a shopper."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
-from litestar import Controller, get
+import numpy as np
+from litestar import Controller, delete, get
 from litestar.datastructures import State
 from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK
 
-from appliance.recommender import FeedQuery
-from web.schemas import FeedOut
+from appliance.recommender import FeedQuery, Personal
+from appliance.types import now_utc
+from web.schemas import Erased, FeedOut
+from web.services import Services
+
+CustomerId = Annotated[int, Parameter(ge=1, description="the shop's customer id")]
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -17,15 +24,24 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
     return tuple(v.strip() for raw in values or [] for v in raw.split(",") if v.strip())
 
 
-class FeedController(Controller):
+def personal(services: Services, customer_id: int) -> Personal | None:
+    """The shopper's vector while their newest interaction is inside the serving window."""
+    stored = services.users.get(customer_id)
+    window = timedelta(hours=services.config.realtime.history_window_hours)
+    if stored is None or stored.last_event_at < now_utc() - window:
+        return None
+    return Personal(stored.vector, frozenset(services.events.purchased(customer_id)))
+
+
+class CustomerController(Controller):
     path = "/customers"
-    tags = ["feeds"]
+    tags = ["customers"]
 
     @get("/{customer_id:int}/feed", operation_id="customerFeed", sync_to_thread=True)
     def feed(
         self,
         state: State,
-        customer_id: Annotated[int, Parameter(ge=1)],
+        customer_id: CustomerId,
         page: Annotated[int, Parameter(ge=1, le=10_000)] = 1,
         per_page: Annotated[int | None, Parameter(ge=1, description="default from config feed.per_page")] = None,
         sort: Annotated[Literal["price_asc", "price_desc"] | None, Parameter(description="overrides ranking")] = None,
@@ -34,12 +50,29 @@ class FeedController(Controller):
         max_price: Annotated[float | None, Parameter(ge=0)] = None,
         in_stock: Annotated[bool | None, Parameter(description="only (un)available products")] = None,
         exclude: Annotated[list[str] | None, Parameter(description="product ids to leave out")] = None,
+        min_score: Annotated[float | None, Parameter(ge=0, le=2, description="least personal score")] = None,
+        feed_id: Annotated[str | None, Parameter(max_length=64, description="from page 1: same order")] = None,
     ) -> FeedOut:
-        """Products for this shopper, best first, with scores and pagination metadata."""
-        services = state.services
+        """Products for this shopper, best first: nearest to their vector (cosine + 1.0) mixed with popular
+        products and new arrivals; popularity then recency without a vector; `sort` overrides both."""
+        services: Services = state.services
         feed = services.config.feed
         per_page = min(per_page or feed.per_page, feed.max_per_page)
         excluded = frozenset(int(v) for v in _split(exclude) if v.isdigit())
-        query = FeedQuery(page, per_page, sort, _split(category), min_price, max_price, in_stock, excluded)
-        result = services.recommender.feed(query)
+        query = FeedQuery(
+            page, per_page, sort, _split(category), min_price, max_price, in_stock, excluded, min_score, feed_id
+        )
+        who = personal(services, customer_id) if sort is None else None
+        result = services.recommender.feed(query, who)
         return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds)
+
+    @delete("/{customer_id:int}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
+    def erase(self, state: State, customer_id: CustomerId) -> Erased:
+        """Erase a shopper (a privacy request): events, queued messages, vector; says what was removed."""
+        services: Services = state.services
+        with services.db.write() as cur:
+            events = services.events.erase_in(cur, customer_id)
+            messages = services.queue.purge_customer_in(cur, customer_id)
+        vectors = services.users.delete([customer_id])
+        services.user_mirror.index.remove(np.array([customer_id]))
+        return Erased(customer_id, events, messages, vectors)

@@ -1,0 +1,51 @@
+"""Merging ranked candidate sources into one feed order (pure functions over row indices)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str  # personal / popular / new: what each item says about why it is there
+    rows: np.ndarray  # (n,) catalog rows, best first
+    scores: np.ndarray  # (n,) the score shown with each row
+    share: float  # the part of the feed this source fills while it has candidates
+
+
+def interleave(sources: Sequence[Source], keep: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Up to `limit` rows, each taken from the source whose share is most behind (smooth weighted round robin).
+
+    A row appears once (first source to reach it wins); rows where `keep` is False are skipped; a source that
+    runs out leaves its share to the others. Deterministic: the same inputs give the same order.
+    """
+    used = ~keep.copy()
+    pointers = [0] * len(sources)
+    credit = [0.0] * len(sources)
+    rows: list[int] = []
+    scores: list[float] = []
+    names: list[str] = []
+    live = [i for i, s in enumerate(sources) if s.share > 0 and len(s.rows)]
+    while len(rows) < limit and live:
+        total = sum(sources[i].share for i in live)
+        for i in live:
+            credit[i] += sources[i].share
+        pick = max(live, key=lambda i: credit[i])
+        credit[pick] -= total
+        source, p = sources[pick], pointers[pick]
+        while p < len(source.rows) and used[source.rows[p]]:
+            p += 1
+        if p == len(source.rows):
+            live.remove(pick)
+            pointers[pick] = p
+            continue
+        row = int(source.rows[p])
+        used[row] = True
+        rows.append(row)
+        scores.append(float(source.scores[p]))
+        names.append(source.name)
+        pointers[pick] = p + 1
+    return np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float64), names

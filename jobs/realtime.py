@@ -1,0 +1,172 @@
+"""Real time: the serving tower, fresh user vectors from recent history, and the queue consumer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from appliance.config import TowerConfig
+from appliance.errors import InvalidInput
+from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
+from appliance.types import EVENT_INDEX
+from jobs.indexing import IndexMirror
+from jobs.queue import DurableQueue, body_event
+from storage.events import EventStore
+from storage.users import UserStore
+from storage.vectors import VectorIndex
+
+log = logging.getLogger("appliance.realtime")
+MEAN = "mean"  # the model_version of vectors made by the no-model fallback
+
+
+@dataclass(frozen=True)
+class Serving:
+    model: UserTower | None  # None: the fallback (mean of recent product vectors)
+    version: str
+    meta: Mapping | None = None
+    fallback_reason: str | None = None
+
+
+class ServingModel:
+    """The tower that serves now; replaced atomically (one reference swap)."""
+
+    def __init__(self) -> None:
+        self._current = Serving(None, MEAN, None, "no model has been trained yet")
+
+    def get(self) -> Serving:
+        return self._current
+
+    def set(
+        self, model: UserTower | None, version: str, meta: Mapping | None = None, reason: str | None = None
+    ) -> None:
+        if model is not None:
+            model.eval()
+        self._current = Serving(model, version, meta, reason)
+
+
+class UserVectorUpdater:
+    """Recomputes shoppers' vectors from their last interactions inside the serving window."""
+
+    def __init__(
+        self, events: EventStore, users: UserStore, user_mirror: IndexMirror, products: VectorIndex,
+        serving: ServingModel, tower: TowerConfig, weights: Mapping[str, float], window_hours: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.events = events
+        self.users = users
+        self.user_mirror = user_mirror
+        self.products = products
+        self.serving = serving
+        self.tower = tower
+        self.weights = weights
+        self.window = timedelta(hours=window_hours)
+        self.clock = clock
+
+    def update(self, customer_ids: Sequence[int]) -> dict[int, str]:
+        """New vectors for these customers; returns customer -> model version ("none" when no usable history)."""
+        now = self.clock()
+        histories = self.events.histories(customer_ids, now - self.window, self.tower.history)
+        wanted = sorted({e.product_id for h in histories.values() for e in h})
+        vectors = self.products.lookup(np.asarray(wanted, dtype=np.int64))
+        batch, kept, last_at = [], [], []
+        for cid in customer_ids:
+            usable = [e for e in histories[cid] if e.product_id in vectors]
+            if not usable:
+                continue
+            batch.append((
+                np.stack([vectors[e.product_id] for e in usable]),
+                np.array([EVENT_INDEX[e.event_name] for e in usable], dtype=np.int64),
+                np.array([(now - e.ts).total_seconds() / 3600.0 for e in usable], dtype=np.float32),
+            ))
+            kept.append(cid)
+            last_at.append(max(e.ts for e in usable))
+        gone = [c for c in customer_ids if c not in set(kept)]
+        if gone:
+            self.users.delete(gone)
+            self.user_mirror.index.remove(np.asarray(gone, dtype=np.int64))
+        if not kept:
+            return {c: "none" for c in customer_ids}
+        vecs, version = self._vectors(batch)
+        self.users.save(kept, vecs, version, last_at, now)
+        self.user_mirror.sync()
+        return {c: (version if c in set(kept) else "none") for c in customer_ids}
+
+    def _vectors(self, batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, str]:
+        arrays = pad_histories(batch, self.tower.history, self.products.dim)
+        serving = self.serving.get()
+        if serving.model is not None:
+            try:
+                return user_vectors(serving.model, *arrays), serving.version
+            except Exception as exc:  # a broken model must not stop the feed: fall back and say so in /model
+                log.exception("the user tower failed; using the mean of recent product vectors")
+                self.serving.set(None, MEAN, serving.meta, f"tower {serving.version} failed: {exc}")
+        return mean_vector(*arrays, self.weights, self.tower.recency_half_life_hours), MEAN
+
+
+class EventConsumer:
+    """Receives event messages, refreshes the shoppers' vectors, deletes what it processed.
+
+    A message whose product is not in the catalog goes to the dead-letter queue with that reason (the event
+    itself stays in DuckDB). A batch that fails is not deleted: it is delivered again after the visibility
+    timeout, and dead-lettered after max_receive_count tries.
+    """
+
+    def __init__(
+        self, queue: DurableQueue, updater: UserVectorUpdater, product_exists: Callable[[int], bool],
+        wait_seconds: float,
+    ) -> None:
+        self.queue = queue
+        self.updater = updater
+        self.product_exists = product_exists
+        self.wait_seconds = wait_seconds
+        self.processed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-consumer", daemon=True)
+
+    def run_once(self, wait_seconds: float = 0.0) -> int:
+        messages = self.queue.receive(max_messages=10, wait_seconds=wait_seconds)
+        good = []
+        for message in messages:
+            try:
+                event = body_event(message.body, message.sent_at)
+            except InvalidInput as exc:
+                self.queue.fail(message.receipt_handle, f"malformed message: {exc}")
+                continue
+            if self.product_exists(event.product_id):
+                good.append(message)
+            else:
+                self.queue.fail(message.receipt_handle, f"unknown product {event.product_id}")
+        if good:
+            self.updater.update(sorted({int(m.body["customer_id"]) for m in good}))
+            self.queue.delete_batch([m.receipt_handle for m in good])
+            self.processed += len(good)
+        return len(messages)
+
+    def drain(self) -> int:
+        """Process until the queue has nothing visible (tests, CLI)."""
+        total = 0
+        while n := self.run_once():
+            total += n
+        return total
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand; unprocessed messages stay in DuckDB for the next start."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once(self.wait_seconds)
+            except Exception:  # the consumer outlives one bad batch; the batch is retried later
+                log.exception("event batch failed")
+                self._stop.wait(1.0)
