@@ -1,0 +1,94 @@
+"""A real server in a subprocess, killed with SIGKILL mid-stream: nothing acknowledged is lost."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import httpx
+
+from storage.db import Database
+from tests.helpers import wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(data_dir, port) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "APPLIANCE_DEMO__PRODUCTS": "60", "APPLIANCE_DEMO__CUSTOMERS": "3",
+           "APPLIANCE_DEMO__DAYS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _queue_empty(base: str) -> bool:
+    stats = httpx.get(f"{base}/queue").json()
+    return stats["depth"] + stats["in_flight"] == 0
+
+
+def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(tmp_path / "data", port)
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def send() -> None:
+        with httpx.Client(base_url=base, timeout=5) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                batch = [{"customer_id": 7000 + (n + i) % 20, "product_id": 1 + (n * 7 + i) % 60,
+                          "event_name": "product_clicked"} for i in range(5)]
+                try:
+                    answer = http.post("/events", json=batch)
+                except httpx.HTTPError:
+                    return  # the server died under this request: it was never acknowledged
+                if answer.status_code == 202:
+                    acknowledged.extend(answer.json()["event_ids"])
+
+    try:
+        wait_until(lambda: _ready(base), timeout=120, what="first start")
+        sender = threading.Thread(target=send)
+        sender.start()
+        wait_until(lambda: len(acknowledged) >= 300, timeout=60, what="events acknowledged")
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        stop.set()
+        sender.join(10)
+        server = _serve(tmp_path / "data", port)
+        wait_until(lambda: _ready(base), timeout=120, what="restart")
+        wait_until(lambda: _queue_empty(base), timeout=60, what="queue drained after restart")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+    db = Database(tmp_path / "data" / "appliance.duckdb")
+    try:
+        stored = {r[0] for r in db.read("SELECT event_id FROM events WHERE customer_id >= 7000")}
+        assert set(acknowledged) <= stored
+        assert db.read("SELECT count(*) FROM queue_messages")[0][0] == 0  # every message processed and deleted
+        customers = db.read("SELECT count(DISTINCT customer_id) FROM events WHERE customer_id >= 7000")[0][0]
+        vectors = db.read("SELECT count(*) FROM user_vectors WHERE customer_id >= 7000")[0][0]
+        assert vectors == customers == 20
+        lag = db.read("""SELECT count(*) FROM user_vectors u JOIN (
+                             SELECT customer_id, max(ts) AS last FROM events GROUP BY 1) e USING (customer_id)
+                         WHERE u.customer_id >= 7000 AND u.last_event_at <> e.last""")[0][0]
+        assert lag == 0  # each vector reflects the shopper's newest event
+    finally:
+        db.close()
+    assert len(acknowledged) == len(set(acknowledged)) >= 300
