@@ -273,6 +273,14 @@ class DurableQueue:
             self._notify()
         return moved
 
+    def release_in_flight(self) -> int:
+        """At start-up (DuckDB admits one process, so no other consumer exists): deliver again at once the
+        messages a stopped or killed process still held, instead of after their visibility timeout."""
+        released = self.store.release(self.clock())
+        if released:
+            self._notify()
+        return released
+
     def purge_customer_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
         """Delete a customer's messages, live and dead-lettered (a privacy request), in the caller's transaction."""
         return self.store.purge_group_in(cur, customer_id)

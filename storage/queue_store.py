@@ -133,6 +133,15 @@ class QueueStore:
             ).fetchone()[0]
         return [], nxt
 
+    def release(self, now: datetime) -> int:
+        """Make every in-flight message visible now; how many."""
+        with self.db.write() as cur:
+            return len(cur.execute(
+                """UPDATE queue_messages SET visible_at = $1
+                   WHERE dead_at IS NULL AND receipt_handle IS NOT NULL AND visible_at > $1 RETURNING 1""",
+                [now],
+            ).fetchall())
+
     def delete(self, handles: Sequence[str]) -> set[str]:
         """Delete the live messages whose latest receipt handle is one of `handles`; returns those handles."""
         if not handles:

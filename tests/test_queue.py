@@ -282,3 +282,19 @@ def test_event_body_round_trip_and_validation() -> None:
         with pytest.raises(InvalidInput) as info:
             body_event(bad, START)
         assert info.value.field == field
+
+
+def test_release_in_flight_delivers_again_at_once_after_a_restart(tmp_path) -> None:
+    path = tmp_path / "q.duckdb"
+    db = Database(path)
+    queue = DurableQueue(db, visibility_timeout=300, max_receive_count=5, clock=lambda: START)
+    queue.send(body(1))
+    assert len(queue.receive()) == 1
+    db.close()
+    db = Database(path)
+    queue = DurableQueue(db, visibility_timeout=300, max_receive_count=5, clock=lambda: START)
+    assert queue.receive() == []
+    assert queue.release_in_flight() == 1
+    again = queue.receive()
+    assert [m.body for m in again] == [body(1)] and again[0].receive_count == 2
+    db.close()

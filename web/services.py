@@ -135,6 +135,9 @@ def start(services: Services) -> None:
         services.background = BackgroundIndexer(services.indexer, _log_error)
         services.background.start()
         services.background.kick()
+        released = services.queue.release_in_flight()
+        if released:
+            log.info("%d messages left in flight by the previous process are delivered again", released)
         services.consumer.start()
         services.ready.set()
     except Exception as exc:
