@@ -116,6 +116,29 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class ElasticConfig:
+    """Optional Elasticsearch sync (storage/elastic.py); nothing imports the client while disabled."""
+
+    enabled: bool
+    url: str
+    product_index: str
+    user_index: str
+    vector_field: str
+    user_vector_field: str
+    api_key: str  # "" = none; wins over username/password
+    username: str  # "" = no basic auth
+    password: str
+    verify_certs: bool
+    ca_certs: str  # "" = the system's trust store
+    timeout_seconds: float
+    batch_size: int
+    max_retries: int
+    backoff_seconds: float
+    backoff_max_seconds: float
+    knn_num_candidates: int
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     seed: int
     products: int
@@ -135,6 +158,7 @@ class Config:
     tower: TowerConfig
     training: TrainingConfig
     evaluation: EvaluationConfig
+    elasticsearch: ElasticConfig
     demo: DemoConfig
 
     @property
@@ -290,5 +314,13 @@ def _validate(config: Config) -> None:
         raise InvalidInput("training.negatives must be sampled, in_batch or mixed", field="training.negatives")
     if config.encoder.dim % config.tower.heads:
         raise InvalidInput("tower.heads must divide encoder.dim", field="tower.heads")
+    es = config.elasticsearch
+    if es.batch_size <= 0 or es.knn_num_candidates <= 0 or es.timeout_seconds <= 0:
+        raise InvalidInput("elasticsearch batch_size, knn_num_candidates and timeout_seconds must be positive",
+                           field="elasticsearch")
+    if es.max_retries < 0 or es.backoff_seconds < 0 or es.backoff_max_seconds < 0:
+        raise InvalidInput("elasticsearch retries and backoffs must not be negative", field="elasticsearch")
+    if es.enabled and not es.url:
+        raise InvalidInput("elasticsearch.url is required when enabled", field="elasticsearch.url")
     if config.index.space not in ("cosine", "ip"):
         raise InvalidInput("index.space must be cosine or ip", field="index.space")

@@ -17,12 +17,12 @@ class CatalogService:
         store: CatalogStore,
         indexer: CatalogIndexer,
         thresholds: Sequence[float],
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[Sequence[int]], None] = lambda ids: None,
     ) -> None:
         self.store = store
         self.indexer = indexer
         self.thresholds = tuple(thresholds)
-        self.on_change = on_change
+        self.on_change = on_change  # told the ids of created, updated or deleted products
 
     def line(self, product: Product) -> tuple[str, str]:
         """(text_hash, text) of a product under the configured model."""
@@ -39,11 +39,11 @@ class CatalogService:
             self.indexer.embed_lines(sorted({(h, t) for h, t in lines if h not in cached}))
         if embed_now:
             self.indexer.sync_index()
-        if result.created or result.updated:
-            self.on_change()
+        if result.changed_ids:
+            self.on_change(result.changed_ids)
         return result
 
     def delete(self, product_id: int) -> None:
         self.store.delete(product_id)
         self.indexer.index.remove([product_id])
-        self.on_change()
+        self.on_change([product_id])

@@ -55,7 +55,7 @@ class UserVectorUpdater:
     def __init__(
         self, events: EventStore, users: UserStore, user_mirror: IndexMirror, products: VectorIndex,
         serving: ServingModel, tower: TowerConfig, weights: Mapping[str, float], window_hours: float,
-        clock: Callable[[], datetime],
+        clock: Callable[[], datetime], on_change: Callable[[Sequence[int]], None] = lambda ids: None,
     ) -> None:
         self.events = events
         self.users = users
@@ -66,6 +66,7 @@ class UserVectorUpdater:
         self.weights = weights
         self.window = timedelta(hours=window_hours)
         self.clock = clock
+        self.on_change = on_change  # told the customers whose vector was saved or dropped
 
     def update(self, customer_ids: Sequence[int]) -> dict[int, str]:
         """New vectors for these customers; returns customer -> model version ("none" when no usable history)."""
@@ -85,16 +86,18 @@ class UserVectorUpdater:
             ))
             kept.append(cid)
             last_at.append(max(e.ts for e in usable))
-        gone = [c for c in customer_ids if c not in set(kept)]
+        kept_set = set(kept)
+        gone = [c for c in customer_ids if c not in kept_set]
         if gone:
             self.users.delete(gone)
             self.user_mirror.index.remove(np.asarray(gone, dtype=np.int64))
-        if not kept:
-            return {c: "none" for c in customer_ids}
-        vecs, version = self._vectors(batch)
-        self.users.save(kept, vecs, version, last_at, now)
-        self.user_mirror.sync()
-        return {c: (version if c in set(kept) else "none") for c in customer_ids}
+        version = "none"
+        if kept:
+            vecs, version = self._vectors(batch)
+            self.users.save(kept, vecs, version, last_at, now)
+            self.user_mirror.sync()
+        self.on_change(customer_ids)
+        return {c: (version if c in kept_set else "none") for c in customer_ids}
 
     def _vectors(self, batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, str]:
         arrays = pad_histories(batch, self.tower.history, self.products.dim)

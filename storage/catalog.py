@@ -29,6 +29,7 @@ class UpsertResult:
     updated: int
     unchanged: int
     to_embed: int  # distinct new lines with no cached vector yet
+    changed_ids: tuple[int, ...] = ()  # products created or updated
 
 
 def _product(row: tuple) -> Product:
@@ -79,7 +80,10 @@ class CatalogStore:
                 [[hashes[i] for i in changed]],
             ).fetchone()[0]
         created = sum(1 for i in changed if products[i].product_id not in existing)
-        return UpsertResult(created, len(changed) - created, len(products) - len(changed), to_embed)
+        return UpsertResult(
+            created, len(changed) - created, len(products) - len(changed), to_embed,
+            tuple(products[i].product_id for i in changed),
+        )
 
     def get(self, product_id: int) -> StoredProduct:
         rows = self.db.read(

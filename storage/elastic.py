@@ -19,34 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from appliance.config import ElasticConfig
 from appliance.errors import InvalidInput, NotReady
 from appliance.types import Product
 
 SORTS = ("price_asc", "price_desc")
 METHODS = ("script_score", "knn")
-
-
-@dataclass(frozen=True)
-class ElasticConfig:
-    """The `[elasticsearch]` section of config.toml (the defaults live there, not here)."""
-
-    enabled: bool
-    url: str
-    product_index: str
-    user_index: str
-    vector_field: str
-    user_vector_field: str
-    api_key: str  # "" = none; wins over username/password
-    username: str  # "" = no basic auth
-    password: str
-    verify_certs: bool
-    ca_certs: str  # "" = the system's trust store
-    timeout_seconds: float
-    batch_size: int
-    max_retries: int
-    backoff_seconds: float
-    backoff_max_seconds: float
-    knn_num_candidates: int
 
 
 @dataclass(frozen=True)

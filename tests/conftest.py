@@ -15,6 +15,7 @@ from litestar.testing import TestClient  # noqa: E402
 
 from appliance.config import Config, load_config  # noqa: E402
 from appliance.encoder import Encoder  # noqa: E402
+from storage.db import Database  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
 from web.app import create_app  # noqa: E402
 
@@ -39,3 +40,11 @@ def client(config: Config, encoder: Encoder) -> Iterator[TestClient]:
     with TestClient(create_app(config, encoder=encoder)) as test_client:
         wait_until(lambda: test_client.get("/health/ready").status_code == 200, what="ready")
         yield test_client
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh DuckDB store in a temp dir."""
+    database = Database(tmp_path / "appliance.duckdb")
+    yield database
+    database.close()

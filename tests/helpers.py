@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from litestar.testing import TestClient
 
+from appliance.config import ElasticConfig
 from appliance.types import Product
 
 
@@ -59,3 +60,12 @@ def product(pid: int, name: str = "Thing", price: float | None = 10.0, **kw) -> 
     return Product(product_id=pid, name=name, merchant=kw.get("merchant", "Acme"),
                    category_path=kw.get("category_path", ("Home", "Misc")), color=kw.get("color", "Red"),
                    price=price, in_stock=kw.get("in_stock", True), created_at=kw.get("created_at"))
+
+
+# An enabled Elasticsearch config for adapter tests (the cluster itself is elasticmock or noida-db).
+ELASTIC = ElasticConfig(
+    enabled=True, url="http://localhost:9200", product_index="products", user_index="shoppers",
+    vector_field="product_vector", user_vector_field="user_vector", api_key="", username="", password="",
+    verify_certs=True, ca_certs="", timeout_seconds=10.0, batch_size=100, max_retries=2, backoff_seconds=0.5,
+    backoff_max_seconds=4.0, knn_num_candidates=100,
+)

@@ -5,19 +5,15 @@ bulk answers, and a wrapper whose calls raise the client's own ConnectionError."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import elasticsearch
-import numpy as np
 import pytest
 from elasticmock import elasticmock
 from elasticmock.fake_elasticsearch import FakeElasticsearch
@@ -27,16 +23,11 @@ from appliance.errors import InvalidInput, NotReady
 from appliance.recommender import FeedQuery
 from appliance.types import Product
 from storage import elastic
-from storage.db import Database
-from storage.elastic import ElasticConfig, Filters
+from storage.elastic import Filters
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
+from tests.helpers import ELASTIC
 
-CFG = ElasticConfig(
-    enabled=True, url="http://localhost:9200", product_index="products", user_index="shoppers",
-    vector_field="product_vector", user_vector_field="user_vector", api_key="", username="", password="",
-    verify_certs=True, ca_certs="", timeout_seconds=10.0, batch_size=100, max_retries=2, backoff_seconds=0.5,
-    backoff_max_seconds=4.0, knn_num_candidates=100,
-)
+CFG = ELASTIC
 T0 = datetime(2026, 3, 1, 12, 0, 0)
 VEC = {1: [0.5, 0.25, 1.0], 2: [1.0, 0.0, -0.5], 3: [0.0, 1.0, 0.0]}
 # elasticmock calls the 7.17 client's APIs positionally; the 7.17 client deprecates body= against ES 8
@@ -99,13 +90,6 @@ class Flaky:
         if name == "indices":
             return Flaky(target, owner=self.owner)
         return lambda *a, **kw: (self.owner.check(), target(*a, **kw))[1]
-
-
-@pytest.fixture
-def db(tmp_path: Path):
-    database = Database(tmp_path / "appliance.duckdb")
-    yield database
-    database.close()
 
 
 def sync_for(db, client, config=CFG, clock=lambda: T0):
@@ -294,7 +278,7 @@ def test_round_trip_through_elasticmock(db):
 
 
 def test_disabled_adapter_imports_nothing_and_records_nothing(tmp_path: Path):
-    code = f"""import sys; from storage.db import Database; from storage.elastic import ElasticConfig
+    code = f"""import sys; from storage.db import Database; from appliance.config import ElasticConfig
 from storage.elastic_outbox import make_elastic_sync; db = Database({str(tmp_path / "x.duckdb")!r})
 sync = make_elastic_sync(ElasticConfig(**{replace(CFG, enabled=False).__dict__!r}), db, dims=3)
 sync.mark_products([1]); sync.mark_users([2]); print(sync.sync_once(None, None).skipped, sync.status().enabled)
@@ -378,58 +362,3 @@ def test_search_feed_fallback_scores_are_the_sort_values_and_errors_become_not_r
     assert client.calls[-1][2] == elastic.build_script_score_query(None)
     with pytest.raises(NotReady, match="elasticsearch"):
         elastic.search_feed(Flaky(client), CFG, [1.0])
-
-
-# -- a local Elasticsearch-compatible server (noida-db), when installed ------------------------------------
-def noida_binary() -> str | None:
-    """$NOIDA_DB_BIN, or the binary inside the installed noida_db package."""
-    if os.environ.get("NOIDA_DB_BIN"):
-        return os.environ["NOIDA_DB_BIN"]
-    spec = importlib.util.find_spec("noida_db")
-    binary = Path(spec.origin).with_name("noida-db") if spec and spec.origin else None
-    return str(binary) if binary and binary.is_file() else None
-
-
-@pytest.fixture
-def local_cluster(tmp_path: Path):
-    binary = noida_binary()
-    if binary is None:
-        pytest.skip("noida-db not installed (pip install noida-db==0.2.3 or set NOIDA_DB_BIN): no local cluster")
-    with socket.socket() as probe:  # a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [binary, "start", "--only", "elasticsearch", "--elasticsearch-port", str(port),
-         "--data-dir", str(tmp_path / "noida")], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = elastic.make_client(replace(CFG, url=f"http://127.0.0.1:{port}"))
-        for _ in range(300):  # wait for it to listen (ping answers False until then)
-            if client.ping() or server.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert server.poll() is None and client.ping(), "noida-db did not start"
-        yield client
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def test_script_score_ranking_on_a_local_cluster_equals_numpy_cosine(local_cluster, db):
-    rng = np.random.default_rng(11)
-    vectors, user = rng.normal(size=(40, 384)).astype(np.float32), rng.normal(size=384).astype(np.float32)
-    sync = make_elastic_sync(CFG, db, dims=384, client=local_cluster, sleep=lambda s: None)
-    sync.mark_products(range(40))
-    docs = {i: (vectors[i], {"product_id": i, "in_stock": i % 2 == 0}) for i in range(40)}
-    assert sync.sync_once(lambda ids: {i: docs[i] for i in ids}, lambda ids: {}).acked == 40
-    local_cluster.indices.refresh(index=CFG.product_index)
-    cosine = vectors @ user / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(user))
-    order = np.argsort(-cosine).tolist()
-    got = elastic.search_feed(local_cluster, CFG, user, per_page=40)
-    assert [pid for pid, _ in got] == order
-    assert [score for _, score in got] == pytest.approx(cosine[order].tolist(), abs=1e-5)
-    got = elastic.search_feed(local_cluster, CFG, user, filters=Filters(in_stock=True), page=2, per_page=5)
-    assert [pid for pid, _ in got] == [i for i in order if i % 2 == 0][5:10]

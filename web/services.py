@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from jobs.queue import DurableQueue
 from jobs.realtime import EventConsumer, ServingModel, UserVectorUpdater
 from storage.catalog import CatalogStore
 from storage.db import Database
+from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 from storage.events import EventStore
 from storage.models import ModelRegistry
 from storage.users import UserStore
@@ -45,6 +47,7 @@ class Services:
     models: ModelRegistry
     updater: UserVectorUpdater
     consumer: EventConsumer
+    elastic: ElasticSync | NoopElasticSync
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -82,7 +85,13 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             store.all, lambda now: events.popularity(now, half_life, weights),
             lambda vector, k: index.query(vector, k), now_utc, feed.popularity_refresh_seconds, settings,
         )
-        catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, recommender.invalidate)
+        elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
+
+        def catalog_changed(ids: Sequence[int]) -> None:
+            recommender.invalidate()
+            elastic.mark_products(ids)
+
+        catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, catalog_changed)
         users = UserStore(db)
         user_mirror = IndexMirror(
             VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors
@@ -93,7 +102,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         serving = ServingModel()
         updater = UserVectorUpdater(
-            events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc
+            events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,
+            elastic.mark_users,
         )
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds
@@ -104,7 +114,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         raise
     return Services(
         config, db, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
-        models, updater, consumer,
+        models, updater, consumer, elastic,
     )
 
 

@@ -75,4 +75,5 @@ class CustomerController(Controller):
             messages = services.queue.purge_customer_in(cur, customer_id)
         vectors = services.users.delete([customer_id])
         services.user_mirror.index.remove(np.array([customer_id]))
+        services.elastic.mark_users([customer_id])
         return Erased(customer_id, events, messages, vectors)

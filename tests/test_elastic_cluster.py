@@ -1,0 +1,75 @@
+"""The Elasticsearch adapter against a real local Elasticsearch-compatible server (noida-db) over HTTP."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from storage import elastic
+from storage.elastic import Filters
+from storage.elastic_outbox import make_elastic_sync
+from tests.helpers import ELASTIC as CFG
+
+pytestmark = pytest.mark.filterwarnings("ignore:The 'body' parameter is deprecated:DeprecationWarning")
+
+
+def noida_binary() -> str | None:
+    """$NOIDA_DB_BIN, or the binary inside the installed noida_db package."""
+    if os.environ.get("NOIDA_DB_BIN"):
+        return os.environ["NOIDA_DB_BIN"]
+    spec = importlib.util.find_spec("noida_db")
+    binary = Path(spec.origin).with_name("noida-db") if spec and spec.origin else None
+    return str(binary) if binary and binary.is_file() else None
+
+
+@pytest.fixture
+def local_cluster(tmp_path: Path):
+    binary = noida_binary()
+    if binary is None:
+        pytest.skip("noida-db not installed (pip install noida-db==0.2.3 or set NOIDA_DB_BIN): no local cluster")
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "start", "--only", "elasticsearch", "--elasticsearch-port", str(port),
+         "--data-dir", str(tmp_path / "noida")], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = elastic.make_client(replace(CFG, url=f"http://127.0.0.1:{port}"))
+        for _ in range(300):  # wait for it to listen (ping answers False until then)
+            if client.ping() or server.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert server.poll() is None and client.ping(), "noida-db did not start"
+        yield client
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_script_score_ranking_on_a_local_cluster_equals_numpy_cosine(local_cluster, db):
+    rng = np.random.default_rng(11)
+    vectors, user = rng.normal(size=(40, 384)).astype(np.float32), rng.normal(size=384).astype(np.float32)
+    sync = make_elastic_sync(CFG, db, dims=384, client=local_cluster, sleep=lambda s: None)
+    sync.mark_products(range(40))
+    docs = {i: (vectors[i], {"product_id": i, "in_stock": i % 2 == 0}) for i in range(40)}
+    assert sync.sync_once(lambda ids: {i: docs[i] for i in ids}, lambda ids: {}).acked == 40
+    local_cluster.indices.refresh(index=CFG.product_index)
+    cosine = vectors @ user / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(user))
+    order = np.argsort(-cosine).tolist()
+    got = elastic.search_feed(local_cluster, CFG, user, per_page=40)
+    assert [pid for pid, _ in got] == order
+    assert [score for _, score in got] == pytest.approx(cosine[order].tolist(), abs=1e-5)
+    got = elastic.search_feed(local_cluster, CFG, user, filters=Filters(in_stock=True), page=2, per_page=5)
+    assert [pid for pid, _ in got] == [i for i in order if i % 2 == 0][5:10]
