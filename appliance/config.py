@@ -27,6 +27,7 @@ class ServerConfig:
     port: int
     data_dir: str
     load_demo: bool
+    admin_key: str
     torch_threads: int
 
 
@@ -73,6 +74,19 @@ class RealtimeConfig:
     visibility_timeout_seconds: float
     max_receive_count: int
     receive_wait_seconds: float
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    enabled: bool
+    retrain: str
+    prune: str
+    popularity: str
+    reindex: str
+    sync: str
+    retrain_window_days: float
+    retention_days: float
+    misfire_grace_seconds: float
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,7 @@ class Config:
     events: EventsConfig
     feed: FeedConfig
     realtime: RealtimeConfig
+    jobs: JobsConfig
     index: IndexConfig
     tower: TowerConfig
     training: TrainingConfig
@@ -294,6 +309,8 @@ def _validate(config: Config) -> None:
         "feed.snapshot_max": config.feed.snapshot_max,
         "realtime.history_window_hours": config.realtime.history_window_hours,
         "realtime.max_receive_count": config.realtime.max_receive_count,
+        "jobs.retrain_window_days": config.jobs.retrain_window_days,
+        "jobs.retention_days": config.jobs.retention_days,
         "index.m": config.index.m,
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,

@@ -168,6 +168,13 @@ class Recommender:
             if popularity:
                 self._popular = None
 
+    def refresh_popularity(self) -> int:
+        """Recompute popularity now (the scheduled job); how many products have any."""
+        with self._lock:
+            self._popular = None
+        _, popularity = self.popularity_of(self.view())
+        return int(np.count_nonzero(popularity))
+
     def view(self) -> CatalogView:
         with self._lock:
             if self._view is None:
@@ -175,7 +182,7 @@ class Recommender:
                 self._popular = None
             return self._view
 
-    def _popularity(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
+    def popularity_of(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
         """Rows in the default order (popularity desc, newest first, then id) and each row's popularity."""
         with self._lock:
             cached = self._popular
@@ -202,7 +209,7 @@ class Recommender:
                 self._snapshots.move_to_end(query.feed_id)
                 return query.feed_id, self._snapshots[query.feed_id]
         view = self.view()
-        order, popularity = self._popularity(view)
+        order, popularity = self.popularity_of(view)
         personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
         purchased: frozenset[int] = frozenset()
         if personal is not None and personal.vector is not None and query.sort is None:

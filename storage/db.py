@@ -82,6 +82,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_event_at TIMESTAMP NOT NULL
         )""",
     ),
+    (
+        # Runs of the scheduled jobs (jobs/scheduler.py): what ran, when, how long, how it ended.
+        """CREATE TABLE job_runs (
+            name VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP NOT NULL,
+            seconds DOUBLE NOT NULL,
+            outcome VARCHAR NOT NULL,
+            detail VARCHAR
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

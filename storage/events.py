@@ -53,12 +53,24 @@ class EventStore:
             out[row[0]].append(Event(*row))
         return out
 
+    def columns(self, since: datetime | None = None) -> dict[str, np.ndarray]:
+        """All events (at or after `since`) as numpy columns: customer_id, product_id, event_name, ts (epoch s)."""
+        where, params = ("WHERE ts >= ?", [since]) if since else ("", [])
+        return self.db.read_numpy(
+            f"SELECT customer_id, product_id, event_name, epoch(ts) AS ts FROM events {where}", params
+        )
+
     def purchased(self, customer_id: int) -> set[int]:
         rows = self.db.read(
             "SELECT DISTINCT product_id FROM events WHERE customer_id = ? AND event_name = 'product_purchased'",
             [customer_id],
         )
         return {r[0] for r in rows}
+
+    def delete_before(self, before: datetime) -> int:
+        """Drop raw events older than the retention; how many."""
+        with self.db.write() as cur:
+            return len(cur.execute("DELETE FROM events WHERE ts < ? RETURNING 1", [before]).fetchall())
 
     def erase_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
         """Delete every event of a customer (a privacy request); how many."""

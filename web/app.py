@@ -17,6 +17,7 @@ from appliance.encoder import Encoder
 from web.controllers.events import EventController
 from web.controllers.feeds import CustomerController
 from web.controllers.health import HealthController
+from web.controllers.jobs import JobController
 from web.controllers.products import ProductController
 from web.controllers.queue import ModelController, QueueController
 from web.errors import EXCEPTION_HANDLERS
@@ -43,7 +44,8 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            ProductController, EventController, CustomerController, QueueController, ModelController, HealthController,
+            ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
+            HealthController,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

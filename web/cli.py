@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from tqdm import tqdm
@@ -14,10 +15,11 @@ from tqdm import tqdm
 from appliance.config import Config, load_config
 from appliance.demo import generate_demo
 from appliance.errors import ApplianceError
+from appliance.evaluation import format_table
 from appliance.types import now_utc
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn
-from web.services import build_services
+from web.services import build_services, load_serving_model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +86,67 @@ def _import_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from jobs.training import load_training_data, train_and_decide
+
+    config = _config(args)
+    services = build_services(config)
+    try:
+        load_serving_model(services)
+        data = load_training_data(services.events, services.catalog.store, _since(args))
+        print(f"training on {len(data.interactions)} interactions over {len(data.product_ids)} products")
+        with tqdm(desc="training", unit=" batches") as bar:
+            _, outcome = train_and_decide(
+                data, config, services.models, services.serving.get().model,
+                progress=lambda e: bar.update(1) if "step" in e else bar.set_postfix(
+                    loss=f"{e['loss']:.3f}", val_ndcg=e.get("validation_ndcg")),
+            )
+    finally:
+        services.close()
+    print(format_table(outcome.evaluation))
+    print(f"model {outcome.version}: {'promoted' if outcome.promoted else 'rejected'} ({outcome.reason})")
+    _write_json(args.out, {"version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
+                           "evaluation": outcome.evaluation, "training": outcome.training})
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from jobs.training import evaluate_serving, load_training_data
+
+    config = _config(args)
+    services = build_services(config)
+    try:
+        load_serving_model(services)
+        data = load_training_data(services.events, services.catalog.store, _since(args))
+        table = evaluate_serving(data, config, services.serving.get().model)
+    finally:
+        services.close()
+    print(format_table(table))
+    _write_json(args.out, table)
+    return 0
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    services = build_services(_config(args))
+    try:
+        load_serving_model(services)
+        run = services.jobs.run(args.name)
+    finally:
+        services.close()
+    print(f"{run.name}: {run.outcome} in {run.seconds:.1f} s: {run.detail}")
+    return 0 if run.outcome == "ok" else 1
+
+
+def _since(args: argparse.Namespace) -> datetime | None:
+    return now_utc() - timedelta(days=args.days) if args.days else None
+
+
+def _write_json(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=1, default=str))
+        print(f"wrote {path}")
+
+
 def _demo(args: argparse.Namespace) -> int:
     demo = _config(args).demo
     shop = generate_demo(demo.seed, demo.products, demo.customers, demo.days, now_utc())
@@ -124,6 +187,17 @@ def _parser() -> argparse.ArgumentParser:
         cmd = what.add_parser(name, parents=[common], help=f"import {name} (the server must not be running)")
         cmd.add_argument("file")
         cmd.set_defaults(run=run)
+    for name, run, text in (("train", _train, "train a user tower, evaluate it, promote it only if better"),
+                            ("evaluate", _evaluate, "evaluate the serving model and the baselines")):
+        cmd = sub.add_parser(name, parents=[common], help=f"{text} (the server must not be running)")
+        cmd.add_argument("--days", type=float, help="only events of the last DAYS days (default: all)")
+        cmd.add_argument("--out", help="also write the results as JSON to this file")
+        cmd.set_defaults(run=run)
+    jobs = sub.add_parser("jobs", help="run a scheduled job now")
+    jobs_sub = jobs.add_subparsers(required=True, metavar="ACTION")
+    run_job = jobs_sub.add_parser("run", parents=[common], help="run one job (the server must not be running)")
+    run_job.add_argument("name", choices=["retrain", "prune", "popularity", "reindex", "sync"])
+    run_job.set_defaults(run=_run_job)
     demo = sub.add_parser("demo", parents=[common], help="write the demo shop as JSON Lines files")
     demo.add_argument("out", nargs="?", default="demo", help="output folder (default: demo)")
     demo.set_defaults(run=_demo)

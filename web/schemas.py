@@ -164,6 +164,25 @@ class ModelOut(msgspec.Struct):
     candidates: list[dict]  # every checkpoint with its status (serving / rejected / candidate) and metrics
 
 
+class JobRunOut(msgspec.Struct):
+    started_at: datetime
+    seconds: float
+    outcome: str  # ok / failed
+    detail: str | None
+
+    @classmethod
+    def of(cls, run) -> JobRunOut:
+        return cls(run.started_at.replace(tzinfo=UTC), run.seconds, run.outcome, run.detail)
+
+
+class JobOut(msgspec.Struct):
+    name: str
+    schedule: str
+    next_run: datetime | None
+    running: bool
+    last_runs: list[JobRunOut]  # newest first
+
+
 class SimilarOut(msgspec.Struct):
     product_id: int
     items: list[FeedItem]

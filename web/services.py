@@ -15,14 +15,17 @@ from appliance.demo import generate_demo
 from appliance.encoder import Encoder
 from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
+from jobs import upkeep
 from jobs.catalog import CatalogService
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
 from jobs.queue import DurableQueue
 from jobs.realtime import EventConsumer, ServingModel, UserVectorUpdater
+from jobs.scheduler import Jobs, JobSpec
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 from storage.events import EventStore
+from storage.job_runs import JobRunStore
 from storage.models import ModelRegistry
 from storage.users import UserStore
 from storage.vectors import VectorIndex
@@ -48,12 +51,14 @@ class Services:
     updater: UserVectorUpdater
     consumer: EventConsumer
     elastic: ElasticSync | NoopElasticSync
+    jobs: Jobs
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
 
     def close(self) -> None:
         """Stop taking work, finish the batches in hand, save the indexes, close DuckDB: in that order."""
+        self.jobs.stop()
         self.queue.close()
         self.consumer.stop()
         if self.background:
@@ -109,12 +114,24 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds
         )
         models = ModelRegistry(config.data_path / "models")
+        schedules = config.jobs
+        work = {
+            "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, users, now_utc),
+            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc),
+            "popularity": lambda: upkeep.popularity(recommender),
+            "reindex": lambda: upkeep.reindex(indexer, user_mirror),
+            "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index),
+        }
+        jobs = Jobs(
+            {name: JobSpec(name, run, getattr(schedules, name)) for name, run in work.items()},
+            JobRunStore(db), schedules.misfire_grace_seconds,
+        )
     except BaseException:
         db.close()
         raise
     return Services(
         config, db, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
-        models, updater, consumer, elastic,
+        models, updater, consumer, elastic, jobs,
     )
 
 
@@ -149,6 +166,8 @@ def start(services: Services) -> None:
         if released:
             log.info("%d messages left in flight by the previous process are delivered again", released)
         services.consumer.start()
+        if services.config.jobs.enabled:
+            services.jobs.start()
         services.ready.set()
     except Exception as exc:
         services.startup_error = f"{type(exc).__name__}: {exc}"

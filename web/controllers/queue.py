@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
+from web.guards import admin_only
 from web.schemas import DeadLetterOut, ModelOut, QueueOut, Redriven
 from web.services import Services
 
@@ -34,9 +35,10 @@ class QueueController(Controller):
             for d in state.services.queue.dead_letters(limit)
         ]
 
-    @post("/dead-letter/redrive", operation_id="redrive", sync_to_thread=True, status_code=HTTP_200_OK)
+    @post("/dead-letter/redrive", operation_id="redrive", sync_to_thread=True, status_code=HTTP_200_OK,
+          guards=[admin_only])
     def redrive(self, state: State, limit: Annotated[int | None, Parameter(ge=1)] = None) -> Redriven:
-        """Move dead letters back to the queue (all, or the oldest `limit`)."""
+        """Move dead letters back to the queue (all, or the oldest `limit`); admin."""
         return Redriven(state.services.queue.redrive(limit))
 
 

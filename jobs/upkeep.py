@@ -1,0 +1,102 @@
+"""The scheduled jobs as plain functions (the scheduler and the CLI both call them)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from appliance.config import Config
+from appliance.recommender import Recommender
+from jobs.indexing import CatalogIndexer, IndexMirror
+from jobs.realtime import ServingModel, UserVectorUpdater
+from jobs.training import load_training_data, train_and_decide
+from storage.catalog import CatalogStore
+from storage.db import Database
+from storage.elastic import product_document
+from storage.elastic_outbox import ElasticSync, NoopElasticSync
+from storage.events import EventStore
+from storage.models import ModelRegistry
+from storage.users import UserStore
+from storage.vectors import VectorIndex
+
+log = logging.getLogger("appliance.jobs")
+COMPACT_SHARE = 0.1  # rebuild an index once this share of its slots are deleted
+REFRESH_CHUNK = 256  # customers per batch when recomputing vectors after a promotion
+
+
+def retrain(
+    config: Config, events: EventStore, catalog: CatalogStore, registry: ModelRegistry, serving: ServingModel,
+    updater: UserVectorUpdater, users: UserStore, clock: Callable[[], datetime],
+) -> str:
+    """Train on the recent window, evaluate, promote only if better; then refresh active shoppers' vectors."""
+    since = clock() - timedelta(days=config.jobs.retrain_window_days)
+    data = load_training_data(events, catalog, since)
+    model, outcome = train_and_decide(data, config, registry, serving.get().model)
+    if not outcome.promoted:
+        return f"{outcome.version} rejected: {outcome.reason}"
+    serving.set(model, outcome.version, registry.load(outcome.version)[1].as_dict())
+    active = users.active(clock() - timedelta(hours=config.realtime.history_window_hours))
+    for i in range(0, len(active), REFRESH_CHUNK):
+        updater.update(active[i:i + REFRESH_CHUNK])
+    return f"{outcome.version} promoted ({outcome.reason}); {len(active)} shoppers' vectors recomputed"
+
+
+def prune(
+    config: Config, db: Database, events: EventStore, users: UserStore, user_index: VectorIndex,
+    clock: Callable[[], datetime],
+) -> str:
+    """Drop vectors whose history left the serving window, raw events past the retention; checkpoint DuckDB."""
+    now = clock()
+    expired = users.expire(now - timedelta(hours=config.realtime.history_window_hours))
+    user_index.remove(np.asarray(expired, dtype=np.int64))
+    dropped = events.delete_before(now - timedelta(days=config.jobs.retention_days))
+    db.checkpoint()
+    return f"{len(expired)} expired user vectors, {dropped} events past retention"
+
+
+def popularity(recommender: Recommender) -> str:
+    return f"popularity recomputed: {recommender.refresh_popularity()} products with events"
+
+
+def reindex(indexer: CatalogIndexer, user_mirror: IndexMirror) -> str:
+    """Embed changed products; rebuild an index from DuckDB when deletions pile up."""
+    embedded = indexer.run_once()
+    compacted = [name for name, mirror in (("products", indexer.mirror), ("users", user_mirror)) if _compact(mirror)]
+    return f"{embedded} lines embedded; compacted: {', '.join(compacted) or 'none'}"
+
+
+def _compact(mirror: IndexMirror) -> bool:
+    index = mirror.index
+    if index.deleted <= COMPACT_SHARE * max(len(index) + index.deleted, 1):
+        return False
+    index.reset()
+    mirror.sync()
+    index.save()
+    return True
+
+
+def sync(
+    elastic: ElasticSync | NoopElasticSync, recommender: Recommender, products: VectorIndex, users: VectorIndex
+) -> str:
+    """Push pending product and user vectors to Elasticsearch (a no-op when it is not configured)."""
+    if not elastic.enabled:
+        return "elasticsearch is not configured"
+
+    def load_products(ids: Sequence[int]) -> dict:
+        view = recommender.view()
+        _, scores = recommender.popularity_of(view)
+        vectors = products.lookup(np.asarray(ids, dtype=np.int64))
+        return {
+            i: (vectors.get(i), product_document(view.products[i], scores[view.row[i]]))
+            for i in ids if i in view.products
+        }
+
+    def load_users(ids: Sequence[int]) -> dict:
+        return users.lookup(np.asarray(ids, dtype=np.int64))
+
+    result = elastic.sync_once(load_products, load_users)
+    return f"sent {result.acked}, failed {result.failed}, waiting {result.not_ready}" + (
+        f", outage: {result.error}" if result.outage else "")
