@@ -272,7 +272,7 @@ def build_knn_query(
     return {"knn": knn, **paging}
 
 
-def search_feed(
+def search_feed_page(
     client: Any,
     config: ElasticConfig,
     user_vector: Sequence[float] | np.ndarray | None,
@@ -284,8 +284,8 @@ def search_feed(
     per_page: int = 20,
     fallback_sort: str | None = None,
     k: int | None = None,
-) -> list[tuple[int, float]]:
-    """[(product_id, score)] in ranking order, the same shape for both methods.
+) -> tuple[list[tuple[int, float]], int]:
+    """([(product_id, score)] in ranking order, total matching), the same shape for both methods.
 
     Scores: the cosine similarity for a user vector (script_score: _score - 1; knn: 2 * _score - 1, as ES
     scores cosine as (1 + cos) / 2); without one, the first sort value (popularity or price).
@@ -303,7 +303,16 @@ def search_feed(
         response = client.search(index=config.product_index, body=body, _source=False)
     except Exception as exc:  # whatever the client raises, the feed must degrade, not crash
         raise NotReady(f"elasticsearch search failed: {exc}") from exc
-    return [(int(hit["_id"]), _score(hit, user_vector, method)) for hit in response["hits"]["hits"]]
+    hits = response["hits"]
+    total = hits.get("total", 0)
+    total = int(total["value"] if isinstance(total, Mapping) else total)
+    return [(int(hit["_id"]), _score(hit, user_vector, method)) for hit in hits["hits"]], total
+
+
+def search_feed(client: Any, config: ElasticConfig, user_vector: Sequence[float] | np.ndarray | None,
+                **options: Any) -> list[tuple[int, float]]:
+    """[(product_id, score)] in ranking order (`search_feed_page` without the total)."""
+    return search_feed_page(client, config, user_vector, **options)[0]
 
 
 def _score(hit: Mapping[str, Any], user_vector: Any, method: str) -> float:

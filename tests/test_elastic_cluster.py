@@ -73,3 +73,38 @@ def test_script_score_ranking_on_a_local_cluster_equals_numpy_cosine(local_clust
     assert [score for _, score in got] == pytest.approx(cosine[order].tolist(), abs=1e-5)
     got = elastic.search_feed(local_cluster, CFG, user, filters=Filters(in_stock=True), page=2, per_page=5)
     assert [pid for pid, _ in got] == [i for i in order if i % 2 == 0][5:10]
+
+
+def test_feed_ranked_inside_elasticsearch_equals_the_appliance_ranking(local_cluster, tmp_path, encoder):
+    from litestar.testing import TestClient
+
+    from appliance.config import load_config
+    from tests.helpers import small_catalog, wait_embedded, wait_until
+    from web.app import create_app
+
+    url = local_cluster.transport.hosts[0]
+    es = {"enabled": True, "url": f"http://{url['host']}:{url['port']}", "product_index": "shop", "max_retries": 0}
+    config = load_config(overrides={"server": {"data_dir": str(tmp_path / "d"), "load_demo": False},
+                                    "jobs": {"enabled": False}, "elasticsearch": es})
+    with TestClient(create_app(config, encoder=encoder)) as client:
+        wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
+        client.post("/products", json=small_catalog())
+        wait_embedded(client)
+        client.post("/events", json={"customer_id": 5, "product_id": 1, "event_name": "product_added_to_cart"})
+        wait_until(lambda: client.get("/customers/5/feed").json()["personalized"], what="a user vector")
+        services = client.app.state.services
+        assert services.jobs.run("sync").detail.startswith("sent 15")  # 14 products and 1 user
+        assert client.get("/sync").json()["pending"] == 0
+        local_cluster.indices.refresh(index="shop")
+        ranked = client.get("/customers/5/feed", params={"backend": "elasticsearch", "per_page": 14}).json()
+        assert ranked["ordering"] == "personal" and ranked["total"] == 14
+        got = [(i["product"]["product_id"], i["score"]) for i in ranked["items"]]
+        ids, sims = services.index.query(services.users.get(5).vector, 14)
+        assert [pid for pid, _ in got] == ids.tolist()
+        assert [score for _, score in got] == pytest.approx((sims + 1.0).tolist(), abs=1e-4)
+        knn = client.get("/customers/5/feed", params={"backend": "elasticsearch", "method": "knn",
+                                                      "per_page": 5, "category": "Running"}).json()
+        assert [i["product"]["product_id"] for i in knn["items"]] == [i for i in ids.tolist() if i <= 5][:5]
+        cheap = client.get("/customers/5/feed", params={"backend": "elasticsearch", "sort": "price_asc"}).json()
+        prices = [i["product"]["price"] for i in cheap["items"]]
+        assert prices == sorted(prices) and cheap["ordering"] == "price_asc"

@@ -82,6 +82,9 @@ def test_bad_feed_parameters_are_problems(client: TestClient) -> None:
     wrong = client.get("/customers/1/feed", params={"min_price": 50, "max_price": 10})
     assert (wrong.status_code, wrong.json()["field"]) == (422, "min_price")
     assert client.get("/customers/0/feed").status_code == 400
+    disabled = client.get("/customers/1/feed", params={"backend": "elasticsearch"})
+    assert (disabled.status_code, disabled.json()["field"]) == (422, "backend")
+    assert client.get("/sync").json()["enabled"] is False
 
 
 def test_health_and_openapi(client: TestClient) -> None:

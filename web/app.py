@@ -20,6 +20,7 @@ from web.controllers.health import HealthController
 from web.controllers.jobs import JobController
 from web.controllers.products import ProductController
 from web.controllers.queue import ModelController, QueueController
+from web.controllers.sync import SyncController
 from web.errors import EXCEPTION_HANDLERS
 from web.services import Services, build_services, start
 
@@ -45,7 +46,7 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
-            HealthController,
+            SyncController, HealthController,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -183,6 +183,16 @@ class JobOut(msgspec.Struct):
     last_runs: list[JobRunOut]  # newest first
 
 
+class SyncOut(msgspec.Struct):
+    enabled: bool
+    pending: int
+    failing: int  # pending items the cluster refused last time
+    lag_seconds: float | None  # age of the oldest pending change
+    last_success: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+
+
 class SimilarOut(msgspec.Struct):
     product_id: int
     items: list[FeedItem]

@@ -11,8 +11,10 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
-from appliance.recommender import FeedQuery, Personal
-from appliance.types import now_utc
+from appliance.errors import InvalidInput
+from appliance.recommender import FeedPage, FeedQuery, Personal
+from appliance.types import Scored, now_utc
+from storage.elastic import search_feed_page
 from web.schemas import Erased, FeedOut
 from web.services import Services
 
@@ -31,6 +33,25 @@ def personal(services: Services, customer_id: int) -> Personal | None:
     if stored is None or stored.last_event_at < now_utc() - window:
         return None
     return Personal(stored.vector, frozenset(services.events.purchased(customer_id)))
+
+
+def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, method: str) -> FeedPage:
+    """The same feed ranked inside the shop's Elasticsearch: script_score (exact cosine + 1.0, the source
+    design) or knn (approximate, HNSW); popularity / price order without a vector."""
+    if not services.elastic.enabled:
+        raise InvalidInput("elasticsearch is not configured ([elasticsearch] enabled = false)", field="backend")
+    vector = who.vector if who else None
+    hits, total = search_feed_page(
+        services.elastic.client, services.config.elasticsearch, vector, method=method, filters=query,
+        page=query.page, per_page=query.per_page, fallback_sort=query.sort,
+    )
+    products = services.recommender.view().products
+    source = "personal" if vector is not None else ("price" if query.sort else "popular")
+    items = [Scored(pid, score + 1.0 if vector is not None else score, source) for pid, score in hits
+             if pid in products]
+    ordering = "personal" if vector is not None else (query.sort or "popular")
+    return FeedPage(items, query.page, query.per_page, total, ordering, {s.product_id: products[s.product_id]
+                    for s in items}, "elasticsearch", vector is not None)
 
 
 class CustomerController(Controller):
@@ -52,6 +73,8 @@ class CustomerController(Controller):
         exclude: Annotated[list[str] | None, Parameter(description="product ids to leave out")] = None,
         min_score: Annotated[float | None, Parameter(ge=0, le=2, description="least personal score")] = None,
         feed_id: Annotated[str | None, Parameter(max_length=64, description="from page 1: same order")] = None,
+        backend: Annotated[Literal["appliance", "elasticsearch"], Parameter(description="who ranks")] = "appliance",
+        method: Annotated[Literal["script_score", "knn"], Parameter(description="elasticsearch only")] = "script_score",
     ) -> FeedOut:
         """Products for this shopper, best first: nearest to their vector (cosine + 1.0) mixed with popular
         products and new arrivals; popularity then recency without a vector; `sort` overrides both."""
@@ -63,7 +86,10 @@ class CustomerController(Controller):
             page, per_page, sort, _split(category), min_price, max_price, in_stock, excluded, min_score, feed_id
         )
         who = personal(services, customer_id) if sort is None else None
-        result = services.recommender.feed(query, who)
+        if backend == "elasticsearch":
+            result = elastic_feed(services, query, who, method)
+        else:
+            result = services.recommender.feed(query, who)
         return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds)
 
     @delete("/{customer_id:int}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
