@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from appliance.evaluation import format_table
 from appliance.types import now_utc
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn
-from web.services import build_services, load_serving_model
+from web.services import Services, build_services, load_serving_model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +39,17 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides={"server": server} if server else None)
 
 
+@contextmanager
+def _offline(config: Config) -> Iterator[Services]:
+    """The parts without the server (which must not be running: DuckDB admits one process), closed after."""
+    services = build_services(config)
+    try:
+        load_serving_model(services)
+        yield services
+    finally:
+        services.close()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -54,16 +66,13 @@ def _import_products(args: argparse.Namespace) -> int:
     ids = [r.product_id for r in rows]
     if len(set(ids)) != len(ids):
         raise ApplianceError(f"{args.file}: a product_id appears more than once")
-    services = build_services(config)
-    try:
+    with _offline(config) as services:
         result = services.catalog.upsert([r.to_product() for r in rows], now_utc(), embed_now=False)
         print(f"stored {len(rows)} products: {result.created} new, {result.updated} changed, "
               f"{result.unchanged} unchanged; embedding {result.to_embed} lines")
         with tqdm(total=result.to_embed, desc="embedding", unit=" products") as bar:
             services.indexer.embed_pending(progress=bar.update)
         services.indexer.reconcile()
-    finally:
-        services.close()
     return 0
 
 
@@ -77,11 +86,8 @@ def _import_events(args: argparse.Namespace) -> int:
             events.append(row.to_domain(now, config.events.max_future_seconds))
         except ApplianceError as exc:
             raise ApplianceError(f"{args.file}: row {line}: {exc}") from None
-    services = build_services(config)
-    try:
+    with _offline(config) as services:
         services.events.append(events, now)
-    finally:
-        services.close()
     print(f"stored {len(events)} events")
     return 0
 
@@ -90,9 +96,7 @@ def _train(args: argparse.Namespace) -> int:
     from jobs.training import load_training_data, train_and_decide
 
     config = _config(args)
-    services = build_services(config)
-    try:
-        load_serving_model(services)
+    with _offline(config) as services:
         data = load_training_data(services.events, services.catalog.store, _since(args))
         print(f"training on {len(data.interactions)} interactions over {len(data.product_ids)} products")
         with tqdm(desc="training", unit=" batches") as bar:
@@ -101,8 +105,6 @@ def _train(args: argparse.Namespace) -> int:
                 progress=lambda e: bar.update(1) if "step" in e else bar.set_postfix(
                     loss=f"{e['loss']:.3f}", val_ndcg=e.get("validation_ndcg")),
             )
-    finally:
-        services.close()
     print(format_table(outcome.evaluation))
     print(f"model {outcome.version}: {'promoted' if outcome.promoted else 'rejected'} ({outcome.reason})")
     _write_json(args.out, {"version": outcome.version, "promoted": outcome.promoted, "reason": outcome.reason,
@@ -114,25 +116,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from jobs.training import evaluate_serving, load_training_data
 
     config = _config(args)
-    services = build_services(config)
-    try:
-        load_serving_model(services)
+    with _offline(config) as services:
         data = load_training_data(services.events, services.catalog.store, _since(args))
         table = evaluate_serving(data, config, services.serving.get().model)
-    finally:
-        services.close()
     print(format_table(table))
     _write_json(args.out, table)
     return 0
 
 
 def _run_job(args: argparse.Namespace) -> int:
-    services = build_services(_config(args))
-    try:
-        load_serving_model(services)
+    with _offline(_config(args)) as services:
         run = services.jobs.run(args.name)
-    finally:
-        services.close()
     print(f"{run.name}: {run.outcome} in {run.seconds:.1f} s: {run.detail}")
     return 0 if run.outcome == "ok" else 1
 
