@@ -93,6 +93,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             detail VARCHAR
         )""",
     ),
+    (
+        # What each shopper bought, kept beside the events so the feed's exclusion is one key lookup.
+        "CREATE TABLE purchases (customer_id BIGINT PRIMARY KEY, product_ids BIGINT[] NOT NULL)",
+        """INSERT INTO purchases SELECT customer_id, list(DISTINCT product_id) FROM events
+           WHERE event_name = 'product_purchased' GROUP BY customer_id""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

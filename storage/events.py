@@ -37,6 +37,16 @@ class EventStore:
                 [e.event_name for e in events], [e.ts for e in events], received_at,
             ],
         ).fetchall()
+        bought = [(e.customer_id, e.product_id) for e in events if e.event_name == "product_purchased"]
+        if bought:
+            cur.execute(
+                """INSERT INTO purchases
+                   SELECT c, list(DISTINCT p) FROM (SELECT unnest($1::BIGINT[]) AS c, unnest($2::BIGINT[]) AS p)
+                   GROUP BY c
+                   ON CONFLICT (customer_id) DO UPDATE
+                   SET product_ids = list_distinct(list_concat(purchases.product_ids, excluded.product_ids))""",
+                [[c for c, _ in bought], [p for _, p in bought]],
+            )
         return [r[0] for r in rows]
 
     def histories(self, customer_ids: Sequence[int], since: datetime, limit: int) -> dict[int, list[Event]]:
@@ -61,11 +71,8 @@ class EventStore:
         )
 
     def purchased(self, customer_id: int) -> set[int]:
-        rows = self.db.read(
-            "SELECT DISTINCT product_id FROM events WHERE customer_id = ? AND event_name = 'product_purchased'",
-            [customer_id],
-        )
-        return {r[0] for r in rows}
+        rows = self.db.read("SELECT product_ids FROM purchases WHERE customer_id = ?", [customer_id])
+        return set(rows[0][0]) if rows else set()
 
     def delete_before(self, before: datetime) -> int:
         """Drop raw events older than the retention; how many."""
@@ -73,7 +80,8 @@ class EventStore:
             return len(cur.execute("DELETE FROM events WHERE ts < ? RETURNING 1", [before]).fetchall())
 
     def erase_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
-        """Delete every event of a customer (a privacy request); how many."""
+        """Delete every event (and purchase record) of a customer (a privacy request); how many events."""
+        cur.execute("DELETE FROM purchases WHERE customer_id = ?", [customer_id])
         return len(cur.execute("DELETE FROM events WHERE customer_id = ? RETURNING 1", [customer_id]).fetchall())
 
     def count(self) -> int:

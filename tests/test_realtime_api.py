@@ -114,3 +114,20 @@ def test_erasing_a_customer_removes_events_messages_and_vector(app_client: TestC
     assert erased.json() == {"customer_id": 504, "events": 3, "queued_messages": 0, "vectors": 1}
     assert not client.get("/customers/504/feed").json()["personalized"]
     assert client.delete("/customers/504").json()["events"] == 0
+
+
+def test_purchased_products_leave_the_feed_and_filters_apply(app_client: TestClient, shop) -> None:
+    client = app_client
+    sneakers = _sneakers(shop)
+    client.post("/events", json=[{"customer_id": 505, "product_id": sneakers[0], "event_name": "product_clicked"},
+                                 {"customer_id": 505, "product_id": sneakers[1], "event_name": "product_purchased"}])
+    wait_until(lambda: _drained(client, 1), what="the consumer")
+    feed = client.get("/customers/505/feed", params={"per_page": 100}).json()
+    ids = [i["product"]["product_id"] for i in feed["items"]]
+    assert feed["personalized"] and sneakers[1] not in ids and sneakers[0] in ids
+    assert feed["total"] == len(shop.products) - 1
+    narrowed = client.get("/customers/505/feed", params={"per_page": 100, "category": "Sneakers",
+                                                         "exclude": str(sneakers[0]), "min_score": 1.5}).json()
+    got = {i["product"]["product_id"] for i in narrowed["items"]}
+    assert got and got <= set(sneakers) - {sneakers[0], sneakers[1]}
+    assert all(i["score"] >= 1.5 for i in narrowed["items"] if i["source"] == "personal")

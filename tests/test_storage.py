@@ -88,3 +88,19 @@ def test_index_query_with_a_filter_that_leaves_fewer_than_k(tmp_path) -> None:
     labels, sims = index.query(vectors[0], 6, accept=lambda label: label % 2 == 1)
     assert sorted(labels.tolist()) == [1, 3, 5]
     assert labels[0] == 1 and sims[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_purchases_are_kept_per_customer_and_erased_with_them(db) -> None:
+    from appliance.types import Event
+    from storage.events import EventStore
+
+    events = EventStore(db)
+    bought = [Event(1, 10, "product_purchased", T0), Event(1, 11, "product_purchased", T0),
+              Event(2, 10, "product_purchased", T0), Event(1, 12, "product_clicked", T0)]
+    events.append(bought, T0)
+    events.append([Event(1, 10, "product_purchased", T0), Event(1, 13, "product_purchased", T0)], T0)
+    assert events.purchased(1) == {10, 11, 13}
+    assert events.purchased(2) == {10} and events.purchased(3) == set()
+    with db.write() as cur:
+        assert events.erase_in(cur, 1) == 5
+    assert events.purchased(1) == set() and events.purchased(2) == {10}
