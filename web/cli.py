@@ -26,6 +26,7 @@ from web.services import Services, build_services, load_serving_model
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job runs are recorded in DuckDB and /jobs
     try:
         return args.run(args)
     except ApplianceError as exc:

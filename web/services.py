@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import numpy as np
 import torch
 
 from appliance.config import Config
@@ -151,8 +152,7 @@ def load_demo(services: Services) -> bool:
 def start(services: Services) -> None:
     """Start-up work that may take long (run off the event loop): demo, index, model, background embedding."""
     try:
-        if services.config.server.load_demo:
-            load_demo(services)
+        demo = services.config.server.load_demo and load_demo(services)
         state = services.indexer.reconcile()
         log.info("product index %s: %d vectors", state, len(services.index))
         state = services.user_mirror.reconcile()
@@ -166,6 +166,8 @@ def start(services: Services) -> None:
         if released:
             log.info("%d messages left in flight by the previous process are delivered again", released)
         services.consumer.start()
+        if demo:
+            threading.Thread(target=_personalise_demo, args=(services,), name="demo-vectors", daemon=True).start()
         if services.config.jobs.enabled:
             services.jobs.start()
         services.ready.set()
@@ -173,6 +175,18 @@ def start(services: Services) -> None:
         services.startup_error = f"{type(exc).__name__}: {exc}"
         log.exception("start-up failed")
         raise
+
+
+def _personalise_demo(services: Services) -> None:
+    """Once the demo catalog is embedded, give its recently active shoppers their vectors (as if they had
+    just clicked), so the demo's feeds are personal from the start."""
+    if not services.background or not services.background.wait_idle(timeout=1800):
+        return
+    window = timedelta(hours=services.config.realtime.history_window_hours)
+    recent = np.unique(services.events.columns(now_utc() - window)["customer_id"]).tolist()
+    for i in range(0, len(recent), 256):
+        services.updater.update(recent[i:i + 256])
+    log.info("demo shoppers with a personal feed: %d", len(recent))
 
 
 def load_serving_model(services: Services) -> None:
