@@ -74,6 +74,8 @@ class RealtimeConfig:
     visibility_timeout_seconds: float
     max_receive_count: int
     receive_wait_seconds: float
+    consumer_batch: int
+    user_index_sync_seconds: float
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,7 @@ def _validate(config: Config) -> None:
         "feed.snapshot_max": config.feed.snapshot_max,
         "realtime.history_window_hours": config.realtime.history_window_hours,
         "realtime.max_receive_count": config.realtime.max_receive_count,
+        "realtime.consumer_batch": config.realtime.consumer_batch,
         "jobs.retrain_window_days": config.jobs.retrain_window_days,
         "jobs.retention_days": config.jobs.retention_days,
         "index.m": config.index.m,

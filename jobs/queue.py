@@ -128,6 +128,7 @@ class DurableQueue:
         max_receive_count: int,
         dedup_window: float = DEDUP_WINDOW_SECONDS,
         clock: Callable[[], datetime] = now_utc,
+        receive_limit: int = MAX_BATCH,
     ) -> None:
         if visibility_timeout < 0 or max_receive_count < 1 or dedup_window < 0:
             raise ValueError("need visibility_timeout >= 0, max_receive_count >= 1 and dedup_window >= 0")
@@ -137,6 +138,9 @@ class DurableQueue:
         self.max_receive_count = int(max_receive_count)
         self.dedup_window = timedelta(seconds=dedup_window)
         self.clock = clock
+        # SQS hands out at most 10 per receive; the in-process consumer may take more per batch (a queue
+        # swapped for real SQS then simply receives 10 at a time).
+        self.receive_limit = receive_limit
         self._changed = threading.Condition()
         self._version = 0  # bumped on every change that may make a message deliverable
         self._closed = False
@@ -196,8 +200,8 @@ class DurableQueue:
         """Up to `max_messages` messages, oldest first, at most one per customer; waits up to `wait_seconds`
         for one to become available (woken at once by a send). Each is invisible to other receives for
         `visibility_timeout` seconds (the queue's default when None) unless deleted."""
-        if not 1 <= max_messages <= MAX_BATCH:
-            raise ValueError(f"max_messages must be within 1..{MAX_BATCH}, got {max_messages}")
+        if not 1 <= max_messages <= self.receive_limit:
+            raise ValueError(f"max_messages must be within 1..{self.receive_limit}, got {max_messages}")
         if wait_seconds < 0:
             raise ValueError("wait_seconds must be >= 0")
         timeout = self.visibility_timeout if visibility_timeout is None else float(visibility_timeout)

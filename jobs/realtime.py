@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -95,7 +96,6 @@ class UserVectorUpdater:
         if kept:
             vecs, version = self._vectors(batch)
             self.users.save(kept, vecs, version, last_at, now)
-            self.user_mirror.sync()
         self.on_change(customer_ids)
         return {c: (version if c in kept_set else "none") for c in customer_ids}
 
@@ -121,18 +121,21 @@ class EventConsumer:
 
     def __init__(
         self, queue: DurableQueue, updater: UserVectorUpdater, product_exists: Callable[[int], bool],
-        wait_seconds: float,
+        wait_seconds: float, batch: int, index_sync_seconds: float,
     ) -> None:
         self.queue = queue
         self.updater = updater
         self.product_exists = product_exists
         self.wait_seconds = wait_seconds
+        self.batch = batch
+        self.index_sync_seconds = index_sync_seconds  # the user index trails DuckDB by at most this
+        self._synced = 0.0
         self.processed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-consumer", daemon=True)
 
     def run_once(self, wait_seconds: float = 0.0) -> int:
-        messages = self.queue.receive(max_messages=10, wait_seconds=wait_seconds)
+        messages = self.queue.receive(max_messages=self.batch, wait_seconds=wait_seconds)
         good = []
         for message in messages:
             try:
@@ -148,6 +151,9 @@ class EventConsumer:
             self.updater.update(sorted({int(m.body["customer_id"]) for m in good}))
             self.queue.delete_batch([m.receipt_handle for m in good])
             self.processed += len(good)
+        if time.monotonic() - self._synced >= self.index_sync_seconds:
+            self.updater.user_mirror.sync()  # the feed reads vectors from DuckDB; the index follows in bulk
+            self._synced = time.monotonic()
         return len(messages)
 
     def drain(self) -> int:
@@ -165,6 +171,7 @@ class EventConsumer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self.updater.user_mirror.sync()
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -10,7 +10,7 @@ import numpy as np
 
 from appliance.errors import NotFound
 from appliance.types import Product
-from storage.db import Database
+from storage.db import Database, from_blobs, to_blobs
 
 _COLUMNS = "product_id, name, merchant, category_path, color, price, in_stock, created_at"
 
@@ -125,14 +125,14 @@ class CatalogStore:
         rows = self.db.read(
             "SELECT text_hash, vector FROM embeddings WHERE text_hash IN (SELECT unnest($1::VARCHAR[]))", [list(hashes)]
         )
-        return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
+        return {h: from_blobs([v])[0] for h, v in rows}
 
     def save_vectors(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
         with self.db.write() as cur:
             cur.execute(
                 """INSERT OR IGNORE INTO embeddings
-                   SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::FLOAT[][]))""",
-                [list(hashes), vectors.astype(np.float32).tolist()],
+                   SELECT * FROM (SELECT unnest($1::VARCHAR[]), unnest($2::BLOB[]))""",
+                [list(hashes), to_blobs(vectors)],
             )
 
     def vectors(self, changed_since: datetime | None = None) -> tuple[np.ndarray, np.ndarray, datetime | None]:
@@ -155,7 +155,7 @@ class CatalogStore:
                 "SELECT max(updated_at) FROM products WHERE ? IS NULL OR updated_at < ?", [pending_from, pending_from]
             ).fetchone()[0]
         ids = np.asarray(data["product_id"], dtype=np.int64)
-        vecs = np.stack(data["vector"]).astype(np.float32) if len(ids) else np.zeros((0, 0), np.float32)
+        vecs = from_blobs(data["vector"])
         return ids, vecs, done
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from appliance.errors import StoreLocked
 
@@ -29,7 +30,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             text_hash VARCHAR NOT NULL
         )""",
         # Vectors are cached by the hash of (model, text): an unchanged product line is never re-embedded.
-        "CREATE TABLE embeddings (text_hash VARCHAR PRIMARY KEY, vector FLOAT[] NOT NULL)",
+        "CREATE TABLE embeddings (text_hash VARCHAR PRIMARY KEY, vector BLOB NOT NULL)",
         "CREATE SEQUENCE event_seq START 1",
         """CREATE TABLE events (
             event_id BIGINT NOT NULL DEFAULT nextval('event_seq'),
@@ -76,7 +77,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Serving user vectors: the tower's (or the fallback's) output after a shopper's latest event.
         """CREATE TABLE user_vectors (
             customer_id BIGINT PRIMARY KEY,
-            vector FLOAT[] NOT NULL,
+            vector BLOB NOT NULL,
             model_version VARCHAR NOT NULL,
             updated_at TIMESTAMP NOT NULL,
             last_event_at TIMESTAMP NOT NULL
@@ -101,6 +102,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def to_blobs(vectors: np.ndarray) -> list[bytes]:
+    """Vectors are stored as float32 bytes: 5-10x cheaper to write and read through DuckDB than FLOAT[]."""
+    return [row.tobytes() for row in np.ascontiguousarray(vectors, dtype=np.float32)]
+
+
+def from_blobs(blobs: Sequence[bytes], dim: int | None = None) -> np.ndarray:
+    """(N, D) float32 from stored vectors (D from the data when not given)."""
+    if not len(blobs):
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
 
 
 class Database:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import numpy as np
 
-from storage.db import Database
+from storage.db import Database, from_blobs, to_blobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +33,9 @@ class UserStore:
         with self.db.write() as cur:
             cur.execute(
                 """INSERT OR REPLACE INTO user_vectors
-                   SELECT * FROM (SELECT unnest($1::BIGINT[]), unnest($2::FLOAT[][]), $3, $4::TIMESTAMP,
+                   SELECT * FROM (SELECT unnest($1::BIGINT[]), unnest($2::BLOB[]), $3, $4::TIMESTAMP,
                                          unnest($5::TIMESTAMP[]))""",
-                [list(customer_ids), np.asarray(vectors, np.float32).tolist(), model_version, now, list(last_event_at)],
+                [list(customer_ids), to_blobs(vectors), model_version, now, list(last_event_at)],
             )
 
     def get(self, customer_id: int) -> UserVector | None:
@@ -47,7 +47,7 @@ class UserStore:
         if not rows:
             return None
         cid, vector, version, updated, last = rows[0]
-        return UserVector(cid, np.asarray(vector, np.float32), version, updated, last)
+        return UserVector(cid, from_blobs([vector])[0], version, updated, last)
 
     def delete(self, customer_ids: Sequence[int]) -> int:
         with self.db.write() as cur:
@@ -81,4 +81,4 @@ class UserStore:
         if not len(ids):
             return ids, np.zeros((0, 0), np.float32), changed_since
         newest = np.max(data["updated_at"]).astype("datetime64[us]").item()
-        return ids, np.stack(data["vector"]).astype(np.float32), newest
+        return ids, from_blobs(data["vector"]), newest

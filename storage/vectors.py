@@ -144,11 +144,14 @@ class VectorIndex:
     def lookup(self, ids: np.ndarray) -> dict[int, np.ndarray]:
         """Stored vectors of those `ids` the index holds (the others are left out)."""
         with self._lock:
-            present = [int(i) for i in ids if int(i) not in self._deleted and self._has(int(i))]
-            if not present:
-                return {}
-            vectors = np.asarray(self._index.get_items(present), dtype=np.float32)
-        return dict(zip(present, vectors, strict=True))
+            wanted = [int(i) for i in ids if int(i) not in self._deleted]
+            try:  # one call when all are present (the usual case), one per id otherwise
+                present = wanted
+                vectors = self._index.get_items(present) if present else []
+            except RuntimeError:
+                present = [i for i in wanted if self._has(i)]
+                vectors = self._index.get_items(present) if present else []
+        return dict(zip(present, np.asarray(vectors, dtype=np.float32), strict=True))
 
     def __len__(self) -> int:
         with self._lock:

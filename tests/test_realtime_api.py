@@ -23,7 +23,7 @@ def shop():
 @pytest.fixture
 def app_client(tmp_path, encoder, shop) -> Iterator[TestClient]:
     config = load_config(overrides={
-        "server": {"data_dir": str(tmp_path / "data"), "load_demo": False},
+        "server": {"data_dir": str(tmp_path / "data"), "load_demo": False, "admin_key": "k"},
         "realtime": {"history_window_hours": WINDOW_HOURS, "receive_wait_seconds": 0.2},
     })
     with TestClient(create_app(config, encoder=encoder)) as client:
@@ -100,7 +100,7 @@ def test_unknown_product_goes_to_the_dead_letter_queue_and_the_event_is_kept(app
     services = client.app.state.services
     assert services.db.read("SELECT count(*) FROM events WHERE customer_id = 503")[0][0] == 1
     assert not client.get("/customers/503/feed").json()["personalized"]
-    assert client.post("/queue/dead-letter/redrive").json() == {"moved": 1}
+    assert client.post("/queue/dead-letter/redrive", headers={"X-Admin-Key": "k"}).json() == {"moved": 1}
 
 
 def test_erasing_a_customer_removes_events_messages_and_vector(app_client: TestClient, shop) -> None:

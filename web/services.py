@@ -104,7 +104,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         realtime = config.realtime
         queue = DurableQueue(
-            db, visibility_timeout=realtime.visibility_timeout_seconds, max_receive_count=realtime.max_receive_count
+            db, visibility_timeout=realtime.visibility_timeout_seconds, max_receive_count=realtime.max_receive_count,
+            receive_limit=max(realtime.consumer_batch, 10),
         )
         serving = ServingModel()
         updater = UserVectorUpdater(
@@ -112,7 +113,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             elastic.mark_users,
         )
         consumer = EventConsumer(
-            queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds
+            queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
+            realtime.consumer_batch, realtime.user_index_sync_seconds,
         )
         models = ModelRegistry(config.data_path / "models")
         schedules = config.jobs
