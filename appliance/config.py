@@ -112,9 +112,11 @@ class TowerConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     seed: int
+    threads: int
     epochs: int
     batch_size: int
     learning_rate: float
+    scalar_learning_rate: float
     weight_decay: float
     negatives: str
     sampled_negatives: int
@@ -317,6 +319,7 @@ def _validate(config: Config) -> None:
         "index.m": config.index.m,
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
+        "training.threads": config.training.threads,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -330,8 +333,8 @@ def _validate(config: Config) -> None:
                            field="feed.personal_share")
     if config.feed.per_page > config.feed.max_per_page:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
-    if config.training.negatives not in ("sampled", "in_batch", "mixed"):
-        raise InvalidInput("training.negatives must be sampled, in_batch or mixed", field="training.negatives")
+    if config.training.negatives not in ("sampled", "in_batch", "mixed", "full"):
+        raise InvalidInput("training.negatives must be sampled, in_batch, mixed or full", field="training.negatives")
     if config.encoder.dim % config.tower.heads:
         raise InvalidInput("tower.heads must divide encoder.dim", field="tower.heads")
     es = config.elasticsearch

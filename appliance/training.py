@@ -4,7 +4,11 @@ An example is one event of a customer (the positive: the next product it interac
 `history` events before it (ages measured from the positive's time, so no future leaks in). Only first
 interactions with a product are positives: seen products are never recommended, so predicting repeats is
 not the task. The loss is a softmax over cosine similarities / temperature against negatives that are
-`sampled` (uniform random products), `in_batch` (the other positives, logQ-corrected) or `mixed` (both).
+`full` (every product but the example's history: the evaluation's own ranking task), `sampled` (uniform
+random products), `in_batch` (the other positives, logQ-corrected) or `mixed` (both).
+
+The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
+first epoch too, so the kept model is never worse on validation than that no-training baseline.
 """
 
 from __future__ import annotations
@@ -33,14 +37,14 @@ Progress = Callable[[dict[str, Any]], None]
 @dataclass
 class TrainReport:
     epochs: int  # epochs run
-    best_epoch: int  # epoch whose weights were kept (1-based)
+    best_epoch: int  # epoch whose weights were kept (0 = the initial tower, i.e. mean_vector)
     train_seconds: float
     examples: int  # training examples
     validation_examples: int
     best_validation_ndcg: float | None  # NDCG@10 over the full catalog; None without validation examples
     negatives: str
     losses: list[float] = field(default_factory=list)  # mean training loss per epoch
-    validation: list[float] = field(default_factory=list)  # validation NDCG@10 per epoch
+    validation: list[float] = field(default_factory=list)  # validation NDCG@10: [initial tower, epoch 1, ...]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,10 +97,17 @@ def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.T
 
 def contrastive_loss(
     user: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, item_vectors: torch.Tensor,
-    log_q: torch.Tensor, config: TrainingConfig, generator: torch.Generator,
+    log_q: torch.Tensor, config: TrainingConfig, generator: torch.Generator, seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Weighted softmax cross-entropy; the positive of row i is column i (in-batch) or column 0 (sampled)."""
+    """Weighted softmax cross-entropy; the positive of row i is column i (in-batch), column 0 (sampled) or
+    column target[i] (full, where `seen` (B, T) holds each row's history items, left out as negatives)."""
     B, N = len(target), len(item_vectors)
+    if config.negatives == "full":  # every product but the customer's history (B, N), like the evaluation
+        logits = user @ item_vectors.T / config.temperature
+        if seen is not None:
+            logits = logits.scatter(1, seen, -math.inf)
+        loss = F.cross_entropy(logits, target, reduction="none")
+        return (loss * weight).sum() / weight.sum()
     positive = item_vectors[target]  # (B, D)
     blocks, label = [], torch.arange(B)
     if config.negatives in ("in_batch", "mixed"):
@@ -148,6 +159,18 @@ def train_tower(
     {"epoch", "loss", "validation_ndcg", "done": True} after every epoch. With tqdm:
     `bar = tqdm(); train_tower(..., progress=lambda e: bar.update(1) if "step" in e else None)`.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # process-wide while training; restored after
+    try:
+        return _train(interactions, item_vectors, tower, config, event_weights, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
+    event_weights: Mapping[str, float], progress: Progress | None,
+) -> tuple[UserTower, TrainReport]:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -171,18 +194,32 @@ def train_tower(
     log_q = torch.as_tensor(np.log(config.batch_size * freq / freq.sum()), dtype=torch.float32)  # (N,)
 
     model = UserTower(tower, vectors.shape[1])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    with torch.no_grad():  # start exactly at `mean_vector`: the residual mean weighs kinds like the event weights
+        model.kind_bias.copy_(torch.log(torch.as_tensor([event_weights[n] for n in EVENT_NAMES])))
+    scalars = ("log_half_life", "kind_bias")  # few, and far from their best: a faster rate, no decay
+    optimizer = torch.optim.AdamW([
+        {"params": [p for n, p in model.named_parameters() if n not in scalars]},
+        {"params": [p for n, p in model.named_parameters() if n in scalars],
+         "lr": config.scalar_learning_rate, "weight_decay": 0.0},
+    ], lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = math.ceil(len(target) / config.batch_size)
-    best, best_state, best_epoch, waited = -1.0, None, 0, 0
     report = TrainReport(0, 0, 0.0, len(target), len(val.target), None, config.negatives)
+    best, best_state, best_epoch, waited = -1.0, None, 0, 0
+    if len(val.target):  # epoch 0: the initial tower (= mean_vector) is a candidate too
+        best = validation_ndcg(model, val, interactions, vectors)
+        best_state = copy.deepcopy(model.state_dict())
+        report.validation.append(best)
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(len(target), generator=generator)
         total = 0.0
         for step in range(steps):
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            users = model(*batch_inputs(train.take(idx.numpy()), interactions, vectors))  # (B, D)
-            loss = contrastive_loss(users, target[idx], weight[idx], vectors, log_q, config, generator)
+            ex = train.take(idx.numpy())
+            users = model(*batch_inputs(ex, interactions, vectors))  # (B, D)
+            hist = interactions.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
+            seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
+            loss = contrastive_loss(users, target[idx], weight[idx], vectors, log_q, config, generator, seen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

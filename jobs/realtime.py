@@ -99,6 +99,14 @@ class UserVectorUpdater:
         self.on_change(customer_ids)
         return {c: (version if c in kept_set else "none") for c in customer_ids}
 
+    def refresh_recent(self, chunk: int = 256) -> int:
+        """Recompute the vector of every shopper with events inside the window (after a new model, or when the
+        demo is loaded); how many shoppers."""
+        recent = np.unique(self.events.columns(self.clock() - self.window)["customer_id"]).tolist()
+        for i in range(0, len(recent), chunk):
+            self.update(recent[i:i + chunk])
+        return len(recent)
+
     def _vectors(self, batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, str]:
         arrays = pad_histories(batch, self.tower.history, self.products.dim)
         serving = self.serving.get()

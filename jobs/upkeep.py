@@ -24,12 +24,11 @@ from storage.vectors import VectorIndex
 
 log = logging.getLogger("appliance.jobs")
 COMPACT_SHARE = 0.1  # rebuild an index once this share of its slots are deleted
-REFRESH_CHUNK = 256  # customers per batch when recomputing vectors after a promotion
 
 
 def retrain(
     config: Config, events: EventStore, catalog: CatalogStore, registry: ModelRegistry, serving: ServingModel,
-    updater: UserVectorUpdater, users: UserStore, clock: Callable[[], datetime],
+    updater: UserVectorUpdater, clock: Callable[[], datetime],
 ) -> str:
     """Train on the recent window, evaluate, promote only if better; then refresh active shoppers' vectors."""
     since = clock() - timedelta(days=config.jobs.retrain_window_days)
@@ -38,10 +37,8 @@ def retrain(
     if not outcome.promoted:
         return f"{outcome.version} rejected: {outcome.reason}"
     serving.set(model, outcome.version, registry.load(outcome.version)[1].as_dict())
-    active = users.active(clock() - timedelta(hours=config.realtime.history_window_hours))
-    for i in range(0, len(active), REFRESH_CHUNK):
-        updater.update(active[i:i + REFRESH_CHUNK])
-    return f"{outcome.version} promoted ({outcome.reason}); {len(active)} shoppers' vectors recomputed"
+    refreshed = updater.refresh_recent()
+    return f"{outcome.version} promoted ({outcome.reason}); {refreshed} shoppers' vectors recomputed"
 
 
 def prune(

@@ -67,10 +67,6 @@ class UserStore:
     def count(self) -> int:
         return self.db.read("SELECT count(*) FROM user_vectors")[0][0]
 
-    def active(self, since: datetime) -> list[int]:
-        return [r[0] for r in self.db.read(
-            "SELECT customer_id FROM user_vectors WHERE last_event_at >= ? ORDER BY 1", [since])]
-
     def vectors(self, changed_since: datetime | None = None) -> tuple[np.ndarray, np.ndarray, datetime | None]:
         """(ids, vectors, newest updated_at) of vectors changed since a time (all when None)."""
         where, params = ("WHERE updated_at >= ?", [changed_since]) if changed_since else ("", [])

@@ -44,8 +44,9 @@ def test_output_is_unit_length_with_right_shape(tower_config):
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 
-def test_padding_does_not_change_the_output(tower_config):
-    model = trained_a_little(tower_config)
+@pytest.mark.parametrize("layers", [0, 1])
+def test_padding_does_not_change_the_output(tower_config, layers):
+    model = trained_a_little(dataclasses.replace(tower_config, layers=layers))
     vectors, kinds, ages, mask = random_batch(1)
     before = user_vectors(model, vectors, kinds, ages, mask)
     garbage = random_batch(2)

@@ -1,4 +1,4 @@
-"""Training: examples without leakage, tiny data, determinism, every kind of negatives."""
+"""Training: examples without leakage, tiny data, determinism, every kind of negatives, never worse than init."""
 
 import dataclasses
 
@@ -8,7 +8,8 @@ import torch
 
 from appliance.config import load_config
 from appliance.errors import InvalidInput
-from appliance.interactions import Interactions
+from appliance.interactions import Interactions, history_inputs
+from appliance.tower import mean_vector, user_vectors
 from appliance.training import make_examples, train_tower
 
 torch.set_num_threads(2)
@@ -66,9 +67,30 @@ def test_tiny_data_trains(config):
     tower, training, weights = config
     inter = Interactions.from_arrays([1, 1, 1], [0, 1, 2], [0, 1, 5], [1.0, 2.0, 3.0])
     vectors = np.eye(8, 384, dtype=np.float32)
-    model, report = train_tower(inter, vectors, tower, training, weights)
+    model, report = train_tower(inter, vectors, tower, dataclasses.replace(training, validation_fraction=0.0), weights)
     assert report.examples == 2 and report.validation_examples == 0 and report.best_validation_ndcg is None
-    assert report.epochs == training.epochs
+    assert report.epochs == training.epochs and report.best_epoch == training.epochs
+    _, report = train_tower(inter, vectors, tower, training, weights)  # the customer's last example validates
+    assert report.examples == 1 and report.validation_examples == 1 and len(report.validation) == 1 + report.epochs
+
+
+def test_the_untrained_tower_is_mean_vector_with_the_event_weights(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=3)
+    model, report = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=0), weights)
+    assert report.best_epoch == 0 and report.epochs == 0 and len(report.validation) == 1
+    customers = np.unique(inter.customer)
+    batch = history_inputs(inter, vectors, customers, np.full(len(customers), 1.8e9), tower.history)
+    expected = mean_vector(*batch, weights, tower.recency_half_life_hours)
+    np.testing.assert_allclose(user_vectors(model, *batch), expected, atol=1e-4)
+
+
+def test_training_restores_the_thread_count(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=4)
+    before = torch.get_num_threads()
+    train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=1, threads=1), weights)
+    assert torch.get_num_threads() == before
 
 
 def test_same_seed_same_model_different_seed_different_model(config):
@@ -84,8 +106,9 @@ def test_same_seed_same_model_different_seed_different_model(config):
     assert report.best_validation_ndcg is not None and 0.0 <= report.best_validation_ndcg <= 1.0
 
 
-@pytest.mark.parametrize("negatives", ["sampled", "in_batch", "mixed"])
-@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize(
+    ("negatives", "weighted"), [("full", False), ("sampled", True), ("in_batch", False), ("mixed", True)]
+)
 def test_every_kind_of_negatives_lowers_the_loss(config, negatives, weighted):
     tower, training, weights = config
     inter, vectors = small_shop(seed=1)
@@ -98,10 +121,22 @@ def test_every_kind_of_negatives_lowers_the_loss(config, negatives, weighted):
     assert len(steps) == 3 * steps[0]["steps"] and sum("done" in e for e in events) == 3
 
 
-def test_early_stopping_keeps_the_best_epoch(config):
+def test_early_stopping_keeps_the_best_epoch_including_the_initial_tower(config):
     tower, training, weights = config
     inter, vectors = small_shop(seed=2)
     _, report = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=6, patience=1), weights)
-    assert report.best_validation_ndcg == max(report.validation)
-    assert report.best_epoch == 1 + int(np.argmax(report.validation))
+    assert len(report.validation) == 1 + report.epochs  # [initial tower, epoch 1, ...]
+    assert report.best_validation_ndcg == max(report.validation) >= report.validation[0]
+    assert report.best_epoch == int(np.argmax(report.validation))
     assert report.epochs <= 6
+
+
+def test_a_harmful_training_run_keeps_the_initial_tower(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=5)
+    harmful = dataclasses.replace(training, epochs=2, patience=2, learning_rate=1.0, scalar_learning_rate=3.0)
+    model, report = train_tower(inter, vectors, tower, harmful, weights)
+    assert max(report.validation[1:]) < report.validation[0] and report.best_epoch == 0
+    init, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=0), weights)
+    for name, tensor in init.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[name]), name

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import numpy as np
 import torch
 
 from appliance.config import Config
@@ -119,7 +118,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         models = ModelRegistry(config.data_path / "models")
         schedules = config.jobs
         work = {
-            "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, users, now_utc),
+            "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
             "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc),
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
@@ -184,11 +183,7 @@ def _personalise_demo(services: Services) -> None:
     just clicked), so the demo's feeds are personal from the start."""
     if not services.background or not services.background.wait_idle(timeout=1800):
         return
-    window = timedelta(hours=services.config.realtime.history_window_hours)
-    recent = np.unique(services.events.columns(now_utc() - window)["customer_id"]).tolist()
-    for i in range(0, len(recent), 256):
-        services.updater.update(recent[i:i + 256])
-    log.info("demo shoppers with a personal feed: %d", len(recent))
+    log.info("demo shoppers with a personal feed: %d", services.updater.refresh_recent())
 
 
 def load_serving_model(services: Services) -> None:
