@@ -158,7 +158,7 @@ class Recommender:
         self.settings = settings
         self._lock = threading.Lock()
         self._view: CatalogView | None = None
-        self._popular: tuple[float, np.ndarray, np.ndarray] | None = None  # (loaded at, order, scores)
+        self._popular: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None  # (at, order, scores, new)
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
 
     def invalidate(self, popularity: bool = False) -> None:
@@ -184,20 +184,28 @@ class Recommender:
 
     def popularity_of(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
         """Rows in the default order (popularity desc, newest first, then id) and each row's popularity."""
+        order, popularity, _ = self._ranked(view)
+        return order, popularity
+
+    def _ranked(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The default order, popularity, and the new arrivals (newest first): recomputed every TTL seconds."""
         with self._lock:
             cached = self._popular
         if cached is not None and time.monotonic() - cached[0] < self._ttl:
-            return cached[1], cached[2]
-        ids, scores = self._load_popularity(self._clock())
+            return cached[1:]
+        now = self._clock()
+        ids, scores = self._load_popularity(now)
         popularity = np.zeros(len(view), dtype=np.float64)
         rows = np.array([view.row.get(int(i), -1) for i in ids], dtype=np.int64)
         known = rows >= 0
         popularity[rows[known]] = scores[known]
         order = np.lexsort((view.ids, -view.created, -popularity))
+        new_rows = np.flatnonzero(view.created >= now.timestamp() - self.settings.new_arrival_days * 86400.0)
+        new_rows = new_rows[np.lexsort((view.ids[new_rows], -view.created[new_rows]))]
         with self._lock:
             if self._view is view:
-                self._popular = (time.monotonic(), order, popularity)
-        return order, popularity
+                self._popular = (time.monotonic(), order, popularity, new_rows)
+        return order, popularity, new_rows
 
     def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
         now = time.monotonic()
@@ -209,7 +217,7 @@ class Recommender:
                 self._snapshots.move_to_end(query.feed_id)
                 return query.feed_id, self._snapshots[query.feed_id]
         view = self.view()
-        order, popularity = self.popularity_of(view)
+        order, popularity, new_rows = self._ranked(view)
         personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
         purchased: frozenset[int] = frozenset()
         if personal is not None and personal.vector is not None and query.sort is None:
@@ -217,9 +225,6 @@ class Recommender:
             rows = np.array([view.row.get(int(i), -1) for i in ids], dtype=np.int64)
             personal_rows, personal_scores = rows[rows >= 0], sims[rows >= 0].astype(np.float64) + 1.0
             purchased = personal.purchased if self.settings.exclude_purchased else frozenset()
-        newest = self._clock().timestamp() - self.settings.new_arrival_days * 86400.0
-        new_rows = np.flatnonzero(view.created >= newest)
-        new_rows = new_rows[np.lexsort((view.ids[new_rows], -view.created[new_rows]))]
         snap = _Snapshot(view, order, popularity, new_rows, personal_rows, personal_scores, purchased, now)
         feed_id = secrets.token_urlsafe(9)
         with self._lock:

@@ -141,7 +141,7 @@ class CatalogStore:
         Also returns the time up to which the answer is complete: the latest change such that no product
         changed at or before it is still waiting for its vector (a later sync resumes from there).
         """
-        where, params = ("WHERE p.updated_at >= ?", [changed_since]) if changed_since else ("", [])
+        where, params = ("WHERE p.updated_at > ?", [changed_since]) if changed_since else ("", [])
         with self.db.snapshot() as cur:
             pending_from = cur.execute(
                 "SELECT min(updated_at) FROM products WHERE text_hash NOT IN (SELECT text_hash FROM embeddings)"

@@ -69,7 +69,7 @@ class UserStore:
 
     def vectors(self, changed_since: datetime | None = None) -> tuple[np.ndarray, np.ndarray, datetime | None]:
         """(ids, vectors, newest updated_at) of vectors changed since a time (all when None)."""
-        where, params = ("WHERE updated_at >= ?", [changed_since]) if changed_since else ("", [])
+        where, params = ("WHERE updated_at > ?", [changed_since]) if changed_since else ("", [])
         data = self.db.read_numpy(
             f"SELECT customer_id, vector, updated_at FROM user_vectors {where} ORDER BY customer_id", params
         )

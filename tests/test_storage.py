@@ -66,6 +66,7 @@ def test_index_saves_atomically_and_is_rebuilt_when_unreadable_or_out_of_step(tm
     assert indexer.embed_pending() == 3
     assert indexer.reconcile() == "rebuilt"  # there was no file
     assert sorted(index.ids().tolist()) == [1, 2, 3]
+    assert indexer.sync_index() == 0  # nothing changed since: nothing is inserted again
     assert not list(tmp_path.glob("*.tmp"))
     fresh = VectorIndex(tmp_path / "p.hnsw", 384, config.index)
     assert CatalogIndexer(store, encoder, fresh, 16).reconcile() == "loaded"

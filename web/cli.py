@@ -18,6 +18,7 @@ from appliance.demo import generate_demo
 from appliance.errors import ApplianceError
 from appliance.evaluation import format_table
 from appliance.types import now_utc
+from web.bench import add_bench_parser
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn
 from web.services import Services, build_services, load_serving_model
@@ -196,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="write the demo shop as JSON Lines files")
     demo.add_argument("out", nargs="?", default="demo", help="output folder (default: demo)")
     demo.set_defaults(run=_demo)
+    add_bench_parser(sub)
     return parser
 
 

@@ -123,14 +123,14 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 def verdict(name: str, value: float, target: float, higher_is_better: bool, unit: str) -> str:
     """One line saying whether a target is met, and by how much it is missed."""
     met = value >= target if higher_is_better else value <= target
+    sign = ">=" if higher_is_better else "<="
     if met:
-        return f"  TARGET MET    {name}: {value:,.2f} {unit} (target {'>=' if higher_is_better else '<='} {target:,} {unit})"
+        return f"  TARGET MET    {name}: {value:,.2f} {unit} (target {sign} {target:,} {unit})"
     if higher_is_better:
         gap = f"{target - value:,.2f} {unit} short, {value / target:.0%} of target" if target else ""
     else:
         gap = f"{value - target:,.2f} {unit} over, {value / target:.1f}x the target" if target else ""
-    return (f"  TARGET MISSED {name}: {value:,.2f} {unit} (target {'>=' if higher_is_better else '<='} "
-            f"{target:,} {unit}; {gap})")
+    return f"  TARGET MISSED {name}: {value:,.2f} {unit} (target {sign} {target:,} {unit}; {gap})"
 
 
 def write_result(name: str, args: Any, data: dict[str, Any]) -> Path:
@@ -174,11 +174,18 @@ class Server:
         self.started_s = 0.0
 
     def start(self, timeout: float = 900.0) -> Server:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Server:
         cmd = [sys.executable, "-m", "web.cli", "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
                "--port", str(self.port)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 900.0) -> Server:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -186,7 +193,7 @@ class Server:
             try:
                 status, body = http_json("GET", f"{self.base}/health/ready", timeout=5)
                 if status == 200:
-                    self.started_s = time.perf_counter() - t0
+                    self.started_s = time.perf_counter() - self._t0
                     return self
                 if body and body.get("status") == "failed":
                     raise RuntimeError(f"server start-up failed: {body.get('detail')}")

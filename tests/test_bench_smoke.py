@@ -1,0 +1,139 @@
+"""`appliance bench NAME` at tiny sizes: each runs end to end and writes JSON with the expected keys and sane values.
+
+The benchmarks that serve a shop (feed, ingest, memory) run as `python -m web.cli bench ...` subprocesses launched
+together at the start of the module (each server start-up costs seconds of imports; in parallel they overlap).
+No assertion is about a timing target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.encoder import Encoder
+from web.bench import add_bench_parser, encoding
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "feed": ["--sizes", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
+             "--warmup", "5"],
+    "ingest": ["--products", "500", "--customers", "50", "--events", "1000", "--duration", "1", "--fresh-samples",
+               "5", "--drain-seconds", "1", "--concurrency", "2", "--batches", "1,100"],
+    "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
+    "ann": ["--vectors", "2000", "--queries", "40", "--ef", "16,64,128"],
+}
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[subprocess.Popen, Path]]]:
+    root = tmp_path_factory.mktemp("bench")
+    procs = {}
+    for name, extra in TINY.items():
+        out = root / name
+        cmd = [sys.executable, "-m", "web.cli", "bench", name, *extra, "--out", str(out),
+               "--work-dir", str(root / "work" / name)]
+        log = (root / f"{name}.log").open("w")
+        procs[name] = (subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), out)
+    yield procs
+    for proc, _ in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _result(launched: dict, name: str) -> dict:
+    proc, out = launched[name]
+    try:
+        code = proc.wait(timeout=150)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    log = (out.parent / f"{name}.log").read_text()
+    assert code == 0, log[-3000:]
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data["benchmark"] == name
+    assert data["command"].startswith(f"appliance bench {name}")
+    machine = data["machine"]
+    assert machine["cores"] >= 1 and machine["ram_gib"] > 0
+    assert {"python", "torch", "hnswlib", "duckdb", "date"} <= set(machine)
+    return data
+
+
+def _ordered(p: dict) -> None:
+    assert p["count"] > 0
+    assert 0 <= p["p50"] <= p["p90"] <= p["p99"] <= p["max"]
+
+
+def test_feed(launched: dict) -> None:
+    data = _result(launched, "feed")
+    (size,) = data["sizes"]
+    assert size["products"] == 500 and size["rss_mib_after_warmup"] > 0
+    runs = {r["kind"]: r for r in size["runs"]}
+    assert set(runs) == {"personal", "popular"}
+    for kind, run in runs.items():
+        assert run["ok"] > 0 and run["rps"] > 0 and run["errors"] == 0
+        _ordered(run["latency_ms"])
+        # personal feeds come from customers with a vector; popular ones from customers without
+        assert run["personalized"] == (run["ok"] if kind == "personal" else 0)
+    assert data["checks"]
+
+
+def test_ingest(launched: dict) -> None:
+    data = _result(launched, "ingest")
+    fresh = data["freshness"]
+    _ordered(fresh["event_to_fresh_feed_ms"])
+    assert fresh["timed_out"] == 0
+    assert [r["batch"] for r in data["throughput"]] == [1, 100]
+    for run in data["throughput"]:
+        assert run["accepted_requests"] > 0 and run["events_per_s"] > 0
+        assert set(run["statuses"]) == {"202"}
+        _ordered(run["latency_ms"])
+        assert run["drain"]["backlog_before"] >= run["drain"]["backlog_after"] >= 0
+
+
+def test_memory(launched: dict) -> None:
+    data = _result(launched, "memory")
+    assert len(data["shops"]) == 3
+    for shop in data["shops"]:
+        assert shop["rss_ready_mib"] > 100 and shop["rss_after_feeds_mib"] > 100
+        assert shop["disk_mib"]["appliance.duckdb"] > 0
+    assert set(data["per_100k"]) == {
+        "products_rss_ready_mib_per_100k", "products_rss_after_feeds_mib_per_100k",
+        "customers_rss_ready_mib_per_100k", "customers_rss_after_feeds_mib_per_100k",
+    }
+
+
+def test_ann(launched: dict) -> None:
+    data = _result(launched, "ann")
+    assert data["vectors"] == 2000 and data["queries"] == 40
+    assert {(s["ef"], s["k"]) for s in data["sweep"]} == {(e, k) for e in (16, 64, 128) for k in (10, 100)}
+    for sweep in data["sweep"]:
+        assert 0.0 <= sweep[f"recall@{sweep['k']}"] <= 1.0
+        assert sweep["effective_ef"] == max(sweep["ef"], sweep["k"])
+        _ordered(sweep["latency_ms"])
+    # recall grows with ef (same queries, same graph)
+    at100 = [s["recall@100"] for s in sorted(data["sweep"], key=lambda s: s["ef"]) if s["k"] == 100]
+    assert at100 == sorted(at100)
+    for brute in data["brute_force"]:
+        _ordered(brute["per_query_ms"])
+        assert brute["batched_per_query_ms"] > 0
+
+
+def test_encoding(encoder: Encoder, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "encoding", "--lines", "40", "--batch-sizes", "16", "--singles", "5",
+                              "--out", str(tmp_path)])
+    assert encoding.run(args, encoder=encoder) == 0
+    data = json.loads((tmp_path / "encoding.json").read_text())
+    assert data["lines"] == 40 and data["torch_threads"] >= 1
+    assert {b["batch_size"] for b in data["batches"]} == {16, encoder.batch_size}
+    assert all(b["products_per_s"] > 0 for b in data["batches"])
+    _ordered(data["single_line_ms"])
+    assert " | " in data["example_line"]

@@ -1,0 +1,137 @@
+"""A small closed-loop HTTP/1.1 load generator, run in its own process: `python -m web.bench.loadgen SPEC.json`.
+
+Keep-alive connections on raw asyncio streams (far cheaper per request than an HTTP client library, which
+matters when client and server share 2 cores). Each of `concurrency` connections sends one request, waits for
+the whole answer, then sends the next. Bounded by `duration` seconds and `max_requests`. Only 127.0.0.1.
+
+SPEC: {"port": P, "duration": s, "max_requests": n, "concurrency": c, "warmup": n,
+       "requests": [{"method": "GET", "path": "/x", "body": null | "json text", "tag": "name"}, ...],
+       "count_substring": "\\"personalized\\":true"}
+Prints JSON: per tag the latencies (ms), statuses, errors and substring hits; wall seconds; client CPU seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+HOST = "127.0.0.1"
+
+
+def _encode(port: int, request: dict[str, Any]) -> bytes:
+    body = (request.get("body") or "").encode()
+    head = f"{request.get('method', 'GET')} {request['path']} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length, chunked = 0, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if not chunked:
+        return status, await reader.readexactly(length) if length else b""
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+        data = await reader.readexactly(size + 2)
+        if size == 0:
+            return status, b"".join(parts)
+        parts.append(data[:-2])
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = {}
+        self.statuses: dict[str, dict[str, int]] = {}
+        self.errors: dict[str, int] = {}
+        self.hits: dict[str, int] = {}
+
+
+async def _worker(spec: dict[str, Any], wires: list[tuple[str, bytes]], start: int, stats: _Stats,
+                  budget: list[int], deadline: float, record: bool, substring: bytes | None) -> None:
+    reader, writer = await asyncio.open_connection(HOST, spec["port"])
+    i = start
+    step = max(1, int(spec.get("concurrency", 1)))
+    try:
+        while time.monotonic() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            tag, wire = wires[i % len(wires)]
+            i += step
+            t0 = time.perf_counter()
+            try:
+                writer.write(wire)
+                await writer.drain()
+                status, body = await _read_response(reader)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                stats.errors[tag] = stats.errors.get(tag, 0) + 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(HOST, spec["port"])
+                continue
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            if not record:
+                continue
+            stats.latencies.setdefault(tag, []).append(elapsed)
+            by_status = stats.statuses.setdefault(tag, {})
+            by_status[str(status)] = by_status.get(str(status), 0) + 1
+            if substring is not None and substring in body:
+                stats.hits[tag] = stats.hits.get(tag, 0) + 1
+    finally:
+        writer.close()
+
+
+async def _phase(spec: dict[str, Any], wires: list[tuple[str, bytes]], stats: _Stats, count: int, seconds: float,
+                 record: bool) -> float:
+    substring = spec.get("count_substring")
+    budget = [count]
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(*(
+        _worker(spec, wires, w, stats, budget, deadline, record, substring.encode() if substring else None)
+        for w in range(max(1, int(spec.get("concurrency", 1))))
+    ))
+    return time.perf_counter() - t0
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    wires = [(r.get("tag", "all"), _encode(spec["port"], r)) for r in spec["requests"]]
+    stats = _Stats()
+    warmup = int(spec.get("warmup", 0))
+    if warmup:
+        await _phase(spec, wires, _Stats(), warmup, float(spec.get("warmup_seconds", 60.0)), record=False)
+    cpu0 = os.times()
+    wall = await _phase(spec, wires, stats, int(spec.get("max_requests", 1_000_000)), float(spec["duration"]), True)
+    cpu1 = os.times()
+    tags = sorted(set(stats.latencies) | set(stats.errors))
+    return {
+        "wall_seconds": wall,
+        "client_cpu_seconds": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+        "concurrency": int(spec.get("concurrency", 1)),
+        "tags": {t: {"latencies_ms": stats.latencies.get(t, []), "statuses": stats.statuses.get(t, {}),
+                     "errors": stats.errors.get(t, 0), "substring_hits": stats.hits.get(t, 0)} for t in tags},
+    }
+
+
+def main() -> int:
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
+    result = asyncio.run(run(spec))
+    json.dump(result, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""`appliance bench quality DATASET`: recommendation quality of every model on one honest time split.
+
+For the demo shop, MovieLens (ml-latest-small) or the UCI Online Retail sample: products are embedded with
+the real encoder (vectors cached by text hash in `--cache-dir`, so re-runs skip it), events become
+Interactions, each customer's last `evaluation.holdout` interactions are the test set, and popularity,
+co-occurrence, mean_vector, the trained user tower and implicit's ALS rank the whole catalog (seen items
+excluded: `appliance.evaluation`). Prints the table and writes `bench/results/quality_<dataset>.json`, with
+training seconds per 100k training events and the peak resident memory (getrusage maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.baselines import TowerScorer, baseline_scorers
+from appliance.config import Config, load_config
+from appliance.demo import generate_demo
+from appliance.encoder import Encoder
+from appliance.evaluation import evaluate, format_table, time_split
+from appliance.interactions import Interactions, seen_matrix
+from appliance.text import product_text, text_hash
+from appliance.training import train_tower
+from appliance.types import EVENT_INDEX, EVENT_NAMES, Event, Product, now_utc
+from storage.datasets import MOVIELENS_DIR, RETAIL_FILE, load_movielens, load_online_retail
+from web.bench.common import DEFAULT_OUT, REPO, machine_facts
+
+DATASETS = ("demo", "movielens", "retail")
+DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
+DEFAULT_CACHE = Path("bench/cache")
+
+
+def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None = None) -> None:
+    """Register `quality` on the `bench` sub-parsers."""
+    p = subparsers.add_parser("quality", parents=[common] if common else [],
+                              help="NDCG/recall of popularity, co-occurrence, mean vector, tower and ALS")
+    if common is None:
+        p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for quality_DATASET.json")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--datasets-dir", default=str(DEFAULT_DATASETS), help="shared/datasets folder")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="product-vector cache (default bench/cache)")
+    p.add_argument("--config", help="a TOML file overriding the shipped config.toml")
+    p.add_argument("--no-als", action="store_true", help="leave out implicit's ALS")
+    p.set_defaults(run=run)
+
+
+def load_dataset(name: str, datasets_dir: Path, config: Config) -> tuple[list[Product], list[Event]]:
+    if name == "movielens":
+        return load_movielens(datasets_dir / MOVIELENS_DIR)
+    if name == "retail":
+        return load_online_retail(datasets_dir / RETAIL_FILE)
+    demo = config.demo
+    shop = generate_demo(demo.seed, demo.products, demo.customers, demo.days, now_utc())
+    return shop.products, shop.events
+
+
+def embed(products: Sequence[Product], config: Config, cache_dir: Path) -> np.ndarray:
+    """(N, D) product vectors, from `cache_dir/vectors.npz` (text hash -> vector) or the encoder."""
+    lines = [product_text(p, config.catalog.tier_thresholds) for p in products]
+    hashes = [text_hash(config.encoder.model, line) for line in lines]
+    path = cache_dir / "vectors.npz"
+    cached: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path) as stored:
+            cached = dict(zip(stored["hashes"].tolist(), stored["vectors"], strict=True))
+    missing = sorted({h for h in hashes if h not in cached})
+    if missing:
+        encoder = Encoder(config.encoder.model, config.encoder.dim, config.encoder.batch_size)
+        encoder.load()
+        line_of = dict(zip(hashes, lines, strict=True))
+        for h, vector in zip(missing, encoder.encode([line_of[h] for h in missing]), strict=True):
+            cached[h] = vector
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_dir / "vectors.tmp.npz"
+        np.savez(tmp, hashes=np.array(list(cached)), vectors=np.stack(list(cached.values())))
+        os.replace(tmp, path)
+    return np.stack([cached[h] for h in hashes]).astype(np.float32)
+
+
+def interactions_of(products: Sequence[Product], events: Sequence[Event]) -> Interactions:
+    row = {p.product_id: i for i, p in enumerate(products)}
+    kept = [e for e in events if e.product_id in row]
+    return Interactions.from_arrays(
+        [e.customer_id for e in kept], [row[e.product_id] for e in kept], [EVENT_INDEX[e.event_name] for e in kept],
+        [e.ts.timestamp() for e in kept], n_items=len(products),
+    )
+
+
+class AlsScorer:
+    """implicit's ALS on the customer x product matrix; confidence = 1 + alpha * summed event weights."""
+
+    name = "als"
+
+    def __init__(self, train: Interactions, n_items: int, weights: dict[str, float], seed: int,
+                 factors: int = 64, iterations: int = 15, regularization: float = 0.05, alpha: float = 10.0) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from scipy.sparse import csr_matrix
+
+        self.customers, user_row = np.unique(train.customer, return_inverse=True)
+        kind_weight = np.array([weights[name] for name in EVENT_NAMES])
+        matrix = csr_matrix((alpha * kind_weight[train.kind], (user_row, train.item)),
+                            shape=(len(self.customers), n_items))
+        matrix.sum_duplicates()
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, not BLAS's
+            self.model = AlternatingLeastSquares(factors=factors, iterations=iterations,
+                                                 regularization=regularization, random_state=seed, num_threads=1)
+            self.model.fit(matrix, show_progress=False)
+        self.n_items = n_items
+
+    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(self.customers, customers), 0, len(self.customers) - 1)
+        known = self.customers[pos] == customers
+        out = np.asarray(self.model.user_factors)[pos] @ np.asarray(self.model.item_factors).T  # (C, N)
+        return np.where(known[:, None], out, 0.0)
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    started = time.perf_counter()
+    products, events = load_dataset(args.dataset, Path(args.datasets_dir), config)
+    vectors = embed(products, config, Path(args.cache_dir))
+    inter = interactions_of(products, events)
+    split = time_split(inter, config.evaluation.holdout)
+    prepared = time.perf_counter() - started
+    memory = {"after_load_and_embed_mib": peak_mib()}
+    weights = dict(config.events.weights)
+    scorers = baseline_scorers(split.train, vectors, weights, config.tower.history,
+                               config.tower.recency_half_life_hours, config.feed.popularity_half_life_hours)
+    model, report = train_tower(split.train, vectors, config.tower, config.training, weights)
+    memory["after_tower_mib"] = peak_mib()
+    scorers.append(TowerScorer(model, split.train, vectors))
+    als_seconds = None
+    if not args.no_als:
+        t0 = time.perf_counter()
+        scorers.append(AlsScorer(split.train, len(products), weights, config.training.seed))
+        als_seconds = time.perf_counter() - t0
+        memory["after_als_mib"] = peak_mib()
+    table = evaluate(scorers, split, len(products), config.evaluation)
+    memory["peak_mib"] = peak_mib()
+    facts = {
+        "products": len(products), "events": len(inter), "customers": int(len(np.unique(inter.customer))),
+        "train_events": len(split.train), "test_events": len(split.test),
+        "repeat_share_of_test": _repeat_share(split, len(products)),
+        "prepare_seconds": round(prepared, 2),
+        "tower_train_seconds": round(report.train_seconds, 2),
+        "tower_seconds_per_100k_events": round(report.train_seconds / max(len(split.train), 1) * 1e5, 2),
+        "als_train_seconds": None if als_seconds is None else round(als_seconds, 2),
+        "memory": {k: round(v, 1) for k, v in memory.items()},
+    }
+    print(f"{args.dataset}: {facts['products']} products, {facts['events']} events, {facts['customers']} customers")
+    print(format_table(table))
+    print(f"tower: {report.train_seconds:.1f} s ({facts['tower_seconds_per_100k_events']} s per 100k training "
+          f"events), {report.epochs} epochs, kept epoch {report.best_epoch}; peak RSS {memory['peak_mib']:.0f} MiB")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"quality_{args.dataset}.json"
+    body = {"benchmark": f"quality_{args.dataset}", "command": f"appliance bench quality {args.dataset}",
+            "machine": machine_facts(), "config": {"tower": _plain(config.tower), "training": _plain(config.training)},
+            **facts, "evaluation": table, "training": report.as_dict()}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(body, indent=1, default=str))
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+    return 0
+
+
+def _repeat_share(split: Any, n_items: int) -> float:
+    """Share of test customers whose every test item was seen before (they are not evaluated)."""
+    customers = np.unique(split.test.customer)
+    if not len(customers):
+        return 0.0
+    fresh = seen_matrix(split.test, customers, n_items) & ~seen_matrix(split.train, customers, n_items)
+    return round(float(1.0 - fresh.any(1).mean()), 4)
+
+
+def _plain(section: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(section)

@@ -1,0 +1,190 @@
+"""Synthetic shops for the benchmarks: a data dir with N products, their vectors, shoppers' vectors, events.
+
+Products look like the demo shop's (same category tree, brands, price spread, 6 % created in the last week and
+the rest over 90 days) but every vector is synthetic: random unit vectors in clusters, one cluster per ~100
+products, each cluster tied to one subcategory. Everything goes through the appliance's own stores
+(`CatalogStore.upsert` / `save_vectors`, `UserStore.save`, `EventStore.append`) and the hnswlib indexes are
+built before the server starts, so the server's start-up reconcile only loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.config import load_config
+from appliance.demo import DEMO_CATEGORY_TREE
+from appliance.text import product_text, text_hash
+from appliance.types import EVENT_NAMES, Event, Product, now_utc
+from storage.catalog import CatalogStore
+from storage.db import Database
+from storage.events import EventStore
+from storage.users import UserStore
+from storage.vectors import VectorIndex
+
+CHUNK = 20_000
+NOISE = 0.75  # a member's cosine to its cluster centre is ~1/sqrt(1 + NOISE^2) = 0.8
+# Event mix (the demo shop's action shares).
+EVENT_SHARES = (0.62, 0.23, 0.08, 0.025, 0.015, 0.03)
+
+
+@dataclass(frozen=True)
+class Shop:
+    products: int
+    customers: int  # customers 1..customers have a fresh user vector (personalised feeds)
+    events: int
+    seed: int = 7
+
+    @property
+    def name(self) -> str:
+        return f"shop-p{self.products}-c{self.customers}-e{self.events}-s{self.seed}"
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def centres(rng: np.random.Generator, n_clusters: int, dim: int) -> np.ndarray:
+    return unit(rng.standard_normal((n_clusters, dim), dtype=np.float32))
+
+
+def members(
+    rng: np.random.Generator, centre_vectors: np.ndarray, labels: np.ndarray, noise: float = NOISE
+) -> np.ndarray:
+    """Unit vectors around the given cluster centres (one row per label)."""
+    dim = centre_vectors.shape[1]
+    jitter = rng.standard_normal((len(labels), dim), dtype=np.float32) * (noise / math.sqrt(dim))
+    return unit(centre_vectors[labels] + jitter)
+
+
+def _leaves() -> list[tuple[tuple[str, str, str], tuple[str, ...], tuple[str, ...], str, float]]:
+    out = []
+    for parent, (models, categories) in DEMO_CATEGORY_TREE.items():
+        for category, (brands, subs) in categories.items():
+            for sub, (noun, median) in subs.items():
+                out.append(((parent, category, sub), brands, models, noun, median))
+    return out
+
+
+def _products(rng: np.random.Generator, ids: np.ndarray, clusters: np.ndarray, now: datetime) -> list[Product]:
+    leaves = _leaves()
+    colors = ("Black", "White", "Grey", "Navy", "Blue", "Red", "Green", "Beige", "Brown", "Pink", "Yellow", "Silver")
+    new = rng.random(len(ids)) < 0.06
+    ages = np.where(new, rng.uniform(0, 7 * 86400, len(ids)), rng.uniform(7 * 86400, 90 * 86400, len(ids)))
+    spread = rng.lognormal(0.0, 0.55, len(ids))
+    stock = rng.random(len(ids)) >= 0.07
+    picks = rng.integers(0, 1 << 30, (len(ids), 3))
+    out = []
+    for i, pid in enumerate(ids.tolist()):
+        path, brands, models, noun, median = leaves[int(clusters[i]) % len(leaves)]
+        brand = brands[picks[i, 0] % len(brands)]
+        out.append(Product(
+            pid, f"{brand} {models[picks[i, 1] % len(models)]} {noun} {pid}", brand, path,
+            colors[picks[i, 2] % len(colors)], math.floor(max(3.0, median * spread[i])) + 0.99, bool(stock[i]),
+            now - timedelta(seconds=float(ages[i])),
+        ))
+    return out
+
+
+def build_shop(root: Path, shop: Shop, log: Any = print) -> Path:
+    """The data dir of `shop` under `root` (reused when already complete); its facts are in `shop.json`."""
+    path = Path(root) / shop.name
+    if (path / "shop.json").exists():
+        return path
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    t0 = time.perf_counter()
+    config = load_config(overrides={"server": {"data_dir": str(path), "load_demo": False}})
+    dim, model, thresholds = config.encoder.dim, config.encoder.model, config.catalog.tier_thresholds
+    rng = np.random.default_rng(shop.seed)
+    n_clusters = max(8, shop.products // 100)
+    centre_vectors = centres(rng, n_clusters, dim)
+    now = now_utc()
+    db = Database(path / "appliance.duckdb")
+    try:
+        store, users, events = CatalogStore(db), UserStore(db), EventStore(db)
+        for start in range(0, shop.products, CHUNK):
+            ids = np.arange(start + 1, min(start + CHUNK, shop.products) + 1, dtype=np.int64)
+            clusters = rng.integers(0, n_clusters, len(ids))
+            products = _products(rng, ids, clusters, now)
+            texts = [product_text(p, thresholds) for p in products]
+            hashes = [text_hash(model, t) for t in texts]
+            store.upsert(products, texts, hashes, now - timedelta(seconds=1))
+            store.save_vectors(hashes, members(rng, centre_vectors, clusters))
+            log(f"  {shop.name}: {ids[-1]:,} / {shop.products:,} products stored")
+        for start in range(0, shop.customers, CHUNK):
+            ids = np.arange(start + 1, min(start + CHUNK, shop.customers) + 1, dtype=np.int64)
+            vectors = members(rng, centre_vectors, rng.integers(0, n_clusters, len(ids)), noise=1.0)
+            users.save(ids.tolist(), vectors, "mean", [now] * len(ids), now)
+        _events(rng, events, shop, now)
+        touch_last(store, users, now)
+        _index(path, dim, config.index, store.vectors, "products.hnsw")
+        _index(path, dim, config.index, users.vectors, "users.hnsw")
+    finally:
+        db.close()
+    facts = {**shop.__dict__, "clusters": n_clusters, "noise": NOISE, "built_at": now.isoformat(),
+             "build_seconds": round(time.perf_counter() - t0, 1)}
+    (path / "shop.json").write_text(json.dumps(facts, indent=1))
+    log(f"  {shop.name}: built in {facts['build_seconds']} s")
+    return path
+
+
+def _events(rng: np.random.Generator, store: EventStore, shop: Shop, now: datetime) -> None:
+    """Events over the last 7 days from customers 1..customers, on Zipf-like popular products."""
+    if not shop.events or not shop.customers:
+        return
+    ranks = np.arange(1, shop.products + 1, dtype=np.float64)
+    weights = 1.0 / ranks**0.9
+    cumulative = np.cumsum(weights / weights.sum())
+    popular_ids = rng.permutation(shop.products) + 1  # which product holds which popularity rank
+    shares = np.cumsum(EVENT_SHARES) / sum(EVENT_SHARES)
+    for start in range(0, shop.events, 100_000):
+        n = min(100_000, shop.events - start)
+        customers = rng.integers(1, shop.customers + 1, n)
+        products = popular_ids[np.minimum(np.searchsorted(cumulative, rng.random(n)), shop.products - 1)]
+        names = np.minimum(np.searchsorted(shares, rng.random(n)), len(EVENT_NAMES) - 1)
+        ages = rng.uniform(60, 7 * 86400, n)
+        batch = [Event(int(c), int(p), EVENT_NAMES[k], now - timedelta(seconds=float(a)))
+                 for c, p, k, a in zip(customers, products, names, ages, strict=True)]
+        store.append(batch, now)
+
+
+def _index(path: Path, dim: int, index_config: Any, changed_since: Any, name: str) -> None:
+    """What `IndexMirror.reconcile` does on a missing index, but inserting with every core (hnswlib threads)."""
+    index = VectorIndex(path / name, dim, index_config)
+    index.reset()
+    index._index.set_num_threads(-1)  # the appliance inserts with 1 thread; the graph is the same kind
+    ids, vectors, done = changed_since(None)
+    index.upsert(ids, vectors)
+    index.synced_until = done
+    index.save()
+
+
+def touch_last(store: CatalogStore, users: UserStore, now: datetime) -> None:
+    """Store the last product and the last user vector once more, alone, a moment later (same vector).
+
+    A sync asks for rows with `updated_at >= synced_until` and moves `synced_until` to the newest change,
+    so every sync inserts the newest batch again. Written in a few bulk batches sharing timestamps, a shop
+    would have the server re-insert a whole batch into hnswlib at every start and every background sync,
+    holding the index lock for minutes at 100k (a finding of this benchmark; a shop loaded by one
+    `appliance import` is in that state). A last batch of one row keeps the benchmark at steady state.
+    """
+    later = now + timedelta(milliseconds=1)
+    last = store.db.read("SELECT max(product_id) FROM products")[0][0]
+    if last is not None:
+        stored = store.get(last)
+        flipped = replace(stored.product, in_stock=not stored.product.in_stock)  # not part of the text line
+        h = store.db.read("SELECT text_hash FROM products WHERE product_id = ?", [last])[0][0]
+        store.upsert([flipped], [stored.text], [h], later)
+    ids, vectors, _ = users.vectors(None)
+    if len(ids):
+        users.save([int(ids[-1])], vectors[-1:], "mean", [now], later)
