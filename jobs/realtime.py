@@ -164,13 +164,6 @@ class EventConsumer:
             self._synced = time.monotonic()
         return len(messages)
 
-    def drain(self) -> int:
-        """Process until the queue has nothing visible (tests, CLI)."""
-        total = 0
-        while n := self.run_once():
-            total += n
-        return total
-
     def start(self) -> None:
         self._thread.start()
 
