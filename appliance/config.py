@@ -335,8 +335,8 @@ def _validate(config: Config) -> None:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
     if config.training.negatives not in ("sampled", "in_batch", "mixed", "full"):
         raise InvalidInput("training.negatives must be sampled, in_batch, mixed or full", field="training.negatives")
-    if config.encoder.dim % config.tower.heads:
-        raise InvalidInput("tower.heads must divide encoder.dim", field="tower.heads")
+    if config.tower.width % config.tower.heads:
+        raise InvalidInput("tower.heads must divide tower.width", field="tower.heads")
     es = config.elasticsearch
     if es.batch_size <= 0 or es.knn_num_candidates <= 0 or es.timeout_seconds <= 0:
         raise InvalidInput("elasticsearch batch_size, knn_num_candidates and timeout_seconds must be positive",
