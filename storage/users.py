@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +23,24 @@ class UserVector:
 
 
 class UserStore:
-    def __init__(self, db: Database) -> None:
+    """The table, with a bounded in-memory cache in front of `get` (the feed's hot path): this process is the only
+    writer, so every write updates the cache; a read that raced a write is simply not cached."""
+
+    def __init__(self, db: Database, cache_size: int = 20_000) -> None:
         self.db = db
+        self.cache_size = cache_size
+        self._cache: OrderedDict[int, UserVector | None] = OrderedDict()  # None: known to have no vector
+        self._writes = 0  # bumped by every write, so a read that overlapped one does not fill the cache
+        self._lock = threading.Lock()
+
+    def _remember(self, entries: dict[int, UserVector | None]) -> None:
+        with self._lock:
+            self._writes += 1
+            for cid, value in entries.items():
+                self._cache[cid] = value
+                self._cache.move_to_end(cid)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def save(
         self, customer_ids: Sequence[int], vectors: np.ndarray, model_version: str,
@@ -37,24 +55,42 @@ class UserStore:
                                          unnest($5::TIMESTAMP[]))""",
                 [list(customer_ids), to_blobs(vectors), model_version, now, list(last_event_at)],
             )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        self._remember({
+            cid: UserVector(cid, vectors[i], model_version, now, last_event_at[i])
+            for i, cid in enumerate(customer_ids)
+        })
 
     def get(self, customer_id: int) -> UserVector | None:
+        with self._lock:
+            if customer_id in self._cache:
+                self._cache.move_to_end(customer_id)
+                return self._cache[customer_id]
+            writes = self._writes
         rows = self.db.read(
             """SELECT customer_id, vector, model_version, updated_at, last_event_at
                FROM user_vectors WHERE customer_id = ?""",
             [customer_id],
         )
-        if not rows:
-            return None
-        cid, vector, version, updated, last = rows[0]
-        return UserVector(cid, from_blobs([vector])[0], version, updated, last)
+        found = None
+        if rows:
+            cid, vector, version, updated, last = rows[0]
+            found = UserVector(cid, from_blobs([vector])[0], version, updated, last)
+        with self._lock:
+            if self._writes == writes:  # no write overlapped this read: safe to remember
+                self._cache[customer_id] = found
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return found
 
     def delete(self, customer_ids: Sequence[int]) -> int:
         with self.db.write() as cur:
-            return len(cur.execute(
+            deleted = len(cur.execute(
                 "DELETE FROM user_vectors WHERE customer_id IN (SELECT unnest($1::BIGINT[])) RETURNING 1",
                 [list(customer_ids)],
             ).fetchall())
+        self._remember(dict.fromkeys(customer_ids))
+        return deleted
 
     def expire(self, before: datetime) -> list[int]:
         """Drop vectors whose newest event is older than `before` (outside the serving window); their ids."""
@@ -62,7 +98,9 @@ class UserStore:
             rows = cur.execute(
                 "DELETE FROM user_vectors WHERE last_event_at < ? RETURNING customer_id", [before]
             ).fetchall()
-        return [r[0] for r in rows]
+        expired = [r[0] for r in rows]
+        self._remember(dict.fromkeys(expired))
+        return expired
 
     def count(self) -> int:
         return self.db.read("SELECT count(*) FROM user_vectors")[0][0]

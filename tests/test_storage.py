@@ -1,6 +1,6 @@
 """DuckDB store and hnswlib index against real files."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -105,3 +105,22 @@ def test_purchases_are_kept_per_customer_and_erased_with_them(db) -> None:
     with db.write() as cur:
         assert events.erase_in(cur, 1) == 5
     assert events.purchased(1) == set() and events.purchased(2) == {10}
+
+
+def test_user_vector_cache_follows_every_write(db) -> None:
+    from storage.users import UserStore
+
+    users = UserStore(db, cache_size=2)
+    one = np.ones((1, 4), np.float32) / 2
+    assert users.get(7) is None  # remembered as absent
+    users.save([7], one, "mean", [T0], T0)
+    assert users.get(7).model_version == "mean"
+    users.save([7], one * -1, "v2", [T0], T0)
+    assert users.get(7).model_version == "v2" and users.get(7).vector[0] == -0.5
+    fresh = UserStore(db)  # what is on disk agrees with what the cache served
+    assert fresh.get(7).model_version == "v2"
+    assert users.expire(T0 + timedelta(seconds=1)) == [7]
+    assert users.get(7) is None
+    users.save([1, 2, 3], np.ones((3, 4), np.float32), "mean", [T0] * 3, T0)
+    assert len(users._cache) == 2 and users.get(1) is not None  # bounded; a miss reads DuckDB
+    assert users.delete([1]) == 1 and users.get(1) is None
