@@ -12,22 +12,30 @@ import numpy as np
 import torch
 
 from appliance.interactions import Interactions, history_inputs, seen_matrix
+from appliance.ranking import popularity_prior
 from appliance.tower import UserTower, mean_vector, user_vectors
 from appliance.types import EVENT_NAMES
+
+
+def event_popularity(
+    interactions: Interactions, weights: Mapping[str, float], half_life_hours: float, now: float | None = None
+) -> np.ndarray:
+    """(E,) each event's share of its product's popularity: weights[kind] * 2 ** (-(now - ts) / half_life)."""
+    if not len(interactions):
+        return np.zeros(0)
+    now = float(interactions.ts.max()) if now is None else now
+    kind_weight = np.array([weights[name] for name in EVENT_NAMES])
+    age_hours = np.clip(now - interactions.ts, 0.0, None) / 3600.0
+    return kind_weight[interactions.kind] * np.exp2(-age_hours / half_life_hours)
 
 
 def popularity_scores(
     interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float,
     now: float | None = None,
 ) -> np.ndarray:
-    """(N,) event-weighted, time-decayed popularity: sum of weights[kind] * 2 ** (-(now - ts) / half_life)."""
-    if not len(interactions):
-        return np.zeros(n_items)
-    now = float(interactions.ts.max()) if now is None else now
-    kind_weight = np.array([weights[name] for name in EVENT_NAMES])
-    age_hours = np.clip(now - interactions.ts, 0.0, None) / 3600.0
-    w = kind_weight[interactions.kind] * np.exp2(-age_hours / half_life_hours)  # (E,)
-    return np.bincount(interactions.item, weights=w, minlength=n_items)
+    """(N,) event-weighted, time-decayed popularity (the feed's definition), as of `now` (default: last event)."""
+    w = event_popularity(interactions, weights, half_life_hours, now)
+    return np.bincount(interactions.item, weights=w, minlength=n_items).astype(np.float64)
 
 
 class PopularityScorer:
@@ -89,17 +97,20 @@ class MeanVectorScorer:
 
 
 class TowerScorer:
-    """The trained user tower: cosine between its user vector and every product vector."""
+    """The trained user tower: cosine between its user vector and every product vector, plus its learned
+    popularity prior over `popularity` (N,) (the training period's, as the feed would have it)."""
 
     def __init__(
-        self, model: UserTower, train: Interactions, item_vectors: np.ndarray, name: str = "tower"
+        self, model: UserTower, train: Interactions, item_vectors: np.ndarray, popularity: np.ndarray,
+        name: str = "tower",
     ) -> None:
         self.model, self.train, self.item_vectors, self.name = model, train, item_vectors, name
+        self.prior = model.popularity_weight.item() * popularity_prior(popularity)[None, :]  # (1, N)
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         length = self.model.config.history
         vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, length)
-        return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T
+        return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + self.prior
 
 
 def baseline_scorers(

@@ -125,6 +125,7 @@ class TrainingConfig:
     validation_fraction: float
     max_examples: int
     event_weighted_loss: bool
+    popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
 
 
 @dataclass(frozen=True)

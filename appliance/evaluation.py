@@ -1,10 +1,10 @@
 """Honest offline evaluation: a time-based split and full-catalog ranking metrics for any scorer.
 
-Protocol: each customer's last `holdout` interactions are the test set; everything before is history (what
-the scorers may see, and what a model is trained on). Every scorer ranks the WHOLE catalog (no sampled
-negatives) with the customer's already-seen items removed; the relevant items are the test items the
-customer had not seen before. Ties are broken neutrally: an item tied with t others counts t/2 of them as
-ranked above it.
+Protocol: each customer's events from their `holdout`-th last first interaction with a product on are the
+test set; everything before is history (what the scorers may see, and what a model is trained on). Every
+scorer ranks the WHOLE catalog (no sampled negatives) with the customer's already-seen items removed; the
+relevant items are the test items the customer had not seen before. Ties are broken neutrally: an item tied
+with t others counts t/2 of them as ranked above it.
 """
 
 from __future__ import annotations
@@ -40,17 +40,26 @@ class Split:
 
 
 def time_split(interactions: Interactions, holdout: int) -> Split:
-    """Per customer: the last `holdout` events are test, all strictly earlier events are train.
+    """Per customer: from the `holdout`-th last first interaction with a product on, events are test; all
+    strictly earlier events are train.
 
-    Events tied in time with the first test event go to test too, so every test event is strictly after
-    every train event of that customer. Customers with <= holdout events stay entirely in train.
+    Counting first interactions (not any events) means a test set is made of products new to the customer,
+    the task a feed serves: a shopper whose last events only revisit products still has a test item. Events
+    tied in time with the cut go to test too, so every test event is strictly after every train event of
+    that customer. Customers without enough first interactions after their first event stay in train.
     """
     if holdout < 1:
         raise ValueError("holdout must be >= 1")
     _, starts, ends = interactions.bounds()
     counts = ends - starts
-    cut = np.where(counts > holdout, ends - holdout, ends)  # first test row per customer
-    cut_ts = np.where(counts > holdout, interactions.ts[np.minimum(cut, len(interactions) - 1)], np.inf)
+    row = np.arange(len(interactions))
+    new = np.flatnonzero(interactions.first_of_pair() & (row > interactions.row_starts()))  # (F,) ascending
+    owner = np.repeat(np.arange(len(starts)), counts)[new]  # (F,) customer index of each
+    per_customer = np.bincount(owner, minlength=len(starts))  # (C,)
+    rank_from_end = np.cumsum(per_customer)[owner] - np.arange(len(new))  # 1 = the customer's last
+    cut_rows = new[rank_from_end == holdout]  # at most one per customer
+    cut_ts = np.full(len(starts), np.inf)
+    cut_ts[owner[rank_from_end == holdout]] = interactions.ts[cut_rows]
     is_test = interactions.ts >= np.repeat(cut_ts, counts)  # (E,)
     return Split(train=interactions.take(~is_test), test=interactions.take(is_test))
 
@@ -63,6 +72,7 @@ def ranking_metrics(
 
     Returns {"recall@K", "hr@K", "ndcg@K" for each K, "mrr"} -> (C,) arrays.
     """
+    scores = np.where(np.isnan(scores), -np.inf, scores)  # a diverged model ranks nothing (NaN compares false)
     rel_scores = np.take_along_axis(scores, relevant, axis=1)  # (C, R)
     greater = (scores[:, None, :] > rel_scores[:, :, None]).sum(-1)  # (C, R)
     ties = (scores[:, None, :] == rel_scores[:, :, None]).sum(-1) - 1  # (C, R) others with the same score

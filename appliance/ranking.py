@@ -8,6 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def popularity_prior(popularity: np.ndarray) -> np.ndarray:
+    """log(1 + popularity): the term a tower's learned `popularity_weight` multiplies (negatives clip to 0)."""
+    return np.log1p(np.clip(popularity, 0.0, None))
+
+
+def by_prior(rows: np.ndarray, cosines: np.ndarray, popularity: np.ndarray, weight: float) -> np.ndarray:
+    """Order of nearest products (rows (n,), their cosines (n,)) by cosine + weight * prior(popularity[rows])."""
+    if weight == 0.0:
+        return np.arange(len(rows))
+    return np.argsort(-(cosines + weight * popularity_prior(popularity[rows])), kind="stable")
+
+
 @dataclass(frozen=True)
 class Source:
     name: str  # personal / popular / new: what each item says about why it is there

@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 
 from appliance.errors import InvalidInput
-from appliance.ranking import Source, interleave
+from appliance.ranking import Source, by_prior, interleave
 from appliance.types import Product, Scored
 
 SORTS = ("price_asc", "price_desc")
@@ -32,6 +32,7 @@ class Personal:
 
     vector: np.ndarray | None  # (D,) unit vector in the product space, None: not personalised
     purchased: frozenset[int] = frozenset()  # left out when the feed is configured to exclude them
+    popularity_weight: float = 0.0  # the serving tower's prior: nearest products rank by cosine + this * log(1 + pop)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,9 @@ class Recommender:
         if personal is not None and personal.vector is not None and query.sort is None:
             ids, sims = self._nearest(personal.vector, self.settings.personal_depth)
             rows = np.array([view.row.get(int(i), -1) for i in ids], dtype=np.int64)
-            personal_rows, personal_scores = rows[rows >= 0], sims[rows >= 0].astype(np.float64) + 1.0
+            rows, sims = rows[rows >= 0], sims[rows >= 0].astype(np.float64)
+            ranked = by_prior(rows, sims, popularity, personal.popularity_weight)
+            personal_rows, personal_scores = rows[ranked], sims[ranked] + 1.0  # the score shown: cosine + 1
             purchased = personal.purchased if self.settings.exclude_purchased else frozenset()
         snap = _Snapshot(view, order, popularity, new_rows, personal_rows, personal_scores, purchased, now)
         feed_id = secrets.token_urlsafe(9)

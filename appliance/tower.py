@@ -27,6 +27,10 @@ class UserTower(nn.Module):
 
     At initialisation the output equals the recency-weighted mean of the input product vectors (the
     projection starts at zero), so an untrained or lightly trained tower is already a sensible model.
+
+    The user vector retrieves by cosine; `popularity_weight` (learned, 0 at first) adds a popularity prior to
+    the ranking: a product vector says what a product is, not how many people want it, and within a taste
+    the popular products are the likelier next ones.
     """
 
     def __init__(self, config: TowerConfig, dim: int) -> None:
@@ -49,12 +53,14 @@ class UserTower(nn.Module):
         ])
         self.norm = nn.LayerNorm(width)
         self.pool = nn.Linear(width, 1)
-        self.out = nn.Linear(width, dim)
+        self.out = nn.Linear(width, dim, bias=False)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+
         # learnable recency decay: weight = 2 ** (-age / half_life), newer interactions weigh more
         self.log_half_life = nn.Parameter(torch.tensor(math.log(config.recency_half_life_hours)))
         self.kind_bias = nn.Parameter(torch.zeros(len(EVENT_NAMES)))  # per-kind weight of the residual mean
+        # ranking score = cosine(user, product) + popularity_weight * ranking.popularity_prior(popularity)
+        self.popularity_weight = nn.Parameter(torch.zeros(()))
 
     def forward(self, vectors, kinds, age_hours, mask):
         """vectors (B, T, D) float, kinds (B, T) long, age_hours (B, T) float >= 0, mask (B, T) bool (True = real).

@@ -9,6 +9,10 @@ random products), `in_batch` (the other positives, logQ-corrected) or `mixed` (b
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline.
+
+With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature,
+popularity as the feed computes it at the end of the training data but without the example's own customer
+(whose events include the positive itself, which would leak the answer).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from appliance.baselines import event_popularity
 from appliance.config import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.evaluation import ranking_metrics
-from appliance.interactions import Interactions, window_rows
+from appliance.interactions import Interactions, customer_rows, window_rows
+from appliance.ranking import popularity_prior
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
 
@@ -45,6 +51,8 @@ class TrainReport:
     negatives: str
     losses: list[float] = field(default_factory=list)  # mean training loss per epoch
     validation: list[float] = field(default_factory=list)  # validation NDCG@10: [initial tower, epoch 1, ...]
+    scalar_epochs: int = 0  # of `epochs`, those of the first phase (only recency, kind weights and the prior)
+    popularity_weight: float = 0.0  # the learned prior: ranking score = cosine + this * log(1 + popularity)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,10 +69,18 @@ class Examples:
 
 
 def make_examples(interactions: Interactions, history: int) -> Examples:
-    """Every first (customer, product) interaction that has at least one earlier event is an example."""
+    """Every first (customer, product) interaction with at least one strictly earlier event is an example.
+
+    Its history ends before the first event at the same moment: products bought together in one basket (one
+    timestamp) do not see each other, just as the evaluation never shows a model the rest of a held-out basket.
+    """
     starts = interactions.row_starts()  # (E,)
-    target = np.flatnonzero((np.arange(len(interactions)) > starts) & interactions.first_of_pair())
-    rows, mask = window_rows(target, starts[target], history)
+    row = np.arange(len(interactions))
+    new_moment = np.r_[True, (interactions.customer[1:] != interactions.customer[:-1])
+                       | (interactions.ts[1:] != interactions.ts[:-1])]
+    moment_start = np.maximum.accumulate(np.where(new_moment, row, 0))  # (E,) first row of the same instant
+    target = np.flatnonzero((moment_start > starts) & interactions.first_of_pair())
+    rows, mask = window_rows(moment_start[target], starts[target], history)
     return Examples(rows, mask, target)
 
 
@@ -83,6 +99,25 @@ def split_validation(
     return examples.take(~is_val), examples.take(is_val)
 
 
+class PopularityPrior:
+    """log(1 + popularity) of every product as seen by an example: the training data's popularity at its end,
+    minus the contribution of the example's own customer."""
+
+    def __init__(
+        self, interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
+    ) -> None:
+        self.interactions = interactions
+        self.event_weight = event_popularity(interactions, weights, half_life_hours)  # (E,)
+        self.total = np.bincount(interactions.item, weights=self.event_weight, minlength=n_items)  # (N,)
+
+    def rows(self, ex: Examples) -> torch.Tensor:
+        """(B, N) float32 prior per example."""
+        owner, rows = customer_rows(self.interactions, self.interactions.customer[ex.target])
+        own = np.zeros((len(ex.target), len(self.total)))
+        np.add.at(own, (owner, self.interactions.item[rows]), self.event_weight[rows])
+        return torch.as_tensor(popularity_prior(self.total[None, :] - own), dtype=torch.float32)
+
+
 def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.Tensor):
     """Tensors for the tower: vectors (B, T, D), kinds (B, T), age_hours (B, T), mask (B, T)."""
     rows = torch.as_tensor(ex.rows)
@@ -98,12 +133,16 @@ def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.T
 def contrastive_loss(
     user: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, item_vectors: torch.Tensor,
     log_q: torch.Tensor, config: TrainingConfig, generator: torch.Generator, seen: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weighted softmax cross-entropy; the positive of row i is column i (in-batch), column 0 (sampled) or
-    column target[i] (full, where `seen` (B, T) holds each row's history items, left out as negatives)."""
+    column target[i] (full, where `seen` (B, T) holds each row's history items, left out as negatives).
+    `prior` (B, N) is added to the cosines (the weighted popularity prior), or None."""
     B, N = len(target), len(item_vectors)
+    if prior is None:
+        prior = torch.zeros(B, N)
     if config.negatives == "full":  # every product but the customer's history (B, N), like the evaluation
-        logits = user @ item_vectors.T / config.temperature
+        logits = (user @ item_vectors.T + prior) / config.temperature
         if seen is not None:
             logits = logits.scatter(1, seen, -math.inf)
         loss = F.cross_entropy(logits, target, reduction="none")
@@ -111,16 +150,18 @@ def contrastive_loss(
     positive = item_vectors[target]  # (B, D)
     blocks, label = [], torch.arange(B)
     if config.negatives in ("in_batch", "mixed"):
-        logits = user @ positive.T / config.temperature - log_q[target][None, :]  # (B, B), logQ correction
+        logits = (user @ positive.T + prior[:, target]) / config.temperature - log_q[target][None, :]  # (B, B)
         same = (target[:, None] == target[None, :]) & ~torch.eye(B, dtype=torch.bool)
         blocks.append(logits.masked_fill(same, -math.inf))  # a duplicate positive is not a negative
     else:
-        blocks.append((user * positive).sum(-1, keepdim=True) / config.temperature)  # (B, 1)
+        own = prior.gather(1, target[:, None])  # (B, 1)
+        blocks.append(((user * positive).sum(-1, keepdim=True) + own) / config.temperature)  # (B, 1)
         label = torch.zeros(B, dtype=torch.long)
     if config.negatives in ("sampled", "mixed"):
         S = config.sampled_negatives
         negative = torch.randint(N, (B, S), generator=generator)  # (B, S) uniform: Q = S / N
-        logits = torch.einsum("bd,bsd->bs", user, item_vectors[negative]) / config.temperature
+        cosines = torch.einsum("bd,bsd->bs", user, item_vectors[negative])  # (B, S)
+        logits = (cosines + prior.gather(1, negative)) / config.temperature
         if config.negatives == "mixed":
             logits = logits - math.log(S / N)  # same correction scale as the in-batch columns
         blocks.append(logits.masked_fill(negative == target[:, None], -math.inf))
@@ -130,7 +171,8 @@ def contrastive_loss(
 
 @torch.no_grad()
 def validation_ndcg(
-    model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor, chunk: int = 256
+    model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
+    prior: PopularityPrior | None, chunk: int = 256,
 ) -> float:
     """Mean NDCG@10 of the positive over the full catalog, the customer's earlier products excluded."""
     model.eval()
@@ -138,7 +180,10 @@ def validation_ndcg(
     total = 0.0
     for i in range(0, len(val.target), chunk):
         ex = val.take(slice(i, i + chunk))
-        scores = (model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T).numpy()  # (c, N)
+        scores = model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T  # (c, N)
+        if prior is not None:
+            scores = scores + model.popularity_weight * prior.rows(ex)
+        scores = scores.numpy()
         counts = ex.target - starts[ex.target]  # earlier events per example
         owner = np.repeat(np.arange(len(counts)), counts)
         earlier = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -149,11 +194,107 @@ def validation_ndcg(
     return total / len(val.target)
 
 
+class _Run:
+    """Epochs of one training run, in phases (each its own optimizer), keeping the best validated weights."""
+
+    def __init__(self, model, train, val, interactions, vectors, prior, target, weight, log_q, config, generator,
+                 progress) -> None:
+        self.model, self.train, self.val, self.interactions, self.vectors = model, train, val, interactions, vectors
+        self.prior, self.target, self.weight, self.log_q = prior, target, weight, log_q
+        self.config, self.generator, self.progress = config, generator, progress
+        self.report = TrainReport(0, 0, 0.0, 0, 0, None, config.negatives)
+        self.best, self.best_state = -1.0, None
+
+    def keep(self, score: float, epoch: int) -> None:
+        self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
+
+    def phase(self, optimizer: torch.optim.Optimizer, warmup: bool = False) -> None:
+        """Up to config.epochs epochs; stops after config.patience epochs without a better validation NDCG@10."""
+        config, steps = self.config, math.ceil(len(self.target) / self.config.batch_size)
+        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps if warmup else 1))
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)  # every phase starts from the best so far
+        waited = 0
+        for _ in range(config.epochs):
+            self.report.epochs += 1
+            loss = self._epoch(optimizer, ramp, steps)
+            self.report.losses.append(loss)
+            score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior) \
+                if len(self.val.target) else None
+            if self.progress:
+                self.progress({"epoch": self.report.epochs, "loss": loss, "validation_ndcg": score, "done": True})
+            if score is None:
+                self.report.best_epoch = self.report.epochs
+                continue
+            self.report.validation.append(score)
+            if score > self.best:
+                self.keep(score, self.report.epochs)
+                waited = 0
+            else:
+                waited += 1
+                if waited >= config.patience:
+                    break
+
+    def _epoch(self, optimizer, ramp, steps: int) -> float:
+        model, config, inter = self.model, self.config, self.interactions
+        model.train()
+        order = torch.randperm(len(self.target), generator=self.generator)
+        total = 0.0
+        for step in range(steps):
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            ex = self.train.take(idx.numpy())
+            users = model(*batch_inputs(ex, inter, self.vectors))  # (B, D)
+            hist = inter.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
+            seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
+            prior = model.popularity_weight * self.prior.rows(ex) if self.prior is not None else None
+            loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q, config,
+                                    self.generator, seen, prior)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            ramp.step()
+            total += loss.item()
+            if self.progress:
+                self.progress({"epoch": self.report.epochs, "step": step + 1, "steps": steps, "loss": loss.item()})
+        return total / steps
+
+    def finish(self) -> TrainReport:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            self.report.best_validation_ndcg = self.best
+        self.model.eval()
+        self.report.popularity_weight = self.model.popularity_weight.item()
+        return self.report
+
+
+PRIOR_GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)  # popularity weights tried before training (cosine units)
+
+
+def _start_prior(
+    model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor, prior: PopularityPrior | None
+) -> float:
+    """Set the popularity weight to the grid value with the best validation NDCG@10; returns that NDCG@10."""
+    scores = {}
+    for value in PRIOR_GRID if prior is not None else (0.0,):
+        with torch.no_grad():
+            model.popularity_weight.fill_(value)
+        scores[value] = validation_ndcg(model, val, interactions, vectors, prior)
+    best = max(scores, key=lambda v: (scores[v], -v))  # ties: the smaller weight
+    with torch.no_grad():
+        model.popularity_weight.fill_(best)
+    return scores[best]
+
+
 def train_tower(
     interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
-    event_weights: Mapping[str, float], progress: Progress | None = None,
+    event_weights: Mapping[str, float], popularity_half_life_hours: float | None = None,
+    progress: Progress | None = None,
 ) -> tuple[UserTower, TrainReport]:
     """Train a user tower on `interactions` against the frozen product vectors (N, D); CPU, seeded.
+
+    `popularity_half_life_hours` is the feed's: the popularity prior is learned (when config.popularity_prior)
+    over popularity defined exactly as the feed ranks with it; None leaves the prior out (weight 0).
 
     `progress` receives {"epoch", "step", "steps", "loss"} after every batch and
     {"epoch", "loss", "validation_ndcg", "done": True} after every epoch. With tqdm:
@@ -162,14 +303,14 @@ def train_tower(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)  # process-wide while training; restored after
     try:
-        return _train(interactions, item_vectors, tower, config, event_weights, progress)
+        return _train(interactions, item_vectors, tower, config, event_weights, popularity_half_life_hours, progress)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(
     interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
-    event_weights: Mapping[str, float], progress: Progress | None,
+    event_weights: Mapping[str, float], popularity_half_life_hours: float | None, progress: Progress | None,
 ) -> tuple[UserTower, TrainReport]:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -193,59 +334,30 @@ def _train(
     freq = np.bincount(interactions.item[train.target], minlength=len(vectors)) + 1.0  # smoothed
     log_q = torch.as_tensor(np.log(config.batch_size * freq / freq.sum()), dtype=torch.float32)  # (N,)
 
+    prior = None
+    if config.popularity_prior and popularity_half_life_hours is not None:
+        prior = PopularityPrior(interactions, len(vectors), event_weights, popularity_half_life_hours)
     model = UserTower(tower, vectors.shape[1])
     with torch.no_grad():  # start exactly at `mean_vector`: the residual mean weighs kinds like the event weights
         model.kind_bias.copy_(torch.log(torch.as_tensor([event_weights[n] for n in EVENT_NAMES])))
-    scalars = ("log_half_life", "kind_bias")  # few, and far from their best: a faster rate, no decay
-    optimizer = torch.optim.AdamW([
-        {"params": [p for n, p in model.named_parameters() if n not in scalars]},
-        {"params": [p for n, p in model.named_parameters() if n in scalars],
-         "lr": config.scalar_learning_rate, "weight_decay": 0.0},
-    ], lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps = math.ceil(len(target) / config.batch_size)
-    report = TrainReport(0, 0, 0.0, len(target), len(val.target), None, config.negatives)
-    best, best_state, best_epoch, waited = -1.0, None, 0, 0
-    if len(val.target):  # epoch 0: the initial tower (= mean_vector) is a candidate too
-        best = validation_ndcg(model, val, interactions, vectors)
-        best_state = copy.deepcopy(model.state_dict())
-        report.validation.append(best)
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = torch.randperm(len(target), generator=generator)
-        total = 0.0
-        for step in range(steps):
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            ex = train.take(idx.numpy())
-            users = model(*batch_inputs(ex, interactions, vectors))  # (B, D)
-            hist = interactions.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
-            seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
-            loss = contrastive_loss(users, target[idx], weight[idx], vectors, log_q, config, generator, seen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            total += loss.item()
-            if progress:
-                progress({"epoch": epoch, "step": step + 1, "steps": steps, "loss": loss.item()})
-        report.epochs = epoch
-        report.losses.append(total / steps)
-        score = validation_ndcg(model, val, interactions, vectors) if len(val.target) else None
-        if progress:
-            progress({"epoch": epoch, "loss": total / steps, "validation_ndcg": score, "done": True})
-        if score is None:
-            best_epoch = epoch
-            continue
-        report.validation.append(score)
-        if score > best:
-            best, best_state, best_epoch, waited = score, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        report.best_validation_ndcg = best
-    model.eval()
-    report.best_epoch = best_epoch
+    model.popularity_weight.requires_grad_(prior is not None)
+    run = _Run(model, train, val, interactions, vectors, prior, target, weight, log_q, config, generator, progress)
+    run.report.examples, run.report.validation_examples = len(target), len(val.target)
+    if len(val.target):  # epoch 0: the initial tower (mean_vector, plus the best prior weight) is a candidate too
+        run.keep(_start_prior(model, val, interactions, vectors, prior), 0)
+        run.report.validation.append(run.best)
+    # 1: only the few scalars (recency, kind weights, prior): robust on little data; 2: the whole network
+    scalars = [model.log_half_life, model.kind_bias]
+    prior_group = {"params": [model.popularity_weight], "lr": config.scalar_learning_rate * config.temperature,
+                   "weight_decay": 0.0}  # in cosine units, so its logit-space step matches the other scalars'
+    run.phase(torch.optim.AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate, weight_decay=0.0))
+    run.report.scalar_epochs = run.report.epochs
+    network = [p for n, p in model.named_parameters() if n not in ("log_half_life", "kind_bias", "popularity_weight")]
+    run.phase(torch.optim.AdamW([
+        {"params": network},
+        {"params": scalars, "lr": config.scalar_learning_rate, "weight_decay": 0.0},
+        prior_group,
+    ], lr=config.learning_rate, weight_decay=config.weight_decay), warmup=True)
+    report = run.finish()
     report.train_seconds = time.perf_counter() - started
     return model, report

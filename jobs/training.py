@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.baselines import CooccurrenceScorer, MeanVectorScorer, PopularityScorer, TowerScorer
+from appliance.baselines import TowerScorer, baseline_scorers
 from appliance.config import Config
 from appliance.evaluation import Split, evaluate, should_promote, time_split
 from appliance.interactions import Interactions
@@ -58,17 +58,14 @@ def interactions_of(columns: dict[str, np.ndarray], product_ids: np.ndarray, vec
     return TrainingData(interactions, product_ids, vectors)
 
 
-def scorers_for(split: Split, data: TrainingData, config: Config) -> list:
-    """The baselines every model is compared with, built from the training part only."""
-    n, weights = len(data.product_ids), config.events.weights
-    half_life = config.feed.popularity_half_life_hours
-    return [
-        PopularityScorer(split.train, n, weights, half_life),
-        CooccurrenceScorer(split.train, n),
-        MeanVectorScorer(
-            split.train, data.vectors, weights, config.tower.history, config.tower.recency_half_life_hours
-        ),
-    ]
+def scorers_for(split: Split, data: TrainingData, config: Config) -> tuple[list, np.ndarray]:
+    """The baselines every model is compared with, built from the training part only, and the training
+    part's popularity (N,) that a tower's prior ranks with."""
+    scorers = baseline_scorers(
+        split.train, data.vectors, config.events.weights, config.tower.history,
+        config.tower.recency_half_life_hours, config.feed.popularity_half_life_hours,
+    )
+    return scorers, scorers[0].popularity
 
 
 def train_and_decide(
@@ -79,11 +76,13 @@ def train_and_decide(
     (atomically) only if its NDCG@10 beats the serving model's and popularity's on this same split."""
     split = time_split(data.interactions, config.evaluation.holdout)
     model, report = train_tower(
-        split.train, data.vectors, config.tower, config.training, config.events.weights, progress
+        split.train, data.vectors, config.tower, config.training, config.events.weights,
+        config.feed.popularity_half_life_hours, progress,
     )
-    scorers = [*scorers_for(split, data, config), TowerScorer(model, split.train, data.vectors, "candidate")]
+    scorers, popularity = scorers_for(split, data, config)
+    scorers.append(TowerScorer(model, split.train, data.vectors, popularity, "candidate"))
     if serving is not None:
-        scorers.append(TowerScorer(serving, split.train, data.vectors, "serving"))
+        scorers.append(TowerScorer(serving, split.train, data.vectors, popularity, "serving"))
     table = evaluate(scorers, split, len(data.product_ids), config.evaluation)
     models = table["models"]
     promoted = should_promote(models["candidate"], models.get("serving"), models["popularity"])
@@ -106,7 +105,7 @@ def train_and_decide(
 def evaluate_serving(data: TrainingData, config: Config, serving: UserTower | None) -> dict[str, Any]:
     """The evaluation table of the baselines and the serving model (if any) on the current data."""
     split = time_split(data.interactions, config.evaluation.holdout)
-    scorers = scorers_for(split, data, config)
+    scorers, popularity = scorers_for(split, data, config)
     if serving is not None:
-        scorers.append(TowerScorer(serving, split.train, data.vectors, "serving"))
+        scorers.append(TowerScorer(serving, split.train, data.vectors, popularity, "serving"))
     return evaluate(scorers, split, len(data.product_ids), config.evaluation)

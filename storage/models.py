@@ -26,7 +26,7 @@ from appliance.errors import NotFound
 from appliance.evaluation import should_promote
 from appliance.tower import UserTower
 
-FORMAT = 1
+FORMAT = 2  # 2: the tower has a popularity prior and no output bias; older checkpoints must be retrained
 VERSION_FORMAT = "%Y%m%dT%H%M%S.%fZ"  # fixed width, so string order is time order
 SERVING = "serving.json"
 
@@ -63,6 +63,9 @@ def save_checkpoint(path: Path, model: UserTower, meta: ModelMeta) -> dict[str, 
 def load_checkpoint(path: Path) -> tuple[UserTower, ModelMeta]:
     """Rebuild the tower from the file alone (its own config and dim), with weights_only=True."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path.name} has checkpoint format {payload.get('format')}, this appliance reads "
+                         f"{FORMAT}: train a new model")
     meta = ModelMeta(**payload["meta"])
     model = UserTower(TowerConfig(**meta.tower), meta.dim)
     model.load_state_dict(payload["state_dict"])

@@ -61,6 +61,19 @@ def test_split_has_no_leakage():
     assert (two.test.customer == 5).sum() == 2
 
 
+def test_the_test_item_is_the_last_new_product_and_later_revisits_stay_out_of_history():
+    # customer 1: products 0, 1, 2, then revisits 1 and 0; customer 2: only one product, twice
+    inter = Interactions.from_arrays(
+        [1, 1, 1, 1, 1, 2, 2], [0, 1, 2, 1, 0, 5, 5], [0, 0, 0, 1, 2, 0, 1], [0, 10, 20, 30, 40, 0, 10]
+    )
+    split = time_split(inter, holdout=1)
+    assert split.train.item[split.train.customer == 1].tolist() == [0, 1]
+    assert split.test.item[split.test.customer == 1].tolist() == [2, 1, 0]  # revisits after the cut are test
+    assert 2 not in split.test.customer  # nothing new after its first event: no test
+    two = time_split(inter, holdout=2)
+    assert two.train.item[two.train.customer == 1].tolist() == [0]
+
+
 def test_metrics_of_a_hand_computed_ranking():
     scores = np.array([[0.9, 0.8, 0.7, 0.1, 0.0]])
     m = ranking_metrics(scores, np.array([[2]]), np.array([[True]]), ks=(2, 3, 10))
@@ -72,6 +85,14 @@ def test_metrics_of_a_hand_computed_ranking():
     assert m["recall@3"][0] == 0.5
     assert m["ndcg@10"][0] == pytest.approx((1 + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))
     assert m["mrr"][0] == 1.0
+
+
+def test_nan_scores_rank_last_and_never_score_above_one():
+    diverged = np.full((1, 5), np.nan)
+    m = ranking_metrics(diverged, np.array([[2]]), np.array([[True]]), ks=(10,))
+    assert m["ndcg@10"][0] <= 1.0 and m["mrr"][0] <= 1.0
+    partly = np.array([[0.5, np.nan, 0.1]])
+    assert ranking_metrics(partly, np.array([[1]]), np.array([[True]]), ks=(10,))["mrr"][0] == pytest.approx(1 / 3)
 
 
 def test_ties_are_neutral_and_excluded_items_do_not_count():
@@ -126,11 +147,14 @@ def comparison(cfg):
     inter, vectors = shop(seed=0)
     split = time_split(inter, cfg.evaluation.holdout)
     training = dataclasses.replace(cfg.training, epochs=6)
-    model, report = train_tower(split.train, vectors, cfg.tower, training, cfg.events.weights)
+    model, report = train_tower(
+        split.train, vectors, cfg.tower, training, cfg.events.weights, cfg.feed.popularity_half_life_hours
+    )
     scorers = baseline_scorers(
         split.train, vectors, cfg.events.weights, cfg.tower.history, cfg.tower.recency_half_life_hours,
         cfg.feed.popularity_half_life_hours,
-    ) + [TowerScorer(model, split.train, vectors)]
+    )
+    scorers.append(TowerScorer(model, split.train, vectors, scorers[0].popularity))
     return evaluate(scorers, split, len(vectors), cfg.evaluation), report
 
 
@@ -139,7 +163,13 @@ def test_trained_tower_beats_popularity(comparison):
     models = result["models"]
     print(format_table(result), report)
     assert models["tower"]["ndcg@10"] > models["popularity"]["ndcg@10"]
+    assert models["tower"]["ndcg@10"] > models["mean_vector"]["ndcg@10"]
     assert should_promote(models["tower"], None, models["popularity"])
+
+
+def test_the_tower_learns_that_popular_products_are_likelier(comparison):
+    _, report = comparison
+    assert report.popularity_weight > 0  # the shop's products have skewed appeal: the prior helps, so it is learned
 
 
 def test_evaluate_returns_a_json_table(comparison, cfg):

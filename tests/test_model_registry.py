@@ -50,6 +50,14 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "m.pt"]  # no temp file left behind
 
 
+def test_a_checkpoint_of_an_older_format_is_refused_with_a_clear_error(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", model(), meta())
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    torch.save({**payload, "format": 1}, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="format 1.*train a new model"):
+        load_checkpoint(tmp_path / "m.pt")
+
+
 def test_empty_registry_serves_nothing(tmp_path):
     registry = ModelRegistry(tmp_path / "models")
     assert registry.serving() is None and registry.candidates() == []

@@ -1,6 +1,6 @@
 import numpy as np
 
-from appliance.ranking import Source, interleave
+from appliance.ranking import Source, by_prior, interleave, popularity_prior
 
 
 def _source(name, rows, share):
@@ -31,3 +31,14 @@ def test_same_inputs_same_order() -> None:
     first = interleave(sources, np.ones(4, bool), 4)
     again = interleave(sources, np.ones(4, bool), 4)
     assert first[0].tolist() == again[0].tolist() and first[2] == again[2]
+
+
+def test_the_popularity_prior_reorders_nearest_products_by_cosine_plus_weighted_log_popularity() -> None:
+    rows = np.array([4, 7, 9])  # nearest first
+    cosines = np.array([0.80, 0.78, 0.50])
+    popularity = np.zeros(10)
+    popularity[[4, 7, 9]] = [0.0, 20.0, 1000.0]
+    assert by_prior(rows, cosines, popularity, 0.0).tolist() == [0, 1, 2]  # no prior: cosine order
+    # 0.78 + 0.01 * log(21) = 0.81 passes 0.80; 0.50 + 0.01 * log(1001) = 0.57 stays last
+    assert by_prior(rows, cosines, popularity, 0.01).tolist() == [1, 0, 2]
+    assert popularity_prior(np.array([-1.0, 0.0, np.e - 1])).tolist() == [0.0, 0.0, 1.0]

@@ -3,11 +3,14 @@
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
+import torch
 from litestar.testing import TestClient
 
 from appliance.config import load_config
 from appliance.demo import generate_demo
+from appliance.tower import UserTower
 from appliance.types import now_utc
 from tests.helpers import wait_embedded, wait_until
 from web.app import create_app
@@ -131,3 +134,34 @@ def test_purchased_products_leave_the_feed_and_filters_apply(app_client: TestCli
     got = {i["product"]["product_id"] for i in narrowed["items"]}
     assert got and got <= set(sneakers) - {sneakers[0], sneakers[1]}
     assert all(i["score"] >= 1.5 for i in narrowed["items"] if i["source"] == "personal")
+
+
+def test_the_serving_towers_popularity_prior_orders_the_personal_products(app_client: TestClient, shop) -> None:
+    client = app_client
+    services = client.app.state.services
+    running = _sneakers(shop)
+    popular = running[5]
+    events = [{"customer_id": 601, "product_id": running[0], "event_name": "product_clicked"}]
+    events += [{"customer_id": 700 + i, "product_id": popular, "event_name": "product_added_to_cart"} for i in range(9)]
+    assert client.post("/events", json=events).status_code == 202
+    wait_until(lambda: _drained(client, 10), what="the consumer")
+    services.recommender.invalidate(popularity=True)
+
+    def personal_items() -> list[dict]:
+        page = client.get("/customers/601/feed", params={"per_page": 60}).json()
+        return [item for item in page["items"] if item["source"] == "personal"]
+
+    plain = personal_items()  # the mean-vector fallback has no prior: nearest first
+    assert [i["score"] for i in plain] == sorted((i["score"] for i in plain), reverse=True)
+    assert plain[0]["product"]["product_id"] != popular
+
+    tower = UserTower(services.config.tower, services.config.encoder.dim)
+    with torch.no_grad():
+        tower.popularity_weight.fill_(0.5)
+    services.serving.set(tower, "prior-test")
+    view = services.recommender.view()
+    _, popularity = services.recommender.popularity_of(view)
+    ranked = personal_items()
+    key = [i["score"] - 1.0 + 0.5 * np.log1p(popularity[view.row[i["product"]["product_id"]]]) for i in ranked]
+    assert key == sorted(key, reverse=True)  # score stays the similarity; the order adds the prior
+    assert ranked[0]["product"]["product_id"] == popular

@@ -10,7 +10,7 @@ from appliance.config import load_config
 from appliance.errors import InvalidInput
 from appliance.interactions import Interactions, history_inputs
 from appliance.tower import mean_vector, user_vectors
-from appliance.training import make_examples, train_tower
+from appliance.training import Examples, PopularityPrior, make_examples, train_tower
 
 torch.set_num_threads(2)
 
@@ -45,8 +45,17 @@ def test_examples_use_only_earlier_events_of_the_same_customer():
     rows = np.where(ex.mask, ex.rows, ex.target[:, None] - 1)
     assert (rows < ex.target[:, None]).all()
     assert (inter.customer[rows] == inter.customer[ex.target][:, None]).all()
-    assert (inter.ts[rows] <= inter.ts[ex.target][:, None]).all()
+    assert (inter.ts[rows] < inter.ts[ex.target][:, None]).all()
     assert ex.mask.any(1).all()  # every example has some history
+
+
+def test_a_basket_bought_at_one_moment_never_shows_its_own_items():
+    # customer 1: views 0, then buys 1, 2 and 3 in one basket (same timestamp), then views 4
+    inter = Interactions.from_arrays([1] * 5, [0, 1, 2, 3, 4], [0, 5, 5, 5, 0], [10.0, 20.0, 20.0, 20.0, 30.0])
+    ex = make_examples(inter, history=20)
+    histories = {int(inter.item[t]): inter.item[r[m]].tolist()
+                 for t, r, m in zip(ex.target, ex.rows, ex.mask, strict=True)}
+    assert histories == {1: [0], 2: [0], 3: [0], 4: [0, 1, 2, 3]}
 
 
 def test_first_event_and_repeats_are_not_positives():
@@ -69,7 +78,8 @@ def test_tiny_data_trains(config):
     vectors = np.eye(8, 384, dtype=np.float32)
     model, report = train_tower(inter, vectors, tower, dataclasses.replace(training, validation_fraction=0.0), weights)
     assert report.examples == 2 and report.validation_examples == 0 and report.best_validation_ndcg is None
-    assert report.epochs == training.epochs and report.best_epoch == training.epochs
+    # two phases (scalars, then the network) of `epochs` each; without validation the last epoch is kept
+    assert report.epochs == 2 * training.epochs == report.best_epoch and report.scalar_epochs == training.epochs
     _, report = train_tower(inter, vectors, tower, training, weights)  # the customer's last example validates
     assert report.examples == 1 and report.validation_examples == 1 and len(report.validation) == 1 + report.epochs
 
@@ -118,7 +128,7 @@ def test_every_kind_of_negatives_lowers_the_loss(config, negatives, weighted):
     assert all(np.isfinite(report.losses))
     assert report.losses[-1] < report.losses[0]
     steps = [e for e in events if "step" in e]
-    assert len(steps) == 3 * steps[0]["steps"] and sum("done" in e for e in events) == 3
+    assert len(steps) == 6 * steps[0]["steps"] and sum("done" in e for e in events) == 6  # 2 phases of 3
 
 
 def test_early_stopping_keeps_the_best_epoch_including_the_initial_tower(config):
@@ -128,15 +138,39 @@ def test_early_stopping_keeps_the_best_epoch_including_the_initial_tower(config)
     assert len(report.validation) == 1 + report.epochs  # [initial tower, epoch 1, ...]
     assert report.best_validation_ndcg == max(report.validation) >= report.validation[0]
     assert report.best_epoch == int(np.argmax(report.validation))
-    assert report.epochs <= 6
+    assert report.scalar_epochs <= 6 and report.epochs - report.scalar_epochs <= 6
 
 
 def test_a_harmful_training_run_keeps_the_initial_tower(config):
     tower, training, weights = config
     inter, vectors = small_shop(seed=5)
-    harmful = dataclasses.replace(training, epochs=2, patience=2, learning_rate=1.0, scalar_learning_rate=3.0)
+    # rates this large make both phases diverge (NaN vectors, which must rank nothing rather than score inf)
+    harmful = dataclasses.replace(training, epochs=2, patience=2, learning_rate=10.0, scalar_learning_rate=300.0)
     model, report = train_tower(inter, vectors, tower, harmful, weights)
     assert max(report.validation[1:]) < report.validation[0] and report.best_epoch == 0
     init, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=0), weights)
     for name, tensor in init.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
+
+
+def test_the_popularity_prior_of_an_example_leaves_out_its_own_customer(config):
+    _, _, weights = config
+    # product 5 only ever seen by customer 1 (whose example's positive it is); product 6 by both customers
+    inter = Interactions.from_arrays([1, 1, 1, 2], [6, 5, 6, 6], [0, 0, 0, 0], [0.0, 3600.0, 3600.0, 3600.0])
+    prior = PopularityPrior(inter, 8, weights, half_life_hours=1.0)
+    rows = prior.rows(Examples(np.zeros((2, 1), int), np.ones((2, 1), bool), np.array([1, 3]))).numpy()
+    view = weights["product_viewed"]
+    assert rows[0, 5] == 0.0  # customer 1 cannot see its own positive's popularity
+    assert rows[0, 6] == pytest.approx(np.log1p(view))  # only customer 2's view of 6
+    assert rows[1, 5] == pytest.approx(np.log1p(view))  # customer 2 sees customer 1's event on 5
+    assert rows[1, 6] == pytest.approx(np.log1p(view * 1.5))  # customer 1's two events, one an hour older
+    assert (rows[:, 7] == 0).all()
+
+
+def test_without_the_feeds_popularity_the_prior_stays_off(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=6)
+    off, _ = train_tower(inter, vectors, tower, training, weights)
+    assert off.popularity_weight.item() == 0.0
+    disabled = dataclasses.replace(training, popularity_prior=False)
+    assert train_tower(inter, vectors, tower, disabled, weights, 72.0)[0].popularity_weight.item() == 0.0

@@ -19,7 +19,7 @@ from jobs import upkeep
 from jobs.catalog import CatalogService
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
 from jobs.queue import DurableQueue
-from jobs.realtime import EventConsumer, ServingModel, UserVectorUpdater
+from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
 from jobs.scheduler import Jobs, JobSpec
 from storage.catalog import CatalogStore
 from storage.db import Database
@@ -188,7 +188,12 @@ def _personalise_demo(services: Services) -> None:
 
 def load_serving_model(services: Services) -> None:
     """The promoted tower from the model registry, or the mean-vector fallback when there is none."""
-    found = services.models.serving()
+    try:
+        found = services.models.serving()
+    except ValueError as exc:  # an older checkpoint format: serve the fallback until the next retrain
+        services.serving.set(None, MEAN, None, str(exc))
+        log.warning("serving the mean-vector fallback: %s", exc)
+        return
     if found is None:
         return
     model, meta = found

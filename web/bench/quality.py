@@ -140,9 +140,10 @@ def run(args: argparse.Namespace) -> int:
     weights = dict(config.events.weights)
     scorers = baseline_scorers(split.train, vectors, weights, config.tower.history,
                                config.tower.recency_half_life_hours, config.feed.popularity_half_life_hours)
-    model, report = train_tower(split.train, vectors, config.tower, config.training, weights)
+    model, report = train_tower(split.train, vectors, config.tower, config.training, weights,
+                                config.feed.popularity_half_life_hours)
     memory["after_tower_mib"] = peak_mib()
-    scorers.append(TowerScorer(model, split.train, vectors))
+    scorers.append(TowerScorer(model, split.train, vectors, scorers[0].popularity))
     als_seconds = None
     if not args.no_als:
         t0 = time.perf_counter()

@@ -32,7 +32,9 @@ def personal(services: Services, customer_id: int) -> Personal | None:
     window = timedelta(hours=services.config.realtime.history_window_hours)
     if stored is None or stored.last_event_at < now_utc() - window:
         return None
-    return Personal(stored.vector, frozenset(services.events.purchased(customer_id)))
+    model = services.serving.get().model
+    weight = 0.0 if model is None else model.popularity_weight.item()
+    return Personal(stored.vector, frozenset(services.events.purchased(customer_id)), weight)
 
 
 def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, method: str) -> FeedPage:
