@@ -89,6 +89,7 @@ class JobsConfig:
     retrain_window_days: float
     retention_days: float
     misfire_grace_seconds: float
+    keep_models: int  # newest checkpoints kept by retrain (the serving one is always kept)
 
 
 @dataclass(frozen=True)

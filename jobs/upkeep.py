@@ -34,6 +34,7 @@ def retrain(
     since = clock() - timedelta(days=config.jobs.retrain_window_days)
     data = load_training_data(events, catalog, since)
     model, outcome = train_and_decide(data, config, registry, serving.get().model)
+    registry.prune(config.jobs.keep_models)
     if not outcome.promoted:
         return f"{outcome.version} rejected: {outcome.reason}"
     serving.set(model, outcome.version, registry.load(outcome.version)[1].as_dict())

@@ -101,6 +101,16 @@ class ModelRegistry:
             raise ValueError(f"model {version} is serving and cannot be rejected")
         self._set_status(version, "rejected")
 
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the `keep` newest checkpoints, never the serving one; returns the deleted versions."""
+        serving = self.serving_version()
+        versions = sorted(p.stem for p in self.directory.glob("*.pt"))
+        doomed = [v for v in versions[:max(len(versions) - keep, 0)] if v != serving]
+        for version in doomed:
+            self._sidecar(version).unlink(missing_ok=True)
+            self._pt(version).unlink()
+        return doomed
+
     def serving_version(self) -> str | None:
         path = self.directory / SERVING
         if not path.exists():

@@ -58,6 +58,18 @@ def test_a_checkpoint_of_an_older_format_is_refused_with_a_clear_error(tmp_path)
         load_checkpoint(tmp_path / "m.pt")
 
 
+def test_pruning_keeps_the_newest_checkpoints_and_always_the_serving_one(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    versions = [registry.save_candidate(model(seed), meta()) for seed in range(5)]
+    registry.promote(versions[1])
+    assert registry.prune(keep=2) == [versions[0], versions[2]]
+    assert [c["version"] for c in registry.candidates()] == [versions[1], *versions[3:]]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(
+        [f"{v}.{ext}" for v in [versions[1], *versions[3:]] for ext in ("pt", "json")] + ["serving.json"]
+    )
+    assert registry.serving()[1].version == versions[1] and registry.prune(keep=2) == []
+
+
 def test_empty_registry_serves_nothing(tmp_path):
     registry = ModelRegistry(tmp_path / "models")
     assert registry.serving() is None and registry.candidates() == []
