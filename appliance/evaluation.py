@@ -109,32 +109,48 @@ def test_targets(split: Split, n_items: int) -> tuple[np.ndarray, np.ndarray, np
 
 
 def evaluate(
-    scorers: Sequence[Scorer], split: Split, n_items: int, config: EvaluationConfig, chunk: int = 256
+    scorers: Sequence[Scorer], split: Split, n_items: int, config: EvaluationConfig, chunk: int = 256,
+    per_customer: bool = False,
 ) -> dict[str, Any]:
     """Full-ranking metrics per scorer on the split's test customers -> JSON-able dict.
 
     {"customers": C, "items": N, "models": {name: {"recall@10": .., "hr@10": .., "ndcg@10": .., ...,
-    "mrr": .., "coverage@10": ..}}}. Scorers must have been built from `split.train` only.
+    "mrr": .., "coverage@10": ..}}}. Scorers must have been built from `split.train` only. With `per_customer`,
+    also {"per_customer": {name: [NDCG@10 of each test customer, in one fixed order]}} for paired comparisons.
     """
     customers, at, relevant, relevant_mask = test_targets(split, n_items)
     if not len(customers):
         raise ValueError("no test customer with an unseen test item and some history: nothing to evaluate")
     models: dict[str, dict[str, float]] = {}
+    rows: dict[str, list[float]] = {}
     for scorer in scorers:
         sums: dict[str, float] = {}
+        rows[scorer.name] = []
         covered = np.zeros(n_items, dtype=bool)
         for i in range(0, len(customers), chunk):
             sl = slice(i, i + chunk)
             scores = np.asarray(scorer.scores(customers[sl], at[sl]), dtype=np.float32)  # (c, N)
             scores[seen_matrix(split.train, customers[sl], n_items)] = -np.inf
-            for name, values in ranking_metrics(scores, relevant[sl], relevant_mask[sl], config.ks).items():
+            metrics = ranking_metrics(scores, relevant[sl], relevant_mask[sl], config.ks)
+            for name, values in metrics.items():
                 sums[name] = sums.get(name, 0.0) + float(values.sum())
+            rows[scorer.name] += metrics[PROMOTION_METRIC].tolist()
             k = min(COVERAGE_K, n_items)
             top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (c, k)
             covered[top[np.isfinite(np.take_along_axis(scores, top, axis=1))]] = True
         models[scorer.name] = {name: total / len(customers) for name, total in sums.items()}
         models[scorer.name][f"coverage@{COVERAGE_K}"] = float(covered.mean())
-    return {"customers": len(customers), "items": n_items, "models": models}
+    out = {"customers": len(customers), "items": n_items, "models": models}
+    return {**out, "per_customer": rows} if per_customer else out
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], rounds: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of a - b over the same customers with a 95 % paired bootstrap interval, and the share of rounds
+    in which a's mean is not above b's (a one-sided bootstrap p-value)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    means = diff[np.random.default_rng(seed).integers(len(diff), size=(rounds, len(diff)))].mean(1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "p": float((means <= 0).mean())}
 
 
 def format_table(results: Mapping[str, Any]) -> str:

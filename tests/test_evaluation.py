@@ -10,7 +10,14 @@ import torch
 
 from appliance.baselines import CooccurrenceScorer, PopularityScorer, TowerScorer, baseline_scorers
 from appliance.config import load_config
-from appliance.evaluation import evaluate, format_table, ranking_metrics, should_promote, time_split
+from appliance.evaluation import (
+    evaluate,
+    format_table,
+    paired_difference,
+    ranking_metrics,
+    should_promote,
+    time_split,
+)
 from appliance.interactions import Interactions
 from appliance.training import train_tower
 
@@ -185,6 +192,22 @@ def test_evaluate_returns_a_json_table(comparison, cfg):
     assert result["models"]["popularity"]["coverage@10"] < result["models"]["mean_vector"]["coverage@10"]
     table = format_table(result)
     assert "tower" in table and "ndcg@10" in table
+
+
+def test_a_paired_difference_is_significant_only_when_one_side_wins_consistently():
+    rng = np.random.default_rng(1)
+    base = rng.random(300)
+    better = paired_difference(base + 0.05, base)
+    assert better["mean"] == pytest.approx(0.05) and better["low"] == pytest.approx(0.05) and better["p"] == 0.0
+    noise = paired_difference(base + rng.normal(0, 0.2, 300), base)
+    assert noise["low"] < 0 < noise["high"] and noise["p"] > 0.05
+
+
+def test_evaluate_can_return_each_customers_ndcg(cfg):
+    inter, vectors = shop(n_customers=30)
+    split = time_split(inter, 1)
+    result = evaluate([Oracle(split, len(vectors))], split, len(vectors), cfg.evaluation, per_customer=True)
+    assert result["per_customer"]["oracle"] == [1.0] * result["customers"]
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from appliance.baselines import TowerScorer, baseline_scorers
 from appliance.config import Config, load_config
 from appliance.demo import generate_demo
 from appliance.encoder import Encoder
-from appliance.evaluation import evaluate, format_table, time_split
+from appliance.evaluation import evaluate, format_table, paired_difference, time_split
 from appliance.interactions import Interactions, seen_matrix
 from appliance.text import product_text, text_hash
 from appliance.training import train_tower
@@ -150,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
         scorers.append(AlsScorer(split.train, len(products), weights, config.training.seed))
         als_seconds = time.perf_counter() - t0
         memory["after_als_mib"] = peak_mib()
-    table = evaluate(scorers, split, len(products), config.evaluation)
+    table = evaluate(scorers, split, len(products), config.evaluation, per_customer=True)
+    per_customer = table.pop("per_customer")
+    versus = {name: paired_difference(per_customer["tower"], values)
+              for name, values in per_customer.items() if name != "tower"}
     memory["peak_mib"] = peak_mib()
     facts = {
         "products": len(products), "events": len(inter), "customers": int(len(np.unique(inter.customer))),
@@ -164,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
     }
     print(f"{args.dataset}: {facts['products']} products, {facts['events']} events, {facts['customers']} customers")
     print(format_table(table))
+    for name, d in versus.items():
+        print(f"tower - {name}: NDCG@10 {d['mean']:+.4f} (95% paired bootstrap {d['low']:+.4f} .. {d['high']:+.4f}, "
+              f"p {d['p']:.3f})")
     print(f"tower: {report.train_seconds:.1f} s ({facts['tower_seconds_per_100k_events']} s per 100k training "
           f"events), {report.epochs} epochs, kept epoch {report.best_epoch}; peak RSS {memory['peak_mib']:.0f} MiB")
     out = Path(args.out)
@@ -171,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     path = out / f"quality_{args.dataset}.json"
     body = {"benchmark": f"quality_{args.dataset}", "command": f"appliance bench quality {args.dataset}",
             "machine": machine_facts(), "config": {"tower": _plain(config.tower), "training": _plain(config.training)},
-            **facts, "evaluation": table, "training": report.as_dict()}
+            **facts, "evaluation": table, "tower_versus": versus, "training": report.as_dict()}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(body, indent=1, default=str))
     os.replace(tmp, path)
