@@ -164,6 +164,7 @@ class DemoConfig:
     products: int
     customers: int
     days: int
+    train: bool  # run the retrain job once the loaded demo is embedded, so it serves a trained tower early
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 def _serve(data_dir, port) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "APPLIANCE_DEMO__PRODUCTS": "60", "APPLIANCE_DEMO__CUSTOMERS": "3",
-           "APPLIANCE_DEMO__DAYS": "1"}
+           "APPLIANCE_DEMO__DAYS": "1", "APPLIANCE_DEMO__TRAIN": "false"}
     return subprocess.Popen(
         [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -28,3 +28,9 @@ def test_first_start_loads_the_demo_and_its_recent_shoppers_get_personal_feeds(t
         in_taste = sum(tuple(i["product"]["category_path"][:2]) in liked for i in feed["items"])
         catalog_share = sum(p.category_path[:2] in liked for p in shop.products) / len(shop.products)
         assert in_taste / len(feed["items"]) > 2 * catalog_share
+        # then the demo trains its first tower (promoted only if it beats popularity on the demo's own split)
+        def retrain_runs() -> list[dict]:
+            return next(job for job in client.get("/jobs").json() if job["name"] == "retrain")["last_runs"]
+
+        wait_until(retrain_runs, timeout=300, what="the demo's first retrain")
+        assert [run["outcome"] for run in retrain_runs()] == ["ok"]

@@ -180,10 +180,13 @@ def start(services: Services) -> None:
 
 def _personalise_demo(services: Services) -> None:
     """Once the demo catalog is embedded, give its recently active shoppers their vectors (as if they had
-    just clicked), so the demo's feeds are personal from the start."""
+    just clicked), so the demo's feeds are personal from the start; then train the demo's first tower."""
     if not services.background or not services.background.wait_idle(timeout=1800):
         return
     log.info("demo shoppers with a personal feed: %d", services.updater.refresh_recent())
+    if services.config.demo.train and services.serving.get().model is None:
+        run = services.jobs.run("retrain")  # recorded in /jobs; a promotion recomputes the shoppers' vectors
+        log.info("demo tower: %s", run.detail if run else "a retrain was already running")
 
 
 def load_serving_model(services: Services) -> None:
