@@ -8,7 +8,10 @@ not the task. The loss is a softmax over cosine similarities / temperature again
 random products), `in_batch` (the other positives, logQ-corrected) or `mixed` (both).
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
-first epoch too, so the kept model is never worse on validation than that no-training baseline.
+first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
+in two phases, each stopped early on validation NDCG@10 and starting from the best weights so far: first only
+the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably,
+then the whole network with a one-epoch warm-up (its first epochs dip below the start before passing it).
 
 With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature,
 popularity as the feed computes it at the end of the training data but without the example's own customer
@@ -32,7 +35,7 @@ from appliance.baselines import event_popularity
 from appliance.config import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.evaluation import ranking_metrics
-from appliance.interactions import Interactions, customer_rows, window_rows
+from appliance.interactions import Interactions, window_rows
 from appliance.ranking import popularity_prior
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
@@ -106,16 +109,29 @@ class PopularityPrior:
     def __init__(
         self, interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
     ) -> None:
+        event_weight = event_popularity(interactions, weights, half_life_hours)  # (E,)
+        self.total = np.bincount(interactions.item, weights=event_weight, minlength=n_items)  # (N,)
+        self.base = torch.as_tensor(popularity_prior(self.total), dtype=torch.float32)  # (N,)
+        # each customer's own popularity per product, as (customer, product) pairs sorted by customer
+        self.customers, starts, ends = interactions.bounds()
+        owner = np.repeat(np.arange(len(self.customers)), ends - starts)
+        pairs, inverse = np.unique(owner * n_items + interactions.item, return_inverse=True)
+        self.pair_item = pairs % n_items  # (P,)
+        self.pair_own = np.bincount(inverse.reshape(-1), weights=event_weight)  # (P,)
+        self.pair_start = np.searchsorted(pairs // n_items, np.arange(len(self.customers) + 1))  # (C + 1,)
         self.interactions = interactions
-        self.event_weight = event_popularity(interactions, weights, half_life_hours)  # (E,)
-        self.total = np.bincount(interactions.item, weights=self.event_weight, minlength=n_items)  # (N,)
 
     def rows(self, ex: Examples) -> torch.Tensor:
-        """(B, N) float32 prior per example."""
-        owner, rows = customer_rows(self.interactions, self.interactions.customer[ex.target])
-        own = np.zeros((len(ex.target), len(self.total)))
-        np.add.at(own, (owner, self.interactions.item[rows]), self.event_weight[rows])
-        return torch.as_tensor(popularity_prior(self.total[None, :] - own), dtype=torch.float32)
+        """(B, N) float32 prior per example: the shop's, corrected where the example's customer contributed."""
+        customer = np.searchsorted(self.customers, self.interactions.customer[ex.target])  # (B,)
+        first, count = self.pair_start[customer], np.diff(self.pair_start)[customer]
+        owner = np.repeat(np.arange(len(customer)), count)
+        pair = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
+        item = self.pair_item[pair]
+        prior = self.base.expand(len(customer), -1).clone()
+        prior[owner, item] = torch.as_tensor(popularity_prior(self.total[item] - self.pair_own[pair]),
+                                             dtype=torch.float32)
+        return prior
 
 
 def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.Tensor):
@@ -208,8 +224,8 @@ class _Run:
     def keep(self, score: float, epoch: int) -> None:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
 
-    def phase(self, optimizer: torch.optim.Optimizer, warmup: bool = False) -> None:
-        """Up to config.epochs epochs; stops after config.patience epochs without a better validation NDCG@10."""
+    def phase(self, optimizer: torch.optim.Optimizer, patience: int, warmup: bool = False) -> None:
+        """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10."""
         config, steps = self.config, math.ceil(len(self.target) / self.config.batch_size)
         ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps if warmup else 1))
         if self.best_state is not None:
@@ -232,7 +248,7 @@ class _Run:
                 waited = 0
             else:
                 waited += 1
-                if waited >= config.patience:
+                if waited >= patience:
                     break
 
     def _epoch(self, optimizer, ramp, steps: int) -> float:
@@ -268,7 +284,8 @@ class _Run:
         return self.report
 
 
-PRIOR_GRID = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)  # popularity weights tried before training (cosine units)
+SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
+PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)  # popularity weights tried before training (cosine units)
 
 
 def _start_prior(
@@ -350,14 +367,16 @@ def _train(
     scalars = [model.log_half_life, model.kind_bias]
     prior_group = {"params": [model.popularity_weight], "lr": config.scalar_learning_rate * config.temperature,
                    "weight_decay": 0.0}  # in cosine units, so its logit-space step matches the other scalars'
-    run.phase(torch.optim.AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate, weight_decay=0.0))
+    scalar_only = torch.optim.AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate,
+                                    weight_decay=0.0)
+    run.phase(scalar_only, patience=min(config.patience, SCALAR_PATIENCE))
     run.report.scalar_epochs = run.report.epochs
     network = [p for n, p in model.named_parameters() if n not in ("log_half_life", "kind_bias", "popularity_weight")]
     run.phase(torch.optim.AdamW([
         {"params": network},
         {"params": scalars, "lr": config.scalar_learning_rate, "weight_decay": 0.0},
         prior_group,
-    ], lr=config.learning_rate, weight_decay=config.weight_decay), warmup=True)
+    ], lr=config.learning_rate, weight_decay=config.weight_decay), patience=config.patience, warmup=True)
     report = run.finish()
     report.train_seconds = time.perf_counter() - started
     return model, report
