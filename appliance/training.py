@@ -230,21 +230,26 @@ class _Run:
         ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps if warmup else 1))
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)  # every phase starts from the best so far
+        self.average = copy.deepcopy(self.model.state_dict())
         waited = 0
         for _ in range(config.epochs):
             self.report.epochs += 1
             loss = self._epoch(optimizer, ramp, steps)
             self.report.losses.append(loss)
+            trained = copy.deepcopy(self.model.state_dict())
+            self.model.load_state_dict(self.average)  # validate (and keep) the average of the recent steps
             score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior) \
                 if len(self.val.target) else None
+            if score is not None and score > self.best:
+                self.keep(score, self.report.epochs)
+            self.model.load_state_dict(trained)
             if self.progress:
                 self.progress({"epoch": self.report.epochs, "loss": loss, "validation_ndcg": score, "done": True})
             if score is None:
                 self.report.best_epoch = self.report.epochs
                 continue
             self.report.validation.append(score)
-            if score > self.best:
-                self.keep(score, self.report.epochs)
+            if self.report.best_epoch == self.report.epochs:
                 waited = 0
             else:
                 waited += 1
@@ -270,6 +275,9 @@ class _Run:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             ramp.step()
+            with torch.no_grad():
+                for name, value in model.state_dict().items():
+                    self.average[name].lerp_(value, 1.0 - AVERAGE_DECAY)
             total += loss.item()
             if self.progress:
                 self.progress({"epoch": self.report.epochs, "step": step + 1, "steps": steps, "loss": loss.item()})
@@ -284,6 +292,7 @@ class _Run:
         return self.report
 
 
+AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
 PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)  # popularity weights tried before training (cosine units)
 
