@@ -12,6 +12,8 @@ first epoch too, so the kept model is never worse on validation than that no-tra
 in two phases, each stopped early on validation NDCG@10 and starting from the best weights so far: first only
 the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably,
 then the whole network with a one-epoch warm-up (its first epochs dip below the start before passing it).
+What is validated and kept after each epoch is an exponential moving average of the weights over the recent
+steps, which on a small shop's data is steadier than the weights of the last step.
 
 With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature,
 popularity as the feed computes it at the end of the training data but without the example's own customer
@@ -342,7 +344,7 @@ def _train(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    vectors = torch.as_tensor(np.asarray(item_vectors, dtype=np.float32))  # (N, D)
+    vectors = torch.as_tensor(np.require(item_vectors, np.float32, ["W"]))  # (N, D); copied only if read-only
 
     # examples: history -> next new product, the most recent `max_examples`, some customers' last held out
     examples = make_examples(interactions, tower.history)
