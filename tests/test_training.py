@@ -8,9 +8,10 @@ import torch
 
 from appliance.config import load_config
 from appliance.errors import InvalidInput
+from appliance.examples import Examples, PopularityPrior, make_examples
 from appliance.interactions import Interactions, history_inputs
 from appliance.tower import mean_vector, user_vectors
-from appliance.training import Examples, PopularityPrior, make_examples, train_tower
+from appliance.training import train_tower
 
 torch.set_num_threads(2)
 

@@ -1,0 +1,103 @@
+"""Training examples of the user tower: which events are positives, what history each sees, the popularity
+prior it is scored with, and the tensors a batch feeds the tower.
+
+An example is one event of a customer (the positive: a product new to the customer) and the up-to-`history`
+events strictly before it (ages measured from the positive's time, so no future leaks in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from appliance.baselines import event_popularity
+from appliance.interactions import Interactions, window_rows
+from appliance.ranking import popularity_prior
+
+
+@dataclass(frozen=True)
+class Examples:
+    rows: np.ndarray  # (M, T) history rows into the interactions, oldest first, left-padded
+    mask: np.ndarray  # (M, T) True for real history slots
+    target: np.ndarray  # (M,) row of the positive event
+
+    def take(self, index: np.ndarray) -> Examples:
+        return Examples(self.rows[index], self.mask[index], self.target[index])
+
+
+def make_examples(interactions: Interactions, history: int) -> Examples:
+    """Every first (customer, product) interaction with at least one strictly earlier event is an example.
+
+    Its history ends before the first event at the same moment: products bought together in one basket (one
+    timestamp) do not see each other, just as the evaluation never shows a model the rest of a held-out basket.
+    """
+    starts = interactions.row_starts()  # (E,)
+    row = np.arange(len(interactions))
+    new_moment = np.r_[True, (interactions.customer[1:] != interactions.customer[:-1])
+                       | (interactions.ts[1:] != interactions.ts[:-1])]
+    moment_start = np.maximum.accumulate(np.where(new_moment, row, 0))  # (E,) first row of the same instant
+    target = np.flatnonzero((moment_start > starts) & interactions.first_of_pair())
+    rows, mask = window_rows(moment_start[target], starts[target], history)
+    return Examples(rows, mask, target)
+
+
+def split_validation(
+    examples: Examples, interactions: Interactions, fraction: float, rng: np.random.Generator
+) -> tuple[Examples, Examples]:
+    """A random `fraction` of customers gives its last example to validation (only customers with two or more)."""
+    owner = interactions.customer[examples.target]  # (M,) sorted, as targets are
+    customers, first, counts = np.unique(owner, return_index=True, return_counts=True)
+    last = first + counts - 1
+    eligible = np.flatnonzero(counts >= 2)
+    n_val = min(int(round(fraction * len(customers))), len(eligible))
+    chosen = last[rng.choice(eligible, size=n_val, replace=False)] if n_val else np.zeros(0, dtype=np.int64)
+    is_val = np.zeros(len(owner), dtype=bool)
+    is_val[chosen] = True
+    return examples.take(~is_val), examples.take(is_val)
+
+
+class PopularityPrior:
+    """log(1 + popularity) of every product as seen by an example: the training data's popularity at its end,
+    minus the contribution of the example's own customer."""
+
+    def __init__(
+        self, interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
+    ) -> None:
+        event_weight = event_popularity(interactions, weights, half_life_hours)  # (E,)
+        self.total = np.bincount(interactions.item, weights=event_weight, minlength=n_items)  # (N,)
+        self.base = torch.as_tensor(popularity_prior(self.total), dtype=torch.float32)  # (N,)
+        # each customer's own popularity per product, as (customer, product) pairs sorted by customer
+        self.customers, starts, ends = interactions.bounds()
+        owner = np.repeat(np.arange(len(self.customers)), ends - starts)
+        pairs, inverse = np.unique(owner * n_items + interactions.item, return_inverse=True)
+        self.pair_item = pairs % n_items  # (P,)
+        self.pair_own = np.bincount(inverse.reshape(-1), weights=event_weight)  # (P,)
+        self.pair_start = np.searchsorted(pairs // n_items, np.arange(len(self.customers) + 1))  # (C + 1,)
+        self.interactions = interactions
+
+    def rows(self, ex: Examples) -> torch.Tensor:
+        """(B, N) float32 prior per example: the shop's, corrected where the example's customer contributed."""
+        customer = np.searchsorted(self.customers, self.interactions.customer[ex.target])  # (B,)
+        first, count = self.pair_start[customer], np.diff(self.pair_start)[customer]
+        owner = np.repeat(np.arange(len(customer)), count)
+        pair = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
+        item = self.pair_item[pair]
+        prior = self.base.expand(len(customer), -1).clone()
+        prior[owner, item] = torch.as_tensor(popularity_prior(self.total[item] - self.pair_own[pair]),
+                                             dtype=torch.float32)
+        return prior
+
+
+def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.Tensor):
+    """Tensors for the tower: vectors (B, T, D), kinds (B, T), age_hours (B, T), mask (B, T)."""
+    rows = torch.as_tensor(ex.rows)
+    mask = torch.as_tensor(ex.mask)
+    items = torch.as_tensor(interactions.item)[rows]  # (B, T)
+    vectors = item_vectors[items] * mask[..., None]  # (B, T, D)
+    kinds = torch.as_tensor(interactions.kind)[rows] * mask
+    ts = torch.as_tensor(interactions.ts)
+    ages = ((ts[torch.as_tensor(ex.target)][:, None] - ts[rows]) / 3600.0) * mask  # (B, T)
+    return vectors, kinds, ages.float(), mask
