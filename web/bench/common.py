@@ -133,6 +133,14 @@ def verdict(name: str, value: float, target: float, higher_is_better: bool, unit
     return f"  TARGET MISSED {name}: {value:,.2f} {unit} (target {sign} {target:,} {unit}; {gap})"
 
 
+def add_load_arguments(p: Any, customers: str, events: str, duration: float, max_requests: int) -> None:
+    """Options every HTTP load benchmark shares: the shop it builds and how long each measured run lasts."""
+    p.add_argument("--customers", default=customers, help=f"customers with a user vector (default {customers})")
+    p.add_argument("--events", default=events, help=f"events in the shop, over the last 7 days (default {events})")
+    p.add_argument("--duration", type=float, default=duration, help=f"seconds per run (default {duration:g})")
+    p.add_argument("--max-requests", type=int, default=max_requests, help="requests per run at most")
+
+
 def write_result(name: str, args: Any, data: dict[str, Any]) -> Path:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from web.bench.common import (
     Server,
+    add_load_arguments,
     http_json,
     parse_size,
     parse_sizes,
@@ -37,11 +38,8 @@ TARGET_SIZE = 100_000
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("feed", parents=[common], help="feed latency and throughput over HTTP (personal and popular)")
     p.add_argument("--sizes", default="10k,100k", help="catalog sizes, comma-separated (e.g. 10k,100k,1M)")
-    p.add_argument("--customers", default="10k", help="customers with a user vector (default 10k)")
-    p.add_argument("--events", default="200k", help="events over the last 7 days (default 200k)")
+    add_load_arguments(p, customers="10k", events="200k", duration=15.0, max_requests=200_000)
     p.add_argument("--concurrency", default="1,8", help="connections of the load generator, comma-separated")
-    p.add_argument("--duration", type=float, default=15.0, help="seconds per run (default 15)")
-    p.add_argument("--max-requests", type=int, default=200_000, help="requests per run at most")
     p.add_argument("--warmup", type=int, default=300, help="requests before each run, not measured")
     p.add_argument("--per-page", type=int, default=20)
     p.set_defaults(run=run)

@@ -21,6 +21,7 @@ import numpy as np
 
 from web.bench.common import (
     Server,
+    add_load_arguments,
     http_json,
     parse_size,
     percentiles,
@@ -41,12 +42,9 @@ NAMES = ("product_viewed", "product_clicked", "product_added_to_cart")
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("ingest", parents=[common], help="durable events/s over HTTP and event-to-fresh-feed latency")
     p.add_argument("--products", default="10k", help="catalog size (default 10k)")
-    p.add_argument("--customers", default="10k", help="customers with a user vector in the shop (default 10k)")
-    p.add_argument("--events", default="200k", help="events already stored (default 200k)")
+    add_load_arguments(p, customers="10k", events="200k", duration=10.0, max_requests=100_000)
     p.add_argument("--batches", default="1,10,100", help="events per POST, comma-separated")
     p.add_argument("--concurrency", type=int, default=4, help="connections of the load generator (default 4)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per throughput run (default 10)")
-    p.add_argument("--max-requests", type=int, default=100_000, help="requests per run at most")
     p.add_argument("--fresh-samples", type=int, default=100, help="event -> fresh feed samples (default 100)")
     p.add_argument("--fresh-timeout", type=float, default=5.0, help="seconds one sample may take at most")
     p.add_argument("--drain-seconds", type=float, default=60.0, help="wait at most this long for the backlog")
