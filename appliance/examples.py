@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from appliance.baselines import event_popularity
-from appliance.interactions import Interactions, window_rows
+from appliance.interactions import Interactions, expand_ranges, window_rows
 from appliance.ranking import popularity_prior
 
 
@@ -81,9 +81,8 @@ class PopularityPrior:
     def rows(self, ex: Examples) -> torch.Tensor:
         """(B, N) float32 prior per example: the shop's, corrected where the example's customer contributed."""
         customer = np.searchsorted(self.customers, self.interactions.customer[ex.target])  # (B,)
-        first, count = self.pair_start[customer], np.diff(self.pair_start)[customer]
-        owner = np.repeat(np.arange(len(customer)), count)
-        pair = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
+        first = self.pair_start[customer]
+        owner, pair = expand_ranges(first, self.pair_start[customer + 1] - first)
         item = self.pair_item[pair]
         prior = self.base.expand(len(customer), -1).clone()
         prior[owner, item] = torch.as_tensor(popularity_prior(self.total[item] - self.pair_own[pair]),

@@ -106,6 +106,13 @@ def window_rows(ends: np.ndarray, starts: np.ndarray, length: int) -> tuple[np.n
     return np.where(mask, rows, 0), mask
 
 
+def expand_ranges(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner (S,), index (S,)): every index of the ranges starts[i]:starts[i] + counts[i]; owner is i."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    index = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(starts, counts)
+    return owner, index
+
+
 def customer_rows(
     interactions: Interactions, customers: np.ndarray, before: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -114,9 +121,7 @@ def customer_rows(
     With `before` (C,) only rows with ts < before[owner] are kept (a prefix of each slice, ts being sorted).
     """
     starts, ends = interactions.rows_of(customers)
-    counts = ends - starts
-    owner = np.repeat(np.arange(len(customers)), counts)  # (S,)
-    rows = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(starts, counts)
+    owner, rows = expand_ranges(starts, ends - starts)  # (S,), (S,)
     if before is not None:
         keep = interactions.ts[rows] < np.asarray(before, dtype=np.float64)[owner]
         owner, rows = owner[keep], rows[keep]

@@ -55,7 +55,6 @@ class UserTower(nn.Module):
         self.pool = nn.Linear(width, 1)
         self.out = nn.Linear(width, dim, bias=False)
         nn.init.zeros_(self.out.weight)
-
         # learnable recency decay: weight = 2 ** (-age / half_life), newer interactions weigh more
         self.log_half_life = nn.Parameter(torch.tensor(math.log(config.recency_half_life_hours)))
         self.kind_bias = nn.Parameter(torch.zeros(len(EVENT_NAMES)))  # per-kind weight of the residual mean

@@ -35,7 +35,7 @@ from appliance.config import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.evaluation import ranking_metrics
 from appliance.examples import Examples, PopularityPrior, batch_inputs, make_examples, split_validation
-from appliance.interactions import Interactions
+from appliance.interactions import Interactions, expand_ranges
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
 
@@ -114,10 +114,8 @@ def validation_ndcg(
         if prior is not None:
             scores = scores + model.popularity_weight * prior.rows(ex)
         scores = scores.numpy()
-        counts = ex.target - starts[ex.target]  # earlier events per example
-        owner = np.repeat(np.arange(len(counts)), counts)
-        earlier = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        scores[owner, interactions.item[np.repeat(starts[ex.target], counts) + earlier]] = -np.inf
+        owner, earlier = expand_ranges(starts[ex.target], ex.target - starts[ex.target])  # the earlier events
+        scores[owner, interactions.item[earlier]] = -np.inf
         relevant = interactions.item[ex.target][:, None]  # (c, 1)
         total += float(ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"].sum())
     model.train()
