@@ -154,7 +154,7 @@ class DemoShop:
     tastes: dict[int, Taste]  # customer_id -> hidden taste
 
 
-def _subcategories() -> list[tuple[tuple[str, str, str], tuple[str, ...], tuple[str, ...], str, float]]:
+def subcategories() -> list[tuple[tuple[str, str, str], tuple[str, ...], tuple[str, ...], str, float]]:
     """Every leaf as (path, brands, model words, noun, median price)."""
     leaves = []
     for parent, (models, categories) in DEMO_CATEGORY_TREE.items():
@@ -165,7 +165,7 @@ def _subcategories() -> list[tuple[tuple[str, str, str], tuple[str, ...], tuple[
 
 
 def _catalog(rng: random.Random, n: int, end: datetime, days: int) -> list[Product]:
-    leaves = _subcategories()
+    leaves = subcategories()
     leaf_cw = list(accumulate(rng.uniform(0.5, 1.5) for _ in leaves))
     colors, color_cw = list(DEMO_COLORS), list(accumulate(DEMO_COLORS.values()))
     old_span = max(1, (CATALOG_DAYS - days) * 86400)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import load_config
-from appliance.demo import DEMO_CATEGORY_TREE
+from appliance.demo import subcategories
 from appliance.text import product_text, text_hash
 from appliance.types import EVENT_NAMES, Event, Product, now_utc
 from storage.catalog import CatalogStore
@@ -65,17 +65,8 @@ def members(
     return unit(centre_vectors[labels] + jitter)
 
 
-def _leaves() -> list[tuple[tuple[str, str, str], tuple[str, ...], tuple[str, ...], str, float]]:
-    out = []
-    for parent, (models, categories) in DEMO_CATEGORY_TREE.items():
-        for category, (brands, subs) in categories.items():
-            for sub, (noun, median) in subs.items():
-                out.append(((parent, category, sub), brands, models, noun, median))
-    return out
-
-
 def _products(rng: np.random.Generator, ids: np.ndarray, clusters: np.ndarray, now: datetime) -> list[Product]:
-    leaves = _leaves()
+    leaves = subcategories()
     colors = ("Black", "White", "Grey", "Navy", "Blue", "Red", "Green", "Beige", "Brown", "Pink", "Yellow", "Silver")
     new = rng.random(len(ids)) < 0.06
     ages = np.where(new, rng.uniform(0, 7 * 86400, len(ids)), rng.uniform(7 * 86400, 90 * 86400, len(ids)))
