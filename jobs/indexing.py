@@ -34,6 +34,12 @@ class IndexMirror:
                 self.index.synced_until = done
             return len(ids)
 
+    def remove(self, ids: Sequence[int]) -> int:
+        """Drop ids from the index, after they left DuckDB: under the sync's lock, so a sync that read them
+        before cannot add them back after."""
+        with self._lock:
+            return self.index.remove(np.asarray(ids, dtype=np.int64))
+
     def reconcile(self) -> str:
         """At start-up: load the index, or rebuild it from DuckDB when missing, unreadable or out of step."""
         with self._lock:

@@ -72,6 +72,7 @@ class UserVectorUpdater:
     def update(self, customer_ids: Sequence[int]) -> dict[int, str]:
         """New vectors for these customers; returns customer -> model version ("none" when no usable history)."""
         now = self.clock()
+        basis = dict(zip(customer_ids, self.events.newest_ids(customer_ids), strict=True))  # before the histories
         histories = self.events.histories(customer_ids, now - self.window, self.tower.history)
         wanted = sorted({e.product_id for h in histories.values() for e in h})
         vectors = self.products.lookup(np.asarray(wanted, dtype=np.int64))
@@ -91,11 +92,12 @@ class UserVectorUpdater:
         gone = [c for c in customer_ids if c not in kept_set]
         if gone:
             self.users.delete(gone)
-            self.user_mirror.index.remove(np.asarray(gone, dtype=np.int64))
+            self.user_mirror.remove(gone)
         version = "none"
         if kept:
             vecs, version = self._vectors(batch)
-            self.users.save(kept, vecs, version, last_at, now)
+            saved = set(self.users.save(kept, vecs, version, last_at, now, [basis[c] for c in kept]))
+            kept_set &= saved  # the others were erased while their vector was computed
         self.on_change(customer_ids)
         return {c: (version if c in kept_set else "none") for c in customer_ids}
 

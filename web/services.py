@@ -17,6 +17,7 @@ from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
 from jobs import upkeep
 from jobs.catalog import CatalogService
+from jobs.erasure import CustomerEraser
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
@@ -52,6 +53,7 @@ class Services:
     consumer: EventConsumer
     elastic: ElasticSync | NoopElasticSync
     jobs: Jobs
+    eraser: CustomerEraser
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -133,7 +135,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         raise
     return Services(
         config, db, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
-        models, updater, consumer, elastic, jobs,
+        models, updater, consumer, elastic, jobs, CustomerEraser(db, events, queue, users, user_mirror, elastic),
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-import numpy as np
 from litestar import Controller, delete, get
 from litestar.datastructures import State
 from litestar.params import Parameter
@@ -97,11 +96,5 @@ class CustomerController(Controller):
     @delete("/{customer_id:int}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
     def erase(self, state: State, customer_id: CustomerId) -> Erased:
         """Erase a shopper (a privacy request): events, queued messages, vector; says what was removed."""
-        services: Services = state.services
-        with services.db.write() as cur:
-            events = services.events.erase_in(cur, customer_id)
-            messages = services.queue.purge_customer_in(cur, customer_id)
-        vectors = services.users.delete([customer_id])
-        services.user_mirror.index.remove(np.array([customer_id]))
-        services.elastic.mark_users([customer_id])
-        return Erased(customer_id, events, messages, vectors)
+        erased = state.services.eraser.erase(customer_id)
+        return Erased(erased.customer_id, erased.events, erased.queued_messages, erased.vectors)
