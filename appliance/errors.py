@@ -25,3 +25,7 @@ class NotReady(ApplianceError):
 
 class StoreLocked(ApplianceError):
     """Another process (usually a running server) holds the DuckDB file."""
+
+
+class StoreUnavailable(ApplianceError):
+    """The store cannot write (disk read-only, full or failing): nothing was acknowledged; try again later."""

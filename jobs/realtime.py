@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from appliance.config import TowerConfig
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, StoreUnavailable
 from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
 from appliance.types import EVENT_INDEX
 from jobs.indexing import IndexMirror
@@ -180,6 +180,9 @@ class EventConsumer:
         while not self._stop.is_set():
             try:
                 self.run_once(self.wait_seconds)
+            except StoreUnavailable as exc:  # the disk refuses writes: messages wait in DuckDB until it is back
+                log.warning("event batch waits: %s", exc)
+                self._stop.wait(1.0)
             except Exception:  # the consumer outlives one bad batch; the batch is retried later
                 log.exception("event batch failed")
                 self._stop.wait(1.0)

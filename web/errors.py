@@ -11,7 +11,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from appliance.errors import ApplianceError, InvalidInput, NotFound, NotReady, StoreLocked
+from appliance.errors import ApplianceError, InvalidInput, NotFound, NotReady, StoreLocked, StoreUnavailable
 
 log = logging.getLogger("appliance.web")
 
@@ -20,6 +20,7 @@ _STATUS: dict[type[ApplianceError], tuple[int, str]] = {
     NotFound: (404, "not-found"),
     NotReady: (503, "not-ready"),
     StoreLocked: (503, "store-locked"),
+    StoreUnavailable: (503, "store-unavailable"),
 }
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 _MISSING = re.compile(r"missing required field `([^`]+)`")

@@ -199,7 +199,7 @@ class SimilarOut(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    status: str  # live / ready / starting
+    status: str  # live / ready / starting / failed (start-up) / unavailable (the disk refuses writes)
     products: int | None = None
     events: int | None = None
     pending_embeddings: int | None = None
