@@ -13,6 +13,7 @@ import torch
 from appliance.config import Config
 from appliance.demo import generate_demo
 from appliance.encoder import Encoder
+from appliance.errors import ModelUnreadable
 from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
 from jobs import upkeep
@@ -195,9 +196,10 @@ def load_serving_model(services: Services) -> None:
     """The promoted tower from the model registry, or the mean-vector fallback when there is none."""
     try:
         found = services.models.serving()
-    except ValueError as exc:  # an older checkpoint format: serve the fallback until the next retrain
-        services.serving.set(None, MEAN, None, str(exc))
-        log.warning("serving the mean-vector fallback: %s", exc)
+    except ModelUnreadable as exc:  # serve the fallback, say why in /model; the next promotion replaces it
+        reason = f"{exc}; serving the mean of recent product vectors until a model is promoted"
+        services.serving.set(None, MEAN, None, reason)
+        log.warning("%s", reason)
         return
     if found is None:
         return
