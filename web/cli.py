@@ -20,7 +20,7 @@ from appliance.evaluation import format_table
 from appliance.types import now_utc
 from web.bench import add_bench_parser
 from web.importers import read_rows
-from web.schemas import EventIn, ProductIn
+from web.schemas import EventIn, ProductIn, each
 from web.services import Services, build_services, load_serving_model
 
 
@@ -69,7 +69,9 @@ def _import_products(args: argparse.Namespace) -> int:
     if len(set(ids)) != len(ids):
         raise ApplianceError(f"{args.file}: a product_id appears more than once")
     with _offline(config) as services:
-        result = services.catalog.upsert([r.to_product() for r in rows], now_utc(), embed_now=False)
+        now = now_utc()
+        latest = now + timedelta(seconds=config.events.max_future_seconds)
+        result = services.catalog.upsert(each(rows, lambda r: r.to_product(latest)), now, embed_now=False)
         print(f"stored {len(rows)} products: {result.created} new, {result.updated} changed, "
               f"{result.unchanged} unchanged; embedding {result.to_embed} lines")
         with tqdm(total=result.to_embed, desc="embedding", unit=" products") as bar:

@@ -27,12 +27,13 @@ from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 from storage.events import EventStore
-from storage.job_runs import JobRunStore
+from storage.job_runs import JobRun, JobRunStore
 from storage.models import ModelRegistry
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 
 log = logging.getLogger("appliance")
+DEMO_RUN = "demo"  # the job_runs entry that records loading the demo shop
 
 
 @dataclass
@@ -149,8 +150,17 @@ def load_demo(services: Services) -> bool:
     shop = generate_demo(demo.seed, demo.products, demo.customers, demo.days, now)
     services.catalog.upsert(shop.products, now - timedelta(seconds=1), embed_now=False)
     services.events.append(shop.events, now)
-    log.info("loaded the demo shop: %d products, %d events", len(shop.products), len(shop.events))
+    detail = f"loaded the demo shop: {len(shop.products)} products, {len(shop.events)} events"
+    services.jobs.runs.record(JobRun(DEMO_RUN, now, now_utc(), 0.0, "ok", detail))  # so a restart knows
+    log.info("%s", detail)
     return True
+
+
+def demo_untrained(services: Services) -> bool:
+    """The demo was loaded by an earlier start whose first training never ended (the process was killed)."""
+    config, runs = services.config, services.jobs.runs
+    return (config.server.load_demo and config.demo.train and services.serving.get().model is None
+            and runs.last(DEMO_RUN) is not None and runs.last("retrain") is None)
 
 
 def start(services: Services) -> None:
@@ -170,7 +180,7 @@ def start(services: Services) -> None:
         if released:
             log.info("%d messages left in flight by the previous process are delivered again", released)
         services.consumer.start()
-        if demo:
+        if demo or demo_untrained(services):
             threading.Thread(target=_personalise_demo, args=(services,), name="demo-vectors", daemon=True).start()
         if services.config.jobs.enabled:
             services.jobs.start()

@@ -10,7 +10,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from appliance.errors import InvalidInput
 from appliance.types import now_utc
 from jobs.queue import event_body
-from web.schemas import EventIn, EventsAccepted
+from web.schemas import EventIn, EventsAccepted, each
 
 
 class EventController(Controller):
@@ -28,13 +28,7 @@ class EventController(Controller):
         if len(batch) > config.max_batch:
             raise InvalidInput(f"at most {config.max_batch} events per request", field="$")
         now = now_utc()
-        events = []
-        for i, item in enumerate(batch):
-            try:
-                events.append(item.to_domain(now, config.max_future_seconds))
-            except InvalidInput as exc:
-                where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
-                raise InvalidInput(str(exc), field=where) from None
+        events = each(batch, lambda item: item.to_domain(now, config.max_future_seconds), isinstance(data, list))
         services = state.services
         with services.db.write() as cur:  # the events and their queue messages commit together
             ids = services.events.append_in(cur, events, now)

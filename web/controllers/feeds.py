@@ -14,10 +14,10 @@ from appliance.errors import InvalidInput
 from appliance.recommender import FeedPage, FeedQuery, Personal
 from appliance.types import Scored, now_utc
 from storage.elastic import search_feed_page
-from web.schemas import Erased, FeedOut
+from web.schemas import MAX_ID, Erased, FeedOut
 from web.services import Services
 
-CustomerId = Annotated[int, Parameter(ge=1, description="the shop's customer id")]
+CustomerId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="the shop's customer id")]
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:

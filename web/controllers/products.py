@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import numpy as np
@@ -13,6 +14,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 from appliance.errors import InvalidInput, NotReady
 from appliance.types import now_utc
 from web.schemas import (
+    MAX_ID,
     BulkResult,
     FeedItem,
     ProductFields,
@@ -20,9 +22,15 @@ from web.schemas import (
     ProductOut,
     SimilarOut,
     StoredProductOut,
+    each,
 )
 
-ProductId = Annotated[int, Parameter(ge=1, description="the shop's product id")]
+ProductId = Annotated[int, Parameter(ge=1, le=MAX_ID, description="the shop's product id")]
+
+
+def latest(state: State, now: datetime) -> datetime:
+    """The newest created_at accepted: now plus the clock skew allowed to events."""
+    return now + timedelta(seconds=state.services.config.events.max_future_seconds)
 
 
 def stored_out(state: State, product_id: int) -> StoredProductOut:
@@ -42,7 +50,9 @@ class ProductController(Controller):
         self, state: State, product_id: ProductId, data: JSONBody[ProductFields]
     ) -> Response[StoredProductOut]:
         """Create or replace one product; its vector is computed before the response (200, or 201 if new)."""
-        result = state.services.catalog.upsert([data.to_domain(product_id)], now_utc(), embed_now=True)
+        now = now_utc()
+        product = data.to_domain(product_id, latest(state, now))
+        result = state.services.catalog.upsert([product], now, embed_now=True)
         status = HTTP_201_CREATED if result.created else HTTP_200_OK
         return Response(stored_out(state, product_id), status_code=status)
 
@@ -58,7 +68,9 @@ class ProductController(Controller):
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise InvalidInput(f"product_id {dup} appears more than once", field="product_id")
-        result = services.catalog.upsert([p.to_product() for p in data], now_utc(), embed_now=False)
+        now = now_utc()
+        products = each(data, lambda p: p.to_product(latest(state, now)))
+        result = services.catalog.upsert(products, now, embed_now=False)
         if services.background:
             services.background.kick()
         return BulkResult(len(data), result.created, result.updated, result.unchanged, result.to_embed)
