@@ -26,7 +26,7 @@ _STATUS: dict[type[ApplianceError], tuple[int, str]] = {
     MalformedBody: (400, "malformed-body"),
 }
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
-_MISSING = re.compile(r"missing required field `([^`]+)`")
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
 def problem(status: int, kind: str, detail: str, **extra: Any) -> Response:
