@@ -66,6 +66,7 @@ def test_the_openapi_schema_states_the_bounds_the_server_enforces(client):
     assert event["customer_id"]["maximum"] == 2**62 and event["customer_id"]["minimum"] == 1
     fields = schema["components"]["schemas"]["ProductFields"]["properties"]
     assert fields["name"]["pattern"] and fields["name"]["maxLength"] == 500
+    assert fields["category_path"]["items"]["pattern"] == fields["name"]["pattern"]
     put = schema["paths"]["/products/{product_id}"]["put"]
     (pid,) = [p for p in put["parameters"] if p["name"] == "product_id"]
     assert pid["schema"]["maximum"] == 2**62

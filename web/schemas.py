@@ -31,7 +31,9 @@ PATTERNS = {  # what a pattern means, for error messages (web/errors.py)
 }
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_TEXT, description=PATTERNS[_TEXT])]
 Color = Annotated[str, msgspec.Meta(max_length=100, pattern=_COLOR, description=PATTERNS[_COLOR])]
-CategoryPath = Annotated[list[Text], msgspec.Meta(min_length=1, max_length=5)]
+CategoryPath = Annotated[list[Text], msgspec.Meta(min_length=1, max_length=5, extra_json_schema={"extra": {
+    "items": msgspec.json.schema(Text),  # Litestar's OpenAPI leaves out the items' own constraints
+}})]
 # Times are ISO 8601 strings (RFC 3339; UTC when no offset), never numbers; bounded by `moment`.
 Moment = Annotated[str, msgspec.Meta(
     min_length=19, max_length=40, pattern=_MOMENT,
