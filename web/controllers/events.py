@@ -8,8 +8,9 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from appliance.errors import InvalidInput
-from appliance.types import now_utc
+from appliance.types import Event, now_utc
 from jobs.queue import event_body
+from web.ids import created, normalised
 from web.schemas import EventIn, EventsAccepted
 
 
@@ -28,15 +29,22 @@ class EventController(Controller):
         if len(batch) > config.max_batch:
             raise InvalidInput(f"at most {config.max_batch} events per request", field="$")
         now = now_utc()
-        events = []
+        stamps = []
         for i, item in enumerate(batch):
             try:
-                events.append(item.to_domain(now, config.max_future_seconds))
+                stamps.append(item.ts(now, config.max_future_seconds))
             except InvalidInput as exc:
                 where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
                 raise InvalidInput(str(exc), field=where) from None
         services = state.services
+        customers = normalised((e.customer_id for e in batch), "customer_id")
+        products = normalised((e.product_id for e in batch), "product_id")
+        events = [
+            Event(c, p, e.event_name, ts) for e, c, p, ts in zip(
+                batch, created(services.ids.customers, customers, "customer_id"),
+                created(services.ids.products, products, "product_id"), stamps, strict=True)
+        ]
         with services.db.write() as cur:  # the events and their queue messages commit together
             ids = services.events.append_in(cur, events, now)
-            services.queue.enqueue_in(cur, [event_body(e) for e in events])
+            services.queue.enqueue_in(cur, [event_body(*row) for row in zip(events, customers, products, strict=True)])
         return EventsAccepted(len(ids), ids)
