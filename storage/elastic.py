@@ -35,7 +35,7 @@ class Filters:
     min_price: float | None = None
     max_price: float | None = None
     in_stock: bool | None = None
-    exclude: frozenset[int] = frozenset()
+    exclude: frozenset[str] = frozenset()  # the shop's product ids (the documents' _id)
 
 
 def make_client(config: ElasticConfig) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -44,13 +45,16 @@ def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, met
     if not services.elastic.enabled:
         raise InvalidInput("elasticsearch is not configured ([elasticsearch] enabled = false)", field="backend")
     vector = who.vector if who else None
+    # the documents are keyed by the shop's ids: so are the excluded ones and the hits
+    shop_ids = frozenset(e for e in services.ids.products.exts(query.exclude) if e is not None)
     hits, total = search_feed_page(
-        services.elastic.client, services.config.elasticsearch, vector, method=method, filters=query,
+        services.elastic.client, services.config.elasticsearch, vector, method=method,
+        filters=replace(query, exclude=shop_ids),
         page=query.page, per_page=query.per_page, fallback_sort=query.sort,
     )
     products = services.recommender.view().products
     source = "personal" if vector is not None else ("price" if query.sort else "popular")
-    keys = services.ids.products.keys([pid for pid, _ in hits])  # the documents are keyed by the shop's ids
+    keys = services.ids.products.keys([pid for pid, _ in hits])
     items = [Scored(key, score + 1.0 if vector is not None else score, source)
              for key, (_, score) in zip(keys, hits, strict=True) if key in products]
     ordering = "personal" if vector is not None else (query.sort or "popular")
