@@ -132,20 +132,13 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
         # A message group is the shop's customer id (SQS MessageGroupId is a string).
         "ALTER TABLE queue_messages ALTER group_id TYPE VARCHAR",
         # Elasticsearch documents are keyed by the shop's ids, so the outbox holds them (a forgotten id's
-        # document can still be deleted).
+        # document can still be deleted). DuckDB cannot retype a key column: the table is copied.
         "ALTER TABLE elastic_outbox RENAME TO elastic_outbox_v6",
-        """CREATE TABLE elastic_outbox (
-            kind VARCHAR NOT NULL,
-            item_id VARCHAR NOT NULL,
-            marked_at TIMESTAMP NOT NULL,
-            generation INTEGER NOT NULL,
-            attempts INTEGER NOT NULL,
-            last_error VARCHAR,
-            PRIMARY KEY (kind, item_id)
-        )""",
-        """INSERT INTO elastic_outbox
-           SELECT kind, item_id::VARCHAR, marked_at, generation, attempts, last_error FROM elastic_outbox_v6""",
+        """CREATE TABLE elastic_outbox AS SELECT kind, item_id::VARCHAR AS item_id, marked_at, generation, attempts,
+           last_error FROM elastic_outbox_v6""",
         "DROP TABLE elastic_outbox_v6",
+        "ALTER TABLE elastic_outbox ADD PRIMARY KEY (kind, item_id)",
+        *(f"ALTER TABLE elastic_outbox ALTER {c} SET NOT NULL" for c in ("marked_at", "generation", "attempts")),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

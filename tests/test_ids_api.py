@@ -126,7 +126,8 @@ def test_bad_ids_in_paths_queries_and_product_bodies(shop: TestClient) -> None:
     assert answer.status_code == 422 and answer.json()["field"] == "exclude"
     bulk = shop.post("/products", json=[{**small_catalog()[0], "product_id": 2.5}])
     assert bulk.status_code == 400 and bulk.json()["field"] == "[0].product_id"
-    dup = shop.post("/products", json=[{**small_catalog()[0], "product_id": 7}, {**small_catalog()[1], "product_id": "7"}])
+    first, second = small_catalog()[:2]
+    dup = shop.post("/products", json=[{**first, "product_id": 7}, {**second, "product_id": "7"}])
     assert dup.status_code == 422 and dup.json()["field"] == "product_id"  # 7 and "7" are one product
     put = shop.put("/products/a%20b", json={"name": "X", "category_path": ["Y"]})
     assert put.status_code == 400 and put.json()["field"] == "product_id"

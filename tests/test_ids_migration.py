@@ -14,6 +14,7 @@ from appliance.config import load_config
 from appliance.text import product_text, text_hash
 from appliance.types import Product, now_utc
 from storage.db import MIGRATIONS, Database, to_blobs
+from storage.elastic_outbox import Outbox
 from tests.helpers import small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
@@ -80,6 +81,9 @@ def test_a_version_6_store_answers_under_its_old_ids(tmp_path, encoder) -> None:
         assert db.read("SELECT kind, item_id, attempts FROM elastic_outbox ORDER BY kind") == [
             ("product", str(BIG), 0), ("user", str(SHOPPER), 2)]
         assert db.read("SELECT group_id FROM queue_messages ORDER BY message_id") == [(str(OTHER),)] * 2
+        Outbox(db).mark("user", [str(SHOPPER), "anon-1"], now)  # the copied table keeps its key: a mark bumps
+        assert db.read("SELECT item_id, generation FROM elastic_outbox WHERE kind = 'user' ORDER BY 1") == [
+            (str(SHOPPER), 2), ("anon-1", 0)]
     finally:
         db.close()
 
