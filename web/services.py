@@ -30,6 +30,7 @@ from storage.job_runs import JobRunStore
 from storage.models import ModelRegistry
 from storage.users import UserStore
 from storage.vectors import VectorIndex
+from web.ids import exts
 
 log = logging.getLogger("appliance")
 
@@ -97,10 +98,10 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
 
         def catalog_changed(keys: Sequence[int]) -> None:
             recommender.invalidate()
-            elastic.mark_products([e for e in ids.products.exts(keys) if e is not None])
+            elastic.mark_products(exts(ids.products, keys))
 
         def users_changed(keys: Sequence[int]) -> None:
-            elastic.mark_users([e for e in ids.customers.exts(keys) if e is not None])
+            elastic.mark_users(exts(ids.customers, keys))
 
         catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, catalog_changed)
         users = UserStore(db)

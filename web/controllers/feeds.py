@@ -18,7 +18,7 @@ from appliance.recommender import FeedPage, FeedQuery, Personal
 from appliance.types import Scored, now_utc
 from jobs.identity import IdentityParts, Merged, merge_customers
 from storage.elastic import search_feed_page
-from web.ids import CustomerPath, existing
+from web.ids import CustomerPath, existing, exts
 from web.schemas import Erased, FeedOut, MergeIn
 from web.services import Services
 
@@ -46,7 +46,7 @@ def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, met
         raise InvalidInput("elasticsearch is not configured ([elasticsearch] enabled = false)", field="backend")
     vector = who.vector if who else None
     # the documents are keyed by the shop's ids: so are the excluded ones and the hits
-    shop_ids = frozenset(e for e in services.ids.products.exts(query.exclude) if e is not None)
+    shop_ids = frozenset(exts(services.ids.products, query.exclude))
     hits, total = search_feed_page(
         services.elastic.client, services.config.elasticsearch, vector, method=method,
         filters=replace(query, exclude=shop_ids),
