@@ -17,9 +17,9 @@ from appliance.config import Config, load_config
 from appliance.demo import generate_demo
 from appliance.errors import ApplianceError
 from appliance.evaluation import format_table
-from appliance.types import Event, now_utc
+from appliance.types import now_utc
 from web.bench import add_bench_parser
-from web.ids import created, normalised
+from web.ids import created, keyed_events, normalised
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn
 from web.services import Services, build_services, load_serving_model
@@ -92,11 +92,8 @@ def _import_events(args: argparse.Namespace) -> int:
         except ApplianceError as exc:
             raise ApplianceError(f"{args.file}: row {line}: {exc}") from None
     with _offline(config) as services:
-        customers = created(services.ids.customers, [r.customer_id for r in rows], "customer_id")
-        products = created(services.ids.products, [r.product_id for r in rows], "product_id")
-        events = [Event(c, p, r.event_name, ts) for r, c, p, ts in zip(rows, customers, products, stamps, strict=True)]
-        services.events.append(events, now)
-    print(f"stored {len(events)} events")
+        services.events.append(keyed_events(services.ids, rows, stamps)[0], now)
+    print(f"stored {len(rows)} events")
     return 0
 
 

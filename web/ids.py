@@ -7,14 +7,16 @@ controllers and the CLI turn them into keys here, and answers turn keys back int
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 import msgspec
 from litestar.params import Parameter
 
 from appliance.errors import NotFound
 from appliance.ids import MAX_LENGTH, PATTERN, shop_id
-from storage.ids import IdMap
+from appliance.types import Event
+from storage.ids import IdMap, ShopIds
 
 _RULE = f"the shop's own id: 1-{MAX_LENGTH} characters, no whitespace, control characters or '/'"
 
@@ -40,6 +42,21 @@ def normalised(values: Iterable[str | int], field: str) -> list[str]:
 def created(ids: IdMap, values: Sequence[str | int], field: str) -> list[int]:
     """The keys of these ids, new ones created (writing a product or an event)."""
     return ids.keys(normalised(values, field), create=True)  # type: ignore[return-value]
+
+
+def keyed_events(
+    ids: ShopIds, rows: Sequence[Any], stamps: Sequence[datetime]
+) -> tuple[list[Event], list[str], list[str]]:
+    """Events (wire rows with their timestamps) under their keys, new ids created; and each row's customer and
+    product id as the shop writes them (for the queue bodies)."""
+    customers = normalised((r.customer_id for r in rows), "customer_id")
+    products = normalised((r.product_id for r in rows), "product_id")
+    events = [
+        Event(c, p, r.event_name, ts) for r, c, p, ts in zip(
+            rows, ids.customers.keys(customers, create=True), ids.products.keys(products, create=True), stamps,
+            strict=True)
+    ]
+    return events, customers, products
 
 
 def known(ids: IdMap, value: str, what: str) -> int:

@@ -8,9 +8,9 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from appliance.errors import InvalidInput
-from appliance.types import Event, now_utc
+from appliance.types import now_utc
 from jobs.queue import event_body
-from web.ids import created, normalised
+from web.ids import keyed_events
 from web.schemas import EventIn, EventsAccepted
 
 
@@ -37,13 +37,7 @@ class EventController(Controller):
                 where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
                 raise InvalidInput(str(exc), field=where) from None
         services = state.services
-        customers = normalised((e.customer_id for e in batch), "customer_id")
-        products = normalised((e.product_id for e in batch), "product_id")
-        events = [
-            Event(c, p, e.event_name, ts) for e, c, p, ts in zip(
-                batch, created(services.ids.customers, customers, "customer_id"),
-                created(services.ids.products, products, "product_id"), stamps, strict=True)
-        ]
+        events, customers, products = keyed_events(services.ids, batch, stamps)
         with services.db.write() as cur:  # the events and their queue messages commit together
             ids = services.events.append_in(cur, events, now)
             services.queue.enqueue_in(cur, [event_body(*row) for row in zip(events, customers, products, strict=True)])
