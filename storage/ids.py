@@ -61,14 +61,15 @@ class IdMap:
                 f"SELECT nextval('{self.sequence}') FROM range($1)", [len(missing)]
             ).fetchall())
             # ON CONFLICT: another writer may have created some since the look-up above; the table is the truth
-            cur.execute(
-                f"""INSERT INTO {self.table} SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[])
-                    ON CONFLICT (ext) DO NOTHING""",
-                [missing, fresh],
-            )
             rows = cur.execute(
-                f"SELECT ext, key FROM {self.table} WHERE ext IN (SELECT unnest($1::VARCHAR[]))", [missing]
+                f"""INSERT INTO {self.table} SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[])
+                    ON CONFLICT (ext) DO NOTHING RETURNING ext, key""",
+                [missing, fresh],
             ).fetchall()
+            if len(rows) < len(missing):
+                rows = cur.execute(
+                    f"SELECT ext, key FROM {self.table} WHERE ext IN (SELECT unnest($1::VARCHAR[]))", [missing]
+                ).fetchall()
         created = dict(rows)  # remembered once committed; a creator racing in between reads the same rows
         with self._lock:
             self._remember(rows)
