@@ -16,12 +16,13 @@ from jobs.queue import DurableQueue
 from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync
 from storage.events import EventStore
+from storage.ids import IdMap
 from storage.users import UserStore
 
 
 @dataclass(frozen=True, slots=True)
 class Erased:
-    customer_id: int
+    customer_id: str  # the shop's id
     events: int  # events deleted
     queued_messages: int  # queue messages deleted (live and dead-lettered)
     vectors: int  # user vectors deleted (0 or 1)
@@ -30,21 +31,27 @@ class Erased:
 @dataclass(frozen=True)
 class CustomerEraser:
     db: Database
+    customers: IdMap  # the shop's customer ids and their keys
     events: EventStore
     queue: DurableQueue
     users: UserStore
     user_mirror: IndexMirror
     elastic: ElasticSync | NoopElasticSync
 
-    def erase(self, customer_id: int) -> Erased:
-        """Delete everything the appliance holds about one shopper; says how much of each."""
+    def erase(self, customer_id: str) -> Erased:
+        """Delete everything the appliance holds about one shopper, the id's mapping last; says how much of each.
+        An id never seen (or erased already) erases nothing."""
+        key = self.customers.key(customer_id)
+        if key is None:
+            return Erased(customer_id, 0, 0, 0)
         try:
             with self.db.write() as cur:  # one commit: a crash leaves either all of it or none erased
-                events = self.events.erase_in(cur, customer_id)
+                events = self.events.erase_in(cur, key)
                 messages = self.queue.purge_customer_in(cur, customer_id)
-                vectors = self.users.delete_in(cur, [customer_id])
+                vectors = self.users.delete_in(cur, [key])
         finally:
-            self.users.forget([customer_id])  # whatever the outcome, the cache must not answer for DuckDB
-        self.user_mirror.remove([customer_id])
+            self.users.forget([key])  # whatever the outcome, the cache must not answer for DuckDB
+        self.user_mirror.remove([key])
         self.elastic.mark_users([customer_id])
+        self.customers.forget([key])
         return Erased(customer_id, events, messages, vectors)

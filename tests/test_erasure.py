@@ -16,6 +16,7 @@ from jobs.queue import DurableQueue
 from jobs.realtime import ServingModel, UserVectorUpdater
 from storage.elastic_outbox import NoopElasticSync
 from storage.events import EventStore
+from storage.ids import IdMap
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 from tests.helpers import small_catalog, wait_embedded, wait_until
@@ -33,7 +34,7 @@ class ErasedWhileReading(EventStore):
         out = super().histories(customer_ids, since, limit)
         if self.eraser:
             for cid in customer_ids:
-                self.eraser.erase(cid)
+                self.eraser.erase(str(cid))
         return out
 
 
@@ -47,7 +48,9 @@ def parts(db, tmp_path):
     queue = DurableQueue(db, visibility_timeout=30, max_receive_count=5)
     updater = UserVectorUpdater(
         events, users, mirror, products, ServingModel(), config.tower, config.events.weights, 48.0, now_utc)
-    eraser = CustomerEraser(db, events, queue, users, mirror, NoopElasticSync())
+    customers = IdMap(db, "customer")
+    customers.keys([str(c) for c in range(1, 10)], create=True)  # shop id "7" is key 7 here
+    eraser = CustomerEraser(db, customers, events, queue, users, mirror, NoopElasticSync())
     return events, users, mirror, updater, eraser
 
 
@@ -60,13 +63,14 @@ def test_erase_removes_every_trace_in_one_use_case(db, tmp_path):
     mirror.sync()
     assert users.get(7) is not None and 7 in mirror.index.ids()
 
-    erased = eraser.erase(7)
+    erased = eraser.erase("7")
 
     assert (erased.events, erased.vectors) == (4, 1)
     assert users.get(7) is None and UserStore(db).get(7) is None  # cache and DuckDB agree
     assert 7 not in mirror.index.ids() and mirror.sync() == 0  # the index does not take it back either
     assert events.purchased(7) == set() and db.read("SELECT count(*) FROM events WHERE customer_id = 7")[0][0] == 0
     assert users.get(8) is not None  # the other shopper is untouched
+    assert eraser.customers.key("7") is None and eraser.erase("7").events == 0  # the id is forgotten too
 
 
 def test_a_vector_computed_from_erased_history_is_not_saved(db, tmp_path):
@@ -79,8 +83,9 @@ def test_a_vector_computed_from_erased_history_is_not_saved(db, tmp_path):
     assert users.get(3) is None and users.get(4) is None and users.count() == 0
 
     events.eraser = None  # a shopper who comes back after the erasure is a new shopper: served again
-    events.append([Event(3, 2, "product_clicked", now)], now)
-    assert updater.update([3]) == {3: "mean"}
+    (key,) = eraser.customers.keys(["3"], create=True)
+    events.append([Event(key, 2, "product_clicked", now)], now)
+    assert updater.update([key]) == {key: "mean"}
 
 
 def test_erasure_sticks_against_the_running_consumer_over_http(tmp_path, encoder):
@@ -108,6 +113,7 @@ def test_erasure_sticks_against_the_running_consumer_over_http(tmp_path, encoder
         services.user_mirror.sync()
         back = [cid for cid in range(1, rounds + 1) if client.get(f"/customers/{cid}/feed").json()["personalized"]]
         assert back == []
-        assert services.users.count() == 1 and UserStore(services.db).get(kept) is not None
-        assert set(services.user_mirror.index.ids().tolist()) == {kept}
+        key = services.ids.customers.key(str(kept))
+        assert services.users.count() == 1 and UserStore(services.db).get(key) is not None
+        assert set(services.user_mirror.index.ids().tolist()) == {key}
         assert client.get(f"/customers/{kept}/feed").json()["personalized"]

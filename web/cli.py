@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from appliance.errors import ApplianceError
 from appliance.evaluation import format_table
 from appliance.types import now_utc
 from web.bench import add_bench_parser
+from web.ids import created, keyed_events, normalised
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn, each
 from web.services import Services, build_services, load_serving_model
@@ -65,13 +67,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _import_products(args: argparse.Namespace) -> int:
     config = _config(args)
     rows = read_rows(Path(args.file), ProductIn)
-    ids = [r.product_id for r in rows]
+    ids = normalised((r.product_id for r in rows), "product_id")
     if len(set(ids)) != len(ids):
         raise ApplianceError(f"{args.file}: a product_id appears more than once")
     with _offline(config) as services:
         now = now_utc()
         latest = now + timedelta(seconds=config.events.max_future_seconds)
-        result = services.catalog.upsert(each(rows, lambda r: r.to_product(latest)), now, embed_now=False)
+        products = each(rows, lambda r: r.to_domain(0, latest))  # validated before ids are mapped
+        keys = created(services.ids.products, ids, "product_id")
+        products = [replace(p, product_id=k) for p, k in zip(products, keys, strict=True)]
+        result = services.catalog.upsert(products, now, embed_now=False)
         print(f"stored {len(rows)} products: {result.created} new, {result.updated} changed, "
               f"{result.unchanged} unchanged; embedding {result.to_embed} lines")
         with tqdm(total=result.to_embed, desc="embedding", unit=" products") as bar:
@@ -84,15 +89,15 @@ def _import_events(args: argparse.Namespace) -> int:
     config = _config(args)
     rows = read_rows(Path(args.file), EventIn)
     now = now_utc()
-    events = []
+    stamps = []
     for line, row in enumerate(rows, start=1):
         try:
-            events.append(row.to_domain(now, config.events.max_future_seconds))
+            stamps.append(row.ts(now, config.events.max_future_seconds))
         except ApplianceError as exc:
             raise ApplianceError(f"{args.file}: row {line}: {exc}") from None
     with _offline(config) as services:
-        services.events.append(events, now)
-    print(f"stored {len(events)} events")
+        services.events.append(keyed_events(services.ids, rows, stamps)[0], now)
+    print(f"stored {len(rows)} events")
     return 0
 
 
