@@ -50,8 +50,9 @@ class UserStore:
         """Store vectors; returns the customers whose vector was stored.
 
         `basis` is, per customer, the newest event id the vector was computed from (read before the history).
-        A vector is stored only while that event still exists, checked inside the writer's transaction: an
-        erasure (or anything else that deleted the event) since the read wins, and the vector is dropped.
+        A vector is stored only while that event still exists and is still the customer's, checked inside the
+        writer's transaction: an erasure or a merge (or anything else that deleted or moved the event) since the
+        read wins, and the vector is dropped.
         None stores unconditionally (bulk loads that do not come from events).
         """
         if not len(customer_ids):
@@ -61,7 +62,8 @@ class UserStore:
         params = [ids, to_blobs(vectors), model_version, now, list(last_event_at), list(basis or [0] * len(ids))]
         keep = ""
         if basis is not None:
-            keep = "WHERE b IN (SELECT event_id FROM events WHERE event_id BETWEEN $7 AND $8)"
+            keep = """WHERE EXISTS (SELECT 1 FROM events e
+                                    WHERE e.event_id = b AND e.customer_id = c AND e.event_id BETWEEN $7 AND $8)"""
             params += [min(basis), max(basis)]
         try:
             with self.db.write() as cur:

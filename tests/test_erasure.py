@@ -117,3 +117,24 @@ def test_erasure_sticks_against_the_running_consumer_over_http(tmp_path, encoder
         assert services.users.count() == 1 and UserStore(services.db).get(key) is not None
         assert set(services.user_mirror.index.ids().tolist()) == {key}
         assert client.get(f"/customers/{kept}/feed").json()["personalized"]
+
+
+class MergedWhileReading(EventStore):
+    """The real store; moves the shopper's events to another right after their history was read (a merge)."""
+
+    def histories(self, customer_ids: Sequence[int], since, limit):
+        out = super().histories(customer_ids, since, limit)
+        with self.db.write() as cur:
+            self.move_in(cur, customer_ids[0], 9)
+        return out
+
+
+def test_a_vector_computed_before_a_merge_is_not_saved_for_the_merged_away_id(db, tmp_path):
+    _, users, mirror, updater, _ = parts(db, tmp_path)
+    events = updater.events = MergedWhileReading(db)
+    now = now_utc()
+    events.append([Event(3, 1 + i, "product_clicked", now) for i in range(3)], now)
+
+    assert updater.update([3]) == {3: "none"}  # its events are customer 9's now
+    assert users.get(3) is None
+    assert updater.update([9]) == {9: "mean"}
