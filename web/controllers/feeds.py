@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 import numpy as np
-from litestar import Controller, delete, get
+from litestar import Controller, Request, delete, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
@@ -15,8 +15,9 @@ from appliance.errors import InvalidInput
 from appliance.recommender import FeedPage, FeedQuery, Personal
 from appliance.types import Scored, now_utc
 from storage.elastic import search_feed_page
-from web.schemas import Erased, FeedOut
+from web.schemas import Erased, FeedOut, first_position
 from web.services import Services
+from web.telemetry import note
 
 CustomerId = Annotated[int, Parameter(ge=1, description="the shop's customer id")]
 
@@ -64,6 +65,7 @@ class CustomerController(Controller):
     def feed(
         self,
         state: State,
+        request: Request,
         customer_id: CustomerId,
         page: Annotated[int, Parameter(ge=1, le=10_000)] = 1,
         per_page: Annotated[int | None, Parameter(ge=1, description="default from config feed.per_page")] = None,
@@ -92,16 +94,22 @@ class CustomerController(Controller):
             result = elastic_feed(services, query, who, method)
         else:
             result = services.recommender.feed(query, who)
-        return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds)
+        rid = services.impressions.served(
+            customer_id, "feed", result.items, first_position(result), services.serving.get().version
+        )
+        note(request, recommendation_id=rid)
+        return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds, rid)
 
     @delete("/{customer_id:int}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
     def erase(self, state: State, customer_id: CustomerId) -> Erased:
         """Erase a shopper (a privacy request): events, queued messages, vector; says what was removed."""
         services: Services = state.services
+        services.impressions.flush()  # so none of theirs is written after the erasure
         with services.db.write() as cur:
             events = services.events.erase_in(cur, customer_id)
             messages = services.queue.purge_customer_in(cur, customer_id)
+            impressions = services.impressions.store.erase_in(cur, customer_id)
         vectors = services.users.delete([customer_id])
         services.user_mirror.index.remove(np.array([customer_id]))
         services.elastic.mark_users([customer_id])
-        return Erased(customer_id, events, messages, vectors)
+        return Erased(customer_id, events, messages, vectors, impressions)
