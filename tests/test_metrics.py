@@ -49,7 +49,8 @@ def test_metrics_move_after_real_requests(client: TestClient) -> None:
     assert value(after, count, method="GET", route="unmatched", status="404") == 1
     assert not any("/customers/3" in dict(labels).get("route", "") for labels in after[count])  # templates, not ids
     ingested = "appliance_events_ingested_total"
-    assert value(after, ingested, event_name="product_clicked") - value(before, ingested, event_name="product_clicked") == 2
+    clicked = {"event_name": "product_clicked"}
+    assert value(after, ingested, **clicked) - value(before, ingested, **clicked) == 2
     assert value(after, ingested, event_name="product_purchased") == 1
     assert value(after, "appliance_consumer_lag_seconds_count") >= 3
     assert value(after, "appliance_job_duration_seconds_count", job="popularity", outcome="ok") == 1
