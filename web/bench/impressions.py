@@ -1,0 +1,89 @@
+"""`appliance bench impressions`: feed throughput with impression logging on and off, in the same run.
+
+One synthetic shop, served alternately with `analytics.impressions = false` and `true` (the order flips each
+round, so a drift of the shared machine falls on both), each serving the same personal and popular feed requests
+as `appliance bench feed`. Reports req/s and p99 of each and the ratio on / off; with logging on, how many
+impressions were written and dropped (from /metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import urllib.request
+from statistics import median
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from web.bench.common import Server, add_load_arguments, parse_size, table, work_dir, write_result
+from web.bench.feed import measure
+from web.bench.synth import Shop, build_shop
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("impressions", parents=[common], help="feed req/s with impression logging on and off")
+    p.add_argument("--size", default="10k", help="catalog size (default 10k)")
+    add_load_arguments(p, customers="10k", events="100k", duration=10.0, max_requests=100_000)
+    p.add_argument("--concurrency", default="1,8", help="connections of the load generator, comma-separated")
+    p.add_argument("--rounds", type=int, default=2, help="off/on pairs, the order alternating (default 2)")
+    p.add_argument("--warmup", type=int, default=300, help="requests before each run, not measured")
+    p.add_argument("--per-page", type=int, default=20)
+    p.set_defaults(run=run)
+
+
+def _impression_counts(server: Server) -> dict[str, float]:
+    with urllib.request.urlopen(f"{server.base}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    wanted = {"appliance_impressions_written_total": "written", "appliance_impressions_dropped_total": "dropped",
+              "appliance_impression_buffer_items": "buffered"}
+    return {wanted[s.name]: s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name in wanted}
+
+
+def run(args: argparse.Namespace) -> int:
+    size, customers, events = parse_size(args.size), parse_size(args.customers), parse_size(args.events)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    root = work_dir(args.work_dir)
+    print(f"impressions @ {args.size} products: building the shop (reused when present in {root})", flush=True)
+    path = build_shop(root, Shop(size, customers, events))
+    runs: list[dict[str, Any]] = []
+    for round_ in range(args.rounds):
+        for mode in (("off", "on") if round_ % 2 == 0 else ("on", "off")):
+            env = {"APPLIANCE_ANALYTICS__IMPRESSIONS": "true" if mode == "on" else "false"}
+            with Server(path, env=env) as server:
+                for kind in ("personal", "popular"):
+                    for level in levels:
+                        row = {"round": round_, "impressions": mode,
+                               **measure(server, kind, customers, args, level, root)}
+                        runs.append(row)
+                        print(f"  round {round_} impressions {mode:3s} {kind:8s} c={level}: {row['rps']:,.0f} req/s, "
+                              f"p99 {row['latency_ms']['p99']:.2f} ms", flush=True)
+                if mode == "on":
+                    runs[-1]["impression_counts"] = _impression_counts(server)
+                    print(f"  impressions recorded: {runs[-1]['impression_counts']}", flush=True)
+    summary = _summary(runs, levels)
+    print()
+    print(table("GET /customers/{id}/feed, impression logging off vs on (median over rounds; same run)",
+                ("feed", "conns", "req/s off", "req/s on", "on/off", "p99 off", "p99 on"),
+                [(s["kind"], s["concurrency"], s["rps_off"], s["rps_on"], f"{s['ratio']:.3f}", s["p99_ms_off"],
+                  s["p99_ms_on"]) for s in summary]))
+    out = write_result("impressions", args, {"products": size, "customers_with_vectors": customers,
+                                             "events": events, "summary": summary, "runs": runs})
+    print(f"wrote {out}")
+    return 0
+
+
+def _summary(runs: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for kind in ("personal", "popular"):
+        for level in levels:
+            def pick(mode: str, key: str, kind: str = kind, level: int = level) -> float:
+                values = [r["rps"] if key == "rps" else r["latency_ms"]["p99"] for r in runs
+                          if r["kind"] == kind and r["concurrency"] == level and r["impressions"] == mode]
+                return round(median(values), 2) if values else 0.0
+
+            off, on = pick("off", "rps"), pick("on", "rps")
+            out.append({"kind": kind, "concurrency": level, "rps_off": off, "rps_on": on,
+                        "ratio": round(on / off, 3) if off else 0.0,
+                        "p99_ms_off": pick("off", "p99"), "p99_ms_on": pick("on", "p99")})
+    return out
