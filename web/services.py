@@ -124,10 +124,11 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
         )
         models = ModelRegistry(config.data_path / "models")
+        shown = ImpressionStore(db)
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
-            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc),
+            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc, shown),
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
             "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index),
@@ -138,7 +139,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             on_run=lambda run: metrics.job_seconds.labels(run.name, run.outcome).observe(run.seconds),
         )
         impressions = ImpressionLog(
-            ImpressionStore(db), config.analytics, now_utc, metrics.impressions_written.inc,
+            shown, config.analytics, now_utc, metrics.impressions_written.inc,
             metrics.impressions_dropped.inc,
         )
     except BaseException:
