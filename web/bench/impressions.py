@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from web.bench.common import Server, add_load_arguments, parse_size, table, work_dir, write_result
-from web.bench.feed import measure
+from web.bench.feed import add_measure_arguments, measure
 from web.bench.synth import Shop, build_shop
 
 
@@ -26,10 +26,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("impressions", parents=[common], help="feed req/s with impression logging on and off")
     p.add_argument("--size", default="10k", help="catalog size (default 10k)")
     add_load_arguments(p, customers="10k", events="100k", duration=3.0, max_requests=100_000)
-    p.add_argument("--concurrency", default="1,8", help="connections of the load generator, comma-separated")
+    add_measure_arguments(p, warmup=50)
     p.add_argument("--rounds", type=int, default=6, help="off/on pairs per feed and level, order alternating")
-    p.add_argument("--warmup", type=int, default=50, help="requests before each run, not measured")
-    p.add_argument("--per-page", type=int, default=20)
     p.set_defaults(run=run)
 
 
