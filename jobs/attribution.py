@@ -56,8 +56,7 @@ class ImpressionLog:
         rid = new_recommendation_id()
         if not self.enabled or not items:
             return rid
-        entry = Served(rid, customer_id, widget, [s.product_id for s in items], [s.source for s in items],
-                       first_position, model_version, self.clock())
+        entry = Served(rid, customer_id, widget, items, first_position, model_version, self.clock())
         with self._lock:
             if self._items + len(items) > self.buffer_max:
                 dropped = True
@@ -87,13 +86,13 @@ class ImpressionLog:
                     room = self.buffer_max - self._items
                     kept = []
                     for entry in batch:
-                        if len(entry.product_ids) > room:
-                            self.on_dropped(len(entry.product_ids))
+                        if len(entry.items) > room:
+                            self.on_dropped(len(entry.items))
                             continue
                         kept.append(entry)
-                        room -= len(entry.product_ids)
+                        room -= len(entry.items)
                     self._buffer[:0] = kept
-                    self._items += sum(len(e.product_ids) for e in kept)
+                    self._items += sum(len(e.items) for e in kept)
                 raise
             self.on_written(written)
             return written

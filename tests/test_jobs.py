@@ -9,7 +9,7 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import Config, load_config
-from appliance.types import Event, now_utc
+from appliance.types import Event, Scored, now_utc
 from jobs import upkeep
 from jobs.scheduler import JobSpec
 from storage.impressions import Served
@@ -41,7 +41,8 @@ def test_prune_expires_vectors_outside_the_window_and_events_past_retention(serv
     services.updater.update([1001, 1002])
     fresh = services.users.count()
     services.users.save([77], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
-    services.impressions.store.append([Served("r", 42, "feed", [1, 2], ["popular"] * 2, 1, "mean", old)])
+    shown = [Scored(1, 1.0, "popular"), Scored(2, 0.5, "popular")]
+    services.impressions.store.append([Served("r", 42, "feed", shown, 1, "mean", old)])
     detail = services.jobs.run("prune").detail
     assert services.users.get(77) is None and services.users.count() == fresh
     assert services.db.read("SELECT count(*) FROM events WHERE customer_id = 42")[0][0] == 0
