@@ -58,10 +58,8 @@ class ImpressionLog:
             return rid
         entry = Served(rid, customer_id, widget, items, first_position, model_version, self.clock())
         with self._lock:
-            if self._items + len(items) > self.buffer_max:
-                dropped = True
-            else:
-                dropped = False
+            dropped = self._items + len(items) > self.buffer_max
+            if not dropped:
                 self._buffer.append(entry)
                 self._items += len(items)
         if dropped:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 import pytest
 from litestar.testing import TestClient
 
 from appliance.config import load_config
 from appliance.types import Event, Scored
 from jobs.attribution import ImpressionLog, analytics
+from storage.db import Database
 from storage.events import EventStore
 from storage.impressions import ImpressionStore
 from tests.helpers import small_catalog, wait_until
@@ -121,6 +123,16 @@ def test_the_buffer_is_bounded_and_drops_are_counted(db) -> None:
     assert (impressions.buffered, dropped) == (2, [2])
     impressions.close()
     assert impressions.store.count() == 2
+
+
+def test_a_failed_write_keeps_the_impressions_for_the_next_flush(tmp_path) -> None:
+    db = Database(tmp_path / "closed.duckdb")
+    impressions = _log(db)
+    impressions.served(1, "feed", [Scored(7, 1.0, "new"), Scored(8, 1.0, "new")], 1, "mean")
+    db.close()  # the store can no longer be written (as on a failing disk)
+    with pytest.raises(duckdb.Error):
+        impressions.flush()
+    assert impressions.buffered == 2
 
 
 def test_the_writer_thread_flushes_without_being_asked(db) -> None:
