@@ -97,6 +97,8 @@ def test_impressions(launched: dict) -> None:
     assert counts["dropped"] == 0 and counts["written"] + counts["buffered"] >= served * 20  # warm-up adds more
     for row in data["summary"]:
         assert row["rps_off"] > 0 and row["rps_on"] > 0 and row["ratio"] > 0
+    cost = data["cpu_cost"]
+    assert cost["items_per_answer"] == 20 and cost["served_us"] > 0 and cost["flush_us"] > 0
 
 
 def test_ingest(launched: dict) -> None:

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import time
 import urllib.request
+from pathlib import Path
 from statistics import median
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.config import load_config
+from appliance.types import Scored, now_utc
+from jobs.attribution import ImpressionLog
+from storage.db import Database
+from storage.impressions import ImpressionStore
 from web.bench.common import Server, add_load_arguments, parse_size, table, work_dir, write_result
 from web.bench.feed import add_measure_arguments, measure
 from web.bench.synth import Shop, build_shop
@@ -64,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
                               f"p99 {row['latency_ms']['p99']:.2f} ms", flush=True)
         counts = _impression_counts(servers["on"])
     print(f"impressions recorded by the server with logging on: {counts}", flush=True)
+    cost = _cpu_cost(root, args.per_page)
+    print(f"CPU per answer of {args.per_page} items, in process: {cost}", flush=True)
     summary = _summary(runs, levels)
     print()
     print(table("GET /customers/{id}/feed, impression logging off vs on (medians over rounds, paired in time)",
@@ -71,10 +80,43 @@ def run(args: argparse.Namespace) -> int:
                 [(s["kind"], s["concurrency"], s["rps_off"], s["rps_on"], f"{s['ratio']:.3f}", s["p99_ms_off"],
                   s["p99_ms_on"]) for s in summary]))
     out = write_result("impressions", args, {"products": size, "customers_with_vectors": customers,
-                                             "events": events, "impression_counts": counts, "summary": summary,
+                                             "events": events, "impression_counts": counts, "cpu_cost": cost,
+                                             "summary": summary,
                                              "runs": runs})
     print(f"wrote {out}")
     return 0
+
+
+def _cpu_cost(root: Path, per_page: int, answers: int = 300, rounds: int = 50) -> dict[str, float]:
+    """CPU microseconds (all threads, DuckDB's included) per answer: recording it on the request path, and
+    writing its items in the batched flush (a CHECKPOINT at the end is counted too). Robust on a shared machine,
+    unlike req/s."""
+    path = root / "impression-cost.duckdb"
+    path.unlink(missing_ok=True)
+    db = Database(path)
+    try:
+        config = load_config(overrides={"analytics": {"buffer_max": answers * per_page}}).analytics
+        log = ImpressionLog(ImpressionStore(db), config, now_utc)
+        sources = ("personal", "personal", "popular", "new")
+        items = [Scored(i, 1.0, sources[i % 4]) for i in range(1, per_page + 1)]
+        served = written = 0.0
+        for r in range(rounds):
+            t0 = time.process_time()
+            for i in range(answers):
+                log.served(r * answers + i, "feed", items, 1, "mean")
+            t1 = time.process_time()
+            log.flush()
+            written += time.process_time() - t1
+            served += t1 - t0
+        t2 = time.process_time()
+        db.checkpoint()
+        written += time.process_time() - t2
+    finally:
+        db.close()
+        path.unlink(missing_ok=True)
+    n = answers * rounds
+    return {"items_per_answer": per_page, "answers": n, "served_us": round(served / n * 1e6, 2),
+            "flush_us": round(written / n * 1e6, 2)}
 
 
 def _summary(runs: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]]:
