@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from appliance.config import AnalyticsConfig
@@ -34,25 +34,28 @@ class ImpressionLog:
 
     def __init__(
         self, store: ImpressionStore, config: AnalyticsConfig, clock: Callable[[], datetime],
+        customer_keys: Callable[[Sequence[str]], Sequence[int]],
         on_written: Callable[[int], None] = lambda n: None, on_dropped: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.store = store
+        self.customer_keys = customer_keys  # shop ids -> keys, created for a shopper not seen before
         self.enabled = config.impressions
         self.flush_seconds = config.flush_seconds
         self.buffer_max = config.buffer_max
         self.clock = clock
         self.on_written = on_written
         self.on_dropped = on_dropped
-        self._buffer: list[Served] = []
+        self._buffer: list[Served] = []  # customer_id is still the shop's id here; its key is looked up at flush
         self._items = 0  # items in the buffer
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one flush at a time (the writer thread, or a reader asking)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="impression-writer", daemon=True)
 
-    def served(self, customer_id: int, widget: str, items: Sequence[Scored], first_position: int,
+    def served(self, customer_id: str, widget: str, items: Sequence[Scored], first_position: int,
                model_version: str) -> str:
-        """A new recommendation id for an answer; its items are buffered (not written here). Cheap: one append."""
+        """A new recommendation id for an answer to the shop's `customer_id`; its items (product keys) are
+        buffered, not written here. Cheap: one append."""
         rid = new_recommendation_id()
         if not self.enabled or not items:
             return rid
@@ -78,7 +81,8 @@ class ImpressionLog:
             if not batch:
                 return 0
             try:
-                written = self.store.append(batch)
+                keys = self.customer_keys([entry.customer_id for entry in batch])
+                written = self.store.append([replace(e, customer_id=k) for e, k in zip(batch, keys, strict=True)])
             except Exception:
                 with self._lock:  # keep them for the next flush, within the bound
                     room = self.buffer_max - self._items

@@ -62,7 +62,7 @@ class Served:
     """One recommendation answer: which products it showed, in order, and why each was there."""
 
     recommendation_id: str
-    customer_id: int
+    customer_id: int  # the key (the impression log holds the shop's id until it writes)
     widget: str  # "feed" today; each widget its own name
     items: Sequence[Scored]  # in the order shown; each item's source says why it is there
     first_position: int  # 1-based position of the first item (page 2 of 20 starts at 21)

@@ -14,6 +14,7 @@ from appliance.types import Event, Scored
 from jobs.attribution import ImpressionLog, analytics
 from storage.db import Database
 from storage.events import EventStore
+from storage.ids import ShopIds
 from storage.impressions import ImpressionStore
 from tests.helpers import small_catalog, wait_until
 from web.app import create_app
@@ -32,9 +33,11 @@ def admin_client(tmp_path, encoder) -> Iterator[TestClient]:
         yield client
 
 
-def _log(db, **changes) -> ImpressionLog:
+def _log(db, on_dropped=lambda n: None, **changes) -> ImpressionLog:
     config = load_config(overrides={"analytics": changes}).analytics
-    return ImpressionLog(ImpressionStore(db), config, lambda: T0)
+    customers = ShopIds.open(db).customers
+    return ImpressionLog(ImpressionStore(db), config, lambda: T0, lambda ids: customers.keys(ids, create=True),
+                         on_dropped=on_dropped)
 
 
 def test_a_served_item_is_joined_to_its_later_click_cart_and_purchase(admin_client: TestClient) -> None:
@@ -91,11 +94,13 @@ def test_bad_attribution_fields_are_refused(admin_client: TestClient) -> None:
 
 def test_the_attribution_window_bounds_purchases_without_an_id(db) -> None:
     impressions, events = _log(db), EventStore(db)
-    rid = impressions.served(5, "feed", [Scored(1, 1.5, "personal"), Scored(2, 1.4, "popular")], 1, "v1")
+    rid = impressions.served("c-5", "feed", [Scored(1, 1.5, "personal"), Scored(2, 1.4, "popular")], 1, "v1")
     assert impressions.store.count() == 0  # buffered, not written on the request path
     assert impressions.flush() == 2
-    later = [Event(5, 1, "product_clicked", T0 + timedelta(minutes=1), rid, 1),
-             Event(5, 1, "product_purchased", T0 + timedelta(hours=30))]
+    (key,) = ShopIds.open(db).customers.keys(["c-5"])  # the shopper's key, created by the flush
+    assert db.read("SELECT DISTINCT customer_id FROM impressions") == [(key,)]
+    later = [Event(key, 1, "product_clicked", T0 + timedelta(minutes=1), rid, 1),
+             Event(key, 1, "product_purchased", T0 + timedelta(hours=30))]
     events.append(later, T0)
     end = (T0 + timedelta(days=1)).isoformat()
     rows = {r.source: r for r in analytics(impressions, 24.0, "2026-11-20", end, T0).rows}
@@ -107,7 +112,7 @@ def test_the_attribution_window_bounds_purchases_without_an_id(db) -> None:
 
 def test_an_event_naming_a_product_the_recommendation_did_not_show_counts_for_nothing(db) -> None:
     impressions = _log(db)
-    rid = impressions.served(5, "feed", [Scored(1, 1.0, "popular")], 1, "mean")
+    rid = impressions.served("5", "feed", [Scored(1, 1.0, "popular")], 1, "mean")
     EventStore(db).append([Event(5, 99, "product_purchased", T0, rid, 1)], T0)
     result = analytics(impressions, 24.0, None, None, T0 + timedelta(hours=1))
     assert result.totals()["impressions"] == 1 and result.totals()["purchases"] == 0
@@ -115,11 +120,10 @@ def test_an_event_naming_a_product_the_recommendation_did_not_show_counts_for_no
 
 def test_the_buffer_is_bounded_and_drops_are_counted(db) -> None:
     dropped: list[int] = []
-    config = load_config(overrides={"analytics": {"buffer_max": 3}}).analytics
-    impressions = ImpressionLog(ImpressionStore(db), config, lambda: T0, on_dropped=dropped.append)
+    impressions = _log(db, buffer_max=3, on_dropped=dropped.append)
     items = [Scored(i, 1.0, "popular") for i in (1, 2)]
-    impressions.served(1, "feed", items, 1, "mean")
-    impressions.served(2, "feed", items, 1, "mean")  # 4 > 3: dropped whole, the answer still has its id
+    impressions.served("1", "feed", items, 1, "mean")
+    impressions.served("2", "feed", items, 1, "mean")  # 4 > 3: dropped whole, the answer still has its id
     assert (impressions.buffered, dropped) == (2, [2])
     impressions.close()
     assert impressions.store.count() == 2
@@ -128,7 +132,7 @@ def test_the_buffer_is_bounded_and_drops_are_counted(db) -> None:
 def test_a_failed_write_keeps_the_impressions_for_the_next_flush(tmp_path) -> None:
     db = Database(tmp_path / "closed.duckdb")
     impressions = _log(db)
-    impressions.served(1, "feed", [Scored(7, 1.0, "new"), Scored(8, 1.0, "new")], 1, "mean")
+    impressions.served("1", "feed", [Scored(7, 1.0, "new"), Scored(8, 1.0, "new")], 1, "mean")
     db.close()  # the store can no longer be written (as on a failing disk)
     with pytest.raises(duckdb.Error):
         impressions.flush()
@@ -139,7 +143,7 @@ def test_the_writer_thread_flushes_without_being_asked(db) -> None:
     impressions = _log(db, flush_seconds=0.05)
     impressions.start()
     try:
-        impressions.served(1, "feed", [Scored(7, 1.0, "new")], 3, "mean")
+        impressions.served("1", "feed", [Scored(7, 1.0, "new")], 3, "mean")
         wait_until(lambda: impressions.store.count() == 1, timeout=10, what="the background flush")
         assert db.read("SELECT position, source FROM impressions") == [(3, "new")]
     finally:

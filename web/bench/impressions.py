@@ -23,6 +23,7 @@ from appliance.config import load_config
 from appliance.types import Scored, now_utc
 from jobs.attribution import ImpressionLog
 from storage.db import Database
+from storage.ids import ShopIds
 from storage.impressions import ImpressionStore
 from web.bench.common import Server, add_load_arguments, parse_size, table, work_dir, write_result
 from web.bench.feed import add_measure_arguments, measure
@@ -96,14 +97,15 @@ def _cpu_cost(root: Path, per_page: int, answers: int = 300, rounds: int = 50) -
     db = Database(path)
     try:
         config = load_config(overrides={"analytics": {"buffer_max": answers * per_page}}).analytics
-        log = ImpressionLog(ImpressionStore(db), config, now_utc)
+        customers = ShopIds.open(db).customers
+        log = ImpressionLog(ImpressionStore(db), config, now_utc, lambda ids: customers.keys(ids, create=True))
         sources = ("personal", "personal", "popular", "new")
         items = [Scored(i, 1.0, sources[i % 4]) for i in range(1, per_page + 1)]
         served = written = 0.0
         for r in range(rounds):
             t0 = time.process_time()
             for i in range(answers):
-                log.served(r * answers + i, "feed", items, 1, "mean")
+                log.served(str(r * answers + i), "feed", items, 1, "mean")
             t1 = time.process_time()
             log.flush()
             written += time.process_time() - t1
