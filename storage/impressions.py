@@ -140,6 +140,12 @@ class ImpressionStore:
         """Delete a shopper's impressions (a privacy request); how many rows."""
         return len(cur.execute("DELETE FROM impressions WHERE customer_id = ? RETURNING 1", [customer_id]).fetchall())
 
+    @staticmethod
+    def move_in(cur, source: int, target: int) -> int:
+        """Give a merged shopper's impressions to the customer they merged into; how many rows."""
+        return len(cur.execute("UPDATE impressions SET customer_id = ? WHERE customer_id = ? RETURNING 1",
+                               [target, source]).fetchall())
+
     def delete_before(self, before: datetime) -> int:
         with self.db.write() as cur:
             return len(cur.execute("DELETE FROM impressions WHERE served_at < ? RETURNING 1", [before]).fetchall())

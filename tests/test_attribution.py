@@ -155,3 +155,12 @@ def test_erasing_a_shopper_erases_their_impressions(admin_client: TestClient) ->
     erased = admin_client.delete("/customers/4").json()
     assert erased["impressions"] == 14
     assert admin_client.app.state.services.impressions.store.count() == 0
+
+
+def test_a_merged_visitor_s_impressions_follow_them_to_the_customer(admin_client: TestClient) -> None:
+    admin_client.get("/customers/anon-7f3a/feed")  # a visitor, not seen before, is shown the feed
+    admin_client.post("/events", json={"customer_id": "anon-7f3a", "product_id": "1", "event_name": "product_viewed"})
+    merged = admin_client.post("/customers/c-1001/merge", json={"anonymous_id": "anon-7f3a"})
+    assert merged.status_code == 200, merged.text
+    assert admin_client.delete("/customers/c-1001").json()["impressions"] == 14
+    assert admin_client.app.state.services.impressions.store.count() == 0

@@ -132,5 +132,6 @@ class CustomerController(Controller):
         here (the customer is created if new), its vector and queued messages are dropped, the anonymous id
         is forgotten and this customer's vector recomputed. A repeat moves nothing (200 with zeros)."""
         services: Services = state.services
-        parts = IdentityParts(services.db, services.ids, services.events, services.queue, services.updater)
+        parts = IdentityParts(services.db, services.ids, services.events, services.queue, services.updater,
+                              services.impressions)
         return merge_customers(parts, customer_id, shop_id(data.anonymous_id, "anonymous_id"))
