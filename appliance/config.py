@@ -159,6 +159,20 @@ class ElasticConfig:
 
 
 @dataclass(frozen=True)
+class AnalyticsConfig:
+    impressions: bool  # record what each feed showed (off: responses still carry a recommendation id)
+    flush_seconds: float
+    buffer_max: int
+    attribution_window_hours: float
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: str  # "text" or "json"
+    level: str
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     seed: int
     products: int
@@ -181,6 +195,8 @@ class Config:
     training: TrainingConfig
     evaluation: EvaluationConfig
     elasticsearch: ElasticConfig
+    analytics: AnalyticsConfig
+    logging: LoggingConfig
     demo: DemoConfig
 
     @property
@@ -323,6 +339,9 @@ def _validate(config: Config) -> None:
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
         "training.threads": config.training.threads,
+        "analytics.flush_seconds": config.analytics.flush_seconds,
+        "analytics.buffer_max": config.analytics.buffer_max,
+        "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -348,5 +367,9 @@ def _validate(config: Config) -> None:
         raise InvalidInput("elasticsearch retries and backoffs must not be negative", field="elasticsearch")
     if es.enabled and not es.url:
         raise InvalidInput("elasticsearch.url is required when enabled", field="elasticsearch.url")
+    if config.logging.format not in ("text", "json"):
+        raise InvalidInput("logging.format must be text or json", field="logging.format")
+    if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise InvalidInput("logging.level must be DEBUG, INFO, WARNING or ERROR", field="logging.level")
     if config.index.space not in ("cosine", "ip"):
         raise InvalidInput("index.space must be cosine or ip", field="index.space")

@@ -48,3 +48,23 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database = Database(tmp_path / "appliance.duckdb")
     yield database
     database.close()
+
+
+@pytest.fixture
+def live_server(config: Config, encoder: Encoder) -> Iterator[str]:
+    """The appliance over real HTTP on 127.0.0.1 (for the browser); yields its base URL once it is ready."""
+    from tests.browser import serve
+
+    app = create_app(config, encoder=encoder)
+    with serve(app) as base:
+        wait_until(lambda: app.state.services.ready.is_set(), what="ready")
+        yield base
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """A headless Chromium with the network off (only 127.0.0.1 resolves) and a fresh profile."""
+    from tests.browser import chromium
+
+    with chromium(tmp_path / "chromium-profile") as driver:
+        yield driver

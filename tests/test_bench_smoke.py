@@ -27,6 +27,8 @@ TINY = {
                "5", "--drain-seconds", "1", "--concurrency", "2", "--batches", "1,100"],
     "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
     "ann": ["--vectors", "2000", "--queries", "40", "--ef", "16,64,128"],
+    "impressions": ["--size", "500", "--customers", "50", "--events", "1000", "--concurrency", "1", "--duration",
+                    "1", "--warmup", "5", "--rounds", "2"],
 }
 
 
@@ -50,7 +52,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
 def _result(launched: dict, name: str) -> dict:
     proc, out = launched[name]
     try:
-        code = proc.wait(timeout=150)
+        code = proc.wait(timeout=300)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
@@ -82,6 +84,21 @@ def test_feed(launched: dict) -> None:
         # personal feeds come from customers with a vector; popular ones from customers without
         assert run["personalized"] == (run["ok"] if kind == "personal" else 0)
     assert data["checks"]
+
+
+def test_impressions(launched: dict) -> None:
+    data = _result(launched, "impressions")
+    assert {(r["impressions"], r["kind"]) for r in data["runs"]} == {
+        (mode, kind) for mode in ("off", "on") for kind in ("personal", "popular")}
+    for run in data["runs"]:
+        assert run["ok"] > 0 and run["errors"] == 0
+    counts = data["impression_counts"]
+    served = sum(r["ok"] for r in data["runs"] if r["impressions"] == "on")
+    assert counts["dropped"] == 0 and counts["written"] + counts["buffered"] >= served * 20  # warm-up adds more
+    for row in data["summary"]:
+        assert row["rps_off"] > 0 and row["rps_on"] > 0 and row["ratio"] > 0
+    cost = data["cpu_cost"]
+    assert cost["items_per_answer"] == 20 and cost["served_us"] > 0 and cost["flush_us"] > 0
 
 
 def test_ingest(launched: dict) -> None:

@@ -9,9 +9,10 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import Config, load_config
-from appliance.types import Event, now_utc
+from appliance.types import Event, Scored, now_utc
 from jobs import upkeep
 from jobs.scheduler import JobSpec
+from storage.impressions import Served
 from tests.helpers import wait_until
 from web.app import create_app
 from web.services import Services, build_services, load_demo
@@ -40,10 +41,13 @@ def test_prune_expires_vectors_outside_the_window_and_events_past_retention(serv
     services.updater.update(services.ids.customers.keys(["1001", "1002"]))  # demo shoppers, by their keys
     fresh = services.users.count()
     services.users.save([99_077], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
+    shown = [Scored(1, 1.0, "popular"), Scored(2, 0.5, "popular")]
+    services.impressions.store.append([Served("r", 99_042, "feed", shown, 1, "mean", old)])
     detail = services.jobs.run("prune").detail
     assert services.users.get(99_077) is None and services.users.count() == fresh
     assert services.db.read("SELECT count(*) FROM events WHERE customer_id = 99042")[0][0] == 0
-    assert detail == "1 expired user vectors, 1 events past retention"
+    assert services.impressions.store.count() == 0
+    assert detail == "1 expired user vectors, 1 events and 2 impressions past retention"
 
 
 def test_reindex_embeds_new_products_and_compacts_after_many_deletions(services: Services) -> None:

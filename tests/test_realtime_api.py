@@ -115,7 +115,8 @@ def test_erasing_a_customer_removes_events_messages_and_vector(app_client: TestC
     assert client.get("/customers/504/feed").json()["personalized"]
     erased = client.delete("/customers/504")
     assert erased.status_code == 200
-    assert erased.json() == {"customer_id": "504", "events": 3, "queued_messages": 0, "vectors": 1}
+    assert erased.json() == {"customer_id": "504", "events": 3, "queued_messages": 0, "vectors": 1,
+                             "impressions": 20}
     assert not client.get("/customers/504/feed").json()["personalized"]
     assert client.delete("/customers/504").json()["events"] == 0
 

@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 import anyio
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance.config import Config
 from appliance.encoder import Encoder
 from web.body import decode_json_body
+from web.controllers.analytics import AnalyticsController, MetricsController
 from web.controllers.events import EventController
 from web.controllers.feeds import CustomerController
 from web.controllers.health import HealthController
@@ -22,8 +22,10 @@ from web.controllers.jobs import JobController
 from web.controllers.products import ProductController
 from web.controllers.queue import ModelController, QueueController
 from web.controllers.sync import SyncController
+from web.docs import SWAGGER_ASSETS, swagger_plugin
 from web.errors import EXCEPTION_HANDLERS
 from web.services import Services, build_services, start
+from web.telemetry import observe_requests
 
 log = logging.getLogger("appliance")
 
@@ -44,20 +46,23 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
         finally:
             await anyio.to_thread.run_sync(services.close)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
-            SyncController, HealthController,
+            SyncController, HealthController, AnalyticsController, MetricsController, SWAGGER_ASSETS,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=decode_json_body,
+        logging_config=None,  # one format for the process: web.telemetry.configure_logging (the CLI calls it)
         openapi_config=OpenAPIConfig(
             title="appliance", version="0.1.0", path="/schema",
             description="A self-hosted two-tower recommendation server.",
-            render_plugins=[SwaggerRenderPlugin(path="/docs"), ScalarRenderPlugin(path="/scalar")],
+            render_plugins=[swagger_plugin()],
         ),
     )
+    app.asgi_handler = observe_requests(app.asgi_handler, app)
+    return app
 
 
 async def _start_in_thread(services: Services) -> None:

@@ -17,9 +17,11 @@ from appliance.errors import ModelUnreadable
 from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
 from jobs import upkeep
+from jobs.attribution import ImpressionLog
 from jobs.catalog import CatalogService
 from jobs.erasure import CustomerEraser
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
+from jobs.metrics import Metrics
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
 from jobs.scheduler import Jobs, JobSpec
@@ -28,6 +30,7 @@ from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 from storage.events import EventStore
 from storage.ids import IdMap, ShopIds
+from storage.impressions import ImpressionStore
 from storage.job_runs import JobRun, JobRunStore
 from storage.models import ModelRegistry
 from storage.users import UserStore
@@ -59,6 +62,8 @@ class Services:
     elastic: ElasticSync | NoopElasticSync
     jobs: Jobs
     eraser: CustomerEraser
+    impressions: ImpressionLog
+    metrics: Metrics
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -71,6 +76,7 @@ class Services:
         if self.background:
             self.background.stop()
         try:
+            self.impressions.close()
             self.index.save_if_dirty()
             self.user_mirror.index.save_if_dirty()
         finally:
@@ -80,6 +86,7 @@ class Services:
 def build_services(config: Config, encoder: Encoder | None = None) -> Services:
     """Open the store and wire the parts; no model loading and no embedding happen here."""
     torch.set_num_threads(config.server.torch_threads)
+    metrics = Metrics()
     db = Database(config.data_path / "appliance.duckdb")
     try:
         ids = ShopIds.open(db)
@@ -125,12 +132,14 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
             realtime.consumer_batch, realtime.user_index_sync_seconds, ids,
+            on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
         )
         models = ModelRegistry(config.data_path / "models")
+        shown = ImpressionStore(db)
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
-            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc),
+            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc, shown),
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
             "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index, ids),
@@ -138,15 +147,53 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         jobs = Jobs(
             {name: JobSpec(name, run, getattr(schedules, name)) for name, run in work.items()},
             JobRunStore(db), schedules.misfire_grace_seconds,
+            on_run=lambda run: metrics.job_seconds.labels(run.name, run.outcome).observe(run.seconds),
+        )
+        impressions = ImpressionLog(
+            shown, config.analytics, now_utc, lambda exts: ids.customers.keys(exts, create=True),
+            metrics.impressions_written.inc, metrics.impressions_dropped.inc,
         )
     except BaseException:
         db.close()
         raise
-    return Services(
+    services = Services(
         config, db, ids, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
-        CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic),
+        CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions),
+        impressions, metrics,
     )
+    watch_state(services)
+    return services
+
+
+def watch_state(services: Services) -> None:
+    """The gauges /metrics reads at each scrape: queue, embedding backlog, indexes, serving model, buffer."""
+    m, queue = services.metrics, services.queue
+
+    def queue_messages() -> dict[tuple[str, ...], float]:
+        s = queue.stats()
+        return {("visible",): s.depth, ("in_flight",): s.in_flight, ("dead_lettered",): s.dead_lettered}
+
+    def ndcg() -> float | None:
+        meta = services.serving.get().meta or {}
+        return (meta.get("metrics") or {}).get("ndcg@10")
+
+    def model() -> dict[str, str]:
+        serving = services.serving.get()
+        return {"version": serving.version, "fallback": str(serving.model is None).lower()}
+
+    m.gauge("queue_messages", "Event messages in the queue by state", queue_messages, ("state",))
+    m.gauge("queue_oldest_age_seconds", "Age of the oldest live message (0 when empty)",
+            lambda: queue.stats().oldest_age_seconds)
+    m.gauge("embedding_backlog_products", "Product lines still waiting for their vector",
+            services.catalog.store.pending_count)
+    m.gauge("index_vectors", "Vectors in each hnswlib index", lambda: {
+        ("products",): len(services.index), ("users",): len(services.user_mirror.index)}, ("index",))
+    m.gauge("model_ndcg_at_10", "NDCG@10 of the serving tower on its evaluation split (absent for the fallback)",
+            ndcg)
+    m.gauge("impression_buffer_items", "Impressions waiting in memory to be written",
+            lambda: services.impressions.buffered)
+    m.info("model", "The serving user tower (version) or the mean-vector fallback", model)
 
 
 def load_demo(services: Services) -> bool:
@@ -198,6 +245,7 @@ def start(services: Services) -> None:
         if released:
             log.info("%d messages left in flight by the previous process are delivered again", released)
         services.consumer.start()
+        services.impressions.start()
         if demo or demo_untrained(services):
             threading.Thread(target=_personalise_demo, args=(services,), name="demo-vectors", daemon=True).start()
         if services.config.jobs.enabled:

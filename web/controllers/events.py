@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
@@ -35,4 +37,6 @@ class EventController(Controller):
         with services.db.write() as cur:  # the events and their queue messages commit together
             ids = services.events.append_in(cur, events, now)
             services.queue.enqueue_in(cur, [event_body(*row) for row in zip(events, customers, products, strict=True)])
+        for name, n in Counter(e.event_name for e in events).items():
+            services.metrics.events_ingested.labels(name).inc(n)
         return EventsAccepted(len(ids), ids)
