@@ -15,6 +15,7 @@ from appliance.errors import InvalidInput
 from appliance.recommender import FeedPage, FeedQuery, Personal
 from appliance.types import Scored, now_utc
 from storage.elastic import search_feed_page
+from web.access import Scope, needs
 from web.schemas import Erased, FeedOut
 from web.services import Services
 
@@ -59,8 +60,9 @@ def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, met
 class CustomerController(Controller):
     path = "/customers"
     tags = ["customers"]
+    opt = needs(Scope.SERVER)
 
-    @get("/{customer_id:int}/feed", operation_id="customerFeed", sync_to_thread=True)
+    @get("/{customer_id:int}/feed", operation_id="customerFeed", sync_to_thread=True, opt=needs(Scope.PUBLIC))
     def feed(
         self,
         state: State,

@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 
 from appliance.errors import InvalidInput, NotReady
 from appliance.types import now_utc
+from web.access import Scope, needs
 from web.schemas import (
     BulkResult,
     FeedItem,
@@ -36,6 +37,7 @@ def stored_out(state: State, product_id: int) -> StoredProductOut:
 class ProductController(Controller):
     path = "/products"
     tags = ["catalog"]
+    opt = needs(Scope.SERVER)
 
     @put("/{product_id:int}", operation_id="putProduct", sync_to_thread=True, status_code=HTTP_200_OK)
     def put_product(
@@ -63,7 +65,7 @@ class ProductController(Controller):
             services.background.kick()
         return BulkResult(len(data), result.created, result.updated, result.unchanged, result.to_embed)
 
-    @get("/{product_id:int}", operation_id="getProduct", sync_to_thread=True)
+    @get("/{product_id:int}", operation_id="getProduct", sync_to_thread=True, opt=needs(Scope.PUBLIC))
     def get_product(self, state: State, product_id: ProductId) -> StoredProductOut:
         """One product, its text line and whether its vector is ready."""
         return stored_out(state, product_id)
@@ -73,7 +75,8 @@ class ProductController(Controller):
         """Remove a product from the catalog and the vector index (its events are kept)."""
         state.services.catalog.delete(product_id)
 
-    @get("/{product_id:int}/similar", operation_id="similarProducts", sync_to_thread=True)
+    @get("/{product_id:int}/similar", operation_id="similarProducts", sync_to_thread=True,
+         opt=needs(Scope.PUBLIC))
     def similar(
         self, state: State, product_id: ProductId,
         k: Annotated[int | None, Parameter(ge=1, le=100, description="how many neighbours")] = None,

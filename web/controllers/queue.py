@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
-from web.guards import admin_only
+from web.access import Scope, needs
 from web.schemas import DeadLetterOut, ModelOut, QueueOut, Redriven
 from web.services import Services
 
@@ -17,6 +17,7 @@ from web.services import Services
 class QueueController(Controller):
     path = "/queue"
     tags = ["queue"]
+    opt = needs(Scope.SERVER)
 
     @get("/", operation_id="queueStats", sync_to_thread=True)
     def stats(self, state: State) -> QueueOut:
@@ -25,7 +26,7 @@ class QueueController(Controller):
         s = services.queue.stats()
         return QueueOut(s.depth, s.in_flight, s.dead_lettered, s.oldest_age_seconds, services.consumer.processed)
 
-    @get("/dead-letter", operation_id="deadLetters", sync_to_thread=True)
+    @get("/dead-letter", operation_id="deadLetters", sync_to_thread=True, opt=needs(Scope.ADMIN))
     def dead_letters(
         self, state: State, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
     ) -> list[DeadLetterOut]:
@@ -36,7 +37,7 @@ class QueueController(Controller):
         ]
 
     @post("/dead-letter/redrive", operation_id="redrive", sync_to_thread=True, status_code=HTTP_200_OK,
-          guards=[admin_only])
+          opt=needs(Scope.ADMIN))
     def redrive(self, state: State, limit: Annotated[int | None, Parameter(ge=1)] = None) -> Redriven:
         """Move dead letters back to the queue (all, or the oldest `limit`); admin."""
         return Redriven(state.services.queue.redrive(limit))
@@ -45,6 +46,7 @@ class QueueController(Controller):
 class ModelController(Controller):
     path = "/model"
     tags = ["model"]
+    opt = needs(Scope.SERVER)
 
     @get("/", operation_id="model", sync_to_thread=True)
     def model(self, state: State) -> ModelOut:
