@@ -100,6 +100,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """INSERT INTO purchases SELECT customer_id, list(DISTINCT product_id) FROM events
            WHERE event_name = 'product_purchased' GROUP BY customer_id""",
     ),
+    (
+        # Counters of the durable queue that outlive its rows (dead letters dropped by the retention caps).
+        "CREATE TABLE queue_counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

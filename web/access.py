@@ -160,9 +160,10 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
                                         "(or server.admin_key) to use them")
     if actor.scope < needed:
         if actor.key_id is None:
-            raise _unauthorized(f"this endpoint needs a {needed.name.lower()} key (Authorization: Bearer KEY)")
-        raise PermissionDeniedException(
-            f"this endpoint needs a {needed.name.lower()} key; the key sent is a {actor.scope.name.lower()} key")
+            raise _unauthorized(f"this endpoint needs the {needed.name.lower()} scope: send a key of it "
+                                "(Authorization: Bearer KEY)")
+        raise PermissionDeniedException(f"this endpoint needs the {needed.name.lower()} scope; "
+                                        f"the key sent has the {actor.scope.name.lower()} scope")
 
 
 def check_exposure(config: Config) -> None:

@@ -67,7 +67,7 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
             description="A self-hosted two-tower recommendation server. Request bodies are JSON "
                         f"(`application/json`) of at most {security.max_body_bytes:,} bytes.",
             render_plugins=[SwaggerRenderPlugin(path="/docs"), ScalarRenderPlugin(path="/scalar")],
-            openapi_router=Router(path="/schema", route_handlers=[], opt=needs(Scope.OPEN)),
+            openapi_router=Router("/schema", route_handlers=[], include_in_schema=False, opt=needs(Scope.OPEN)),
             components=Components(security_schemes=security_schemes()),
         ),
     )

@@ -28,7 +28,7 @@ def describe_limits(app: Litestar, config: Config) -> None:
             continue
         item = openapi.paths[route.path_format]
         for handler in route.route_handlers:
-            if not isinstance(handler, HTTPRouteHandler) or not handler.include_in_schema:
+            if not isinstance(handler, HTTPRouteHandler) or not handler.resolve_include_in_schema():
                 continue
             for method in handler.http_methods:
                 operation = getattr(item, method.lower(), None)

@@ -21,10 +21,11 @@ class QueueController(Controller):
 
     @get("/", operation_id="queueStats", sync_to_thread=True)
     def stats(self, state: State) -> QueueOut:
-        """Depth, in flight, dead-lettered, age of the oldest message."""
+        """Depth, in flight, dead-lettered, age of the oldest message, dead letters dropped by the caps."""
         services: Services = state.services
         s = services.queue.stats()
-        return QueueOut(s.depth, s.in_flight, s.dead_lettered, s.oldest_age_seconds, services.consumer.processed)
+        return QueueOut(s.depth, s.in_flight, s.dead_lettered, s.oldest_age_seconds, services.consumer.processed,
+                        s.dead_letters_dropped)
 
     @get("/dead-letter", operation_id="deadLetters", sync_to_thread=True, opt=needs(Scope.ADMIN))
     def dead_letters(
