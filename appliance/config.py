@@ -179,6 +179,7 @@ class SecurityConfig:
     anonymous_rate: float  # per client address, for requests without a key
     anonymous_burst: int
     max_body_bytes: int
+    header_timeout_seconds: float
     body_timeout_seconds: float
     keep_alive_seconds: int
     max_connections: int  # 0: no limit
@@ -354,6 +355,7 @@ def _validate(config: Config) -> None:
         "realtime.dead_letter_max": config.realtime.dead_letter_max,
         "realtime.dead_letter_retention_days": config.realtime.dead_letter_retention_days,
         "security.max_body_bytes": config.security.max_body_bytes,
+        "security.header_timeout_seconds": config.security.header_timeout_seconds,
         "security.body_timeout_seconds": config.security.body_timeout_seconds,
         "security.keep_alive_seconds": config.security.keep_alive_seconds,
         "jobs.retrain_window_days": config.jobs.retrain_window_days,

@@ -148,7 +148,7 @@ class DurableQueue:
         self.receive_limit = receive_limit
         self.dead_letter_max = dead_letter_max
         self.dead_letter_retention = dead_letter_retention
-        self._trimmed_at = -TRIM_EVERY_SECONDS  # time.monotonic() of the last trim
+        self._trimmed_at: datetime | None = None  # clock time of the last trim
         self._changed = threading.Condition()
         self._version = 0  # bumped on every change that may make a message deliverable
         self._closed = False
@@ -269,12 +269,13 @@ class DurableQueue:
         """Apply the dead-letter caps: after a dead-lettering, and at least every TRIM_EVERY_SECONDS (age)."""
         if self.dead_letter_max is None and self.dead_letter_retention is None:
             return
-        if not force and time.monotonic() - self._trimmed_at < TRIM_EVERY_SECONDS:
+        now = self.clock()
+        if not force and self._trimmed_at and (now - self._trimmed_at).total_seconds() < TRIM_EVERY_SECONDS:
             return
-        self._trimmed_at = time.monotonic()
+        self._trimmed_at = now
         keep = 2**62 if self.dead_letter_max is None else self.dead_letter_max
         retention = self.dead_letter_retention
-        self.store.trim_dead(keep, datetime.min if retention is None else self.clock() - timedelta(seconds=retention))
+        self.store.trim_dead(keep, datetime.min if retention is None else now - timedelta(seconds=retention))
 
     # -- inspecting and the dead-letter queue ----------------------------------------------------------
 

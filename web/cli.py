@@ -53,12 +53,9 @@ def _offline(config: Config) -> Iterator[Services]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from web.serving import serve
 
-    from web.app import create_app
-
-    config = _config(args)
-    uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level="info")
+    serve(_config(args))
     return 0
 
 
