@@ -27,6 +27,8 @@ TINY = {
                "5", "--drain-seconds", "1", "--concurrency", "2", "--batches", "1,100"],
     "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
     "ann": ["--vectors", "2000", "--queries", "40", "--ef", "16,64,128"],
+    "access": ["--products", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
+               "--warmup", "5", "--rounds", "1", "--keys", "3"],
 }
 
 
@@ -123,6 +125,15 @@ def test_ann(launched: dict) -> None:
     for brute in data["brute_force"]:
         _ordered(brute["per_query_ms"])
         assert brute["batched_per_query_ms"] > 0
+
+
+def test_access(launched: dict) -> None:
+    data = _result(launched, "access")
+    assert [r["mode"] for r in data["runs"]] == ["loopback", "keyed"] and data["keys_per_scope"] == 3
+    for run in data["runs"]:
+        assert run["ok"] > 0 and run["rps"] > 0 and set(run["statuses"]) == {"200"}
+        _ordered(run["latency_ms"])
+    assert data["ratio"] == pytest.approx(data["runs"][1]["rps"] / data["runs"][0]["rps"], rel=1e-3)
 
 
 def test_encoding(encoder: Encoder, tmp_path: Path) -> None:

@@ -1,0 +1,101 @@
+"""`appliance bench access`: what keys and rate limiting cost the feed, as a ratio measured in one run.
+
+One synthetic shop, served in turn (A B A B ...) in two modes by `python -m web.cli serve`:
+- `loopback`: no keys, no rate limit (the shipped default on 127.0.0.1);
+- `keyed`: public, server and admin keys (several each, as during a rotation), every request carrying a public
+  key, a public rate limit whose bucket never empties (so every request pays for the lookup and the refill).
+Both run the Host and content-type checks. Alternating the modes spreads the drift of a shared machine
+over both; the ratio is keyed req/s over loopback req/s, per round and over all rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+from web.bench.common import (
+    Server,
+    add_load_arguments,
+    parse_size,
+    percentiles,
+    run_loadgen,
+    table,
+    work_dir,
+    write_result,
+)
+from web.bench.synth import Shop, build_shop
+
+KEY = "pk_bench_storefront_0001"
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("access", parents=[common], help="feed req/s with and without keys + rate limiting")
+    p.add_argument("--products", default="10k", help="catalog size (default 10k)")
+    add_load_arguments(p, customers="2k", events="40k", duration=10.0, max_requests=200_000)
+    p.add_argument("--concurrency", type=int, default=8, help="connections of the load generator (default 8)")
+    p.add_argument("--rounds", type=int, default=2, help="A/B rounds (default 2)")
+    p.add_argument("--keys", type=int, default=4, help="keys configured per scope in keyed mode (default 4)")
+    p.add_argument("--warmup", type=int, default=300, help="requests before each run, not measured")
+    p.set_defaults(run=run)
+
+
+def _env(mode: str, keys: int) -> dict[str, str]:
+    if mode == "loopback":
+        return {"APPLIANCE_JOBS__ENABLED": "false"}
+    listed = {scope: ",".join([KEY] * (scope == "public") + [f"{scope}_bench_key_{i:04d}" for i in range(keys - 1)])
+              for scope in ("public", "server", "admin")}
+    return {"APPLIANCE_JOBS__ENABLED": "false", "APPLIANCE_SECURITY__PUBLIC_KEYS": listed["public"],
+            "APPLIANCE_SECURITY__SERVER_KEYS": listed["server"], "APPLIANCE_SECURITY__ADMIN_KEYS": listed["admin"],
+            "APPLIANCE_SECURITY__PUBLIC_RATE": "1000000.0", "APPLIANCE_SECURITY__PUBLIC_BURST": "1000000"}
+
+
+def _measure(server: Server, mode: str, customers: int, args: argparse.Namespace, spec_dir: Any) -> dict[str, Any]:
+    rng = np.random.default_rng(11)
+    headers = {"Authorization": f"Bearer {KEY}"} if mode == "keyed" else {}
+    requests = [{"method": "GET", "path": f"/customers/{int(i)}/feed?per_page=20", "tag": mode, "headers": headers}
+                for i in rng.integers(1, customers + 1, 512)]
+    spec = {"port": server.port, "duration": args.duration, "max_requests": args.max_requests,
+            "concurrency": args.concurrency, "warmup": args.warmup, "requests": requests}
+    result = run_loadgen(spec, spec_dir)
+    tag = result["tags"].get(mode, {"latencies_ms": [], "statuses": {}, "errors": 0})
+    ok = tag["statuses"].get("200", 0)
+    wall = result["wall_seconds"]
+    return {"mode": mode, "ok": ok, "statuses": tag["statuses"], "errors": tag["errors"],
+            "rps": round(ok / wall, 1) if wall else 0.0, "latency_ms": percentiles(tag["latencies_ms"])}
+
+
+def run(args: argparse.Namespace) -> int:
+    customers = parse_size(args.customers)
+    root = work_dir(args.work_dir)
+    shop = Shop(parse_size(args.products), customers, parse_size(args.events))
+    print(f"access @ {shop.products:,} products: building the shop (reused when present in {root})", flush=True)
+    path = build_shop(root, shop)
+    runs: list[dict[str, Any]] = []
+    for round_ in range(1, args.rounds + 1):
+        for mode in ("loopback", "keyed"):
+            t0 = time.perf_counter()
+            with Server(path, env=_env(mode, args.keys)) as server:
+                row = {"round": round_, **_measure(server, mode, customers, args, root)}
+            bad = {s: n for s, n in row["statuses"].items() if s != "200"}
+            if bad or row["errors"]:
+                raise RuntimeError(f"{mode}: non-200 answers {bad}, {row['errors']} errors: nothing to compare")
+            runs.append(row)
+            print(f"  round {round_} {mode:8s}: {row['rps']:,.0f} req/s, p50 {row['latency_ms']['p50']:.2f} ms, "
+                  f"p99 {row['latency_ms']['p99']:.2f} ms ({time.perf_counter() - t0:.0f} s)", flush=True)
+    ratios = [k["rps"] / o["rps"] for o, k in zip(runs[::2], runs[1::2], strict=True) if o["rps"]]
+    total = {m: sum(r["rps"] for r in runs if r["mode"] == m) for m in ("loopback", "keyed")}
+    overall = total["keyed"] / total["loopback"] if total["loopback"] else 0.0
+    print()
+    print(table(f"GET /customers/{{id}}/feed, {args.concurrency} connections (latency in ms, measured by the client)",
+                ("round", "mode", "requests", "req/s", "p50", "p99", "max"),
+                [(r["round"], r["mode"], r["ok"], r["rps"], r["latency_ms"]["p50"], r["latency_ms"]["p99"],
+                  r["latency_ms"]["max"]) for r in runs]))
+    print(f"keyed / loopback req/s: {overall:.3f} overall; per round {', '.join(f'{r:.3f}' for r in ratios)}")
+    out = write_result("access", args, {"products": shop.products, "customers_with_vectors": customers,
+                                        "keys_per_scope": args.keys, "runs": runs, "ratio_per_round": ratios,
+                                        "ratio": round(overall, 4)})
+    print(f"wrote {out}")
+    return 0
