@@ -13,12 +13,12 @@ serve on another interface. Admin routes always need an admin key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
-from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
@@ -48,8 +48,7 @@ def required_scope(handler: BaseRouteHandler) -> Scope:
     return handler.opt.get(SCOPE_OPT, Scope.ADMIN)
 
 
-@dataclass(frozen=True, slots=True)
-class Actor:
+class Actor(NamedTuple):
     """Who sent a request: the scope it holds, its key's fingerprint (never the key) and its address."""
 
     scope: Scope
@@ -74,6 +73,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=4096)
 def _local(address: str) -> bool:
     """A loopback client, or one that is no IP address at all (a unix socket, an in-process transport)."""
     try:
@@ -105,9 +105,10 @@ class Access:
         rates = {s: (getattr(security, f"{n}_rate"), getattr(security, f"{n}_burst")) for s, n in names.items()}
         self.limiter = RateLimiter(rates)  # keyed by the actor's scope (OPEN: anonymous in keyed mode)
 
-    def scope_of(self, key: str) -> Scope | None:
-        """The scope of a key, None for an unknown one; compares against every key, with no early exit."""
-        digest, found = _digest(key), None
+    def scope_of(self, digest: bytes) -> Scope | None:
+        """The scope of a key (by its digest), None for an unknown one; compares against every key, with no
+        early exit."""
+        found = None
         for known, scope in self._keys:
             if hmac.compare_digest(known, digest):
                 found = scope
@@ -118,11 +119,12 @@ class Access:
         its address's token, then gets 401."""
         address = connection.client.host if connection.client else ""
         key = _presented_key(connection) if read_key else None
-        scope = None if key is None else self.scope_of(key)
-        if scope is None:
+        digest = None if key is None else _digest(key)
+        scope = None if digest is None else self.scope_of(digest)
+        if digest is None or scope is None:
             actor = Actor(self.anonymous, None, address)
         else:
-            actor = Actor(scope, _digest(key).hex()[:12], address)
+            actor = Actor(scope, digest.hex()[:12], address)
         self.limiter.take(actor.bucket, actor.scope)
         if key is not None and scope is None:
             raise _unauthorized("the key sent is not a configured key")
@@ -146,7 +148,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     limit (429 when empty), then check the scope the route needs (401 without a key, 403 with a weaker one)."""
     access: Access = connection.app.state.access
     needed = required_scope(handler)
-    if connection.method == "OPTIONS":  # Litestar's own OPTIONS answer: the allowed methods, nothing else
+    if connection.scope.get("method") == "OPTIONS":  # Litestar's own OPTIONS answer: the allowed methods, nothing else
         needed = Scope.OPEN
     actor = access.actor(connection, read_key=needed is not Scope.OPEN)
     if needed is Scope.OPEN:
