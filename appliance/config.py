@@ -397,19 +397,15 @@ def _validate(config: Config) -> None:
 def _validate_security(security: SecurityConfig, admin_key: str) -> None:
     seen: set[str] = set()
     for scope in ("public", "server", "admin"):
-        keys = getattr(security, f"{scope}_keys") + ((admin_key,) if scope == "admin" and admin_key else ())
-        for key in keys:
-            if not key or key != key.strip() or any(ord(c) < 33 or ord(c) > 126 for c in key):
-                raise InvalidInput(f"security.{scope}_keys: a key must be printable ASCII without spaces",
-                                   field=f"security.{scope}_keys")
-            if key in seen:
-                raise InvalidInput(f"security.{scope}_keys: a key is listed twice (each key has one scope)",
-                                   field=f"security.{scope}_keys")
+        field = f"security.{scope}_keys"
+        for key in getattr(security, f"{scope}_keys") + ((admin_key,) if scope == "admin" and admin_key else ()):
+            if not key or not all(33 <= ord(c) <= 126 for c in key) or key in seen:
+                raise InvalidInput(f"{field}: a key is printable ASCII without spaces, listed once (one scope)",
+                                   field=field)
             seen.add(key)
     for name in ("public", "server", "admin", "anonymous"):
         if getattr(security, f"{name}_rate") < 0 or getattr(security, f"{name}_burst") < 1:
-            raise InvalidInput(f"security.{name}_rate must be >= 0 and security.{name}_burst >= 1",
-                               field=f"security.{name}_rate")
+            raise InvalidInput(f"security.{name}_rate must be >= 0 and its burst >= 1", field=f"security.{name}_rate")
     if security.max_connections < 0 or security.cors_max_age_seconds < 0:
         raise InvalidInput("security.max_connections and cors_max_age_seconds must be >= 0",
                            field="security.max_connections")
