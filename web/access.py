@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import SecurityScheme
 
 from appliance.config import Config, SecurityConfig
 from appliance.errors import InvalidInput
@@ -148,7 +149,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     limit (429 when empty), then check the scope the route needs (401 without a key, 403 with a weaker one)."""
     access: Access = connection.app.state.access
     needed = required_scope(handler)
-    if connection.scope.get("method") == "OPTIONS":  # Litestar's own OPTIONS answer: the allowed methods, nothing else
+    if connection.scope.get("method") == "OPTIONS":  # Litestar's own answer: the allowed methods, nothing else
         needed = Scope.OPEN
     actor = access.actor(connection, read_key=needed is not Scope.OPEN)
     if needed is Scope.OPEN:
@@ -180,8 +181,6 @@ def check_exposure(config: Config) -> None:
 
 def security_schemes() -> dict[str, Any]:
     """The OpenAPI security schemes (the scopes an operation needs are listed as roles of each)."""
-    from litestar.openapi.spec import SecurityScheme
-
     return {
         "bearer": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer KEY"),
         "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header",
