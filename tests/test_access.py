@@ -30,6 +30,7 @@ ROUTES = {
     ("POST", "/products"): "server",
     ("DELETE", "/products/{product_id}"): "server",
     ("DELETE", "/customers/{customer_id}"): "server",
+    ("POST", "/customers/{customer_id}/merge"): "server",
     ("GET", "/queue"): "server",
     ("GET", "/model"): "server",
     ("GET", "/jobs"): "server",
@@ -46,6 +47,7 @@ BODIES = {
     ("PUT", "/products/{product_id}"): PRODUCT,
     ("POST", "/products"): [{"product_id": 2, **PRODUCT}],
     ("POST", "/events"): {"customer_id": 1, "product_id": 1, "event_name": "product_viewed"},
+    ("POST", "/customers/{customer_id}/merge"): {"anonymous_id": "anon-1"},
 }
 PARAMS = {"product_id": "1", "customer_id": "1", "name": "popularity"}
 
