@@ -27,7 +27,7 @@ class QueueController(Controller):
         return QueueOut(s.depth, s.in_flight, s.dead_lettered, s.oldest_age_seconds, services.consumer.processed,
                         s.dead_letters_dropped)
 
-    @get("/dead-letter", operation_id="deadLetters", sync_to_thread=True, opt=needs(Scope.ADMIN))
+    @get("/dead-letter", operation_id="deadLetters", sync_to_thread=True)
     def dead_letters(
         self, state: State, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100
     ) -> list[DeadLetterOut]:
