@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components
 from appliance.config import Config
 from appliance.encoder import Encoder
 from web.access import Access, Scope, authorize, check_exposure, needs, security_schemes
+from web.body import decode_json_body
 from web.browser import browser_safety, cors
 from web.controllers.events import EventController
 from web.controllers.feeds import CustomerController
@@ -62,6 +63,7 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
         middleware=[browser_safety(config), body_timeout(security.body_timeout_seconds)],
         cors_config=cors(config),
         request_max_body_size=security.max_body_bytes,
+        before_request=decode_json_body,
         openapi_config=OpenAPIConfig(
             title="appliance", version="0.1.0",
             description="A self-hosted two-tower recommendation server. Request bodies are JSON "
