@@ -160,6 +160,10 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
         "ALTER TABLE events ADD COLUMN recommendation_id VARCHAR",
         "ALTER TABLE events ADD COLUMN position INTEGER",
     ),
+    (
+        # Counters of the durable queue that outlive its rows (dead letters dropped by the retention caps).
+        "CREATE TABLE queue_counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

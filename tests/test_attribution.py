@@ -16,7 +16,7 @@ from storage.db import Database
 from storage.events import EventStore
 from storage.ids import ShopIds
 from storage.impressions import ImpressionStore
-from tests.helpers import small_catalog, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_until
 from web.app import create_app
 
 ADMIN = {"X-Admin-Key": "s3cret"}
@@ -27,7 +27,7 @@ T0 = datetime(2026, 11, 20, 12, 0, 0)
 def admin_client(tmp_path, encoder) -> Iterator[TestClient]:
     config = load_config(overrides={"server": {"data_dir": str(tmp_path / "data"), "load_demo": False,
                                                "admin_key": "s3cret"}})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         client.post("/products", json=small_catalog())
         yield client

@@ -30,6 +30,9 @@ TINY = {
     "impressions": ["--size", "500", "--customers", "50", "--events", "1000", "--concurrency", "1", "--duration",
                     "1", "--warmup", "5", "--rounds", "2"],
 }
+# Run alone after the others (it serves two shops at once): not in the parallel launch.
+ACCESS = ["--products", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
+          "--warmup", "5", "--slices", "1", "--keys", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +143,22 @@ def test_ann(launched: dict) -> None:
     for brute in data["brute_force"]:
         _ordered(brute["per_query_ms"])
         assert brute["batched_per_query_ms"] > 0
+
+
+def test_access(launched: dict, tmp_path: Path) -> None:
+    for proc, _ in launched.values():  # the parallel ones first: this one adds two servers of its own
+        proc.wait(timeout=300)
+    log = (tmp_path / "access.log").open("w")
+    cmd = [sys.executable, "-m", "web.cli", "bench", "access", *ACCESS, "--out", str(tmp_path / "access"),
+           "--work-dir", str(tmp_path / "work")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    data = _result({"access": (proc, tmp_path / "access")}, "access")
+    assert [r["mode"] for r in data["runs"]] == ["loopback", "keyed"] and data["keys_per_scope"] == 3
+    for run in data["runs"]:
+        assert run["ok"] > 0 and run["rps"] > 0 and set(run["statuses"]) == {"200"}
+        _ordered(run["latency_ms"])
+    assert data["ratio"] == pytest.approx(data["runs"][1]["rps"] / data["runs"][0]["rps"], rel=1e-2)
+    assert set(data["guard_us"]) == {"keyed", "loopback", "no_guard"}
 
 
 def test_encoding(encoder: Encoder, tmp_path: Path) -> None:

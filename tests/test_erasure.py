@@ -21,7 +21,7 @@ from storage.ids import IdMap
 from storage.impressions import ImpressionStore
 from storage.users import UserStore
 from storage.vectors import VectorIndex
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 DIM = 8
@@ -98,7 +98,7 @@ def test_erasure_sticks_against_the_running_consumer_over_http(tmp_path, encoder
         "realtime": {"receive_wait_seconds": 0.01, "consumer_batch": 4, "user_index_sync_seconds": 0.0},
     })
     rounds = 120
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert client.post("/products", json=small_catalog()).status_code == 202
         wait_embedded(client)

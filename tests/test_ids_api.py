@@ -8,7 +8,7 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import load_config
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 # StockCodes as the UCI retail data has them; one product keeps an integer id (sent as a JSON number).
@@ -24,7 +24,7 @@ def shop(tmp_path, encoder) -> Iterator[TestClient]:
         "server": {"data_dir": str(tmp_path / "data"), "load_demo": False},
         "realtime": {"receive_wait_seconds": 0.2},
     })
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         catalog = [{**p, "product_id": code} for p, code in zip(small_catalog(), CODES, strict=True)]
         assert client.post("/products", json=catalog).status_code == 202

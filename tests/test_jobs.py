@@ -13,7 +13,7 @@ from appliance.types import Event, Scored, now_utc
 from jobs import upkeep
 from jobs.scheduler import JobSpec
 from storage.impressions import Served
-from tests.helpers import wait_until
+from tests.helpers import LOCAL, wait_until
 from web.app import create_app
 from web.services import Services, build_services, load_demo
 
@@ -96,7 +96,7 @@ def test_a_failing_job_is_recorded_and_does_not_stop_the_next(services: Services
 
 def test_the_scheduler_runs_a_fast_interval_job_and_http_shows_it(tmp_path, encoder) -> None:
     config = _config(tmp_path, jobs={"popularity": "every 1s", "retrain": "off"})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         wait_until(lambda: _runs(client, "popularity") >= 1, timeout=30, what="a scheduled run")
         jobs = {j["name"]: j for j in client.get("/jobs").json()}
@@ -116,6 +116,6 @@ def _runs(client: TestClient, name: str) -> int:
 
 def test_admin_endpoints_are_closed_without_a_key(tmp_path, encoder) -> None:
     config = load_config(overrides={"server": {"data_dir": str(tmp_path / "d"), "load_demo": False}})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         answer = client.post("/queue/dead-letter/redrive")
         assert answer.status_code == 403 and "admin_key" in answer.json()["detail"]

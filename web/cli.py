@@ -54,16 +54,10 @@ def _offline(config: Config) -> Iterator[Services]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from web.serving import serve
 
-    from web.app import create_app
-
-    config = _config(args)
     quiet_progress_bars()
-    # uvicorn logs through the one handler configure_logging set (log_config=None); the access log is replaced
-    # by web.telemetry's line per request (route template, status, duration, recommendation id)
-    uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_config=None,
-                access_log=False)
+    serve(_config(args))
     return 0
 
 

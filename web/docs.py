@@ -6,9 +6,12 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
+from web.access import Scope, needs
+
 ASSETS_PATH = "/static/swagger-ui"
 SWAGGER_ASSETS = create_static_files_router(
     path=ASSETS_PATH, directories=[swagger_ui_path], include_in_schema=False, name="swagger-ui-assets",
+    opt=needs(Scope.OPEN),  # the docs page is open, like /schema
 )
 
 

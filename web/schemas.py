@@ -232,6 +232,7 @@ class QueueOut(msgspec.Struct):
     dead_lettered: int
     oldest_age_seconds: float
     processed: int  # messages this process's consumer has processed since start
+    dead_letters_dropped: int  # ever dropped by realtime.dead_letter_max / dead_letter_retention_days, oldest first
 
 
 class DeadLetterOut(msgspec.Struct):

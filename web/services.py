@@ -122,7 +122,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         realtime = config.realtime
         queue = DurableQueue(
             db, visibility_timeout=realtime.visibility_timeout_seconds, max_receive_count=realtime.max_receive_count,
-            receive_limit=max(realtime.consumer_batch, 10),
+            receive_limit=max(realtime.consumer_batch, 10), dead_letter_max=realtime.dead_letter_max,
+            dead_letter_retention=realtime.dead_letter_retention_days * 86400,
         )
         serving = ServingModel()
         updater = UserVectorUpdater(

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance.types import now_utc
 from jobs.attribution import analytics
-from web.guards import admin_only
+from web.access import Scope, needs
 from web.schemas import AnalyticsOut, AnalyticsRow
 from web.services import Services
 
@@ -23,7 +23,7 @@ class AnalyticsController(Controller):
     path = "/analytics"
     tags = ["analytics"]
 
-    @get("/", operation_id="analytics", sync_to_thread=True, guards=[admin_only])
+    @get("/", operation_id="analytics", sync_to_thread=True, opt=needs(Scope.ADMIN))
     def analytics(
         self, state: State,
         start: Annotated[str | None, QueryParameter(name="from", max_length=40, description=_MOMENT)] = None,
@@ -48,9 +48,10 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ["health"]
 
-    @get("/", operation_id="metrics", sync_to_thread=True)
+    @get("/", operation_id="metrics", sync_to_thread=True, opt=needs(Scope.SERVER))
     def metrics(self, state: State) -> Response[bytes]:
         """Prometheus text format: request latency per route, ingest, queue, consumer lag, embedding backlog,
-        serving model and its NDCG@10, job runs, index sizes, impressions, rate-limit refusals."""
+        serving model and its NDCG@10, job runs, index sizes, impressions, rate-limit refusals (an operational read,
+        like /queue: the server scope)."""
         services: Services = state.services
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from appliance.errors import InvalidInput
 from appliance.types import now_utc
 from jobs.queue import event_body
+from web.access import Scope, needs
 from web.ids import keyed_events
 from web.schemas import EventIn, EventsAccepted, each
 
@@ -19,6 +20,7 @@ from web.schemas import EventIn, EventsAccepted, each
 class EventController(Controller):
     path = "/events"
     tags = ["events"]
+    opt = needs(Scope.PUBLIC)
 
     @post("/", operation_id="postEvents", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def post_events(self, state: State, data: JSONBody[EventIn | list[EventIn]]) -> EventsAccepted:

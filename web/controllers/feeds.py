@@ -17,6 +17,7 @@ from appliance.recommender import FeedPage, FeedQuery, Personal
 from appliance.types import Scored, now_utc
 from jobs.identity import IdentityParts, Merged, merge_customers
 from storage.elastic import search_feed_page
+from web.access import Scope, needs
 from web.ids import CustomerPath, existing, exts
 from web.schemas import Erased, FeedOut, MergeIn, first_position
 from web.services import Services
@@ -65,8 +66,9 @@ def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, met
 class CustomerController(Controller):
     path = "/customers"
     tags = ["customers"]
+    opt = needs(Scope.SERVER)
 
-    @get("/{customer_id:str}/feed", operation_id="customerFeed", sync_to_thread=True)
+    @get("/{customer_id:str}/feed", operation_id="customerFeed", sync_to_thread=True, opt=needs(Scope.PUBLIC))
     def feed(
         self,
         state: State,

@@ -16,6 +16,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 
 from appliance.errors import InvalidInput, NotFound, NotReady
 from appliance.types import now_utc
+from web.access import Scope, needs
 from web.ids import ProductPath, created, ext, known, normalised
 from web.schemas import (
     BulkResult,
@@ -56,6 +57,7 @@ def stored_out(state: State, product_id: str, key: int) -> StoredProductOut:
 class ProductController(Controller):
     path = "/products"
     tags = ["catalog"]
+    opt = needs(Scope.SERVER)
 
     @put("/{product_id:str}", operation_id="putProduct", sync_to_thread=True, status_code=HTTP_200_OK)
     def put_product(
@@ -91,7 +93,7 @@ class ProductController(Controller):
             services.background.kick()
         return BulkResult(len(data), result.created, result.updated, result.unchanged, result.to_embed)
 
-    @get("/{product_id:str}", operation_id="getProduct", sync_to_thread=True)
+    @get("/{product_id:str}", operation_id="getProduct", sync_to_thread=True, opt=needs(Scope.PUBLIC))
     def get_product(self, state: State, product_id: ProductPath) -> StoredProductOut:
         """One product, its text line and whether its vector is ready."""
         return stored_out(state, product_id, known(state.services.ids.products, product_id, "product"))
@@ -102,7 +104,7 @@ class ProductController(Controller):
         with _named(product_id):
             state.services.catalog.delete(known(state.services.ids.products, product_id, "product"))
 
-    @get("/{product_id:str}/similar", operation_id="similarProducts", sync_to_thread=True)
+    @get("/{product_id:str}/similar", operation_id="similarProducts", sync_to_thread=True, opt=needs(Scope.PUBLIC))
     def similar(
         self, state: State, product_id: ProductPath,
         k: Annotated[int | None, Parameter(ge=1, le=100, description="how many neighbours")] = None,
