@@ -101,6 +101,13 @@ class CatalogStore:
             if not cur.execute("DELETE FROM products WHERE product_id = ? RETURNING 1", [product_id]).fetchall():
                 raise NotFound(f"product {product_id} does not exist")
 
+    def many(self, product_ids: Sequence[int]) -> list[Product]:
+        """The products among these ids that exist."""
+        return [_product(row) for row in self.db.read(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id IN (SELECT unnest($1::BIGINT[])) ORDER BY product_id",
+            [list(product_ids)],
+        )]
+
     def all(self) -> list[Product]:
         return [_product(row) for row in self.db.read(f"SELECT {_COLUMNS} FROM products ORDER BY product_id")]
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from appliance.errors import InvalidInput
-from appliance.recommender import FeedPage
+from appliance.pipeline import FeedPage
 from appliance.text import price_tier
 from appliance.types import Event, Product, utc_naive
 

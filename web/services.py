@@ -93,7 +93,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
         def catalog_changed(ids: Sequence[int]) -> None:
-            recommender.invalidate()
+            recommender.apply_changes(ids, store.many)
             elastic.mark_products(ids)
 
         catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, catalog_changed)

@@ -12,7 +12,8 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
 from appliance.errors import InvalidInput
-from appliance.recommender import FeedPage, FeedQuery, Personal
+from appliance.pipeline import FeedPage, FeedQuery
+from appliance.recommender import Personal
 from appliance.types import Scored, now_utc
 from storage.elastic import search_feed_page
 from web.schemas import Erased, FeedOut
