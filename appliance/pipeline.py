@@ -104,7 +104,7 @@ class Selection:
     def head(self, order: np.ndarray, end: int, rank: np.ndarray | None = None) -> np.ndarray:
         """The first `end` allowed rows of a ranking (`order`: rows best first; `rank[row]`: its position in
         `order` when `order` holds every row, so a narrow filter can sort its own rows instead of walking)."""
-        if rank is not None and self.rows is not None and len(self.rows) * 8 < len(order):  # a narrow filter: sort its rows
+        if rank is not None and self.rows is not None and len(self.rows) * 8 < len(order):
             rows = self.rows[self.rows < len(rank)]
             rows = rows[self.allows(rows)]
             return rows[np.argsort(rank[rows], kind="stable")[:end]]
