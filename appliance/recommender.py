@@ -136,6 +136,14 @@ class Recommender:
                 view = self._view
         return view
 
+    def warm(self) -> bool:
+        """Whether the view and a ranking are loaded (a feed then needs no catalog or popularity read)."""
+        return self._view is not None and self._ranking is not None
+
+    def knows(self, personal: Personal) -> bool:
+        """Whether this shopper's nearest products are cached (a feed then needs no index lookup)."""
+        return personal.key is not None and personal.key in self._candidates
+
     def apply_changes(self, product_ids: Sequence[int], load: Callable[[Sequence[int]], Sequence[Product]]) -> None:
         """Patch the view after products were written or deleted: `load(ids)` reads those that still exist.
         Reading and patching under one lock keeps the view at the newest committed state."""

@@ -32,11 +32,17 @@ class UserStore:
         self._cache: OrderedDict[int, UserVector | None] = OrderedDict()  # None: known to have no vector
         self._writes = 0  # bumped by every write, so a read that overlapped one does not fill the cache
         self._lock = threading.Lock()
+        # every customer with a stored vector, so a shopper without one (most visitors) costs no read
+        self._stored = {r[0] for r in db.read("SELECT customer_id FROM user_vectors")}
 
     def _remember(self, entries: dict[int, UserVector | None]) -> None:
         with self._lock:
             self._writes += 1
             for cid, value in entries.items():
+                if value is None:
+                    self._stored.discard(cid)
+                else:
+                    self._stored.add(cid)
                 self._cache[cid] = value
                 self._cache.move_to_end(cid)
             while len(self._cache) > self.cache_size:
@@ -61,11 +67,21 @@ class UserStore:
             for i, cid in enumerate(customer_ids)
         })
 
-    def get(self, customer_id: int) -> UserVector | None:
+    def cached(self, customer_id: int) -> tuple[bool, UserVector | None]:
+        """(known, vector) from memory only: known is False when answering needs a read."""
         with self._lock:
+            if customer_id not in self._stored:
+                return True, None
             if customer_id in self._cache:
                 self._cache.move_to_end(customer_id)
-                return self._cache[customer_id]
+                return True, self._cache[customer_id]
+            return False, None
+
+    def get(self, customer_id: int) -> UserVector | None:
+        known, found = self.cached(customer_id)
+        if known:
+            return found
+        with self._lock:
             writes = self._writes
         rows = self.db.read(
             """SELECT customer_id, vector, model_version, updated_at, last_event_at

@@ -17,6 +17,7 @@ from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
 from jobs import upkeep
 from jobs.catalog import CatalogService
+from jobs.feed import Feeds
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
@@ -52,6 +53,7 @@ class Services:
     consumer: EventConsumer
     elastic: ElasticSync | NoopElasticSync
     jobs: Jobs
+    feeds: Feeds
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -109,7 +111,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         serving = ServingModel()
         updater = UserVectorUpdater(
             events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,
-            elastic.mark_users,
+            lambda ids: (elastic.mark_users(ids), events.forget_purchases(ids)),
         )
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
@@ -134,6 +136,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
     return Services(
         config, db, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
+        Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc),
     )
 
 
