@@ -36,18 +36,18 @@ def interleave(sources: Sequence[Source], limit: int) -> tuple[np.ndarray, np.nd
     since the other sources can take at most `limit` of its rows first. Deterministic.
     """
     used: set[int] = set()
+    shares = [s.share for s in sources]
+    candidates = [s.rows.tolist() for s in sources]
     pointers = [0] * len(sources)
     credit = [0.0] * len(sources)
-    rows: list[int] = []
-    scores: list[float] = []
-    names: list[str] = []
-    candidates = [s.rows.tolist() for s in sources]
+    picked: list[tuple[int, int]] = []  # (source, position in it)
     live = [i for i, s in enumerate(sources) if s.share > 0 and len(s.rows)]
-    while len(rows) < limit and live:
-        total = sum(sources[i].share for i in live)
+    while len(picked) < limit and live:
+        total = 0.0
         for i in live:
-            credit[i] += sources[i].share
-        pick = max(live, key=lambda i: credit[i])
+            credit[i] += shares[i]
+            total += shares[i]
+        pick = max(live, key=credit.__getitem__)
         credit[pick] -= total
         mine, p = candidates[pick], pointers[pick]
         while p < len(mine) and mine[p] in used:
@@ -56,10 +56,9 @@ def interleave(sources: Sequence[Source], limit: int) -> tuple[np.ndarray, np.nd
             live.remove(pick)
             pointers[pick] = p
             continue
-        row = mine[p]
-        used.add(row)
-        rows.append(row)
-        scores.append(float(sources[pick].scores[p]))
-        names.append(sources[pick].name)
+        used.add(mine[p])
+        picked.append((pick, p))
         pointers[pick] = p + 1
-    return np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float64), names
+    rows = np.array([candidates[i][p] for i, p in picked], dtype=np.int64)
+    scores = np.array([float(sources[i].scores[p]) for i, p in picked], dtype=np.float64)
+    return rows, scores, [sources[i].name for i, _ in picked]

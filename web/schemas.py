@@ -68,6 +68,26 @@ class ProductOut(msgspec.Struct):
         )
 
 
+class ProductOuts:
+    """`ProductOut.of` once per product version: feeds show the same products over and over, and a product
+    object is replaced (never mutated) when it changes, so an entry is valid while it holds that object."""
+
+    def __init__(self, thresholds: tuple[float, ...], limit: int = 200_000) -> None:
+        self.thresholds = thresholds
+        self.limit = limit
+        self._outs: dict[int, tuple[Product, ProductOut]] = {}
+
+    def __call__(self, product: Product) -> ProductOut:
+        hit = self._outs.get(product.product_id)
+        if hit is not None and hit[0] is product:
+            return hit[1]
+        if len(self._outs) >= self.limit:
+            self._outs.clear()
+        out = ProductOut.of(product, self.thresholds)
+        self._outs[product.product_id] = (product, out)
+        return out
+
+
 class StoredProductOut(msgspec.Struct):
     product: ProductOut
     text: str  # the line the vector is embedded from
@@ -120,10 +140,9 @@ class FeedOut(msgspec.Struct):
     items: list[FeedItem]
 
     @classmethod
-    def of(cls, customer_id: int, page: FeedPage, thresholds: tuple[float, ...]) -> FeedOut:
-        items = [
-            FeedItem(ProductOut.of(page.products[s.product_id], thresholds), s.score, s.source) for s in page.items
-        ]
+    def of(cls, customer_id: int, page: FeedPage, product_out: ProductOuts) -> FeedOut:
+        products = page.products
+        items = [FeedItem(product_out(products[s.product_id]), s.score, s.source) for s in page.items]
         return cls(
             customer_id, page.ordering, page.personalized, page.feed_id, page.page, page.per_page, page.total,
             page.pages, items,

@@ -30,6 +30,7 @@ from storage.job_runs import JobRunStore
 from storage.models import ModelRegistry
 from storage.users import UserStore
 from storage.vectors import VectorIndex
+from web.schemas import ProductOuts
 
 log = logging.getLogger("appliance")
 
@@ -54,6 +55,7 @@ class Services:
     elastic: ElasticSync | NoopElasticSync
     jobs: Jobs
     feeds: Feeds
+    product_out: ProductOuts
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -137,6 +139,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         config, db, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
         Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc),
+        ProductOuts(config.catalog.tier_thresholds),
     )
 
 

@@ -84,7 +84,7 @@ class CustomerController(Controller):
             result = feeds.page(customer_id, query)
         else:  # a DuckDB read or an index lookup first: off the event loop
             result = await anyio.to_thread.run_sync(feeds.page, customer_id, query)
-        return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds)
+        return FeedOut.of(customer_id, result, services.product_out)
 
     @delete("/{customer_id:int}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
     def erase(self, state: State, customer_id: CustomerId) -> Erased:

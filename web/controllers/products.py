@@ -88,9 +88,8 @@ class ProductController(Controller):
             raise NotReady(f"product {product_id} has no vector yet (embedding: {stored.embedded})") from None
         view = services.recommender.view()
         labels, sims = services.index.query(vector, k + 1, accept=lambda label: label != product_id)
-        thresholds = services.config.catalog.tier_thresholds
         items = [
-            FeedItem(ProductOut.of(view.products[int(i)], thresholds), float(s), "similar")
+            FeedItem(services.product_out(view.products[int(i)]), float(s), "similar")
             for i, s in zip(labels[:k], sims[:k], strict=True) if int(i) in view.products
         ]
         return SimilarOut(product_id, items)
