@@ -232,6 +232,13 @@ class Recommender:
                     self._candidates.popitem(last=False)
         return found
 
+    def prepare(self, personals: Sequence[Personal]) -> None:
+        """Look up these shoppers' nearest products now (when their vectors change), so their feeds need not."""
+        view = self.view()
+        for personal in personals:
+            if personal.vector is not None and not self.knows(personal):
+                self.nearest_rows(personal, view)
+
     def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
         now = time.monotonic()
         with self._lock:

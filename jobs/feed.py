@@ -4,7 +4,7 @@ lookup, so it can be answered on the event loop without a thread hop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from appliance.pipeline import FeedPage, FeedQuery
@@ -53,6 +53,22 @@ class Feeds:
             return True
         purchased = self.events.purchased_cached(customer_id)
         return purchased is not None and self.recommender.knows(self._personal(customer_id, stored, purchased))
+
+    def prepare(self, customer_ids: Sequence[int]) -> None:
+        """Compute the nearest products of shoppers whose vector just changed (the consumer calls this)."""
+        personals = []
+        for cid in customer_ids:
+            known, stored = self.users.cached(cid)
+            if known and self._fresh(stored):
+                personals.append(self._personal(cid, stored, frozenset()))
+        self.recommender.prepare(personals)
+
+    def warm(self) -> int:
+        """At start-up: the recently active shoppers' vectors into memory and their nearest products computed."""
+        ids = self.users.warm()
+        for i in range(0, len(ids), 256):
+            self.prepare(ids[i:i + 256])
+        return len(ids)
 
     def page(self, customer_id: int, query: FeedQuery) -> FeedPage:
         who = self.personal(customer_id) if query.sort is None else None

@@ -77,6 +77,27 @@ class UserStore:
                 return True, self._cache[customer_id]
             return False, None
 
+    def warm(self) -> list[int]:
+        """Fill the cache with the most recently active shoppers' vectors (at start-up); their ids."""
+        with self._lock:
+            writes = self._writes
+        rows = self.db.read(
+            """SELECT customer_id, vector, model_version, updated_at, last_event_at FROM user_vectors
+               ORDER BY last_event_at DESC LIMIT ?""",
+            [self.cache_size],
+        )
+        if not rows:
+            return []
+        vectors = from_blobs([r[1] for r in rows])
+        with self._lock:
+            if self._writes != writes:  # a write overlapped: its customers must not get an older vector
+                return []
+            for (cid, _, version, updated, last), vector in zip(rows, vectors, strict=True):
+                self._cache.setdefault(cid, UserVector(cid, vector, version, updated, last))
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return [r[0] for r in rows]
+
     def get(self, customer_id: int) -> UserVector | None:
         known, found = self.cached(customer_id)
         if known:

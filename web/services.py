@@ -111,9 +111,16 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             receive_limit=max(realtime.consumer_batch, 10),
         )
         serving = ServingModel()
+        feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
+
+        def users_changed(ids: Sequence[int]) -> None:
+            elastic.mark_users(ids)
+            events.forget_purchases(ids)
+            feeds.prepare(ids)
+
         updater = UserVectorUpdater(
             events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,
-            lambda ids: (elastic.mark_users(ids), events.forget_purchases(ids)),
+            users_changed,
         )
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
@@ -138,8 +145,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
     return Services(
         config, db, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
-        Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc),
-        ProductOuts(config.catalog.tier_thresholds),
+        feeds, ProductOuts(config.catalog.tier_thresholds),
     )
 
 
@@ -173,6 +179,7 @@ def start(services: Services) -> None:
         if released:
             log.info("%d messages left in flight by the previous process are delivered again", released)
         services.consumer.start()
+        threading.Thread(target=_warm_feeds, args=(services,), name="feed-warm", daemon=True).start()
         if demo:
             threading.Thread(target=_personalise_demo, args=(services,), name="demo-vectors", daemon=True).start()
         if services.config.jobs.enabled:
@@ -182,6 +189,13 @@ def start(services: Services) -> None:
         services.startup_error = f"{type(exc).__name__}: {exc}"
         log.exception("start-up failed")
         raise
+
+
+def _warm_feeds(services: Services) -> None:
+    try:
+        log.info("feeds warmed for %d recently active shoppers", services.feeds.warm())
+    except Exception:  # only a head start: feeds compute what they miss
+        log.exception("warming the feeds failed")
 
 
 def _personalise_demo(services: Services) -> None:
