@@ -173,6 +173,14 @@ def open_loop(server: Server, kind: str, customers: int, args: argparse.Namespac
             "server_cpu_ms_per_request": round(1000 * cpu / max(ok, 1), 3)}
 
 
+def _wait_for_log(path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no '{text}' in {path} within {timeout:g} s")
+        time.sleep(0.5)
+
+
 def _phase(server: Server, scripts: dict[str, Path], levels: list[int], seconds: float, name: str) -> list[dict]:
     rows = []
     for level in levels:
@@ -198,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     scripts = {kind: _script(root, kind, customers, args.per_page) for kind in KINDS}
     closed, opened, writes = [], [], {}
     with Server(path) as server:
+        _wait_for_log(server.log_path, "feeds warmed", 900.0)  # start-up computes the shoppers' nearest products
         closed_loop(server, scripts["personal"], 8, min(args.duration, 5.0))  # warm-up, not recorded
         closed_loop(server, scripts["popular"], 8, min(args.duration, 2.0))
         if "quiet" in phases:
