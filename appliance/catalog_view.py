@@ -134,6 +134,15 @@ class CatalogView:
         lists = [self.by_category.get(n.strip().lower(), _NO_ROWS) for n in names]
         return lists[0] if len(lists) == 1 else np.unique(np.concatenate(lists))
 
+    def rows_of_array(self, product_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised `rows_of` for many ids: (rows of the live ones, mask over `product_ids` of those found)."""
+        ids = self.ids
+        by_id = np.argsort(ids, kind="stable")
+        pos = np.minimum(np.searchsorted(ids, product_ids, sorter=by_id), max(len(ids) - 1, 0))
+        rows = by_id[pos] if len(ids) else np.zeros(len(product_ids), np.int64)
+        found = (ids[rows] == product_ids) & self.live[rows] if len(ids) else np.zeros(len(product_ids), bool)
+        return rows[found], found
+
     def rows_of(self, product_ids: Iterable[int]) -> list[int]:
         """The live rows of these products (unknown or removed ones are left out)."""
         products, row = self.products, self.row

@@ -177,9 +177,8 @@ class Recommender:
         ids, scores = self._load_popularity(now)
         with self._patch:
             popularity = np.zeros(len(view), dtype=np.float64)
-            rows = np.array([view.row.get(int(i), -1) for i in ids], dtype=np.int64)
-            known = rows >= 0
-            popularity[rows[known]] = scores[known]
+            rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
+            popularity[rows] = np.asarray(scores, dtype=np.float64)[known]
             ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic())
             self._ranking = ranking
         return ranking

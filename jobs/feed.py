@@ -66,6 +66,7 @@ class Feeds:
     def warm(self) -> int:
         """At start-up: the recently active shoppers' vectors into memory and their nearest products computed."""
         ids = self.users.warm()
+        self.events.warm_purchases(ids)
         for i in range(0, len(ids), 256):
             self.prepare(ids[i:i + 256])
         return len(ids)

@@ -105,6 +105,20 @@ class EventStore:
                 self._purchases.move_to_end(customer_id)
             return found
 
+    def warm_purchases(self, customer_ids: Sequence[int]) -> None:
+        """Read these customers' purchases into the cache in one query (at start-up)."""
+        with self._lock:
+            wanted = [c for c in customer_ids if c in self._buyers][:self.cache_size]
+        rows = self.db.read(
+            "SELECT customer_id, product_ids FROM purchases WHERE customer_id IN (SELECT unnest($1::BIGINT[]))",
+            [wanted],
+        )
+        with self._lock:
+            for cid, products in rows:
+                self._purchases.setdefault(cid, frozenset(products))
+            while len(self._purchases) > self.cache_size:
+                self._purchases.popitem(last=False)
+
     def forget_purchases(self, customer_ids: Iterable[int]) -> None:
         with self._lock:
             for cid in customer_ids:

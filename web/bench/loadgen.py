@@ -160,7 +160,12 @@ async def _open_loop(spec: dict[str, Any], wires: list[tuple[str, bytes]], stats
         due = t0 + i / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))  # also lets SIGTERM in when behind
         tasks.append(asyncio.create_task(one(i, due)))
-    await asyncio.gather(*tasks)
+    if tasks:  # once stopped (SIGTERM), requests still unanswered after 10 s are dropped and counted
+        _, late = await asyncio.wait(tasks, timeout=10.0 if stop.is_set() else None)
+        for task in late:
+            task.cancel()
+        if late:
+            stats.errors["unanswered"] = len(late)
     wall = time.perf_counter() - t0
     for writer in opened:
         writer.close()

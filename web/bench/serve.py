@@ -149,7 +149,11 @@ class Writes:
         self.summary = {}
         for name, proc in self.procs.items():
             proc.send_signal(signal.SIGTERM)  # the load generator stops and prints what it did
-            out, err = proc.communicate(timeout=60)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate(timeout=10)
             tag = json.loads(out)["tags"].get("events" if name == "events" else "edit", {}) if out else {}
             self.summary[name] = {"statuses": tag.get("statuses", {}), "errors": tag.get("errors", 0),
                                   "latency_ms": percentiles(tag.get("latencies_ms", [])),
