@@ -46,7 +46,7 @@ class FeedSettings:
     exclude_purchased: bool
     snapshot_seconds: float  # how long a feed_id keeps its order
     snapshot_max: int  # feed_ids kept at once (oldest dropped first)
-    candidate_cache: int = 20_000  # shoppers whose nearest products are remembered
+    candidate_cache: int  # shoppers whose nearest products are remembered
 
 
 @dataclass(frozen=True)

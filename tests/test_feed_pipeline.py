@@ -20,7 +20,7 @@ from storage.vectors import VectorIndex
 from tests.helpers import product
 
 N = 300
-SETTINGS = FeedSettings(0.7, 0.1, 14.0, 50, True, 600.0, 1000)
+SETTINGS = FeedSettings(0.7, 0.1, 14.0, 50, True, 600.0, 1000, 100)
 WEIGHTS = {"product_viewed": 1.0, "product_clicked": 2.0, "product_added_to_cart": 5.0,
            "product_favorited": 3.0, "product_shared": 3.0, "product_purchased": 8.0}
 
