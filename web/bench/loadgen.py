@@ -57,12 +57,30 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         parts.append(data[:-2])
 
 
+async def _send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, wire: bytes) -> tuple[int, bytes] | None:
+    """One request on a keep-alive connection: (status, body), or None when the connection failed (closed)."""
+    try:
+        writer.write(wire)
+        await writer.drain()
+        return await _read_response(reader)
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        writer.close()
+        return None
+
+
 class _Stats:
     def __init__(self) -> None:
         self.latencies: dict[str, list[float]] = {}
         self.statuses: dict[str, dict[str, int]] = {}
         self.errors: dict[str, int] = {}
         self.hits: dict[str, int] = {}
+
+    def record(self, tag: str, ms: float, status: int, body: bytes, substring: bytes | None) -> None:
+        self.latencies.setdefault(tag, []).append(ms)
+        by_status = self.statuses.setdefault(tag, {})
+        by_status[str(status)] = by_status.get(str(status), 0) + 1
+        if substring is not None and substring in body:
+            self.hits[tag] = self.hits.get(tag, 0) + 1
 
 
 async def _worker(spec: dict[str, Any], wires: list[tuple[str, bytes]], start: int, stats: _Stats,
@@ -76,23 +94,13 @@ async def _worker(spec: dict[str, Any], wires: list[tuple[str, bytes]], start: i
             tag, wire = wires[i % len(wires)]
             i += step
             t0 = time.perf_counter()
-            try:
-                writer.write(wire)
-                await writer.drain()
-                status, body = await _read_response(reader)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
+            if (answer := await _send(reader, writer, wire)) is None:
                 stats.errors[tag] = stats.errors.get(tag, 0) + 1
-                writer.close()
                 reader, writer = await asyncio.open_connection(HOST, spec["port"])
                 continue
-            elapsed = (time.perf_counter() - t0) * 1000.0
-            if not record:
-                continue
-            stats.latencies.setdefault(tag, []).append(elapsed)
-            by_status = stats.statuses.setdefault(tag, {})
-            by_status[str(status)] = by_status.get(str(status), 0) + 1
-            if substring is not None and substring in body:
-                stats.hits[tag] = stats.hits.get(tag, 0) + 1
+            status, body = answer
+            if record:
+                stats.record(tag, (time.perf_counter() - t0) * 1000.0, status, body, substring)
     finally:
         writer.close()
 
@@ -133,23 +141,13 @@ async def _open_loop(spec: dict[str, Any], wires: list[tuple[str, bytes]], stats
             opened.append(conn[1])
         else:
             conn = await idle.get()
-        reader, writer = conn
-        try:
-            writer.write(wire)
-            await writer.drain()
-            status, body = await _read_response(reader)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+        if (answer := await _send(*conn, wire)) is None:
             stats.errors[tag] = stats.errors.get(tag, 0) + 1
-            writer.close()
             conn = await asyncio.open_connection(HOST, port)
             opened.append(conn[1])
             idle.put_nowait(conn)
             return
-        stats.latencies.setdefault(tag, []).append((time.perf_counter() - due) * 1000.0)
-        by_status = stats.statuses.setdefault(tag, {})
-        by_status[str(status)] = by_status.get(str(status), 0) + 1
-        if substring is not None and substring in body:
-            stats.hits[tag] = stats.hits.get(tag, 0) + 1
+        stats.record(tag, (time.perf_counter() - due) * 1000.0, *answer, substring)
         idle.put_nowait(conn)
 
     t0 = time.perf_counter()

@@ -177,9 +177,9 @@ def open_loop(server: Server, kind: str, customers: int, args: argparse.Namespac
             "server_cpu_ms_per_request": round(1000 * cpu / max(ok, 1), 3)}
 
 
-def _wait_for_log(path: Path, text: str, timeout: float) -> None:
+def _wait_for_log(path: Path, offset: int, text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while text not in path.read_text(errors="replace"):
+    while text not in path.read_bytes()[offset:].decode(errors="replace"):
         if time.monotonic() > deadline:
             raise TimeoutError(f"no '{text}' in {path} within {timeout:g} s")
         time.sleep(0.5)
@@ -209,8 +209,10 @@ def run(args: argparse.Namespace) -> int:
     path = build_shop(root, Shop(products, customers, events))
     scripts = {kind: _script(root, kind, customers, args.per_page) for kind in KINDS}
     closed, opened, writes = [], [], {}
-    with Server(path) as server:
-        _wait_for_log(server.log_path, "feeds warmed", 900.0)  # start-up computes the shoppers' nearest products
+    log = path / "server.log"
+    offset = log.stat().st_size if log.exists() else 0  # the server appends to it
+    with Server(path, log) as server:
+        _wait_for_log(log, offset, "feeds warmed", 900.0)  # start-up computes the shoppers' nearest products
         closed_loop(server, scripts["personal"], 8, min(args.duration, 5.0))  # warm-up, not recorded
         closed_loop(server, scripts["popular"], 8, min(args.duration, 2.0))
         if "quiet" in phases:
