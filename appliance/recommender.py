@@ -282,9 +282,10 @@ class Recommender:
         else:
             rows, scores, names = self._personal_page(snap, query, selection, end)
             rows, scores, names, ordering = rows[start:], scores[start:], names[start:], "personal"
+        catalog = view.products
         ids = view.ids_all[rows].tolist()
-        items = [Scored(pid, sc, n) for pid, sc, n in zip(ids, scores.tolist(), names, strict=True)]
-        products = {pid: view.products[pid] for pid in ids if pid in view.products}
+        products = {pid: catalog[pid] for pid in ids if pid in catalog}  # one removed meanwhile is left out
+        items = [Scored(pid, sc, n) for pid, sc, n in zip(ids, scores.tolist(), names, strict=True) if pid in products]
         return FeedPage(items, query.page, query.per_page, selection.total, ordering, products, feed_id, personalized)
 
     def _personal_page(
