@@ -35,17 +35,22 @@ class Feeds:
         key = (customer_id, stored.updated_at, stored.model_version)
         return Personal(stored.vector, purchased, weight, key)
 
-    def personal(self, customer_id: int) -> Personal | None:
-        """The shopper's vector while their newest interaction is inside the serving window."""
+    def personal(self, customer_id: int | None) -> Personal | None:
+        """The shopper's vector while their newest interaction is inside the serving window (None: a shopper
+        never seen)."""
+        if customer_id is None:
+            return None
         stored = self.users.get(customer_id)
         if not self._fresh(stored):
             return None
         return self._personal(customer_id, stored, self.events.purchased(customer_id))
 
-    def in_memory(self, customer_id: int, query: FeedQuery) -> bool:
+    def in_memory(self, customer_id: int | None, query: FeedQuery) -> bool:
         """Whether `page` can answer from memory alone (no DuckDB read, no vector index lookup)."""
         if not self.recommender.warm():
             return False
+        if customer_id is None:
+            return True
         known, stored = self.users.cached(customer_id)
         if not known:
             return False
@@ -71,6 +76,6 @@ class Feeds:
             self.prepare(ids[i:i + 256])
         return len(ids)
 
-    def page(self, customer_id: int, query: FeedQuery) -> FeedPage:
+    def page(self, customer_id: int | None, query: FeedQuery) -> FeedPage:
         who = self.personal(customer_id) if query.sort is None else None
         return self.recommender.feed(query, who)
