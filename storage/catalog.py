@@ -30,6 +30,7 @@ class UpsertResult:
     unchanged: int
     to_embed: int  # distinct new lines with no cached vector yet
     changed_ids: tuple[int, ...] = ()  # products created or updated
+    new_lines: int = 0  # products created or whose text line changed (their vector may differ)
 
 
 def _product(row: tuple) -> Product:
@@ -80,9 +81,10 @@ class CatalogStore:
                 [[hashes[i] for i in changed]],
             ).fetchone()[0]
         created = sum(1 for i in changed if products[i].product_id not in existing)
+        relined = sum(1 for i in changed if (e := existing.get(products[i].product_id)) is None or e[7] != hashes[i])
         return UpsertResult(
             created, len(changed) - created, len(products) - len(changed), to_embed,
-            tuple(products[i].product_id for i in changed),
+            tuple(products[i].product_id for i in changed), relined,
         )
 
     def get(self, product_id: int) -> StoredProduct:
@@ -100,6 +102,13 @@ class CatalogStore:
         with self.db.write() as cur:
             if not cur.execute("DELETE FROM products WHERE product_id = ? RETURNING 1", [product_id]).fetchall():
                 raise NotFound(f"product {product_id} does not exist")
+
+    def many(self, product_ids: Sequence[int]) -> list[Product]:
+        """The products among these ids that exist."""
+        return [_product(row) for row in self.db.read(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id IN (SELECT unnest($1::BIGINT[])) ORDER BY product_id",
+            [list(product_ids)],
+        )]
 
     def all(self) -> list[Product]:
         return [_product(row) for row in self.db.read(f"SELECT {_COLUMNS} FROM products ORDER BY product_id")]

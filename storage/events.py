@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 import duckdb
@@ -14,16 +16,24 @@ from storage.db import Database
 
 
 class EventStore:
-    def __init__(self, db: Database) -> None:
+    """Events, and in front of `purchased` (a feed asks it per request) the set of customers who ever bought
+    (a superset is harmless: it only costs a read) and a bounded cache of their purchases. A purchase drops the
+    customer's entry as it is written; the consumer drops it again once the event is committed and processed
+    (`forget_purchases`), so a read that raced the write is corrected within the consumer's lag."""
+
+    def __init__(self, db: Database, cache_size: int = 20_000) -> None:
         self.db = db
+        self.cache_size = cache_size
+        self._buyers = {r[0] for r in db.read("SELECT customer_id FROM purchases")}
+        self._purchases: OrderedDict[int, frozenset[int]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def append(self, events: Sequence[Event], received_at: datetime) -> list[int]:
         """Write a batch in one transaction (one group commit); durable when this returns. Returns event ids."""
         with self.db.write() as cur:
             return self.append_in(cur, events, received_at)
 
-    @staticmethod
-    def append_in(cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> list[int]:
+    def append_in(self, cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> list[int]:
         """The same, inside a transaction the caller holds (so the queue message commits with the event)."""
         if not events:
             return []
@@ -41,6 +51,9 @@ class EventStore:
         ).fetchall()
         bought = [(e.customer_id, e.product_id) for e in events if e.event_name == "product_purchased"]
         if bought:
+            with self._lock:
+                self._buyers.update(c for c, _ in bought)
+            self.forget_purchases(c for c, _ in bought)
             cur.execute(
                 """INSERT INTO purchases
                    SELECT c, list(DISTINCT p) FROM (SELECT unnest($1::BIGINT[]) AS c, unnest($2::BIGINT[]) AS p)
@@ -82,9 +95,46 @@ class EventStore:
             f"SELECT customer_id, product_id, event_name, epoch(ts) AS ts FROM events {where}", params
         )
 
-    def purchased(self, customer_id: int) -> set[int]:
+    def purchased(self, customer_id: int) -> frozenset[int]:
+        """The products a customer bought (from memory for most customers)."""
+        if (known := self.purchased_cached(customer_id)) is not None:
+            return known
         rows = self.db.read("SELECT product_ids FROM purchases WHERE customer_id = ?", [customer_id])
-        return set(rows[0][0]) if rows else set()
+        found = frozenset(rows[0][0]) if rows else frozenset()
+        with self._lock:
+            self._purchases[customer_id] = found
+            while len(self._purchases) > self.cache_size:
+                self._purchases.popitem(last=False)
+        return found
+
+    def purchased_cached(self, customer_id: int) -> frozenset[int] | None:
+        """The same without touching DuckDB, or None when that would need a read."""
+        with self._lock:
+            if customer_id not in self._buyers:
+                return frozenset()
+            found = self._purchases.get(customer_id)
+            if found is not None:
+                self._purchases.move_to_end(customer_id)
+            return found
+
+    def warm_purchases(self, customer_ids: Sequence[int]) -> None:
+        """Read these customers' purchases into the cache in one query (at start-up)."""
+        with self._lock:
+            wanted = [c for c in customer_ids if c in self._buyers][:self.cache_size]
+        rows = self.db.read(
+            "SELECT customer_id, product_ids FROM purchases WHERE customer_id IN (SELECT unnest($1::BIGINT[]))",
+            [wanted],
+        )
+        with self._lock:
+            for cid, products in rows:
+                self._purchases.setdefault(cid, frozenset(products))
+            while len(self._purchases) > self.cache_size:
+                self._purchases.popitem(last=False)
+
+    def forget_purchases(self, customer_ids: Iterable[int]) -> None:
+        with self._lock:
+            for cid in customer_ids:
+                self._purchases.pop(cid, None)
 
     def delete_before(self, before: datetime) -> int:
         """Drop raw events older than the retention; how many."""
@@ -94,12 +144,16 @@ class EventStore:
     def erase_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
         """Delete every event (and purchase record) of a customer (a privacy request); how many events."""
         cur.execute("DELETE FROM purchases WHERE customer_id = ?", [customer_id])
+        self.forget_purchases([customer_id])
         return len(cur.execute("DELETE FROM events WHERE customer_id = ? RETURNING 1", [customer_id]).fetchall())
 
-    @staticmethod
-    def move_in(cur: duckdb.DuckDBPyConnection, source: int, target: int) -> tuple[int, int]:
+    def move_in(self, cur: duckdb.DuckDBPyConnection, source: int, target: int) -> tuple[int, int]:
         """Give every event and purchase of customer `source` to `target` (merging two ids of one shopper),
         inside the caller's transaction; (events moved, purchased products new to the target)."""
+        with self._lock:
+            if source in self._buyers:
+                self._buyers.add(target)
+        self.forget_purchases([source, target])
         before = cur.execute(
             "SELECT coalesce(len(any_value(product_ids)), 0) FROM purchases WHERE customer_id = ?", [target]
         ).fetchone()[0]

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 
 from appliance.errors import InvalidInput
-from appliance.recommender import FeedPage
+from appliance.pipeline import FeedPage
 from appliance.text import price_tier
 from appliance.types import Product, utc_naive
 from storage.ids import IdMap
@@ -117,6 +117,28 @@ class ProductOut(msgspec.Struct):
         )
 
 
+class ProductOuts:
+    """`ProductOut.of` once per product version, the shop's id looked up then: feeds show the same products over
+    and over, and a product object is replaced (never mutated) when it changes, so an entry is valid while it
+    holds that object (a key keeps its shop id for life)."""
+
+    def __init__(self, thresholds: tuple[float, ...], ids: IdMap, limit: int = 200_000) -> None:
+        self.thresholds = thresholds
+        self.ids = ids
+        self.limit = limit
+        self._outs: dict[int, tuple[Product, ProductOut]] = {}
+
+    def __call__(self, product: Product) -> ProductOut:
+        hit = self._outs.get(product.product_id)
+        if hit is not None and hit[0] is product:
+            return hit[1]
+        if len(self._outs) >= self.limit:
+            self._outs.clear()
+        out = ProductOut.of(product, self.thresholds, ext(self.ids, product.product_id))
+        self._outs[product.product_id] = (product, out)
+        return out
+
+
 class StoredProductOut(msgspec.Struct):
     product: ProductOut
     text: str  # the line the vector is embedded from
@@ -173,12 +195,10 @@ class FeedOut(msgspec.Struct):
     items: list[FeedItem]
 
     @classmethod
-    def of(cls, customer_id: str, page: FeedPage, thresholds: tuple[float, ...], products: IdMap,
-           recommendation_id: str) -> FeedOut:
-        first = first_position(page)
+    def of(cls, customer_id: str, page: FeedPage, product_out: ProductOuts, recommendation_id: str) -> FeedOut:
+        products, first = page.products, first_position(page)
         items = [
-            FeedItem(ProductOut.of(page.products[s.product_id], thresholds, ext(products, s.product_id)), s.score,
-                     s.source, first + i)
+            FeedItem(product_out(products[s.product_id]), s.score, s.source, first + i)
             for i, s in enumerate(page.items)
         ]
         return cls(
