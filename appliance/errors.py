@@ -25,3 +25,7 @@ class NotReady(ApplianceError):
 
 class StoreLocked(ApplianceError):
     """Another process (usually a running server) holds the DuckDB file."""
+
+
+class NotEnoughData(ApplianceError):
+    """Too few events to train or evaluate; the message says what is missing (no traceback, CLI exit 2)."""

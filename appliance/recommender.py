@@ -220,14 +220,13 @@ class Recommender:
         view = self.view()
         order, popularity, new_rows = self._ranked(view)
         personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
-        purchased: frozenset[int] = frozenset()
+        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
         if personal is not None and personal.vector is not None and query.sort is None:
             ids, sims = self._nearest(personal.vector, self.settings.personal_depth)
             rows = np.array([view.row.get(int(i), -1) for i in ids], dtype=np.int64)
             rows, sims = rows[rows >= 0], sims[rows >= 0].astype(np.float64)
             ranked = by_prior(rows, sims, popularity, personal.popularity_weight)
             personal_rows, personal_scores = rows[ranked], sims[ranked] + 1.0  # the score shown: cosine + 1
-            purchased = personal.purchased if self.settings.exclude_purchased else frozenset()
         snap = _Snapshot(view, order, popularity, new_rows, personal_rows, personal_scores, purchased, now)
         feed_id = secrets.token_urlsafe(9)
         with self._lock:

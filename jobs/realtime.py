@@ -51,7 +51,8 @@ class ServingModel:
 
 
 class UserVectorUpdater:
-    """Recomputes shoppers' vectors from their last interactions inside the serving window."""
+    """Recomputes shoppers' vectors from their last `tower.history` interactions (inside the serving window, when
+    one is set: `realtime.history_window_hours` > 0)."""
 
     def __init__(
         self, events: EventStore, users: UserStore, user_mirror: IndexMirror, products: VectorIndex,
@@ -65,20 +66,28 @@ class UserVectorUpdater:
         self.serving = serving
         self.tower = tower
         self.weights = weights
-        self.window = timedelta(hours=window_hours)
+        self.window = timedelta(hours=window_hours) if window_hours > 0 else None
         self.clock = clock
         self.on_change = on_change  # told the customers whose vector was saved or dropped
 
+    def window_start(self, now: datetime) -> datetime | None:
+        """The oldest moment of the serving history, or None: no window."""
+        return now - self.window if self.window is not None else None
+
     def update(self, customer_ids: Sequence[int]) -> dict[int, str]:
-        """New vectors for these customers; returns customer -> model version ("none" when no usable history)."""
+        """New vectors for these customers; returns customer -> model version, "none" when they have no
+        history (inside the window; their vector is dropped) and "kept" when none of their products has a
+        vector yet (their stored vector, if any, stays: a vector is never deleted for want of product vectors)."""
         now = self.clock()
-        histories = self.events.histories(customer_ids, now - self.window, self.tower.history)
+        histories = self.events.histories(customer_ids, self.window_start(now), self.tower.history)
         wanted = sorted({e.product_id for h in histories.values() for e in h})
         vectors = self.products.lookup(np.asarray(wanted, dtype=np.int64))
-        batch, kept, last_at = [], [], []
+        batch, kept, last_at, waiting = [], [], [], set()
         for cid in customer_ids:
             usable = [e for e in histories[cid] if e.product_id in vectors]
             if not usable:
+                if histories[cid]:
+                    waiting.add(cid)
                 continue
             batch.append((
                 np.stack([vectors[e.product_id] for e in usable]),
@@ -87,8 +96,7 @@ class UserVectorUpdater:
             ))
             kept.append(cid)
             last_at.append(max(e.ts for e in usable))
-        kept_set = set(kept)
-        gone = [c for c in customer_ids if c not in kept_set]
+        gone = [c for c in customer_ids if not histories[c]]
         if gone:
             self.users.delete(gone)
             self.user_mirror.index.remove(np.asarray(gone, dtype=np.int64))
@@ -96,16 +104,26 @@ class UserVectorUpdater:
         if kept:
             vecs, version = self._vectors(batch)
             self.users.save(kept, vecs, version, last_at, now)
-        self.on_change(customer_ids)
-        return {c: (version if c in kept_set else "none") for c in customer_ids}
+        changed = [c for c in customer_ids if c not in waiting]
+        if changed:
+            self.on_change(changed)
+        kept_set = set(kept)
+        return {c: version if c in kept_set else ("kept" if c in waiting else "none") for c in customer_ids}
 
-    def refresh_recent(self, chunk: int = 256) -> int:
-        """Recompute the vector of every shopper with events inside the window (after a new model, or when the
-        demo is loaded); how many shoppers."""
-        recent = np.unique(self.events.columns(self.clock() - self.window)["customer_id"]).tolist()
-        for i in range(0, len(recent), chunk):
-            self.update(recent[i:i + chunk])
-        return len(recent)
+    def refresh(
+        self, customer_ids: Sequence[int] | None = None, chunk: int = 256,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> int:
+        """Recompute the vectors of these customers (default: every shopper with history inside the window),
+        in chunks, telling `progress` how many each chunk held; how many vectors were saved."""
+        if customer_ids is None:
+            customer_ids = self.events.customers(self.window_start(self.clock()))
+        saved = 0
+        for i in range(0, len(customer_ids), chunk):
+            part = customer_ids[i:i + chunk]
+            saved += sum(v not in ("none", "kept") for v in self.update(part).values())
+            progress(len(part))
+        return saved
 
     def _vectors(self, batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, str]:
         arrays = pad_histories(batch, self.tower.history, self.products.dim)

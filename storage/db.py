@@ -100,6 +100,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """INSERT INTO purchases SELECT customer_id, list(DISTINCT product_id) FROM events
            WHERE event_name = 'product_purchased' GROUP BY customer_id""",
     ),
+    (
+        # A product sent without created_at has none (it was the first-seen time): an imported catalog without
+        # dates is not made of new arrivals.
+        "ALTER TABLE products ALTER COLUMN created_at DROP NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -18,10 +18,11 @@ from appliance.demo import generate_demo
 from appliance.errors import ApplianceError
 from appliance.evaluation import format_table
 from appliance.types import now_utc
+from jobs.imports import import_events, past_retention
 from web.bench import add_bench_parser
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn
-from web.services import Services, build_services, load_serving_model
+from web.services import Services, build_services, load_indexes, load_serving_model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +47,7 @@ def _offline(config: Config) -> Iterator[Services]:
     """The parts without the server (which must not be running: DuckDB admits one process), closed after."""
     services = build_services(config)
     try:
+        load_indexes(services)  # vectors the updater and training read (an empty index would drop every vector)
         load_serving_model(services)
         yield services
     finally:
@@ -88,9 +90,15 @@ def _import_events(args: argparse.Namespace) -> int:
             events.append(row.to_domain(now, config.events.max_future_seconds))
         except ApplianceError as exc:
             raise ApplianceError(f"{args.file}: row {line}: {exc}") from None
-    with _offline(config) as services:
-        services.events.append(events, now)
-    print(f"stored {len(events)} events")
+    late = past_retention(events, now, config.jobs.retention_days)
+    if late:
+        print(f"warning: {late} of these {len(events)} events are older than jobs.retention_days = "
+              f"{config.jobs.retention_days:g}: the next prune deletes them (0 keeps events forever)", file=sys.stderr)
+    with _offline(config) as services, tqdm(desc="shoppers' vectors", unit=" shoppers") as bar:
+        bar.total = len({e.customer_id for e in events})
+        done = import_events(events, now, services.events, services.updater, services.recommender, bar.update)
+    print(f"stored {done.stored} events; {done.vectors} of {done.customers} shoppers have a personal vector; "
+          f"{done.popular} products have popularity")
     return 0
 
 
@@ -99,13 +107,15 @@ def _train(args: argparse.Namespace) -> int:
 
     config = _config(args)
     with _offline(config) as services:
-        data = load_training_data(services.events, services.catalog.store, _since(args))
+        since = _since(args, services)
+        data = load_training_data(services.events, services.catalog.store, since)
         print(f"training on {len(data.interactions)} interactions over {len(data.product_ids)} products")
         with tqdm(desc="training", unit=" batches") as bar:
             _, outcome = train_and_decide(
                 data, config, services.models, services.serving.get().model,
                 progress=lambda e: bar.update(1) if "step" in e else bar.set_postfix(
                     loss=f"{e['loss']:.3f}", val_ndcg=e.get("validation_ndcg")),
+                since=since,
             )
     print(format_table(outcome.evaluation))
     print(f"model {outcome.version}: {'promoted' if outcome.promoted else 'rejected'} ({outcome.reason})")
@@ -119,7 +129,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args)
     with _offline(config) as services:
-        data = load_training_data(services.events, services.catalog.store, _since(args))
+        data = load_training_data(services.events, services.catalog.store, _since(args, services))
         table = evaluate_serving(data, config, services.serving.get().model)
     print(format_table(table))
     _write_json(args.out, table)
@@ -130,11 +140,13 @@ def _run_job(args: argparse.Namespace) -> int:
     with _offline(_config(args)) as services:
         run = services.jobs.run(args.name)
     print(f"{run.name}: {run.outcome} in {run.seconds:.1f} s: {run.detail}")
-    return 0 if run.outcome == "ok" else 1
+    return {"ok": 0, "skipped": 2}.get(run.outcome, 1)
 
 
-def _since(args: argparse.Namespace) -> datetime | None:
-    return now_utc() - timedelta(days=args.days) if args.days else None
+def _since(args: argparse.Namespace, services: Services) -> datetime | None:
+    """--days N: the last N days of data, counted back from the newest event."""
+    newest = services.events.newest()
+    return newest - timedelta(days=args.days) if args.days and newest else None
 
 
 def _write_json(path: str | None, data: dict) -> None:
@@ -186,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, run, text in (("train", _train, "train a user tower, evaluate it, promote it only if better"),
                             ("evaluate", _evaluate, "evaluate the serving model and the baselines")):
         cmd = sub.add_parser(name, parents=[common], help=f"{text} (the server must not be running)")
-        cmd.add_argument("--days", type=float, help="only events of the last DAYS days (default: all)")
+        cmd.add_argument("--days", type=float, help="only the last DAYS days of data, back from the newest event")
         cmd.add_argument("--out", help="also write the results as JSON to this file")
         cmd.set_defaults(run=run)
     jobs = sub.add_parser("jobs", help="run a scheduled job now")

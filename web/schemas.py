@@ -18,14 +18,15 @@ EventName = Literal[
     "product_favorited", "product_shared", "product_purchased",
 ]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-CategoryPath = Annotated[list[Text], msgspec.Meta(min_length=1, max_length=5)]
+CategoryPath = Annotated[list[Text], msgspec.Meta(max_length=5)]
 
 
 class ProductFields(msgspec.Struct, forbid_unknown_fields=True):
     """A product as a shop sends it (the id is in the path for PUT)."""
 
     name: Text
-    category_path: CategoryPath  # parent -> category -> subcategory, e.g. ["Shoes", "Sneakers", "Running"]
+    # parent -> category -> subcategory, e.g. ["Shoes", "Sneakers", "Running"]; empty or absent: no category tree
+    category_path: CategoryPath = []
     merchant: Text | None = None
     color: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     price: Annotated[float, msgspec.Meta(ge=0)] | None = None

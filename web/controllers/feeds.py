@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
 from typing import Annotated, Literal
 
 import numpy as np
@@ -26,23 +26,27 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
     return tuple(v.strip() for raw in values or [] for v in raw.split(",") if v.strip())
 
 
-def personal(services: Services, customer_id: int) -> Personal | None:
-    """The shopper's vector while their newest interaction is inside the serving window."""
+def personal(services: Services, customer_id: int) -> Personal:
+    """What the feed knows of the shopper: their purchases, and their vector (while their newest interaction is
+    inside the serving window, when one is set)."""
+    purchased = frozenset(services.events.purchased(customer_id))
     stored = services.users.get(customer_id)
-    window = timedelta(hours=services.config.realtime.history_window_hours)
-    if stored is None or stored.last_event_at < now_utc() - window:
-        return None
+    start = services.updater.window_start(now_utc())
+    if stored is None or (start is not None and stored.last_event_at < start):
+        return Personal(None, purchased)
     model = services.serving.get().model
     weight = 0.0 if model is None else model.popularity_weight.item()
-    return Personal(stored.vector, frozenset(services.events.purchased(customer_id)), weight)
+    return Personal(stored.vector, purchased, weight)
 
 
-def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, method: str) -> FeedPage:
+def elastic_feed(services: Services, query: FeedQuery, who: Personal, method: str) -> FeedPage:
     """The same feed ranked inside the shop's Elasticsearch: script_score (exact cosine + 1.0, the source
     design) or knn (approximate, HNSW); popularity / price order without a vector."""
     if not services.elastic.enabled:
         raise InvalidInput("elasticsearch is not configured ([elasticsearch] enabled = false)", field="backend")
-    vector = who.vector if who else None
+    vector = who.vector if query.sort is None else None
+    if services.config.feed.exclude_purchased:
+        query = replace(query, exclude=query.exclude | who.purchased)
     hits, total = search_feed_page(
         services.elastic.client, services.config.elasticsearch, vector, method=method, filters=query,
         page=query.page, per_page=query.per_page, fallback_sort=query.sort,
@@ -87,7 +91,7 @@ class CustomerController(Controller):
         query = FeedQuery(
             page, per_page, sort, _split(category), min_price, max_price, in_stock, excluded, min_score, feed_id
         )
-        who = personal(services, customer_id) if sort is None else None
+        who = personal(services, customer_id)
         if backend == "elasticsearch":
             result = elastic_feed(services, query, who, method)
         else:
