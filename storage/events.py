@@ -12,6 +12,8 @@ import numpy as np
 from appliance.types import Event
 from storage.db import Database
 
+MAX_HALF_LIVES = 1000  # popularity: older events weigh 2^-1000 (not 0), see EventStore.popularity
+
 
 class EventStore:
     def __init__(self, db: Database) -> None:
@@ -107,7 +109,9 @@ class EventStore:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Time-decayed weighted event counts per product: sum(weight * 2^(-age / half_life)), the age measured
         from the newest event at or before `now` (not from `now`): a shop whose events are all months old
-        still ranks by them, and a live shop's ranking is the same as measured from the clock.
+        still ranks by them, and a live shop's ranking is the same as measured from the clock. Ages are capped
+        at MAX_HALF_LIVES half-lives (2^-1000 ~ 1e-301, still above 0 in float64), so every product with an
+        event has a popularity above 0 and years-old products still rank by their counts among themselves.
 
         Returns (product_ids int64, scores float64); products with no events are absent.
         """
@@ -116,9 +120,9 @@ class EventStore:
             """WITH w AS (SELECT unnest($1::VARCHAR[]) AS event_name, unnest($2::DOUBLE[]) AS weight),
                     e AS (SELECT product_id, event_name, epoch(ts) AS t FROM events WHERE ts <= $4::TIMESTAMP),
                     newest AS (SELECT max(t) AS t FROM e)
-               SELECT e.product_id, sum(w.weight * exp(-$3 * (newest.t - e.t))) AS score
+               SELECT e.product_id, sum(w.weight * exp(-$3 * least(newest.t - e.t, $5))) AS score
                FROM e JOIN w USING (event_name), newest
                GROUP BY e.product_id""",
-            [names, values, math.log(2) / (half_life_hours * 3600.0), now],
+            [names, values, math.log(2) / (half_life_hours * 3600.0), now, MAX_HALF_LIVES * half_life_hours * 3600.0],
         )
         return np.asarray(data["product_id"], dtype=np.int64), np.asarray(data["score"], dtype=np.float64)

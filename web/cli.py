@@ -23,6 +23,7 @@ from web.bench import add_bench_parser
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn
 from web.services import Services, build_services, load_indexes, load_serving_model
+from web.shop_examples import EXAMPLES, write_uci_retail
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,12 +104,13 @@ def _import_events(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from jobs.training import load_training_data, train_and_decide
+    from jobs.training import load_training_data, split_enough, train_and_decide
 
     config = _config(args)
     with _offline(config) as services:
         since = _since(args, services)
         data = load_training_data(services.events, services.catalog.store, since)
+        split_enough(data, config, "train", since)  # before the progress bar: too little data is one line
         print(f"training on {len(data.interactions)} interactions over {len(data.product_ids)} products")
         with tqdm(desc="training", unit=" batches") as bar:
             _, outcome = train_and_decide(
@@ -179,6 +181,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _example(args: argparse.Namespace) -> int:
+    products, events = write_uci_retail(Path(args.src), Path(args.out))
+    print(f"wrote {products} products and {events} purchases to {args.out}/products.csv and events.csv")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="a TOML file overriding the shipped config.toml")
@@ -209,6 +217,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="write the demo shop as JSON Lines files")
     demo.add_argument("out", nargs="?", default="demo", help="output folder (default: demo)")
     demo.set_defaults(run=_demo)
+    example = sub.add_parser("example", help="turn a public data set into import files (products.csv, events.csv)")
+    example.add_argument("name", choices=EXAMPLES)
+    example.add_argument("src", help="the data set's file (uci-retail: the Online Retail CSV)")
+    example.add_argument("out", help="output folder")
+    example.set_defaults(run=_example)
     add_bench_parser(sub)
     return parser
 
