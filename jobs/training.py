@@ -95,7 +95,7 @@ def train_and_decide(
     try:
         model, report = train_tower(
             split.train, data.vectors, config.tower, config.training, config.events.weights,
-            config.feed.popularity_half_life_hours, progress,
+            config.feed.popularity_half_life_hours, progress, config.realtime.history_window_hours,
         )
     except InvalidInput as exc:
         if exc.field != "interactions":

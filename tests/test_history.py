@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from appliance.config import load_config
+from appliance.examples import make_examples
+from appliance.interactions import Interactions
 from appliance.recommender import FeedQuery
 from appliance.types import Event, Product, now_utc
 from tests.helpers import SHOES, product
@@ -136,3 +138,17 @@ def test_an_import_warns_about_rows_past_a_set_retention_and_makes_its_shoppers_
     done = capsys.readouterr()
     assert "warning: 1 of these 2 events are older than jobs.retention_days = 365" in done.err
     assert "2 of 2 shoppers have a personal vector; 2 products have popularity" in done.out  # the 2011 one too
+
+
+def test_training_examples_follow_a_set_serving_window_as_serving_does() -> None:
+    hour = 3600.0
+    # customer 1: views 0 at t=0, 1 at 100 h, buys 2 at 101 h, views 3 at 300 h
+    inter = Interactions.from_arrays([1] * 4, [0, 1, 2, 3], [0, 0, 5, 0], [0.0, 100 * hour, 101 * hour, 300 * hour])
+
+    def histories(window: float) -> dict[int, list[int]]:
+        ex = make_examples(inter, history=20, window_hours=window)
+        return {int(inter.item[t]): inter.item[r[m]].tolist() for t, r, m in zip(ex.target, ex.rows, ex.mask,
+                                                                                   strict=True)}
+
+    assert histories(0.0) == {1: [0], 2: [0, 1], 3: [0, 1, 2]}  # no window: the last 20, however old
+    assert histories(48.0) == {2: [1]}  # 48 h: item 1's and item 3's histories are empty, so no example
