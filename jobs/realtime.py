@@ -69,6 +69,9 @@ class UserVectorUpdater:
         self.window = timedelta(hours=window_hours) if window_hours > 0 else None
         self.clock = clock
         self.on_change = on_change  # told the customers whose vector was saved or dropped
+        self.waiting: set[int] = set()  # shoppers whose products had no vector yet: retried as the index grows
+        self._waiting_lock = threading.Lock()
+        self._retried_at = -1  # product index size at the last retry
 
     def window_start(self, now: datetime) -> datetime | None:
         """The oldest moment of the serving history, or None: no window."""
@@ -104,6 +107,9 @@ class UserVectorUpdater:
         if kept:
             vecs, version = self._vectors(batch)
             self.users.save(kept, vecs, version, last_at, now)
+        with self._waiting_lock:
+            self.waiting.difference_update(customer_ids)
+            self.waiting.update(waiting)
         changed = [c for c in customer_ids if c not in waiting]
         if changed:
             self.on_change(changed)
@@ -124,6 +130,26 @@ class UserVectorUpdater:
             saved += sum(v not in ("none", "kept") for v in self.update(part).values())
             progress(len(part))
         return saved
+
+    def resume(self) -> int:
+        """At start-up: shoppers with history (inside the window) but no vector, e.g. whose events were processed
+        before their products were embedded and then the process stopped, wait for product vectors again."""
+        missing = self.events.customers(self.window_start(self.clock()), without_vector=True)
+        with self._waiting_lock:
+            self.waiting.update(missing)
+            self._retried_at = -1
+        return len(missing)
+
+    def retry_waiting(self) -> int:
+        """Once the product index has grown (products embedded after their events arrived), recompute the
+        shoppers that were waiting for product vectors; how many got one."""
+        size = len(self.products)
+        if not self.waiting or size == self._retried_at:
+            return 0
+        self._retried_at = size
+        with self._waiting_lock:
+            customers = sorted(self.waiting)
+        return self.refresh(customers)
 
     def _vectors(self, batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, str]:
         arrays = pad_histories(batch, self.tower.history, self.products.dim)
@@ -177,6 +203,7 @@ class EventConsumer:
             self.updater.update(sorted({int(m.body["customer_id"]) for m in good}))
             self.queue.delete_batch([m.receipt_handle for m in good])
             self.processed += len(good)
+        self.updater.retry_waiting()
         if time.monotonic() - self._synced >= self.index_sync_seconds:
             self.updater.user_mirror.sync()  # the feed reads vectors from DuckDB; the index follows in bulk
             self._synced = time.monotonic()

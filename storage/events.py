@@ -75,10 +75,15 @@ class EventStore:
             f"SELECT customer_id, product_id, event_name, epoch(ts) AS ts FROM events {where}", params
         )
 
-    def customers(self, since: datetime | None = None) -> list[int]:
-        """Every customer with an event (at or after `since`, when given), ascending."""
-        where, params = ("WHERE ts >= ?", [since]) if since else ("", [])
-        return [r[0] for r in self.db.read(f"SELECT DISTINCT customer_id FROM events {where} ORDER BY 1", params)]
+    def customers(self, since: datetime | None = None, without_vector: bool = False) -> list[int]:
+        """Every customer with an event (at or after `since`, when given; only those without a stored user
+        vector, when asked), ascending."""
+        where = ["ts >= $1::TIMESTAMP" if since else "TRUE"]
+        if without_vector:
+            where.append("customer_id NOT IN (SELECT customer_id FROM user_vectors)")
+        rows = self.db.read(f"SELECT DISTINCT customer_id FROM events WHERE {' AND '.join(where)} ORDER BY 1",
+                            [since] if since else [])
+        return [r[0] for r in rows]
 
     def newest(self) -> datetime | None:
         """The time of the newest event (what "now" is for the data: popularity, the training window)."""

@@ -152,3 +152,17 @@ def test_training_examples_follow_a_set_serving_window_as_serving_does() -> None
 
     assert histories(0.0) == {1: [0], 2: [0, 1], 3: [0, 1, 2]}  # no window: the last 20, however old
     assert histories(48.0) == {2: [1]}  # 48 h: item 1's and item 3's histories are empty, so no example
+
+
+def test_a_shopper_whose_products_were_not_embedded_yet_gets_a_vector_once_they_are(tmp_path, encoder) -> None:
+    services = _services(tmp_path, encoder)
+    try:
+        services.catalog.upsert([product(1, "Mug"), product(2, "Teapot")], now_utc(), embed_now=False)
+        services.events.append([Event(9, 1, "product_clicked", YEAR_AGO)], now_utc())
+        assert services.updater.update([9]) == {9: "kept"} and services.updater.waiting == {9}
+        assert services.updater.retry_waiting() == 0  # the index has not grown: nothing to retry
+        services.indexer.run_once()  # the background embedder's pass
+        assert services.updater.retry_waiting() == 1
+        assert services.users.get(9) is not None and not services.updater.waiting
+    finally:
+        services.close()

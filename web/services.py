@@ -155,6 +155,9 @@ def start(services: Services) -> None:
     try:
         demo = services.config.server.load_demo and load_demo(services)
         load_indexes(services)
+        waiting = services.updater.resume()
+        if waiting:
+            log.info("%d shoppers without a vector get one as their products' vectors arrive", waiting)
         load_serving_model(services)
         services.encoder.load()
         services.background = BackgroundIndexer(services.indexer, _log_error)
