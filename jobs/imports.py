@@ -20,12 +20,12 @@ class ImportedEvents:
     popular: int  # products with popularity after the import
 
 
-def past_retention(events: Sequence[Event], now: datetime, retention_days: float) -> int:
-    """How many of these events the next prune would delete (0 when events are kept forever)."""
+def past_retention(timestamps: Sequence[datetime], now: datetime, retention_days: float) -> int:
+    """How many events at these times the next prune would delete (0 when events are kept forever)."""
     if retention_days <= 0:
         return 0
     before = now - timedelta(days=retention_days)
-    return sum(e.ts < before for e in events)
+    return sum(ts < before for ts in timestamps)
 
 
 def import_events(

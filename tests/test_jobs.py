@@ -36,8 +36,8 @@ def services(tmp_path, encoder) -> Iterator[Services]:
 def test_prune_keeps_everything_by_default(services: Services) -> None:
     now = now_utc()
     old = now - timedelta(days=2000)
-    services.events.append([Event(42, 1, "product_clicked", old)], now)
-    services.users.save([77], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
+    services.events.append([Event(99_042, 1, "product_clicked", old)], now)
+    services.users.save([99_077], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
     events, vectors = services.events.count(), services.users.count()
     run = services.jobs.run("prune")
     assert run.outcome == "ok" and run.detail.startswith("nothing to prune")
@@ -52,13 +52,13 @@ def test_prune_expires_vectors_outside_a_set_window_and_events_past_a_set_retent
         built.indexer.run_once()
         now = now_utc()
         old = now - timedelta(days=200)
-        built.events.append([Event(42, 1, "product_clicked", old)], now)
-        built.updater.update([1001, 1002])
+        built.events.append([Event(99_042, 1, "product_clicked", old)], now)  # keys no demo shopper has
+        built.updater.update(built.ids.customers.keys(["1001", "1002"]))  # demo shoppers, by their keys
         fresh = built.users.count()
-        built.users.save([77], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
+        built.users.save([99_077], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
         detail = built.jobs.run("prune").detail
-        assert built.users.get(77) is None and built.users.count() == fresh
-        assert built.db.read("SELECT count(*) FROM events WHERE customer_id = 42")[0][0] == 0
+        assert built.users.get(99_077) is None and built.users.count() == fresh
+        assert built.db.read("SELECT count(*) FROM events WHERE customer_id = 99042")[0][0] == 0
         assert detail == "1 user vectors past the 48 h window expired; 1 events older than 90 days deleted"
         assert built.jobs.runs.last("prune").detail == detail  # what /jobs shows
     finally:
@@ -89,7 +89,8 @@ def test_retrain_promotes_a_better_model_and_a_worse_one_leaves_serving_untouche
     assert "promoted" in first, first
     version = services.serving.get().version
     assert services.serving.get().model is not None and services.models.serving_version() == version
-    assert services.users.get(1001).model_version == version  # active shoppers recomputed with the new model
+    shopper = services.ids.customers.key("1001")
+    assert services.users.get(shopper).model_version == version  # active shoppers recomputed with the new model
     weak = replace(services.config, training=replace(services.config.training, max_examples=1, epochs=1))
     second = retrain(weak)
     assert "rejected" in second, second
