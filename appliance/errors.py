@@ -23,9 +23,17 @@ class NotReady(ApplianceError):
     """A part the request needs (model, index) is still loading."""
 
 
+class ModelUnreadable(ApplianceError):
+    """A stored model (checkpoint, its metadata or the serving pointer) cannot be read."""
+
+
 class StoreLocked(ApplianceError):
     """Another process (usually a running server) holds the DuckDB file."""
 
 
 class NotEnoughData(ApplianceError):
     """Too few events to train or evaluate; the message says what is missing (no traceback, CLI exit 2)."""
+
+
+class StoreUnavailable(ApplianceError):
+    """The store cannot write (disk read-only, full or failing): nothing was acknowledged; try again later."""
