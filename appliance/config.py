@@ -71,7 +71,7 @@ class FeedConfig:
 
 @dataclass(frozen=True)
 class RealtimeConfig:
-    history_window_hours: float
+    history_window_hours: float  # 0: no window (the last tower.history interactions, however old)
     visibility_timeout_seconds: float
     max_receive_count: int
     receive_wait_seconds: float
@@ -90,7 +90,7 @@ class JobsConfig:
     reindex: str
     sync: str
     retrain_window_days: float
-    retention_days: float
+    retention_days: float  # 0: raw events are kept forever
     misfire_grace_seconds: float
     keep_models: int  # newest checkpoints kept by retrain (the serving one is always kept)
 
@@ -367,7 +367,6 @@ def _validate(config: Config) -> None:
         "feed.personal_depth": config.feed.personal_depth,
         "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
-        "realtime.history_window_hours": config.realtime.history_window_hours,
         "realtime.max_receive_count": config.realtime.max_receive_count,
         "realtime.consumer_batch": config.realtime.consumer_batch,
         "realtime.dead_letter_max": config.realtime.dead_letter_max,
@@ -377,7 +376,6 @@ def _validate(config: Config) -> None:
         "security.body_timeout_seconds": config.security.body_timeout_seconds,
         "security.keep_alive_seconds": config.security.keep_alive_seconds,
         "jobs.retrain_window_days": config.jobs.retrain_window_days,
-        "jobs.retention_days": config.jobs.retention_days,
         "index.m": config.index.m,
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
@@ -392,6 +390,10 @@ def _validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise InvalidInput(f"config {key} must be positive, got {value}", field=key)
+    for key, value in (("realtime.history_window_hours", config.realtime.history_window_hours),
+                       ("jobs.retention_days", config.jobs.retention_days)):
+        if value < 0:
+            raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)
     shares = (config.feed.personal_share, config.feed.new_share)
     if min(shares) < 0 or sum(shares) > 1:
         raise InvalidInput("feed.personal_share and feed.new_share must be >= 0 and sum to at most 1",

@@ -28,11 +28,13 @@ class Examples:
         return Examples(self.rows[index], self.mask[index], self.target[index])
 
 
-def make_examples(interactions: Interactions, history: int) -> Examples:
+def make_examples(interactions: Interactions, history: int, window_hours: float = 0.0) -> Examples:
     """Every first (customer, product) interaction with at least one strictly earlier event is an example.
 
     Its history ends before the first event at the same moment: products bought together in one basket (one
     timestamp) do not see each other, just as the evaluation never shows a model the rest of a held-out basket.
+    With `window_hours` > 0 the history keeps only events that recent before the positive, as serving loads it
+    (realtime.history_window_hours); an example left without history is dropped.
     """
     starts = interactions.row_starts()  # (E,)
     row = np.arange(len(interactions))
@@ -41,6 +43,10 @@ def make_examples(interactions: Interactions, history: int) -> Examples:
     moment_start = np.maximum.accumulate(np.where(new_moment, row, 0))  # (E,) first row of the same instant
     target = np.flatnonzero((moment_start > starts) & interactions.first_of_pair())
     rows, mask = window_rows(moment_start[target], starts[target], history)
+    if window_hours > 0:
+        mask &= interactions.ts[rows] >= interactions.ts[target][:, None] - window_hours * 3600.0
+        keep = mask.any(1)
+        rows, mask, target = np.where(mask, rows, 0)[keep], mask[keep], target[keep]
     return Examples(rows, mask, target)
 
 

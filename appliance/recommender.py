@@ -251,12 +251,11 @@ class Recommender:
         view = self.view()
         ranking = self._ranked()
         personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
-        purchased: frozenset[int] = frozenset()
+        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
         if personal is not None and personal.vector is not None and query.sort is None:
             rows, sims = self.nearest_rows(personal, view)
             ranked = by_prior(np.arange(len(rows)), sims, _popularity_at(ranking, rows), personal.popularity_weight)
             personal_rows, personal_scores = rows[ranked], sims[ranked] + 1.0  # the score shown: cosine + 1
-            purchased = personal.purchased if self.settings.exclude_purchased else frozenset()
         snap = _Snapshot(ranking, personal_rows, personal_scores, purchased, now)
         feed_id = secrets.token_urlsafe(9)
         with self._lock:

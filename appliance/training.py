@@ -230,9 +230,10 @@ def _start_prior(
 def train_tower(
     interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
     event_weights: Mapping[str, float], popularity_half_life_hours: float | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, window_hours: float = 0.0,
 ) -> tuple[UserTower, TrainReport]:
     """Train a user tower on `interactions` against the frozen product vectors (N, D); CPU, seeded.
+    `window_hours` > 0: example histories hold only that recent events, as serving's window (0: none).
 
     `popularity_half_life_hours` is the feed's: the popularity prior is learned (when config.popularity_prior)
     over popularity defined exactly as the feed ranks with it; None leaves the prior out (weight 0).
@@ -244,7 +245,8 @@ def train_tower(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)  # process-wide while training; restored after
     try:
-        return _train(interactions, item_vectors, tower, config, event_weights, popularity_half_life_hours, progress)
+        return _train(interactions, item_vectors, tower, config, event_weights, popularity_half_life_hours, progress,
+                      window_hours)
     finally:
         torch.set_num_threads(threads)
 
@@ -252,6 +254,7 @@ def train_tower(
 def _train(
     interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
     event_weights: Mapping[str, float], popularity_half_life_hours: float | None, progress: Progress | None,
+    window_hours: float,
 ) -> tuple[UserTower, TrainReport]:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -260,7 +263,7 @@ def _train(
     vectors = torch.as_tensor(np.require(item_vectors, np.float32, ["W"]))  # (N, D); copied only if read-only
 
     # examples: history -> next new product, the most recent `max_examples`, some customers' last held out
-    examples = make_examples(interactions, tower.history)
+    examples = make_examples(interactions, tower.history, window_hours)
     if not len(examples.target):
         raise InvalidInput("no training examples: every customer needs at least two interactions with "
                            "different products", field="interactions")

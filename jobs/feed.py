@@ -1,4 +1,4 @@
-"""The feed use case: who the shopper is (vector inside the serving window, purchases, the tower's prior),
+"""The feed use case: who the shopper is (purchases, vector inside the serving window, the tower's prior),
 then the recommender's page. `in_memory` tells the web layer when a page needs no DuckDB read and no index
 lookup, so it can be answered on the event loop without a thread hop."""
 
@@ -23,11 +23,13 @@ class Feeds:
         self.events = events
         self.serving = serving
         self.recommender = recommender
-        self.window = timedelta(hours=window_hours)
+        self.window = timedelta(hours=window_hours) if window_hours > 0 else None  # None: no serving window
         self.clock = clock
 
     def _fresh(self, stored: UserVector | None) -> bool:
-        return stored is not None and stored.last_event_at >= self.clock() - self.window
+        if stored is None:
+            return False
+        return self.window is None or stored.last_event_at >= self.clock() - self.window
 
     def _personal(self, customer_id: int, stored: UserVector, purchased: frozenset[int]) -> Personal:
         model = self.serving.get().model
@@ -36,14 +38,15 @@ class Feeds:
         return Personal(stored.vector, purchased, weight, key)
 
     def personal(self, customer_id: int | None) -> Personal | None:
-        """The shopper's vector while their newest interaction is inside the serving window (None: a shopper
-        never seen)."""
+        """The shopper's purchases (left out of every feed of theirs) and their vector while their newest
+        interaction is inside the serving window (None: a shopper never seen)."""
         if customer_id is None:
             return None
+        purchased = self.events.purchased(customer_id)
         stored = self.users.get(customer_id)
         if not self._fresh(stored):
-            return None
-        return self._personal(customer_id, stored, self.events.purchased(customer_id))
+            return Personal(None, purchased)
+        return self._personal(customer_id, stored, purchased)
 
     def in_memory(self, customer_id: int | None, query: FeedQuery) -> bool:
         """Whether `page` can answer from memory alone (no DuckDB read, no vector index lookup)."""
@@ -52,12 +55,12 @@ class Feeds:
         if customer_id is None:
             return True
         known, stored = self.users.cached(customer_id)
-        if not known:
+        purchased = self.events.purchased_cached(customer_id)
+        if not known or purchased is None:
             return False
         if query.sort is not None or not self._fresh(stored):
             return True
-        purchased = self.events.purchased_cached(customer_id)
-        return purchased is not None and self.recommender.knows(self._personal(customer_id, stored, purchased))
+        return self.recommender.knows(self._personal(customer_id, stored, purchased))
 
     def prepare(self, customer_ids: Sequence[int]) -> None:
         """Compute the nearest products of shoppers whose vector just changed (the consumer calls this)."""
@@ -77,5 +80,4 @@ class Feeds:
         return len(ids)
 
     def page(self, customer_id: int | None, query: FeedQuery) -> FeedPage:
-        who = self.personal(customer_id) if query.sort is None else None
-        return self.recommender.feed(query, who)
+        return self.recommender.feed(query, self.personal(customer_id))

@@ -71,7 +71,7 @@ class CatalogStore:
                         [p.product_id for p in rows], [p.name for p in rows], [p.merchant for p in rows],
                         [list(p.category_path) for p in rows], [p.color for p in rows], [p.price for p in rows],
                         [p.in_stock for p in rows],
-                        [p.created_at or _created(existing.get(p.product_id), now) for p in rows],
+                        [p.created_at or _created(existing.get(p.product_id)) for p in rows],
                         now, [texts[i] for i in changed], [hashes[i] for i in changed],
                     ],
                 )
@@ -168,8 +168,9 @@ class CatalogStore:
         return ids, vecs, done
 
 
-def _created(existing: tuple | None, now: datetime) -> datetime:
-    return existing[6] if existing else now
+def _created(existing: tuple | None) -> datetime | None:
+    """A product sent without created_at keeps the one it had (none for a new product: arrival unknown)."""
+    return existing[6] if existing else None
 
 
 def _differs(product: Product, text_hash: str, existing: tuple | None) -> bool:

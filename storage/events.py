@@ -14,6 +14,8 @@ import numpy as np
 from appliance.types import Event
 from storage.db import Database
 
+MAX_HALF_LIVES = 1000  # popularity: older events weigh 2^-1000 (not 0), see EventStore.popularity
+
 
 class EventStore:
     """Events, and in front of `purchased` (a feed asks it per request) the set of customers who ever bought
@@ -74,12 +76,15 @@ class EventStore:
         ))
         return [rows.get(c, 0) for c in customer_ids]
 
-    def histories(self, customer_ids: Sequence[int], since: datetime, limit: int) -> dict[int, list[Event]]:
-        """Each customer's `limit` most recent events at or after `since`, oldest first."""
+    def histories(
+        self, customer_ids: Sequence[int], since: datetime | None, limit: int
+    ) -> dict[int, list[Event]]:
+        """Each customer's `limit` most recent events (at or after `since`, when given), oldest first."""
         rows = self.db.read(
             """SELECT customer_id, product_id, event_name, ts FROM (
                    SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY ts DESC, event_id DESC) AS rn
-                   FROM events WHERE customer_id IN (SELECT unnest($1::BIGINT[])) AND ts >= $2::TIMESTAMP)
+                   FROM events WHERE customer_id IN (SELECT unnest($1::BIGINT[]))
+                                 AND ($2::TIMESTAMP IS NULL OR ts >= $2::TIMESTAMP))
                WHERE rn <= $3 ORDER BY customer_id, ts, event_id""",
             [list(customer_ids), since, limit],
         )
@@ -94,6 +99,23 @@ class EventStore:
         return self.db.read_numpy(
             f"SELECT customer_id, product_id, event_name, epoch(ts) AS ts FROM events {where}", params
         )
+
+    def customers(self, since: datetime | None = None, without_vector: bool = False) -> list[int]:
+        """Every customer with an event (at or after `since`, when given; only those without a stored user
+        vector, when asked), ascending."""
+        where = ["ts >= $1::TIMESTAMP" if since else "TRUE"]
+        if without_vector:
+            where.append("customer_id NOT IN (SELECT customer_id FROM user_vectors)")
+        rows = self.db.read(f"SELECT DISTINCT customer_id FROM events WHERE {' AND '.join(where)} ORDER BY 1",
+                            [since] if since else [])
+        return [r[0] for r in rows]
+
+    def newest(self) -> datetime | None:
+        """The time of the newest event (what "now" is for the data: popularity, the training window)."""
+        return self.db.read("SELECT max(ts) FROM events")[0][0]
+
+    def count_before(self, before: datetime) -> int:
+        return self.db.read("SELECT count(*) FROM events WHERE ts < ?", [before])[0][0]
 
     def purchased(self, customer_id: int) -> frozenset[int]:
         """The products a customer bought (from memory for most customers)."""
@@ -178,16 +200,22 @@ class EventStore:
     def popularity(
         self, now: datetime, half_life_hours: float, weights: Mapping[str, float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Time-decayed weighted event counts per product: sum(weight * 2^(-age / half_life)).
+        """Time-decayed weighted event counts per product: sum(weight * 2^(-age / half_life)), the age measured
+        from the newest event at or before `now` (not from `now`): a shop whose events are all months old
+        still ranks by them, and a live shop's ranking is the same as measured from the clock. Ages are capped
+        at MAX_HALF_LIVES half-lives (2^-1000 ~ 1e-301, still above 0 in float64), so every product with an
+        event has a popularity above 0 and years-old products still rank by their counts among themselves.
 
         Returns (product_ids int64, scores float64); products with no events are absent.
         """
         names, values = list(weights), [float(weights[n]) for n in weights]
         data = self.db.read_numpy(
-            """WITH w AS (SELECT unnest($1::VARCHAR[]) AS event_name, unnest($2::DOUBLE[]) AS weight)
-               SELECT e.product_id, sum(w.weight * exp(-$3 * (epoch($4::TIMESTAMP) - epoch(e.ts)))) AS score
-               FROM events e JOIN w USING (event_name) WHERE e.ts <= $4::TIMESTAMP
+            """WITH w AS (SELECT unnest($1::VARCHAR[]) AS event_name, unnest($2::DOUBLE[]) AS weight),
+                    e AS (SELECT product_id, event_name, epoch(ts) AS t FROM events WHERE ts <= $4::TIMESTAMP),
+                    newest AS (SELECT max(t) AS t FROM e)
+               SELECT e.product_id, sum(w.weight * exp(-$3 * least(newest.t - e.t, $5))) AS score
+               FROM e JOIN w USING (event_name), newest
                GROUP BY e.product_id""",
-            [names, values, math.log(2) / (half_life_hours * 3600.0), now],
+            [names, values, math.log(2) / (half_life_hours * 3600.0), now, MAX_HALF_LIVES * half_life_hours * 3600.0],
         )
         return np.asarray(data["product_id"], dtype=np.int64), np.asarray(data["score"], dtype=np.float64)

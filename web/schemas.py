@@ -31,7 +31,7 @@ PATTERNS = {  # what a pattern means, for error messages (web/errors.py)
 }
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_TEXT, description=PATTERNS[_TEXT])]
 Color = Annotated[str, msgspec.Meta(max_length=100, pattern=_COLOR, description=PATTERNS[_COLOR])]
-CategoryPath = Annotated[list[Text], msgspec.Meta(min_length=1, max_length=5, extra_json_schema={"extra": {
+CategoryPath = Annotated[list[Text], msgspec.Meta(max_length=5, extra_json_schema={"extra": {
     "items": msgspec.json.schema(Text),  # Litestar's OpenAPI leaves out the items' own constraints
 }})]
 # Times are ISO 8601 strings (RFC 3339; UTC when no offset), never numbers; bounded by `moment`.
@@ -74,7 +74,8 @@ class ProductFields(msgspec.Struct, forbid_unknown_fields=True):
     """A product as a shop sends it (the id is in the path for PUT)."""
 
     name: Text
-    category_path: CategoryPath  # parent -> category -> subcategory, e.g. ["Shoes", "Sneakers", "Running"]
+    # parent -> category -> subcategory, e.g. ["Shoes", "Sneakers", "Running"]; empty or absent: no category tree
+    category_path: CategoryPath = []
     merchant: Text | None = None
     color: Color | None = None
     price: Annotated[float, msgspec.Meta(ge=0, le=1e15)] | None = None

@@ -242,10 +242,10 @@ def start(services: Services) -> None:
     """Start-up work that may take long (run off the event loop): demo, index, model, background embedding."""
     try:
         demo = services.config.server.load_demo and load_demo(services)
-        state = services.indexer.reconcile()
-        log.info("product index %s: %d vectors", state, len(services.index))
-        state = services.user_mirror.reconcile()
-        log.info("user index %s: %d vectors", state, len(services.user_mirror.index))
+        load_indexes(services)
+        waiting = services.updater.resume()
+        if waiting:
+            log.info("%d shoppers without a vector get one as their products' vectors arrive", waiting)
         load_serving_model(services)
         services.encoder.load()
         services.background = BackgroundIndexer(services.indexer, _log_error)
@@ -281,12 +281,20 @@ def _warm_feeds(services: Services) -> None:
     log.info("feeds warmed for %d recently active shoppers; %d start-up objects frozen", warmed, gc.get_freeze_count())
 
 
+def load_indexes(services: Services) -> None:
+    """Load the product and user indexes (or rebuild them from DuckDB when missing or out of step)."""
+    state = services.indexer.reconcile()
+    log.info("product index %s: %d vectors", state, len(services.index))
+    state = services.user_mirror.reconcile()
+    log.info("user index %s: %d vectors", state, len(services.user_mirror.index))
+
+
 def _personalise_demo(services: Services) -> None:
     """Once the demo catalog is embedded, give its recently active shoppers their vectors (as if they had
     just clicked), so the demo's feeds are personal from the start; then train the demo's first tower."""
     if not services.background or not services.background.wait_idle(timeout=1800):
         return
-    log.info("demo shoppers with a personal feed: %d", services.updater.refresh_recent())
+    log.info("demo shoppers with a personal feed: %d", services.updater.refresh())
     if services.config.demo.train and services.serving.get().model is None:
         run = services.jobs.run("retrain")  # recorded in /jobs; a promotion recomputes the shoppers' vectors
         log.info("demo tower: %s", run.detail if run else "a retrain was already running")

@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_200_OK
 from appliance.errors import InvalidInput
 from appliance.ids import shop_id
 from appliance.pipeline import FeedPage, FeedQuery
+from appliance.recommender import Personal
 from appliance.types import Scored
 from jobs.identity import IdentityParts, Merged, merge_customers
 from storage.elastic import search_feed_page
@@ -34,10 +35,11 @@ def elastic_feed(services: Services, query: FeedQuery, customer: int | None, met
     design) or knn (approximate, HNSW); popularity / price order without a vector."""
     if not services.elastic.enabled:
         raise InvalidInput("elasticsearch is not configured ([elasticsearch] enabled = false)", field="backend")
-    who = services.feeds.personal(customer) if query.sort is None else None
-    vector = who.vector if who else None
+    who = services.feeds.personal(customer) or Personal(None)
+    vector = who.vector if query.sort is None else None
+    excluded = query.exclude | who.purchased if services.config.feed.exclude_purchased else query.exclude
     # the documents are keyed by the shop's ids: so are the excluded ones and the hits
-    shop_ids = frozenset(exts(services.ids.products, query.exclude))
+    shop_ids = frozenset(exts(services.ids.products, excluded))
     hits, total = search_feed_page(
         services.elastic.client, services.config.elasticsearch, vector, method=method,
         filters=replace(query, exclude=shop_ids),
