@@ -6,6 +6,7 @@ Each is built from training-period interactions only and answers `scores(custome
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -39,17 +40,44 @@ def popularity_scores(
 
 
 class PopularityScorer:
-    """The same list for everyone: popularity as of the last training event."""
-
-    name = "popularity"
+    """The same list for everyone: popularity as of the last training event (all-time with an infinite half-life)."""
 
     def __init__(
-        self, train: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
+        self, train: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float,
+        name: str = "popularity",
     ) -> None:
+        self.name = name
         self.popularity = popularity_scores(train, n_items, weights, half_life_hours).astype(np.float32)
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity, (len(customers), len(self.popularity))).copy()
+
+
+class RecentPopularityScorer:
+    """What a live feed's popular list would have shown each customer: time-decayed popularity as of the
+    customer's own moment `at`, from the training events strictly before it."""
+
+    HORIZON = 40  # half-lives looked back: older events weigh < 1e-12 of a fresh one
+
+    def __init__(
+        self, train: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float,
+        name: str = "popularity_recent",
+    ) -> None:
+        order = np.argsort(train.ts, kind="stable")
+        self.ts, self.item, self.kind = train.ts[order], train.item[order], train.kind[order]
+        self.kind_weight = np.array([weights[n] for n in EVENT_NAMES])
+        self.n_items, self.half_life, self.name = n_items, half_life_hours, name
+
+    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+        at = np.asarray(at, dtype=np.float64)
+        hi = np.searchsorted(self.ts, at, side="left")  # (C,) events strictly before each moment
+        lo = np.searchsorted(self.ts, at - self.HORIZON * self.half_life * 3600.0, side="left")
+        out = np.zeros((len(customers), self.n_items))
+        for c in range(len(customers)):
+            age_hours = (at[c] - self.ts[lo[c]:hi[c]]) / 3600.0
+            weight = self.kind_weight[self.kind[lo[c]:hi[c]]] * np.exp2(-age_hours / self.half_life)
+            out[c] = np.bincount(self.item[lo[c]:hi[c]], weights=weight, minlength=self.n_items)
+        return out
 
 
 class CooccurrenceScorer:
@@ -117,10 +145,12 @@ def baseline_scorers(
     train: Interactions, item_vectors: np.ndarray, weights: Mapping[str, float], history: int,
     recency_half_life_hours: float, popularity_half_life_hours: float,
 ) -> list:
-    """The three baselines every model is compared with: popularity, co-occurrence, mean vector."""
+    """The baselines every model is compared with: all-time popularity, recent popularity (the feed's
+    half-life, as of each customer's moment), co-occurrence, mean vector."""
     n_items = len(item_vectors)
     return [
-        PopularityScorer(train, n_items, weights, popularity_half_life_hours),
+        PopularityScorer(train, n_items, weights, math.inf),
+        RecentPopularityScorer(train, n_items, weights, popularity_half_life_hours),
         CooccurrenceScorer(train, n_items),
         MeanVectorScorer(train, item_vectors, weights, history, recency_half_life_hours),
     ]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.baselines import TowerScorer, baseline_scorers
+from appliance.baselines import TowerScorer, baseline_scorers, popularity_scores
 from appliance.config import Config
 from appliance.evaluation import Split, evaluate, should_promote, time_split
 from appliance.interactions import Interactions
@@ -65,7 +65,9 @@ def scorers_for(split: Split, data: TrainingData, config: Config) -> tuple[list,
         split.train, data.vectors, config.events.weights, config.tower.history,
         config.tower.recency_half_life_hours, config.feed.popularity_half_life_hours,
     )
-    return scorers, scorers[0].popularity
+    popularity = popularity_scores(split.train, len(data.vectors), config.events.weights,
+                                   config.feed.popularity_half_life_hours)
+    return scorers, popularity
 
 
 def train_and_decide(

@@ -8,15 +8,26 @@ import numpy as np
 import pytest
 import torch
 
-from appliance.baselines import CooccurrenceScorer, PopularityScorer, TowerScorer, baseline_scorers
+from appliance.baselines import (
+    CooccurrenceScorer,
+    PopularityScorer,
+    RecentPopularityScorer,
+    TowerScorer,
+    baseline_scorers,
+    popularity_scores,
+)
 from appliance.config import load_config
 from appliance.evaluation import (
+    cold_items,
     evaluate,
     format_table,
     paired_difference,
     ranking_metrics,
     should_promote,
     time_split,
+)
+from appliance.evaluation import (
+    test_targets as targets_of,
 )
 from appliance.interactions import Interactions
 from appliance.training import train_tower
@@ -147,6 +158,32 @@ def test_baselines_on_hand_made_data(cfg):
     assert pop[0, 0] == pytest.approx(0.1 * 0.25 * 2)  # two events 2 hours before the newest
     assert pop[0, 2] == pytest.approx(0.1 * 0.5 * 2)  # two events 1 hour before it
     assert pop[0, 4] == 0
+    all_time = PopularityScorer(inter, 5, cfg.events.weights, half_life_hours=math.inf).scores(np.array([4]), None)
+    assert all_time[0].tolist() == pytest.approx([0.2, 0.3, 0.2, 0.1, 0.0])  # every event counts 0.1 (a view)
+
+
+def test_recent_popularity_is_as_of_each_customers_moment(cfg):
+    # product 0 viewed at hours 0 and 2, product 1 bought at hour 3, product 2 viewed at hour 5
+    hour = 3600.0
+    inter = Interactions.from_arrays([1, 2, 3, 4], [0, 0, 1, 2], [0, 0, 5, 0], [0, 2 * hour, 3 * hour, 5 * hour])
+    scorer = RecentPopularityScorer(inter, 4, cfg.events.weights, half_life_hours=1.0)
+    early, late = scorer.scores(np.array([9, 9]), np.array([3 * hour, 6 * hour]))
+    assert early.tolist() == pytest.approx([0.1 * 2 ** -3 + 0.1 * 2 ** -1, 0.0, 0.0, 0.0])  # nothing at or after 3 h
+    assert late.tolist() == pytest.approx([0.1 * 2 ** -6 + 0.1 * 2 ** -4, 8.0 * 2 ** -3, 0.1 * 2 ** -1, 0.0])
+
+
+def test_the_cold_slice_keeps_only_new_products_as_relevant(cfg):
+    # product 3 has no event before the split: only customer 2's test item is cold
+    inter = Interactions.from_arrays([1, 1, 1, 2, 2, 2], [0, 1, 2, 1, 2, 3], [0] * 6, [0, 1, 2, 0, 1, 2])
+    split = time_split(inter, 1)
+    cold = cold_items(split, 5)
+    assert cold.tolist() == [False, False, False, True, True]
+    customers, _, relevant, _ = targets_of(split, 5, cold)
+    assert customers.tolist() == [2] and relevant.tolist() == [[3]]
+    result = evaluate([PopularityScorer(split.train, 5, cfg.events.weights, math.inf)], split, 5, cfg.evaluation,
+                      items=cold)
+    assert result["customers"] == 1
+    assert result["models"]["popularity"]["ndcg@10"] == pytest.approx(1 / math.log2(2 + 1))  # tied with item 4
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +198,8 @@ def comparison(cfg):
         split.train, vectors, cfg.events.weights, cfg.tower.history, cfg.tower.recency_half_life_hours,
         cfg.feed.popularity_half_life_hours,
     )
-    scorers.append(TowerScorer(model, split.train, vectors, scorers[0].popularity))
+    popularity = popularity_scores(split.train, len(vectors), cfg.events.weights, cfg.feed.popularity_half_life_hours)
+    scorers.append(TowerScorer(model, split.train, vectors, popularity))
     return evaluate(scorers, split, len(vectors), cfg.evaluation), report
 
 
@@ -182,7 +220,7 @@ def test_the_tower_learns_that_popular_products_are_likelier(comparison):
 def test_evaluate_returns_a_json_table(comparison, cfg):
     result, _ = comparison
     assert json.loads(json.dumps(result)) == result
-    assert set(result["models"]) == {"popularity", "cooccurrence", "mean_vector", "tower"}
+    assert set(result["models"]) == {"popularity", "popularity_recent", "cooccurrence", "mean_vector", "tower"}
     row = result["models"]["tower"]
     for k in cfg.evaluation.ks:
         assert {f"recall@{k}", f"hr@{k}", f"ndcg@{k}"} <= set(row)
