@@ -55,28 +55,45 @@ class PopularityScorer:
 
 class RecentPopularityScorer:
     """What a live feed's popular list would have shown each customer: time-decayed popularity as of the
-    customer's own moment `at`, from the training events strictly before it."""
+    customer's own moment `at`, from the training events strictly before it.
 
-    HORIZON = 40  # half-lives looked back: older events weigh < 1e-12 of a fresh one
+    Exact and fast on long logs: popularity is kept at `SNAPSHOT_FLOATS / N` evenly spaced moments of the
+    data's span; a query decays the snapshot just before it and adds the few events since."""
+
+    SNAPSHOT_FLOATS = 20_000_000  # (moments, N) float32: 80 MB at most
 
     def __init__(
         self, train: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float,
         name: str = "popularity_recent",
     ) -> None:
         order = np.argsort(train.ts, kind="stable")
-        self.ts, self.item, self.kind = train.ts[order], train.item[order], train.kind[order]
-        self.kind_weight = np.array([weights[n] for n in EVENT_NAMES])
-        self.n_items, self.half_life, self.name = n_items, half_life_hours, name
+        self.ts, self.item = train.ts[order], train.item[order]
+        self.weight = np.array([weights[n] for n in EVENT_NAMES])[train.kind[order]]
+        self.n_items, self.half_life, self.name = n_items, half_life_hours * 3600.0, name
+        first, last = (self.ts[0], self.ts[-1]) if len(self.ts) else (0.0, 0.0)
+        count = max(1, min(self.SNAPSHOT_FLOATS // max(n_items, 1), len(self.ts)))
+        self.moments = first + np.arange(count) * ((last - first) / count)  # (K,) moments[0]: nothing before
+        self.starts = np.searchsorted(self.ts, self.moments, side="left")  # (K,) first event at or after each
+        self.snapshots = np.zeros((count, n_items), dtype=np.float32)
+        current = np.zeros(n_items)
+        for k in range(1, count):
+            lo, hi = self.starts[k - 1], self.starts[k]
+            current = current * self._decay(self.moments[k] - self.moments[k - 1]) + np.bincount(
+                self.item[lo:hi], self.weight[lo:hi] * self._decay(self.moments[k] - self.ts[lo:hi]), n_items)
+            self.snapshots[k] = current
+
+    def _decay(self, seconds: np.ndarray | float) -> np.ndarray:
+        return np.exp2(-np.asarray(seconds) / self.half_life)
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         at = np.asarray(at, dtype=np.float64)
+        k = np.clip(np.searchsorted(self.moments, at, side="right") - 1, 0, len(self.moments) - 1)  # (C,)
+        out = self.snapshots[k] * self._decay(np.maximum(at - self.moments[k], 0.0))[:, None]  # (C, N)
         hi = np.searchsorted(self.ts, at, side="left")  # (C,) events strictly before each moment
-        lo = np.searchsorted(self.ts, at - self.HORIZON * self.half_life * 3600.0, side="left")
-        out = np.zeros((len(customers), self.n_items))
         for c in range(len(customers)):
-            age_hours = (at[c] - self.ts[lo[c]:hi[c]]) / 3600.0
-            weight = self.kind_weight[self.kind[lo[c]:hi[c]]] * np.exp2(-age_hours / self.half_life)
-            out[c] = np.bincount(self.item[lo[c]:hi[c]], weights=weight, minlength=self.n_items)
+            lo = min(self.starts[k[c]], hi[c])
+            out[c] += np.bincount(self.item[lo:hi[c]], self.weight[lo:hi[c]] * self._decay(at[c] - self.ts[lo:hi[c]]),
+                                  self.n_items)
         return out
 
 
@@ -126,19 +143,23 @@ class MeanVectorScorer:
 
 class TowerScorer:
     """The trained user tower: cosine between its user vector and every product vector, plus its learned
-    popularity prior over `popularity` (N,) (the training period's, as the feed would have it)."""
+    popularity prior over `popularity`: (N,) the training period's at its end (as the feed would have it then),
+    or a scorer of popularity as of each customer's moment (`RecentPopularityScorer`: as the feed had it then)."""
 
     def __init__(
-        self, model: UserTower, train: Interactions, item_vectors: np.ndarray, popularity: np.ndarray,
-        name: str = "tower",
+        self, model: UserTower, train: Interactions, item_vectors: np.ndarray,
+        popularity: np.ndarray | RecentPopularityScorer, name: str = "tower",
     ) -> None:
         self.model, self.train, self.item_vectors, self.name = model, train, item_vectors, name
-        self.prior = model.popularity_weight.item() * popularity_prior(popularity)[None, :]  # (1, N)
+        self.popularity = popularity
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         length = self.model.config.history
         vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, length)
-        return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + self.prior
+        popularity = self.popularity.scores(customers, at) if isinstance(self.popularity, RecentPopularityScorer) \
+            else self.popularity[None, :]
+        prior = self.model.popularity_weight.item() * popularity_prior(popularity)  # (C or 1, N)
+        return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + prior
 
 
 def baseline_scorers(

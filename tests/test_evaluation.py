@@ -30,6 +30,7 @@ from appliance.evaluation import (
     test_targets as targets_of,
 )
 from appliance.interactions import Interactions
+from appliance.types import EVENT_NAMES
 from appliance.training import train_tower
 
 torch.set_num_threads(2)
@@ -170,6 +171,22 @@ def test_recent_popularity_is_as_of_each_customers_moment(cfg):
     early, late = scorer.scores(np.array([9, 9]), np.array([3 * hour, 6 * hour]))
     assert early.tolist() == pytest.approx([0.1 * 2 ** -3 + 0.1 * 2 ** -1, 0.0, 0.0, 0.0])  # nothing at or after 3 h
     assert late.tolist() == pytest.approx([0.1 * 2 ** -6 + 0.1 * 2 ** -4, 8.0 * 2 ** -3, 0.1 * 2 ** -1, 0.0])
+
+
+@pytest.mark.parametrize("half_life", [5.0, 720.0, math.inf])
+def test_recent_popularity_snapshots_match_the_direct_sum(cfg, half_life):
+    rng = np.random.default_rng(3)
+    inter = Interactions.from_arrays(rng.integers(40, size=3000), rng.integers(50, size=3000),
+                                     rng.integers(6, size=3000), rng.uniform(0, 3e7, size=3000))
+    scorer = RecentPopularityScorer(inter, 50, cfg.events.weights, half_life)
+    assert len(scorer.moments) > 100  # the snapshots are used, not only the direct sum
+    at = rng.uniform(-1e6, 3.1e7, size=25)
+    kind_weight = np.array([cfg.events.weights[n] for n in EVENT_NAMES])
+    before = inter.ts[None, :] < at[:, None]  # (C, E)
+    age_hours = np.where(before, at[:, None] - inter.ts, 0.0) / 3600.0
+    w = np.where(before, kind_weight[inter.kind] * np.exp2(-age_hours / half_life), 0.0)
+    direct = np.stack([np.bincount(inter.item, row, 50) for row in w])
+    assert np.allclose(scorer.scores(np.zeros(25, dtype=np.int64), at), direct, rtol=1e-5, atol=1e-9)
 
 
 def test_the_cold_slice_keeps_only_new_products_as_relevant(cfg):

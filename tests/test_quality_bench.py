@@ -65,10 +65,10 @@ def test_als_is_tuned_on_validation_and_never_sees_test(cfg, monkeypatch):
         fitted(self, train, *args, **kwargs)
 
     monkeypatch.setattr(als.AlsScorer, "__init__", spy)
-    monkeypatch.setattr(als, "FACTORS", (4, 16))
-    monkeypatch.setattr(als, "REGULARIZATION", (0.1, 10.0))
+    monkeypatch.setattr(als, "GRID", {"factors": (4, 16), "regularization": (0.1, 10.0), "alpha": (1.0, 4.0),
+                                      "iterations": (5, 15), "weighting": ("events", "binary")})
     best, tried = als.tune_als(split, 30, cfg.events.weights, 0, cfg.evaluation)
-    assert len(tried) == 2 * 2 * len(als.ALPHA) + len(als.ITERATIONS) * len(als.WEIGHTING)
+    assert len(seen) == len(tried) <= als.ROUNDS * 10  # each point fitted once
     validation = als.validation_split(split, 1)
     assert set(seen) == {len(validation.train)} and len(validation.train) < len(split.train)
     assert dataclasses.asdict(best) | {"ndcg@10": max(t["ndcg@10"] for t in tried)} in tried  # the best point won
