@@ -162,6 +162,16 @@ class TowerScorer:
         return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + prior
 
 
+def prior_popularity(
+    train: Interactions, n_items: int, weights: Mapping[str, float], as_of: str, half_life_hours: float
+) -> np.ndarray | RecentPopularityScorer:
+    """The popularity a tower's prior ranks with in evaluation, defined as it was trained (`training.prior_as_of`):
+    as of each customer's moment, or at the end of the training data."""
+    if as_of == "moment":
+        return RecentPopularityScorer(train, n_items, weights, half_life_hours)
+    return popularity_scores(train, n_items, weights, half_life_hours)
+
+
 def baseline_scorers(
     train: Interactions, item_vectors: np.ndarray, weights: Mapping[str, float], history: int,
     recency_half_life_hours: float, popularity_half_life_hours: float,

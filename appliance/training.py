@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from appliance.config import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.evaluation import ranking_metrics
-from appliance.examples import Examples, PopularityPrior, batch_inputs, make_examples, split_validation
+from appliance.examples import (
+    Examples,
+    MomentPrior,
+    PopularityPrior,
+    batch_inputs,
+    make_examples,
+    split_validation,
+)
 from appliance.interactions import Interactions, expand_ranges
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
@@ -102,7 +109,7 @@ def contrastive_loss(
 @torch.no_grad()
 def validation_ndcg(
     model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
-    prior: PopularityPrior | None, chunk: int = 256,
+    prior: PopularityPrior | MomentPrior | None, chunk: int = 256,
 ) -> float:
     """Mean NDCG@10 of the positive over the full catalog, the customer's earlier products excluded."""
     model.eval()
@@ -127,7 +134,7 @@ class _Run:
 
     def __init__(
         self, model: UserTower, train: Examples, val: Examples, interactions: Interactions, vectors: torch.Tensor,
-        prior: PopularityPrior | None, target: torch.Tensor, weight: torch.Tensor, log_q: torch.Tensor,
+        prior: PopularityPrior | MomentPrior | None, target: torch.Tensor, weight: torch.Tensor, log_q: torch.Tensor,
         config: TrainingConfig, generator: torch.Generator, progress: Progress | None,
     ) -> None:
         self.model, self.train, self.val, self.interactions, self.vectors = model, train, val, interactions, vectors
@@ -213,7 +220,8 @@ PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)  # popularity weights tried bef
 
 
 def _start_prior(
-    model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor, prior: PopularityPrior | None
+    model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor,
+    prior: PopularityPrior | MomentPrior | None,
 ) -> float:
     """Set the popularity weight to the grid value with the best validation NDCG@10; returns that NDCG@10."""
     scores = {}
@@ -277,7 +285,8 @@ def _train(
 
     prior = None
     if config.popularity_prior and popularity_half_life_hours is not None:
-        prior = PopularityPrior(interactions, len(vectors), event_weights, popularity_half_life_hours)
+        source = MomentPrior if config.prior_as_of == "moment" else PopularityPrior
+        prior = source(interactions, len(vectors), event_weights, popularity_half_life_hours)
     model = UserTower(tower, vectors.shape[1])
     with torch.no_grad():  # start exactly at `mean_vector`: the residual mean weighs kinds like the event weights
         model.kind_bias.copy_(torch.log(torch.as_tensor([event_weights[n] for n in EVENT_NAMES])))

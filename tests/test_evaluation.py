@@ -29,9 +29,10 @@ from appliance.evaluation import (
 from appliance.evaluation import (
     test_targets as targets_of,
 )
+from appliance.examples import MomentPrior, make_examples
 from appliance.interactions import Interactions
-from appliance.types import EVENT_NAMES
 from appliance.training import train_tower
+from appliance.types import EVENT_NAMES
 
 torch.set_num_threads(2)
 
@@ -187,6 +188,18 @@ def test_recent_popularity_snapshots_match_the_direct_sum(cfg, half_life):
     w = np.where(before, kind_weight[inter.kind] * np.exp2(-age_hours / half_life), 0.0)
     direct = np.stack([np.bincount(inter.item, row, 50) for row in w])
     assert np.allclose(scorer.scores(np.zeros(25, dtype=np.int64), at), direct, rtol=1e-5, atol=1e-9)
+
+
+def test_the_moment_prior_is_popularity_as_of_each_examples_time(cfg):
+    inter, _ = shop(n_customers=20)
+    examples = make_examples(inter, cfg.tower.history)
+    rows = MomentPrior(inter, 300, cfg.events.weights, 24.0).rows(examples.take(np.arange(5)))
+    recent = RecentPopularityScorer(inter, 300, cfg.events.weights, 24.0)
+    for i, target in enumerate(examples.target[:5]):
+        expected = np.log1p(recent.scores(inter.customer[[target]], inter.ts[[target]]))[0]
+        assert rows[i].numpy() == pytest.approx(expected, rel=1e-5)
+        assert rows[i, inter.item[target]] < np.log1p(popularity_scores(inter, 300, cfg.events.weights, 24.0,
+                                                                        now=inter.ts[target] + 1))[inter.item[target]]
 
 
 def test_the_cold_slice_keeps_only_new_products_as_relevant(cfg):

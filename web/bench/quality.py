@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from appliance.baselines import TowerScorer, baseline_scorers, popularity_scores
+from appliance.baselines import TowerScorer, baseline_scorers, prior_popularity
 from appliance.config import Config, load_config
 from appliance.demo import generate_demo
 from appliance.encoder import Encoder
@@ -122,11 +122,12 @@ def run(args: argparse.Namespace) -> int:
     facts: dict[str, Any] = {}
     report = None
     if not args.no_tower:
-        prior_half_life = config.feed.popularity_half_life_hours
-        model, report = train_tower(split.train, vectors, config.tower, config.training, weights, prior_half_life)
+        training = config.training
+        model, report = train_tower(split.train, vectors, config.tower, training, weights,
+                                    training.prior_half_life_hours)
         memory["after_tower_mib"] = peak_mib()
-        scorers.append(TowerScorer(model, split.train, vectors,
-                                   popularity_scores(split.train, n_items, weights, prior_half_life)))
+        scorers.append(TowerScorer(model, split.train, vectors, prior_popularity(
+            split.train, n_items, weights, training.prior_as_of, training.prior_half_life_hours)))
     if not args.no_als:
         t0 = time.perf_counter()
         params, tried = tune_als(split, n_items, weights, config.training.seed, config.evaluation)
