@@ -216,7 +216,7 @@ class _Run:
 
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
-PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)  # popularity weights tried before training (cosine units)
+PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # popularity weights tried before training (cosine units)
 
 
 def _start_prior(

@@ -15,6 +15,7 @@ from appliance.baselines import (
     TowerScorer,
     baseline_scorers,
     popularity_scores,
+    prior_popularity,
 )
 from appliance.config import load_config
 from appliance.evaluation import (
@@ -292,3 +293,19 @@ def test_evaluate_can_return_each_customers_ndcg(cfg):
 def test_promotion_rule(candidate, serving, popularity, expected):
     serving = None if serving is None else {"ndcg@10": serving}
     assert should_promote({"ndcg@10": candidate}, serving, {"ndcg@10": popularity}) is expected
+
+
+def test_a_tower_trained_with_the_moment_prior_learns_to_use_it(cfg):
+    inter, vectors = shop(seed=1, n_customers=80)
+    split = time_split(inter, cfg.evaluation.holdout)
+    training = dataclasses.replace(cfg.training, epochs=2, prior_as_of="moment", prior_half_life_hours=720.0)
+    model, report = train_tower(split.train, vectors, cfg.tower, training, cfg.events.weights, 720.0)
+    assert report.popularity_weight > 0
+    popularity = prior_popularity(split.train, len(vectors), cfg.events.weights, "moment", 720.0)
+    assert isinstance(popularity, RecentPopularityScorer)
+    tower = TowerScorer(model, split.train, vectors, popularity)
+    customers, at = np.unique(split.test.customer)[:3], np.full(3, split.train.ts.max())
+    cosine_only = TowerScorer(model, split.train, vectors, np.zeros(len(vectors)))
+    extra = tower.scores(customers, at) - cosine_only.scores(customers, at)  # (3, N): the prior alone
+    expected = report.popularity_weight * np.log1p(popularity.scores(customers, at))
+    assert extra == pytest.approx(expected, abs=1e-5)
