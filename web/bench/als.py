@@ -21,8 +21,8 @@ from appliance.types import EVENT_NAMES
 
 GRID = {  # coordinate search: each in turn over its values, the others held at the best so far, ROUNDS times
     "factors": (16, 32, 64, 128, 256),
-    "regularization": (0.01, 0.1, 1.0, 10.0, 100.0),
-    "alpha": (0.25, 1.0, 4.0, 16.0, 64.0),
+    "regularization": (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0),
+    "alpha": (0.0625, 0.25, 1.0, 4.0, 16.0, 64.0),
     "iterations": (5, 15, 30, 50),
     "weighting": ("events", "binary"),
 }

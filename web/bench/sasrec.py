@@ -52,7 +52,7 @@ class SasRecParams:
 def params_for(dataset: str, loss: str) -> SasRecParams:
     dense = dataset == "movielens"  # ~165 ratings per user, like ML-1M; demo and retail are short and sparse
     base = SasRecParams(loss=loss, max_length=200 if dense else 50, dropout=0.2 if dense else 0.5)
-    return replace(base, eval_every=1, patience=3) if loss == "ce" else base
+    return replace(base, eval_every=2, patience=5) if loss == "ce" else base  # both wait 10-20 epochs
 
 
 class _Block(nn.Module):
