@@ -34,7 +34,7 @@ def cycles(n_items=40, n_customers=80, length=12, seed=0):
 def test_sasrec_learns_what_comes_next(cfg, loss):
     inter = cycles()
     split = time_split(inter, 1)
-    params = dataclasses.replace(sasrec.params_for("demo", loss), epochs=60, eval_every=5, patience=3, dropout=0.1)
+    params = dataclasses.replace(sasrec.params_for("demo", loss), epochs=60, eval_steps=3, patience=3, dropout=0.1)
     scorer, report = sasrec.train_sasrec(split, 40, params, cfg.evaluation, seed=0)
     result = evaluate([scorer, PopularityScorer(split.train, 40, cfg.events.weights, np.inf)], split, 40,
                       cfg.evaluation)["models"]
