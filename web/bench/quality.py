@@ -2,10 +2,12 @@
 
 For the demo shop, MovieLens (ml-latest-small) or the UCI Online Retail sample: products are embedded with
 the real encoder (vectors cached by text hash in `--cache-dir`, so re-runs skip it), events become
-Interactions, each customer's last `evaluation.holdout` interactions are the test set, and popularity,
-co-occurrence, mean_vector, the trained user tower and implicit's ALS rank the whole catalog (seen items
-excluded: `appliance.evaluation`). Prints the table and writes `bench/results/quality_<dataset>.json`, with
-training seconds per 100k training events and the peak resident memory (getrusage maxrss).
+Interactions, each customer's last `evaluation.holdout` interactions are the test set, and popularity (all-time
+and recent), co-occurrence, mean_vector, the trained user tower, implicit's ALS (tuned on validation:
+`web.bench.als`) and SASRec (`web.bench.sasrec`) rank the whole catalog (seen items excluded:
+`appliance.evaluation`), on all test customers and on the cold-start slice (new products without any training
+event). Prints the tables with the tower's paired intervals and writes `bench/results/quality_<dataset>.json`,
+with training seconds per 100k training events and the peak resident memory (getrusage maxrss).
 """
 
 from __future__ import annotations
