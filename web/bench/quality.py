@@ -189,7 +189,7 @@ def _slice(
     """Evaluate every scorer (on the test items in `items`, or all), print the table and the tower's paired
     NDCG@10 gain over each other model; returns (table, gains)."""
     table = evaluate(scorers, split, n_items, config.evaluation, per_customer=True, items=items)
-    per_customer = table.pop("per_customer")
+    per_customer = table["per_customer"]  # kept in the JSON: runs on the same split pair up later
     versus = {name: paired_difference(per_customer["tower"], values)
               for name, values in per_customer.items() if name != "tower" and "tower" in per_customer}
     print("all test customers:" if items is None else "cold start (new product without any training event):")

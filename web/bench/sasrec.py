@@ -11,7 +11,8 @@ touched), and `ce`, a softmax over the whole catalog (the variant later full-ran
 e.g. Klenitskiy & Vasilev 2023, "Turning Dross Into Gold Loss: is BERT4Rec really better than SASRec?").
 Training sequences are the customers' events in time order from the training part minus its validation
 targets (`als.validation_split`); validated (full-ranking NDCG@10) about every 50 optimizer steps, it stops
-after 5 validations without a gain or at the paper's 200 epochs, and keeps the best validated epoch. At test time the model reads each customer's latest events before the test moment.
+after 5 validations without a gain or at the paper's 200 epochs, and keeps the best validated epoch. At test
+time the model reads each customer's latest events before the test moment.
 """
 
 from __future__ import annotations
