@@ -158,8 +158,7 @@ class TowerScorer:
         vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, length)
         popularity = self.popularity.scores(customers, at) if isinstance(self.popularity, RecentPopularityScorer) \
             else self.popularity[None, :]
-        with torch.no_grad():
-            prior = self.model.prior(torch.as_tensor(popularity_prior(popularity))).numpy()  # (C or 1, N)
+        prior = self.model.popularity_weight.item() * popularity_prior(popularity)  # (C or 1, N)
         return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + prior
 
 

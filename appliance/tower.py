@@ -59,13 +59,7 @@ class UserTower(nn.Module):
         self.log_half_life = nn.Parameter(torch.tensor(math.log(config.recency_half_life_hours)))
         self.kind_bias = nn.Parameter(torch.zeros(len(EVENT_NAMES)))  # per-kind weight of the residual mean
         # ranking score = cosine(user, product) + popularity_weight * ranking.popularity_prior(popularity)
-        #                 + new_product_bias where the product has no popularity yet (no event: unknown, not unwanted)
         self.popularity_weight = nn.Parameter(torch.zeros(()))
-        self.new_product_bias = nn.Parameter(torch.zeros(()))
-
-    def prior(self, prior: torch.Tensor) -> torch.Tensor:
-        """The ranking's popularity term from ranking.popularity_prior values (any shape; 0 = no event yet)."""
-        return self.popularity_weight * prior + self.new_product_bias * (prior <= 0)
 
     def forward(self, vectors, kinds, age_hours, mask):
         """vectors (B, T, D) float, kinds (B, T) long, age_hours (B, T) float >= 0, mask (B, T) bool (True = real).

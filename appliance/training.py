@@ -13,12 +13,11 @@ then the whole network with a one-epoch warm-up (its first epochs dip below the 
 What is validated and kept after each epoch is an exponential moving average of the weights over the recent
 steps, which on a small shop's data is steadier than the weights of the last step.
 
-With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature,
-plus a learned new-product bias for products without popularity yet (unknown is not unwanted: otherwise a
-product nobody has touched ranks below everything else, and new products are never recommended). Popularity
-is either as of each example's moment (`training.prior_as_of = "moment"`: the events strictly before it) or at
-the end of the training data without the example's own customer (whose events include the positive itself,
-which would leak the answer), with its own half-life (`training.prior_half_life_hours`).
+With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature.
+Popularity is either as of each example's moment (`training.prior_as_of = "moment"`: the events strictly before
+it, as a feed had them then) or at the end of the training data without the example's own customer (whose
+events include the positive itself, which would leak the answer), with its own half-life
+(`training.prior_half_life_hours`).
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ class TrainReport:
     validation: list[float] = field(default_factory=list)  # validation NDCG@10: [initial tower, epoch 1, ...]
     scalar_epochs: int = 0  # of `epochs`, those of the first phase (only recency, kind weights and the prior)
     popularity_weight: float = 0.0  # the learned prior: ranking score = cosine + this * log(1 + popularity)
-    new_product_bias: float = 0.0  # ... + this for a product without popularity yet (no event before the moment)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,7 +121,7 @@ def validation_ndcg(
         ex = val.take(slice(i, i + chunk))
         scores = model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T  # (c, N)
         if prior is not None:
-            scores = scores + model.prior(prior.rows(ex))
+            scores = scores + model.popularity_weight * prior.rows(ex)
         scores = scores.numpy()
         owner, earlier = expand_ranges(starts[ex.target], ex.target - starts[ex.target])  # the earlier events
         scores[owner, interactions.item[earlier]] = -np.inf
@@ -193,7 +191,7 @@ class _Run:
             users = model(*batch_inputs(ex, inter, self.vectors))  # (B, D)
             hist = inter.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
             seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
-            prior = model.prior(self.prior.rows(ex)) if self.prior is not None else None
+            prior = model.popularity_weight * self.prior.rows(ex) if self.prior is not None else None
             loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q, config,
                                     self.generator, seen, prior)
             optimizer.zero_grad(set_to_none=True)
@@ -215,13 +213,11 @@ class _Run:
             self.report.best_validation_ndcg = self.best
         self.model.eval()
         self.report.popularity_weight = self.model.popularity_weight.item()
-        self.report.new_product_bias = self.model.new_product_bias.item()
         return self.report
 
 
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
-NEW_PRODUCT_GRID = (0.1, 0.2, 0.4, 0.8)  # new-product biases tried next (cosine units)
 PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # popularity weights tried before training (cosine units)
 
 
@@ -229,20 +225,16 @@ def _start_prior(
     model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor,
     prior: PopularityPrior | MomentPrior | None,
 ) -> float:
-    """Set the popularity weight, then the new-product bias, to the grid values with the best validation
-    NDCG@10; returns that NDCG@10."""
-    best_score = validation_ndcg(model, val, interactions, vectors, prior)
-    for parameter, grid in ((model.popularity_weight, PRIOR_GRID), (model.new_product_bias, NEW_PRODUCT_GRID)):
-        scores = {0.0: best_score}
-        for value in grid if prior is not None else ():
-            with torch.no_grad():
-                parameter.fill_(value)
-            scores[value] = validation_ndcg(model, val, interactions, vectors, prior)
-        best = max(scores, key=lambda v: (scores[v], -abs(v)))  # ties: the smaller value
+    """Set the popularity weight to the grid value with the best validation NDCG@10; returns that NDCG@10."""
+    scores = {}
+    for value in PRIOR_GRID if prior is not None else (0.0,):
         with torch.no_grad():
-            parameter.fill_(best)
-        best_score = scores[best]
-    return best_score
+            model.popularity_weight.fill_(value)
+        scores[value] = validation_ndcg(model, val, interactions, vectors, prior)
+    best = max(scores, key=lambda v: (scores[v], -v))  # ties: the smaller weight
+    with torch.no_grad():
+        model.popularity_weight.fill_(best)
+    return scores[best]
 
 
 def train_tower(
@@ -301,7 +293,6 @@ def _train(
     with torch.no_grad():  # start exactly at `mean_vector`: the residual mean weighs kinds like the event weights
         model.kind_bias.copy_(torch.log(torch.as_tensor([event_weights[n] for n in EVENT_NAMES])))
     model.popularity_weight.requires_grad_(prior is not None)
-    model.new_product_bias.requires_grad_(prior is not None)
     run = _Run(model, train, val, interactions, vectors, prior, target, weight, log_q, config, generator, progress)
     run.report.examples, run.report.validation_examples = len(target), len(val.target)
     if len(val.target):  # epoch 0: the initial tower (mean_vector, plus the best prior weight) is a candidate too
@@ -309,15 +300,13 @@ def _train(
         run.report.validation.append(run.best)
     # 1: only the few scalars (recency, kind weights, prior): robust on little data; 2: the whole network
     scalars = [model.log_half_life, model.kind_bias]
-    prior_group = {"params": [model.popularity_weight, model.new_product_bias],
-                   "lr": config.scalar_learning_rate * config.temperature,
+    prior_group = {"params": [model.popularity_weight], "lr": config.scalar_learning_rate * config.temperature,
                    "weight_decay": 0.0}  # in cosine units, so its logit-space step matches the other scalars'
     scalar_only = torch.optim.AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate,
                                     weight_decay=0.0)
     run.phase(scalar_only, patience=min(config.patience, SCALAR_PATIENCE))
     run.report.scalar_epochs = run.report.epochs
-    own = ("log_half_life", "kind_bias", "popularity_weight", "new_product_bias")
-    network = [p for n, p in model.named_parameters() if n not in own]
+    network = [p for n, p in model.named_parameters() if n not in ("log_half_life", "kind_bias", "popularity_weight")]
     run.phase(torch.optim.AdamW([
         {"params": network},
         {"params": scalars, "lr": config.scalar_learning_rate, "weight_decay": 0.0},

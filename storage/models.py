@@ -60,9 +60,6 @@ def save_checkpoint(path: Path, model: UserTower, meta: ModelMeta) -> dict[str, 
     return payload["meta"]
 
 
-ADDED_LATER = {"new_product_bias"}  # parameters an older checkpoint may lack (they start at their initial 0)
-
-
 def load_checkpoint(path: Path) -> tuple[UserTower, ModelMeta]:
     """Rebuild the tower from the file alone (its own config and dim), with weights_only=True."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -71,9 +68,7 @@ def load_checkpoint(path: Path) -> tuple[UserTower, ModelMeta]:
                          f"{FORMAT}: train a new model")
     meta = ModelMeta(**payload["meta"])
     model = UserTower(TowerConfig(**meta.tower), meta.dim)
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-    if unexpected or set(missing) - ADDED_LATER:
-        raise ValueError(f"{path.name} does not match the tower: missing {missing}, unexpected {unexpected}")
+    model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, meta
 
