@@ -130,6 +130,8 @@ class TrainingConfig:
     max_examples: int
     event_weighted_loss: bool
     popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
+    prior_as_of: str  # "moment": popularity as of each example's time; "end": at the end of the training data
+    prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
 
 
 @dataclass(frozen=True)
@@ -383,6 +385,7 @@ def _validate(config: Config) -> None:
         "analytics.flush_seconds": config.analytics.flush_seconds,
         "analytics.buffer_max": config.analytics.buffer_max,
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
+        "training.prior_half_life_hours": config.training.prior_half_life_hours,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -402,6 +405,8 @@ def _validate(config: Config) -> None:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
     if config.training.negatives not in ("sampled", "in_batch", "mixed", "full"):
         raise InvalidInput("training.negatives must be sampled, in_batch, mixed or full", field="training.negatives")
+    if config.training.prior_as_of not in ("moment", "end"):
+        raise InvalidInput("training.prior_as_of must be moment or end", field="training.prior_as_of")
     if config.tower.width % config.tower.heads:
         raise InvalidInput("tower.heads must divide tower.width", field="tower.heads")
     es = config.elasticsearch

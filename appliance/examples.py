@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from appliance.baselines import event_popularity
+from appliance.baselines import RecentPopularityScorer, event_popularity
 from appliance.interactions import Interactions, expand_ranges, window_rows
 from appliance.ranking import popularity_prior
 
@@ -94,6 +94,23 @@ class PopularityPrior:
         prior[owner, item] = torch.as_tensor(popularity_prior(self.total[item] - self.pair_own[pair]),
                                              dtype=torch.float32)
         return prior
+
+
+class MomentPrior:
+    """log(1 + popularity) of every product as the feed had it at each example's moment: the events strictly
+    before the positive's time, decayed from it (so a long log's early examples see their own time's popular
+    products, and the customer's own earlier events count, as they do in serving)."""
+
+    def __init__(
+        self, interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
+    ) -> None:
+        self.popularity = RecentPopularityScorer(interactions, n_items, weights, half_life_hours)
+        self.interactions = interactions
+
+    def rows(self, ex: Examples) -> torch.Tensor:
+        """(B, N) float32 prior per example."""
+        customer, at = self.interactions.customer[ex.target], self.interactions.ts[ex.target]
+        return torch.as_tensor(popularity_prior(self.popularity.scores(customer, at)), dtype=torch.float32)
 
 
 def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.Tensor):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.baselines import TowerScorer, baseline_scorers
+from appliance.baselines import TowerScorer, baseline_scorers, prior_popularity
 from appliance.config import Config
 from appliance.errors import InvalidInput, NotEnoughData
 from appliance.evaluation import Split, evaluate, should_promote, test_targets, time_split
@@ -59,14 +59,17 @@ def interactions_of(columns: dict[str, np.ndarray], product_ids: np.ndarray, vec
     return TrainingData(interactions, product_ids, vectors)
 
 
-def scorers_for(split: Split, data: TrainingData, config: Config) -> tuple[list, np.ndarray]:
+def scorers_for(split: Split, data: TrainingData, config: Config) -> tuple[list, Any]:
     """The baselines every model is compared with, built from the training part only, and the training
-    part's popularity (N,) that a tower's prior ranks with."""
+    part's popularity that a tower's prior ranks with (`prior_popularity`)."""
     scorers = baseline_scorers(
         split.train, data.vectors, config.events.weights, config.tower.history,
         config.tower.recency_half_life_hours, config.feed.popularity_half_life_hours,
     )
-    return scorers, scorers[0].popularity
+    training = config.training
+    popularity = prior_popularity(split.train, len(data.vectors), config.events.weights, training.prior_as_of,
+                                  training.prior_half_life_hours)
+    return scorers, popularity
 
 
 def split_enough(data: TrainingData, config: Config, purpose: str, since: datetime | None = None) -> Split:
@@ -95,7 +98,7 @@ def train_and_decide(
     try:
         model, report = train_tower(
             split.train, data.vectors, config.tower, config.training, config.events.weights,
-            config.feed.popularity_half_life_hours, progress, config.realtime.history_window_hours,
+            config.training.prior_half_life_hours, progress, config.realtime.history_window_hours,
         )
     except InvalidInput as exc:
         if exc.field != "interactions":

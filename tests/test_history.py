@@ -118,8 +118,9 @@ def test_evaluate_and_train_with_too_little_data_say_so_in_one_sentence(tmp_path
     assert main(["evaluate", "--data-dir", data]) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
-    assert err.splitlines()[-1:] == ["appliance: not enough data to evaluate: 1 events of 1 customers, and none of them interacted "
-                   "with a new product after an earlier one (at least one such customer is needed to test on)"]
+    assert err.splitlines()[-1:] == [
+        "appliance: not enough data to evaluate: 1 events of 1 customers, and none of them interacted "
+        "with a new product after an earlier one (at least one such customer is needed to test on)"]
     assert main(["jobs", "run", "retrain", "--data-dir", data]) == 2
     out = capsys.readouterr().out
     assert "retrain: skipped" in out and "not enough data to train: 1 events of 1 customers since 2010-12-02" in out
