@@ -121,10 +121,14 @@ class TrainingConfig:
     weight_decay: float
     negatives: str
     sampled_negatives: int
+    shared_negatives: int
+    precision: str
     temperature: float
     patience: int
     validation_fraction: float
+    validation_examples: int
     max_examples: int
+    epoch_examples: int
     event_weighted_loss: bool
     popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
 
@@ -323,6 +327,9 @@ def _validate(config: Config) -> None:
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
         "training.threads": config.training.threads,
+        "training.shared_negatives": config.training.shared_negatives,
+        "training.epoch_examples": config.training.epoch_examples,
+        "training.validation_examples": config.training.validation_examples,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -336,8 +343,11 @@ def _validate(config: Config) -> None:
                            field="feed.personal_share")
     if config.feed.per_page > config.feed.max_per_page:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
-    if config.training.negatives not in ("sampled", "in_batch", "mixed", "full"):
-        raise InvalidInput("training.negatives must be sampled, in_batch, mixed or full", field="training.negatives")
+    if config.training.negatives not in ("shared", "full", "sampled", "in_batch", "mixed"):
+        raise InvalidInput("training.negatives must be shared, full, sampled, in_batch or mixed",
+                           field="training.negatives")
+    if config.training.precision not in ("float32", "bfloat16"):
+        raise InvalidInput("training.precision must be float32 or bfloat16", field="training.precision")
     if config.tower.width % config.tower.heads:
         raise InvalidInput("tower.heads must divide tower.width", field="tower.heads")
     es = config.elasticsearch
