@@ -3,7 +3,12 @@
 Examples come from `appliance.examples`: only first interactions with a product are positives (seen products
 are never recommended, so predicting repeats is not the task). The loss is a softmax over cosine similarities /
 temperature against negatives that are `full` (every product but the example's history: the evaluation's own
-ranking task), `sampled` (uniform random products), `in_batch` (the other positives, logQ-corrected) or `mixed`.
+ranking task), `shared` (the default: one uniform random draw of `shared_negatives` products per batch, their
+exponentials scaled by N / K so the sum estimates the full one; the whole catalog when it is no larger, i.e.
+exactly `full`), `sampled` (random products per example), `in_batch` (the other positives, logQ-corrected) or
+`mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
+(not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 (`precision`) while validation
+stays float32. An epoch is at most `epoch_examples` examples, so a large shop trains as many steps as a mid-sized one.
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
