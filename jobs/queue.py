@@ -1,9 +1,10 @@
 """An in-process, durable queue with the contract of Amazon SQS (FIFO flavour), kept in DuckDB.
 
-A message body is the SQS body of one interaction, a JSON object such as
-``{"customer_id": 12345, "product_id": 5678, "event_name": "product_clicked"}`` (optionally with an
-ISO "timestamp"). The consumer sees what an SQS consumer sees: `receive` (long poll, visibility timeout,
-a new receipt handle per delivery), `delete` with the latest handle, `change_visibility`, redelivery when
+A message body is the SQS body of one interaction, a JSON object with the shop's own ids, such as
+``{"customer_id": "anon-7f3a", "product_id": "85123A", "event_name": "product_clicked"}`` (optionally
+with an ISO "timestamp"); integer ids mean their decimal string (bodies queued before string ids).
+The consumer sees what an SQS consumer sees: `receive` (long poll, visibility timeout, a new receipt
+handle per delivery), `delete` with the latest handle, `change_visibility`, redelivery when
 the timeout passes, and a dead-letter queue after `max_receive_count` deliveries. So a shop can swap in
 real SQS without touching the consumer.
 
@@ -18,7 +19,7 @@ customer is handed out per receive, so a consumer can process a batch in any ord
 Example (a consumer loop)::
 
     queue = DurableQueue(db, visibility_timeout=30, max_receive_count=5)
-    queue.send({"customer_id": 1, "product_id": 2, "event_name": "product_viewed"})  # -> "1"
+    queue.send({"customer_id": "c1", "product_id": "p2", "event_name": "product_viewed"})  # -> "1"
     for m in queue.receive(max_messages=10, wait_seconds=20):
         handle(m.body)  # on an error that can never succeed: queue.fail(m.receipt_handle, reason)
         queue.delete(m.receipt_handle)
@@ -36,6 +37,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from appliance.errors import InvalidInput
+from appliance.ids import shop_id
 from appliance.types import EVENT_NAMES, Event, now_utc, utc_naive
 from storage.db import Database
 from storage.queue_store import QueueStore
@@ -71,25 +73,33 @@ class DeadLetter:
     dead_at: datetime
 
 
-def event_body(event: Event) -> dict:
-    """The SQS body of an event."""
+@dataclass(frozen=True, slots=True)
+class BodyEvent:
+    """An event as a message body says it: the shop's ids (the consumer maps them to keys)."""
+
+    customer_id: str
+    product_id: str
+    event_name: str
+    ts: datetime
+
+
+def event_body(event: Event, customer_id: str, product_id: str) -> dict:
+    """The SQS body of an event (whose keys are the shop's `customer_id` and `product_id`)."""
     return {
-        "customer_id": event.customer_id,
-        "product_id": event.product_id,
+        "customer_id": customer_id,
+        "product_id": product_id,
         "event_name": event.event_name,
         "timestamp": event.ts.isoformat(),
     }
 
 
-def body_event(body: dict, default_ts: datetime) -> Event:
+def body_event(body: dict, default_ts: datetime) -> BodyEvent:
     """The event an SQS body describes (`default_ts` when it has no timestamp); InvalidInput if malformed."""
     try:
         customer_id, product_id, name = body["customer_id"], body["product_id"], body["event_name"]
     except (KeyError, TypeError) as exc:
         raise InvalidInput(f"message body lacks {exc}", field=str(exc).strip("'")) from exc
-    for field, value in (("customer_id", customer_id), ("product_id", product_id)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidInput(f"{field} must be an integer, got {value!r}", field=field)
+    customer_id, product_id = shop_id(customer_id, "customer_id"), shop_id(product_id, "product_id")
     if name not in EVENT_NAMES:
         raise InvalidInput(f"unknown event_name {name!r}", field="event_name")
     ts = default_ts
@@ -98,19 +108,15 @@ def body_event(body: dict, default_ts: datetime) -> Event:
             ts = utc_naive(datetime.fromisoformat(body["timestamp"]))
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"timestamp is not ISO 8601: {body['timestamp']!r}", field="timestamp") from exc
-    return Event(customer_id, product_id, name, ts)
+    return BodyEvent(customer_id, product_id, name, ts)
 
 
-def _group(body: dict) -> int | None:
-    """The message group: the customer id when the body has an integer one."""
-    value = body.get("customer_id")
-    if isinstance(value, bool):
+def _group(body: dict) -> str | None:
+    """The message group: the shop's customer id, when the body has a valid one."""
+    try:
+        return shop_id(body.get("customer_id"), "customer_id")
+    except InvalidInput:
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    return None
 
 
 class DurableQueue:
@@ -285,8 +291,9 @@ class DurableQueue:
             self._notify()
         return released
 
-    def purge_customer_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
-        """Delete a customer's messages, live and dead-lettered (a privacy request), in the caller's transaction."""
+    def purge_customer_in(self, cur: duckdb.DuckDBPyConnection, customer_id: str) -> int:
+        """Delete a customer's messages (the shop's id), live and dead-lettered (a privacy request, a merged
+        anonymous id), in the caller's transaction."""
         return self.store.purge_group_in(cur, customer_id)
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from appliance.types import EVENT_INDEX
 from jobs.indexing import IndexMirror
 from jobs.queue import DurableQueue, body_event
 from storage.events import EventStore
+from storage.ids import ShopIds
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 
@@ -122,16 +123,18 @@ class UserVectorUpdater:
 class EventConsumer:
     """Receives event messages, refreshes the shoppers' vectors, deletes what it processed.
 
-    A message whose product is not in the catalog goes to the dead-letter queue with that reason (the event
-    itself stays in DuckDB). A batch that fails is not deleted: it is delivered again after the visibility
-    timeout, and dead-lettered after max_receive_count tries.
+    Bodies carry the shop's ids, mapped to keys here. A message whose product is not in the catalog goes to
+    the dead-letter queue with that reason (the event itself stays in DuckDB); one whose customer is no longer
+    mapped (erased or merged since) is done: there is no one to update. A batch that fails is not deleted:
+    it is delivered again after the visibility timeout, and dead-lettered after max_receive_count tries.
     """
 
     def __init__(
         self, queue: DurableQueue, updater: UserVectorUpdater, product_exists: Callable[[int], bool],
-        wait_seconds: float, batch: int, index_sync_seconds: float,
+        wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds,
     ) -> None:
         self.queue = queue
+        self.ids = ids
         self.updater = updater
         self.product_exists = product_exists
         self.wait_seconds = wait_seconds
@@ -144,19 +147,24 @@ class EventConsumer:
 
     def run_once(self, wait_seconds: float = 0.0) -> int:
         messages = self.queue.receive(max_messages=self.batch, wait_seconds=wait_seconds)
-        good = []
+        good, customers = [], set()
         for message in messages:
             try:
                 event = body_event(message.body, message.sent_at)
             except InvalidInput as exc:
                 self.queue.fail(message.receipt_handle, f"malformed message: {exc}")
                 continue
-            if self.product_exists(event.product_id):
-                good.append(message)
-            else:
+            product = self.ids.products.key(event.product_id)
+            if product is None or not self.product_exists(product):
                 self.queue.fail(message.receipt_handle, f"unknown product {event.product_id}")
+                continue
+            good.append(message)
+            customer = self.ids.customers.key(event.customer_id)
+            if customer is not None:
+                customers.add(customer)
         if good:
-            self.updater.update(sorted({int(m.body["customer_id"]) for m in good}))
+            if customers:
+                self.updater.update(sorted(customers))
             self.queue.delete_batch([m.receipt_handle for m in good])
             self.processed += len(good)
         if time.monotonic() - self._synced >= self.index_sync_seconds:

@@ -18,6 +18,7 @@ from storage.db import Database
 from storage.elastic import product_document
 from storage.elastic_outbox import ElasticSync, NoopElasticSync
 from storage.events import EventStore
+from storage.ids import ShopIds
 from storage.models import ModelRegistry
 from storage.users import UserStore
 from storage.vectors import VectorIndex
@@ -77,23 +78,29 @@ def _compact(mirror: IndexMirror) -> bool:
 
 
 def sync(
-    elastic: ElasticSync | NoopElasticSync, recommender: Recommender, products: VectorIndex, users: VectorIndex
+    elastic: ElasticSync | NoopElasticSync, recommender: Recommender, products: VectorIndex, users: VectorIndex,
+    ids: ShopIds,
 ) -> str:
-    """Push pending product and user vectors to Elasticsearch (a no-op when it is not configured)."""
+    """Push pending product and user vectors to Elasticsearch (a no-op when it is not configured).
+
+    The outbox holds the shop's ids (the documents' _id); an id no longer mapped is gone (its document deleted)."""
     if not elastic.enabled:
         return "elasticsearch is not configured"
 
-    def load_products(ids: Sequence[int]) -> dict:
+    def load_products(exts: Sequence[str]) -> dict:
         view = recommender.view()
         _, scores = recommender.popularity_of(view)
-        vectors = products.lookup(np.asarray(ids, dtype=np.int64))
+        keys = dict(zip(exts, ids.products.keys(exts), strict=True))
+        vectors = products.lookup(np.asarray([k for k in keys.values() if k is not None], dtype=np.int64))
         return {
-            i: (vectors.get(i), product_document(view.products[i], scores[view.row[i]]))
-            for i in ids if i in view.products
+            e: (vectors.get(k), product_document(view.products[k], scores[view.row[k]], product_id=e))
+            for e, k in keys.items() if k in view.products
         }
 
-    def load_users(ids: Sequence[int]) -> dict:
-        return users.lookup(np.asarray(ids, dtype=np.int64))
+    def load_users(exts: Sequence[str]) -> dict:
+        keys = dict(zip(exts, ids.customers.keys(exts), strict=True))
+        vectors = users.lookup(np.asarray([k for k in keys.values() if k is not None], dtype=np.int64))
+        return {e: vectors[k] for e, k in keys.items() if k in vectors}
 
     result = elastic.sync_once(load_products, load_users)
     return f"sent {result.acked}, failed {result.failed}, waiting {result.not_ready}" + (

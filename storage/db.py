@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,21 @@ import numpy as np
 
 from appliance.errors import StoreLocked
 
+
+def _start_key_sequences(cur: duckdb.DuckDBPyConnection) -> None:
+    """New keys start above every key the migration kept (the old integer ids)."""
+    for kind in ("product", "customer"):
+        top = cur.execute(f"SELECT coalesce(max(key), 0) FROM {kind}_ids").fetchone()[0]
+        cur.execute(f"CREATE SEQUENCE {kind}_key_seq START WITH {int(top) + 1}")
+
+
+# Integer ids (as the JSON of old queue bodies holds them) of one field of the live and dead-lettered messages.
+_QUEUED = """SELECT CAST(json_extract_string(body, '$.{0}') AS BIGINT) FROM queue_messages
+             WHERE json_type(body, '$.{0}') IN ('BIGINT', 'UBIGINT')"""
+
 # Each migration moves the schema from version i to i + 1; never edit one that has shipped, add another.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+# A step is one SQL statement, or a function of the cursor for what SQL alone cannot say.
+MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...], ...] = (
     (
         """CREATE TABLE products (
             product_id BIGINT PRIMARY KEY,
@@ -99,6 +112,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE purchases (customer_id BIGINT PRIMARY KEY, product_ids BIGINT[] NOT NULL)",
         """INSERT INTO purchases SELECT customer_id, list(DISTINCT product_id) FROM events
            WHERE event_name = 'product_purchased' GROUP BY customer_id""",
+    ),
+    (
+        # The shop's ids (opaque strings) and the dense keys used inside (storage/ids.py). Existing integer
+        # ids keep their number as key, their decimal as id; queue bodies and outbox rows carry the shop's ids.
+        "CREATE TABLE product_ids (ext VARCHAR PRIMARY KEY, key BIGINT NOT NULL UNIQUE)",
+        "CREATE TABLE customer_ids (ext VARCHAR PRIMARY KEY, key BIGINT NOT NULL UNIQUE)",
+        f"""INSERT INTO product_ids SELECT k::VARCHAR, k FROM (
+                SELECT product_id AS k FROM products UNION SELECT product_id FROM events
+                UNION SELECT unnest(product_ids) FROM purchases
+                UNION SELECT item_id FROM elastic_outbox WHERE kind = 'product'
+                UNION {_QUEUED.format('product_id')})""",
+        f"""INSERT INTO customer_ids SELECT k::VARCHAR, k FROM (
+                SELECT customer_id AS k FROM events UNION SELECT customer_id FROM user_vectors
+                UNION SELECT customer_id FROM purchases
+                UNION SELECT item_id FROM elastic_outbox WHERE kind = 'user'
+                UNION {_QUEUED.format('customer_id')})""",
+        _start_key_sequences,
+        # A message group is the shop's customer id (SQS MessageGroupId is a string).
+        "ALTER TABLE queue_messages ALTER group_id TYPE VARCHAR",
+        # Elasticsearch documents are keyed by the shop's ids, so the outbox holds them (a forgotten id's
+        # document can still be deleted). DuckDB cannot retype a key column: the table is copied.
+        "ALTER TABLE elastic_outbox RENAME TO elastic_outbox_v6",
+        """CREATE TABLE elastic_outbox AS SELECT kind, item_id::VARCHAR AS item_id, marked_at, generation, attempts,
+           last_error FROM elastic_outbox_v6""",
+        "DROP TABLE elastic_outbox_v6",
+        "ALTER TABLE elastic_outbox ADD PRIMARY KEY (kind, item_id)",
+        *(f"ALTER TABLE elastic_outbox ALTER {c} SET NOT NULL" for c in ("marked_at", "generation", "attempts")),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -208,8 +248,11 @@ class Database:
                     f"{self.path} has schema version {current}, newer than this appliance ({SCHEMA_VERSION})"
                 )
             for version in range(current, SCHEMA_VERSION):
-                for statement in MIGRATIONS[version]:
-                    cur.execute(statement)
+                for step in MIGRATIONS[version]:
+                    if callable(step):
+                        step(cur)
+                    else:
+                        cur.execute(step)
                 cur.execute(
                     "INSERT INTO schema_version VALUES (?, current_localtimestamp())", [version + 1]
                 )

@@ -35,7 +35,7 @@ class Filters:
     min_price: float | None = None
     max_price: float | None = None
     in_stock: bool | None = None
-    exclude: frozenset[int] = frozenset()
+    exclude: frozenset[str] = frozenset()  # the shop's product ids (the documents' _id)
 
 
 def make_client(config: ElasticConfig) -> Any:
@@ -66,7 +66,7 @@ def product_mapping(config: ElasticConfig, dims: int) -> dict[str, Any]:
     """The fields the appliance owns in the product index."""
     return {"properties": {
         config.vector_field: _vector_mapping(dims),
-        "product_id": {"type": "long"},
+        "product_id": {"type": "keyword"},  # the shop's id, also the document _id
         "name": {"type": "text"},
         "merchant": {"type": "keyword"},
         "category_path": {"type": "keyword"},
@@ -82,7 +82,7 @@ def product_mapping(config: ElasticConfig, dims: int) -> dict[str, Any]:
 def user_mapping(config: ElasticConfig, dims: int) -> dict[str, Any]:
     return {"properties": {
         config.user_vector_field: _vector_mapping(dims),
-        "customer_id": {"type": "long"},
+        "customer_id": {"type": "keyword"},
         "updated_at": {"type": "date"},
     }}
 
@@ -124,10 +124,11 @@ def vector_list(vector: Sequence[float] | np.ndarray) -> list[float]:
     return np.asarray(vector, dtype=np.float32).tolist()
 
 
-def product_document(product: Product, popularity: float = 0.0) -> dict[str, Any]:
-    """The fields of one product as the sync sends them (the vector is added beside them)."""
+def product_document(product: Product, popularity: float = 0.0, *, product_id: str) -> dict[str, Any]:
+    """The fields of one product as the sync sends them (the vector is added beside them); `product_id` is
+    the shop's id (the document's _id), not the key inside."""
     return {
-        "product_id": product.product_id,
+        "product_id": product_id,
         "name": product.name,
         "merchant": product.merchant,
         "category_path": list(product.category_path),
@@ -140,21 +141,21 @@ def product_document(product: Product, popularity: float = 0.0) -> dict[str, Any
     }
 
 
-def product_lines(config: ElasticConfig, product_id: int, vector: Any, fields: Mapping[str, Any] | None) -> list:
+def product_lines(config: ElasticConfig, product_id: str, vector: Any, fields: Mapping[str, Any] | None) -> list:
     """A partial update that creates the document when missing: a shop's other fields survive it.
 
     `vector is None` means the product is gone: its document is deleted.
     """
-    meta = {"_index": config.product_index, "_id": str(product_id)}
+    meta = {"_index": config.product_index, "_id": product_id}
     if vector is None:
         return [{"delete": meta}]
     doc = {**(fields or {}), config.vector_field: vector_list(vector)}
     return [{"update": meta}, {"doc": doc, "doc_as_upsert": True}]
 
 
-def user_lines(config: ElasticConfig, customer_id: int, vector: Any, updated_at: str | None = None) -> list:
+def user_lines(config: ElasticConfig, customer_id: str, vector: Any, updated_at: str | None = None) -> list:
     """The user index is the appliance's own: each document is replaced whole (or deleted when None)."""
-    meta = {"_index": config.user_index, "_id": str(customer_id)}
+    meta = {"_index": config.user_index, "_id": customer_id}
     if vector is None:
         return [{"delete": meta}]
     return [{"index": meta}, {
@@ -284,8 +285,9 @@ def search_feed_page(
     per_page: int = 20,
     fallback_sort: str | None = None,
     k: int | None = None,
-) -> tuple[list[tuple[int, float]], int]:
-    """([(product_id, score)] in ranking order, total matching), the same shape for both methods.
+) -> tuple[list[tuple[str, float]], int]:
+    """([(product_id, score)] in ranking order, total matching), the same shape for both methods; the ids are
+    the documents' _id, the shop's product ids.
 
     Scores: the cosine similarity for a user vector (script_score: _score - 1; knn: 2 * _score - 1, as ES
     scores cosine as (1 + cos) / 2); without one, the first sort value (popularity or price).
@@ -306,11 +308,11 @@ def search_feed_page(
     hits = response["hits"]
     total = hits.get("total", 0)
     total = int(total["value"] if isinstance(total, Mapping) else total)
-    return [(int(hit["_id"]), _score(hit, user_vector, method)) for hit in hits["hits"]], total
+    return [(hit["_id"], _score(hit, user_vector, method)) for hit in hits["hits"]], total
 
 
 def search_feed(client: Any, config: ElasticConfig, user_vector: Sequence[float] | np.ndarray | None,
-                **options: Any) -> list[tuple[int, float]]:
+                **options: Any) -> list[tuple[str, float]]:
     """[(product_id, score)] in ranking order (`search_feed_page` without the total)."""
     return search_feed_page(client, config, user_vector, **options)[0]
 

@@ -5,7 +5,7 @@ the pending items in bulk batches and removes an outbox row only when ES acknowl
 cluster outage leaves the outbox as it was and never raises into the caller: the next run resumes.
 
     sync = make_elastic_sync(config.elasticsearch, db, dims=config.encoder.dim)  # no-op when disabled
-    sync.mark_products([42])
+    sync.mark_products(["85123A"])  # the shop's ids: documents are keyed by them
     sync.sync_once(load_product_vectors, load_user_vectors)
     sync.status().pending
 """
@@ -24,16 +24,18 @@ from storage.db import Database
 from storage.elastic import ElasticConfig, bulk_body, ensure_indices, make_client, product_lines, user_lines
 
 KINDS = ("product", "user")
+# The outbox and the cluster know the shop's ids (strings), never the keys inside: a forgotten id's document
+# can still be deleted. The loaders translate.
 # product id -> (vector, fields), or None while its vector is not computed yet; an id left out is gone.
-LoadProducts = Callable[[Sequence[int]], Mapping[int, tuple[Any, Mapping[str, Any]] | None]]
+LoadProducts = Callable[[Sequence[str]], Mapping[str, tuple[Any, Mapping[str, Any]] | None]]
 # customer id -> vector, or None while not computed yet; an id left out is gone.
-LoadUsers = Callable[[Sequence[int]], Mapping[int, Any]]
+LoadUsers = Callable[[Sequence[str]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
 class PendingItem:
     kind: str
-    item_id: int
+    item_id: str
     generation: int  # bumped by each new mark: only the version that was sent is removed
 
 
@@ -64,15 +66,15 @@ class Outbox:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def mark(self, kind: str, ids: Sequence[int], now: datetime) -> None:
+    def mark(self, kind: str, ids: Sequence[str], now: datetime) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
-        ids = sorted({int(i) for i in ids})
+        ids = sorted({str(i) for i in ids})
         if not ids:
             return
         with self.db.write() as cur:
             cur.execute(
-                """INSERT INTO elastic_outbox SELECT $1, unnest($2::BIGINT[]), $3::TIMESTAMP, 0, 0, NULL
+                """INSERT INTO elastic_outbox SELECT $1, unnest($2::VARCHAR[]), $3::TIMESTAMP, 0, 0, NULL
                    ON CONFLICT (kind, item_id) DO UPDATE SET generation = generation + 1""",
                 [kind, ids, now],
             )
@@ -90,7 +92,7 @@ class Outbox:
             return
         with self.db.write() as cur:
             cur.execute(
-                """DELETE FROM elastic_outbox USING (SELECT unnest($1::VARCHAR[]) AS k, unnest($2::BIGINT[]) AS i,
+                """DELETE FROM elastic_outbox USING (SELECT unnest($1::VARCHAR[]) AS k, unnest($2::VARCHAR[]) AS i,
                        unnest($3::INTEGER[]) AS g) AS s
                    WHERE kind = s.k AND item_id = s.i AND generation = s.g""",
                 [[it.kind for it in items], [it.item_id for it in items], [it.generation for it in items]],
@@ -102,7 +104,7 @@ class Outbox:
         with self.db.write() as cur:
             cur.execute(
                 """UPDATE elastic_outbox SET attempts = attempts + 1, last_error = s.e
-                   FROM (SELECT unnest($1::VARCHAR[]) AS k, unnest($2::BIGINT[]) AS i, unnest($3::VARCHAR[]) AS e) s
+                   FROM (SELECT unnest($1::VARCHAR[]) AS k, unnest($2::VARCHAR[]) AS i, unnest($3::VARCHAR[]) AS e) s
                    WHERE kind = s.k AND item_id = s.i""",
                 [[it.kind for it in items], [it.item_id for it in items], list(errors)],
             )
@@ -113,9 +115,9 @@ class Outbox:
             "SELECT count(*), count(last_error), min(marked_at) FROM elastic_outbox"
         )[0]
 
-    def attempts(self, kind: str, item_id: int) -> tuple[int, str | None] | None:
+    def attempts(self, kind: str, item_id: str) -> tuple[int, str | None] | None:
         rows = self.db.read(
-            "SELECT attempts, last_error FROM elastic_outbox WHERE kind = ? AND item_id = ?", [kind, item_id]
+            "SELECT attempts, last_error FROM elastic_outbox WHERE kind = ? AND item_id = ?", [kind, str(item_id)]
         )
         return rows[0] if rows else None
 
@@ -150,10 +152,10 @@ class ElasticSync:
         self._last_success: datetime | None = None
         self._last_error: tuple[str, datetime] | None = None
 
-    def mark_products(self, ids: Sequence[int]) -> None:
+    def mark_products(self, ids: Sequence[str]) -> None:
         self.outbox.mark("product", ids, self._clock())
 
-    def mark_users(self, ids: Sequence[int]) -> None:
+    def mark_users(self, ids: Sequence[str]) -> None:
         self.outbox.mark("user", ids, self._clock())
 
     def ensure_indices(self) -> dict[str, str]:
@@ -270,10 +272,10 @@ class NoopElasticSync:
 
     enabled = False
 
-    def mark_products(self, ids: Sequence[int]) -> None:
+    def mark_products(self, ids: Sequence[str]) -> None:
         pass
 
-    def mark_users(self, ids: Sequence[int]) -> None:
+    def mark_users(self, ids: Sequence[str]) -> None:
         pass
 
     def ensure_indices(self) -> dict[str, str]:

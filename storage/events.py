@@ -84,6 +84,28 @@ class EventStore:
         cur.execute("DELETE FROM purchases WHERE customer_id = ?", [customer_id])
         return len(cur.execute("DELETE FROM events WHERE customer_id = ? RETURNING 1", [customer_id]).fetchall())
 
+    @staticmethod
+    def move_in(cur: duckdb.DuckDBPyConnection, source: int, target: int) -> tuple[int, int]:
+        """Give every event and purchase of customer `source` to `target` (merging two ids of one shopper),
+        inside the caller's transaction; (events moved, purchased products new to the target)."""
+        before = cur.execute(
+            "SELECT coalesce(len(any_value(product_ids)), 0) FROM purchases WHERE customer_id = ?", [target]
+        ).fetchone()[0]
+        cur.execute(
+            """INSERT INTO purchases SELECT $2, product_ids FROM purchases WHERE customer_id = $1
+               ON CONFLICT (customer_id) DO UPDATE
+               SET product_ids = list_distinct(list_concat(purchases.product_ids, excluded.product_ids))""",
+            [source, target],
+        )
+        cur.execute("DELETE FROM purchases WHERE customer_id = ?", [source])
+        after = cur.execute(
+            "SELECT coalesce(len(any_value(product_ids)), 0) FROM purchases WHERE customer_id = ?", [target]
+        ).fetchone()[0]
+        moved = cur.execute(
+            "UPDATE events SET customer_id = $2 WHERE customer_id = $1 RETURNING 1", [source, target]
+        ).fetchall()
+        return len(moved), after - before
+
     def count(self) -> int:
         return self.db.read("SELECT count(*) FROM events")[0][0]
 

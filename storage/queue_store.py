@@ -19,7 +19,7 @@ from storage.db import Database
 # Columns returned for a received message, in this order.
 RECEIVED_COLUMNS = "message_id, receipt_handle, body, receive_count, sent_at, seq"
 
-# The head of every message group (group = customer; a message without one is a group of its own),
+# The head of every message group (group = the shop's customer id; a message without one is a group of its own),
 # for groups with nothing in flight, oldest first.
 _HEADS = """
     SELECT head FROM (
@@ -41,7 +41,7 @@ class QueueStore:
         self,
         cur: duckdb.DuckDBPyConnection,
         bodies: Sequence[str],
-        groups: Sequence[int | None],
+        groups: Sequence[str | None],
         dedup_ids: Sequence[str | None],
         now: datetime,
         dedup_since: datetime,
@@ -79,7 +79,7 @@ class QueueStore:
         if new_rows:
             cur.execute(
                 """INSERT INTO queue_messages (message_id, seq, group_id, body, sent_at, visible_at, receive_count)
-                   SELECT unnest($1::BIGINT[]), unnest($1::BIGINT[]), unnest($2::BIGINT[]),
+                   SELECT unnest($1::BIGINT[]), unnest($1::BIGINT[]), unnest($2::VARCHAR[]),
                           unnest($3::VARCHAR[]), $4::TIMESTAMP, $4::TIMESTAMP, 0""",
                 [ids, [groups[i] for i in new_rows], [bodies[i] for i in new_rows], now],
             )
@@ -176,7 +176,7 @@ class QueueStore:
     # -- inspecting and the dead-letter queue ----------------------------------------------------------
 
     @staticmethod
-    def purge_group_in(cur: duckdb.DuckDBPyConnection, group_id: int) -> int:
+    def purge_group_in(cur: duckdb.DuckDBPyConnection, group_id: str) -> int:
         """Delete every message (live or dead) of one group, inside the caller's transaction; how many."""
         return len(cur.execute(
             "DELETE FROM queue_messages WHERE group_id = ? RETURNING 1", [group_id]

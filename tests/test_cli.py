@@ -8,8 +8,12 @@ from storage.db import Database
 from web.cli import main
 
 PRODUCTS_CSV = """product_id,name,merchant,category_path,color,price,in_stock,created_at
-1,Nike Air Max,Nike,Shoes > Sneakers > Running,Blue,150,true,2026-01-01T00:00:00Z
-2,Steel Frying Pan,Tefal,Home & Kitchen > Cookware > Pans,Black,35.5,false,
+85123A,Nike Air Max,Nike,Shoes > Sneakers > Running,Blue,150,true,2026-01-01T00:00:00Z
+22423,Steel Frying Pan,Tefal,Home & Kitchen > Cookware > Pans,Black,35.5,false,
+"""
+EVENTS_CSV = """customer_id,product_id,event_name,timestamp
+17850,85123A,product_purchased,2026-01-02T10:00:00Z
+anon-7f3a,22423,product_viewed,
 """
 
 
@@ -27,17 +31,36 @@ def test_import_products_csv_embeds_and_indexes(tmp_path, capsys) -> None:
     assert main(["import", "products", str(tmp_path / "p.csv"), "--data-dir", str(data)]) == 0
     assert "2 new" in capsys.readouterr().out
     db = Database(data / "appliance.duckdb")
-    rows = db.read("SELECT product_id, category_path, in_stock, text FROM products ORDER BY 1")
+    rows = db.read("""SELECT ext, category_path, in_stock, text FROM products JOIN product_ids ON product_id = key
+                      ORDER BY product_id""")
     db.close()
-    assert rows[0] == (1, ["Shoes", "Sneakers", "Running"], True,
+    # the shop's StockCodes are its ids, in the order of the file; inside, dense keys
+    assert rows[0] == ("85123A", ["Shoes", "Sneakers", "Running"], True,
                        "Nike Air Max | by Nike | Shoes | Sneakers | Running | Blue color | premium")
-    assert rows[1][2] is False
+    assert rows[1][0] == "22423" and rows[1][2] is False
     assert (data / "products.hnsw").exists()
+
+
+def test_import_events_csv_with_the_shops_customer_and_product_ids(tmp_path) -> None:
+    (tmp_path / "p.csv").write_text(PRODUCTS_CSV)
+    (tmp_path / "e.csv").write_text(EVENTS_CSV)
+    data = tmp_path / "data"
+    assert main(["import", "products", str(tmp_path / "p.csv"), "--data-dir", str(data)]) == 0
+    assert main(["import", "events", str(tmp_path / "e.csv"), "--data-dir", str(data)]) == 0
+    db = Database(data / "appliance.duckdb")
+    rows = db.read("""SELECT c.ext, p.ext, event_name FROM events
+                      JOIN customer_ids c ON customer_id = c.key JOIN product_ids p ON product_id = p.key
+                      ORDER BY event_id""")
+    bought = db.read("SELECT product_ids FROM purchases JOIN customer_ids ON customer_id = key WHERE ext = '17850'")
+    known = db.read("SELECT key FROM product_ids WHERE ext = '85123A'")[0][0]
+    db.close()
+    assert rows == [("17850", "85123A", "product_purchased"), ("anon-7f3a", "22423", "product_viewed")]
+    assert bought == [([known],)]  # the feed's exclusion works on the same key
 
 
 def test_a_bad_row_names_its_line_and_nothing_is_imported(tmp_path, capsys) -> None:
     lines = [{"customer_id": 1, "product_id": 2, "event_name": "product_viewed"}] * 3
-    lines.insert(2, {"customer_id": 1, "product_id": "two", "event_name": "product_viewed"})
+    lines.insert(2, {"customer_id": 1, "product_id": 2.5, "event_name": "product_viewed"})
     path = tmp_path / "e.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     data = tmp_path / "data"

@@ -79,15 +79,16 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path) -> None:
 
     db = Database(tmp_path / "data" / "appliance.duckdb")
     try:
-        stored = {r[0] for r in db.read("SELECT event_id FROM events WHERE customer_id >= 7000")}
+        ours = "(SELECT key FROM customer_ids WHERE TRY_CAST(ext AS INTEGER) >= 7000)"  # the shop's ids 7000..
+        stored = {r[0] for r in db.read(f"SELECT event_id FROM events WHERE customer_id IN {ours}")}
         assert set(acknowledged) <= stored
         assert db.read("SELECT count(*) FROM queue_messages")[0][0] == 0  # every message processed and deleted
-        customers = db.read("SELECT count(DISTINCT customer_id) FROM events WHERE customer_id >= 7000")[0][0]
-        vectors = db.read("SELECT count(*) FROM user_vectors WHERE customer_id >= 7000")[0][0]
+        customers = db.read(f"SELECT count(DISTINCT customer_id) FROM events WHERE customer_id IN {ours}")[0][0]
+        vectors = db.read(f"SELECT count(*) FROM user_vectors WHERE customer_id IN {ours}")[0][0]
         assert vectors == customers == 20
-        lag = db.read("""SELECT count(*) FROM user_vectors u JOIN (
+        lag = db.read(f"""SELECT count(*) FROM user_vectors u JOIN (
                              SELECT customer_id, max(ts) AS last FROM events GROUP BY 1) e USING (customer_id)
-                         WHERE u.customer_id >= 7000 AND u.last_event_at <> e.last""")[0][0]
+                          WHERE u.customer_id IN {ours} AND u.last_event_at <> e.last""")[0][0]
         assert lag == 0  # each vector reflects the shopper's newest event
     finally:
         db.close()

@@ -20,7 +20,8 @@ def test_first_start_loads_the_demo_and_its_recent_shoppers_get_personal_feeds(t
         services = client.app.state.services
         wait_until(lambda: services.users.count() > 0, timeout=120, what="demo shoppers' vectors")
         shop = generate_demo(config.demo.seed, 300, 30, 3, now_utc())
-        customer = next(c for c in shop.tastes if services.users.get(c) is not None)
+        # the demo's shopper numbers are the shop's ids ("1001"); inside, keys of the id map
+        customer = next(c for c in shop.tastes if services.users.get(services.ids.customers.key(str(c))) is not None)
         feed = client.get(f"/customers/{customer}/feed", params={"per_page": 10}).json()
         assert feed["personalized"]
         # the hidden taste shows in the feed: its categories (parent > category) fill far more than their share

@@ -99,12 +99,12 @@ def sync_for(db, client, config=CFG, clock=lambda: T0):
     return sync, sleeps
 
 
-def load_products(ids):
-    return {i: (VEC[i], {"product_id": i, "name": f"p{i}"}) for i in ids if i in VEC}
+def load_products(ids):  # the outbox and the documents hold the shop's ids (strings)
+    return {i: (VEC[int(i)], {"product_id": i, "name": f"p{i}"}) for i in ids if int(i) in VEC}
 
 
 def load_users(ids):
-    return {i: VEC[i] for i in ids if i in VEC}
+    return {i: VEC[int(i)] for i in ids if int(i) in VEC}
 
 
 def ndjson(body: str) -> list[dict]:
@@ -116,7 +116,7 @@ def ndjson(body: str) -> list[dict]:
 VECTOR = {"type": "dense_vector", "dims": 384, "index": True, "similarity": "cosine"}
 KEYWORD, DATE, DOUBLE = {"type": "keyword"}, {"type": "date"}, {"type": "double"}
 PRODUCT_FIELDS = {
-    "product_vector": VECTOR, "product_id": {"type": "long"}, "name": {"type": "text"}, "merchant": KEYWORD,
+    "product_vector": VECTOR, "product_id": KEYWORD, "name": {"type": "text"}, "merchant": KEYWORD,
     "category_path": KEYWORD, "categories": KEYWORD, "color": KEYWORD, "price": DOUBLE,
     "in_stock": {"type": "boolean"}, "created_at": DATE, "popularity": DOUBLE,
 }
@@ -128,7 +128,7 @@ def test_new_indices_get_the_full_mapping():
     assert client.calls == [
         ("create", "products", {"mappings": {"properties": PRODUCT_FIELDS}}),
         ("create", "shoppers", {"mappings": {"properties": {
-            "user_vector": VECTOR, "customer_id": {"type": "long"}, "updated_at": DATE}}}),
+            "user_vector": VECTOR, "customer_id": KEYWORD, "updated_at": DATE}}}),
     ]
     assert elastic.ensure_indices(client, CFG, 384) == {"products": "unchanged", "shoppers": "unchanged"}
 
@@ -155,27 +155,27 @@ def test_bulk_payloads_are_exact_and_only_acknowledged_items_leave_the_outbox(db
                                     {"delete": {"status": 404}}]},
                          {"errors": True, "items": [{"index": refused}, {"index": {"status": 201}}]})
     sync, _ = sync_for(db, client)
-    sync.mark_products([1, 2, 4, 5])
-    sync.mark_users([3, 2])
+    sync.mark_products(["1", "2", "4", "5"])
+    sync.mark_users(["3", "2"])
     # product 4 is gone (left out), product 5 has no vector yet (None)
-    result = sync.sync_once(lambda ids: {**load_products([i for i in ids if i != 4]), 5: None}, load_users)
+    result = sync.sync_once(lambda ids: {**load_products([i for i in ids if i != "4"]), "5": None}, load_users)
     assert (result.acked, result.failed, result.not_ready, result.outage) == (4, 1, 1, False)
     assert client.bodies[0] == (
         '{"update":{"_index":"products","_id":"1"}}\n'
-        '{"doc":{"product_id":1,"name":"p1","product_vector":[0.5,0.25,1.0]},"doc_as_upsert":true}\n'
+        '{"doc":{"product_id":"1","name":"p1","product_vector":[0.5,0.25,1.0]},"doc_as_upsert":true}\n'
         '{"update":{"_index":"products","_id":"2"}}\n'
-        '{"doc":{"product_id":2,"name":"p2","product_vector":[1.0,0.0,-0.5]},"doc_as_upsert":true}\n'
+        '{"doc":{"product_id":"2","name":"p2","product_vector":[1.0,0.0,-0.5]},"doc_as_upsert":true}\n'
         '{"delete":{"_index":"products","_id":"4"}}\n'
     )
     assert ndjson(client.bodies[1]) == [
         {"index": {"_index": "shoppers", "_id": "2"}},
-        {"customer_id": 2, "updated_at": T0.isoformat(), "user_vector": [1.0, 0.0, -0.5]},
+        {"customer_id": "2", "updated_at": T0.isoformat(), "user_vector": [1.0, 0.0, -0.5]},
         {"index": {"_index": "shoppers", "_id": "3"}},
-        {"customer_id": 3, "updated_at": T0.isoformat(), "user_vector": [0.0, 1.0, 0.0]},
+        {"customer_id": "3", "updated_at": T0.isoformat(), "user_vector": [0.0, 1.0, 0.0]},
     ]
-    assert {(it.kind, it.item_id) for it in sync.outbox.pending()} == {("product", 5), ("user", 2)}
-    assert sync.outbox.attempts("user", 2) == (1, "400: mapper_parsing_exception: bad")
-    assert sync.outbox.attempts("product", 5) == (0, None)
+    assert {(it.kind, it.item_id) for it in sync.outbox.pending()} == {("product", "5"), ("user", "2")}
+    assert sync.outbox.attempts("user", "2") == (1, "400: mapper_parsing_exception: bad")
+    assert sync.outbox.attempts("product", "5") == (0, None)
     status = sync.status()
     assert (status.pending, status.failing, status.last_success) == (2, 1, T0)
     assert "mapper_parsing_exception" in status.last_error
@@ -185,7 +185,7 @@ def test_a_busy_cluster_gets_only_the_rejected_items_again_after_a_backoff(db):
     client = RecordingES({"errors": True, "items": [{"index": {"status": 201}}, {"index": {"status": 429}}]},
                          {"errors": False, "items": [{"index": {"status": 201}}]})
     sync, sleeps = sync_for(db, client)
-    sync.mark_users([1, 2])
+    sync.mark_users(["1", "2"])
     assert sync.sync_once(load_products, load_users).acked == 2
     assert [line for line in ndjson(client.bodies[1]) if "index" in line] == [
         {"index": {"_index": "shoppers", "_id": "2"}}]
@@ -193,7 +193,7 @@ def test_a_busy_cluster_gets_only_the_rejected_items_again_after_a_backoff(db):
     assert sync.status().pending == 0
     client = RecordingES(*[{"items": [{"update": {"status": 200}}] * n} for n in (2, 1)])
     sync, _ = sync_for(db, client, config=replace(CFG, batch_size=2))
-    sync.mark_products([1, 2, 3])
+    sync.mark_products(["1", "2", "3"])
     assert sync.sync_once(load_products, load_users).acked == 3
     assert [len(ndjson(body)) for body in client.bodies] == [4, 2]  # batches of batch_size
 
@@ -202,26 +202,26 @@ def test_marks_are_idempotent_and_a_change_during_a_sync_stays_pending(db):
     now = [T0]
     client = RecordingES({"items": [{"update": {"status": 200}}] * 2})
     sync, _ = sync_for(db, client, clock=lambda: now[0])
-    sync.mark_products([1, 2, 2])
+    sync.mark_products(["1", "2", "2"])
     now[0] = T0 + timedelta(seconds=30)
-    sync.mark_products([2])
+    sync.mark_products(["2"])
     assert len(sync.outbox.pending()) == 2
     assert sync.status().lag_seconds == 30.0  # counted from the first mark
 
     def products_changing(ids):
-        sync.mark_products([2])  # product 2 changes again while its older version is in flight
+        sync.mark_products(["2"])  # product 2 changes again while its older version is in flight
         return load_products(ids)
 
     assert sync.sync_once(products_changing, load_users).acked == 2
-    assert [it.item_id for it in sync.outbox.pending()] == [2]
+    assert [it.item_id for it in sync.outbox.pending()] == ["2"]
 
 
 def test_an_outage_keeps_the_outbox_and_it_drains_when_the_cluster_is_back(db):
     cluster = RecordingES()
     client = Flaky(cluster, down=True)
     sync, sleeps = sync_for(db, client)
-    sync.mark_products([1, 2])
-    sync.mark_users([3])
+    sync.mark_products(["1", "2"])
+    sync.mark_users(["3"])
     result = sync.sync_once(load_products, load_users)  # the index check itself fails: never raises
     assert result.outage and "ConnectionError" in result.error
     assert sleeps == [0.5, 1.0]  # max_retries = 2, exponential backoff
@@ -235,7 +235,7 @@ def test_an_outage_keeps_the_outbox_and_it_drains_when_the_cluster_is_back(db):
     status = sync.status()
     assert (status.pending, status.failing, status.last_success) == (3, 0, T0)
     assert "ConnectionError" in status.last_error
-    assert all(sync.outbox.attempts(k, i) == (0, None) for k, i in (("product", 1), ("user", 3)))
+    assert all(sync.outbox.attempts(k, i) == (0, None) for k, i in (("product", "1"), ("user", "3")))
 
     client.down, client.fail_times = False, 1  # back after one more refused call, retried in the sync
     sleeps.clear()
@@ -244,7 +244,7 @@ def test_an_outage_keeps_the_outbox_and_it_drains_when_the_cluster_is_back(db):
     assert sync.status().pending == 0
     assert cluster.get(index="shoppers", id="3")["_source"]["user_vector"] == VEC[3]
 
-    sync.mark_products([1])
+    sync.mark_products(["1"])
     result = sync.sync_once(lambda ids: 1 / 0, load_users)  # a failing loader does not raise either
     assert not result.outage and "ZeroDivisionError" in result.error and sync.status().pending == 1
 
@@ -259,29 +259,29 @@ def test_round_trip_through_elasticmock(db):
     assert client.indices.exists(index="products") and client.indices.exists(index="shoppers")
     client.index(index="products", id="1", body={"shop_title": "kept by a real cluster"})  # the shop's doc
     client.index(index="products", id="2", body={})
-    sync.mark_products([1, 2, 3])
-    sync.mark_users([1])
-    docs = {1: (VEC[1], elastic.product_document(SHOE, popularity=4.5)),
-            2: (VEC[2], elastic.product_document(replace(SHOE, product_id=2, price=None, in_stock=False)))}
-    result = sync.sync_once(lambda ids: {**docs, 3: (VEC[3], {})}, load_users)
+    sync.mark_products(["1", "2", "3"])
+    sync.mark_users(["1"])
+    docs = {"1": (VEC[1], elastic.product_document(SHOE, popularity=4.5, product_id="1")),
+            "2": (VEC[2], elastic.product_document(replace(SHOE, price=None, in_stock=False), product_id="2"))}
+    result = sync.sync_once(lambda ids: {**docs, "3": (VEC[3], {})}, load_users)
     # elasticmock ignores doc_as_upsert, so the missing product 3 comes back 404: kept for the next run
     assert (result.acked, result.failed) == (3, 1)
-    assert sync.outbox.attempts("product", 3) == (1, "404: document_missing_exception")
+    assert sync.outbox.attempts("product", "3") == (1, "404: document_missing_exception")
     assert client.get(index="products", id="1")["_source"] == {
-        "product_id": 1, "name": "Pegasus", "merchant": "Nike", "category_path": ["Shoes", "Running"],
+        "product_id": "1", "name": "Pegasus", "merchant": "Nike", "category_path": ["Shoes", "Running"],
         "categories": ["running", "shoes"], "color": "Blue", "price": 129.0, "in_stock": True,
         "created_at": "2026-01-01T10:00:00", "popularity": 4.5, "product_vector": VEC[1],
     }
     assert client.get(index="shoppers", id="1")["_source"]["user_vector"] == VEC[1]
     hits = elastic.search_feed(client, CFG, None, filters=FeedQuery(categories=("RUNNING",), in_stock=True))
-    assert hits == [(1, 1.0)]  # elasticmock does not sort or score: the filters are what is checked here
+    assert hits == [("1", 1.0)]  # elasticmock does not sort or score: the filters are what is checked here
 
 
 def test_disabled_adapter_imports_nothing_and_records_nothing(tmp_path: Path):
     code = f"""import sys; from storage.db import Database; from appliance.config import ElasticConfig
 from storage.elastic_outbox import make_elastic_sync; db = Database({str(tmp_path / "x.duckdb")!r})
 sync = make_elastic_sync(ElasticConfig(**{replace(CFG, enabled=False).__dict__!r}), db, dims=3)
-sync.mark_products([1]); sync.mark_users([2]); print(sync.sync_once(None, None).skipped, sync.status().enabled)
+sync.mark_products(["1"]); sync.mark_users(["2"]); print(sync.sync_once(None, None).skipped, sync.status().enabled)
 print(db.read("SELECT count(*) FROM elastic_outbox")[0][0], "elasticsearch" in sys.modules)"""
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -292,7 +292,7 @@ print(db.read("SELECT count(*) FROM elastic_outbox")[0][0], "elasticsearch" in s
 
 # -- queries ----------------------------------------------------------------------------------------------
 FILTERS = Filters(categories=("Running", "shoes "), min_price=50.0, max_price=200.0, in_stock=True,
-                  exclude=frozenset({7, 3}))
+                  exclude=frozenset({"7", "3"}))
 FILTER_CLAUSES = [{"terms": {"categories": ["running", "shoes"]}},
                   {"range": {"price": {"gte": 50.0, "lte": 200.0}}}, {"term": {"in_stock": True}}]
 EXCLUDE = [{"ids": {"values": ["3", "7"]}}]
@@ -348,7 +348,7 @@ def test_search_feed_returns_ids_and_cosines_in_order(method, scores):
     client = RecordingES()  # ES scores cosine as cos + 1 (script_score) and as (1 + cos) / 2 (knn)
     client.search_response = {"hits": {"hits": [{"_id": "12", "_score": scores[0]}, {"_id": "5", "_score": scores[1]}]}}
     got = elastic.search_feed(client, CFG, [0.5, 0.25], method=method, filters=FILTERS, page=1, per_page=2)
-    assert [(pid, round(score, 9)) for pid, score in got] == [(12, 0.9), (5, 0.5)]
+    assert [(pid, round(score, 9)) for pid, score in got] == [("12", 0.9), ("5", 0.5)]
     body = (elastic.build_knn_query([0.5, 0.25], None, 100, FILTERS, 1, 2) if method == "knn"
             else elastic.build_script_score_query([0.5, 0.25], None, FILTERS, 1, 2))
     assert client.calls[-1] == ("search", "products", body, {"_source": False})
@@ -358,7 +358,7 @@ def test_search_feed_fallback_scores_are_the_sort_values_and_errors_become_not_r
     client = RecordingES()
     client.search_response = {"hits": {"hits": [{"_id": "3", "_score": None, "sort": [7.5, 1, 3]},
                                                 {"_id": "4", "_score": None, "sort": [None, 1, 4]}]}}
-    assert elastic.search_feed(client, CFG, None, method="knn") == [(3, 7.5), (4, 0.0)]
+    assert elastic.search_feed(client, CFG, None, method="knn") == [("3", 7.5), ("4", 0.0)]
     assert client.calls[-1][2] == elastic.build_script_score_query(None)
     with pytest.raises(NotReady, match="elasticsearch"):
         elastic.search_feed(Flaky(client), CFG, [1.0])

@@ -62,17 +62,17 @@ def test_script_score_ranking_on_a_local_cluster_equals_numpy_cosine(local_clust
     rng = np.random.default_rng(11)
     vectors, user = rng.normal(size=(40, 384)).astype(np.float32), rng.normal(size=384).astype(np.float32)
     sync = make_elastic_sync(CFG, db, dims=384, client=local_cluster, sleep=lambda s: None)
-    sync.mark_products(range(40))
-    docs = {i: (vectors[i], {"product_id": i, "in_stock": i % 2 == 0}) for i in range(40)}
+    sync.mark_products([f"p-{i}" for i in range(40)])  # documents are keyed by the shop's ids
+    docs = {f"p-{i}": (vectors[i], {"product_id": f"p-{i}", "in_stock": i % 2 == 0}) for i in range(40)}
     assert sync.sync_once(lambda ids: {i: docs[i] for i in ids}, lambda ids: {}).acked == 40
     local_cluster.indices.refresh(index=CFG.product_index)
     cosine = vectors @ user / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(user))
     order = np.argsort(-cosine).tolist()
     got = elastic.search_feed(local_cluster, CFG, user, per_page=40)
-    assert [pid for pid, _ in got] == order
+    assert [pid for pid, _ in got] == [f"p-{i}" for i in order]
     assert [score for _, score in got] == pytest.approx(cosine[order].tolist(), abs=1e-5)
     got = elastic.search_feed(local_cluster, CFG, user, filters=Filters(in_stock=True), page=2, per_page=5)
-    assert [pid for pid, _ in got] == [i for i in order if i % 2 == 0][5:10]
+    assert [pid for pid, _ in got] == [f"p-{i}" for i in order if i % 2 == 0][5:10]
 
 
 def test_feed_ranked_inside_elasticsearch_equals_the_appliance_ranking(local_cluster, tmp_path, encoder):
@@ -88,23 +88,28 @@ def test_feed_ranked_inside_elasticsearch_equals_the_appliance_ranking(local_clu
                                     "jobs": {"enabled": False}, "elasticsearch": es})
     with TestClient(create_app(config, encoder=encoder)) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
-        client.post("/products", json=small_catalog())
+        client.post("/products", json=[{**p, "product_id": f"SKU-{p['product_id']}"} for p in small_catalog()])
         wait_embedded(client)
-        client.post("/events", json={"customer_id": 5, "product_id": 1, "event_name": "product_added_to_cart"})
-        wait_until(lambda: client.get("/customers/5/feed").json()["personalized"], what="a user vector")
+        client.post("/events", json={"customer_id": "anon-5", "product_id": "SKU-1",
+                                     "event_name": "product_added_to_cart"})
+        wait_until(lambda: client.get("/customers/anon-5/feed").json()["personalized"], what="a user vector")
         services = client.app.state.services
         assert services.jobs.run("sync").detail.startswith("sent 15")  # 14 products and 1 user
         assert client.get("/sync").json()["pending"] == 0
         local_cluster.indices.refresh(index="shop")
-        ranked = client.get("/customers/5/feed", params={"backend": "elasticsearch", "per_page": 14}).json()
+        ranked = client.get("/customers/anon-5/feed", params={"backend": "elasticsearch", "per_page": 14}).json()
         assert ranked["ordering"] == "personal" and ranked["total"] == 14
         got = [(i["product"]["product_id"], i["score"]) for i in ranked["items"]]
-        ids, sims = services.index.query(services.users.get(5).vector, 14)
-        assert [pid for pid, _ in got] == ids.tolist()
+        keys, sims = services.index.query(services.users.get(services.ids.customers.key("anon-5")).vector, 14)
+        ids = services.ids.products.exts(keys.tolist())
+        assert [pid for pid, _ in got] == ids
         assert [score for _, score in got] == pytest.approx((sims + 1.0).tolist(), abs=1e-4)
-        knn = client.get("/customers/5/feed", params={"backend": "elasticsearch", "method": "knn",
+        knn = client.get("/customers/anon-5/feed", params={"backend": "elasticsearch", "method": "knn",
                                                       "per_page": 5, "category": "Running"}).json()
-        assert [i["product"]["product_id"] for i in knn["items"]] == [i for i in ids.tolist() if i <= 5][:5]
-        cheap = client.get("/customers/5/feed", params={"backend": "elasticsearch", "sort": "price_asc"}).json()
+        running = {f"SKU-{i}" for i in range(1, 6)}
+        assert [i["product"]["product_id"] for i in knn["items"]] == [i for i in ids if i in running][:5]
+        excluded = client.get("/customers/anon-5/feed", params={"backend": "elasticsearch", "exclude": ids[0]}).json()
+        assert ids[0] not in [i["product"]["product_id"] for i in excluded["items"]] and excluded["total"] == 13
+        cheap = client.get("/customers/anon-5/feed", params={"backend": "elasticsearch", "sort": "price_asc"}).json()
         prices = [i["product"]["price"] for i in cheap["items"]]
         assert prices == sorted(prices) and cheap["ordering"] == "price_asc"

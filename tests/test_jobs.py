@@ -36,13 +36,13 @@ def services(tmp_path, encoder) -> Iterator[Services]:
 def test_prune_expires_vectors_outside_the_window_and_events_past_retention(services: Services) -> None:
     now = now_utc()
     old = now - timedelta(days=200)
-    services.events.append([Event(42, 1, "product_clicked", old)], now)
-    services.updater.update([1001, 1002])
+    services.events.append([Event(99_042, 1, "product_clicked", old)], now)  # keys no demo shopper has
+    services.updater.update(services.ids.customers.keys(["1001", "1002"]))  # demo shoppers, by their keys
     fresh = services.users.count()
-    services.users.save([77], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
+    services.users.save([99_077], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
     detail = services.jobs.run("prune").detail
-    assert services.users.get(77) is None and services.users.count() == fresh
-    assert services.db.read("SELECT count(*) FROM events WHERE customer_id = 42")[0][0] == 0
+    assert services.users.get(99_077) is None and services.users.count() == fresh
+    assert services.db.read("SELECT count(*) FROM events WHERE customer_id = 99042")[0][0] == 0
     assert detail == "1 expired user vectors, 1 events past retention"
 
 
@@ -70,7 +70,8 @@ def test_retrain_promotes_a_better_model_and_a_worse_one_leaves_serving_untouche
     assert "promoted" in first, first
     version = services.serving.get().version
     assert services.serving.get().model is not None and services.models.serving_version() == version
-    assert services.users.get(1001).model_version == version  # active shoppers recomputed with the new model
+    shopper = services.ids.customers.key("1001")
+    assert services.users.get(shopper).model_version == version  # active shoppers recomputed with the new model
     weak = replace(services.config, training=replace(services.config.training, max_examples=1, epochs=1))
     second = retrain(weak)
     assert "rejected" in second, second

@@ -19,6 +19,7 @@ from appliance.errors import ApplianceError
 from appliance.evaluation import format_table
 from appliance.types import now_utc
 from web.bench import add_bench_parser
+from web.ids import created, keyed_events, normalised
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn
 from web.services import Services, build_services, load_serving_model
@@ -65,11 +66,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _import_products(args: argparse.Namespace) -> int:
     config = _config(args)
     rows = read_rows(Path(args.file), ProductIn)
-    ids = [r.product_id for r in rows]
+    ids = normalised((r.product_id for r in rows), "product_id")
     if len(set(ids)) != len(ids):
         raise ApplianceError(f"{args.file}: a product_id appears more than once")
     with _offline(config) as services:
-        result = services.catalog.upsert([r.to_product() for r in rows], now_utc(), embed_now=False)
+        keys = created(services.ids.products, ids, "product_id")
+        products = [r.to_domain(k) for r, k in zip(rows, keys, strict=True)]
+        result = services.catalog.upsert(products, now_utc(), embed_now=False)
         print(f"stored {len(rows)} products: {result.created} new, {result.updated} changed, "
               f"{result.unchanged} unchanged; embedding {result.to_embed} lines")
         with tqdm(total=result.to_embed, desc="embedding", unit=" products") as bar:
@@ -82,15 +85,15 @@ def _import_events(args: argparse.Namespace) -> int:
     config = _config(args)
     rows = read_rows(Path(args.file), EventIn)
     now = now_utc()
-    events = []
+    stamps = []
     for line, row in enumerate(rows, start=1):
         try:
-            events.append(row.to_domain(now, config.events.max_future_seconds))
+            stamps.append(row.ts(now, config.events.max_future_seconds))
         except ApplianceError as exc:
             raise ApplianceError(f"{args.file}: row {line}: {exc}") from None
     with _offline(config) as services:
-        services.events.append(events, now)
-    print(f"stored {len(events)} events")
+        services.events.append(keyed_events(services.ids, rows, stamps)[0], now)
+    print(f"stored {len(rows)} events")
     return 0
 
 

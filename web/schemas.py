@@ -10,9 +10,10 @@ import msgspec
 from appliance.errors import InvalidInput
 from appliance.recommender import FeedPage
 from appliance.text import price_tier
-from appliance.types import Event, Product, utc_naive
+from appliance.types import Product, utc_naive
+from storage.ids import IdMap
+from web.ids import WireId, ext
 
-PositiveId = Annotated[int, msgspec.Meta(ge=1, le=2**62, description="a positive integer id")]
 EventName = Literal[
     "product_viewed", "product_clicked", "product_added_to_cart",
     "product_favorited", "product_shared", "product_purchased",
@@ -33,6 +34,7 @@ class ProductFields(msgspec.Struct, forbid_unknown_fields=True):
     created_at: datetime | None = None
 
     def to_domain(self, product_id: int) -> Product:
+        """The product under its key inside (see web/ids.py)."""
         return Product(
             product_id=product_id, name=self.name.strip(), merchant=self.merchant, category_path=tuple(
                 self.category_path), color=self.color, price=self.price, in_stock=self.in_stock,
@@ -43,14 +45,11 @@ class ProductFields(msgspec.Struct, forbid_unknown_fields=True):
 class ProductIn(ProductFields, forbid_unknown_fields=True, kw_only=True):
     """A product in a bulk upload or an import file."""
 
-    product_id: PositiveId
-
-    def to_product(self) -> Product:
-        return self.to_domain(self.product_id)
+    product_id: WireId
 
 
 class ProductOut(msgspec.Struct):
-    product_id: int
+    product_id: str
     name: str
     merchant: str | None
     category_path: list[str]
@@ -61,9 +60,10 @@ class ProductOut(msgspec.Struct):
     created_at: datetime | None
 
     @classmethod
-    def of(cls, p: Product, thresholds: tuple[float, ...]) -> ProductOut:
+    def of(cls, p: Product, thresholds: tuple[float, ...], product_id: str) -> ProductOut:
+        """`product_id` is the shop's id of the product (`p.product_id` is its key inside)."""
         return cls(
-            p.product_id, p.name, p.merchant, list(p.category_path), p.color, p.price,
+            product_id, p.name, p.merchant, list(p.category_path), p.color, p.price,
             price_tier(p.price, thresholds), p.in_stock, p.created_at.replace(tzinfo=UTC) if p.created_at else None,
         )
 
@@ -85,16 +85,17 @@ class BulkResult(msgspec.Struct):
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     """The SQS message body, plus an optional timestamp (default: when it is received)."""
 
-    customer_id: PositiveId
-    product_id: PositiveId
+    customer_id: WireId
+    product_id: WireId
     event_name: EventName
     timestamp: datetime | None = None
 
-    def to_domain(self, now: datetime, max_future_seconds: float) -> Event:
+    def ts(self, now: datetime, max_future_seconds: float) -> datetime:
+        """When it happened (naive UTC); InvalidInput when too far in the future."""
         ts = utc_naive(self.timestamp) if self.timestamp else now
         if ts > now + timedelta(seconds=max_future_seconds):
             raise InvalidInput(f"timestamp {ts.isoformat()} is in the future", field="timestamp")
-        return Event(self.customer_id, self.product_id, self.event_name, ts)
+        return ts
 
 
 class EventsAccepted(msgspec.Struct):
@@ -109,7 +110,7 @@ class FeedItem(msgspec.Struct):
 
 
 class FeedOut(msgspec.Struct):
-    customer_id: int
+    customer_id: str
     ordering: str  # personal / popular / price_asc / price_desc
     personalized: bool
     feed_id: str  # send it with the next pages: they continue this order with no duplicates or gaps
@@ -120,9 +121,11 @@ class FeedOut(msgspec.Struct):
     items: list[FeedItem]
 
     @classmethod
-    def of(cls, customer_id: int, page: FeedPage, thresholds: tuple[float, ...]) -> FeedOut:
+    def of(cls, customer_id: str, page: FeedPage, thresholds: tuple[float, ...], products: IdMap) -> FeedOut:
         items = [
-            FeedItem(ProductOut.of(page.products[s.product_id], thresholds), s.score, s.source) for s in page.items
+            FeedItem(ProductOut.of(page.products[s.product_id], thresholds, ext(products, s.product_id)), s.score,
+                     s.source)
+            for s in page.items
         ]
         return cls(
             customer_id, page.ordering, page.personalized, page.feed_id, page.page, page.per_page, page.total,
@@ -131,10 +134,16 @@ class FeedOut(msgspec.Struct):
 
 
 class Erased(msgspec.Struct):
-    customer_id: int
+    customer_id: str
     events: int  # events deleted
     queued_messages: int  # queue messages deleted (live and dead-lettered)
     vectors: int  # user vectors deleted (0 or 1)
+
+
+class MergeIn(msgspec.Struct, forbid_unknown_fields=True):
+    """The anonymous id (e.g. a cookie's) whose history now belongs to the customer in the path."""
+
+    anonymous_id: WireId
 
 
 class QueueOut(msgspec.Struct):
@@ -194,7 +203,7 @@ class SyncOut(msgspec.Struct):
 
 
 class SimilarOut(msgspec.Struct):
-    product_id: int
+    product_id: str
     items: list[FeedItem]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import torch
@@ -25,10 +25,12 @@ from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 from storage.events import EventStore
+from storage.ids import IdMap, ShopIds
 from storage.job_runs import JobRunStore
 from storage.models import ModelRegistry
 from storage.users import UserStore
 from storage.vectors import VectorIndex
+from web.ids import exts
 
 log = logging.getLogger("appliance")
 
@@ -37,6 +39,7 @@ log = logging.getLogger("appliance")
 class Services:
     config: Config
     db: Database
+    ids: ShopIds  # the shop's ids <-> the keys inside (web/ids.py translates with them)
     catalog: CatalogService
     events: EventStore
     encoder: Encoder
@@ -75,6 +78,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
     torch.set_num_threads(config.server.torch_threads)
     db = Database(config.data_path / "appliance.duckdb")
     try:
+        ids = ShopIds.open(db)
         store = CatalogStore(db)
         events = EventStore(db)
         encoder = encoder or Encoder(config.encoder.model, config.encoder.dim, config.encoder.batch_size)
@@ -92,9 +96,12 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
-        def catalog_changed(ids: Sequence[int]) -> None:
+        def catalog_changed(keys: Sequence[int]) -> None:
             recommender.invalidate()
-            elastic.mark_products(ids)
+            elastic.mark_products(exts(ids.products, keys))
+
+        def users_changed(keys: Sequence[int]) -> None:
+            elastic.mark_users(exts(ids.customers, keys))
 
         catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, catalog_changed)
         users = UserStore(db)
@@ -109,11 +116,11 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         serving = ServingModel()
         updater = UserVectorUpdater(
             events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,
-            elastic.mark_users,
+            users_changed,
         )
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
-            realtime.consumer_batch, realtime.user_index_sync_seconds,
+            realtime.consumer_batch, realtime.user_index_sync_seconds, ids,
         )
         models = ModelRegistry(config.data_path / "models")
         schedules = config.jobs
@@ -122,7 +129,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc),
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
-            "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index),
+            "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index, ids),
         }
         jobs = Jobs(
             {name: JobSpec(name, run, getattr(schedules, name)) for name, run in work.items()},
@@ -132,7 +139,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         db.close()
         raise
     return Services(
-        config, db, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
+        config, db, ids, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
     )
 
@@ -144,10 +151,20 @@ def load_demo(services: Services) -> bool:
     demo = services.config.demo
     now = now_utc()
     shop = generate_demo(demo.seed, demo.products, demo.customers, demo.days, now)
-    services.catalog.upsert(shop.products, now - timedelta(seconds=1), embed_now=False)
-    services.events.append(shop.events, now)
+    # the demo's numbers are the shop's ids ("17"); inside, the keys the map hands out
+    ids = services.ids
+    product = _keys(ids.products, [p.product_id for p in shop.products])
+    customer = _keys(ids.customers, sorted({e.customer_id for e in shop.events}))
+    products = [replace(p, product_id=product[p.product_id]) for p in shop.products]
+    events = [replace(e, customer_id=customer[e.customer_id], product_id=product[e.product_id]) for e in shop.events]
+    services.catalog.upsert(products, now - timedelta(seconds=1), embed_now=False)
+    services.events.append(events, now)
     log.info("loaded the demo shop: %d products, %d events", len(shop.products), len(shop.events))
     return True
+
+
+def _keys(ids: IdMap, numbers: list[int]) -> dict[int, int]:
+    return dict(zip(numbers, ids.keys([str(n) for n in numbers], create=True), strict=True))  # type: ignore[arg-type]
 
 
 def start(services: Services) -> None:

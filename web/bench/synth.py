@@ -27,6 +27,7 @@ from appliance.types import EVENT_NAMES, Event, Product, now_utc
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.events import EventStore
+from storage.ids import IdMap, ShopIds
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 
@@ -102,9 +103,10 @@ def build_shop(root: Path, shop: Shop, log: Any = print) -> Path:
     now = now_utc()
     db = Database(path / "appliance.duckdb")
     try:
-        store, users, events = CatalogStore(db), UserStore(db), EventStore(db)
+        store, users, events, shop_ids = CatalogStore(db), UserStore(db), EventStore(db), ShopIds.open(db)
         for start in range(0, shop.products, CHUNK):
             ids = np.arange(start + 1, min(start + CHUNK, shop.products) + 1, dtype=np.int64)
+            _map(shop_ids.products, ids)
             clusters = rng.integers(0, n_clusters, len(ids))
             products = _products(rng, ids, clusters, now)
             texts = [product_text(p, thresholds) for p in products]
@@ -114,6 +116,7 @@ def build_shop(root: Path, shop: Shop, log: Any = print) -> Path:
             log(f"  {shop.name}: {ids[-1]:,} / {shop.products:,} products stored")
         for start in range(0, shop.customers, CHUNK):
             ids = np.arange(start + 1, min(start + CHUNK, shop.customers) + 1, dtype=np.int64)
+            _map(shop_ids.customers, ids)
             vectors = members(rng, centre_vectors, rng.integers(0, n_clusters, len(ids)), noise=1.0)
             users.save(ids.tolist(), vectors, "mean", [now] * len(ids), now)
         _events(rng, events, shop, now)
@@ -127,6 +130,12 @@ def build_shop(root: Path, shop: Shop, log: Any = print) -> Path:
     (path / "shop.json").write_text(json.dumps(facts, indent=1))
     log(f"  {shop.name}: built in {facts['build_seconds']} s")
     return path
+
+
+def _map(ids: IdMap, keys: np.ndarray) -> None:
+    """The shop's ids are the numbers ("17"); in a new store the map hands out the same numbers as keys."""
+    if ids.keys([str(k) for k in keys.tolist()], create=True) != keys.tolist():
+        raise RuntimeError("a synthetic shop is built in an empty store")
 
 
 def _events(rng: np.random.Generator, store: EventStore, shop: Shop, now: datetime) -> None:

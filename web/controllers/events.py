@@ -10,6 +10,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from appliance.errors import InvalidInput
 from appliance.types import now_utc
 from jobs.queue import event_body
+from web.ids import keyed_events
 from web.schemas import EventIn, EventsAccepted
 
 
@@ -28,15 +29,16 @@ class EventController(Controller):
         if len(batch) > config.max_batch:
             raise InvalidInput(f"at most {config.max_batch} events per request", field="$")
         now = now_utc()
-        events = []
+        stamps = []
         for i, item in enumerate(batch):
             try:
-                events.append(item.to_domain(now, config.max_future_seconds))
+                stamps.append(item.ts(now, config.max_future_seconds))
             except InvalidInput as exc:
                 where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
                 raise InvalidInput(str(exc), field=where) from None
         services = state.services
+        events, customers, products = keyed_events(services.ids, batch, stamps)
         with services.db.write() as cur:  # the events and their queue messages commit together
             ids = services.events.append_in(cur, events, now)
-            services.queue.enqueue_in(cur, [event_body(e) for e in events])
+            services.queue.enqueue_in(cur, [event_body(*row) for row in zip(events, customers, products, strict=True)])
         return EventsAccepted(len(ids), ids)

@@ -1,24 +1,26 @@
-"""/customers/{id}: the paginated product feed of one shopper, and erasing a shopper."""
+"""/customers/{id}: the paginated product feed of one shopper, erasing a shopper, merging an anonymous id."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Literal
 
 import numpy as np
-from litestar import Controller, delete, get
+from litestar import Controller, delete, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK
 
 from appliance.errors import InvalidInput
+from appliance.ids import shop_id
 from appliance.recommender import FeedPage, FeedQuery, Personal
 from appliance.types import Scored, now_utc
+from jobs.identity import IdentityParts, Merged, merge_customers
 from storage.elastic import search_feed_page
-from web.schemas import Erased, FeedOut
+from web.ids import CustomerPath, existing, exts
+from web.schemas import Erased, FeedOut, MergeIn
 from web.services import Services
-
-CustomerId = Annotated[int, Parameter(ge=1, description="the shop's customer id")]
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -43,14 +45,18 @@ def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, met
     if not services.elastic.enabled:
         raise InvalidInput("elasticsearch is not configured ([elasticsearch] enabled = false)", field="backend")
     vector = who.vector if who else None
+    # the documents are keyed by the shop's ids: so are the excluded ones and the hits
+    shop_ids = frozenset(exts(services.ids.products, query.exclude))
     hits, total = search_feed_page(
-        services.elastic.client, services.config.elasticsearch, vector, method=method, filters=query,
+        services.elastic.client, services.config.elasticsearch, vector, method=method,
+        filters=replace(query, exclude=shop_ids),
         page=query.page, per_page=query.per_page, fallback_sort=query.sort,
     )
     products = services.recommender.view().products
     source = "personal" if vector is not None else ("price" if query.sort else "popular")
-    items = [Scored(pid, score + 1.0 if vector is not None else score, source) for pid, score in hits
-             if pid in products]
+    keys = services.ids.products.keys([pid for pid, _ in hits])
+    items = [Scored(key, score + 1.0 if vector is not None else score, source)
+             for key, (_, score) in zip(keys, hits, strict=True) if key in products]
     ordering = "personal" if vector is not None else (query.sort or "popular")
     return FeedPage(items, query.page, query.per_page, total, ordering, {s.product_id: products[s.product_id]
                     for s in items}, "elasticsearch", vector is not None)
@@ -60,11 +66,11 @@ class CustomerController(Controller):
     path = "/customers"
     tags = ["customers"]
 
-    @get("/{customer_id:int}/feed", operation_id="customerFeed", sync_to_thread=True)
+    @get("/{customer_id:str}/feed", operation_id="customerFeed", sync_to_thread=True)
     def feed(
         self,
         state: State,
-        customer_id: CustomerId,
+        customer_id: CustomerPath,
         page: Annotated[int, Parameter(ge=1, le=10_000)] = 1,
         per_page: Annotated[int | None, Parameter(ge=1, description="default from config feed.per_page")] = None,
         sort: Annotated[Literal["price_asc", "price_desc"] | None, Parameter(description="overrides ranking")] = None,
@@ -83,25 +89,40 @@ class CustomerController(Controller):
         services: Services = state.services
         feed = services.config.feed
         per_page = min(per_page or feed.per_page, feed.max_per_page)
-        excluded = frozenset(int(v) for v in _split(exclude) if v.isdigit())
+        excluded = existing(services.ids.products, _split(exclude), "exclude")
         query = FeedQuery(
             page, per_page, sort, _split(category), min_price, max_price, in_stock, excluded, min_score, feed_id
         )
-        who = personal(services, customer_id) if sort is None else None
+        key = services.ids.customers.key(customer_id)  # a shopper never seen gets the non-personal feed
+        who = personal(services, key) if sort is None and key is not None else None
         if backend == "elasticsearch":
             result = elastic_feed(services, query, who, method)
         else:
             result = services.recommender.feed(query, who)
-        return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds)
+        return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds, services.ids.products)
 
-    @delete("/{customer_id:int}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
-    def erase(self, state: State, customer_id: CustomerId) -> Erased:
-        """Erase a shopper (a privacy request): events, queued messages, vector; says what was removed."""
+    @delete("/{customer_id:str}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
+    def erase(self, state: State, customer_id: CustomerPath) -> Erased:
+        """Erase a shopper (a privacy request): events, queued messages, vector, and the id's mapping; says what
+        was removed."""
         services: Services = state.services
+        key = services.ids.customers.key(customer_id)
+        if key is None:  # never seen, or erased already
+            return Erased(customer_id, 0, 0, 0)
         with services.db.write() as cur:
-            events = services.events.erase_in(cur, customer_id)
+            events = services.events.erase_in(cur, key)
             messages = services.queue.purge_customer_in(cur, customer_id)
-        vectors = services.users.delete([customer_id])
-        services.user_mirror.index.remove(np.array([customer_id]))
+        vectors = services.users.delete([key])
+        services.user_mirror.index.remove(np.array([key]))
         services.elastic.mark_users([customer_id])
+        services.ids.customers.forget([key])
         return Erased(customer_id, events, messages, vectors)
+
+    @post("/{customer_id:str}/merge", operation_id="mergeCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
+    def merge(self, state: State, customer_id: CustomerPath, data: JSONBody[MergeIn]) -> Merged:
+        """Merge an anonymous id into this customer (a visitor who logs in): its events and purchases move
+        here (the customer is created if new), its vector and queued messages are dropped, the anonymous id
+        is forgotten and this customer's vector recomputed. A repeat moves nothing (200 with zeros)."""
+        services: Services = state.services
+        parts = IdentityParts(services.db, services.ids, services.events, services.queue, services.updater)
+        return merge_customers(parts, customer_id, shop_id(data.anonymous_id, "anonymous_id"))
