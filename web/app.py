@@ -21,6 +21,7 @@ from web.controllers.jobs import JobController
 from web.controllers.products import ProductController
 from web.controllers.queue import ModelController, QueueController
 from web.controllers.sync import SyncController
+from web.controllers.widgets import WidgetController
 from web.errors import EXCEPTION_HANDLERS
 from web.services import Services, build_services, start
 
@@ -46,7 +47,7 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
-            SyncController, HealthController,
+            SyncController, HealthController, WidgetController,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -15,12 +15,16 @@ from appliance.demo import generate_demo
 from appliance.encoder import Encoder
 from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
+from appliance.widgets import Widgets
 from jobs import upkeep
 from jobs.catalog import CatalogService
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
 from jobs.scheduler import Jobs, JobSpec
+from jobs.widgets import WidgetParts, build_tables
+from jobs.widgets import refresh as refresh_widgets
+from storage.baskets import BasketStore
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
@@ -55,6 +59,7 @@ class Services:
     consumer: EventConsumer
     elastic: ElasticSync | NoopElasticSync
     jobs: Jobs
+    widgets: WidgetParts  # bought together, related, trending, recently viewed
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -123,6 +128,9 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             realtime.consumer_batch, realtime.user_index_sync_seconds, ids,
         )
         models = ModelRegistry(config.data_path / "models")
+        baskets = BasketStore(db)
+        tables = Widgets(lambda: build_tables(baskets, config.widgets, now_utc()), config.widgets.refresh_seconds)
+        widget_parts = WidgetParts(recommender, tables, index, baskets, events, config.widgets, now_utc)
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
@@ -130,6 +138,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
             "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index, ids),
+            "widgets": lambda: refresh_widgets(tables),
         }
         jobs = Jobs(
             {name: JobSpec(name, run, getattr(schedules, name)) for name, run in work.items()},
@@ -140,7 +149,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         raise
     return Services(
         config, db, ids, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
-        models, updater, consumer, elastic, jobs,
+        models, updater, consumer, elastic, jobs, widget_parts,
     )
 
 
