@@ -34,11 +34,12 @@ class Neighbours:
         score = np.clip(together / np.sqrt(np.maximum(sa * sb, 1.0)), 0.0, 1.0)
         order = np.lexsort((b, -score, a))  # by product, best first, ties by id
         a, b, score = a[order], b[order], score[order]
-        starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]]) if len(a) else np.zeros(0, np.int64)
+        if not len(a):
+            return cls({})
+        starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
         ends = np.r_[starts[1:], len(a)]
-        table = {int(a[s]): (b[s:min(e, s + depth)], score[s:min(e, s + depth)]) for s, e in zip(starts, ends,
-                                                                                                    strict=True)}
-        return cls(table)
+        return cls({int(a[s]): (b[s:min(e, s + depth)], score[s:min(e, s + depth)])
+                    for s, e in zip(starts.tolist(), ends.tolist(), strict=True)})
 
     def __len__(self) -> int:
         return len(self._table)

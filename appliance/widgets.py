@@ -100,7 +100,7 @@ def looking_similar(view: CatalogView, anchor: int, ids: np.ndarray, cosines: np
 def related(tables: WidgetTables, view: CatalogView, anchor: int, ids: np.ndarray, cosines: np.ndarray,
             behaviour_weight: float) -> list[Pick]:
     """Content similarity blended with co-view behaviour: (1 - w) * (cosine + 1) / 2 + w * co-view (Ochiai),
-    over the nearest products and the co-viewed ones; the reason names the larger part."""
+    over the nearest products and the co-viewed ones; the reason says when shoppers' views lifted it."""
     content = dict(zip(ids.tolist(), ((cosines + 1.0) / 2.0).tolist(), strict=True))
     co_ids, co_scores, _ = tables.viewed.of([anchor])
     behaviour = dict(zip(co_ids.tolist(), co_scores.tolist(), strict=True))
@@ -111,7 +111,7 @@ def related(tables: WidgetTables, view: CatalogView, anchor: int, ids: np.ndarra
             continue
         sim, co = content.get(pid, 0.0), behaviour.get(pid, 0.0)
         score = (1.0 - behaviour_weight) * sim + behaviour_weight * co
-        reason = f"viewed with {name}" if behaviour_weight * co > (1 - behaviour_weight) * sim else f"like {name}"
+        reason = f"viewed with {name}" if co > 0 else f"like {name}"
         picks.append(Pick(pid, score, "related", reason, {"similarity": sim, "co_view": co}))
     return sorted(picks, key=lambda p: (-p.score, p.product_id))
 

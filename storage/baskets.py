@@ -66,9 +66,9 @@ class BasketStore:
         """The shopper's last `limit` distinct products with one of these events, newest first, with when."""
         return [
             (int(pid), ts) for pid, ts in self.db.read(
-                """SELECT product_id, max(ts) AS at FROM events
+                """SELECT product_id, max(ts) AS last_ts FROM events
                    WHERE customer_id = $1 AND event_name IN (SELECT unnest($2::VARCHAR[]))
-                   GROUP BY product_id ORDER BY at DESC, product_id LIMIT $3""",
+                   GROUP BY product_id ORDER BY last_ts DESC, product_id LIMIT $3""",
                 [customer_id, list(names), limit],
             )
         ]
