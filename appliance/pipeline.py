@@ -1,25 +1,16 @@
-"""The steps after the candidate sources, shared by every widget: filters, purchased products, min_score,
-diversity, length. Every score on the way is on one scale, 0..1 (see `Pick`)."""
+"""The steps after the candidate sources, shared by every widget: merchandising rules (hide, boost, bury),
+filters, purchased products, min_score, diversity, pins, length. Every score on the way is on one scale,
+0..1 (see appliance/types.py `Pick`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 
 from appliance.recommender import CatalogView, FeedQuery
-
-
-@dataclass(frozen=True, slots=True)
-class Pick:
-    """One recommended product. `score` is in 0..1 for every source, so items of several sources in one
-    answer compare: similarity (cosine + 1) / 2, co-occurrence (Ochiai), trend z / (z + 3), popularity
-    relative to the most popular product, recency of a view 2^(-age / 1 day)."""
-
-    product_id: int
-    score: float
-    source: str  # bought_together / related / similar / trending / popular / recently_viewed
-    reason: str  # what a storefront can show: "bought with X", "trending in Shoes"
-    parts: dict[str, float] = field(default_factory=dict)  # the score's parts (explain=true)
+from appliance.rules import Rule, pin, rescore
+from appliance.types import Pick
 
 
 @dataclass(frozen=True)
@@ -31,16 +22,24 @@ class Finish:
     purchased: frozenset[int] = frozenset()  # left out (the shopper bought them)
     max_in_row: int = 0  # diversity: at most this many in a row sharing `diversity_by` (0: off)
     diversity_by: str = "brand"  # brand / subcategory
+    rules: Sequence[Rule] = ()  # every rule: those active at `now` apply
+    now: datetime | None = None
 
 
 def finish(view: CatalogView, picks: Sequence[Pick], how: Finish) -> list[Pick]:
-    """The picks that pass the filters, best first, de-duplicated, diversified, at most `k`."""
+    """The picks that pass the rules and filters, best first, de-duplicated, diversified, pinned, at most `k`."""
+    rules = [r for r in how.rules if how.now is not None and r.active(how.now)]
+    picks = rescore(picks, view.products, rules)
     keep = view.mask(how.query)
     seen: set[int] = set()
     out = []
+
+    def allowed(product_id: int) -> bool:
+        row = view.row.get(product_id)
+        return row is not None and bool(keep[row]) and product_id not in how.purchased
+
     for pick in picks:
-        row = view.row.get(pick.product_id)
-        if row is None or not keep[row] or pick.product_id in how.purchased or pick.product_id in seen:
+        if not allowed(pick.product_id) or pick.product_id in seen:
             continue
         if how.query.min_score is not None and pick.score < how.query.min_score:
             continue
@@ -49,7 +48,9 @@ def finish(view: CatalogView, picks: Sequence[Pick], how: Finish) -> list[Pick]:
     if how.max_in_row > 0:
         attribute = "merchant" if how.diversity_by == "brand" else "category_path"
         out = diversify(out, lambda p: getattr(view.products[p.product_id], attribute), how.max_in_row)
-    return out[:how.k]
+    pins = [r for r in rules if r.kind == "pin" and r.product_id is not None and allowed(r.product_id)
+            and not any(h.kind == "hide" and h.matches(view.products[r.product_id]) for h in rules)]
+    return pin(out, pins)[:how.k]
 
 
 def diversify(picks: Sequence[Pick], key: Callable[[Pick], object], max_in_row: int) -> list[Pick]:

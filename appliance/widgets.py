@@ -13,8 +13,8 @@ from datetime import datetime
 import numpy as np
 
 from appliance.cooccurrence import Neighbours, Trend
-from appliance.pipeline import Pick
 from appliance.recommender import CatalogView
+from appliance.types import Pick
 
 DAY = 86400.0
 

@@ -4,7 +4,7 @@ widget request (a single endpoint or one entry of POST /recommendations)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -13,11 +13,13 @@ from appliance import widgets as sources
 from appliance.config import WidgetsConfig
 from appliance.cooccurrence import Neighbours, trending
 from appliance.errors import InvalidInput, NotReady
-from appliance.pipeline import Finish, Pick, finish
+from appliance.pipeline import Finish, finish
 from appliance.recommender import Recommender
+from appliance.types import Pick
 from appliance.widgets import Widgets, WidgetTables
 from storage.baskets import BasketStore
 from storage.events import EventStore
+from storage.rules import RuleStore
 from storage.vectors import VectorIndex
 
 BASKET = ("product_added_to_cart", "product_purchased")
@@ -57,6 +59,7 @@ class WidgetParts:
     index: VectorIndex
     baskets: BasketStore
     events: EventStore
+    rules: RuleStore
     config: WidgetsConfig
     clock: Callable[[], datetime]
 
@@ -75,7 +78,7 @@ def recommend(parts: WidgetParts, ask: Ask) -> list[Pick]:
     """The picks of one widget, through the shared pipeline."""
     view = parts.recommender.view()
     purchased = frozenset(parts.events.purchased(ask.customer_id)) if ask.customer_id is not None else frozenset()
-    how = Finish(ask.how.query, ask.how.k, purchased | ask.how.purchased, ask.how.max_in_row, ask.how.diversity_by)
+    how = replace(ask.how, purchased=purchased | ask.how.purchased, rules=parts.rules.all(), now=parts.clock())
     if ask.model == "trending":
         picks = sources.trending(parts.widgets.tables(), view)
     elif ask.model == "recently-viewed":
@@ -83,7 +86,7 @@ def recommend(parts: WidgetParts, ask: Ask) -> list[Pick]:
             return []  # a shopper never seen has viewed nothing
         viewed = parts.baskets.recently_viewed(ask.customer_id, BROWSE, max(ask.how.k * 3, parts.config.k))
         picks = sources.recently_viewed(viewed, parts.clock())
-        how = Finish(ask.how.query, ask.how.k, ask.how.purchased, 0)  # the shopper's own order; bought ones stay
+        how = replace(how, purchased=ask.how.purchased, max_in_row=0)  # the shopper's own order; bought ones stay
     elif not ask.product_ids:
         raise InvalidInput(f"{ask.model} needs product_id (or product_ids)", field="product_id")
     elif ask.model == "bought-together":
@@ -97,11 +100,16 @@ def recommend(parts: WidgetParts, ask: Ask) -> list[Pick]:
                                 and label in view.row)
         if ask.model == "looking-similar":  # what it says: the nearest in order, not diversified
             picks = sources.looking_similar(view, anchor, ids, cosines)
-            how = Finish(how.query, how.k, how.purchased)
+            how = replace(how, max_in_row=0)
         else:
             picks = sources.related(parts.widgets.tables(), view, anchor, ids, cosines,
                                     parts.config.related_behaviour_weight)
     return finish(view, picks, how)
+
+
+def merchandise(parts: WidgetParts, picks: list[Pick], how: Finish) -> list[Pick]:
+    """Another source's picks (the feed's) through the same pipeline: rules, filters, diversity, pins."""
+    return finish(parts.recommender.view(), picks, replace(how, rules=parts.rules.all(), now=parts.clock()))
 
 
 def _nearest(parts: WidgetParts, anchor: int, depth: int, accept: Callable[[int], bool]

@@ -11,8 +11,8 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import load_config
-from appliance.pipeline import Pick, diversify
-from appliance.types import now_utc
+from appliance.pipeline import diversify
+from appliance.types import Pick, now_utc
 from tests.helpers import small_catalog, wait_embedded, wait_until
 from web.app import create_app
 

@@ -20,6 +20,7 @@ from web.controllers.health import HealthController
 from web.controllers.jobs import JobController
 from web.controllers.products import ProductController
 from web.controllers.queue import ModelController, QueueController
+from web.controllers.rules import RuleController
 from web.controllers.sync import SyncController
 from web.controllers.widgets import WidgetController
 from web.errors import EXCEPTION_HANDLERS
@@ -47,7 +48,7 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
-            SyncController, HealthController, WidgetController,
+            SyncController, HealthController, WidgetController, RuleController,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

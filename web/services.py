@@ -32,6 +32,7 @@ from storage.events import EventStore
 from storage.ids import IdMap, ShopIds
 from storage.job_runs import JobRunStore
 from storage.models import ModelRegistry
+from storage.rules import RuleStore
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 from web.ids import exts
@@ -130,7 +131,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         models = ModelRegistry(config.data_path / "models")
         baskets = BasketStore(db)
         tables = Widgets(lambda: build_tables(baskets, config.widgets, now_utc()), config.widgets.refresh_seconds)
-        widget_parts = WidgetParts(recommender, tables, index, baskets, events, config.widgets, now_utc)
+        widget_parts = WidgetParts(recommender, tables, index, baskets, events, RuleStore(db), config.widgets, now_utc)
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),

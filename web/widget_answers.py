@@ -4,9 +4,10 @@ The feed, asked inside POST /recommendations, is brought onto the widgets' 0..1 
 from __future__ import annotations
 
 from appliance.errors import InvalidInput
-from appliance.pipeline import Finish, Pick
+from appliance.pipeline import Finish
 from appliance.recommender import FeedQuery
-from jobs.widgets import Ask, recommend
+from appliance.types import Pick
+from jobs.widgets import Ask, merchandise, recommend
 from web.controllers.feeds import personal
 from web.ids import existing, ext, known
 from web.schemas import ProductOut
@@ -28,11 +29,11 @@ def answer(services: Services, request: WidgetRequest) -> list[WidgetItem]:
     products = [request.product_id] if request.product_id is not None else list(request.product_ids or [])
     keys = tuple(known(services.ids.products, str(p), "product") for p in products)
     customer = services.ids.customers.key(str(request.customer_id)) if request.customer_id is not None else None
+    how = Finish(query, k, frozenset(), config.max_in_row, config.diversity_by)
     if request.model == "feed":
-        picks = _feed(services, query, customer)
+        picks = merchandise(services.widgets, _feed(services, query, customer), how)
     else:
-        picks = recommend(services.widgets, Ask(request.model, keys, customer, Finish(
-            query, k, frozenset(), config.max_in_row, config.diversity_by)))
+        picks = recommend(services.widgets, Ask(request.model, keys, customer, how))
     view = services.recommender.view()
     thresholds = services.config.catalog.tier_thresholds
     return [item(ProductOut.of(view.products[p.product_id], thresholds, ext(services.ids.products, p.product_id)),

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from appliance.pipeline import Pick
+from appliance.types import Pick
 from web.ids import WireId
 from web.schemas import ProductOut
 
