@@ -52,7 +52,8 @@ def test_rules_need_the_admin_key_and_bad_rules_name_the_field(shop: TestClient)
     assert shop.post("/rules", json={"kind": "hide", "brand": "Nike"}).status_code == 401
     assert shop.get("/rules", headers={"X-Admin-Key": "wrong"}).status_code == 401
     for rule, field in [({"kind": "pin", "product_id": 3}, "position"),
-                        ({"kind": "boost", "brand": "Nike"}, "strength"), ({"kind": "hide"}, "kind"), ({"kind": "pin", "product_id": "nope", "position": 1}, None),
+                        ({"kind": "boost", "brand": "Nike"}, "strength"), ({"kind": "hide"}, "kind"),
+                        ({"kind": "pin", "product_id": "nope", "position": 1}, None),
                         ({"kind": "hide", "brand": "x", "starts_at": _when(2), "ends_at": _when(1)}, "ends_at")]:
         answer = shop.post("/rules", json=rule, headers=ADMIN)
         assert answer.status_code in (404, 422), answer.text
