@@ -83,10 +83,11 @@ def bought_together(tables: WidgetTables, view: CatalogView, product_ids: Sequen
     known = [view.products[p] for p in product_ids if p in view.products and view.products[p].category_path]
     if not known:
         return popular(view, popularity, np.arange(len(view)), "the shop")
-    parent, leaves = known[0].category_path[0], {p.category_path for p in known}
-    rows = np.array([i for i, pid in enumerate(view.ids.tolist())
-                     if view.products[pid].category_path[:1] == (parent,)
-                     and view.products[pid].category_path not in leaves], dtype=np.int64)
+    parent = known[0].category_path[0]
+    none = np.zeros(0, np.int64)
+    rows = view.by_category.get(parent.strip().lower(), none)
+    for leaf in {p.category_path[-1] for p in known}:
+        rows = np.setdiff1d(rows, view.by_category.get(leaf.strip().lower(), none))
     return popular(view, popularity, rows, parent)
 
 
