@@ -112,16 +112,20 @@ class EventStore:
     def popularity(
         self, now: datetime, half_life_hours: float, weights: Mapping[str, float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Time-decayed weighted event counts per product: sum(weight * 2^(-age / half_life)).
+        """Time-decayed weighted event counts per product: sum(weight * 2^(-age / half_life)), where one
+        shopper's part in a product is capped at the largest weight (one purchase): a single shopper's burst
+        of carts cannot make a product popular for everyone.
 
         Returns (product_ids int64, scores float64); products with no events are absent.
         """
         names, values = list(weights), [float(weights[n]) for n in weights]
         data = self.db.read_numpy(
-            """WITH w AS (SELECT unnest($1::VARCHAR[]) AS event_name, unnest($2::DOUBLE[]) AS weight)
-               SELECT e.product_id, sum(w.weight * exp(-$3 * (epoch($4::TIMESTAMP) - epoch(e.ts)))) AS score
-               FROM events e JOIN w USING (event_name) WHERE e.ts <= $4::TIMESTAMP
-               GROUP BY e.product_id""",
-            [names, values, math.log(2) / (half_life_hours * 3600.0), now],
+            """WITH w AS (SELECT unnest($1::VARCHAR[]) AS event_name, unnest($2::DOUBLE[]) AS weight),
+               per_shopper AS (
+                   SELECT e.product_id, sum(w.weight * exp(-$3 * (epoch($4::TIMESTAMP) - epoch(e.ts)))) AS part
+                   FROM events e JOIN w USING (event_name) WHERE e.ts <= $4::TIMESTAMP
+                   GROUP BY e.customer_id, e.product_id)
+               SELECT product_id, sum(least(part, $5)) AS score FROM per_shopper GROUP BY product_id""",
+            [names, values, math.log(2) / (half_life_hours * 3600.0), now, max(values)],
         )
         return np.asarray(data["product_id"], dtype=np.int64), np.asarray(data["score"], dtype=np.float64)

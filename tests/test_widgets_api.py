@@ -113,3 +113,11 @@ def test_diversity_allows_at_most_n_in_a_row_from_one_key() -> None:
     out = diversify(picks, lambda p: brand[p.product_id], 2)
     assert [p.product_id for p in out] == [0, 1, 4, 2, 3, 5]
     assert [p.product_id for p in diversify(picks, lambda p: "same", 2)] == list(range(6))  # nothing else left
+
+
+def test_one_shopper_cannot_make_a_product_popular_for_everyone(shop: TestClient) -> None:
+    _events(shop, [(f"fan{i}", 4, "product_clicked") for i in range(5)]  # five shoppers: 5 x 2.0
+            + [("bot", 13, "product_added_to_cart")] * 30)  # one shopper, 30 carts: capped at one purchase, 8.0
+    shop.app.state.services.recommender.invalidate(popularity=True)
+    popular = shop.get("/customers/stranger/feed", params={"per_page": 2}).json()
+    assert _ids(popular) == ["4", "13"]
