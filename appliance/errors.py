@@ -23,5 +23,13 @@ class NotReady(ApplianceError):
     """A part the request needs (model, index) is still loading."""
 
 
+class ModelUnreadable(ApplianceError):
+    """A stored model (checkpoint, its metadata or the serving pointer) cannot be read."""
+
+
 class StoreLocked(ApplianceError):
     """Another process (usually a running server) holds the DuckDB file."""
+
+
+class StoreUnavailable(ApplianceError):
+    """The store cannot write (disk read-only, full or failing): nothing was acknowledged; try again later."""

@@ -45,5 +45,5 @@ class CatalogService:
 
     def delete(self, product_id: int) -> None:
         self.store.delete(product_id)
-        self.indexer.index.remove([product_id])
+        self.indexer.mirror.remove([product_id])  # a sync in flight cannot bring its vector back
         self.on_change([product_id])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -12,6 +13,7 @@ from appliance.encoder import Encoder
 from storage.catalog import CatalogStore
 from storage.vectors import VectorIndex
 
+log = logging.getLogger("appliance.index")
 Progress = Callable[[int], None]
 # (changed_since) -> (ids, vectors, time up to which the answer is complete)
 ChangedSince = Callable[[datetime | None], tuple[np.ndarray, np.ndarray, datetime | None]]
@@ -34,18 +36,26 @@ class IndexMirror:
                 self.index.synced_until = done
             return len(ids)
 
+    def remove(self, ids: Sequence[int]) -> int:
+        """Drop ids from the index, after they left DuckDB: under the sync's lock, so a sync that read them
+        before cannot add them back after."""
+        with self._lock:
+            return self.index.remove(np.asarray(ids, dtype=np.int64))
+
     def reconcile(self) -> str:
         """At start-up: load the index, or rebuild it from DuckDB when missing, unreadable or out of step."""
         with self._lock:
-            loaded = self.index.load()
-            if loaded:
+            problem = self.index.load()
+            if problem is None:
                 stored, _, _ = self.changed_since(None)
                 if not np.array_equal(np.sort(self.index.ids()), stored):
                     self.index.reset()
-                    loaded = False
+                    problem = "its ids differ from DuckDB's"
+            if problem is not None:
+                log.warning("%s is rebuilt from DuckDB: %s", self.index.path.name, problem)
         self.sync()
         self.index.save()
-        return "loaded" if loaded else "rebuilt"
+        return "loaded" if problem is None else "rebuilt"
 
 
 class CatalogIndexer:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from appliance.config import TowerConfig
-from appliance.errors import InvalidInput
+from appliance.errors import InvalidInput, StoreUnavailable
 from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
 from appliance.types import EVENT_INDEX
 from jobs.indexing import IndexMirror
@@ -73,6 +73,7 @@ class UserVectorUpdater:
     def update(self, customer_ids: Sequence[int]) -> dict[int, str]:
         """New vectors for these customers; returns customer -> model version ("none" when no usable history)."""
         now = self.clock()
+        basis = dict(zip(customer_ids, self.events.newest_ids(customer_ids), strict=True))  # before the histories
         histories = self.events.histories(customer_ids, now - self.window, self.tower.history)
         wanted = sorted({e.product_id for h in histories.values() for e in h})
         vectors = self.products.lookup(np.asarray(wanted, dtype=np.int64))
@@ -92,11 +93,12 @@ class UserVectorUpdater:
         gone = [c for c in customer_ids if c not in kept_set]
         if gone:
             self.users.delete(gone)
-            self.user_mirror.index.remove(np.asarray(gone, dtype=np.int64))
+            self.user_mirror.remove(gone)
         version = "none"
         if kept:
             vecs, version = self._vectors(batch)
-            self.users.save(kept, vecs, version, last_at, now)
+            saved = set(self.users.save(kept, vecs, version, last_at, now, [basis[c] for c in kept]))
+            kept_set &= saved  # the others were erased while their vector was computed
         self.on_change(customer_ids)
         return {c: (version if c in kept_set else "none") for c in customer_ids}
 
@@ -186,6 +188,9 @@ class EventConsumer:
         while not self._stop.is_set():
             try:
                 self.run_once(self.wait_seconds)
+            except StoreUnavailable as exc:  # the disk refuses writes: messages wait in DuckDB until it is back
+                log.warning("event batch waits: %s", exc)
+                self._stop.wait(1.0)
             except Exception:  # the consumer outlives one bad batch; the batch is retried later
                 log.exception("event batch failed")
                 self._stop.wait(1.0)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 
-from appliance.errors import StoreLocked
+from appliance.errors import StoreLocked, StoreUnavailable
+
+log = logging.getLogger("appliance.store")
 
 
 def _start_key_sequences(cur: duckdb.DuckDBPyConnection) -> None:
@@ -179,13 +183,34 @@ class Database:
 
     Reads use a cursor per thread (`read`), so they never wait on ingest; every write goes through
     `write()`, which holds one lock and one transaction, so there is exactly one writer at a time.
+
+    A disk that stops taking writes (read-only, full, failing) turns every write into `StoreUnavailable`
+    (nothing acknowledged that is not durable) and `failure` says why. DuckDB invalidates its instance
+    after a fatal error (e.g. a CHECKPOINT that cannot write): then reads fail too, and the connection is
+    reopened (its WAL replayed) once a probe file can be written in the data directory again; a write or
+    `check()` tries that at most once per `RETRY_SECONDS`.
     """
+
+    RETRY_SECONDS = 1.0
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect()
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._generation = 0  # bumped when the connection is reopened: older thread cursors are dropped
+        self._closed = False
+        self.failure: str | None = None  # why the store cannot write now, None when it can
+        self._invalidated = False  # DuckDB refuses everything until the connection is reopened
+        self._retry_at = 0.0
+        self._migrate()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            self._conn = duckdb.connect(str(self.path))
+            return duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreLocked(
@@ -193,58 +218,74 @@ class Database:
                     "stop it or send the data through its HTTP API"
                 ) from exc
             raise
-        self._write_lock = threading.RLock()
-        self._local = threading.local()
-        self._cursors: list[duckdb.DuckDBPyConnection] = []
-        self._cursors_lock = threading.Lock()
-        self._closed = False
-        self._migrate()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor (a DuckDB connection sharing the database instance)."""
-        cur = getattr(self._local, "cursor", None)
-        if cur is None:
-            cur = self._conn.cursor()
-            self._local.cursor = cur
+        held = getattr(self._local, "cursor", None)
+        if held is None or held[0] != self._generation:
             with self._cursors_lock:
+                cur = self._conn.cursor()
                 self._cursors.append(cur)
-        return cur
+                held = self._local.cursor = (self._generation, cur)
+        return held[1]
 
     def read(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[tuple]:
-        return self.cursor().execute(sql, params).fetchall()
+        with self._faults():
+            return self.cursor().execute(sql, params).fetchall()
 
     def read_numpy(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> dict[str, Any]:
-        return self.cursor().execute(sql, params).fetchnumpy()
+        with self._faults():
+            return self.cursor().execute(sql, params).fetchnumpy()
 
     @contextmanager
     def snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Several reads that see one consistent state (a read-only transaction on this thread's cursor)."""
-        cur = self.cursor()
-        cur.begin()
-        try:
-            yield cur
-        finally:
-            cur.rollback()
+        with self._faults():
+            cur = self.cursor()
+            cur.begin()
+            try:
+                yield cur
+            finally:
+                with suppress(duckdb.Error):
+                    cur.rollback()
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction under the writer lock; committed (durable) when the block exits normally."""
-        with self._write_lock:
+        """One transaction under the writer lock; committed (durable) when the block exits normally.
+
+        Raises StoreUnavailable when the disk does not take the commit (nothing of the block is kept)."""
+        with self._write_lock, self._faults():
+            self._usable()
             cur = self.cursor()
             cur.begin()
             try:
                 yield cur
             except BaseException:
-                cur.rollback()
+                with suppress(duckdb.Error):
+                    cur.rollback()
                 raise
             cur.commit()
+
+    def check(self) -> str | None:
+        """None when the store can write; otherwise why not (a recovery is tried first, see the class)."""
+        if self.failure is None:
+            try:
+                self._probe()
+            except OSError as exc:
+                self.failure = f"the data directory {self.path.parent} cannot be written: {exc.strerror}"
+                log.error("store unavailable: %s", self.failure)
+        if self.failure is not None:
+            with self._write_lock, suppress(StoreUnavailable):
+                self._usable()
+        return self.failure
 
     @property
     def schema_version(self) -> int:
         return self.read("SELECT max(version) FROM schema_version")[0][0] or 0
 
     def checkpoint(self) -> None:
-        with self._write_lock:
+        with self._write_lock, self._faults():
+            self._usable()
             self.cursor().execute("CHECKPOINT")
 
     def close(self) -> None:
@@ -252,9 +293,62 @@ class Database:
             return
         self._closed = True
         with self._write_lock, self._cursors_lock:
-            for cur in self._cursors:
+            self._close_connection()
+
+    # -- disk faults ---------------------------------------------------------------------------------------
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        """Turn DuckDB's I/O failures into StoreUnavailable and remember them (other errors pass through)."""
+        try:
+            yield
+        except duckdb.ConnectionException as exc:  # a cursor closed under a read by a reopen: retry later
+            raise StoreUnavailable("the store is being reopened; try again") from exc
+        except duckdb.Error as exc:
+            message = str(exc)
+            fatal = isinstance(exc, duckdb.FatalException) or "invalidated" in message
+            if not (fatal or isinstance(exc, duckdb.IOException) or "Failed to commit" in message):
+                raise
+            self._invalidated = self._invalidated or fatal
+            if self.failure is None:
+                log.error("store unavailable: %s", message)
+            self.failure = f"the store cannot write: {message.splitlines()[0]}"
+            self._retry_at = time.monotonic() + self.RETRY_SECONDS
+            raise StoreUnavailable(self.failure) from exc
+
+    def _usable(self) -> None:
+        """Under the writer lock: pass when healthy or recovered now; raise StoreUnavailable otherwise."""
+        if self.failure is None:
+            return
+        if time.monotonic() < self._retry_at:
+            raise StoreUnavailable(self.failure)
+        self._retry_at = time.monotonic() + self.RETRY_SECONDS
+        try:
+            self._probe()
+            if self._invalidated:
+                with self._cursors_lock:
+                    self._close_connection()
+                    self._conn = self._connect()  # replays the WAL: every acknowledged commit is back
+                    self._generation += 1
+                self._invalidated = False
+        except (OSError, duckdb.Error) as exc:
+            self.failure = f"the store cannot write: {str(exc).splitlines()[0]}"
+            raise StoreUnavailable(self.failure) from exc
+        log.warning("store writable again (was: %s)", self.failure)
+        self.failure = None
+
+    def _probe(self) -> None:
+        """Write (and remove) a small file beside the database: raises OSError when the disk refuses."""
+        probe = self.path.parent / f".{self.path.name}.probe"
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        probe.unlink()
+
+    def _close_connection(self) -> None:
+        for cur in self._cursors:
+            with suppress(duckdb.Error):
                 cur.close()
-            self._cursors.clear()
+        self._cursors.clear()
+        with suppress(duckdb.Error):
             self._conn.close()
 
     def _migrate(self) -> None:

@@ -49,6 +49,16 @@ class EventStore:
             )
         return [r[0] for r in rows]
 
+    def newest_ids(self, customer_ids: Sequence[int]) -> list[int]:
+        """Each customer's newest event id (0 when none): read before a history, it is what a vector derived
+        from that history is based on (see UserStore.save)."""
+        rows = dict(self.db.read(
+            """SELECT customer_id, max(event_id) FROM events
+               WHERE customer_id IN (SELECT unnest($1::BIGINT[])) GROUP BY customer_id""",
+            [list(customer_ids)],
+        ))
+        return [rows.get(c, 0) for c in customer_ids]
+
     def histories(self, customer_ids: Sequence[int], since: datetime, limit: int) -> dict[int, list[Event]]:
         """Each customer's `limit` most recent events at or after `since`, oldest first."""
         rows = self.db.read(

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from appliance.config import TowerConfig
-from appliance.errors import NotFound
+from appliance.errors import ModelUnreadable, NotFound
 from appliance.evaluation import should_promote
 from appliance.tower import UserTower
 
@@ -97,13 +97,13 @@ class ModelRegistry:
     def reject(self, version: str) -> None:
         """Mark a candidate that lost its evaluation (kept on disk for inspection)."""
         self._require(version)
-        if version == self.serving_version():
+        if version == self._serving_or_none():
             raise ValueError(f"model {version} is serving and cannot be rejected")
         self._set_status(version, "rejected")
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the `keep` newest checkpoints, never the serving one; returns the deleted versions."""
-        serving = self.serving_version()
+        serving = self._serving_or_none()
         versions = sorted(p.stem for p in self.directory.glob("*.pt"))
         doomed = [v for v in versions[:max(len(versions) - keep, 0)] if v != serving]
         for version in doomed:
@@ -112,28 +112,55 @@ class ModelRegistry:
         return doomed
 
     def serving_version(self) -> str | None:
+        """The promoted version, None when none was; raises ModelUnreadable when serving.json is garbled."""
         path = self.directory / SERVING
         if not path.exists():
             return None
-        return json.loads(path.read_text())["version"]
+        try:
+            version = json.loads(path.read_text())["version"]
+            if not isinstance(version, str):
+                raise TypeError(f"version is {type(version).__name__}, not a string")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelUnreadable(f"{SERVING} cannot be read ({type(exc).__name__}: {exc})") from exc
+        return version
 
     def serving(self) -> tuple[UserTower, ModelMeta] | None:
-        """The served model and its metadata, or None when no model has been promoted yet."""
+        """The served model and its metadata, or None when no model has been promoted yet.
+
+        Raises ModelUnreadable, saying why, for anything that cannot be loaded: a garbled serving.json, a
+        missing, truncated or random checkpoint, a pickle payload (refused by weights_only), another format."""
         version = self.serving_version()
-        return None if version is None else self.load(version)
+        if version is None:
+            return None
+        try:
+            return self.load(version)
+        except Exception as exc:  # torch.load alone raises a dozen types for bad input; each means "unreadable"
+            raise ModelUnreadable(f"model {version} cannot be loaded ({type(exc).__name__}: {exc})") from exc
+
+    def _serving_or_none(self) -> str | None:
+        try:
+            return self.serving_version()
+        except ModelUnreadable:
+            return None
 
     def load(self, version: str) -> tuple[UserTower, ModelMeta]:
         self._require(version)
         return load_checkpoint(self._pt(version))
 
     def candidates(self) -> list[dict[str, Any]]:
-        """Every stored version, oldest first: {"version", "status", "metrics", "data_first", ...}."""
-        serving = self.serving_version()
+        """Every stored version, oldest first: {"version", "status", "metrics", "data_first", ...}; a sidecar
+        that cannot be read is listed with status "unreadable" and the error."""
+        serving = self._serving_or_none()
         out = []
         for sidecar in sorted(self.directory.glob("*.json")):
             if sidecar.name == SERVING or not self._pt(sidecar.stem).exists():
                 continue
-            info = json.loads(sidecar.read_text())
+            try:
+                info = json.loads(sidecar.read_text())
+                if not isinstance(info, dict) or info.get("version") != sidecar.stem:
+                    raise ValueError("not the metadata of this version")
+            except (OSError, ValueError) as exc:
+                info = {"version": sidecar.stem, "status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}
             if info["version"] == serving:
                 info["status"] = "serving"
             out.append(info)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import duckdb
 import numpy as np
 
 from storage.db import Database, from_blobs, to_blobs
@@ -44,22 +45,45 @@ class UserStore:
 
     def save(
         self, customer_ids: Sequence[int], vectors: np.ndarray, model_version: str,
-        last_event_at: Sequence[datetime], now: datetime,
-    ) -> None:
+        last_event_at: Sequence[datetime], now: datetime, basis: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Store vectors; returns the customers whose vector was stored.
+
+        `basis` is, per customer, the newest event id the vector was computed from (read before the history).
+        A vector is stored only while that event still exists and is still the customer's, checked inside the
+        writer's transaction: an erasure or a merge (or anything else that deleted or moved the event) since the
+        read wins, and the vector is dropped.
+        None stores unconditionally (bulk loads that do not come from events).
+        """
         if not len(customer_ids):
-            return
-        with self.db.write() as cur:
-            cur.execute(
-                """INSERT OR REPLACE INTO user_vectors
-                   SELECT * FROM (SELECT unnest($1::BIGINT[]), unnest($2::BLOB[]), $3, $4::TIMESTAMP,
-                                         unnest($5::TIMESTAMP[]))""",
-                [list(customer_ids), to_blobs(vectors), model_version, now, list(last_event_at)],
-            )
+            return []
+        ids = list(customer_ids)
         vectors = np.asarray(vectors, dtype=np.float32)
-        self._remember({
-            cid: UserVector(cid, vectors[i], model_version, now, last_event_at[i])
-            for i, cid in enumerate(customer_ids)
-        })
+        params = [ids, to_blobs(vectors), model_version, now, list(last_event_at), list(basis or [0] * len(ids))]
+        keep = ""
+        if basis is not None:
+            keep = """WHERE EXISTS (SELECT 1 FROM events e
+                                    WHERE e.event_id = b AND e.customer_id = c AND e.event_id BETWEEN $7 AND $8)"""
+            params += [min(basis), max(basis)]
+        try:
+            with self.db.write() as cur:
+                saved = {row[0] for row in cur.execute(
+                    f"""INSERT OR REPLACE INTO user_vectors
+                        SELECT c, v, $3, $4::TIMESTAMP, t FROM (
+                            SELECT unnest($1::BIGINT[]) AS c, unnest($2::BLOB[]) AS v, unnest($5::TIMESTAMP[]) AS t,
+                                   unnest($6::BIGINT[]) AS b) {keep}
+                        RETURNING customer_id""",
+                    params,
+                ).fetchall()}
+                # under the writer lock, so the cache sees writes in their commit order
+                self._remember({
+                    cid: UserVector(cid, vectors[i], model_version, now, last_event_at[i])
+                    for i, cid in enumerate(ids) if cid in saved
+                })
+        except BaseException:
+            self.forget(ids)
+            raise
+        return [cid for cid in ids if cid in saved]
 
     def get(self, customer_id: int) -> UserVector | None:
         with self._lock:
@@ -84,13 +108,26 @@ class UserStore:
         return found
 
     def delete(self, customer_ids: Sequence[int]) -> int:
-        with self.db.write() as cur:
-            deleted = len(cur.execute(
-                "DELETE FROM user_vectors WHERE customer_id IN (SELECT unnest($1::BIGINT[])) RETURNING 1",
-                [list(customer_ids)],
-            ).fetchall())
-        self._remember(dict.fromkeys(customer_ids))
-        return deleted
+        try:
+            with self.db.write() as cur:
+                return self.delete_in(cur, customer_ids)
+        finally:
+            self.forget(customer_ids)
+
+    @staticmethod
+    def delete_in(cur: duckdb.DuckDBPyConnection, customer_ids: Sequence[int]) -> int:
+        """Delete vectors inside the caller's transaction (call `forget` after it ends); how many."""
+        return len(cur.execute(
+            "DELETE FROM user_vectors WHERE customer_id IN (SELECT unnest($1::BIGINT[])) RETURNING 1",
+            [list(customer_ids)],
+        ).fetchall())
+
+    def forget(self, customer_ids: Sequence[int]) -> None:
+        """Drop cached entries, so the next `get` reads DuckDB (always safe)."""
+        with self._lock:
+            self._writes += 1
+            for cid in customer_ids:
+                self._cache.pop(cid, None)
 
     def expire(self, before: datetime) -> list[int]:
         """Drop vectors whose newest event is older than `before` (outside the serving window); their ids."""

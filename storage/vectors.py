@@ -13,14 +13,17 @@ import hnswlib
 import numpy as np
 
 from appliance.config import IndexConfig
+from storage.hnsw_file import DamagedIndex, check_structure, digest
+
+SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
 
 
 class VectorIndex:
     """Labels are product (or customer) ids. Thread-safe: one lock around every call into hnswlib.
 
-    On disk: `<path>` (hnswlib binary) and `<path>.json` (dim, deleted labels, synced_until), each written
-    to a temp file then renamed, the binary first: a crash between the two leaves an older `synced_until`,
-    which only makes the next sync redo some idempotent work.
+    On disk: `<path>` (hnswlib binary) and `<path>.json` (dim, space, element count, the binary's size and
+    SHA-256, deleted labels, synced_until), each written to a temp file then renamed, the binary first: a crash
+    between the two leaves a sidecar that does not match, and the next start rebuilds the index from DuckDB.
     """
 
     def __init__(self, path: Path, dim: int, config: IndexConfig) -> None:
@@ -44,36 +47,60 @@ class VectorIndex:
         return index
 
     # -- persistence -------------------------------------------------------------------------------------
-    def load(self) -> bool:
-        """Read the index from disk; False (and an empty index) when missing or unreadable."""
+    def load(self) -> str | None:
+        """Read the index from disk, verified first; None when loaded, else why not (and an empty index).
+
+        The file must match the sidecar written with it (size, SHA-256, element count, dim, space) and be
+        well-formed (`hnsw_file.check_structure`) before hnswlib reads it: hnswlib trusts its input."""
         with self._lock:
             try:
-                meta = json.loads(Path(f"{self.path}.json").read_text())
-                if meta["dim"] != self.dim or meta["space"] != self.config.space:
-                    raise ValueError("index was built for another dimension or space")
+                meta = self._verified_meta()
                 index = hnswlib.Index(space=self.config.space, dim=self.dim)
                 index.load_index(str(self.path), allow_replace_deleted=True)
-            except (OSError, ValueError, KeyError, RuntimeError):
+                if index.get_current_count() != meta["count"]:
+                    raise DamagedIndex(f"hnswlib read {index.get_current_count()} elements, not {meta['count']}")
+                deleted = {int(i) for i in meta["deleted"]}
+                synced = datetime.fromisoformat(meta["synced_until"]) if meta["synced_until"] else None
+            except FileNotFoundError as exc:
                 self.reset()
-                return False
+                return f"{Path(exc.filename).name} is missing"
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError, OverflowError, MemoryError) as exc:
+                self.reset()
+                return f"{type(exc).__name__}: {exc}"
             index.set_ef(self.config.ef_search)
             index.set_num_threads(1)
             self._index = index
-            self._deleted = set(meta["deleted"])
-            self.synced_until = datetime.fromisoformat(meta["synced_until"]) if meta["synced_until"] else None
+            self._deleted = deleted
+            self.synced_until = synced
             self._dirty = False
-            return True
+            return None
+
+    def _verified_meta(self) -> dict:
+        meta = json.loads(Path(f"{self.path}.json").read_text())
+        if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+            raise DamagedIndex("the sidecar is from an older version or not a sidecar")
+        if meta["dim"] != self.dim or meta["space"] != self.config.space:
+            raise DamagedIndex("index was built for another dimension or space")
+        size = self.path.stat().st_size
+        if size != meta["bytes"] or digest(self.path) != meta["sha256"]:
+            raise DamagedIndex(f"{self.path.name} does not match its sidecar's size and SHA-256")
+        count = check_structure(self.path, self.dim, normalised=self.config.space == "cosine")
+        if count != meta["count"]:
+            raise DamagedIndex(f"{self.path.name} holds {count} elements, its sidecar says {meta['count']}")
+        return meta
 
     def save(self) -> None:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
             self._index.save_index(str(tmp))
-            os.replace(tmp, self.path)
             meta = {
-                "dim": self.dim, "space": self.config.space, "deleted": sorted(self._deleted),
+                "format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
+                "count": self._index.get_current_count(), "bytes": tmp.stat().st_size, "sha256": digest(tmp),
+                "deleted": sorted(self._deleted),
                 "synced_until": self.synced_until.isoformat() if self.synced_until else None,
             }
+            os.replace(tmp, self.path)
             tmp_meta = Path(f"{self.path}.json.tmp")
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp_meta, f"{self.path}.json")

@@ -14,6 +14,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance.config import Config
 from appliance.encoder import Encoder
+from web.body import decode_json_body
 from web.controllers.events import EventController
 from web.controllers.feeds import CustomerController
 from web.controllers.health import HealthController
@@ -52,6 +53,7 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=decode_json_body,
         openapi_config=OpenAPIConfig(
             title="appliance", version="0.1.0", path="/schema",
             description="A self-hosted two-tower recommendation server.",

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from appliance.types import now_utc
 from web.bench import add_bench_parser
 from web.ids import created, keyed_events, normalised
 from web.importers import read_rows
-from web.schemas import EventIn, ProductIn
+from web.schemas import EventIn, ProductIn, each
 from web.services import Services, build_services, load_serving_model
 
 
@@ -70,9 +71,12 @@ def _import_products(args: argparse.Namespace) -> int:
     if len(set(ids)) != len(ids):
         raise ApplianceError(f"{args.file}: a product_id appears more than once")
     with _offline(config) as services:
+        now = now_utc()
+        latest = now + timedelta(seconds=config.events.max_future_seconds)
+        products = each(rows, lambda r: r.to_domain(0, latest))  # validated before ids are mapped
         keys = created(services.ids.products, ids, "product_id")
-        products = [r.to_domain(k) for r, k in zip(rows, keys, strict=True)]
-        result = services.catalog.upsert(products, now_utc(), embed_now=False)
+        products = [replace(p, product_id=k) for p, k in zip(products, keys, strict=True)]
+        result = services.catalog.upsert(products, now, embed_now=False)
         print(f"stored {len(rows)} products: {result.created} new, {result.updated} changed, "
               f"{result.unchanged} unchanged; embedding {result.to_embed} lines")
         with tqdm(total=result.to_embed, desc="embedding", unit=" products") as bar:

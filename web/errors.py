@@ -11,7 +11,9 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from appliance.errors import ApplianceError, InvalidInput, NotFound, NotReady, StoreLocked
+from appliance.errors import ApplianceError, InvalidInput, NotFound, NotReady, StoreLocked, StoreUnavailable
+from web.body import MalformedBody
+from web.schemas import PATTERNS
 
 log = logging.getLogger("appliance.web")
 
@@ -20,9 +22,11 @@ _STATUS: dict[type[ApplianceError], tuple[int, str]] = {
     NotFound: (404, "not-found"),
     NotReady: (503, "not-ready"),
     StoreLocked: (503, "store-locked"),
+    StoreUnavailable: (503, "store-unavailable"),
+    MalformedBody: (400, "malformed-body"),
 }
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
-_MISSING = re.compile(r"missing required field `([^`]+)`")
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
 def _body(status: int, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -65,7 +69,10 @@ def handle_validation_error(_: Request, exc: ValidationException) -> Response:
     field = _field_of(cause) if cause else None
     if field is None:
         field = next((e["key"] for e in errors if e.get("key") and e["key"] != "data"), None)
+    if field == "data" or (field is None and any(e.get("source") == "body" for e in errors)):
+        field = "$"  # the body as a whole (wrong type, missing)
     detail = cause.split(" - at ")[0] if cause else "; ".join(str(e.get("message", "")) for e in errors)
+    detail = next((f"Expected {meaning}" for pattern, meaning in PATTERNS.items() if repr(pattern) in detail), detail)
     return problem(400, "invalid-request", detail or exc.detail, field=field, errors=errors or None)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -18,8 +19,55 @@ EventName = Literal[
     "product_viewed", "product_clicked", "product_added_to_cart",
     "product_favorited", "product_shared", "product_purchased",
 ]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-CategoryPath = Annotated[list[Text], msgspec.Meta(min_length=1, max_length=5)]
+# Printable text: no control characters, and at least one character that is not white space.
+_PRINTABLE = "[^\\x00-\\x1f\\x7f-\\x9f]"
+_VISIBLE = "[^\\s\\x00-\\x1f\\x7f-\\x9f]"
+_TEXT, _COLOR = f"^{_PRINTABLE}*{_VISIBLE}{_PRINTABLE}*$", f"^{_PRINTABLE}*$"
+_MOMENT = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+PATTERNS = {  # what a pattern means, for error messages (web/errors.py)
+    _TEXT: "printable text with at least one visible character (no control characters)",
+    _COLOR: "printable text (no control characters)",
+    _MOMENT: "an ISO 8601 date and time, e.g. 2026-01-01T10:00:00Z",
+}
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_TEXT, description=PATTERNS[_TEXT])]
+Color = Annotated[str, msgspec.Meta(max_length=100, pattern=_COLOR, description=PATTERNS[_COLOR])]
+CategoryPath = Annotated[list[Text], msgspec.Meta(min_length=1, max_length=5, extra_json_schema={"extra": {
+    "items": msgspec.json.schema(Text),  # Litestar's OpenAPI leaves out the items' own constraints
+}})]
+# Times are ISO 8601 strings (RFC 3339; UTC when no offset), never numbers; bounded by `moment`.
+Moment = Annotated[str, msgspec.Meta(
+    min_length=19, max_length=40, pattern=_MOMENT,
+    description="ISO 8601 date and time, e.g. 2026-01-01T10:00:00Z (UTC when no offset), from 1970 to now",
+    extra_json_schema={"extra": {"format": "date-time"}},
+)]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+def moment(text: str, field: str, latest: datetime) -> datetime:
+    """An ISO 8601 string as naive UTC, within 1970-01-01 .. `latest` (naive UTC); InvalidInput otherwise."""
+    try:
+        parsed = msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        raise InvalidInput(f"{field} must be an ISO 8601 date and time, e.g. 2026-01-01T10:00:00Z", field) from None
+    aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if aware < EARLIEST:
+        raise InvalidInput(f"{field} {text} is before 1970", field=field)
+    if aware > latest.replace(tzinfo=UTC):
+        raise InvalidInput(f"{field} {text} is in the future", field=field)
+    return utc_naive(aware)
+
+
+def each(items: Sequence[S], convert: Callable[[S], T], listed: bool = True) -> list[T]:
+    """`convert` every item; an InvalidInput names the item's place in the list, e.g. `[3].timestamp`."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(convert(item))
+        except InvalidInput as exc:
+            raise InvalidInput(str(exc), field=f"[{i}].{exc.field}" if listed else exc.field) from None
+    return out
 
 
 class ProductFields(msgspec.Struct, forbid_unknown_fields=True):
@@ -28,17 +76,18 @@ class ProductFields(msgspec.Struct, forbid_unknown_fields=True):
     name: Text
     category_path: CategoryPath  # parent -> category -> subcategory, e.g. ["Shoes", "Sneakers", "Running"]
     merchant: Text | None = None
-    color: Annotated[str, msgspec.Meta(max_length=100)] | None = None
-    price: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    color: Color | None = None
+    price: Annotated[float, msgspec.Meta(ge=0, le=1e15)] | None = None
     in_stock: bool = True
-    created_at: datetime | None = None
+    created_at: Moment | None = None
 
-    def to_domain(self, product_id: int) -> Product:
-        """The product under its key inside (see web/ids.py)."""
+    def to_domain(self, product_id: int, latest: datetime) -> Product:
+        """The product under its key inside (see web/ids.py); `latest`: the newest created_at accepted (now +
+        the allowed clock skew)."""
         return Product(
             product_id=product_id, name=self.name.strip(), merchant=self.merchant, category_path=tuple(
                 self.category_path), color=self.color, price=self.price, in_stock=self.in_stock,
-            created_at=utc_naive(self.created_at) if self.created_at else None,
+            created_at=moment(self.created_at, "created_at", latest) if self.created_at else None,
         )
 
 
@@ -88,14 +137,13 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     customer_id: WireId
     product_id: WireId
     event_name: EventName
-    timestamp: datetime | None = None
+    timestamp: Moment | None = None
 
     def ts(self, now: datetime, max_future_seconds: float) -> datetime:
-        """When it happened (naive UTC); InvalidInput when too far in the future."""
-        ts = utc_naive(self.timestamp) if self.timestamp else now
-        if ts > now + timedelta(seconds=max_future_seconds):
-            raise InvalidInput(f"timestamp {ts.isoformat()} is in the future", field="timestamp")
-        return ts
+        """When it happened (naive UTC): an ISO 8601 string from 1970 to max_future_seconds ahead of now."""
+        if not self.timestamp:
+            return now
+        return moment(self.timestamp, "timestamp", now + timedelta(seconds=max_future_seconds))
 
 
 class EventsAccepted(msgspec.Struct):
@@ -202,13 +250,8 @@ class SyncOut(msgspec.Struct):
     last_error_at: datetime | None
 
 
-class SimilarOut(msgspec.Struct):
-    product_id: str
-    items: list[FeedItem]
-
-
 class Health(msgspec.Struct):
-    status: str  # live / ready / starting
+    status: str  # live / ready / starting / failed (start-up) / unavailable (the disk refuses writes)
     products: int | None = None
     events: int | None = None
     pending_embeddings: int | None = None

@@ -13,11 +13,13 @@ import torch
 from appliance.config import Config
 from appliance.demo import generate_demo
 from appliance.encoder import Encoder
+from appliance.errors import ModelUnreadable
 from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
 from appliance.widgets import Widgets
 from jobs import upkeep
 from jobs.catalog import CatalogService
+from jobs.erasure import CustomerEraser
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
@@ -30,7 +32,7 @@ from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 from storage.events import EventStore
 from storage.ids import IdMap, ShopIds
-from storage.job_runs import JobRunStore
+from storage.job_runs import JobRun, JobRunStore
 from storage.models import ModelRegistry
 from storage.rules import RuleStore
 from storage.users import UserStore
@@ -38,6 +40,7 @@ from storage.vectors import VectorIndex
 from web.ids import exts
 
 log = logging.getLogger("appliance")
+DEMO_RUN = "demo"  # the job_runs entry that records loading the demo shop
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Services:
     consumer: EventConsumer
     elastic: ElasticSync | NoopElasticSync
     jobs: Jobs
+    eraser: CustomerEraser
     widgets: WidgetParts  # bought together, related, trending, recently viewed
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
@@ -150,7 +154,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         raise
     return Services(
         config, db, ids, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
-        models, updater, consumer, elastic, jobs, widget_parts,
+        models, updater, consumer, elastic, jobs,
+        CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic), widget_parts,
     )
 
 
@@ -169,12 +174,21 @@ def load_demo(services: Services) -> bool:
     events = [replace(e, customer_id=customer[e.customer_id], product_id=product[e.product_id]) for e in shop.events]
     services.catalog.upsert(products, now - timedelta(seconds=1), embed_now=False)
     services.events.append(events, now)
-    log.info("loaded the demo shop: %d products, %d events", len(shop.products), len(shop.events))
+    detail = f"loaded the demo shop: {len(shop.products)} products, {len(shop.events)} events"
+    services.jobs.runs.record(JobRun(DEMO_RUN, now, now_utc(), 0.0, "ok", detail))  # so a restart knows
+    log.info("%s", detail)
     return True
 
 
 def _keys(ids: IdMap, numbers: list[int]) -> dict[int, int]:
     return dict(zip(numbers, ids.keys([str(n) for n in numbers], create=True), strict=True))  # type: ignore[arg-type]
+
+
+def demo_untrained(services: Services) -> bool:
+    """The demo was loaded by an earlier start whose first training never ended (the process was killed)."""
+    config, runs = services.config, services.jobs.runs
+    return (config.server.load_demo and config.demo.train and services.serving.get().model is None
+            and runs.last(DEMO_RUN) is not None and runs.last("retrain") is None)
 
 
 def start(services: Services) -> None:
@@ -194,7 +208,7 @@ def start(services: Services) -> None:
         if released:
             log.info("%d messages left in flight by the previous process are delivered again", released)
         services.consumer.start()
-        if demo:
+        if demo or demo_untrained(services):
             threading.Thread(target=_personalise_demo, args=(services,), name="demo-vectors", daemon=True).start()
         if services.config.jobs.enabled:
             services.jobs.start()
@@ -220,9 +234,10 @@ def load_serving_model(services: Services) -> None:
     """The promoted tower from the model registry, or the mean-vector fallback when there is none."""
     try:
         found = services.models.serving()
-    except ValueError as exc:  # an older checkpoint format: serve the fallback until the next retrain
-        services.serving.set(None, MEAN, None, str(exc))
-        log.warning("serving the mean-vector fallback: %s", exc)
+    except ModelUnreadable as exc:  # serve the fallback, say why in /model; the next promotion replaces it
+        reason = f"{exc}; serving the mean of recent product vectors until a model is promoted"
+        services.serving.set(None, MEAN, None, reason)
+        log.warning("%s", reason)
         return
     if found is None:
         return

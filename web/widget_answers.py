@@ -4,6 +4,7 @@ The feed, asked inside POST /recommendations, is brought onto the widgets' 0..1 
 from __future__ import annotations
 
 from appliance.errors import InvalidInput
+from appliance.ids import shop_id
 from appliance.pipeline import Finish
 from appliance.recommender import FeedQuery
 from appliance.types import Pick
@@ -28,7 +29,8 @@ def answer(services: Services, request: WidgetRequest) -> list[WidgetItem]:
     )
     products = [request.product_id] if request.product_id is not None else list(request.product_ids or [])
     keys = tuple(known(services.ids.products, str(p), "product") for p in products)
-    customer = services.ids.customers.key(str(request.customer_id)) if request.customer_id is not None else None
+    who = None if request.customer_id is None else shop_id(request.customer_id, "customer_id")
+    customer = None if who is None else services.ids.customers.key(who)
     how = Finish(query, k, frozenset(), config.max_in_row, config.diversity_by)
     if request.model == "feed":
         picks = merchandise(services.widgets, _feed(services, query, customer), how)

@@ -8,7 +8,7 @@ import msgspec
 
 from appliance.types import Pick
 from web.ids import WireId
-from web.schemas import ProductOut
+from web.schemas import ProductOut, Text
 
 Model = Literal["feed", "bought-together", "related", "looking-similar", "trending", "recently-viewed"]
 
@@ -21,7 +21,7 @@ class WidgetRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     product_ids: Annotated[list[WireId], msgspec.Meta(max_length=100)] | None = None  # a cart (bought-together)
     customer_id: WireId | None = None  # who asks: purchases left out; required by recently-viewed and feed
     k: Annotated[int, msgspec.Meta(ge=1)] | None = None  # how many (default widgets.k, at most widgets.max_k)
-    category: list[str] | None = None  # any level of the category path; several allowed
+    category: Annotated[list[Text], msgspec.Meta(max_length=20)] | None = None  # any level of the path
     min_price: Annotated[float, msgspec.Meta(ge=0)] | None = None
     max_price: Annotated[float, msgspec.Meta(ge=0)] | None = None
     in_stock: bool | None = None

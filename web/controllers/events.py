@@ -11,7 +11,7 @@ from appliance.errors import InvalidInput
 from appliance.types import now_utc
 from jobs.queue import event_body
 from web.ids import keyed_events
-from web.schemas import EventIn, EventsAccepted
+from web.schemas import EventIn, EventsAccepted, each
 
 
 class EventController(Controller):
@@ -29,13 +29,7 @@ class EventController(Controller):
         if len(batch) > config.max_batch:
             raise InvalidInput(f"at most {config.max_batch} events per request", field="$")
         now = now_utc()
-        stamps = []
-        for i, item in enumerate(batch):
-            try:
-                stamps.append(item.ts(now, config.max_future_seconds))
-            except InvalidInput as exc:
-                where = f"[{i}].{exc.field}" if isinstance(data, list) else exc.field
-                raise InvalidInput(str(exc), field=where) from None
+        stamps = each(batch, lambda item: item.ts(now, config.max_future_seconds), isinstance(data, list))
         services = state.services
         events, customers, products = keyed_events(services.ids, batch, stamps)
         with services.db.write() as cur:  # the events and their queue messages commit together

@@ -6,7 +6,6 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Literal
 
-import numpy as np
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter
@@ -105,18 +104,8 @@ class CustomerController(Controller):
     def erase(self, state: State, customer_id: CustomerPath) -> Erased:
         """Erase a shopper (a privacy request): events, queued messages, vector, and the id's mapping; says what
         was removed."""
-        services: Services = state.services
-        key = services.ids.customers.key(customer_id)
-        if key is None:  # never seen, or erased already
-            return Erased(customer_id, 0, 0, 0)
-        with services.db.write() as cur:
-            events = services.events.erase_in(cur, key)
-            messages = services.queue.purge_customer_in(cur, customer_id)
-        vectors = services.users.delete([key])
-        services.user_mirror.index.remove(np.array([key]))
-        services.elastic.mark_users([customer_id])
-        services.ids.customers.forget([key])
-        return Erased(customer_id, events, messages, vectors)
+        erased = state.services.eraser.erase(customer_id)
+        return Erased(erased.customer_id, erased.events, erased.queued_messages, erased.vectors)
 
     @post("/{customer_id:str}/merge", operation_id="mergeCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
     def merge(self, state: State, customer_id: CustomerPath, data: JSONBody[MergeIn]) -> Merged:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
@@ -19,7 +21,13 @@ from web.schemas import (
     ProductIn,
     ProductOut,
     StoredProductOut,
+    each,
 )
+
+
+def latest(state: State, now: datetime) -> datetime:
+    """The newest created_at accepted: now plus the clock skew allowed to events."""
+    return now + timedelta(seconds=state.services.config.events.max_future_seconds)
 
 
 @contextmanager
@@ -50,8 +58,10 @@ class ProductController(Controller):
         self, state: State, product_id: ProductPath, data: JSONBody[ProductFields]
     ) -> Response[StoredProductOut]:
         """Create or replace one product; its vector is computed before the response (200, or 201 if new)."""
+        now = now_utc()
+        product = data.to_domain(0, latest(state, now))  # validated before its id is mapped: nothing written
         key = created(state.services.ids.products, [product_id], "product_id")[0]
-        result = state.services.catalog.upsert([data.to_domain(key)], now_utc(), embed_now=True)
+        result = state.services.catalog.upsert([replace(product, product_id=key)], now, embed_now=True)
         status = HTTP_201_CREATED if result.created else HTTP_200_OK
         return Response(stored_out(state, product_id, key), status_code=status)
 
@@ -67,9 +77,11 @@ class ProductController(Controller):
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise InvalidInput(f"product_id {dup} appears more than once", field="product_id")
+        now = now_utc()
+        products = each(data, lambda p: p.to_domain(0, latest(state, now)))  # validated before ids are mapped
         keys = created(services.ids.products, ids, "product_id")
         result = services.catalog.upsert(
-            [p.to_domain(k) for p, k in zip(data, keys, strict=True)], now_utc(), embed_now=False
+            [replace(p, product_id=k) for p, k in zip(products, keys, strict=True)], now, embed_now=False
         )
         if services.background:
             services.background.kick()

@@ -13,13 +13,14 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from appliance.rules import Rule
-from appliance.types import now_utc, utc_naive
+from appliance.types import now_utc
 from web.guards import admin_only
 from web.ids import WireId, ext, known
+from web.schemas import Moment, Text, moment
 from web.services import Services
 
 Price = Annotated[float, msgspec.Meta(ge=0)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+LAST = datetime(9999, 12, 31)  # a rule's period may reach far ahead (a standing pin)
 
 
 class RuleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -27,20 +28,20 @@ class RuleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     kind: Literal["pin", "hide", "boost", "bury"]
     product_id: WireId | None = None  # pin: the product pinned; otherwise one product matched
-    brand: Name | None = None
-    category: Name | None = None  # any level of the category path
+    brand: Text | None = None
+    category: Text | None = None  # any level of the category path
     min_price: Price | None = None
     max_price: Price | None = None
     position: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None  # pin: 1-based
     strength: float | None = None  # boost / bury: in (0, 1]
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: Moment | None = None
+    ends_at: Moment | None = None
 
     def to_domain(self, product_key: int | None) -> Rule:
         return Rule(
             self.kind, product_key, self.brand, self.category, self.min_price, self.max_price, self.position,
-            self.strength, utc_naive(self.starts_at) if self.starts_at else None,
-            utc_naive(self.ends_at) if self.ends_at else None,
+            self.strength, moment(self.starts_at, "starts_at", LAST) if self.starts_at else None,
+            moment(self.ends_at, "ends_at", LAST) if self.ends_at else None,
         )
 
 
