@@ -12,7 +12,7 @@ import numpy as np
 from appliance import widgets as sources
 from appliance.config import WidgetsConfig
 from appliance.cooccurrence import Neighbours, trending
-from appliance.errors import InvalidInput, NotReady
+from appliance.errors import InvalidInput
 from appliance.pipeline import Finish, finish
 from appliance.recommender import Recommender
 from appliance.types import Pick
@@ -114,9 +114,11 @@ def merchandise(parts: WidgetParts, picks: list[Pick], how: Finish) -> list[Pick
 
 def _nearest(parts: WidgetParts, anchor: int, depth: int, accept: Callable[[int], bool]
              ) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest products by vector; none while the anchor's own vector is still being computed (related
+    products then come from co-views alone, looking-similar is empty until it is ready)."""
     try:
         vector = parts.index.get(np.array([anchor]))[0]
     except KeyError:
-        raise NotReady("the product has no vector yet (it is being embedded)") from None
+        return np.zeros(0, np.int64), np.zeros(0)
     labels, sims = parts.index.query(vector, depth, accept=accept)
     return np.asarray(labels, np.int64), np.asarray(sims, np.float64)

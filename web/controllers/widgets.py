@@ -29,15 +29,21 @@ def _filters(
     in_stock: Annotated[bool | None, Parameter(description="only (un)available products")] = None,
     exclude: Annotated[list[str] | None, Parameter(description="product ids to leave out")] = None,
     min_score: Annotated[float | None, Parameter(ge=0, le=1, description="least score (0..1)")] = None,
-    customer_id: Annotated[str | None, Parameter(description="who asks: their purchases are left out")] = None,
     explain: Annotated[bool, Parameter(description="each item's score parts")] = False,
 ) -> WidgetRequest:
     """The query string every widget shares, as a widget request (its model is set by the route)."""
     return WidgetRequest(
         k=k, category=list(_split(category)) or None, min_price=min_price, max_price=max_price,
-        in_stock=in_stock, exclude=list(_split(exclude)) or None, min_score=min_score, customer_id=customer_id,
-        explain=explain,
+        in_stock=in_stock, exclude=list(_split(exclude)) or None, min_score=min_score, explain=explain,
     )
+
+
+def _asker(
+    filters: WidgetRequest,
+    customer_id: Annotated[str | None, Parameter(description="who asks: their purchases are left out")] = None,
+) -> WidgetRequest:
+    """The shared query string and who asks (the product widgets and trending)."""
+    return msgspec.structs.replace(filters, customer_id=customer_id)
 
 
 def _one(state: State, request: WidgetRequest, **changes: object) -> WidgetOut:
@@ -49,27 +55,27 @@ def _one(state: State, request: WidgetRequest, **changes: object) -> WidgetOut:
 class WidgetController(Controller):
     path = "/"
     tags = ["widgets"]
-    dependencies = {"filters": Provide(_filters, sync_to_thread=False)}
+    dependencies = {"filters": Provide(_filters, sync_to_thread=False), "asked": Provide(_asker, sync_to_thread=False)}
 
     @get("/products/{product_id:str}/bought-together", operation_id="boughtTogether", sync_to_thread=True)
-    def bought_together(self, state: State, product_id: ProductPath, filters: WidgetRequest) -> WidgetOut:
+    def bought_together(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
         """Products carted or bought in the same sessions as this one (popular complements when none are)."""
-        return _one(state, filters, model="bought-together", product_id=product_id)
+        return _one(state, asked, model="bought-together", product_id=product_id)
 
     @get("/products/{product_id:str}/related", operation_id="relatedProducts", sync_to_thread=True)
-    def related(self, state: State, product_id: ProductPath, filters: WidgetRequest) -> WidgetOut:
+    def related(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
         """Products like this one: content similarity blended with what shoppers viewed together."""
-        return _one(state, filters, model="related", product_id=product_id)
+        return _one(state, asked, model="related", product_id=product_id)
 
     @get("/products/{product_id:str}/similar", operation_id="similarProducts", sync_to_thread=True)
-    def similar(self, state: State, product_id: ProductPath, filters: WidgetRequest) -> WidgetOut:
+    def similar(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
         """Looking similar: the nearest products by vector (content only), with the filters applied."""
-        return _one(state, filters, model="looking-similar", product_id=product_id)
+        return _one(state, asked, model="looking-similar", product_id=product_id)
 
     @get("/trending", operation_id="trending", sync_to_thread=True)
-    def trending(self, state: State, filters: WidgetRequest) -> WidgetOut:
+    def trending(self, state: State, asked: WidgetRequest) -> WidgetOut:
         """Products whose recent shoppers rise against their own baseline; `category` for "trending in X"."""
-        return _one(state, filters, model="trending")
+        return _one(state, asked, model="trending")
 
     @get("/customers/{customer_id:str}/recently-viewed", operation_id="recentlyViewed", sync_to_thread=True)
     def recently_viewed(self, state: State, customer_id: CustomerPath, filters: WidgetRequest) -> WidgetOut:
