@@ -62,17 +62,19 @@ def _leaf(view: CatalogView, product_id: int) -> str:
     return path[-1] if path else "the shop"
 
 
-def popular(view: CatalogView, popularity: np.ndarray, rows: np.ndarray, where: str) -> list[Pick]:
-    """The fallback: these rows by popularity, scored relative to the shop's most popular product."""
+def popular(view: CatalogView, popularity: np.ndarray, rows: np.ndarray, where: str, limit: int) -> list[Pick]:
+    """The fallback: the `limit` most popular of these rows, scored relative to the shop's most popular product."""
     top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
     rows = rows[popularity[rows] > 0]
+    if len(rows) > limit:
+        rows = rows[np.argpartition(-popularity[rows], limit - 1)[:limit]]
     rows = rows[np.lexsort((view.ids[rows], -popularity[rows]))]
     return [Pick(int(view.ids[r]), float(popularity[r] / top), "popular", f"popular in {where}",
                  {"popularity": float(popularity[r] / top)}) for r in rows]
 
 
 def bought_together(tables: WidgetTables, view: CatalogView, product_ids: Sequence[int],
-                    popularity: np.ndarray) -> list[Pick]:
+                    popularity: np.ndarray, limit: int) -> list[Pick]:
     """Products carted or bought in the same sessions as these; when none are known, popular products of
     the same top category but another subcategory (complements, not substitutes)."""
     ids, scores, anchors = tables.bought.of(product_ids)
@@ -82,13 +84,13 @@ def bought_together(tables: WidgetTables, view: CatalogView, product_ids: Sequen
         return picks
     known = [view.products[p] for p in product_ids if p in view.products and view.products[p].category_path]
     if not known:
-        return popular(view, popularity, np.arange(len(view)), "the shop")
+        return popular(view, popularity, np.arange(len(view)), "the shop", limit)
     parent = known[0].category_path[0]
     none = np.zeros(0, np.int64)
     rows = view.by_category.get(parent.strip().lower(), none)
     for leaf in {p.category_path[-1] for p in known}:
         rows = np.setdiff1d(rows, view.by_category.get(leaf.strip().lower(), none))
-    return popular(view, popularity, rows, parent)
+    return popular(view, popularity, rows, parent, limit)
 
 
 def looking_similar(view: CatalogView, anchor: int, ids: np.ndarray, cosines: np.ndarray) -> list[Pick]:

@@ -91,7 +91,8 @@ def recommend(parts: WidgetParts, ask: Ask) -> list[Pick]:
         raise InvalidInput(f"{ask.model} needs product_id (or product_ids)", field="product_id")
     elif ask.model == "bought-together":
         _, popularity = parts.recommender.popularity_of(view)
-        picks = sources.bought_together(parts.widgets.tables(), view, ask.product_ids, popularity)
+        picks = sources.bought_together(parts.widgets.tables(), view, ask.product_ids, popularity,
+                                        max(parts.config.depth, ask.how.k * 5))
     else:
         anchor = ask.product_ids[0]
         keep = view.mask(ask.how.query)  # the filters inside the index search: a narrow filter still fills k
