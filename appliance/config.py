@@ -94,6 +94,8 @@ class RealtimeConfig:
     receive_wait_seconds: float
     consumer_batch: int
     user_index_sync_seconds: float
+    dead_letter_max: int  # dead letters kept; the oldest are dropped (and counted) beyond it
+    dead_letter_retention_days: float
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,50 @@ class ElasticConfig:
 
 
 @dataclass(frozen=True)
+class AnalyticsConfig:
+    impressions: bool  # record what each feed showed (off: responses still carry a recommendation id)
+    flush_seconds: float
+    buffer_max: int
+    attribution_window_hours: float
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: str  # "text" or "json"
+    level: str
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Keys and scopes, browser safety and limits (web/access.py, web/browser.py, web/limits.py)."""
+
+    public_keys: tuple[str, ...]
+    server_keys: tuple[str, ...]
+    admin_keys: tuple[str, ...]
+    allowed_hosts: tuple[str, ...]  # beyond the loopback names and server.host; "*" = any
+    cors_origins: tuple[str, ...]
+    cors_max_age_seconds: int
+    public_rate: float  # requests per second (0: no limit) and bucket size, per scope
+    public_burst: int
+    server_rate: float
+    server_burst: int
+    admin_rate: float
+    admin_burst: int
+    anonymous_rate: float  # per client address, for requests without a key
+    anonymous_burst: int
+    max_body_bytes: int
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    keep_alive_seconds: int
+    max_connections: int  # 0: no limit
+
+    @property
+    def keyed(self) -> bool:
+        """Keys are required once a public or server key exists (admin routes always need an admin key)."""
+        return bool(self.public_keys or self.server_keys)
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     seed: int
     products: int
@@ -201,6 +247,9 @@ class Config:
     training: TrainingConfig
     evaluation: EvaluationConfig
     elasticsearch: ElasticConfig
+    analytics: AnalyticsConfig
+    logging: LoggingConfig
+    security: SecurityConfig
     demo: DemoConfig
 
     @property
@@ -301,6 +350,8 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
     if kind is str:
         return str(value)
     if getattr(kind, "__origin__", None) is tuple:
+        if isinstance(value, str) and kind.__args__[0] is str:  # APPLIANCE_SECURITY__SERVER_KEYS=k1,k2
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise InvalidInput(f"config {key} must be a list", field=key)
         return tuple(_coerce(kind.__args__[0], v, key) for v in value)
@@ -345,12 +396,21 @@ def _validate(config: Config) -> None:
         "realtime.history_window_hours": config.realtime.history_window_hours,
         "realtime.max_receive_count": config.realtime.max_receive_count,
         "realtime.consumer_batch": config.realtime.consumer_batch,
+        "realtime.dead_letter_max": config.realtime.dead_letter_max,
+        "realtime.dead_letter_retention_days": config.realtime.dead_letter_retention_days,
+        "security.max_body_bytes": config.security.max_body_bytes,
+        "security.header_timeout_seconds": config.security.header_timeout_seconds,
+        "security.body_timeout_seconds": config.security.body_timeout_seconds,
+        "security.keep_alive_seconds": config.security.keep_alive_seconds,
         "jobs.retrain_window_days": config.jobs.retrain_window_days,
         "jobs.retention_days": config.jobs.retention_days,
         "index.m": config.index.m,
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
         "training.threads": config.training.threads,
+        "analytics.flush_seconds": config.analytics.flush_seconds,
+        "analytics.buffer_max": config.analytics.buffer_max,
+        "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -380,5 +440,27 @@ def _validate(config: Config) -> None:
         raise InvalidInput("elasticsearch retries and backoffs must not be negative", field="elasticsearch")
     if es.enabled and not es.url:
         raise InvalidInput("elasticsearch.url is required when enabled", field="elasticsearch.url")
+    if config.logging.format not in ("text", "json"):
+        raise InvalidInput("logging.format must be text or json", field="logging.format")
+    if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise InvalidInput("logging.level must be DEBUG, INFO, WARNING or ERROR", field="logging.level")
     if config.index.space not in ("cosine", "ip"):
         raise InvalidInput("index.space must be cosine or ip", field="index.space")
+    _validate_security(config.security, config.server.admin_key)
+
+
+def _validate_security(security: SecurityConfig, admin_key: str) -> None:
+    seen: set[str] = set()
+    for scope in ("public", "server", "admin"):
+        field = f"security.{scope}_keys"
+        for key in getattr(security, f"{scope}_keys") + ((admin_key,) if scope == "admin" and admin_key else ()):
+            if not key or not all(33 <= ord(c) <= 126 for c in key) or key in seen:
+                raise InvalidInput(f"{field}: a key is printable ASCII without spaces, listed once (one scope)",
+                                   field=field)
+            seen.add(key)
+    for name in ("public", "server", "admin", "anonymous"):
+        if getattr(security, f"{name}_rate") < 0 or getattr(security, f"{name}_burst") < 1:
+            raise InvalidInput(f"security.{name}_rate must be >= 0 and its burst >= 1", field=f"security.{name}_rate")
+    if security.max_connections < 0 or security.cors_max_age_seconds < 0:
+        raise InvalidInput("security.max_connections and cors_max_age_seconds must be >= 0",
+                           field="security.max_connections")

@@ -46,6 +46,8 @@ class Event:
     product_id: int
     event_name: str  # one of EVENT_NAMES
     ts: datetime  # naive UTC
+    recommendation_id: str | None = None  # the feed answer the shopper acted on, when the shop sends it back
+    position: int | None = None  # the item's 1-based position in that feed
 
 
 @dataclass(frozen=True, slots=True)

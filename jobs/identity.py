@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.errors import InvalidInput
+from jobs.attribution import ImpressionLog
 from jobs.queue import DurableQueue
 from jobs.realtime import UserVectorUpdater
 from storage.db import Database
@@ -26,6 +27,7 @@ class IdentityParts:
     events: EventStore
     queue: DurableQueue
     updater: UserVectorUpdater
+    impressions: ImpressionLog  # what the anonymous id was shown follows it (an erasure then finds it)
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,11 @@ def merge_customers(parts: IdentityParts, customer_id: str, anonymous_id: str) -
     target = customers.keys([customer_id], create=True)[0]
     assert target is not None
     had_vector = parts.updater.users.get(source) is not None
+    parts.impressions.flush()  # buffered ones hold the shop's id: written (under the anonymous key) first
     with parts.db.write() as cur:  # the history moves and the anonymous messages go in one commit
         events, purchases = parts.events.move_in(cur, source, target)
         messages = parts.queue.purge_customer_in(cur, anonymous_id)
+        parts.impressions.store.move_in(cur, source, target)
     # With no history left, the anonymous vector is deleted (DuckDB, user index) and marked for deletion in
     # Elasticsearch: while its id is still mapped, so the outbox can name the document.
     versions = parts.updater.update([source, target])

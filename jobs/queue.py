@@ -44,6 +44,7 @@ from storage.queue_store import QueueStore
 
 MAX_BATCH = 10  # SQS: at most 10 entries per SendMessageBatch / ReceiveMessage / DeleteMessageBatch
 DEDUP_WINDOW_SECONDS = 300.0  # SQS FIFO deduplication interval
+TRIM_EVERY_SECONDS = 60.0  # the dead-letter age cap is applied at least this often (and after every dead-lettering)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ class QueueStats:
     in_flight: int  # received, neither deleted nor timed out yet
     dead_lettered: int
     oldest_age_seconds: float  # age of the oldest live message (visible or in flight); 0 when empty
+    dead_letters_dropped: int  # ever dropped by the dead-letter caps (count and age), oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,8 @@ class DurableQueue:
     """SQS-shaped queue over one DuckDB file. Thread-safe; every write goes through `db.write()`.
 
     `clock` returns naive-UTC datetimes (they are persisted, so they must mean the same after a restart);
-    tests pass a clock they advance by hand.
+    tests pass a clock they advance by hand. The dead-letter queue keeps at most `dead_letter_max` messages
+    for at most `dead_letter_retention` seconds (None: no cap); the oldest go first and are counted.
     """
 
     def __init__(
@@ -135,6 +138,8 @@ class DurableQueue:
         dedup_window: float = DEDUP_WINDOW_SECONDS,
         clock: Callable[[], datetime] = now_utc,
         receive_limit: int = MAX_BATCH,
+        dead_letter_max: int | None = None,
+        dead_letter_retention: float | None = None,
     ) -> None:
         if visibility_timeout < 0 or max_receive_count < 1 or dedup_window < 0:
             raise ValueError("need visibility_timeout >= 0, max_receive_count >= 1 and dedup_window >= 0")
@@ -147,6 +152,9 @@ class DurableQueue:
         # SQS hands out at most 10 per receive; the in-process consumer may take more per batch (a queue
         # swapped for real SQS then simply receives 10 at a time).
         self.receive_limit = receive_limit
+        self.dead_letter_max = dead_letter_max
+        self.dead_letter_retention = dead_letter_retention
+        self._trimmed_at: datetime | None = None  # clock time of the last trim
         self._changed = threading.Condition()
         self._version = 0  # bumped on every change that may make a message deliverable
         self._closed = False
@@ -220,9 +228,10 @@ class DurableQueue:
                 if self._closed:
                     return []
             now = self.clock()
-            rows, next_visible = self.store.receive(
+            rows, next_visible, dead = self.store.receive(
                 now, max_messages, now + timedelta(seconds=timeout), self.max_receive_count
             )
+            self._trim(force=dead > 0)
             if rows:
                 return [Received(str(r[0]), r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
             remaining = deadline - time.monotonic()
@@ -258,16 +267,29 @@ class DurableQueue:
         """Move a received message to the dead-letter queue now (it can never succeed); False if stale."""
         moved = self.store.dead_letter(receipt_handle, reason, self.clock())
         if moved:
+            self._trim(force=True)
             self._notify()
         return moved
+
+    def _trim(self, force: bool) -> None:
+        """Apply the dead-letter caps: after a dead-lettering, and at least every TRIM_EVERY_SECONDS (age)."""
+        if self.dead_letter_max is None and self.dead_letter_retention is None:
+            return
+        now = self.clock()
+        if not force and self._trimmed_at and (now - self._trimmed_at).total_seconds() < TRIM_EVERY_SECONDS:
+            return
+        self._trimmed_at = now
+        keep = 2**62 if self.dead_letter_max is None else self.dead_letter_max
+        retention = self.dead_letter_retention
+        self.store.trim_dead(keep, datetime.min if retention is None else now - timedelta(seconds=retention))
 
     # -- inspecting and the dead-letter queue ----------------------------------------------------------
 
     def stats(self) -> QueueStats:
         now = self.clock()
-        depth, in_flight, dead, oldest = self.store.stats(now)
+        depth, in_flight, dead, oldest, dropped = self.store.stats(now)
         age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
-        return QueueStats(depth, in_flight, dead, age)
+        return QueueStats(depth, in_flight, dead, age, dropped)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         return [

@@ -14,7 +14,7 @@ import numpy as np
 from appliance.config import TowerConfig
 from appliance.errors import InvalidInput, StoreUnavailable
 from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
-from appliance.types import EVENT_INDEX
+from appliance.types import EVENT_INDEX, now_utc
 from jobs.indexing import IndexMirror
 from jobs.queue import DurableQueue, body_event
 from storage.events import EventStore
@@ -134,9 +134,11 @@ class EventConsumer:
     def __init__(
         self, queue: DurableQueue, updater: UserVectorUpdater, product_exists: Callable[[int], bool],
         wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds,
+        on_processed: Callable[[Sequence[float]], None] = lambda lags: None,
     ) -> None:
         self.queue = queue
         self.ids = ids
+        self.on_processed = on_processed  # told each processed message's lag (seconds since it was sent)
         self.updater = updater
         self.product_exists = product_exists
         self.wait_seconds = wait_seconds
@@ -169,6 +171,8 @@ class EventConsumer:
                 self.updater.update(sorted(customers))
             self.queue.delete_batch([m.receipt_handle for m in good])
             self.processed += len(good)
+            done = now_utc()
+            self.on_processed([(done - m.sent_at).total_seconds() for m in good])
         if time.monotonic() - self._synced >= self.index_sync_seconds:
             self.updater.user_mirror.sync()  # the feed reads vectors from DuckDB; the index follows in bulk
             self._synced = time.monotonic()

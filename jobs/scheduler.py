@@ -56,8 +56,10 @@ class Jobs:
     process was down runs once at start-up if it is within the misfire grace."""
 
     def __init__(self, specs: Mapping[str, JobSpec], runs: JobRunStore, misfire_grace_seconds: float,
-                 clock: Callable[[], datetime] = now_utc) -> None:
+                 clock: Callable[[], datetime] = now_utc,
+                 on_run: Callable[[JobRun], None] = lambda run: None) -> None:
         self.specs = dict(specs)
+        self.on_run = on_run  # told every finished run (metrics)
         self.triggers = {name: parse_schedule(s.schedule, f"jobs.{name}") for name, s in self.specs.items()}
         self.runs = runs
         self.grace = misfire_grace_seconds
@@ -81,6 +83,7 @@ class Jobs:
                 detail, outcome = f"{type(exc).__name__}: {exc}", "failed"
             run = JobRun(name, started, self.clock(), time.perf_counter() - t0, outcome, detail)
             self.runs.record(run)
+            self.on_run(run)
             return run
         finally:
             lock.release()

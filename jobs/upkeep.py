@@ -19,6 +19,7 @@ from storage.elastic import product_document
 from storage.elastic_outbox import ElasticSync, NoopElasticSync
 from storage.events import EventStore
 from storage.ids import ShopIds
+from storage.impressions import ImpressionStore
 from storage.models import ModelRegistry
 from storage.users import UserStore
 from storage.vectors import VectorIndex
@@ -45,15 +46,18 @@ def retrain(
 
 def prune(
     config: Config, db: Database, events: EventStore, users: UserStore, user_index: VectorIndex,
-    clock: Callable[[], datetime],
+    clock: Callable[[], datetime], impressions: ImpressionStore,
 ) -> str:
-    """Drop vectors whose history left the serving window, raw events past the retention; checkpoint DuckDB."""
+    """Drop vectors whose history left the serving window, raw events and impressions past the retention;
+    checkpoint DuckDB."""
     now = clock()
     expired = users.expire(now - timedelta(hours=config.realtime.history_window_hours))
     user_index.remove(np.asarray(expired, dtype=np.int64))
-    dropped = events.delete_before(now - timedelta(days=config.jobs.retention_days))
+    retention = now - timedelta(days=config.jobs.retention_days)
+    dropped = events.delete_before(retention)
+    shown = impressions.delete_before(retention)
     db.checkpoint()
-    return f"{len(expired)} expired user vectors, {dropped} events past retention"
+    return f"{len(expired)} expired user vectors, {dropped} events and {shown} impressions past retention"
 
 
 def popularity(recommender: Recommender) -> str:

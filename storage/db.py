@@ -145,6 +145,26 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
         *(f"ALTER TABLE elastic_outbox ALTER {c} SET NOT NULL" for c in ("marked_at", "generation", "attempts")),
     ),
     (
+        # Attribution (jobs/attribution.py): what each feed answer showed, one row per item, and the
+        # recommendation an event came from (optional, sent back by the shop with the item's 1-based position).
+        """CREATE TABLE impressions (
+            recommendation_id VARCHAR NOT NULL,
+            customer_id BIGINT NOT NULL,
+            widget VARCHAR NOT NULL,
+            product_id BIGINT NOT NULL,
+            position INTEGER NOT NULL,
+            source VARCHAR NOT NULL,
+            model_version VARCHAR NOT NULL,
+            served_at TIMESTAMP NOT NULL
+        )""",
+        "ALTER TABLE events ADD COLUMN recommendation_id VARCHAR",
+        "ALTER TABLE events ADD COLUMN position INTEGER",
+    ),
+    (
+        # Counters of the durable queue that outlive its rows (dead letters dropped by the retention caps).
+        "CREATE TABLE queue_counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
+    ),
+    (
         # Merchandising rules (storage/rules.py, appliance/rules.py): pins, hides, boosts and buries.
         "CREATE SEQUENCE rule_seq START 1",
         """CREATE TABLE rules (

@@ -28,13 +28,15 @@ class EventStore:
         if not events:
             return []
         rows = cur.execute(
-            """INSERT INTO events (customer_id, product_id, event_name, ts, received_at)
+            """INSERT INTO events (customer_id, product_id, event_name, ts, received_at, recommendation_id, position)
                SELECT * FROM (SELECT unnest($1::BIGINT[]), unnest($2::BIGINT[]), unnest($3::VARCHAR[]),
-                                     unnest($4::TIMESTAMP[]), $5::TIMESTAMP)
+                                     unnest($4::TIMESTAMP[]), $5::TIMESTAMP, unnest($6::VARCHAR[]),
+                                     unnest($7::INTEGER[]))
                RETURNING event_id""",
             [
                 [e.customer_id for e in events], [e.product_id for e in events],
                 [e.event_name for e in events], [e.ts for e in events], received_at,
+                [e.recommendation_id for e in events], [e.position for e in events],
             ],
         ).fetchall()
         bought = [(e.customer_id, e.product_id) for e in events if e.event_name == "product_purchased"]

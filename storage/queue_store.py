@@ -103,21 +103,21 @@ class QueueStore:
 
     def receive(
         self, now: datetime, limit: int, visible_until: datetime, max_receive_count: int
-    ) -> tuple[list[tuple], datetime | None]:
+    ) -> tuple[list[tuple], datetime | None, int]:
         """Hand out up to `limit` deliverable messages, oldest first, one per group.
 
         First dead-letters every visible message already received `max_receive_count` times. Returns
-        the rows (RECEIVED_COLUMNS, in FIFO order) and, when there are none, the moment the next
-        in-flight message becomes visible again (None if nothing is in flight).
+        the rows (RECEIVED_COLUMNS, in FIFO order), when there are none the moment the next in-flight
+        message becomes visible again (None if nothing is in flight), and how many were dead-lettered.
         """
         with self.db.write() as cur:
-            cur.execute(
+            dead = cur.execute(
                 """UPDATE queue_messages
                    SET dead_at = $now, receipt_handle = NULL,
                        reason = 'not deleted after ' || receive_count || ' receives (max_receive_count)'
-                   WHERE dead_at IS NULL AND visible_at <= $now AND receive_count >= $max""",
+                   WHERE dead_at IS NULL AND visible_at <= $now AND receive_count >= $max RETURNING 1""",
                 {"now": now, "max": max_receive_count},
-            )
+            ).fetchall()
             rows = cur.execute(
                 f"""UPDATE queue_messages
                     SET receive_count = receive_count + 1, visible_at = $until,
@@ -127,11 +127,11 @@ class QueueStore:
                 {"now": now, "until": visible_until, "limit": limit},
             ).fetchall()
             if rows:
-                return sorted(rows, key=lambda r: r[5]), None
+                return sorted(rows, key=lambda r: r[5]), None, len(dead)
             nxt = cur.execute(
                 "SELECT min(visible_at) FROM queue_messages WHERE dead_at IS NULL AND visible_at > $1", [now]
             ).fetchone()[0]
-        return [], nxt
+        return [], nxt, len(dead)
 
     def release(self, now: datetime) -> int:
         """Make every in-flight message visible now; how many."""
@@ -182,13 +182,35 @@ class QueueStore:
             "DELETE FROM queue_messages WHERE group_id = ? RETURNING 1", [group_id]
         ).fetchall())
 
-    def stats(self, now: datetime) -> tuple[int, int, int, datetime | None]:
-        """(visible, in flight, dead-lettered, oldest sent_at of a live message)."""
+    def trim_dead(self, keep: int, dead_since: datetime) -> int:
+        """Drop the dead letters beyond the newest `keep` and those dead before `dead_since`, counted in
+        `queue_counters`; how many were dropped."""
+        with self.db.write() as cur:
+            dropped = len(cur.execute(
+                """DELETE FROM queue_messages WHERE message_id IN (
+                       SELECT message_id FROM (
+                           SELECT message_id, dead_at, row_number() OVER (ORDER BY dead_at DESC, seq DESC) AS newest
+                           FROM queue_messages WHERE dead_at IS NOT NULL)
+                       WHERE newest > $keep OR dead_at < $since)
+                   RETURNING 1""",
+                {"keep": keep, "since": dead_since},
+            ).fetchall())
+            if dropped:
+                cur.execute(
+                    """INSERT INTO queue_counters VALUES ('dead_letters_dropped', $1)
+                       ON CONFLICT (name) DO UPDATE SET value = queue_counters.value + excluded.value""",
+                    [dropped],
+                )
+        return dropped
+
+    def stats(self, now: datetime) -> tuple[int, int, int, datetime | None, int]:
+        """(visible, in flight, dead-lettered, oldest sent_at of a live message, dead letters ever dropped)."""
         return self.db.read(
             """SELECT count(*) FILTER (WHERE dead_at IS NULL AND visible_at <= $1),
                       count(*) FILTER (WHERE dead_at IS NULL AND visible_at > $1),
                       count(*) FILTER (WHERE dead_at IS NOT NULL),
-                      min(sent_at) FILTER (WHERE dead_at IS NULL)
+                      min(sent_at) FILTER (WHERE dead_at IS NULL),
+                      (SELECT coalesce(max(value), 0) FROM queue_counters WHERE name = 'dead_letters_dropped')
                FROM queue_messages""",
             [now],
         )[0]

@@ -16,7 +16,7 @@ from litestar.testing import TestClient  # noqa: E402
 from appliance.config import Config, load_config  # noqa: E402
 from appliance.encoder import Encoder  # noqa: E402
 from storage.db import Database  # noqa: E402
-from tests.helpers import wait_until  # noqa: E402
+from tests.helpers import LOCAL, wait_until  # noqa: E402
 from web.app import create_app  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def config(tmp_path: Path) -> Config:
 @pytest.fixture
 def client(config: Config, encoder: Encoder) -> Iterator[TestClient]:
     """A started app (lifespan run) whose start-up has finished."""
-    with TestClient(create_app(config, encoder=encoder)) as test_client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as test_client:
         wait_until(lambda: test_client.get("/health/ready").status_code == 200, what="ready")
         yield test_client
 
@@ -48,3 +48,23 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database = Database(tmp_path / "appliance.duckdb")
     yield database
     database.close()
+
+
+@pytest.fixture
+def live_server(config: Config, encoder: Encoder) -> Iterator[str]:
+    """The appliance over real HTTP on 127.0.0.1 (for the browser); yields its base URL once it is ready."""
+    from tests.browser import serve
+
+    app = create_app(config, encoder=encoder)
+    with serve(app) as base:
+        wait_until(lambda: app.state.services.ready.is_set(), what="ready")
+        yield base
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """A headless Chromium with the network off (only 127.0.0.1 resolves) and a fresh profile."""
+    from tests.browser import chromium
+
+    with chromium(tmp_path / "chromium-profile") as driver:
+        yield driver

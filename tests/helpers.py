@@ -10,6 +10,9 @@ from litestar.testing import TestClient
 from appliance.config import ElasticConfig
 from appliance.types import Product
 
+# TestClient's base URL: a loopback Host (the default testserver.local is not in the Host allow-list)
+LOCAL = "http://127.0.0.1:8000"
+
 
 def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import load_config
-from tests.helpers import wait_until
+from tests.helpers import LOCAL, wait_until
 from web.app import create_app
 
 ADMIN = {"X-Admin-Key": "k"}
@@ -104,7 +104,7 @@ def app(tmp_path_factory, encoder) -> Iterator[TestClient]:
         "server": {"data_dir": str(tmp_path_factory.mktemp("corpus") / "data"), "load_demo": False, "admin_key": "k"},
         "jobs": {"enabled": False}, "catalog": {"max_bulk": 5}, "events": {"max_batch": 5},
     })
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert client.put("/products/1", json=PRODUCT).status_code == 201
         assert client.post("/events", json=EVENT).status_code == 202

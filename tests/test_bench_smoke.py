@@ -29,7 +29,12 @@ TINY = {
     "ann": ["--vectors", "2000", "--queries", "40", "--ef", "16,64,128"],
     "widgets": ["--sizes", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration",
                 "0.5", "--warmup", "5"],
+    "impressions": ["--size", "500", "--customers", "50", "--events", "1000", "--concurrency", "1", "--duration",
+                    "1", "--warmup", "5", "--rounds", "2"],
 }
+# Run alone after the others (it serves two shops at once): not in the parallel launch.
+ACCESS = ["--products", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
+          "--warmup", "5", "--slices", "1", "--keys", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +57,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
 def _result(launched: dict, name: str) -> dict:
     proc, out = launched[name]
     try:
-        code = proc.wait(timeout=150)
+        code = proc.wait(timeout=300)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
@@ -98,6 +103,21 @@ def test_widgets(launched: dict) -> None:
         _ordered(run["latency_ms"])
 
 
+def test_impressions(launched: dict) -> None:
+    data = _result(launched, "impressions")
+    assert {(r["impressions"], r["kind"]) for r in data["runs"]} == {
+        (mode, kind) for mode in ("off", "on") for kind in ("personal", "popular")}
+    for run in data["runs"]:
+        assert run["ok"] > 0 and run["errors"] == 0
+    counts = data["impression_counts"]
+    served = sum(r["ok"] for r in data["runs"] if r["impressions"] == "on")
+    assert counts["dropped"] == 0 and counts["written"] + counts["buffered"] >= served * 20  # warm-up adds more
+    for row in data["summary"]:
+        assert row["rps_off"] > 0 and row["rps_on"] > 0 and row["ratio"] > 0
+    cost = data["cpu_cost"]
+    assert cost["items_per_answer"] == 20 and cost["served_us"] > 0 and cost["flush_us"] > 0
+
+
 def test_ingest(launched: dict) -> None:
     data = _result(launched, "ingest")
     fresh = data["freshness"]
@@ -137,6 +157,22 @@ def test_ann(launched: dict) -> None:
     for brute in data["brute_force"]:
         _ordered(brute["per_query_ms"])
         assert brute["batched_per_query_ms"] > 0
+
+
+def test_access(launched: dict, tmp_path: Path) -> None:
+    for proc, _ in launched.values():  # the parallel ones first: this one adds two servers of its own
+        proc.wait(timeout=300)
+    log = (tmp_path / "access.log").open("w")
+    cmd = [sys.executable, "-m", "web.cli", "bench", "access", *ACCESS, "--out", str(tmp_path / "access"),
+           "--work-dir", str(tmp_path / "work")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    data = _result({"access": (proc, tmp_path / "access")}, "access")
+    assert [r["mode"] for r in data["runs"]] == ["loopback", "keyed"] and data["keys_per_scope"] == 3
+    for run in data["runs"]:
+        assert run["ok"] > 0 and run["rps"] > 0 and set(run["statuses"]) == {"200"}
+        _ordered(run["latency_ms"])
+    assert data["ratio"] == pytest.approx(data["runs"][1]["rps"] / data["runs"][0]["rps"], rel=1e-2)
+    assert set(data["guard_us"]) == {"keyed", "loopback", "no_guard"}
 
 
 def test_encoding(encoder: Encoder, tmp_path: Path) -> None:

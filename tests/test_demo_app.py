@@ -5,7 +5,7 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.demo import generate_demo
 from appliance.types import now_utc
-from tests.helpers import wait_until
+from tests.helpers import LOCAL, wait_until
 from web.app import create_app
 
 DEMO = {"products": 300, "customers": 30, "days": 3}
@@ -13,7 +13,7 @@ DEMO = {"products": 300, "customers": 30, "days": 3}
 
 def test_first_start_loads_the_demo_and_its_recent_shoppers_get_personal_feeds(tmp_path, encoder) -> None:
     config = load_config(overrides={"server": {"data_dir": str(tmp_path / "data")}, "demo": DEMO})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         ready = client.get("/health/ready").json()
         assert ready["products"] == 300 and ready["events"] > 0

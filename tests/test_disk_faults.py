@@ -18,7 +18,7 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.errors import StoreUnavailable
 from storage.db import Database
-from tests.helpers import wait_until
+from tests.helpers import LOCAL, wait_until
 from web.app import create_app
 
 
@@ -75,7 +75,7 @@ def test_a_read_only_disk_turns_writes_into_503_and_the_appliance_recovers(tmp_p
     })
     event = {"customer_id": 5, "product_id": 1, "event_name": "product_viewed"}
     acknowledged = 0
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         for _ in range(3):
             acknowledged += client.post("/events", json=event).json()["accepted"]

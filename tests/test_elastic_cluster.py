@@ -17,6 +17,7 @@ from storage import elastic
 from storage.elastic import Filters
 from storage.elastic_outbox import make_elastic_sync
 from tests.helpers import ELASTIC as CFG
+from tests.helpers import LOCAL
 
 pytestmark = pytest.mark.filterwarnings("ignore:The 'body' parameter is deprecated:DeprecationWarning")
 
@@ -86,7 +87,7 @@ def test_feed_ranked_inside_elasticsearch_equals_the_appliance_ranking(local_clu
     es = {"enabled": True, "url": f"http://{url['host']}:{url['port']}", "product_index": "shop", "max_retries": 0}
     config = load_config(overrides={"server": {"data_dir": str(tmp_path / "d"), "load_demo": False},
                                     "jobs": {"enabled": False}, "elasticsearch": es})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         client.post("/products", json=[{**p, "product_id": f"SKU-{p['product_id']}"} for p in small_catalog()])
         wait_embedded(client)

@@ -10,6 +10,7 @@ from litestar.testing import TestClient
 
 from appliance.config import load_config
 from appliance.types import Event, now_utc
+from jobs.attribution import ImpressionLog
 from jobs.erasure import CustomerEraser
 from jobs.indexing import IndexMirror
 from jobs.queue import DurableQueue
@@ -17,9 +18,10 @@ from jobs.realtime import ServingModel, UserVectorUpdater
 from storage.elastic_outbox import NoopElasticSync
 from storage.events import EventStore
 from storage.ids import IdMap
+from storage.impressions import ImpressionStore
 from storage.users import UserStore
 from storage.vectors import VectorIndex
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 DIM = 8
@@ -50,7 +52,8 @@ def parts(db, tmp_path):
         events, users, mirror, products, ServingModel(), config.tower, config.events.weights, 48.0, now_utc)
     customers = IdMap(db, "customer")
     customers.keys([str(c) for c in range(1, 10)], create=True)  # shop id "7" is key 7 here
-    eraser = CustomerEraser(db, customers, events, queue, users, mirror, NoopElasticSync())
+    impressions = ImpressionLog(ImpressionStore(db), config.analytics, now_utc, lambda ids: customers.keys(ids))
+    eraser = CustomerEraser(db, customers, events, queue, users, mirror, NoopElasticSync(), impressions)
     return events, users, mirror, updater, eraser
 
 
@@ -95,7 +98,7 @@ def test_erasure_sticks_against_the_running_consumer_over_http(tmp_path, encoder
         "realtime": {"receive_wait_seconds": 0.01, "consumer_batch": 4, "user_index_sync_seconds": 0.0},
     })
     rounds = 120
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert client.post("/products", json=small_catalog()).status_code == 202
         wait_embedded(client)

@@ -15,7 +15,7 @@ from appliance.text import product_text, text_hash
 from appliance.types import Product, now_utc
 from storage.db import MIGRATIONS, Database, to_blobs
 from storage.elastic_outbox import Outbox
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 SHOPPER, OTHER = 12345, 777
@@ -87,7 +87,7 @@ def test_a_version_6_store_answers_under_its_old_ids(tmp_path, encoder) -> None:
     finally:
         db.close()
 
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         wait_embedded(client)
         assert client.get(f"/products/{BIG}").json()["product"]["product_id"] == str(BIG)

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 
 from appliance.config import load_config
 from storage.hnsw_file import HEADER
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 DIM = 384
@@ -24,7 +24,7 @@ DIM = 384
 
 def _app(data: Path, encoder) -> TestClient:
     config = load_config(overrides={"server": {"data_dir": str(data), "load_demo": False}, "jobs": {"enabled": False}})
-    return TestClient(create_app(config, encoder=encoder))
+    return TestClient(create_app(config, encoder=encoder), base_url=LOCAL)
 
 
 def _similar(client: TestClient) -> dict[int, list[int]]:

@@ -9,10 +9,11 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import Config, load_config
-from appliance.types import Event, now_utc
+from appliance.types import Event, Scored, now_utc
 from jobs import upkeep
 from jobs.scheduler import JobSpec
-from tests.helpers import wait_until
+from storage.impressions import Served
+from tests.helpers import LOCAL, wait_until
 from web.app import create_app
 from web.services import Services, build_services, load_demo
 
@@ -40,10 +41,13 @@ def test_prune_expires_vectors_outside_the_window_and_events_past_retention(serv
     services.updater.update(services.ids.customers.keys(["1001", "1002"]))  # demo shoppers, by their keys
     fresh = services.users.count()
     services.users.save([99_077], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
+    shown = [Scored(1, 1.0, "popular"), Scored(2, 0.5, "popular")]
+    services.impressions.store.append([Served("r", 99_042, "feed", shown, 1, "mean", old)])
     detail = services.jobs.run("prune").detail
     assert services.users.get(99_077) is None and services.users.count() == fresh
     assert services.db.read("SELECT count(*) FROM events WHERE customer_id = 99042")[0][0] == 0
-    assert detail == "1 expired user vectors, 1 events past retention"
+    assert services.impressions.store.count() == 0
+    assert detail == "1 expired user vectors, 1 events and 2 impressions past retention"
 
 
 def test_reindex_embeds_new_products_and_compacts_after_many_deletions(services: Services) -> None:
@@ -94,7 +98,7 @@ def test_a_failing_job_is_recorded_and_does_not_stop_the_next(services: Services
 
 def test_the_scheduler_runs_a_fast_interval_job_and_http_shows_it(tmp_path, encoder) -> None:
     config = _config(tmp_path, jobs={"popularity": "every 1s", "retrain": "off"})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         wait_until(lambda: _runs(client, "popularity") >= 1, timeout=30, what="a scheduled run")
         jobs = {j["name"]: j for j in client.get("/jobs").json()}
@@ -114,6 +118,6 @@ def _runs(client: TestClient, name: str) -> int:
 
 def test_admin_endpoints_are_closed_without_a_key(tmp_path, encoder) -> None:
     config = load_config(overrides={"server": {"data_dir": str(tmp_path / "d"), "load_demo": False}})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         answer = client.post("/queue/dead-letter/redrive")
         assert answer.status_code == 403 and "admin_key" in answer.json()["detail"]

@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.tower import UserTower
 from storage.models import ModelMeta, ModelRegistry
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 
@@ -64,7 +64,7 @@ def test_an_unreadable_serving_model_falls_back_to_the_mean_vector(damage, tmp_p
     change, reason = DAMAGE[damage]
     change(pt)
     config = load_config(overrides={"server": {"data_dir": str(data), "load_demo": False}, "jobs": {"enabled": False}})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         model = client.get("/model")
         assert model.status_code == 200, model.text
@@ -84,7 +84,7 @@ def test_a_garbled_sidecar_is_listed_as_unreadable_and_the_model_still_serves(tm
     _, pt = promoted(data / "models")
     pt.with_suffix(".json").write_text("{garbled")
     config = load_config(overrides={"server": {"data_dir": str(data), "load_demo": False}, "jobs": {"enabled": False}})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         body = client.get("/model").json()
         assert body["version"] == pt.stem and not body["fallback"]

@@ -305,3 +305,36 @@ def test_release_in_flight_delivers_again_at_once_after_a_restart(tmp_path) -> N
     again = queue.receive()
     assert [m.body for m in again] == [body(1)] and again[0].receive_count == 2
     db.close()
+
+
+def test_the_dead_letter_queue_is_bounded_by_count_and_age(db: Database, clock: Clock) -> None:
+    queue = DurableQueue(db, visibility_timeout=30, max_receive_count=3, clock=clock,
+                         dead_letter_max=3, dead_letter_retention=86400)
+    ids = queue.send_batch([body(c) for c in range(1, 6)])
+    for m in queue.receive(max_messages=10):
+        clock.advance(1)
+        assert queue.fail(m.receipt_handle, f"broken {m.body['customer_id']}")
+    assert [d.message_id for d in queue.dead_letters()] == ids[2:]  # the newest three; the oldest dropped
+    stats = queue.stats()
+    assert (stats.dead_lettered, stats.dead_letters_dropped) == (3, 2)
+    clock.advance(86399.5)  # the first two kept dead letters pass the one-day retention, the last not yet
+    assert queue.receive() == []
+    assert [d.message_id for d in queue.dead_letters()] == ids[4:]
+    assert queue.stats().dead_letters_dropped == 4
+    assert queue.redrive() == 1 and queue.stats().dead_letters_dropped == 4  # redrive drops nothing
+
+
+def test_dead_letter_drops_are_counted_across_restarts(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "q.duckdb"
+    for _ in range(2):
+        database = Database(path)
+        queue = DurableQueue(database, visibility_timeout=30, max_receive_count=3, clock=clock, dead_letter_max=1)
+        queue.send_batch([body(1), body(2)])
+        for m in queue.receive(max_messages=10):
+            queue.fail(m.receipt_handle, "broken")
+        database.close()
+    database = Database(path)
+    try:
+        assert DurableQueue(database, visibility_timeout=30, max_receive_count=3).stats().dead_letters_dropped == 3
+    finally:
+        database.close()

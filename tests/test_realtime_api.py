@@ -12,7 +12,7 @@ from appliance.config import load_config
 from appliance.demo import generate_demo
 from appliance.tower import UserTower
 from appliance.types import now_utc
-from tests.helpers import wait_embedded, wait_until
+from tests.helpers import LOCAL, wait_embedded, wait_until
 from web.app import create_app
 
 WINDOW_HOURS = 4.0 / 3600  # a 4-second serving window, so the test can watch it pass
@@ -29,7 +29,7 @@ def app_client(tmp_path, encoder, shop) -> Iterator[TestClient]:
         "server": {"data_dir": str(tmp_path / "data"), "load_demo": False, "admin_key": "k"},
         "realtime": {"history_window_hours": WINDOW_HOURS, "receive_wait_seconds": 0.2},
     })
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         products = [
             {"product_id": p.product_id, "name": p.name, "merchant": p.merchant,
@@ -115,7 +115,8 @@ def test_erasing_a_customer_removes_events_messages_and_vector(app_client: TestC
     assert client.get("/customers/504/feed").json()["personalized"]
     erased = client.delete("/customers/504")
     assert erased.status_code == 200
-    assert erased.json() == {"customer_id": "504", "events": 3, "queued_messages": 0, "vectors": 1}
+    assert erased.json() == {"customer_id": "504", "events": 3, "queued_messages": 0, "vectors": 1,
+                             "impressions": 20}
     assert not client.get("/customers/504/feed").json()["personalized"]
     assert client.delete("/customers/504").json()["events"] == 0
 

@@ -13,7 +13,7 @@ from jobs.catalog import CatalogService
 from jobs.indexing import CatalogIndexer
 from storage.catalog import CatalogStore
 from storage.vectors import VectorIndex
-from tests.helpers import product, wait_until
+from tests.helpers import LOCAL, product, wait_until
 from web.app import create_app
 
 DEMO = {"products": 60, "customers": 5, "days": 1}
@@ -22,16 +22,17 @@ DEMO = {"products": 60, "customers": 5, "days": 1}
 def test_a_demo_whose_first_training_never_ran_trains_at_the_next_start(tmp_path, encoder):
     data = str(tmp_path / "data")
     untrained = load_config(overrides={"server": {"data_dir": data}, "demo": {**DEMO, "train": False}})
-    with TestClient(create_app(untrained, encoder=encoder)) as client:  # as if killed before training
+    with TestClient(create_app(untrained, encoder=encoder), base_url=LOCAL) as client:  # as if killed before training
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert client.app.state.services.jobs.runs.last("retrain") is None
     config = load_config(overrides={"server": {"data_dir": data}, "demo": DEMO})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         runs = client.app.state.services.jobs.runs
         wait_until(lambda: runs.last("retrain") is not None, timeout=300, what="the demo's first training")
         assert runs.last("retrain").outcome == "ok"
-    with TestClient(create_app(config, encoder=encoder)) as client:  # trained once: not again at each start
+    # trained once: not again at each start
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert len(client.app.state.services.jobs.runs.history("retrain", 10)) == 1
 

@@ -13,7 +13,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from appliance.config import load_config
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 BUDGET = 25  # examples per operation: about a minute in all on a 2-core machine
@@ -26,7 +26,7 @@ def api(tmp_path_factory, encoder) -> Iterator[TestClient]:
         "server": {"data_dir": str(tmp_path_factory.mktemp("fuzz") / "data"), "load_demo": False, "admin_key": "k"},
         "jobs": {"enabled": False, "retrain": "off"}, "catalog": {"max_bulk": 20},
     })
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert client.post("/products", json=small_catalog()).status_code == 202
         wait_embedded(client)

@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components
 
 from appliance.config import Config
 from appliance.encoder import Encoder
+from web.access import Access, Scope, authorize, check_exposure, needs, security_schemes
 from web.body import decode_json_body
+from web.browser import browser_safety, cors
+from web.controllers.analytics import AnalyticsController, MetricsController
 from web.controllers.events import EventController
 from web.controllers.feeds import CustomerController
 from web.controllers.health import HealthController
@@ -24,14 +27,21 @@ from web.controllers.queue import ModelController, QueueController
 from web.controllers.rules import RuleController
 from web.controllers.sync import SyncController
 from web.controllers.widgets import WidgetController
+from web.docs import SWAGGER_ASSETS, swagger_plugin
 from web.errors import EXCEPTION_HANDLERS
+from web.limits import body_timeout
+from web.openapi import describe_limits
 from web.services import Services, build_services, start
+from web.telemetry import observe_requests
 
 log = logging.getLogger("appliance")
 
 
 def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
-    """The app; `encoder` lets tests share one loaded model across apps."""
+    """The app; `encoder` lets tests share one loaded model across apps. Refuses (InvalidInput) to serve
+    beyond loopback without keys."""
+    check_exposure(config)
+    security = config.security
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -46,20 +56,33 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
         finally:
             await anyio.to_thread.run_sync(services.close)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
-            SyncController, HealthController, WidgetController, RuleController,
+            SyncController, HealthController, AnalyticsController, MetricsController, WidgetController, RuleController,
+            SWAGGER_ASSETS,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        guards=[authorize],
+        middleware=[browser_safety(config), body_timeout(security.body_timeout_seconds)],
+        cors_config=cors(config),
+        request_max_body_size=security.max_body_bytes,
         before_request=decode_json_body,
+        logging_config=None,  # one format for the process: web.telemetry.configure_logging (the CLI calls it)
         openapi_config=OpenAPIConfig(
-            title="appliance", version="0.1.0", path="/schema",
-            description="A self-hosted two-tower recommendation server.",
-            render_plugins=[SwaggerRenderPlugin(path="/docs"), ScalarRenderPlugin(path="/scalar")],
+            title="appliance", version="0.1.0",
+            description="A self-hosted two-tower recommendation server. Request bodies are JSON "
+                        f"(`application/json`) of at most {security.max_body_bytes:,} bytes.",
+            render_plugins=[swagger_plugin()],
+            openapi_router=Router("/schema", route_handlers=[], include_in_schema=False, opt=needs(Scope.OPEN)),
+            components=Components(security_schemes=security_schemes()),
         ),
     )
+    app.asgi_handler = observe_requests(app.asgi_handler, app)
+    app.state.access = Access(security, config.server.admin_key)
+    describe_limits(app, config)
+    return app
 
 
 async def _start_in_thread(services: Services) -> None:

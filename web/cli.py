@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,13 +23,13 @@ from web.ids import created, keyed_events, normalised
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn, each
 from web.services import Services, build_services, load_serving_model
+from web.telemetry import configure_logging, quiet_progress_bars
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # job runs are recorded in DuckDB and /jobs
     try:
+        configure_logging((_config(args) if hasattr(args, "config") else load_config()).logging)
         return args.run(args)
     except ApplianceError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
@@ -55,12 +54,10 @@ def _offline(config: Config) -> Iterator[Services]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from web.serving import serve
 
-    from web.app import create_app
-
-    config = _config(args)
-    uvicorn.run(create_app(config), host=config.server.host, port=config.server.port, log_level="info")
+    quiet_progress_bars()
+    serve(_config(args))
     return 0
 
 
@@ -79,7 +76,7 @@ def _import_products(args: argparse.Namespace) -> int:
         result = services.catalog.upsert(products, now, embed_now=False)
         print(f"stored {len(rows)} products: {result.created} new, {result.updated} changed, "
               f"{result.unchanged} unchanged; embedding {result.to_embed} lines")
-        with tqdm(total=result.to_embed, desc="embedding", unit=" products") as bar:
+        with tqdm(total=result.to_embed, desc="embedding", unit=" products", disable=None) as bar:
             services.indexer.embed_pending(progress=bar.update)
         services.indexer.reconcile()
     return 0
@@ -108,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
     with _offline(config) as services:
         data = load_training_data(services.events, services.catalog.store, _since(args))
         print(f"training on {len(data.interactions)} interactions over {len(data.product_ids)} products")
-        with tqdm(desc="training", unit=" batches") as bar:
+        with tqdm(desc="training", unit=" batches", disable=None) as bar:
             _, outcome = train_and_decide(
                 data, config, services.models, services.serving.get().model,
                 progress=lambda e: bar.update(1) if "step" in e else bar.set_postfix(

@@ -35,9 +35,10 @@ def _body(status: int, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
     return body
 
 
-def problem(status: int, kind: str, detail: str, **extra: Any) -> Response:
+def problem(status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
     body = _body(status, kind, detail, **extra)
-    headers = {"Retry-After": "5"} if status == 503 else None
+    if status == 503:
+        headers = {"Retry-After": "5", **(headers or {})}
     return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
@@ -77,8 +78,11 @@ def handle_validation_error(_: Request, exc: ValidationException) -> Response:
 
 
 def handle_http_error(_: Request, exc: HTTPException) -> Response:
+    """Litestar's own errors (404, 405, 413, ...) and the guards' and middleware's (401, 403, 408, 415, 421,
+    429): their headers (WWW-Authenticate, Retry-After, Connection) and the field at fault pass through."""
     kind = re.sub(r"[^a-z]+", "-", HTTPStatus(exc.status_code).phrase.lower()).strip("-")
-    return problem(exc.status_code, kind, exc.detail)
+    field = exc.extra.get("field") if isinstance(exc.extra, dict) else None
+    return problem(exc.status_code, kind, exc.detail, headers=exc.headers, field=field)
 
 
 def handle_unexpected(_: Request, exc: Exception) -> Response:

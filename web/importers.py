@@ -35,7 +35,7 @@ def read_rows(path: Path, kind: type[T]) -> list[T]:
     else:
         raise InvalidInput(f"{path}: unknown format {suffix!r} (use .csv or .jsonl)", field="file")
     out = []
-    for line, row in tqdm(rows, desc=f"reading {path.name}", unit=" rows", leave=False):
+    for line, row in tqdm(rows, desc=f"reading {path.name}", unit=" rows", leave=False, disable=None):
         try:
             out.append(msgspec.convert(row, kind, strict=False))
         except msgspec.ValidationError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal, TypeVar
 
 import msgspec
@@ -138,6 +138,8 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     product_id: WireId
     event_name: EventName
     timestamp: Moment | None = None
+    recommendation_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None  # from the feed
+    position: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None  # the item's position in that feed
 
     def ts(self, now: datetime, max_future_seconds: float) -> datetime:
         """When it happened (naive UTC): an ISO 8601 string from 1970 to max_future_seconds ahead of now."""
@@ -155,6 +157,7 @@ class FeedItem(msgspec.Struct):
     product: ProductOut
     score: float
     source: str  # why it is there: personal / popular / new / price / similar
+    position: int | None = None  # 1-based over the whole feed (page 2 of 20 starts at 21): send it with events
 
 
 class FeedOut(msgspec.Struct):
@@ -162,6 +165,7 @@ class FeedOut(msgspec.Struct):
     ordering: str  # personal / popular / price_asc / price_desc
     personalized: bool
     feed_id: str  # send it with the next pages: they continue this order with no duplicates or gaps
+    recommendation_id: str  # this answer; send it with the events it leads to (clicks, carts, purchases)
     page: int
     per_page: int
     total: int
@@ -169,16 +173,43 @@ class FeedOut(msgspec.Struct):
     items: list[FeedItem]
 
     @classmethod
-    def of(cls, customer_id: str, page: FeedPage, thresholds: tuple[float, ...], products: IdMap) -> FeedOut:
+    def of(cls, customer_id: str, page: FeedPage, thresholds: tuple[float, ...], products: IdMap,
+           recommendation_id: str) -> FeedOut:
+        first = first_position(page)
         items = [
             FeedItem(ProductOut.of(page.products[s.product_id], thresholds, ext(products, s.product_id)), s.score,
-                     s.source)
-            for s in page.items
+                     s.source, first + i)
+            for i, s in enumerate(page.items)
         ]
         return cls(
-            customer_id, page.ordering, page.personalized, page.feed_id, page.page, page.per_page, page.total,
-            page.pages, items,
+            customer_id, page.ordering, page.personalized, page.feed_id, recommendation_id, page.page, page.per_page,
+            page.total, page.pages, items,
         )
+
+
+def first_position(page: FeedPage) -> int:
+    return (page.page - 1) * page.per_page + 1
+
+
+class AnalyticsRow(msgspec.Struct):
+    widget: str  # feed
+    source: str  # why the items were there: personal / popular / new / price
+    model_version: str  # the tower serving when they were shown ("mean": the fallback)
+    day: date  # UTC day they were shown
+    impressions: int  # items shown
+    clicks: int  # of them, clicked (attributed; see README "Attribution")
+    carts: int
+    purchases: int
+    click_through_rate: float  # clicks / impressions
+    conversion_rate: float  # purchases / impressions
+
+
+class AnalyticsOut(msgspec.Struct):
+    start: datetime = msgspec.field(name="from")
+    end: datetime = msgspec.field(name="to")
+    attribution_window_hours: float
+    totals: dict[str, float]  # impressions, clicks, carts, purchases and the two rates over all rows
+    rows: list[AnalyticsRow]
 
 
 class Erased(msgspec.Struct):
@@ -186,6 +217,7 @@ class Erased(msgspec.Struct):
     events: int  # events deleted
     queued_messages: int  # queue messages deleted (live and dead-lettered)
     vectors: int  # user vectors deleted (0 or 1)
+    impressions: int = 0  # recommended items recorded as shown to them
 
 
 class MergeIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -200,6 +232,7 @@ class QueueOut(msgspec.Struct):
     dead_lettered: int
     oldest_age_seconds: float
     processed: int  # messages this process's consumer has processed since start
+    dead_letters_dropped: int  # ever dropped by realtime.dead_letter_max / dead_letter_retention_days, oldest first
 
 
 class DeadLetterOut(msgspec.Struct):

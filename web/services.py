@@ -18,9 +18,11 @@ from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
 from appliance.widgets import Widgets
 from jobs import upkeep
+from jobs.attribution import ImpressionLog
 from jobs.catalog import CatalogService
 from jobs.erasure import CustomerEraser
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
+from jobs.metrics import Metrics
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
 from jobs.scheduler import Jobs, JobSpec
@@ -32,6 +34,7 @@ from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
 from storage.events import EventStore
 from storage.ids import IdMap, ShopIds
+from storage.impressions import ImpressionStore
 from storage.job_runs import JobRun, JobRunStore
 from storage.models import ModelRegistry
 from storage.rules import RuleStore
@@ -64,6 +67,8 @@ class Services:
     elastic: ElasticSync | NoopElasticSync
     jobs: Jobs
     eraser: CustomerEraser
+    impressions: ImpressionLog
+    metrics: Metrics
     widgets: WidgetParts  # bought together, related, trending, recently viewed
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
@@ -77,6 +82,7 @@ class Services:
         if self.background:
             self.background.stop()
         try:
+            self.impressions.close()
             self.index.save_if_dirty()
             self.user_mirror.index.save_if_dirty()
         finally:
@@ -86,6 +92,7 @@ class Services:
 def build_services(config: Config, encoder: Encoder | None = None) -> Services:
     """Open the store and wire the parts; no model loading and no embedding happen here."""
     torch.set_num_threads(config.server.torch_threads)
+    metrics = Metrics()
     db = Database(config.data_path / "appliance.duckdb")
     try:
         ids = ShopIds.open(db)
@@ -121,7 +128,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         realtime = config.realtime
         queue = DurableQueue(
             db, visibility_timeout=realtime.visibility_timeout_seconds, max_receive_count=realtime.max_receive_count,
-            receive_limit=max(realtime.consumer_batch, 10),
+            receive_limit=max(realtime.consumer_batch, 10), dead_letter_max=realtime.dead_letter_max,
+            dead_letter_retention=realtime.dead_letter_retention_days * 86400,
         )
         serving = ServingModel()
         updater = UserVectorUpdater(
@@ -131,15 +139,17 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
             realtime.consumer_batch, realtime.user_index_sync_seconds, ids,
+            on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
         )
         models = ModelRegistry(config.data_path / "models")
+        shown = ImpressionStore(db)
         baskets = BasketStore(db)
         tables = Widgets(lambda: build_tables(baskets, config.widgets, now_utc()), config.widgets.refresh_seconds)
         widget_parts = WidgetParts(recommender, tables, index, baskets, events, RuleStore(db), config.widgets, now_utc)
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
-            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc),
+            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc, shown),
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
             "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index, ids),
@@ -148,15 +158,53 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         jobs = Jobs(
             {name: JobSpec(name, run, getattr(schedules, name)) for name, run in work.items()},
             JobRunStore(db), schedules.misfire_grace_seconds,
+            on_run=lambda run: metrics.job_seconds.labels(run.name, run.outcome).observe(run.seconds),
+        )
+        impressions = ImpressionLog(
+            shown, config.analytics, now_utc, lambda exts: ids.customers.keys(exts, create=True),
+            metrics.impressions_written.inc, metrics.impressions_dropped.inc,
         )
     except BaseException:
         db.close()
         raise
-    return Services(
+    services = Services(
         config, db, ids, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
-        CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic), widget_parts,
+        CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions),
+        impressions, metrics, widget_parts,
     )
+    watch_state(services)
+    return services
+
+
+def watch_state(services: Services) -> None:
+    """The gauges /metrics reads at each scrape: queue, embedding backlog, indexes, serving model, buffer."""
+    m, queue = services.metrics, services.queue
+
+    def queue_messages() -> dict[tuple[str, ...], float]:
+        s = queue.stats()
+        return {("visible",): s.depth, ("in_flight",): s.in_flight, ("dead_lettered",): s.dead_lettered}
+
+    def ndcg() -> float | None:
+        meta = services.serving.get().meta or {}
+        return (meta.get("metrics") or {}).get("ndcg@10")
+
+    def model() -> dict[str, str]:
+        serving = services.serving.get()
+        return {"version": serving.version, "fallback": str(serving.model is None).lower()}
+
+    m.gauge("queue_messages", "Event messages in the queue by state", queue_messages, ("state",))
+    m.gauge("queue_oldest_age_seconds", "Age of the oldest live message (0 when empty)",
+            lambda: queue.stats().oldest_age_seconds)
+    m.gauge("embedding_backlog_products", "Product lines still waiting for their vector",
+            services.catalog.store.pending_count)
+    m.gauge("index_vectors", "Vectors in each hnswlib index", lambda: {
+        ("products",): len(services.index), ("users",): len(services.user_mirror.index)}, ("index",))
+    m.gauge("model_ndcg_at_10", "NDCG@10 of the serving tower on its evaluation split (absent for the fallback)",
+            ndcg)
+    m.gauge("impression_buffer_items", "Impressions waiting in memory to be written",
+            lambda: services.impressions.buffered)
+    m.info("model", "The serving user tower (version) or the mean-vector fallback", model)
 
 
 def load_demo(services: Services) -> bool:
@@ -208,6 +256,7 @@ def start(services: Services) -> None:
         if released:
             log.info("%d messages left in flight by the previous process are delivered again", released)
         services.consumer.start()
+        services.impressions.start()
         if demo or demo_untrained(services):
             threading.Thread(target=_personalise_demo, args=(services,), name="demo-vectors", daemon=True).start()
         if services.config.jobs.enabled:

@@ -39,10 +39,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("feed", parents=[common], help="feed latency and throughput over HTTP (personal and popular)")
     p.add_argument("--sizes", default="10k,100k", help="catalog sizes, comma-separated (e.g. 10k,100k,1M)")
     add_load_arguments(p, customers="10k", events="200k", duration=15.0, max_requests=200_000)
-    p.add_argument("--concurrency", default="1,8", help="connections of the load generator, comma-separated")
-    p.add_argument("--warmup", type=int, default=300, help="requests before each run, not measured")
-    p.add_argument("--per-page", type=int, default=20)
+    add_measure_arguments(p, warmup=300)
     p.set_defaults(run=run)
+
+
+def add_measure_arguments(p: argparse.ArgumentParser, warmup: int) -> None:
+    """The options `measure` reads besides the load's: connections, warm-up, page size."""
+    p.add_argument("--concurrency", default="1,8", help="connections of the load generator, comma-separated")
+    p.add_argument("--warmup", type=int, default=warmup, help="requests before each run, not measured")
+    p.add_argument("--per-page", type=int, default=20)
 
 
 def _requests(kind: str, customers: int, per_page: int, rng: np.random.Generator, n: int = 512) -> list[dict]:

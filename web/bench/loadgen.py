@@ -5,7 +5,8 @@ matters when client and server share 2 cores). Each of `concurrency` connections
 the whole answer, then sends the next. Bounded by `duration` seconds and `max_requests`. Only 127.0.0.1.
 
 SPEC: {"port": P, "duration": s, "max_requests": n, "concurrency": c, "warmup": n,
-       "requests": [{"method": "GET", "path": "/x", "body": null | "json text", "tag": "name"}, ...],
+       "requests": [{"method": "GET", "path": "/x", "body": null | "json text", "tag": "name",
+                     "headers": {"Authorization": "Bearer KEY"} (optional)}, ...],
        "count_substring": "\\"personalized\\":true"}
 Prints JSON: per tag the latencies (ms), statuses, errors and substring hits; wall seconds; client CPU seconds.
 """
@@ -25,6 +26,7 @@ HOST = "127.0.0.1"
 def _encode(port: int, request: dict[str, Any]) -> bytes:
     body = (request.get("body") or "").encode()
     head = f"{request.get('method', 'GET')} {request['path']} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in (request.get("headers") or {}).items())
     if body:
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return (head + "\r\n").encode() + body

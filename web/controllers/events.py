@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
@@ -10,6 +12,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from appliance.errors import InvalidInput
 from appliance.types import now_utc
 from jobs.queue import event_body
+from web.access import Scope, needs
 from web.ids import keyed_events
 from web.schemas import EventIn, EventsAccepted, each
 
@@ -17,6 +20,7 @@ from web.schemas import EventIn, EventsAccepted, each
 class EventController(Controller):
     path = "/events"
     tags = ["events"]
+    opt = needs(Scope.PUBLIC)
 
     @post("/", operation_id="postEvents", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def post_events(self, state: State, data: JSONBody[EventIn | list[EventIn]]) -> EventsAccepted:
@@ -35,4 +39,6 @@ class EventController(Controller):
         with services.db.write() as cur:  # the events and their queue messages commit together
             ids = services.events.append_in(cur, events, now)
             services.queue.enqueue_in(cur, [event_body(*row) for row in zip(events, customers, products, strict=True)])
+        for name, n in Counter(e.event_name for e in events).items():
+            services.metrics.events_ingested.labels(name).inc(n)
         return EventsAccepted(len(ids), ids)

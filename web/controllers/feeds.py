@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK
@@ -17,9 +17,11 @@ from appliance.recommender import FeedPage, FeedQuery, Personal
 from appliance.types import Scored, now_utc
 from jobs.identity import IdentityParts, Merged, merge_customers
 from storage.elastic import search_feed_page
+from web.access import Scope, needs
 from web.ids import CustomerPath, existing, exts
-from web.schemas import Erased, FeedOut, MergeIn
+from web.schemas import Erased, FeedOut, MergeIn, first_position
 from web.services import Services
+from web.telemetry import note
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -64,11 +66,13 @@ def elastic_feed(services: Services, query: FeedQuery, who: Personal | None, met
 class CustomerController(Controller):
     path = "/customers"
     tags = ["customers"]
+    opt = needs(Scope.SERVER)
 
-    @get("/{customer_id:str}/feed", operation_id="customerFeed", sync_to_thread=True)
+    @get("/{customer_id:str}/feed", operation_id="customerFeed", sync_to_thread=True, opt=needs(Scope.PUBLIC))
     def feed(
         self,
         state: State,
+        request: Request,
         customer_id: CustomerPath,
         page: Annotated[int, Parameter(ge=1, le=10_000)] = 1,
         per_page: Annotated[int | None, Parameter(ge=1, description="default from config feed.per_page")] = None,
@@ -98,14 +102,18 @@ class CustomerController(Controller):
             result = elastic_feed(services, query, who, method)
         else:
             result = services.recommender.feed(query, who)
-        return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds, services.ids.products)
+        rid = services.impressions.served(
+            customer_id, "feed", result.items, first_position(result), services.serving.get().version
+        )
+        note(request, recommendation_id=rid)
+        return FeedOut.of(customer_id, result, services.config.catalog.tier_thresholds, services.ids.products, rid)
 
     @delete("/{customer_id:str}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
     def erase(self, state: State, customer_id: CustomerPath) -> Erased:
         """Erase a shopper (a privacy request): events, queued messages, vector, and the id's mapping; says what
         was removed."""
         erased = state.services.eraser.erase(customer_id)
-        return Erased(erased.customer_id, erased.events, erased.queued_messages, erased.vectors)
+        return Erased(erased.customer_id, erased.events, erased.queued_messages, erased.vectors, erased.impressions)
 
     @post("/{customer_id:str}/merge", operation_id="mergeCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
     def merge(self, state: State, customer_id: CustomerPath, data: JSONBody[MergeIn]) -> Merged:
@@ -113,5 +121,6 @@ class CustomerController(Controller):
         here (the customer is created if new), its vector and queued messages are dropped, the anonymous id
         is forgotten and this customer's vector recomputed. A repeat moves nothing (200 with zeros)."""
         services: Services = state.services
-        parts = IdentityParts(services.db, services.ids, services.events, services.queue, services.updater)
+        parts = IdentityParts(services.db, services.ids, services.events, services.queue, services.updater,
+                              services.impressions)
         return merge_customers(parts, customer_id, shop_id(data.anonymous_id, "anonymous_id"))

@@ -5,12 +5,14 @@ from __future__ import annotations
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 
+from web.access import Scope, needs
 from web.schemas import Health
 
 
 class HealthController(Controller):
     path = "/health"
     tags = ["health"]
+    opt = needs(Scope.OPEN)
 
     @get("/live", operation_id="live")
     async def live(self) -> Health:

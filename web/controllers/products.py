@@ -14,6 +14,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 
 from appliance.errors import InvalidInput, NotFound
 from appliance.types import now_utc
+from web.access import Scope, needs
 from web.ids import ProductPath, created, known, normalised
 from web.schemas import (
     BulkResult,
@@ -52,6 +53,7 @@ def stored_out(state: State, product_id: str, key: int) -> StoredProductOut:
 class ProductController(Controller):
     path = "/products"
     tags = ["catalog"]
+    opt = needs(Scope.SERVER)
 
     @put("/{product_id:str}", operation_id="putProduct", sync_to_thread=True, status_code=HTTP_200_OK)
     def put_product(
@@ -87,7 +89,7 @@ class ProductController(Controller):
             services.background.kick()
         return BulkResult(len(data), result.created, result.updated, result.unchanged, result.to_embed)
 
-    @get("/{product_id:str}", operation_id="getProduct", sync_to_thread=True)
+    @get("/{product_id:str}", operation_id="getProduct", sync_to_thread=True, opt=needs(Scope.PUBLIC))
     def get_product(self, state: State, product_id: ProductPath) -> StoredProductOut:
         """One product, its text line and whether its vector is ready."""
         return stored_out(state, product_id, known(state.services.ids.products, product_id, "product"))

@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
-from web.guards import admin_only
+from web.access import Scope, needs
 from web.schemas import DeadLetterOut, ModelOut, QueueOut, Redriven
 from web.services import Services
 
@@ -17,13 +17,15 @@ from web.services import Services
 class QueueController(Controller):
     path = "/queue"
     tags = ["queue"]
+    opt = needs(Scope.SERVER)
 
     @get("/", operation_id="queueStats", sync_to_thread=True)
     def stats(self, state: State) -> QueueOut:
-        """Depth, in flight, dead-lettered, age of the oldest message."""
+        """Depth, in flight, dead-lettered, age of the oldest message, dead letters dropped by the caps."""
         services: Services = state.services
         s = services.queue.stats()
-        return QueueOut(s.depth, s.in_flight, s.dead_lettered, s.oldest_age_seconds, services.consumer.processed)
+        return QueueOut(s.depth, s.in_flight, s.dead_lettered, s.oldest_age_seconds, services.consumer.processed,
+                        s.dead_letters_dropped)
 
     @get("/dead-letter", operation_id="deadLetters", sync_to_thread=True)
     def dead_letters(
@@ -36,7 +38,7 @@ class QueueController(Controller):
         ]
 
     @post("/dead-letter/redrive", operation_id="redrive", sync_to_thread=True, status_code=HTTP_200_OK,
-          guards=[admin_only])
+          opt=needs(Scope.ADMIN))
     def redrive(self, state: State, limit: Annotated[int | None, Parameter(ge=1)] = None) -> Redriven:
         """Move dead letters back to the queue (all, or the oldest `limit`); admin."""
         return Redriven(state.services.queue.redrive(limit))
@@ -45,6 +47,7 @@ class QueueController(Controller):
 class ModelController(Controller):
     path = "/model"
     tags = ["model"]
+    opt = needs(Scope.SERVER)
 
     @get("/", operation_id="model", sync_to_thread=True)
     def model(self, state: State) -> ModelOut:

@@ -14,7 +14,7 @@ from litestar.status_codes import HTTP_201_CREATED
 
 from appliance.rules import Rule
 from appliance.types import now_utc
-from web.guards import admin_only
+from web.access import Scope, needs
 from web.ids import WireId, ext, known
 from web.schemas import Moment, Text, moment
 from web.services import Services
@@ -75,7 +75,7 @@ def _rule(services: Services, data: RuleIn) -> Rule:
 class RuleController(Controller):
     path = "/rules"
     tags = ["merchandising"]
-    guards = [admin_only]
+    opt = needs(Scope.ADMIN)
 
     @get("/", operation_id="listRules", sync_to_thread=True)
     def list_rules(self, state: State) -> list[RuleOut]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from litestar import Controller, get
 from litestar.datastructures import State
 
+from web.access import Scope, needs
 from web.schemas import SyncOut
 
 
 class SyncController(Controller):
     path = "/sync"
     tags = ["elasticsearch"]
+    opt = needs(Scope.SERVER)
 
     @get("/", operation_id="syncStatus", sync_to_thread=True)
     def status(self, state: State) -> SyncOut:

@@ -13,6 +13,7 @@ from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK
 
 from appliance.errors import ApplianceError
+from web.access import Scope, needs
 from web.controllers.feeds import _split
 from web.errors import problem_of
 from web.ids import CustomerPath, ProductPath
@@ -55,6 +56,7 @@ def _one(state: State, request: WidgetRequest, **changes: object) -> WidgetOut:
 class WidgetController(Controller):
     path = "/"
     tags = ["widgets"]
+    opt = needs(Scope.PUBLIC)  # what a storefront's browser calls
     dependencies = {"filters": Provide(_filters, sync_to_thread=False), "asked": Provide(_asker, sync_to_thread=False)}
 
     @get("/products/{product_id:str}/bought-together", operation_id="boughtTogether", sync_to_thread=True)
