@@ -73,18 +73,18 @@ class Trend:
 
 
 def trending(recent: tuple[np.ndarray, np.ndarray], baseline: tuple[np.ndarray, np.ndarray],
-             recent_hours: float, baseline_hours: float, min_shoppers: int, keep: int = 2000) -> Trend:
+             recent_hours: float, baseline_hours: float, min_shoppers: int, limit: int = 2000) -> Trend:
     """Products whose distinct shoppers in the recent window rise against their own baseline rate:
     z = (r - e) / sqrt(e + 1), e = baseline shoppers scaled to the recent window's length. A steadily popular
     product has z near 0 (not trending), a quiet one many shoppers suddenly look at has a large z; counting
     distinct shoppers means one shopper's burst counts once. `recent`/`baseline` are (product_ids, shoppers);
-    the `keep` strongest are kept."""
+    the `limit` strongest are kept."""
     base = dict(zip(baseline[0].tolist(), baseline[1].tolist(), strict=True))
     ids, r = np.asarray(recent[0], np.int64), np.asarray(recent[1], np.float64)
     expected = np.array([base.get(p, 0.0) for p in ids.tolist()]) * (recent_hours / baseline_hours)
     z = (r - expected) / np.sqrt(expected + 1.0)
     keep = (r >= min_shoppers) & (z > 0)
     ids, z = ids[keep], z[keep]
-    order = np.lexsort((ids, -z))[:keep]
+    order = np.lexsort((ids, -z))[:limit]
     ids, z = ids[order], z[order]
     return Trend(ids, z, z / (z + TREND_HALF))

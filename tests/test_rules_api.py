@@ -10,7 +10,7 @@ import pytest
 from litestar.testing import TestClient
 
 from appliance.config import load_config
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 ADMIN = {"X-Admin-Key": "s3cret"}
@@ -22,7 +22,7 @@ def shop(tmp_path, encoder) -> Iterator[TestClient]:
         "server": {"data_dir": str(tmp_path / "data"), "load_demo": False, "admin_key": "s3cret"},
         "jobs": {"enabled": False}, "widgets": {"max_in_row": 0},
     })
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert client.post("/products", json=small_catalog()).status_code == 202
         wait_embedded(client)

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.pipeline import diversify
 from appliance.types import Pick, now_utc
-from tests.helpers import small_catalog, wait_embedded, wait_until
+from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 
@@ -23,7 +23,7 @@ def shop(tmp_path, encoder) -> Iterator[TestClient]:
         "server": {"data_dir": str(tmp_path / "data"), "load_demo": False},
         "realtime": {"receive_wait_seconds": 0.2}, "jobs": {"enabled": False},
     })
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert client.post("/products", json=small_catalog()).status_code == 202
         wait_embedded(client)

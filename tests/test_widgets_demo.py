@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.demo import DemoShop, generate_demo
 from appliance.types import now_utc
-from tests.helpers import wait_until
+from tests.helpers import LOCAL, wait_until
 from web.app import create_app
 
 DEMO = {"products": 800, "customers": 300, "days": 7, "train": False}
@@ -23,7 +23,7 @@ DEMO = {"products": 800, "customers": 300, "days": 7, "train": False}
 def demo(tmp_path_factory, encoder) -> Iterator[tuple[TestClient, DemoShop]]:
     data = tmp_path_factory.mktemp("demo") / "data"
     config = load_config(overrides={"server": {"data_dir": str(data)}, "demo": DEMO, "jobs": {"enabled": False}})
-    with TestClient(create_app(config, encoder=encoder)) as client:
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, timeout=120, what="ready")
         shop = generate_demo(config.demo.seed, DEMO["products"], DEMO["customers"], DEMO["days"], now_utc())
         yield client, shop
