@@ -47,7 +47,8 @@ def finish(view: CatalogView, picks: Sequence[Pick], how: Finish) -> list[Pick]:
         out.append(pick)
     if how.max_in_row > 0:
         attribute = "merchant" if how.diversity_by == "brand" else "category_path"
-        out = diversify(out, lambda p: getattr(view.products[p.product_id], attribute), how.max_in_row)
+        head = out[:how.k * 4]  # enough to fill k; the quadratic reordering never sees a long tail
+        out = diversify(head, lambda p: getattr(view.products[p.product_id], attribute), how.max_in_row)
     pins = [r for r in rules if r.kind == "pin" and r.product_id is not None and allowed(r.product_id)
             and not any(h.kind == "hide" and h.matches(view.products[r.product_id]) for h in rules)]
     return pin(out, pins)[:how.k]
