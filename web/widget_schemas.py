@@ -20,7 +20,7 @@ class WidgetRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     product_id: WireId | None = None  # the product of a product page
     product_ids: Annotated[list[WireId], msgspec.Meta(max_length=100)] | None = None  # a cart (bought-together)
     customer_id: WireId | None = None  # who asks: purchases left out; required by recently-viewed and feed
-    k: Annotated[int, msgspec.Meta(ge=1)] | None = None  # how many (default widgets.k, at most widgets.max_k)
+    k: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None  # how many (default widgets.k, at most widgets.max_k)
     category: Annotated[list[Text], msgspec.Meta(max_length=20)] | None = None  # any level of the path
     min_price: Annotated[float, msgspec.Meta(ge=0)] | None = None
     max_price: Annotated[float, msgspec.Meta(ge=0)] | None = None

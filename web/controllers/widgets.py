@@ -23,7 +23,7 @@ from web.widget_schemas import BatchIn, BatchOut, BatchResult, WidgetOut, Widget
 
 
 def _filters(
-    k: Annotated[int | None, Parameter(ge=1, description="how many (default widgets.k)")] = None,
+    k: Annotated[int | None, Parameter(ge=1, le=100, description="how many (default widgets.k)")] = None,
     category: Annotated[list[str] | None, Parameter(description="any level of the path; several allowed")] = None,
     min_price: Annotated[float | None, Parameter(ge=0)] = None,
     max_price: Annotated[float | None, Parameter(ge=0)] = None,
