@@ -70,6 +70,24 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class WidgetsConfig:
+    k: int
+    max_k: int
+    window_days: float
+    session_gap_minutes: float
+    max_basket: int
+    min_support: int
+    depth: int
+    trending_recent_hours: float
+    trending_baseline_days: float
+    trending_min_shoppers: int
+    related_behaviour_weight: float
+    max_in_row: int
+    diversity_by: str
+    refresh_seconds: float
+
+
+@dataclass(frozen=True)
 class RealtimeConfig:
     history_window_hours: float  # 0: no window (the last tower.history interactions, however old)
     visibility_timeout_seconds: float
@@ -89,6 +107,7 @@ class JobsConfig:
     popularity: str
     reindex: str
     sync: str
+    widgets: str
     retrain_window_days: float
     retention_days: float  # 0: raw events are kept forever
     misfire_grace_seconds: float
@@ -227,6 +246,7 @@ class Config:
     catalog: CatalogConfig
     events: EventsConfig
     feed: FeedConfig
+    widgets: WidgetsConfig
     realtime: RealtimeConfig
     jobs: JobsConfig
     index: IndexConfig
@@ -373,6 +393,14 @@ def _validate(config: Config) -> None:
         "feed.personal_depth": config.feed.personal_depth,
         "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
+        "widgets.k": config.widgets.k,
+        "widgets.max_k": config.widgets.max_k,
+        "widgets.window_days": config.widgets.window_days,
+        "widgets.max_basket": config.widgets.max_basket,
+        "widgets.min_support": config.widgets.min_support,
+        "widgets.depth": config.widgets.depth,
+        "widgets.trending_recent_hours": config.widgets.trending_recent_hours,
+        "widgets.trending_baseline_days": config.widgets.trending_baseline_days,
         "realtime.max_receive_count": config.realtime.max_receive_count,
         "realtime.consumer_batch": config.realtime.consumer_batch,
         "realtime.dead_letter_max": config.realtime.dead_letter_max,
@@ -410,6 +438,10 @@ def _validate(config: Config) -> None:
                            field="feed.personal_share")
     if config.feed.per_page > config.feed.max_per_page:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
+    if config.widgets.diversity_by not in ("brand", "subcategory"):
+        raise InvalidInput("widgets.diversity_by must be brand or subcategory", field="widgets.diversity_by")
+    if not 0.0 <= config.widgets.related_behaviour_weight <= 1.0:
+        raise InvalidInput("widgets.related_behaviour_weight must be in 0..1", field="widgets.related_behaviour_weight")
     if config.training.negatives not in ("shared", "full", "sampled", "in_batch", "mixed"):
         raise InvalidInput("training.negatives must be shared, full, sampled, in_batch or mixed",
                            field="training.negatives")

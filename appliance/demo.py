@@ -4,6 +4,11 @@
 subcategories, preferred colours and a price tier); they browse in sessions, mostly inside their taste
 and otherwise following what is popular, so both a personal model and a popularity baseline have
 something real to learn.
+
+Two kinds of ground truth are planted for the widgets: complementary pairs (a product in a leaf of
+`COMPLEMENTS` has one partner in the complementary leaf, carted and bought with it in the same session:
+laptops with monitors, phone cases with chargers) and a trending burst (a few quiet products that many
+shoppers suddenly view in the last `BURST_HOURS` of the window).
 """
 
 from __future__ import annotations
@@ -128,6 +133,16 @@ NEW_ARRIVALS = 0.06  # share of products created within the browsing window
 OUT_OF_STOCK = 0.07
 IN_TASTE = 0.8  # chance that a viewed product is drawn from the shopper's taste
 PREFERENCE_BOOST = 2.5  # weight of an in-taste product in a preferred colour, and again in the preferred tier
+# Complementary leaves: a product of the first leaf has one partner in the second, often carted with it.
+COMPLEMENTS: dict[str, str] = {
+    "Running": "Shorts", "Hiking": "Headlamps", "Laptops": "Monitors", "Cases": "Chargers",
+    "Pans": "Knives", "Tents": "Sleeping Bags", "Helmets": "Bike Lights", "Shampoo": "Hair Dryers",
+    "Jeans": "T-Shirts", "Coffee Machines": "Toasters", "Yoga Mats": "Resistance Bands",
+}
+COMPLEMENT_CHANCE = 0.6  # chance that carting (buying) a paired product carts (buys) its partner next
+BURST_PRODUCTS = 3  # quiet products that trend at the end of the window
+BURST_HOURS = 12.0
+BURST_SHARE = 0.15  # share of the views in a session inside the burst that go to a burst product
 # Actions after the first view of a session, with their chances.
 _ACTIONS: tuple[tuple[str, float], ...] = (
     ("product_viewed", 0.62), ("product_clicked", 0.23), ("product_added_to_cart", 0.08),
@@ -152,6 +167,8 @@ class DemoShop:
     products: list[Product]
     events: list[Event]  # sorted by ts
     tastes: dict[int, Taste]  # customer_id -> hidden taste
+    partners: dict[int, int]  # product_id -> its complementary product (ground truth for bought-together)
+    burst: tuple[int, ...]  # products planted as trending in the last BURST_HOURS
 
 
 def subcategories() -> list[tuple[tuple[str, str, str], tuple[str, ...], tuple[str, ...], str, float]]:
@@ -257,10 +274,41 @@ class _Sampler:
         return None
 
 
+def _pairs(rng: random.Random, by_leaf: _Weighted) -> dict[int, int]:
+    """Each product of a leaf in COMPLEMENTS gets a partner in the complementary leaf, drawn by popularity."""
+    leaf = {path[2]: path for path in by_leaf}
+    partners = {}
+    for source, target in COMPLEMENTS.items():
+        if source not in leaf or target not in leaf:
+            continue
+        pool = _Sampler(by_leaf[leaf[target]])
+        for product, _ in by_leaf[leaf[source]]:
+            partners[product.product_id] = rng.choices(pool.products, cum_weights=pool.cum)[0].product_id
+    return partners
+
+
+def _burst(rng: random.Random, by_leaf: _Weighted, window_start: datetime) -> list[Product]:
+    """Quiet products (the less popular half of their leaf, in stock, older than the window) that will trend."""
+    quiet = [p for members in by_leaf.values() for p, _ in members[len(members) // 2:]
+             if p.in_stock and p.created_at is not None and p.created_at < window_start]
+    return rng.sample(quiet, min(BURST_PRODUCTS, len(quiet)))
+
+
+@dataclass(frozen=True)
+class _Plants:
+    """What a session needs of the planted ground truth."""
+
+    partners: dict[int, Product]  # product_id -> its partner
+    burst: list[Product]  # empty outside the burst window
+
+
 def _session(
-    rng: random.Random, length: int, taste: Taste, mine: _Sampler, everyone: _Sampler, start: datetime
+    rng: random.Random, length: int, taste: Taste, mine: _Sampler, everyone: _Sampler, start: datetime,
+    plants: _Plants,
 ) -> list[tuple[str, Product]]:
-    """One visit: views, and clicks/carts/purchases mostly of what was viewed in it."""
+    """One visit: views, and clicks/carts/purchases mostly of what was viewed in it (a paired product's
+    partner often carted and bought right after it)."""
+    pending: list[tuple[str, Product]] = []
     viewed: list[Product] = []
     clicked: list[Product] = []
     carted: list[Product] = []
@@ -270,7 +318,9 @@ def _session(
     for _ in range(length):
         action = rng.choices(names, cum_weights=action_cw)[0] if viewed else "product_viewed"
         product: Product | None = None
-        if action in ("product_clicked", "product_favorited", "product_shared") and rng.random() < 0.9:
+        if pending:
+            action, product = pending.pop(0)
+        elif action in ("product_clicked", "product_favorited", "product_shared") and rng.random() < 0.9:
             # rather something in the taste among what was viewed
             product = rng.choices(viewed, weights=[4.0 if taste.matches(p) else 1.0 for p in viewed])[0]
         elif action == "product_added_to_cart":
@@ -281,6 +331,8 @@ def _session(
                 product = rng.choice(carted)
             else:
                 action = "product_viewed"
+        if product is None and plants.burst and rng.random() < BURST_SHARE:
+            product = rng.choice(plants.burst)
         if product is None:
             product = (mine if rng.random() < IN_TASTE else everyone).draw(rng, start)
             if product is None:
@@ -293,6 +345,10 @@ def _session(
             clicked.append(product)
         elif action == "product_added_to_cart":
             carted.append(product)
+        partner = plants.partners.get(product.product_id)
+        if (action in ("product_added_to_cart", "product_purchased") and partner is not None and partner.in_stock
+                and (partner.created_at is None or partner.created_at <= start) and rng.random() < COMPLEMENT_CHANCE):
+            pending.append((action, partner))
         out.append((action, product))
     return out
 
@@ -308,6 +364,11 @@ def generate_demo(seed: int, n_products: int, n_customers: int, days: int, end: 
     everyone = _Sampler([pw for leaf in leaves for pw in by_leaf[leaf]])
     window_start = end - timedelta(days=days)
     span = days * 86400
+    partners = _pairs(rng, by_leaf)
+    burst = _burst(rng, by_leaf, window_start)
+    by_id = {p.product_id: p for p in products}
+    paired = {a: by_id[b] for a, b in partners.items()}
+    burst_from = end - timedelta(hours=BURST_HOURS)
     tastes: dict[int, Taste] = {}
     events: list[Event] = []
     for customer_id in range(FIRST_CUSTOMER_ID, FIRST_CUSTOMER_ID + n_customers):
@@ -328,9 +389,10 @@ def generate_demo(seed: int, n_products: int, n_customers: int, days: int, end: 
             for gap in gaps:
                 moments.append(min(at, end))
                 at += timedelta(seconds=gap)
+            plants = _Plants(paired, burst if moments[0] >= burst_from else [])
             for moment, (action, product) in zip(
-                moments, _session(rng, length, taste, mine, everyone, moments[0]), strict=False
+                moments, _session(rng, length, taste, mine, everyone, moments[0], plants), strict=False
             ):
                 events.append(Event(customer_id, product.product_id, action, moment))
     events.sort(key=lambda e: e.ts)
-    return DemoShop(products=products, events=events, tastes=tastes)
+    return DemoShop(products, events, tastes, partners, tuple(p.product_id for p in burst))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 # Interaction types, in the order their learned embeddings are indexed by the user tower.
@@ -55,3 +55,16 @@ class Scored:
     product_id: int
     score: float
     source: str  # why it is there: personal / popular / new / price / similar
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """One recommended product. `score` is in 0..1 for every source, so items of several sources in one
+    answer compare: similarity (cosine + 1) / 2, co-occurrence (Ochiai), trend z / (z + 3), popularity
+    relative to the most popular product, recency of a view 2^(-age / 1 day)."""
+
+    product_id: int
+    score: float
+    source: str  # bought_together / related / similar / trending / popular / recently_viewed
+    reason: str  # what a storefront can show: "bought with X", "trending in Shoes"
+    parts: dict[str, float] = field(default_factory=dict)  # the score's parts (explain=true)

@@ -169,6 +169,24 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
         # dates is not made of new arrivals.
         "ALTER TABLE products ALTER COLUMN created_at DROP NOT NULL",
     ),
+    (
+        # Merchandising rules (storage/rules.py, appliance/rules.py): pins, hides, boosts and buries.
+        "CREATE SEQUENCE rule_seq START 1",
+        """CREATE TABLE rules (
+            rule_id BIGINT PRIMARY KEY DEFAULT nextval('rule_seq'),
+            kind VARCHAR NOT NULL,
+            product_id BIGINT,
+            brand VARCHAR,
+            category VARCHAR,
+            min_price DOUBLE,
+            max_price DOUBLE,
+            position INTEGER,
+            strength DOUBLE,
+            starts_at TIMESTAMP,
+            ends_at TIMESTAMP,
+            created_at TIMESTAMP NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

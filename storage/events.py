@@ -205,17 +205,23 @@ class EventStore:
         still ranks by them, and a live shop's ranking is the same as measured from the clock. Ages are capped
         at MAX_HALF_LIVES half-lives (2^-1000 ~ 1e-301, still above 0 in float64), so every product with an
         event has a popularity above 0 and years-old products still rank by their counts among themselves.
+        One shopper's part in a product is capped at the largest weight (one purchase): a single shopper's burst
+        of carts cannot make a product popular for everyone.
 
         Returns (product_ids int64, scores float64); products with no events are absent.
         """
         names, values = list(weights), [float(weights[n]) for n in weights]
         data = self.db.read_numpy(
             """WITH w AS (SELECT unnest($1::VARCHAR[]) AS event_name, unnest($2::DOUBLE[]) AS weight),
-                    e AS (SELECT product_id, event_name, epoch(ts) AS t FROM events WHERE ts <= $4::TIMESTAMP),
-                    newest AS (SELECT max(t) AS t FROM e)
-               SELECT e.product_id, sum(w.weight * exp(-$3 * least(newest.t - e.t, $5))) AS score
-               FROM e JOIN w USING (event_name), newest
-               GROUP BY e.product_id""",
-            [names, values, math.log(2) / (half_life_hours * 3600.0), now, MAX_HALF_LIVES * half_life_hours * 3600.0],
+                    e AS (SELECT customer_id, product_id, event_name, epoch(ts) AS t FROM events
+                          WHERE ts <= $4::TIMESTAMP),
+                    newest AS (SELECT max(t) AS t FROM e),
+                    per_shopper AS (
+                        SELECT e.product_id, sum(w.weight * exp(-$3 * least(newest.t - e.t, $5))) AS part
+                        FROM e JOIN w USING (event_name), newest
+                        GROUP BY e.customer_id, e.product_id)
+               SELECT product_id, sum(least(part, $6)) AS score FROM per_shopper GROUP BY product_id""",
+            [names, values, math.log(2) / (half_life_hours * 3600.0), now, MAX_HALF_LIVES * half_life_hours * 3600.0,
+             max(values)],
         )
         return np.asarray(data["product_id"], dtype=np.int64), np.asarray(data["score"], dtype=np.float64)

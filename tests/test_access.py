@@ -40,6 +40,17 @@ ROUTES = {
     ("POST", "/jobs/{name}/run"): "admin",
     ("GET", "/analytics"): "admin",
     ("GET", "/metrics"): "server",
+    ("GET", "/products/{product_id}/bought-together"): "public",
+    ("GET", "/products/{product_id}/related"): "public",
+    ("GET", "/trending"): "public",
+    ("GET", "/customers/{customer_id}/recently-viewed"): "public",
+    ("POST", "/recommendations/bought-together"): "public",
+    ("POST", "/recommendations"): "public",
+    ("GET", "/rules"): "admin",
+    ("POST", "/rules"): "admin",
+    ("GET", "/rules/{rule_id}"): "admin",
+    ("PUT", "/rules/{rule_id}"): "admin",
+    ("DELETE", "/rules/{rule_id}"): "admin",
     ("GET", "/health/live"): "open",
     ("GET", "/health/ready"): "open",
     ("GET", "/static/swagger-ui/{file_path}"): "open",  # the docs page's scripts, shipped in the package
@@ -52,8 +63,12 @@ BODIES = {
     ("POST", "/products"): [{"product_id": 2, **PRODUCT}],
     ("POST", "/events"): {"customer_id": 1, "product_id": 1, "event_name": "product_viewed"},
     ("POST", "/customers/{customer_id}/merge"): {"anonymous_id": "anon-1"},
+    ("POST", "/recommendations/bought-together"): {"product_ids": ["1"]},
+    ("POST", "/recommendations"): {"requests": [{"model": "trending"}]},
+    ("POST", "/rules"): {"kind": "hide", "brand": "Acme"},
+    ("PUT", "/rules/{rule_id}"): {"kind": "hide", "brand": "Acme"},
 }
-PARAMS = {"product_id": "1", "customer_id": "1", "name": "popularity", "file_path": "swagger-ui.css"}
+PARAMS = {"product_id": "1", "customer_id": "1", "name": "popularity", "file_path": "swagger-ui.css", "rule_id": "1"}
 
 
 def _url(path: str) -> str:

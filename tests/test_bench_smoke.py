@@ -29,6 +29,8 @@ TINY = {
                "5", "--drain-seconds", "1", "--concurrency", "2", "--batches", "1,100"],
     "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
     "ann": ["--vectors", "2000", "--queries", "40", "--ef", "16,64,128"],
+    "widgets": ["--sizes", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration",
+                "0.5", "--warmup", "5"],
     "impressions": ["--size", "500", "--customers", "50", "--events", "1000", "--concurrency", "1", "--duration",
                     "1", "--warmup", "5", "--rounds", "2"],
 }
@@ -89,6 +91,18 @@ def test_feed(launched: dict) -> None:
         # personal feeds come from customers with a vector; popular ones from customers without
         assert run["personalized"] == (run["ok"] if kind == "personal" else 0)
     assert data["checks"]
+
+
+def test_widgets(launched: dict) -> None:
+    data = _result(launched, "widgets")
+    (size,) = data["sizes"]
+    assert size["products"] == 500 and size["tables_build_ms"] > 0
+    runs = {r["widget"]: r for r in size["runs"]}
+    assert set(runs) == {"health", "bought-together", "cart", "related", "similar", "trending", "recently-viewed",
+                         "page"}
+    for run in runs.values():
+        assert run["not_ok"] == 0 and run["rps"] > 0, run
+        _ordered(run["latency_ms"])
 
 
 def test_impressions(launched: dict) -> None:

@@ -93,6 +93,8 @@ def test_demo_writes_files_the_importer_reads(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert len((out / "products.jsonl").read_text().splitlines()) == 50
     assert len(json.loads((out / "tastes.json").read_text())) == 5
+    planted = json.loads((out / "planted.json").read_text())
+    assert planted["partners"] and len(planted["burst"]) == 3
     data = tmp_path / "data"
     assert main(["import", "events", str(out / "events.jsonl"), "--data-dir", str(data)]) == 0
     assert _count(data, "events") == len((out / "events.jsonl").read_text().splitlines())

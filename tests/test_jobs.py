@@ -82,6 +82,8 @@ def test_reindex_embeds_new_products_and_compacts_after_many_deletions(services:
 def test_popularity_and_sync_jobs_record_their_runs(services: Services) -> None:
     assert services.jobs.run("popularity").detail.startswith("popularity recomputed:")
     assert services.jobs.run("sync").detail == "elasticsearch is not configured"
+    widgets = services.jobs.run("widgets")
+    assert widgets.outcome == "ok" and widgets.detail.startswith("bought together for "), widgets.detail
     assert [r.outcome for r in services.jobs.runs.history("popularity", 5)] == ["ok"]
 
 

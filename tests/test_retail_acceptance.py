@@ -84,15 +84,20 @@ def test_the_top_buyer_gets_a_personal_feed_without_their_purchases(shop: dict, 
 
 
 def test_the_popular_feed_follows_the_documented_rule(shop: dict, encoder) -> None:
-    """Recomputed from the CSV alone: sum of 8.0 (a purchase) * 2^(-age / 72 h), age back from the newest event."""
+    """Recomputed from the CSV alone: sum of 8.0 (a purchase) * 2^(-age / 72 h), age back from the newest event,
+    each shopper's part in a product capped at the largest event weight (one purchase)."""
     config = load_config(shop["config"])
     weight, half_life = config.events.weights["product_purchased"], config.feed.popularity_half_life_hours
-    times = [(row["product_id"], datetime.fromisoformat(row["timestamp"]).replace(tzinfo=UTC).timestamp())
-             for row in shop["events"]]
-    newest = max(t for _, t in times)
+    cap = max(config.events.weights.values())
+    times = [(row["customer_id"], row["product_id"],
+              datetime.fromisoformat(row["timestamp"]).replace(tzinfo=UTC).timestamp()) for row in shop["events"]]
+    newest = max(t for _, _, t in times)
+    parts: dict[tuple[str, str], float] = defaultdict(float)
+    for customer, code, t in times:
+        parts[customer, code] += weight * 2.0 ** (-(newest - t) / 3600.0 / half_life)
     expected: dict[str, float] = defaultdict(float)
-    for code, t in times:
-        expected[code] += weight * 2.0 ** (-(newest - t) / 3600.0 / half_life)
+    for (_, code), part in parts.items():
+        expected[code] += min(part, cap)
     with _client(shop, encoder) as client:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         first, items = _whole_feed(client, "someone-new")

@@ -24,7 +24,9 @@ from web.controllers.health import HealthController
 from web.controllers.jobs import JobController
 from web.controllers.products import ProductController
 from web.controllers.queue import ModelController, QueueController
+from web.controllers.rules import RuleController
 from web.controllers.sync import SyncController
+from web.controllers.widgets import WidgetController
 from web.docs import SWAGGER_ASSETS, swagger_plugin
 from web.errors import EXCEPTION_HANDLERS
 from web.limits import body_timeout
@@ -57,7 +59,8 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
-            SyncController, HealthController, AnalyticsController, MetricsController, SWAGGER_ASSETS,
+            SyncController, HealthController, AnalyticsController, MetricsController, WidgetController, RuleController,
+            SWAGGER_ASSETS,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -181,8 +181,10 @@ def _demo(args: argparse.Namespace) -> int:
     tastes = {str(c): {"categories": [list(p) for p in t.categories], "colors": list(t.colors), "tier": t.tier}
               for c, t in shop.tastes.items()}
     (out / "tastes.json").write_text(json.dumps(tastes, indent=1))
-    print(f"wrote {len(shop.products)} products, {len(shop.events)} events and "
-          f"{len(tastes)} hidden tastes to {out}/")
+    planted = {"partners": {str(a): str(b) for a, b in shop.partners.items()}, "burst": [str(p) for p in shop.burst]}
+    (out / "planted.json").write_text(json.dumps(planted, indent=1))
+    print(f"wrote {len(shop.products)} products, {len(shop.events)} events, "
+          f"{len(tastes)} hidden tastes and the planted pairs and burst to {out}/")
     return 0
 
 

@@ -29,9 +29,14 @@ _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 _MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
-def problem(status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+def _body(status: int, kind: str, detail: str, **extra: Any) -> dict[str, Any]:
     body = {"type": f"/problems/{kind}", "title": kind.replace("-", " "), "status": status, "detail": detail}
     body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
+def problem(status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+    body = _body(status, kind, detail, **extra)
     if status == 503:
         headers = {"Retry-After": "5", **(headers or {})}
     return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
@@ -45,6 +50,12 @@ def _field_of(message: str) -> str | None:
     if missing:
         path = f"{path}.{missing.group(1)}" if path else missing.group(1)
     return path or None
+
+
+def problem_of(exc: ApplianceError) -> tuple[int, dict[str, Any]]:
+    """The status and problem body of a domain error (one entry of a batch answer carries it too)."""
+    status, kind = _STATUS.get(type(exc), (500, "internal-error"))
+    return status, _body(status, kind, str(exc), field=getattr(exc, "field", None))
 
 
 def handle_appliance_error(_: Request, exc: ApplianceError) -> Response:

@@ -304,11 +304,6 @@ class SyncOut(msgspec.Struct):
     last_error_at: datetime | None
 
 
-class SimilarOut(msgspec.Struct):
-    product_id: str
-    items: list[FeedItem]
-
-
 class Health(msgspec.Struct):
     status: str  # live / ready / starting / failed (start-up) / unavailable (the disk refuses writes)
     products: int | None = None

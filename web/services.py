@@ -17,6 +17,7 @@ from appliance.encoder import Encoder
 from appliance.errors import ModelUnreadable
 from appliance.recommender import FeedSettings, Recommender
 from appliance.types import now_utc
+from appliance.widgets import Widgets
 from jobs import upkeep
 from jobs.attribution import ImpressionLog
 from jobs.catalog import CatalogService
@@ -27,6 +28,9 @@ from jobs.metrics import Metrics
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
 from jobs.scheduler import Jobs, JobSpec
+from jobs.widgets import WidgetParts, build_tables
+from jobs.widgets import refresh as refresh_widgets
+from storage.baskets import BasketStore
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync, make_elastic_sync
@@ -35,6 +39,7 @@ from storage.ids import IdMap, ShopIds
 from storage.impressions import ImpressionStore
 from storage.job_runs import JobRun, JobRunStore
 from storage.models import ModelRegistry
+from storage.rules import RuleStore
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 from web.ids import exts
@@ -69,6 +74,7 @@ class Services:
     metrics: Metrics
     feeds: Feeds
     product_out: ProductOuts
+    widgets: WidgetParts  # bought together, related, trending, recently viewed
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -146,6 +152,9 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
+        baskets = BasketStore(db)
+        tables = Widgets(lambda: build_tables(baskets, config.widgets, now_utc()), config.widgets.refresh_seconds)
+        widget_parts = WidgetParts(recommender, tables, index, baskets, events, RuleStore(db), config.widgets, now_utc)
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
@@ -153,6 +162,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
             "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index, ids),
+            "widgets": lambda: refresh_widgets(tables),
         }
         jobs = Jobs(
             {name: JobSpec(name, run, getattr(schedules, name)) for name, run in work.items()},
@@ -170,7 +180,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         config, db, ids, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
         CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions),
-        impressions, metrics, feeds, ProductOuts(config.catalog.tier_thresholds, ids.products),
+        impressions, metrics, feeds, ProductOuts(config.catalog.tier_thresholds, ids.products), widget_parts,
     )
     watch_state(services)
     return services

@@ -1,4 +1,4 @@
-"""/products: the catalog, one product or many, and nearest neighbours by vector."""
+"""/products: the catalog, one product or many (the product widgets are in widgets.py)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Annotated
 
-import numpy as np
 from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from appliance.errors import InvalidInput, NotFound, NotReady
+from appliance.errors import InvalidInput, NotFound
 from appliance.types import now_utc
 from web.access import Scope, needs
 from web.ids import ProductPath, created, known, normalised
 from web.schemas import (
     BulkResult,
-    FeedItem,
     ProductFields,
     ProductIn,
     ProductOut,
-    SimilarOut,
     StoredProductOut,
     each,
 )
@@ -103,26 +99,3 @@ class ProductController(Controller):
         """Remove a product from the catalog and the vector index (its events, and so its id, are kept)."""
         with _named(product_id):
             state.services.catalog.delete(known(state.services.ids.products, product_id, "product"))
-
-    @get("/{product_id:str}/similar", operation_id="similarProducts", sync_to_thread=True, opt=needs(Scope.PUBLIC))
-    def similar(
-        self, state: State, product_id: ProductPath,
-        k: Annotated[int | None, Parameter(ge=1, le=100, description="how many neighbours")] = None,
-    ) -> SimilarOut:
-        """The products nearest to this one by vector (cosine similarity), best first."""
-        services = state.services
-        k = k or services.config.feed.similar_k
-        key = known(services.ids.products, product_id, "product")
-        with _named(product_id):
-            stored = services.catalog.store.get(key)
-        try:
-            vector = services.index.get(np.array([key]))[0]
-        except KeyError:
-            raise NotReady(f"product {product_id} has no vector yet (embedding: {stored.embedded})") from None
-        view = services.recommender.view()
-        labels, sims = services.index.query(vector, k + 1, accept=lambda label: label != key)
-        items = [
-            FeedItem(services.product_out(view.products[int(i)]), float(s), "similar")
-            for i, s in zip(labels[:k], sims[:k], strict=True) if int(i) in view.products
-        ]
-        return SimilarOut(product_id, items)

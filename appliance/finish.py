@@ -1,0 +1,78 @@
+"""The steps after the candidate sources, shared by every widget: merchandising rules (hide, boost, bury),
+filters, purchased products, min_score, diversity, pins, length. Every score on the way is on one scale,
+0..1 (see appliance/types.py `Pick`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from appliance.catalog_view import CatalogView
+from appliance.pipeline import FeedQuery, Selection
+from appliance.rules import Rule, pin, rescore
+from appliance.types import Pick
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What the pipeline applies after a source: the feed's filters, and who is asking."""
+
+    query: FeedQuery  # categories, price range, stock, exclude, min_score (on the 0..1 scale)
+    k: int
+    purchased: frozenset[int] = frozenset()  # left out (the shopper bought them)
+    max_in_row: int = 0  # diversity: at most this many in a row sharing `diversity_by` (0: off)
+    diversity_by: str = "brand"  # brand / subcategory
+    rules: Sequence[Rule] = ()  # every rule: those active at `now` apply
+    now: datetime | None = None
+
+
+def finish(view: CatalogView, picks: Sequence[Pick], how: Finish) -> list[Pick]:
+    """The picks that pass the rules and filters, best first, de-duplicated, diversified, pinned, at most `k`."""
+    rules = [r for r in how.rules if how.now is not None and r.active(how.now)]
+    picks = rescore(picks, view.products, rules)
+    selection = Selection.of(view, how.query, how.purchased)  # the feed's filters, without a catalog-wide mask
+
+    def allowed(product_ids: Sequence[int]) -> np.ndarray:
+        rows = np.asarray([view.row.get(pid, -1) for pid in product_ids], dtype=np.int64)
+        ok = rows >= 0
+        ok[ok] = selection.allows(rows[ok])
+        return ok
+
+    seen: set[int] = set()
+    out = []
+    for pick, ok in zip(picks, allowed([p.product_id for p in picks]), strict=True):
+        if not ok or pick.product_id in seen:
+            continue
+        if how.query.min_score is not None and pick.score < how.query.min_score:
+            continue
+        seen.add(pick.product_id)
+        out.append(pick)
+    if how.max_in_row > 0:
+        attribute = "merchant" if how.diversity_by == "brand" else "category_path"
+        head = out[:how.k * 4]  # enough to fill k; the quadratic reordering never sees a long tail
+        out = diversify(head, lambda p: getattr(view.products[p.product_id], attribute), how.max_in_row)
+    pinned = [r for r in rules if r.kind == "pin" and r.product_id is not None]
+    pins = [r for r, ok in zip(pinned, allowed([r.product_id for r in pinned]), strict=True) if ok
+            and not any(h.kind == "hide" and h.matches(view.products[r.product_id]) for h in rules)]
+    return pin(out, pins)[:how.k]
+
+
+def diversify(picks: Sequence[Pick], key: Callable[[Pick], object], max_in_row: int) -> list[Pick]:
+    """The same picks with no more than `max_in_row` consecutive ones sharing `key` (a brand, a subcategory),
+    keeping the order otherwise: a pick that would extend a run waits for the first place it may go; when
+    nothing else is left, the rest follow in order."""
+    waiting = list(picks)
+    out: list[Pick] = []
+    while waiting:
+        run_key = key(out[-1]) if out else None
+        run = 0
+        for p in reversed(out):
+            if key(p) != run_key:
+                break
+            run += 1
+        i = next((j for j, p in enumerate(waiting) if run < max_in_row or key(p) != run_key), 0)
+        out.append(waiting.pop(i))
+    return out

@@ -1,0 +1,115 @@
+"""`appliance bench widgets`: latency of every widget over real HTTP (bought together for one product and for
+a cart, related, looking similar, trending, recently viewed, and a page's batch call), on the synthetic shop.
+
+The server runs in a subprocess (`python -m web.cli serve`), the load generator in another; each widget is
+driven alone at each concurrency. The first call builds the widgets' tables from the events (reported)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from web.bench.common import (
+    Server,
+    add_load_arguments,
+    http_json,
+    parse_size,
+    parse_sizes,
+    percentiles,
+    run_loadgen,
+    size_label,
+    table,
+    work_dir,
+    write_result,
+)
+from web.bench.synth import Shop, build_shop
+
+WIDGETS = ("bought-together", "cart", "related", "similar", "trending", "recently-viewed", "page")
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("widgets", parents=[common], help="latency of every widget and the batch call over HTTP")
+    p.add_argument("--sizes", default="100k", help="catalog sizes, comma-separated (e.g. 10k,100k)")
+    add_load_arguments(p, customers="10k", events="200k", duration=8.0, max_requests=50_000)
+    p.add_argument("--concurrency", default="1,8", help="connections of the load generator, comma-separated")
+    p.add_argument("--warmup", type=int, default=100, help="requests before each run, not measured")
+    p.set_defaults(run=run)
+
+
+def _requests(widget: str, products: int, customers: int, rng: np.random.Generator, n: int = 256) -> list[dict]:
+    ids = rng.integers(1, products + 1, (n, 3))
+    who = rng.integers(1, customers + 1, n)
+
+    def one(i: int) -> dict[str, Any]:
+        p, c = int(ids[i, 0]), int(who[i])
+        if widget in ("bought-together", "related", "similar"):
+            return {"method": "GET", "path": f"/products/{p}/{widget}?k=10&customer_id={c}"}
+        if widget == "trending":
+            return {"method": "GET", "path": "/trending?k=10"}
+        if widget == "recently-viewed":
+            return {"method": "GET", "path": f"/customers/{c}/recently-viewed?k=10"}
+        if widget == "cart":
+            body = {"product_ids": ids[i].tolist(), "k": 10, "customer_id": c}
+            return {"method": "POST", "path": "/recommendations/bought-together", "body": json.dumps(body)}
+        body = {"requests": [{"model": "feed", "customer_id": c, "k": 10},
+                             {"model": "related", "product_id": p, "k": 10},
+                             {"model": "bought-together", "product_ids": ids[i].tolist(), "k": 6},
+                             {"model": "trending", "k": 6}, {"model": "recently-viewed", "customer_id": c, "k": 6}]}
+        return {"method": "POST", "path": "/recommendations", "body": json.dumps(body)}
+
+    return [{**one(i), "tag": widget} for i in range(n)]
+
+
+def run(args: argparse.Namespace) -> int:
+    sizes = parse_sizes(args.sizes)
+    customers, events = parse_size(args.customers), parse_size(args.events)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    root = work_dir(args.work_dir)
+    results: list[dict[str, Any]] = []
+    for size in sizes:
+        print(f"widgets @ {size_label(size)} products: building the shop (reused when present in {root})", flush=True)
+        path = build_shop(root, Shop(size, customers, events))
+        with Server(path) as server:
+            t0 = time.perf_counter()
+            status, first = http_json("GET", f"{server.base}/trending", timeout=600)
+            assert status == 200, first
+            entry: dict[str, Any] = {"products": size, "events": events,
+                                     "tables_build_ms": round((time.perf_counter() - t0) * 1000, 1), "runs": []}
+            trivial = _measure(server, "health", [{"method": "GET", "path": "/health/live", "tag": "health"}],
+                               args, 1, root)
+            entry["runs"].append(trivial)
+            for widget in WIDGETS:
+                for level in levels:
+                    rng = np.random.default_rng(level * 31 + WIDGETS.index(widget))
+                    row = _measure(server, widget, _requests(widget, size, customers, rng), args, level, root)
+                    entry["runs"].append(row)
+                    print(f"  {widget:16s} c={level}: {row['rps']:,.0f} req/s, p50 {row['latency_ms']['p50']:.2f} ms,"
+                          f" p99 {row['latency_ms']['p99']:.2f} ms, errors {row['not_ok']}", flush=True)
+        results.append(entry)
+    rows = [(size_label(e["products"]), r["widget"], r["concurrency"], r["requests"], r["rps"],
+             r["latency_ms"]["p50"], r["latency_ms"]["p90"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
+             r["not_ok"]) for e in results for r in e["runs"]]
+    print()
+    print(table("widgets over HTTP (latency in ms, measured by the client; health = a trivial route)",
+                ("products", "widget", "conns", "requests", "req/s", "p50", "p90", "p99", "max", "not 200"), rows))
+    print("tables built on first use in " + ", ".join(f"{e['tables_build_ms']:,.0f} ms at "
+                                                     f"{size_label(e['products'])}" for e in results))
+    out = write_result("widgets", args, {"sizes": results})
+    print(f"wrote {out}")
+    return 0
+
+
+def _measure(server: Server, widget: str, requests: list[dict], args: argparse.Namespace, concurrency: int,
+             spec_dir: Any) -> dict[str, Any]:
+    spec = {"port": server.port, "duration": args.duration, "max_requests": args.max_requests,
+            "concurrency": concurrency, "warmup": args.warmup, "requests": requests}
+    result = run_loadgen(spec, spec_dir)
+    tag = result["tags"].get(widget, {"latencies_ms": [], "statuses": {}, "errors": 0})
+    stats, wall = percentiles(tag["latencies_ms"]), result["wall_seconds"]
+    ok = tag["statuses"].get("200", 0)
+    return {"widget": widget, "concurrency": concurrency, "requests": stats["count"], "not_ok": stats["count"] - ok,
+            "statuses": tag["statuses"], "rps": round(ok / wall, 1) if wall else 0.0, "latency_ms": stats}
