@@ -27,7 +27,7 @@ BAD_IDS = ["", "a b", "a/b", "x" * 129, "\u0000", "tab\t", "\u2003", None, *WRON
 PRODUCT_FIELDS = {
     "name": [*BAD_TEXT, "", None],
     "merchant": [*BAD_TEXT, ""],
-    "category_path": [[], ["a"] * 6, "Home", [1], [""], ["  "], [None], ["a\u0000"], None, {}, [["a"]]],
+    "category_path": [["a"] * 6, "Home", [1], [""], ["  "], [None], ["a\u0000"], {}, [["a"]]],  # optional: [] or none
     "color": [1, *WRONG_TYPES, "x" * 101, "\u001b[31m", "\u0000"],
     "price": [-1, -0.01, 1e16, "ten", [], {}],
     "in_stock": ["maybe", 2, None, [], {}],
@@ -51,7 +51,7 @@ def _body_cases(path: str, method: str, base: dict, fields: dict, listed: bool) 
         for value in values:
             body = {**base, name: value}
             yield method, path, [body] if listed else body, {}, f"{prefix}{name}"
-        if name in ("name", "category_path", "customer_id", "product_id", "event_name"):  # required
+        if name in ("name", "customer_id", "product_id", "event_name"):  # required
             body = {k: v for k, v in base.items() if k != name}
             yield method, path, [body] if listed else body, {}, f"{prefix}{name}"
     yield method, path, [{**base, "surprise": 1}] if listed else {**base, "surprise": 1}, {}, f"{prefix}surprise"

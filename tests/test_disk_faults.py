@@ -21,6 +21,8 @@ from storage.db import Database
 from tests.helpers import LOCAL, wait_until
 from web.app import create_app
 
+INSERT_EVENT = "INSERT INTO events (event_id, customer_id, product_id, event_name, ts, received_at) VALUES"
+
 
 def _chattr(flag: str, path: Path) -> bool:
     return subprocess.run(["chattr", "-R", flag, str(path)], capture_output=True).returncode == 0
@@ -45,21 +47,21 @@ def test_a_fatal_checkpoint_is_recovered_by_reopening_and_keeps_every_commit(tmp
     db = Database(tmp_path / "d" / "appliance.duckdb")
     try:
         with db.write() as cur:
-            cur.execute("INSERT INTO events VALUES (1, 1, 1, 'product_viewed', now(), now())")
+            cur.execute(f"{INSERT_EVENT} (1, 1, 1, \'product_viewed\', now(), now())")
         with read_only(tmp_path / "d"):
             with pytest.raises(StoreUnavailable, match="FATAL"):
                 db.checkpoint()  # DuckDB invalidates the whole instance here
             with pytest.raises(StoreUnavailable):
                 db.read("SELECT 1")
             with pytest.raises(StoreUnavailable), db.write() as cur:
-                cur.execute("INSERT INTO events VALUES (2, 1, 1, 'product_viewed', now(), now())")
+                cur.execute(f"{INSERT_EVENT} (2, 1, 1, \'product_viewed\', now(), now())")
             db._retry_at = 0.0  # skip the one-second pause between recovery attempts
             assert "cannot write" in db.check()
         db._retry_at = 0.0  # skip the one-second pause between recovery attempts
         assert db.check() is None  # reopened
         assert count(db) == 1
         with db.write() as cur:
-            cur.execute("INSERT INTO events VALUES (3, 1, 1, 'product_viewed', now(), now())")
+            cur.execute(f"{INSERT_EVENT} (3, 1, 1, \'product_viewed\', now(), now())")
     finally:
         db.close()
     again = Database(tmp_path / "d" / "appliance.duckdb")

@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    server = {k: v for k, v in {"data_dir": args.data_dir, "host": getattr(args, "host", None),
+    server = {k: v for k, v in {"data_dir": getattr(args, "data_dir", None), "host": getattr(args, "host", None),
                                 "port": getattr(args, "port", None)}.items() if v is not None}
     return load_config(args.config, overrides={"server": server} if server else None)
 

@@ -92,6 +92,10 @@ class Services:
             self.user_mirror.index.save_if_dirty()
         finally:
             self.db.close()
+            # What _warm_feeds froze out of the collector is collectable again: frozen objects are never finalised
+            # at exit, and DuckDB's bindings then report every one of theirs as leaked on stderr.
+            gc.unfreeze()
+            gc.collect()
 
 
 def build_services(config: Config, encoder: Encoder | None = None) -> Services:
