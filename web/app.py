@@ -25,6 +25,8 @@ from web.controllers.jobs import JobController
 from web.controllers.products import ProductController
 from web.controllers.queue import ModelController, QueueController
 from web.controllers.sync import SyncController
+from web.dashboard.pages import ASSETS as DASHBOARD_ASSETS
+from web.dashboard.pages import DashboardController, templates
 from web.docs import SWAGGER_ASSETS, swagger_plugin
 from web.errors import EXCEPTION_HANDLERS
 from web.limits import body_timeout
@@ -58,7 +60,9 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
         route_handlers=[
             ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
             SyncController, HealthController, AnalyticsController, MetricsController, SWAGGER_ASSETS,
+            DashboardController, DASHBOARD_ASSETS,
         ],
+        template_config=templates(),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         guards=[authorize],
