@@ -63,6 +63,7 @@ class FeedConfig:
     new_share: float
     new_arrival_days: float
     personal_depth: int
+    candidate_cache: int
     exclude_purchased: bool
     snapshot_seconds: float
     snapshot_max: int
@@ -70,7 +71,7 @@ class FeedConfig:
 
 @dataclass(frozen=True)
 class RealtimeConfig:
-    history_window_hours: float
+    history_window_hours: float  # 0: no window (the last tower.history interactions, however old)
     visibility_timeout_seconds: float
     max_receive_count: int
     receive_wait_seconds: float
@@ -89,7 +90,7 @@ class JobsConfig:
     reindex: str
     sync: str
     retrain_window_days: float
-    retention_days: float
+    retention_days: float  # 0: raw events are kept forever
     misfire_grace_seconds: float
     keep_models: int  # newest checkpoints kept by retrain (the serving one is always kept)
 
@@ -129,6 +130,8 @@ class TrainingConfig:
     max_examples: int
     event_weighted_loss: bool
     popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
+    prior_as_of: str  # "moment": popularity as of each example's time; "end": at the end of the training data
+    prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
 
 
 @dataclass(frozen=True)
@@ -364,8 +367,8 @@ def _validate(config: Config) -> None:
         "feed.popularity_half_life_hours": config.feed.popularity_half_life_hours,
         "feed.similar_k": config.feed.similar_k,
         "feed.personal_depth": config.feed.personal_depth,
+        "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
-        "realtime.history_window_hours": config.realtime.history_window_hours,
         "realtime.max_receive_count": config.realtime.max_receive_count,
         "realtime.consumer_batch": config.realtime.consumer_batch,
         "realtime.dead_letter_max": config.realtime.dead_letter_max,
@@ -375,7 +378,6 @@ def _validate(config: Config) -> None:
         "security.body_timeout_seconds": config.security.body_timeout_seconds,
         "security.keep_alive_seconds": config.security.keep_alive_seconds,
         "jobs.retrain_window_days": config.jobs.retrain_window_days,
-        "jobs.retention_days": config.jobs.retention_days,
         "index.m": config.index.m,
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
@@ -383,6 +385,7 @@ def _validate(config: Config) -> None:
         "analytics.flush_seconds": config.analytics.flush_seconds,
         "analytics.buffer_max": config.analytics.buffer_max,
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
+        "training.prior_half_life_hours": config.training.prior_half_life_hours,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -390,6 +393,10 @@ def _validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise InvalidInput(f"config {key} must be positive, got {value}", field=key)
+    for key, value in (("realtime.history_window_hours", config.realtime.history_window_hours),
+                       ("jobs.retention_days", config.jobs.retention_days)):
+        if value < 0:
+            raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)
     shares = (config.feed.personal_share, config.feed.new_share)
     if min(shares) < 0 or sum(shares) > 1:
         raise InvalidInput("feed.personal_share and feed.new_share must be >= 0 and sum to at most 1",
@@ -398,6 +405,8 @@ def _validate(config: Config) -> None:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
     if config.training.negatives not in ("sampled", "in_batch", "mixed", "full"):
         raise InvalidInput("training.negatives must be sampled, in_batch, mixed or full", field="training.negatives")
+    if config.training.prior_as_of not in ("moment", "end"):
+        raise InvalidInput("training.prior_as_of must be moment or end", field="training.prior_as_of")
     if config.tower.width % config.tower.heads:
         raise InvalidInput("tower.heads must divide tower.width", field="tower.heads")
     es = config.elasticsearch

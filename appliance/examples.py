@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from appliance.baselines import event_popularity
+from appliance.baselines import RecentPopularityScorer, event_popularity
 from appliance.interactions import Interactions, expand_ranges, window_rows
 from appliance.ranking import popularity_prior
 
@@ -28,11 +28,13 @@ class Examples:
         return Examples(self.rows[index], self.mask[index], self.target[index])
 
 
-def make_examples(interactions: Interactions, history: int) -> Examples:
+def make_examples(interactions: Interactions, history: int, window_hours: float = 0.0) -> Examples:
     """Every first (customer, product) interaction with at least one strictly earlier event is an example.
 
     Its history ends before the first event at the same moment: products bought together in one basket (one
     timestamp) do not see each other, just as the evaluation never shows a model the rest of a held-out basket.
+    With `window_hours` > 0 the history keeps only events that recent before the positive, as serving loads it
+    (realtime.history_window_hours); an example left without history is dropped.
     """
     starts = interactions.row_starts()  # (E,)
     row = np.arange(len(interactions))
@@ -41,6 +43,10 @@ def make_examples(interactions: Interactions, history: int) -> Examples:
     moment_start = np.maximum.accumulate(np.where(new_moment, row, 0))  # (E,) first row of the same instant
     target = np.flatnonzero((moment_start > starts) & interactions.first_of_pair())
     rows, mask = window_rows(moment_start[target], starts[target], history)
+    if window_hours > 0:
+        mask &= interactions.ts[rows] >= interactions.ts[target][:, None] - window_hours * 3600.0
+        keep = mask.any(1)
+        rows, mask, target = np.where(mask, rows, 0)[keep], mask[keep], target[keep]
     return Examples(rows, mask, target)
 
 
@@ -88,6 +94,23 @@ class PopularityPrior:
         prior[owner, item] = torch.as_tensor(popularity_prior(self.total[item] - self.pair_own[pair]),
                                              dtype=torch.float32)
         return prior
+
+
+class MomentPrior:
+    """log(1 + popularity) of every product as the feed had it at each example's moment: the events strictly
+    before the positive's time, decayed from it (so a long log's early examples see their own time's popular
+    products, and the customer's own earlier events count, as they do in serving)."""
+
+    def __init__(
+        self, interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
+    ) -> None:
+        self.popularity = RecentPopularityScorer(interactions, n_items, weights, half_life_hours)
+        self.interactions = interactions
+
+    def rows(self, ex: Examples) -> torch.Tensor:
+        """(B, N) float32 prior per example."""
+        customer, at = self.interactions.customer[ex.target], self.interactions.ts[ex.target]
+        return torch.as_tensor(popularity_prior(self.popularity.scores(customer, at)), dtype=torch.float32)
 
 
 def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.Tensor):

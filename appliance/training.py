@@ -13,9 +13,11 @@ then the whole network with a one-epoch warm-up (its first epochs dip below the 
 What is validated and kept after each epoch is an exponential moving average of the weights over the recent
 steps, which on a small shop's data is steadier than the weights of the last step.
 
-With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature,
-popularity as the feed computes it at the end of the training data but without the example's own customer
-(whose events include the positive itself, which would leak the answer).
+With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature.
+Popularity is either as of each example's moment (`training.prior_as_of = "moment"`: the events strictly before
+it, as a feed had them then) or at the end of the training data without the example's own customer (whose
+events include the positive itself, which would leak the answer), with its own half-life
+(`training.prior_half_life_hours`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ import torch.nn.functional as F
 from appliance.config import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.evaluation import ranking_metrics
-from appliance.examples import Examples, PopularityPrior, batch_inputs, make_examples, split_validation
+from appliance.examples import (
+    Examples,
+    MomentPrior,
+    PopularityPrior,
+    batch_inputs,
+    make_examples,
+    split_validation,
+)
 from appliance.interactions import Interactions, expand_ranges
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
@@ -102,7 +111,7 @@ def contrastive_loss(
 @torch.no_grad()
 def validation_ndcg(
     model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
-    prior: PopularityPrior | None, chunk: int = 256,
+    prior: PopularityPrior | MomentPrior | None, chunk: int = 256,
 ) -> float:
     """Mean NDCG@10 of the positive over the full catalog, the customer's earlier products excluded."""
     model.eval()
@@ -127,7 +136,7 @@ class _Run:
 
     def __init__(
         self, model: UserTower, train: Examples, val: Examples, interactions: Interactions, vectors: torch.Tensor,
-        prior: PopularityPrior | None, target: torch.Tensor, weight: torch.Tensor, log_q: torch.Tensor,
+        prior: PopularityPrior | MomentPrior | None, target: torch.Tensor, weight: torch.Tensor, log_q: torch.Tensor,
         config: TrainingConfig, generator: torch.Generator, progress: Progress | None,
     ) -> None:
         self.model, self.train, self.val, self.interactions, self.vectors = model, train, val, interactions, vectors
@@ -209,11 +218,12 @@ class _Run:
 
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
-PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)  # popularity weights tried before training (cosine units)
+PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # popularity weights tried before training (cosine units)
 
 
 def _start_prior(
-    model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor, prior: PopularityPrior | None
+    model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor,
+    prior: PopularityPrior | MomentPrior | None,
 ) -> float:
     """Set the popularity weight to the grid value with the best validation NDCG@10; returns that NDCG@10."""
     scores = {}
@@ -230,9 +240,10 @@ def _start_prior(
 def train_tower(
     interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
     event_weights: Mapping[str, float], popularity_half_life_hours: float | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, window_hours: float = 0.0,
 ) -> tuple[UserTower, TrainReport]:
     """Train a user tower on `interactions` against the frozen product vectors (N, D); CPU, seeded.
+    `window_hours` > 0: example histories hold only that recent events, as serving's window (0: none).
 
     `popularity_half_life_hours` is the feed's: the popularity prior is learned (when config.popularity_prior)
     over popularity defined exactly as the feed ranks with it; None leaves the prior out (weight 0).
@@ -244,7 +255,8 @@ def train_tower(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)  # process-wide while training; restored after
     try:
-        return _train(interactions, item_vectors, tower, config, event_weights, popularity_half_life_hours, progress)
+        return _train(interactions, item_vectors, tower, config, event_weights, popularity_half_life_hours, progress,
+                      window_hours)
     finally:
         torch.set_num_threads(threads)
 
@@ -252,6 +264,7 @@ def train_tower(
 def _train(
     interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
     event_weights: Mapping[str, float], popularity_half_life_hours: float | None, progress: Progress | None,
+    window_hours: float,
 ) -> tuple[UserTower, TrainReport]:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -260,7 +273,7 @@ def _train(
     vectors = torch.as_tensor(np.require(item_vectors, np.float32, ["W"]))  # (N, D); copied only if read-only
 
     # examples: history -> next new product, the most recent `max_examples`, some customers' last held out
-    examples = make_examples(interactions, tower.history)
+    examples = make_examples(interactions, tower.history, window_hours)
     if not len(examples.target):
         raise InvalidInput("no training examples: every customer needs at least two interactions with "
                            "different products", field="interactions")
@@ -277,7 +290,8 @@ def _train(
 
     prior = None
     if config.popularity_prior and popularity_half_life_hours is not None:
-        prior = PopularityPrior(interactions, len(vectors), event_weights, popularity_half_life_hours)
+        source = MomentPrior if config.prior_as_of == "moment" else PopularityPrior
+        prior = source(interactions, len(vectors), event_weights, popularity_half_life_hours)
     model = UserTower(tower, vectors.shape[1])
     with torch.no_grad():  # start exactly at `mean_vector`: the residual mean weighs kinds like the event weights
         model.kind_bias.copy_(torch.log(torch.as_tensor([event_weights[n] for n in EVENT_NAMES])))

@@ -164,6 +164,11 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
         # Counters of the durable queue that outlive its rows (dead letters dropped by the retention caps).
         "CREATE TABLE queue_counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
     ),
+    (
+        # A product sent without created_at has none (it was the first-seen time): an imported catalog without
+        # dates is not made of new arrivals.
+        "ALTER TABLE products ALTER COLUMN created_at DROP NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
