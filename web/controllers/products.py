@@ -15,7 +15,7 @@ from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from appliance.errors import InvalidInput, NotFound, NotReady
-from appliance.types import now_utc
+from appliance.types import Product, now_utc
 from web.access import Scope, needs
 from web.ids import ProductPath, created, known, normalised
 from web.schemas import (
@@ -28,6 +28,7 @@ from web.schemas import (
     StoredProductOut,
     each,
 )
+from web.services import Services
 
 
 def latest(state: State, now: datetime) -> datetime:
@@ -116,13 +117,16 @@ class ProductController(Controller):
         with _named(product_id):
             stored = services.catalog.store.get(key)
         try:
-            vector = services.index.get(np.array([key]))[0]
+            found = nearest(services, key, k)
         except KeyError:
             raise NotReady(f"product {product_id} has no vector yet (embedding: {stored.embedded})") from None
-        view = services.recommender.view()
-        labels, sims = services.index.query(vector, k + 1, accept=lambda label: label != key)
-        items = [
-            FeedItem(services.product_out(view.products[int(i)]), float(s), "similar")
-            for i, s in zip(labels[:k], sims[:k], strict=True) if int(i) in view.products
-        ]
-        return SimilarOut(product_id, items)
+        return SimilarOut(product_id, [FeedItem(services.product_out(p), sim, "similar") for p, sim in found])
+
+
+def nearest(services: Services, key: int, k: int) -> list[tuple[Product, float]]:
+    """The (at most) `k` catalog products nearest to product `key` by vector, best first; KeyError when it has
+    no vector yet."""
+    vector = services.index.get(np.array([key]))[0]
+    products = services.recommender.view().products
+    labels, sims = services.index.query(vector, k + 1, accept=lambda label: label != key)
+    return [(products[int(i)], float(s)) for i, s in zip(labels[:k], sims[:k], strict=True) if int(i) in products]

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.params import QueryParameter
@@ -15,13 +14,13 @@ from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from appliance.recommender import FeedQuery
+from appliance.pipeline import FeedQuery
 from appliance.types import now_utc
 from jobs.dashboard import overview
 from storage.activity import Activity
 from web.access import BASIC_OPT, Scope, needs
-from web.controllers.feeds import personal
 from web.controllers.jobs import job_out
+from web.controllers.products import nearest
 from web.dashboard.charts import line_chart
 from web.services import Services
 
@@ -100,11 +99,11 @@ class DashboardController(Controller):
         key = s.ids.customers.key(customer_id)
         recent = Activity(s.db).recent_events(key, RECENT) if key is not None else []
         stored = s.users.get(key) if key is not None else None
-        who = personal(s, key) if key is not None else None
-        feed = s.recommender.feed(FeedQuery(1, s.config.feed.per_page), who)  # a look, not an impression
+        who = s.feeds.personal(key)
+        feed = s.feeds.page(key, FeedQuery(1, s.config.feed.per_page))  # the API's feed; a look, not an impression
         products = s.recommender.view().products
         return _page("customer", s, customer_id=customer_id, known=key is not None, vector=stored,
-                     personal=who is not None, feed=feed, products=products,
+                     personal=who is not None and who.vector is not None, feed=feed, products=products,
                      recent=[(e, products.get(e.product_id), s.ids.products.ext(e.product_id)) for e in recent],
                      ext=s.ids.products.ext)
 
@@ -120,14 +119,11 @@ class DashboardController(Controller):
         if key is None or key not in products:
             return _page("product", s, product_id=product_id, found=False)
         stored = s.catalog.store.get(key)
-        similar: list[tuple[str, Any, float]] = []
         try:
-            vector = s.index.get(np.array([key]))[0]
-            labels, sims = s.index.query(vector, s.config.feed.similar_k + 1, accept=lambda label: label != key)
-            similar = [(s.ids.products.ext(int(i)), products[int(i)], float(x))
-                       for i, x in zip(labels, sims, strict=True) if int(i) in products][:s.config.feed.similar_k]
+            found = nearest(s, key, s.config.feed.similar_k)  # what GET /products/{id}/similar answers
+            similar = [(s.ids.products.ext(p.product_id), p, sim) for p, sim in found]
         except KeyError:
-            pass  # no vector yet: the page says so
+            similar = []  # no vector yet: the page says so
         activity = Activity(s.db)
         per_day: dict[str, list] = {}
         for day, name, count in activity.product_events_per_day(key, now_utc() - timedelta(days=30)):
