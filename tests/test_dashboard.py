@@ -83,3 +83,10 @@ def test_a_chart_has_a_point_per_value_and_says_when_there_is_none() -> None:
     svg = line_chart({"a": [(1.0, 2.0), (2.0, 4.0)], "b": [(1.0, 1.0)]}, "T")
     assert svg.count('class="point"') == 3 and 'data-points="3"' in svg and "<polyline" in svg
     assert "no data yet" in line_chart({"a": []}, "T")
+
+
+def test_the_jobs_page_lists_the_runs_of_the_api(shop: TestClient) -> None:
+    page = shop.get("/dashboard/jobs", headers=ADMIN).text
+    runs = [run for job in shop.get("/jobs").json() for run in job["last_runs"]]
+    assert runs and page.count('class="run"') == len(runs)
+    assert all(f'{run["seconds"]:.2f} s' in page for run in runs)
