@@ -28,6 +28,7 @@ HERE = Path(__file__).parent
 ASSETS = create_static_files_router(path="/dashboard/static", directories=[HERE / "static"], include_in_schema=False,
                                     name="dashboard-assets", opt=needs(Scope.OPEN))  # a stylesheet: no secret
 RECENT = 20  # interactions shown in the customer inspector
+IdQuery = Annotated[str | None, QueryParameter(name="id", max_length=128, description="the shop's id")]
 
 
 def templates() -> TemplateConfig:
@@ -90,8 +91,7 @@ class DashboardController(Controller):
         return _page("jobs", s, jobs=jobs, chart=chart)
 
     @get("/customer", sync_to_thread=True)
-    def customer(self, state: State,
-                 customer_id: Annotated[str | None, QueryParameter(name="id", max_length=128)] = None) -> Template:
+    def customer(self, state: State, customer_id: IdQuery = None) -> Template:
         """One shopper: recent interactions, where the vector came from, the feed with the reason of each item."""
         s: Services = state.services
         if not customer_id:
@@ -108,8 +108,7 @@ class DashboardController(Controller):
                      ext=s.ids.products.ext)
 
     @get("/product", sync_to_thread=True)
-    def product(self, state: State,
-                product_id: Annotated[str | None, QueryParameter(name="id", max_length=128)] = None) -> Template:
+    def product(self, state: State, product_id: IdQuery = None) -> Template:
         """One product: its line, its nearest products by vector, its events per day."""
         s: Services = state.services
         if not product_id:
