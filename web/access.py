@@ -5,7 +5,8 @@ Three scopes, each including the one below (Algolia's search-only and admin keys
 least scope they need with `opt=needs(Scope.X)` on their controller or handler; a route that names none needs
 admin (fail closed). Health probes and the API docs are `Scope.OPEN`.
 
-A key travels as `Authorization: Bearer KEY`, `X-Api-Key: KEY` or `X-Admin-Key: KEY`, and is compared in
+A key travels as `Authorization: Bearer KEY`, `X-Api-Key: KEY` or `X-Admin-Key: KEY` (or as the password of
+`Authorization: Basic`, what a browser's login dialog sends for the dashboard), and is compared in
 constant time against every configured key. Without public or server keys the appliance is in loopback mode:
 anonymous requests get the server scope but only from a loopback address, and `check_exposure` refuses to
 serve on another interface. Admin routes always need an admin key.
