@@ -124,10 +124,14 @@ class TrainingConfig:
     weight_decay: float
     negatives: str
     sampled_negatives: int
+    shared_negatives: int
+    precision: str
     temperature: float
     patience: int
     validation_fraction: float
+    validation_examples: int
     max_examples: int
+    epoch_examples: int
     event_weighted_loss: bool
     popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
     prior_as_of: str  # "moment": popularity as of each example's time; "end": at the end of the training data
@@ -386,6 +390,9 @@ def _validate(config: Config) -> None:
         "analytics.buffer_max": config.analytics.buffer_max,
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
         "training.prior_half_life_hours": config.training.prior_half_life_hours,
+        "training.shared_negatives": config.training.shared_negatives,
+        "training.epoch_examples": config.training.epoch_examples,
+        "training.validation_examples": config.training.validation_examples,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -403,8 +410,11 @@ def _validate(config: Config) -> None:
                            field="feed.personal_share")
     if config.feed.per_page > config.feed.max_per_page:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
-    if config.training.negatives not in ("sampled", "in_batch", "mixed", "full"):
-        raise InvalidInput("training.negatives must be sampled, in_batch, mixed or full", field="training.negatives")
+    if config.training.negatives not in ("shared", "full", "sampled", "in_batch", "mixed"):
+        raise InvalidInput("training.negatives must be shared, full, sampled, in_batch or mixed",
+                           field="training.negatives")
+    if config.training.precision not in ("float32", "bfloat16"):
+        raise InvalidInput("training.precision must be float32 or bfloat16", field="training.precision")
     if config.training.prior_as_of not in ("moment", "end"):
         raise InvalidInput("training.prior_as_of must be moment or end", field="training.prior_as_of")
     if config.tower.width % config.tower.heads:

@@ -3,7 +3,12 @@
 Examples come from `appliance.examples`: only first interactions with a product are positives (seen products
 are never recommended, so predicting repeats is not the task). The loss is a softmax over cosine similarities /
 temperature against negatives that are `full` (every product but the example's history: the evaluation's own
-ranking task), `sampled` (uniform random products), `in_batch` (the other positives, logQ-corrected) or `mixed`.
+ranking task), `shared` (the default: one uniform random draw of `shared_negatives` products per batch, their
+exponentials scaled by N / K so the sum estimates the full one; the whole catalog when it is no larger, i.e.
+exactly `full`), `sampled` (random products per example), `in_batch` (the other positives, logQ-corrected) or
+`mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
+(not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 (`precision`) while validation
+stays float32. An epoch is at most `epoch_examples` examples, so a large shop trains as many steps as a mid-sized one.
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
@@ -25,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -72,20 +77,32 @@ class TrainReport:
 def contrastive_loss(
     user: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, item_vectors: torch.Tensor,
     log_q: torch.Tensor, config: TrainingConfig, generator: torch.Generator, seen: torch.Tensor | None = None,
-    prior: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None, columns: torch.Tensor | None = None, own: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Weighted softmax cross-entropy; the positive of row i is column i (in-batch), column 0 (sampled) or
-    column target[i] (full, where `seen` (B, T) holds each row's history items, left out as negatives).
-    `prior` (B, N) is added to the cosines (the weighted popularity prior), or None."""
+    """Weighted softmax cross-entropy; the positive of row i is column i (in-batch) or column 0 (the others).
+
+    `full` and `shared` score the positive against the products `columns` (K,) (None: all N; `shared`: a random
+    K for the whole batch, their sum scaled by N / K to estimate the full one), leaving out each row's positive
+    and its history `seen` (B, T). `prior` is added to the cosines: (B, K) over the columns (full, shared, with
+    `own` (B,) the positive's) or (B, N) (sampled, in_batch, mixed); None = no prior."""
     B, N = len(target), len(item_vectors)
+    if config.negatives in ("full", "shared"):
+        K = N if columns is None else len(columns)
+        candidates = item_vectors if columns is None else item_vectors[columns]  # (K, D)
+        negative = user @ candidates.T  # (B, K)
+        positive = (user * item_vectors[target]).sum(-1)  # (B,)
+        if prior is not None:
+            negative, positive = negative + prior, positive + own
+        where = torch.full((N,), K)  # (N,) column of each product; K: not among the columns
+        where[slice(None) if columns is None else columns] = torch.arange(K)
+        hidden = torch.cat([target[:, None]] + ([seen] if seen is not None else []), dim=1)  # (B, 1 + T)
+        negative = torch.cat([negative / config.temperature + math.log(N / K), torch.zeros(B, 1)], dim=1)
+        negative = negative.scatter(1, where[hidden], -math.inf)[:, :K]  # column K: products not among them
+        logits = torch.cat([positive[:, None] / config.temperature, negative], dim=1)  # (B, 1 + K)
+        loss = F.cross_entropy(logits.float(), torch.zeros(B, dtype=torch.long), reduction="none")
+        return (loss * weight).sum() / weight.sum()
     if prior is None:
         prior = torch.zeros(B, N)
-    if config.negatives == "full":  # every product but the customer's history (B, N), like the evaluation
-        logits = (user @ item_vectors.T + prior) / config.temperature
-        if seen is not None:
-            logits = logits.scatter(1, seen, -math.inf)
-        loss = F.cross_entropy(logits, target, reduction="none")
-        return (loss * weight).sum() / weight.sum()
     positive = item_vectors[target]  # (B, D)
     blocks, label = [], torch.arange(B)
     if config.negatives in ("in_batch", "mixed"):
@@ -111,22 +128,24 @@ def contrastive_loss(
 @torch.no_grad()
 def validation_ndcg(
     model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
-    prior: PopularityPrior | MomentPrior | None, chunk: int = 256,
-) -> float:
-    """Mean NDCG@10 of the positive over the full catalog, the customer's earlier products excluded."""
+    prior: PopularityPrior | MomentPrior | None, popularity_weights: Sequence[float] | None = None, chunk: int = 256,
+) -> np.ndarray:
+    """Mean NDCG@10 of the positive over the full catalog, the customer's earlier products excluded, for each
+    of `popularity_weights` (default: the model's own): the user vectors and cosines are computed once."""
     model.eval()
+    weights = [model.popularity_weight.item()] if popularity_weights is None else list(popularity_weights)
     starts = interactions.row_starts()
-    total = 0.0
+    total = np.zeros(len(weights))
     for i in range(0, len(val.target), chunk):
         ex = val.take(slice(i, i + chunk))
-        scores = model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T  # (c, N)
-        if prior is not None:
-            scores = scores + model.popularity_weight * prior.rows(ex)
-        scores = scores.numpy()
+        cosines = (model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T).numpy()  # (c, N)
+        popularity = prior.rows(ex).numpy() if prior is not None else np.zeros_like(cosines)  # (c, N)
         owner, earlier = expand_ranges(starts[ex.target], ex.target - starts[ex.target])  # the earlier events
-        scores[owner, interactions.item[earlier]] = -np.inf
         relevant = interactions.item[ex.target][:, None]  # (c, 1)
-        total += float(ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"].sum())
+        for j, weight in enumerate(weights):
+            scores = cosines + weight * popularity if weight else cosines.copy()
+            scores[owner, interactions.item[earlier]] = -np.inf
+            total[j] += ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"].sum()
     model.train()
     return total / len(val.target)
 
@@ -150,7 +169,8 @@ class _Run:
 
     def phase(self, optimizer: torch.optim.Optimizer, patience: int, warmup: bool = False) -> None:
         """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10."""
-        config, steps = self.config, math.ceil(len(self.target) / self.config.batch_size)
+        config = self.config
+        steps = math.ceil(min(len(self.target), config.epoch_examples) / config.batch_size)
         ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps if warmup else 1))
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)  # every phase starts from the best so far
@@ -162,7 +182,7 @@ class _Run:
             self.report.losses.append(loss)
             trained = copy.deepcopy(self.model.state_dict())
             self.model.load_state_dict(self.average)  # validate (and keep) the average of the recent steps
-            score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior) \
+            score = float(validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior)[0]) \
                 if len(self.val.target) else None
             if score is not None and score > self.best:
                 self.keep(score, self.report.epochs)
@@ -183,17 +203,24 @@ class _Run:
     def _epoch(self, optimizer, ramp, steps: int) -> float:
         model, config, inter = self.model, self.config, self.interactions
         model.train()
-        order = torch.randperm(len(self.target), generator=self.generator)
+        order = torch.randperm(len(self.target), generator=self.generator)[:config.epoch_examples]  # a sample, if big
         total = 0.0
         for step in range(steps):
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             ex = self.train.take(idx.numpy())
-            users = model(*batch_inputs(ex, inter, self.vectors))  # (B, D)
             hist = inter.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
             seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
-            prior = model.popularity_weight * self.prior.rows(ex) if self.prior is not None else None
-            loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q, config,
-                                    self.generator, seen, prior)
+            columns = self._columns()
+            prior = own = None
+            if self.prior is not None:
+                prior = model.popularity_weight * self.prior.rows(ex, columns)  # (B, K) or (B, N)
+                own = model.popularity_weight * self.prior.positive(ex)  # (B,)
+            with torch.autocast("cpu", torch.bfloat16, enabled=config.precision == "bfloat16"):
+                distinct, slot = np.unique(hist, return_inverse=True)  # each product of the batch projected once
+                projected = model.inp(self.vectors[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B, T, W)
+                users = model(*batch_inputs(ex, inter, self.vectors), projected=projected)  # (B, D)
+                loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
+                                        config, self.generator, seen, prior, columns, own)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -206,6 +233,13 @@ class _Run:
             if self.progress:
                 self.progress({"epoch": self.report.epochs, "step": step + 1, "steps": steps, "loss": loss.item()})
         return total / steps
+
+    def _columns(self) -> torch.Tensor | None:
+        """The products every row of a batch is scored against: all (None) or, for `shared`, a random draw."""
+        N = len(self.vectors)
+        if self.config.negatives != "shared" or self.config.shared_negatives >= N:
+            return None
+        return torch.randperm(N, generator=self.generator)[:self.config.shared_negatives]
 
     def finish(self) -> TrainReport:
         if self.best_state is not None:
@@ -226,11 +260,8 @@ def _start_prior(
     prior: PopularityPrior | MomentPrior | None,
 ) -> float:
     """Set the popularity weight to the grid value with the best validation NDCG@10; returns that NDCG@10."""
-    scores = {}
-    for value in PRIOR_GRID if prior is not None else (0.0,):
-        with torch.no_grad():
-            model.popularity_weight.fill_(value)
-        scores[value] = validation_ndcg(model, val, interactions, vectors, prior)
+    grid = PRIOR_GRID if prior is not None else (0.0,)
+    scores = dict(zip(grid, validation_ndcg(model, val, interactions, vectors, prior, grid).tolist(), strict=True))
     best = max(scores, key=lambda v: (scores[v], -v))  # ties: the smaller weight
     with torch.no_grad():
         model.popularity_weight.fill_(best)
@@ -277,7 +308,7 @@ def _train(
     if not len(examples.target):
         raise InvalidInput("no training examples: every customer needs at least two interactions with "
                            "different products", field="interactions")
-    train, val = split_validation(examples, interactions, config.validation_fraction, rng)
+    train, val = split_validation(examples, interactions, config.validation_fraction, rng, config.validation_examples)
     if len(train.target) > config.max_examples:
         train = train.take(np.argsort(interactions.ts[train.target], kind="stable")[-config.max_examples:])
     kind_weight = np.array([event_weights[name] for name in EVENT_NAMES], dtype=np.float32)

@@ -192,3 +192,21 @@ def test_encoding(encoder: Encoder, tmp_path: Path) -> None:
     assert all(b["products_per_s"] > 0 for b in data["batches"])
     _ordered(data["single_line_ms"])
     assert " | " in data["example_line"]
+
+
+def test_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_TRAINING__EPOCHS", "1")
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "train", "--datasets", "shop-3k", "--shop-products", "300", "--recipes",
+                              "before,after", "--out", str(tmp_path)])
+    assert args.run(args) == 0
+    data = json.loads((tmp_path / "train_shop-3k.json").read_text())
+    shop = data["datasets"]["shop-3k"]
+    assert shop["products"] == 300 and shop["events"] == 3000
+    before, after = shop["recipes"]["before"], shop["recipes"]["after"]
+    assert before["training"]["negatives"] == "full" and before["training"]["precision"] == "float32"
+    assert after["training"]["negatives"] == "shared" and after["training"]["epochs"] == 1
+    for r in (before, after):
+        assert r["cpu_seconds"] > 0 and r["wall_seconds"] > 0 and r["examples"] > 0
+        assert 0.0 <= r["ndcg@10"] <= 1.0 and r["epochs"] == 2
