@@ -112,17 +112,19 @@ def train_and_decide(
     models = table["models"]
     promoted = should_promote(models["candidate"], models.get("serving"), models["popularity"])
     window = data.interactions.window() or (0.0, 0.0)
+    if promoted:
+        reason = "its NDCG@10 beats " + ("the serving model and " if serving is not None else "") + "popularity"
+    else:
+        reason = "its NDCG@10 does not beat " + ("the serving model or " if serving is not None else "") + "popularity"
     meta = ModelMeta(
         encoder_model=config.encoder.model, data_first=window[0], data_last=window[1],
-        metrics=models["candidate"], training=report.as_dict(),
+        metrics=models["candidate"], training=report.as_dict(), evaluation=models, decision=reason,
     )
     version = registry.save_candidate(model, meta)
     if promoted:
         registry.promote(version)
-        reason = "its NDCG@10 beats " + ("the serving model and " if serving is not None else "") + "popularity"
     else:
         registry.reject(version)
-        reason = "its NDCG@10 does not beat " + ("the serving model or " if serving is not None else "") + "popularity"
     log.info("model %s %s: %s", version, "promoted" if promoted else "rejected", reason)
     return model, TrainOutcome(version, promoted, reason, table, report.as_dict())
 

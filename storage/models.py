@@ -43,6 +43,8 @@ class ModelMeta:
     version: str = ""  # set by the registry
     tower: Mapping[str, Any] = field(default_factory=dict)  # TowerConfig as a dict, set on save
     dim: int = 0  # product-vector dimensions, set on save
+    evaluation: Mapping[str, Any] = field(default_factory=dict)  # every model's row on the split it was judged on
+    decision: str = ""  # why it was (or was not) promoted
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # plain, JSON-able containers only

@@ -55,6 +55,13 @@ ROUTES = {
     ("GET", "/health/ready"): "open",
     ("GET", "/static/swagger-ui/{file_path}"): "open",  # the docs page's scripts, shipped in the package
     ("HEAD", "/static/swagger-ui/{file_path}"): "open",
+    ("GET", "/dashboard"): "admin",  # the operator's pages; a browser is asked for the key (HTTP Basic)
+    ("GET", "/dashboard/models"): "admin",
+    ("GET", "/dashboard/jobs"): "admin",
+    ("GET", "/dashboard/customer"): "admin",
+    ("GET", "/dashboard/product"): "admin",
+    ("GET", "/dashboard/static/{file_path}"): "open",  # the dashboard's stylesheet and icon
+    ("HEAD", "/dashboard/static/{file_path}"): "open",
 }
 PRODUCT = {"name": "Trail runner", "merchant": "Acme", "category_path": ["Shoes", "Running"], "color": "Red",
            "price": 90.0}
@@ -125,7 +132,8 @@ def test_key_route_table(keyed: TestClient, method: str, path: str, who: str) ->
     unknown = who == "unknown" and "not a configured key" in problem["detail"]
     assert f"the {needed} scope" in problem["detail"] or unknown
     if expected == 401:
-        assert answer.headers["www-authenticate"].startswith("Bearer")
+        challenge = "Basic" if path.startswith("/dashboard") else "Bearer"  # a page asks the browser's dialog
+        assert answer.headers["www-authenticate"].startswith(challenge)
 
 
 @pytest.mark.parametrize("scope", ["public", "server", "admin"])
@@ -143,7 +151,7 @@ def test_the_openapi_document_names_the_scope_of_each_operation(keyed: TestClien
     doc = keyed.get("/schema/openapi.json").json()
     assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
     for (method, path), needed in ROUTES.items():
-        if path.startswith("/static/"):  # files, not API operations: not in the document
+        if path.startswith(("/static/", "/dashboard")):  # files and HTML pages, not API operations: not documented
             assert path not in doc["paths"]
             continue
         operation = doc["paths"][path][method.lower()]

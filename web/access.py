@@ -5,7 +5,8 @@ Three scopes, each including the one below (Algolia's search-only and admin keys
 least scope they need with `opt=needs(Scope.X)` on their controller or handler; a route that names none needs
 admin (fail closed). Health probes and the API docs are `Scope.OPEN`.
 
-A key travels as `Authorization: Bearer KEY`, `X-Api-Key: KEY` or `X-Admin-Key: KEY`, and is compared in
+A key travels as `Authorization: Bearer KEY`, `X-Api-Key: KEY` or `X-Admin-Key: KEY` (or as the password of
+`Authorization: Basic`, what a browser's login dialog sends for the dashboard), and is compared in
 constant time against every configured key. Without public or server keys the appliance is in loopback mode:
 anonymous requests get the server scope but only from a loopback address, and `check_exposure` refuses to
 serve on another interface. Admin routes always need an admin key.
@@ -13,6 +14,8 @@ serve on another interface. Admin routes always need an admin key.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -38,6 +41,7 @@ class Scope(IntEnum):
 
 
 SCOPE_OPT = "scope"
+BASIC_OPT = "basic"  # pages a person opens in a browser: a 401 asks for the key with HTTP Basic (any user name)
 
 
 def needs(scope: Scope) -> dict[str, Scope]:
@@ -115,7 +119,7 @@ class Access:
                 found = scope
         return found
 
-    def actor(self, connection: ASGIConnection, read_key: bool = True) -> Actor:
+    def actor(self, connection: ASGIConnection, read_key: bool = True, basic: bool = False) -> Actor:
         """The request's actor, its rate-limit token taken (429 when none is left); an unknown key spends
         its address's token, then gets 401."""
         address = connection.client.host if connection.client else ""
@@ -128,7 +132,7 @@ class Access:
             actor = Actor(scope, digest.hex()[:12], address)
         self.limiter.take(actor.bucket, actor.scope)
         if key is not None and scope is None:
-            raise _unauthorized("the key sent is not a configured key")
+            raise _unauthorized("the key sent is not a configured key", basic)
         return actor
 
 
@@ -137,11 +141,17 @@ def _presented_key(connection: ASGIConnection) -> str | None:
     bearer = headers.get("authorization", "")
     if bearer[:7].lower() == "bearer ":
         return bearer[7:].strip()
+    if bearer[:6].lower() == "basic ":  # a browser's login dialog: the key is the password
+        try:
+            return base64.b64decode(bearer[6:].strip(), validate=True).decode().partition(":")[2] or None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
     return headers.get("x-api-key") or headers.get("x-admin-key") or None
 
 
-def _unauthorized(detail: str) -> NotAuthorizedException:
-    return NotAuthorizedException(detail, headers={"WWW-Authenticate": 'Bearer realm="appliance"'})
+def _unauthorized(detail: str, basic: bool = False) -> NotAuthorizedException:
+    challenge = 'Basic realm="appliance", charset="UTF-8"' if basic else 'Bearer realm="appliance"'
+    return NotAuthorizedException(detail, headers={"WWW-Authenticate": challenge})
 
 
 async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
@@ -151,7 +161,8 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     needed = required_scope(handler)
     if connection.scope.get("method") == "OPTIONS":  # Litestar's own answer: the allowed methods, nothing else
         needed = Scope.OPEN
-    actor = access.actor(connection, read_key=needed is not Scope.OPEN)
+    basic = bool(handler.opt.get(BASIC_OPT))
+    actor = access.actor(connection, read_key=needed is not Scope.OPEN, basic=basic)
     if needed is Scope.OPEN:
         return
     if actor.key_id is None and not access.keyed and not _local(actor.address):
@@ -164,7 +175,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     if actor.scope < needed:
         if actor.key_id is None:
             raise _unauthorized(f"this endpoint needs the {needed.name.lower()} scope: send a key of it "
-                                "(Authorization: Bearer KEY)")
+                                "(Authorization: Bearer KEY)", basic)
         raise PermissionDeniedException(f"this endpoint needs the {needed.name.lower()} scope; "
                                         f"the key sent has the {actor.scope.name.lower()} scope")
 

@@ -27,6 +27,8 @@ from web.controllers.queue import ModelController, QueueController
 from web.controllers.rules import RuleController
 from web.controllers.sync import SyncController
 from web.controllers.widgets import WidgetController
+from web.dashboard.pages import ASSETS as DASHBOARD_ASSETS
+from web.dashboard.pages import DashboardController, templates
 from web.docs import SWAGGER_ASSETS, swagger_plugin
 from web.errors import EXCEPTION_HANDLERS
 from web.limits import body_timeout
@@ -60,8 +62,9 @@ def create_app(config: Config, encoder: Encoder | None = None) -> Litestar:
         route_handlers=[
             ProductController, EventController, CustomerController, QueueController, ModelController, JobController,
             SyncController, HealthController, AnalyticsController, MetricsController, WidgetController, RuleController,
-            SWAGGER_ASSETS,
+            SWAGGER_ASSETS, DashboardController, DASHBOARD_ASSETS,
         ],
+        template_config=templates(),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         guards=[authorize],
