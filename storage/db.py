@@ -164,6 +164,17 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
         # Counters of the durable queue that outlive its rows (dead letters dropped by the retention caps).
         "CREATE TABLE queue_counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
     ),
+    (
+        # Messages bound for SQS, committed with their events; the sender deletes a row once SQS has it.
+        "CREATE SEQUENCE sqs_outbox_seq",
+        """CREATE TABLE sqs_outbox (
+            outbox_id BIGINT PRIMARY KEY DEFAULT nextval('sqs_outbox_seq'),
+            group_id VARCHAR,
+            body VARCHAR NOT NULL,
+            queued_at TIMESTAMP NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
