@@ -54,6 +54,7 @@ class Received:
     body: dict
     receive_count: int  # deliveries so far, this one included
     sent_at: datetime  # naive UTC
+    arrival_key: str | None = None  # SQS: a message the shop published itself (its event is not stored yet)
 
 
 @dataclass(frozen=True, slots=True)

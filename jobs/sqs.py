@@ -34,12 +34,17 @@ from storage.sqs_outbox import SqsOutbox
 log = logging.getLogger(__name__)
 
 COUNTS = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+# Our outbox marks its messages (their events are stored); a message without the mark was published by the shop.
+ORIGIN = {"origin": {"DataType": "String", "StringValue": "appliance"}}
 
 
 def sqs_client(config: QueueConfig) -> Any:
     """A boto3 SQS client from config, else the standard AWS environment (boto3 imported only here)."""
     import boto3
     from botocore.config import Config as BotoConfig
+
+    # botocore's DEBUG lines carry each signed request's headers (the access key id): never in our log
+    logging.getLogger("botocore").setLevel(max(logging.getLogger("botocore").getEffectiveLevel(), logging.INFO))
 
     options: dict[str, Any] = {}
     if config.sqs_endpoint_url:
@@ -129,7 +134,9 @@ class SqsQueue:
             options["VisibilityTimeout"] = int(visibility_timeout)
         reply = self.client.receive_message(
             QueueUrl=self.url, MaxNumberOfMessages=min(max_messages, MAX_BATCH), WaitTimeSeconds=int(wait_seconds),
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"], **options,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId",
+                                         "MessageDeduplicationId"],
+            MessageAttributeNames=["origin"], **options,
         )
         out = []
         for m in reply.get("Messages", []):
@@ -142,8 +149,11 @@ class SqsQueue:
                 body = None
             if not isinstance(body, dict):  # the consumer's check names the missing field
                 body = {"body": m["Body"]}
+            ours = m.get("MessageAttributes", {}).get("origin", {}).get("StringValue") == "appliance"
+            # the shop's own message: stored once per deduplication id (FIFO) or message id (redeliveries)
+            arrival = None if ours else f"sqs:{attrs.get('MessageDeduplicationId') or m['MessageId']}"
             out.append(Received(m["MessageId"], m["ReceiptHandle"], body,
-                                int(attrs.get("ApproximateReceiveCount", 1)), _ms(attrs.get("SentTimestamp"))))
+                                int(attrs.get("ApproximateReceiveCount", 1)), _ms(attrs.get("SentTimestamp")), arrival))
         return out
 
     def delete_batch(self, receipt_handles: Sequence[str]) -> list[bool]:
@@ -272,7 +282,8 @@ class OutboxSender:
         rows = self.queue.outbox.oldest(self.batch)
         if not rows:
             return 0
-        sent = {int(i) for i in self.queue.send_entries([(str(i), g, b, f"outbox-{i}") for i, g, b in rows])}
+        entries = [(str(i), g, b, f"outbox-{i}") for i, g, b in rows]
+        sent = {int(i) for i in self.queue.send_entries(entries, attributes=ORIGIN)}
         if sent:
             self.queue.outbox.sent(sorted(sent))
         refused = [r[0] for r in rows if r[0] not in sent]

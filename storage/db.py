@@ -174,6 +174,11 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
             queued_at TIMESTAMP NOT NULL,
             attempts INTEGER NOT NULL DEFAULT 0
         )""",
+        # Events that arrived by SQS alone (a shop backend publishing there), by arrival key: stored once.
+        """CREATE TABLE sqs_arrivals (
+            arrival_key VARCHAR PRIMARY KEY,
+            stored_at TIMESTAMP NOT NULL
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
