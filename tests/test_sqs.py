@@ -11,7 +11,9 @@ import pytest
 from appliance.errors import InvalidInput
 from jobs.sqs import SqsQueue, sqs_client
 from storage.db import Database
-from tests.sqs_server import client, free_port, make_queues, moto_server, queue_config
+from tests.sqs_server import client, make_queues, queue_config
+from web.bench.common import free_port
+from web.bench.sqs_local import moto_server
 
 BODY = {"customer_id": "anon-7f3a", "product_id": "85123A", "event_name": "product_clicked"}
 

@@ -13,8 +13,9 @@ from litestar.testing import TestClient
 
 from appliance.config import load_config
 from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
-from tests.sqs_server import ACCESS_KEY, SECRET, client, make_queues, moto_server, overrides
+from tests.sqs_server import ACCESS_KEY, SECRET, client, make_queues, overrides
 from web.app import create_app
+from web.bench.sqs_local import moto_server
 
 RUNNING = [1, 2, 3, 4, 5]  # the running shoes of small_catalog
 
