@@ -4,6 +4,7 @@ for `appliance bench ingest --queue sqs` and the SQS tests. Never used by the se
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ def moto_server(port: int | None = None) -> Iterator[str]:
     state, so a server started again on the same port finds them (an outage, then recovery)."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
     port = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
