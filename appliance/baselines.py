@@ -6,6 +6,7 @@ Each is built from training-period interactions only and answers `scores(custome
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -39,17 +40,61 @@ def popularity_scores(
 
 
 class PopularityScorer:
-    """The same list for everyone: popularity as of the last training event."""
-
-    name = "popularity"
+    """The same list for everyone: popularity as of the last training event (all-time with an infinite half-life)."""
 
     def __init__(
-        self, train: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
+        self, train: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float,
+        name: str = "popularity",
     ) -> None:
+        self.name = name
         self.popularity = popularity_scores(train, n_items, weights, half_life_hours).astype(np.float32)
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity, (len(customers), len(self.popularity))).copy()
+
+
+class RecentPopularityScorer:
+    """What a live feed's popular list would have shown each customer: time-decayed popularity as of the
+    customer's own moment `at`, from the training events strictly before it.
+
+    Exact and fast on long logs: popularity is kept at `SNAPSHOT_FLOATS / N` evenly spaced moments of the
+    data's span; a query decays the snapshot just before it and adds the few events since."""
+
+    SNAPSHOT_FLOATS = 20_000_000  # (moments, N) float32: 80 MB at most
+
+    def __init__(
+        self, train: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float,
+        name: str = "popularity_recent",
+    ) -> None:
+        order = np.argsort(train.ts, kind="stable")
+        self.ts, self.item = train.ts[order], train.item[order]
+        self.weight = np.array([weights[n] for n in EVENT_NAMES])[train.kind[order]]
+        self.n_items, self.half_life, self.name = n_items, half_life_hours * 3600.0, name
+        first, last = (self.ts[0], self.ts[-1]) if len(self.ts) else (0.0, 0.0)
+        count = max(1, min(self.SNAPSHOT_FLOATS // max(n_items, 1), len(self.ts)))
+        self.moments = first + np.arange(count) * ((last - first) / count)  # (K,) moments[0]: nothing before
+        self.starts = np.searchsorted(self.ts, self.moments, side="left")  # (K,) first event at or after each
+        self.snapshots = np.zeros((count, n_items), dtype=np.float32)
+        current = np.zeros(n_items)
+        for k in range(1, count):
+            lo, hi = self.starts[k - 1], self.starts[k]
+            current = current * self._decay(self.moments[k] - self.moments[k - 1]) + np.bincount(
+                self.item[lo:hi], self.weight[lo:hi] * self._decay(self.moments[k] - self.ts[lo:hi]), n_items)
+            self.snapshots[k] = current
+
+    def _decay(self, seconds: np.ndarray | float) -> np.ndarray:
+        return np.exp2(-np.asarray(seconds) / self.half_life)
+
+    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+        at = np.asarray(at, dtype=np.float64)
+        k = np.clip(np.searchsorted(self.moments, at, side="right") - 1, 0, len(self.moments) - 1)  # (C,)
+        out = self.snapshots[k] * self._decay(np.maximum(at - self.moments[k], 0.0))[:, None]  # (C, N)
+        hi = np.searchsorted(self.ts, at, side="left")  # (C,) events strictly before each moment
+        for c in range(len(customers)):
+            lo = min(self.starts[k[c]], hi[c])
+            out[c] += np.bincount(self.item[lo:hi[c]], self.weight[lo:hi[c]] * self._decay(at[c] - self.ts[lo:hi[c]]),
+                                  self.n_items)
+        return out
 
 
 class CooccurrenceScorer:
@@ -98,29 +143,45 @@ class MeanVectorScorer:
 
 class TowerScorer:
     """The trained user tower: cosine between its user vector and every product vector, plus its learned
-    popularity prior over `popularity` (N,) (the training period's, as the feed would have it)."""
+    popularity prior over `popularity`: (N,) the training period's at its end (as the feed would have it then),
+    or a scorer of popularity as of each customer's moment (`RecentPopularityScorer`: as the feed had it then)."""
 
     def __init__(
-        self, model: UserTower, train: Interactions, item_vectors: np.ndarray, popularity: np.ndarray,
-        name: str = "tower",
+        self, model: UserTower, train: Interactions, item_vectors: np.ndarray,
+        popularity: np.ndarray | RecentPopularityScorer, name: str = "tower",
     ) -> None:
         self.model, self.train, self.item_vectors, self.name = model, train, item_vectors, name
-        self.prior = model.popularity_weight.item() * popularity_prior(popularity)[None, :]  # (1, N)
+        self.popularity = popularity
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         length = self.model.config.history
         vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, length)
-        return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + self.prior
+        popularity = self.popularity.scores(customers, at) if isinstance(self.popularity, RecentPopularityScorer) \
+            else self.popularity[None, :]
+        prior = self.model.popularity_weight.item() * popularity_prior(popularity)  # (C or 1, N)
+        return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + prior
+
+
+def prior_popularity(
+    train: Interactions, n_items: int, weights: Mapping[str, float], as_of: str, half_life_hours: float
+) -> np.ndarray | RecentPopularityScorer:
+    """The popularity a tower's prior ranks with in evaluation, defined as it was trained (`training.prior_as_of`):
+    as of each customer's moment, or at the end of the training data."""
+    if as_of == "moment":
+        return RecentPopularityScorer(train, n_items, weights, half_life_hours)
+    return popularity_scores(train, n_items, weights, half_life_hours)
 
 
 def baseline_scorers(
     train: Interactions, item_vectors: np.ndarray, weights: Mapping[str, float], history: int,
     recency_half_life_hours: float, popularity_half_life_hours: float,
 ) -> list:
-    """The three baselines every model is compared with: popularity, co-occurrence, mean vector."""
+    """The baselines every model is compared with: all-time popularity, recent popularity (the feed's
+    half-life, as of each customer's moment), co-occurrence, mean vector."""
     n_items = len(item_vectors)
     return [
-        PopularityScorer(train, n_items, weights, popularity_half_life_hours),
+        PopularityScorer(train, n_items, weights, math.inf),
+        RecentPopularityScorer(train, n_items, weights, popularity_half_life_hours),
         CooccurrenceScorer(train, n_items),
         MeanVectorScorer(train, item_vectors, weights, history, recency_half_life_hours),
     ]

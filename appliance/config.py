@@ -63,6 +63,7 @@ class FeedConfig:
     new_share: float
     new_arrival_days: float
     personal_depth: int
+    candidate_cache: int
     exclude_purchased: bool
     snapshot_seconds: float
     snapshot_max: int
@@ -70,7 +71,7 @@ class FeedConfig:
 
 @dataclass(frozen=True)
 class RealtimeConfig:
-    history_window_hours: float
+    history_window_hours: float  # 0: no window (the last tower.history interactions, however old)
     visibility_timeout_seconds: float
     max_receive_count: int
     receive_wait_seconds: float
@@ -89,7 +90,7 @@ class JobsConfig:
     reindex: str
     sync: str
     retrain_window_days: float
-    retention_days: float
+    retention_days: float  # 0: raw events are kept forever
     misfire_grace_seconds: float
     keep_models: int  # newest checkpoints kept by retrain (the serving one is always kept)
 
@@ -123,12 +124,18 @@ class TrainingConfig:
     weight_decay: float
     negatives: str
     sampled_negatives: int
+    shared_negatives: int
+    precision: str
     temperature: float
     patience: int
     validation_fraction: float
+    validation_examples: int
     max_examples: int
+    epoch_examples: int
     event_weighted_loss: bool
     popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
+    prior_as_of: str  # "moment": popularity as of each example's time; "end": at the end of the training data
+    prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
 
 
 @dataclass(frozen=True)
@@ -381,8 +388,8 @@ def _validate(config: Config) -> None:
         "feed.popularity_half_life_hours": config.feed.popularity_half_life_hours,
         "feed.similar_k": config.feed.similar_k,
         "feed.personal_depth": config.feed.personal_depth,
+        "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
-        "realtime.history_window_hours": config.realtime.history_window_hours,
         "realtime.max_receive_count": config.realtime.max_receive_count,
         "realtime.consumer_batch": config.realtime.consumer_batch,
         "realtime.dead_letter_max": config.realtime.dead_letter_max,
@@ -392,7 +399,6 @@ def _validate(config: Config) -> None:
         "security.body_timeout_seconds": config.security.body_timeout_seconds,
         "security.keep_alive_seconds": config.security.keep_alive_seconds,
         "jobs.retrain_window_days": config.jobs.retrain_window_days,
-        "jobs.retention_days": config.jobs.retention_days,
         "index.m": config.index.m,
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
@@ -400,6 +406,10 @@ def _validate(config: Config) -> None:
         "analytics.flush_seconds": config.analytics.flush_seconds,
         "analytics.buffer_max": config.analytics.buffer_max,
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
+        "training.prior_half_life_hours": config.training.prior_half_life_hours,
+        "training.shared_negatives": config.training.shared_negatives,
+        "training.epoch_examples": config.training.epoch_examples,
+        "training.validation_examples": config.training.validation_examples,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -407,14 +417,23 @@ def _validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise InvalidInput(f"config {key} must be positive, got {value}", field=key)
+    for key, value in (("realtime.history_window_hours", config.realtime.history_window_hours),
+                       ("jobs.retention_days", config.jobs.retention_days)):
+        if value < 0:
+            raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)
     shares = (config.feed.personal_share, config.feed.new_share)
     if min(shares) < 0 or sum(shares) > 1:
         raise InvalidInput("feed.personal_share and feed.new_share must be >= 0 and sum to at most 1",
                            field="feed.personal_share")
     if config.feed.per_page > config.feed.max_per_page:
         raise InvalidInput("feed.per_page must not exceed feed.max_per_page", field="feed.per_page")
-    if config.training.negatives not in ("sampled", "in_batch", "mixed", "full"):
-        raise InvalidInput("training.negatives must be sampled, in_batch, mixed or full", field="training.negatives")
+    if config.training.negatives not in ("shared", "full", "sampled", "in_batch", "mixed"):
+        raise InvalidInput("training.negatives must be shared, full, sampled, in_batch or mixed",
+                           field="training.negatives")
+    if config.training.precision not in ("float32", "bfloat16"):
+        raise InvalidInput("training.precision must be float32 or bfloat16", field="training.precision")
+    if config.training.prior_as_of not in ("moment", "end"):
+        raise InvalidInput("training.prior_as_of must be moment or end", field="training.prior_as_of")
     if config.tower.width % config.tower.heads:
         raise InvalidInput("tower.heads must divide tower.width", field="tower.heads")
     es = config.elasticsearch

@@ -31,5 +31,9 @@ class StoreLocked(ApplianceError):
     """Another process (usually a running server) holds the DuckDB file."""
 
 
+class NotEnoughData(ApplianceError):
+    """Too few events to train or evaluate; the message says what is missing (no traceback, CLI exit 2)."""
+
+
 class StoreUnavailable(ApplianceError):
     """The store cannot write (disk read-only, full or failing): nothing was acknowledged; try again later."""

@@ -64,6 +64,11 @@ def time_split(interactions: Interactions, holdout: int) -> Split:
     return Split(train=interactions.take(~is_test), test=interactions.take(is_test))
 
 
+def cold_items(split: Split, n_items: int) -> np.ndarray:
+    """(N,) bool: products without any training event (new products: an ID-based model knows nothing of them)."""
+    return np.bincount(split.train.item, minlength=n_items) == 0
+
+
 def ranking_metrics(
     scores: np.ndarray, relevant: np.ndarray, relevant_mask: np.ndarray, ks: Sequence[int]
 ) -> dict[str, np.ndarray]:
@@ -91,13 +96,20 @@ def ranking_metrics(
     return out
 
 
-def test_targets(split: Split, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(customers (C,), at (C,), relevant (C, R), relevant_mask (C, R)) of customers with an unseen test item."""
+def test_targets(
+    split: Split, n_items: int, items: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(customers (C,), at (C,), relevant (C, R), relevant_mask (C, R)) of customers with an unseen test item.
+
+    `items` (N,) bool restricts the relevant items to a slice of the catalog (e.g. `cold_items`): customers
+    without a test item in it are left out; the ranking stays over the whole catalog."""
     customers, starts, ends = split.test.bounds()
     at = split.test.ts[starts]  # the moment of the customer's first test event
     test_seen = seen_matrix(split.test, customers, n_items)
     train_seen = seen_matrix(split.train, customers, n_items)
     fresh = test_seen & ~train_seen  # (C, N)
+    if items is not None:
+        fresh &= items[None, :]
     keep = fresh.any(1) & train_seen.any(1)  # a relevant item and some history to go on
     customers, at, fresh = customers[keep], at[keep], fresh[keep]
     n_rel = fresh.sum(1)
@@ -110,15 +122,16 @@ def test_targets(split: Split, n_items: int) -> tuple[np.ndarray, np.ndarray, np
 
 def evaluate(
     scorers: Sequence[Scorer], split: Split, n_items: int, config: EvaluationConfig, chunk: int = 256,
-    per_customer: bool = False,
+    per_customer: bool = False, items: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Full-ranking metrics per scorer on the split's test customers -> JSON-able dict.
 
     {"customers": C, "items": N, "models": {name: {"recall@10": .., "hr@10": .., "ndcg@10": .., ...,
     "mrr": .., "coverage@10": ..}}}. Scorers must have been built from `split.train` only. With `per_customer`,
     also {"per_customer": {name: [NDCG@10 of each test customer, in one fixed order]}} for paired comparisons.
+    `items` (N,) bool evaluates one slice of the catalog as the relevant items (`test_targets`).
     """
-    customers, at, relevant, relevant_mask = test_targets(split, n_items)
+    customers, at, relevant, relevant_mask = test_targets(split, n_items, items)
     if not len(customers):
         raise ValueError("no test customer with an unseen test item and some history: nothing to evaluate")
     models: dict[str, dict[str, float]] = {}

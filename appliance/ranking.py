@@ -28,36 +28,37 @@ class Source:
     share: float  # the part of the feed this source fills while it has candidates
 
 
-def interleave(sources: Sequence[Source], keep: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def interleave(sources: Sequence[Source], limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Up to `limit` rows, each taken from the source whose share is most behind (smooth weighted round robin).
 
-    A row appears once (first source to reach it wins); rows where `keep` is False are skipped; a source that
-    runs out leaves its share to the others. Deterministic: the same inputs give the same order.
+    A row appears once (first source to reach it wins); a source that runs out leaves its share to the others.
+    Sources come filtered (`Selection.head`): a head of 2 * limit rows gives the same result as the whole source,
+    since the other sources can take at most `limit` of its rows first. Deterministic.
     """
-    used = ~keep.copy()
+    used: set[int] = set()
+    shares = [s.share for s in sources]
+    candidates = [s.rows.tolist() for s in sources]
     pointers = [0] * len(sources)
     credit = [0.0] * len(sources)
-    rows: list[int] = []
-    scores: list[float] = []
-    names: list[str] = []
+    picked: list[tuple[int, int]] = []  # (source, position in it)
     live = [i for i, s in enumerate(sources) if s.share > 0 and len(s.rows)]
-    while len(rows) < limit and live:
-        total = sum(sources[i].share for i in live)
+    while len(picked) < limit and live:
+        total = 0.0
         for i in live:
-            credit[i] += sources[i].share
-        pick = max(live, key=lambda i: credit[i])
+            credit[i] += shares[i]
+            total += shares[i]
+        pick = max(live, key=credit.__getitem__)
         credit[pick] -= total
-        source, p = sources[pick], pointers[pick]
-        while p < len(source.rows) and used[source.rows[p]]:
+        mine, p = candidates[pick], pointers[pick]
+        while p < len(mine) and mine[p] in used:
             p += 1
-        if p == len(source.rows):
+        if p == len(mine):
             live.remove(pick)
             pointers[pick] = p
             continue
-        row = int(source.rows[p])
-        used[row] = True
-        rows.append(row)
-        scores.append(float(source.scores[p]))
-        names.append(source.name)
+        used.add(mine[p])
+        picked.append((pick, p))
         pointers[pick] = p + 1
-    return np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float64), names
+    rows = np.array([candidates[i][p] for i, p in picked], dtype=np.int64)
+    scores = np.array([float(sources[i].scores[p]) for i, p in picked], dtype=np.float64)
+    return rows, scores, [sources[i].name for i, _ in picked]

@@ -1,27 +1,28 @@
-"""Feeds: filters, orderings and pages over an in-memory snapshot of the catalog.
+"""Feeds: named candidate sources (personal, new, popular) merged by one pipeline over an in-memory catalog view.
 
-The recommender holds no I/O of its own: it is handed callables that load the catalog and popularity,
-and caches what they return (catalog until invalidated, popularity for a configured number of seconds).
+The recommender holds no I/O of its own: it is handed callables that load the catalog and popularity. The
+catalog view is loaded once and then patched in place on every product change (`apply_changes`), so no feed
+ever waits on a reload; popularity is recomputed in the background every `popularity_ttl_seconds` while the
+previous ranking keeps serving; a shopper's nearest products are looked up once per user vector.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 
-from appliance.errors import InvalidInput
+from appliance.catalog_view import CatalogView
+from appliance.pipeline import FeedPage, FeedQuery, Selection
 from appliance.ranking import Source, by_prior, interleave
 from appliance.types import Product, Scored
 
-SORTS = ("price_asc", "price_desc")
 # (vector, k) -> (product ids, cosine similarities), best first
 Nearest = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
@@ -33,6 +34,7 @@ class Personal:
     vector: np.ndarray | None  # (D,) unit vector in the product space, None: not personalised
     purchased: frozenset[int] = frozenset()  # left out when the feed is configured to exclude them
     popularity_weight: float = 0.0  # the serving tower's prior: nearest products rank by cosine + this * log(1 + pop)
+    key: Hashable = None  # names this vector (e.g. customer and update time): its nearest products are cached
 
 
 @dataclass(frozen=True)
@@ -44,99 +46,58 @@ class FeedSettings:
     exclude_purchased: bool
     snapshot_seconds: float  # how long a feed_id keeps its order
     snapshot_max: int  # feed_ids kept at once (oldest dropped first)
+    candidate_cache: int  # shoppers whose nearest products are remembered
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The default order of every row (popularity desc, newest first, then id) and what it was computed from."""
+
+    order: np.ndarray  # (n,) rows, best first
+    rank: np.ndarray  # (n,) position of each row in `order`
+    popularity: np.ndarray  # (n,) decayed weighted event count per row
+    new_rows: np.ndarray  # new arrivals, newest first
+    at: float  # time.monotonic() of the popularity it uses
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     """Everything a feed order is computed from, so later pages are computed from the same inputs."""
 
-    view: CatalogView
-    popular_order: np.ndarray
-    popularity: np.ndarray
-    new_rows: np.ndarray
+    ranking: Ranking
     personal_rows: np.ndarray
     personal_scores: np.ndarray
     purchased: frozenset[int]
     created: float
 
 
-@dataclass(frozen=True)
-class FeedQuery:
-    page: int = 1
-    per_page: int = 20
-    sort: str | None = None  # None: the default order; price_asc / price_desc override it
-    categories: tuple[str, ...] = ()  # any level of the category path, case-insensitive; any of them matches
-    min_price: float | None = None
-    max_price: float | None = None
-    in_stock: bool | None = None
-    exclude: frozenset[int] = field(default_factory=frozenset)
-    min_score: float | None = None  # personal items below this similarity score (cosine + 1) are left out
-    feed_id: str | None = None  # continue the feed whose page 1 returned this id (same order, no duplicates)
-
-    def __post_init__(self) -> None:
-        if self.page < 1:
-            raise InvalidInput("page must be 1 or more", field="page")
-        if self.per_page < 1:
-            raise InvalidInput("per_page must be 1 or more", field="per_page")
-        if self.sort is not None and self.sort not in SORTS:
-            raise InvalidInput(f"sort must be one of {', '.join(SORTS)}", field="sort")
-        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
-            raise InvalidInput("min_price must not exceed max_price", field="min_price")
+def rank_rows(view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float) -> Ranking:
+    n = len(view)
+    ids, created = view.ids, view.created
+    order = np.lexsort((ids, -created, -popularity[:n]))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    new_rows = np.flatnonzero(created >= now_ts - new_days * 86400.0)
+    new_rows = new_rows[np.lexsort((ids[new_rows], -created[new_rows]))]
+    return Ranking(order, rank, popularity[:n], new_rows, at)
 
 
-@dataclass(frozen=True)
-class FeedPage:
-    items: list[Scored]
-    page: int
-    per_page: int
-    total: int  # items matching the filters, over all pages
-    ordering: str  # popular / price_asc / price_desc
-    products: dict[int, Product]  # the products of `items`, from the same catalog snapshot
-    feed_id: str  # pass it back for the next pages
-    personalized: bool
-
-    @property
-    def pages(self) -> int:
-        return math.ceil(self.total / self.per_page)
+def _popularity_at(ranking: Ranking, rows: np.ndarray) -> np.ndarray:
+    """Popularity of rows, 0 for rows newer than the ranking."""
+    popularity = ranking.popularity
+    out = np.zeros(len(rows))
+    inside = rows < len(popularity)
+    out[inside] = popularity[rows[inside]]
+    return out
 
 
-class CatalogView:
-    """Column arrays of the catalog (row i = one product) and an inverted index of category names."""
-
-    def __init__(self, products: Sequence[Product]) -> None:
-        self.products = {p.product_id: p for p in products}
-        self.ids = np.fromiter((p.product_id for p in products), np.int64, len(products))
-        self.price = np.array([np.nan if p.price is None else p.price for p in products], dtype=np.float64)
-        self.created = np.array([p.created_at.timestamp() if p.created_at else 0.0 for p in products])
-        self.in_stock = np.array([p.in_stock for p in products], dtype=bool)
-        self.row = {pid: i for i, pid in enumerate(self.ids.tolist())}
-        rows_by_category: dict[str, list[int]] = {}
-        for i, p in enumerate(products):
-            for name in {c.strip().lower() for c in p.category_path}:
-                rows_by_category.setdefault(name, []).append(i)
-        self.by_category = {k: np.asarray(v, dtype=np.int64) for k, v in rows_by_category.items()}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def mask(self, query: FeedQuery) -> np.ndarray:
-        keep = np.ones(len(self.ids), dtype=bool)
-        if query.categories:
-            keep[:] = False
-            for name in query.categories:
-                keep[self.by_category.get(name.strip().lower(), np.zeros(0, np.int64))] = True
-        with np.errstate(invalid="ignore"):
-            if query.min_price is not None:
-                keep &= self.price >= query.min_price
-            if query.max_price is not None:
-                keep &= self.price <= query.max_price
-        if query.in_stock is not None:
-            keep &= self.in_stock == query.in_stock
-        for pid in query.exclude:
-            row = self.row.get(pid)
-            if row is not None:
-                keep[row] = False
-        return keep
+def _price_ranking(view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
+    price = np.where(np.isnan(view.price), np.inf, view.price)  # unpriced products go last
+    key = price if ascending else -np.where(np.isinf(price), -np.inf, price)
+    order = np.lexsort((view.ids, key))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return order, rank
 
 
 class Recommender:
@@ -157,78 +118,145 @@ class Recommender:
         self._clock = clock
         self._ttl = popularity_ttl_seconds
         self.settings = settings
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the caches below (held briefly)
+        self._patch = threading.Lock()  # one catalog patch or popularity computation at a time
         self._view: CatalogView | None = None
-        self._popular: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None = None  # (at, order, scores, new)
-        self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
-
-    def invalidate(self, popularity: bool = False) -> None:
-        """Forget the catalog snapshot (after a catalog change) and, when asked, popularity too."""
-        with self._lock:
-            self._view = None
-            if popularity:
-                self._popular = None
-
-    def refresh_popularity(self) -> int:
-        """Recompute popularity now (the scheduled job); how many products have any."""
-        with self._lock:
-            self._popular = None
-        _, popularity = self.popularity_of(self.view())
-        return int(np.count_nonzero(popularity))
+        self._ranking: Ranking | None = None
+        self._refreshing = False
+        self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
+        self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()  # oldest first
+        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def view(self) -> CatalogView:
-        with self._lock:
-            if self._view is None:
-                self._view = CatalogView(self._load_catalog())
-                self._popular = None
-            return self._view
+        view = self._view
+        if view is None:
+            with self._patch:
+                if self._view is None:
+                    self._view = CatalogView(self._load_catalog())
+                view = self._view
+        return view
+
+    def warm(self) -> bool:
+        """Whether the view and a ranking are loaded (a feed then needs no catalog or popularity read)."""
+        return self._view is not None and self._ranking is not None
+
+    def knows(self, personal: Personal) -> bool:
+        """Whether this shopper's nearest products are cached (a feed then needs no index lookup)."""
+        return personal.key is not None and personal.key in self._candidates
+
+    def apply_changes(self, product_ids: Sequence[int], load: Callable[[Sequence[int]], Sequence[Product]]) -> None:
+        """Patch the view after products were written or deleted: `load(ids)` reads those that still exist.
+        Reading and patching under one lock keeps the view at the newest committed state."""
+        with self._patch:
+            view = self._view
+            if view is None:
+                return  # not loaded yet: the first load reads the new state
+            found = load(product_ids)
+            present = {p.product_id for p in found}
+            view.remove([pid for pid in product_ids if pid not in present])
+            new_rows = view.upsert(found)
+            ranking = self._ranking
+            if len(new_rows) and ranking is not None:  # new products join the order with no popularity yet
+                popularity = np.zeros(len(view))
+                popularity[:len(ranking.popularity)] = ranking.popularity
+                now = self._clock().timestamp()
+                self._ranking = rank_rows(view, popularity, now, self.settings.new_arrival_days, ranking.at)
 
     def popularity_of(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
         """Rows in the default order (popularity desc, newest first, then id) and each row's popularity."""
-        order, popularity, _ = self._ranked(view)
-        return order, popularity
+        ranking = self._ranked()
+        return ranking.order, ranking.popularity
 
-    def _ranked(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The default order, popularity, and the new arrivals (newest first): recomputed every TTL seconds."""
-        with self._lock:
-            cached = self._popular
-        if cached is not None and time.monotonic() - cached[0] < self._ttl:
-            return cached[1:]
+    def refresh_popularity(self) -> int:
+        """Recompute popularity now (the scheduled job); how many products have any."""
+        return int(np.count_nonzero(self._refresh().popularity))
+
+    def _refresh(self) -> Ranking:
+        view = self.view()
         now = self._clock()
         ids, scores = self._load_popularity(now)
-        popularity = np.zeros(len(view), dtype=np.float64)
-        rows = np.array([view.row.get(int(i), -1) for i in ids], dtype=np.int64)
-        known = rows >= 0
-        popularity[rows[known]] = scores[known]
-        order = np.lexsort((view.ids, -view.created, -popularity))
-        new_rows = np.flatnonzero(view.created >= now.timestamp() - self.settings.new_arrival_days * 86400.0)
-        new_rows = new_rows[np.lexsort((view.ids[new_rows], -view.created[new_rows]))]
-        with self._lock:
-            if self._view is view:
-                self._popular = (time.monotonic(), order, popularity, new_rows)
-        return order, popularity, new_rows
+        with self._patch:
+            popularity = np.zeros(len(view), dtype=np.float64)
+            rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
+            popularity[rows] = np.asarray(scores, dtype=np.float64)[known]
+            ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic())
+            self._ranking = ranking
+        return ranking
+
+    def _ranked(self) -> Ranking:
+        """The current ranking; once it is older than the TTL, one background thread computes the next."""
+        ranking = self._ranking
+        if ranking is None:
+            return self._refresh()
+        if time.monotonic() - ranking.at >= self._ttl:
+            with self._lock:
+                start, self._refreshing = not self._refreshing, True
+            if start:
+                threading.Thread(target=self._refresh_in_background, name="popularity", daemon=True).start()
+        return ranking
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self._refresh()
+        finally:
+            self._refreshing = False
+
+    def _price_order(self, view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
+        cached = self._prices.get(ascending)
+        if cached is not None and cached[0] == view.version:
+            return cached[1], cached[2]
+        version = view.version
+        order, rank = _price_ranking(view, ascending)
+        self._prices[ascending] = (version, order, rank)
+        return order, rank
+
+    def nearest_rows(self, personal: Personal, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
+        """The shopper's nearest products as (rows, cosines), best first; looked up once per `personal.key`."""
+        key = personal.key
+        if key is not None:
+            with self._lock:
+                hit = self._candidates.get(key)
+                if hit is not None:
+                    self._candidates.move_to_end(key)
+                    return hit
+        ids, sims = self._nearest(personal.vector, self.settings.personal_depth)
+        id_list = ids.tolist()
+        known = np.fromiter((pid in view.products for pid in id_list), bool, len(id_list))
+        rows = np.array(view.rows_of(id_list), dtype=np.int64)
+        found = (rows, np.asarray(sims, dtype=np.float64)[known])
+        if key is not None:
+            with self._lock:
+                self._candidates[key] = found
+                while len(self._candidates) > self.settings.candidate_cache:
+                    self._candidates.popitem(last=False)
+        return found
+
+    def prepare(self, personals: Sequence[Personal]) -> None:
+        """Look up these shoppers' nearest products now (when their vectors change), so their feeds need not."""
+        view = self.view()
+        for personal in personals:
+            if personal.vector is not None and not self.knows(personal):
+                self.nearest_rows(personal, view)
 
     def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
         now = time.monotonic()
         with self._lock:
-            expired = [k for k, snap in self._snapshots.items() if now - snap.created > self.settings.snapshot_seconds]
-            for key in expired:
-                del self._snapshots[key]
-            if query.feed_id and query.feed_id in self._snapshots:
-                self._snapshots.move_to_end(query.feed_id)
-                return query.feed_id, self._snapshots[query.feed_id]
+            while self._snapshots:  # oldest first: drop the expired ones from the front
+                oldest = next(iter(self._snapshots.values()))
+                if now - oldest.created <= self.settings.snapshot_seconds:
+                    break
+                self._snapshots.popitem(last=False)
+            if query.feed_id and (found := self._snapshots.get(query.feed_id)) is not None:
+                return query.feed_id, found
         view = self.view()
-        order, popularity, new_rows = self._ranked(view)
+        ranking = self._ranked()
         personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
-        purchased: frozenset[int] = frozenset()
+        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
         if personal is not None and personal.vector is not None and query.sort is None:
-            ids, sims = self._nearest(personal.vector, self.settings.personal_depth)
-            rows = np.array([view.row.get(int(i), -1) for i in ids], dtype=np.int64)
-            rows, sims = rows[rows >= 0], sims[rows >= 0].astype(np.float64)
-            ranked = by_prior(rows, sims, popularity, personal.popularity_weight)
+            rows, sims = self.nearest_rows(personal, view)
+            ranked = by_prior(np.arange(len(rows)), sims, _popularity_at(ranking, rows), personal.popularity_weight)
             personal_rows, personal_scores = rows[ranked], sims[ranked] + 1.0  # the score shown: cosine + 1
-            purchased = personal.purchased if self.settings.exclude_purchased else frozenset()
-        snap = _Snapshot(view, order, popularity, new_rows, personal_rows, personal_scores, purchased, now)
+        snap = _Snapshot(ranking, personal_rows, personal_scores, purchased, now)
         feed_id = secrets.token_urlsafe(9)
         with self._lock:
             self._snapshots[feed_id] = snap
@@ -238,44 +266,42 @@ class Recommender:
 
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)
-        view = snap.view
-        keep = view.mask(query)
-        for pid in snap.purchased:
-            if (row := view.row.get(pid)) is not None:
-                keep[row] = False
-        start, end = (query.page - 1) * query.per_page, query.page * query.per_page
+        view = self.view()
+        selection = Selection.of(view, query, snap.purchased)
+        start, end = query.span
         personalized = query.sort is None and len(snap.personal_rows) > 0
         if query.sort is not None:
-            price = np.where(np.isnan(view.price), np.inf, view.price)  # unpriced products go last
-            key = price if query.sort == "price_asc" else -np.where(np.isinf(price), -np.inf, price)
-            order = np.lexsort((view.ids, key))
-            order = order[keep[order]]
-            rows, scores, names = order[start:end], np.nan_to_num(view.price)[order[start:end]], ["price"] * len(order)
-            total, ordering = len(order), query.sort
+            order, rank = self._price_order(view, query.sort == "price_asc")
+            rows = selection.head(order, end, rank)[start:]
+            scores, names, ordering = np.nan_to_num(view.price_all[rows]), ["price"] * len(rows), query.sort
         elif not personalized:
-            order = snap.popular_order[keep[snap.popular_order]]
-            rows, scores, names = order[start:end], snap.popularity[order[start:end]], ["popular"] * len(order)
-            total, ordering = len(order), "popular"
+            ranking = snap.ranking
+            rows = selection.head(ranking.order, end, ranking.rank)[start:]
+            scores, names, ordering = ranking.popularity[rows], ["popular"] * len(rows), "popular"
         else:
-            rows, scores, names, total = self._personal_page(snap, query, keep, start, end)
-            ordering = "personal"
-        items = [Scored(int(view.ids[r]), float(sc), n) for r, sc, n in zip(rows, scores, names, strict=False)]
-        products = {s.product_id: view.products[s.product_id] for s in items}
-        return FeedPage(items, query.page, query.per_page, total, ordering, products, feed_id, personalized)
+            rows, scores, names = self._personal_page(snap, query, selection, end)
+            rows, scores, names, ordering = rows[start:], scores[start:], names[start:], "personal"
+        catalog = view.products
+        ids = view.ids_all[rows].tolist()
+        products = {pid: catalog[pid] for pid in ids if pid in catalog}  # one removed meanwhile is left out
+        items = [Scored(pid, sc, n) for pid, sc, n in zip(ids, scores.tolist(), names, strict=True) if pid in products]
+        return FeedPage(items, query.page, query.per_page, selection.total, ordering, products, feed_id, personalized)
 
     def _personal_page(
-        self, snap: _Snapshot, query: FeedQuery, keep: np.ndarray, start: int, end: int
-    ) -> tuple[np.ndarray, np.ndarray, list[str], int]:
-        personal_keep = keep[snap.personal_rows]
+        self, snap: _Snapshot, query: FeedQuery, selection: Selection, end: int
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The sources of a personal feed (each filtered, its head long enough), interleaved by share."""
+        ranking, settings, depth = snap.ranking, self.settings, 2 * end
+        keep = selection.allows(snap.personal_rows)
         if query.min_score is not None:
-            personal_keep &= snap.personal_scores >= query.min_score
-        settings = self.settings
+            keep &= snap.personal_scores >= query.min_score
+        personal_rows, personal_scores = snap.personal_rows[keep][:depth], snap.personal_scores[keep][:depth]
+        new_rows = selection.head(ranking.new_rows, depth)
+        popular_rows = selection.head(ranking.order, depth, ranking.rank)
         popular_share = max(0.0, 1.0 - settings.personal_share - settings.new_share)
         sources = [
-            Source("personal", snap.personal_rows[personal_keep], snap.personal_scores[personal_keep],
-                   settings.personal_share),
-            Source("new", snap.new_rows, snap.popularity[snap.new_rows], settings.new_share),
-            Source("popular", snap.popular_order, snap.popularity[snap.popular_order], popular_share or 1e-9),
+            Source("personal", personal_rows, personal_scores, settings.personal_share),
+            Source("new", new_rows, ranking.popularity[new_rows], settings.new_share),
+            Source("popular", popular_rows, ranking.popularity[popular_rows], popular_share or 1e-9),
         ]
-        rows, scores, names = interleave(sources, keep, end)
-        return rows[start:end], scores[start:end], names[start:end], int(keep.sum())
+        return interleave(sources, end)

@@ -3,7 +3,12 @@
 Examples come from `appliance.examples`: only first interactions with a product are positives (seen products
 are never recommended, so predicting repeats is not the task). The loss is a softmax over cosine similarities /
 temperature against negatives that are `full` (every product but the example's history: the evaluation's own
-ranking task), `sampled` (uniform random products), `in_batch` (the other positives, logQ-corrected) or `mixed`.
+ranking task), `shared` (the default: one uniform random draw of `shared_negatives` products per batch, their
+exponentials scaled by N / K so the sum estimates the full one; the whole catalog when it is no larger, i.e.
+exactly `full`), `sampled` (random products per example), `in_batch` (the other positives, logQ-corrected) or
+`mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
+(not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 (`precision`) while validation
+stays float32. An epoch is at most `epoch_examples` examples, so a large shop trains as many steps as a mid-sized one.
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
@@ -13,9 +18,11 @@ then the whole network with a one-epoch warm-up (its first epochs dip below the 
 What is validated and kept after each epoch is an exponential moving average of the weights over the recent
 steps, which on a small shop's data is steadier than the weights of the last step.
 
-With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature,
-popularity as the feed computes it at the end of the training data but without the example's own customer
-(whose events include the positive itself, which would leak the answer).
+With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature.
+Popularity is either as of each example's moment (`training.prior_as_of = "moment"`: the events strictly before
+it, as a feed had them then) or at the end of the training data without the example's own customer (whose
+events include the positive itself, which would leak the answer), with its own half-life
+(`training.prior_half_life_hours`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,7 +41,14 @@ import torch.nn.functional as F
 from appliance.config import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.evaluation import ranking_metrics
-from appliance.examples import Examples, PopularityPrior, batch_inputs, make_examples, split_validation
+from appliance.examples import (
+    Examples,
+    MomentPrior,
+    PopularityPrior,
+    batch_inputs,
+    make_examples,
+    split_validation,
+)
 from appliance.interactions import Interactions, expand_ranges
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
@@ -63,20 +77,32 @@ class TrainReport:
 def contrastive_loss(
     user: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, item_vectors: torch.Tensor,
     log_q: torch.Tensor, config: TrainingConfig, generator: torch.Generator, seen: torch.Tensor | None = None,
-    prior: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None, columns: torch.Tensor | None = None, own: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Weighted softmax cross-entropy; the positive of row i is column i (in-batch), column 0 (sampled) or
-    column target[i] (full, where `seen` (B, T) holds each row's history items, left out as negatives).
-    `prior` (B, N) is added to the cosines (the weighted popularity prior), or None."""
+    """Weighted softmax cross-entropy; the positive of row i is column i (in-batch) or column 0 (the others).
+
+    `full` and `shared` score the positive against the products `columns` (K,) (None: all N; `shared`: a random
+    K for the whole batch, their sum scaled by N / K to estimate the full one), leaving out each row's positive
+    and its history `seen` (B, T). `prior` is added to the cosines: (B, K) over the columns (full, shared, with
+    `own` (B,) the positive's) or (B, N) (sampled, in_batch, mixed); None = no prior."""
     B, N = len(target), len(item_vectors)
+    if config.negatives in ("full", "shared"):
+        K = N if columns is None else len(columns)
+        candidates = item_vectors if columns is None else item_vectors[columns]  # (K, D)
+        negative = user @ candidates.T  # (B, K)
+        positive = (user * item_vectors[target]).sum(-1)  # (B,)
+        if prior is not None:
+            negative, positive = negative + prior, positive + own
+        where = torch.full((N,), K)  # (N,) column of each product; K: not among the columns
+        where[slice(None) if columns is None else columns] = torch.arange(K)
+        hidden = torch.cat([target[:, None]] + ([seen] if seen is not None else []), dim=1)  # (B, 1 + T)
+        negative = torch.cat([negative / config.temperature + math.log(N / K), torch.zeros(B, 1)], dim=1)
+        negative = negative.scatter(1, where[hidden], -math.inf)[:, :K]  # column K: products not among them
+        logits = torch.cat([positive[:, None] / config.temperature, negative], dim=1)  # (B, 1 + K)
+        loss = F.cross_entropy(logits.float(), torch.zeros(B, dtype=torch.long), reduction="none")
+        return (loss * weight).sum() / weight.sum()
     if prior is None:
         prior = torch.zeros(B, N)
-    if config.negatives == "full":  # every product but the customer's history (B, N), like the evaluation
-        logits = (user @ item_vectors.T + prior) / config.temperature
-        if seen is not None:
-            logits = logits.scatter(1, seen, -math.inf)
-        loss = F.cross_entropy(logits, target, reduction="none")
-        return (loss * weight).sum() / weight.sum()
     positive = item_vectors[target]  # (B, D)
     blocks, label = [], torch.arange(B)
     if config.negatives in ("in_batch", "mixed"):
@@ -102,22 +128,24 @@ def contrastive_loss(
 @torch.no_grad()
 def validation_ndcg(
     model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
-    prior: PopularityPrior | None, chunk: int = 256,
-) -> float:
-    """Mean NDCG@10 of the positive over the full catalog, the customer's earlier products excluded."""
+    prior: PopularityPrior | MomentPrior | None, popularity_weights: Sequence[float] | None = None, chunk: int = 256,
+) -> np.ndarray:
+    """Mean NDCG@10 of the positive over the full catalog, the customer's earlier products excluded, for each
+    of `popularity_weights` (default: the model's own): the user vectors and cosines are computed once."""
     model.eval()
+    weights = [model.popularity_weight.item()] if popularity_weights is None else list(popularity_weights)
     starts = interactions.row_starts()
-    total = 0.0
+    total = np.zeros(len(weights))
     for i in range(0, len(val.target), chunk):
         ex = val.take(slice(i, i + chunk))
-        scores = model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T  # (c, N)
-        if prior is not None:
-            scores = scores + model.popularity_weight * prior.rows(ex)
-        scores = scores.numpy()
+        cosines = (model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T).numpy()  # (c, N)
+        popularity = prior.rows(ex).numpy() if prior is not None else np.zeros_like(cosines)  # (c, N)
         owner, earlier = expand_ranges(starts[ex.target], ex.target - starts[ex.target])  # the earlier events
-        scores[owner, interactions.item[earlier]] = -np.inf
         relevant = interactions.item[ex.target][:, None]  # (c, 1)
-        total += float(ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"].sum())
+        for j, weight in enumerate(weights):
+            scores = cosines + weight * popularity if weight else cosines.copy()
+            scores[owner, interactions.item[earlier]] = -np.inf
+            total[j] += ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"].sum()
     model.train()
     return total / len(val.target)
 
@@ -127,7 +155,7 @@ class _Run:
 
     def __init__(
         self, model: UserTower, train: Examples, val: Examples, interactions: Interactions, vectors: torch.Tensor,
-        prior: PopularityPrior | None, target: torch.Tensor, weight: torch.Tensor, log_q: torch.Tensor,
+        prior: PopularityPrior | MomentPrior | None, target: torch.Tensor, weight: torch.Tensor, log_q: torch.Tensor,
         config: TrainingConfig, generator: torch.Generator, progress: Progress | None,
     ) -> None:
         self.model, self.train, self.val, self.interactions, self.vectors = model, train, val, interactions, vectors
@@ -141,7 +169,8 @@ class _Run:
 
     def phase(self, optimizer: torch.optim.Optimizer, patience: int, warmup: bool = False) -> None:
         """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10."""
-        config, steps = self.config, math.ceil(len(self.target) / self.config.batch_size)
+        config = self.config
+        steps = math.ceil(min(len(self.target), config.epoch_examples) / config.batch_size)
         ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps if warmup else 1))
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)  # every phase starts from the best so far
@@ -153,7 +182,7 @@ class _Run:
             self.report.losses.append(loss)
             trained = copy.deepcopy(self.model.state_dict())
             self.model.load_state_dict(self.average)  # validate (and keep) the average of the recent steps
-            score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior) \
+            score = float(validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior)[0]) \
                 if len(self.val.target) else None
             if score is not None and score > self.best:
                 self.keep(score, self.report.epochs)
@@ -174,17 +203,24 @@ class _Run:
     def _epoch(self, optimizer, ramp, steps: int) -> float:
         model, config, inter = self.model, self.config, self.interactions
         model.train()
-        order = torch.randperm(len(self.target), generator=self.generator)
+        order = torch.randperm(len(self.target), generator=self.generator)[:config.epoch_examples]  # a sample, if big
         total = 0.0
         for step in range(steps):
             idx = order[step * config.batch_size:(step + 1) * config.batch_size]
             ex = self.train.take(idx.numpy())
-            users = model(*batch_inputs(ex, inter, self.vectors))  # (B, D)
             hist = inter.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
             seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
-            prior = model.popularity_weight * self.prior.rows(ex) if self.prior is not None else None
-            loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q, config,
-                                    self.generator, seen, prior)
+            columns = self._columns()
+            prior = own = None
+            if self.prior is not None:
+                prior = model.popularity_weight * self.prior.rows(ex, columns)  # (B, K) or (B, N)
+                own = model.popularity_weight * self.prior.positive(ex)  # (B,)
+            with torch.autocast("cpu", torch.bfloat16, enabled=config.precision == "bfloat16"):
+                distinct, slot = np.unique(hist, return_inverse=True)  # each product of the batch projected once
+                projected = model.inp(self.vectors[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B, T, W)
+                users = model(*batch_inputs(ex, inter, self.vectors), projected=projected)  # (B, D)
+                loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
+                                        config, self.generator, seen, prior, columns, own)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -198,6 +234,13 @@ class _Run:
                 self.progress({"epoch": self.report.epochs, "step": step + 1, "steps": steps, "loss": loss.item()})
         return total / steps
 
+    def _columns(self) -> torch.Tensor | None:
+        """The products every row of a batch is scored against: all (None) or, for `shared`, a random draw."""
+        N = len(self.vectors)
+        if self.config.negatives != "shared" or self.config.shared_negatives >= N:
+            return None
+        return torch.randperm(N, generator=self.generator)[:self.config.shared_negatives]
+
     def finish(self) -> TrainReport:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -209,18 +252,16 @@ class _Run:
 
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
-PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)  # popularity weights tried before training (cosine units)
+PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # popularity weights tried before training (cosine units)
 
 
 def _start_prior(
-    model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor, prior: PopularityPrior | None
+    model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor,
+    prior: PopularityPrior | MomentPrior | None,
 ) -> float:
     """Set the popularity weight to the grid value with the best validation NDCG@10; returns that NDCG@10."""
-    scores = {}
-    for value in PRIOR_GRID if prior is not None else (0.0,):
-        with torch.no_grad():
-            model.popularity_weight.fill_(value)
-        scores[value] = validation_ndcg(model, val, interactions, vectors, prior)
+    grid = PRIOR_GRID if prior is not None else (0.0,)
+    scores = dict(zip(grid, validation_ndcg(model, val, interactions, vectors, prior, grid).tolist(), strict=True))
     best = max(scores, key=lambda v: (scores[v], -v))  # ties: the smaller weight
     with torch.no_grad():
         model.popularity_weight.fill_(best)
@@ -230,9 +271,10 @@ def _start_prior(
 def train_tower(
     interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
     event_weights: Mapping[str, float], popularity_half_life_hours: float | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, window_hours: float = 0.0,
 ) -> tuple[UserTower, TrainReport]:
     """Train a user tower on `interactions` against the frozen product vectors (N, D); CPU, seeded.
+    `window_hours` > 0: example histories hold only that recent events, as serving's window (0: none).
 
     `popularity_half_life_hours` is the feed's: the popularity prior is learned (when config.popularity_prior)
     over popularity defined exactly as the feed ranks with it; None leaves the prior out (weight 0).
@@ -244,7 +286,8 @@ def train_tower(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)  # process-wide while training; restored after
     try:
-        return _train(interactions, item_vectors, tower, config, event_weights, popularity_half_life_hours, progress)
+        return _train(interactions, item_vectors, tower, config, event_weights, popularity_half_life_hours, progress,
+                      window_hours)
     finally:
         torch.set_num_threads(threads)
 
@@ -252,6 +295,7 @@ def train_tower(
 def _train(
     interactions: Interactions, item_vectors: np.ndarray, tower: TowerConfig, config: TrainingConfig,
     event_weights: Mapping[str, float], popularity_half_life_hours: float | None, progress: Progress | None,
+    window_hours: float,
 ) -> tuple[UserTower, TrainReport]:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -260,11 +304,11 @@ def _train(
     vectors = torch.as_tensor(np.require(item_vectors, np.float32, ["W"]))  # (N, D); copied only if read-only
 
     # examples: history -> next new product, the most recent `max_examples`, some customers' last held out
-    examples = make_examples(interactions, tower.history)
+    examples = make_examples(interactions, tower.history, window_hours)
     if not len(examples.target):
         raise InvalidInput("no training examples: every customer needs at least two interactions with "
                            "different products", field="interactions")
-    train, val = split_validation(examples, interactions, config.validation_fraction, rng)
+    train, val = split_validation(examples, interactions, config.validation_fraction, rng, config.validation_examples)
     if len(train.target) > config.max_examples:
         train = train.take(np.argsort(interactions.ts[train.target], kind="stable")[-config.max_examples:])
     kind_weight = np.array([event_weights[name] for name in EVENT_NAMES], dtype=np.float32)
@@ -277,7 +321,8 @@ def _train(
 
     prior = None
     if config.popularity_prior and popularity_half_life_hours is not None:
-        prior = PopularityPrior(interactions, len(vectors), event_weights, popularity_half_life_hours)
+        source = MomentPrior if config.prior_as_of == "moment" else PopularityPrior
+        prior = source(interactions, len(vectors), event_weights, popularity_half_life_hours)
     model = UserTower(tower, vectors.shape[1])
     with torch.no_grad():  # start exactly at `mean_vector`: the residual mean weighs kinds like the event weights
         model.kind_bias.copy_(torch.log(torch.as_tensor([event_weights[n] for n in EVENT_NAMES])))

@@ -37,7 +37,7 @@ class CatalogService:
         if embed_now and result.to_embed:
             cached = self.store.cached_vectors([h for h, _ in lines])
             self.indexer.embed_lines(sorted({(h, t) for h, t in lines if h not in cached}))
-        if embed_now:
+        if embed_now and result.new_lines:  # an edit that keeps the text line keeps the vector
             self.indexer.sync_index()
         if result.changed_ids:
             self.on_change(result.changed_ids)

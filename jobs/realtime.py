@@ -53,7 +53,8 @@ class ServingModel:
 
 
 class UserVectorUpdater:
-    """Recomputes shoppers' vectors from their last interactions inside the serving window."""
+    """Recomputes shoppers' vectors from their last `tower.history` interactions (inside the serving window, when
+    one is set: `realtime.history_window_hours` > 0)."""
 
     def __init__(
         self, events: EventStore, users: UserStore, user_mirror: IndexMirror, products: VectorIndex,
@@ -67,21 +68,32 @@ class UserVectorUpdater:
         self.serving = serving
         self.tower = tower
         self.weights = weights
-        self.window = timedelta(hours=window_hours)
+        self.window = timedelta(hours=window_hours) if window_hours > 0 else None
         self.clock = clock
         self.on_change = on_change  # told the customers whose vector was saved or dropped
+        self.waiting: set[int] = set()  # shoppers whose products had no vector yet: retried as the index grows
+        self._waiting_lock = threading.Lock()
+        self._retried_at = -1  # product index size at the last retry
+
+    def window_start(self, now: datetime) -> datetime | None:
+        """The oldest moment of the serving history, or None: no window."""
+        return now - self.window if self.window is not None else None
 
     def update(self, customer_ids: Sequence[int]) -> dict[int, str]:
-        """New vectors for these customers; returns customer -> model version ("none" when no usable history)."""
+        """New vectors for these customers; returns customer -> model version, "none" when they have no
+        history (inside the window; their vector is dropped) and "kept" when none of their products has a
+        vector yet (their stored vector, if any, stays: a vector is never deleted for want of product vectors)."""
         now = self.clock()
         basis = dict(zip(customer_ids, self.events.newest_ids(customer_ids), strict=True))  # before the histories
-        histories = self.events.histories(customer_ids, now - self.window, self.tower.history)
+        histories = self.events.histories(customer_ids, self.window_start(now), self.tower.history)
         wanted = sorted({e.product_id for h in histories.values() for e in h})
         vectors = self.products.lookup(np.asarray(wanted, dtype=np.int64))
-        batch, kept, last_at = [], [], []
+        batch, kept, last_at, waiting = [], [], [], set()
         for cid in customer_ids:
             usable = [e for e in histories[cid] if e.product_id in vectors]
             if not usable:
+                if histories[cid]:
+                    waiting.add(cid)
                 continue
             batch.append((
                 np.stack([vectors[e.product_id] for e in usable]),
@@ -90,26 +102,57 @@ class UserVectorUpdater:
             ))
             kept.append(cid)
             last_at.append(max(e.ts for e in usable))
-        kept_set = set(kept)
-        gone = [c for c in customer_ids if c not in kept_set]
+        gone = [c for c in customer_ids if not histories[c]]
         if gone:
             self.users.delete(gone)
             self.user_mirror.remove(gone)
-        version = "none"
+        version, kept_set = "none", set(kept)
         if kept:
             vecs, version = self._vectors(batch)
             saved = set(self.users.save(kept, vecs, version, last_at, now, [basis[c] for c in kept]))
             kept_set &= saved  # the others were erased while their vector was computed
-        self.on_change(customer_ids)
-        return {c: (version if c in kept_set else "none") for c in customer_ids}
+        with self._waiting_lock:
+            self.waiting.difference_update(customer_ids)
+            self.waiting.update(waiting)
+        changed = [c for c in customer_ids if c not in waiting]
+        if changed:
+            self.on_change(changed)
+        return {c: version if c in kept_set else ("kept" if c in waiting else "none") for c in customer_ids}
 
-    def refresh_recent(self, chunk: int = 256) -> int:
-        """Recompute the vector of every shopper with events inside the window (after a new model, or when the
-        demo is loaded); how many shoppers."""
-        recent = np.unique(self.events.columns(self.clock() - self.window)["customer_id"]).tolist()
-        for i in range(0, len(recent), chunk):
-            self.update(recent[i:i + chunk])
-        return len(recent)
+    def refresh(
+        self, customer_ids: Sequence[int] | None = None, chunk: int = 256,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> int:
+        """Recompute the vectors of these customers (default: every shopper with history inside the window),
+        in chunks, telling `progress` how many each chunk held; how many vectors were saved."""
+        if customer_ids is None:
+            customer_ids = self.events.customers(self.window_start(self.clock()))
+        saved = 0
+        for i in range(0, len(customer_ids), chunk):
+            part = customer_ids[i:i + chunk]
+            saved += sum(v not in ("none", "kept") for v in self.update(part).values())
+            progress(len(part))
+        return saved
+
+    def resume(self) -> int:
+        """At start-up: shoppers with history (inside the window) but no vector, e.g. whose events were processed
+        before their products were embedded and then the process stopped, wait for product vectors again."""
+        missing = self.events.customers(self.window_start(self.clock()), without_vector=True)
+        with self._waiting_lock:
+            self.waiting.update(missing)
+            self._retried_at = -1
+        return len(missing)
+
+    def retry_waiting(self) -> int:
+        """Once the product index has grown (products embedded after their events arrived), recompute the
+        shoppers that were waiting for product vectors; how many got one."""
+        size = len(self.products)
+        if not self.waiting or size == self._retried_at:
+            return 0
+        self._retried_at = size
+        with self._waiting_lock:
+            customers = sorted(self.waiting)
+        return self.refresh(customers)
 
     def _vectors(self, batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, str]:
         arrays = pad_histories(batch, self.tower.history, self.products.dim)
@@ -178,6 +221,7 @@ class EventConsumer:
             self.processed += len(good)
             done = now_utc()
             self.on_processed([(done - m.sent_at).total_seconds() for m in good])
+        self.updater.retry_waiting()
         if time.monotonic() - self._synced >= self.index_sync_seconds:
             self.updater.user_mirror.sync()  # the feed reads vectors from DuckDB; the index follows in bulk
             self._synced = time.monotonic()

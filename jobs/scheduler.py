@@ -16,7 +16,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from appliance.errors import InvalidInput, NotFound
+from appliance.errors import InvalidInput, NotEnoughData, NotFound
 from appliance.types import now_utc
 from storage.job_runs import JobRun, JobRunStore
 
@@ -78,6 +78,8 @@ class Jobs:
             started, t0 = self.clock(), time.perf_counter()
             try:
                 detail, outcome = spec.run(), "ok"
+            except NotEnoughData as exc:  # nothing to do yet: recorded with the reason, not as a failure
+                detail, outcome = str(exc), "skipped"
             except Exception as exc:  # a failing job must never take the server down
                 log.exception("job %s failed", name)
                 detail, outcome = f"{type(exc).__name__}: {exc}", "failed"

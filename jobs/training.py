@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from appliance.baselines import TowerScorer, baseline_scorers
+from appliance.baselines import TowerScorer, baseline_scorers, prior_popularity
 from appliance.config import Config
-from appliance.evaluation import Split, evaluate, should_promote, time_split
+from appliance.errors import InvalidInput, NotEnoughData
+from appliance.evaluation import Split, evaluate, should_promote, test_targets, time_split
 from appliance.interactions import Interactions
 from appliance.tower import UserTower
 from appliance.training import train_tower
@@ -58,27 +59,51 @@ def interactions_of(columns: dict[str, np.ndarray], product_ids: np.ndarray, vec
     return TrainingData(interactions, product_ids, vectors)
 
 
-def scorers_for(split: Split, data: TrainingData, config: Config) -> tuple[list, np.ndarray]:
+def scorers_for(split: Split, data: TrainingData, config: Config) -> tuple[list, Any]:
     """The baselines every model is compared with, built from the training part only, and the training
-    part's popularity (N,) that a tower's prior ranks with."""
+    part's popularity that a tower's prior ranks with (`prior_popularity`)."""
     scorers = baseline_scorers(
         split.train, data.vectors, config.events.weights, config.tower.history,
         config.tower.recency_half_life_hours, config.feed.popularity_half_life_hours,
     )
-    return scorers, scorers[0].popularity
+    training = config.training
+    popularity = prior_popularity(split.train, len(data.vectors), config.events.weights, training.prior_as_of,
+                                  training.prior_half_life_hours)
+    return scorers, popularity
+
+
+def split_enough(data: TrainingData, config: Config, purpose: str, since: datetime | None = None) -> Split:
+    """The time split, or NotEnoughData saying in one sentence why there is nothing to `purpose` with."""
+    scope = f" since {since:%Y-%m-%d %H:%M}" if since else ""
+    events, customers = len(data.interactions), len(np.unique(data.interactions.customer))
+    if not events:
+        raise NotEnoughData(f"not enough data to {purpose}: no events{scope} with an embedded product "
+                            f"(import products and events first)")
+    split = time_split(data.interactions, config.evaluation.holdout)
+    if not len(test_targets(split, len(data.product_ids))[0]):
+        raise NotEnoughData(
+            f"not enough data to {purpose}: {events} events of {customers} customers{scope}, and none of them "
+            f"interacted with a new product after an earlier one (at least one such customer is needed to test on)")
+    return split
 
 
 def train_and_decide(
     data: TrainingData, config: Config, registry: ModelRegistry, serving: UserTower | None,
-    progress: Callable[[dict], None] | None = None,
+    progress: Callable[[dict], None] | None = None, since: datetime | None = None,
 ) -> tuple[UserTower, TrainOutcome]:
     """Train on each customer's history, test on their last interactions; save the candidate; promote it
-    (atomically) only if its NDCG@10 beats the serving model's and popularity's on this same split."""
-    split = time_split(data.interactions, config.evaluation.holdout)
-    model, report = train_tower(
-        split.train, data.vectors, config.tower, config.training, config.events.weights,
-        config.feed.popularity_half_life_hours, progress,
-    )
+    (atomically) only if its NDCG@10 beats the serving model's and popularity's on this same split.
+    Too little data raises NotEnoughData (`since`: the start of the data, named in its message)."""
+    split = split_enough(data, config, "train", since)
+    try:
+        model, report = train_tower(
+            split.train, data.vectors, config.tower, config.training, config.events.weights,
+            config.training.prior_half_life_hours, progress, config.realtime.history_window_hours,
+        )
+    except InvalidInput as exc:
+        if exc.field != "interactions":
+            raise
+        raise NotEnoughData(f"not enough data to train: {exc}") from None
     scorers, popularity = scorers_for(split, data, config)
     scorers.append(TowerScorer(model, split.train, data.vectors, popularity, "candidate"))
     if serving is not None:
@@ -104,7 +129,7 @@ def train_and_decide(
 
 def evaluate_serving(data: TrainingData, config: Config, serving: UserTower | None) -> dict[str, Any]:
     """The evaluation table of the baselines and the serving model (if any) on the current data."""
-    split = time_split(data.interactions, config.evaluation.holdout)
+    split = split_enough(data, config, "evaluate")
     scorers, popularity = scorers_for(split, data, config)
     if serving is not None:
         scorers.append(TowerScorer(serving, split.train, data.vectors, popularity, "serving"))

@@ -32,15 +32,17 @@ def retrain(
     config: Config, events: EventStore, catalog: CatalogStore, registry: ModelRegistry, serving: ServingModel,
     updater: UserVectorUpdater, clock: Callable[[], datetime],
 ) -> str:
-    """Train on the recent window, evaluate, promote only if better; then refresh active shoppers' vectors."""
-    since = clock() - timedelta(days=config.jobs.retrain_window_days)
+    """Train on the last `retrain_window_days` of data (counted back from the newest event, so imported history
+    trains too), evaluate, promote only if better; then recompute the shoppers' vectors with the new model."""
+    newest = events.newest()
+    since = newest - timedelta(days=config.jobs.retrain_window_days) if newest else None
     data = load_training_data(events, catalog, since)
-    model, outcome = train_and_decide(data, config, registry, serving.get().model)
+    model, outcome = train_and_decide(data, config, registry, serving.get().model, since=since)
     registry.prune(config.jobs.keep_models)
     if not outcome.promoted:
         return f"{outcome.version} rejected: {outcome.reason}"
     serving.set(model, outcome.version, registry.load(outcome.version)[1].as_dict())
-    refreshed = updater.refresh_recent()
+    refreshed = updater.refresh()
     return f"{outcome.version} promoted ({outcome.reason}); {refreshed} shoppers' vectors recomputed"
 
 
@@ -48,16 +50,21 @@ def prune(
     config: Config, db: Database, events: EventStore, users: UserStore, user_index: VectorIndex,
     clock: Callable[[], datetime], impressions: ImpressionStore,
 ) -> str:
-    """Drop vectors whose history left the serving window, raw events and impressions past the retention;
-    checkpoint DuckDB."""
+    """Drop vectors whose history left the serving window (when one is set), raw events and impressions older
+    than `jobs.retention_days` (when set; 0 keeps them forever); checkpoint DuckDB. Says what it removed."""
     now = clock()
-    expired = users.expire(now - timedelta(hours=config.realtime.history_window_hours))
-    user_index.remove(np.asarray(expired, dtype=np.int64))
-    retention = now - timedelta(days=config.jobs.retention_days)
-    dropped = events.delete_before(retention)
-    shown = impressions.delete_before(retention)
+    parts = []
+    if config.realtime.history_window_hours > 0:
+        expired = users.expire(now - timedelta(hours=config.realtime.history_window_hours))
+        user_index.remove(np.asarray(expired, dtype=np.int64))
+        parts.append(f"{len(expired)} user vectors past the {config.realtime.history_window_hours:g} h window expired")
+    if config.jobs.retention_days > 0:
+        retention = now - timedelta(days=config.jobs.retention_days)
+        dropped = events.delete_before(retention)
+        shown = impressions.delete_before(retention)
+        parts.append(f"{dropped} events and {shown} impressions older than {config.jobs.retention_days:g} days deleted")
     db.checkpoint()
-    return f"{len(expired)} expired user vectors, {dropped} events and {shown} impressions past retention"
+    return "; ".join(parts) or "nothing to prune: no serving window, events kept forever (jobs.retention_days = 0)"
 
 
 def popularity(recommender: Recommender) -> str:

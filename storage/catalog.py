@@ -30,6 +30,7 @@ class UpsertResult:
     unchanged: int
     to_embed: int  # distinct new lines with no cached vector yet
     changed_ids: tuple[int, ...] = ()  # products created or updated
+    new_lines: int = 0  # products created or whose text line changed (their vector may differ)
 
 
 def _product(row: tuple) -> Product:
@@ -70,7 +71,7 @@ class CatalogStore:
                         [p.product_id for p in rows], [p.name for p in rows], [p.merchant for p in rows],
                         [list(p.category_path) for p in rows], [p.color for p in rows], [p.price for p in rows],
                         [p.in_stock for p in rows],
-                        [p.created_at or _created(existing.get(p.product_id), now) for p in rows],
+                        [p.created_at or _created(existing.get(p.product_id)) for p in rows],
                         now, [texts[i] for i in changed], [hashes[i] for i in changed],
                     ],
                 )
@@ -80,9 +81,10 @@ class CatalogStore:
                 [[hashes[i] for i in changed]],
             ).fetchone()[0]
         created = sum(1 for i in changed if products[i].product_id not in existing)
+        relined = sum(1 for i in changed if (e := existing.get(products[i].product_id)) is None or e[7] != hashes[i])
         return UpsertResult(
             created, len(changed) - created, len(products) - len(changed), to_embed,
-            tuple(products[i].product_id for i in changed),
+            tuple(products[i].product_id for i in changed), relined,
         )
 
     def get(self, product_id: int) -> StoredProduct:
@@ -100,6 +102,13 @@ class CatalogStore:
         with self.db.write() as cur:
             if not cur.execute("DELETE FROM products WHERE product_id = ? RETURNING 1", [product_id]).fetchall():
                 raise NotFound(f"product {product_id} does not exist")
+
+    def many(self, product_ids: Sequence[int]) -> list[Product]:
+        """The products among these ids that exist."""
+        return [_product(row) for row in self.db.read(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id IN (SELECT unnest($1::BIGINT[])) ORDER BY product_id",
+            [list(product_ids)],
+        )]
 
     def all(self) -> list[Product]:
         return [_product(row) for row in self.db.read(f"SELECT {_COLUMNS} FROM products ORDER BY product_id")]
@@ -159,8 +168,9 @@ class CatalogStore:
         return ids, vecs, done
 
 
-def _created(existing: tuple | None, now: datetime) -> datetime:
-    return existing[6] if existing else now
+def _created(existing: tuple | None) -> datetime | None:
+    """A product sent without created_at keeps the one it had (none for a new product: arrival unknown)."""
+    return existing[6] if existing else None
 
 
 def _differs(product: Product, text_hash: str, existing: tuple | None) -> bool:

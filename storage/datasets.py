@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
@@ -62,21 +63,32 @@ def load_movielens(folder: str | Path) -> tuple[list[Product], list[Event]]:
     return products, events
 
 
-def load_online_retail(path: str | Path) -> tuple[list[Product], list[Event]]:
-    """UCI Online Retail (CSV with InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice,
-    CustomerID, Country) -> products and purchases.
+@dataclass(frozen=True)
+class RetailData:
+    """The UCI Online Retail file in the shop's own terms: its StockCodes and CustomerIDs."""
 
-    - product: one per StockCode (upper-cased), ids 1..N in sorted StockCode order; name = its most frequent
-      Description; price = the median positive UnitPrice (the shop's `catalog.tier_thresholds` make the tier);
-    - event: each line with a CustomerID and Quantity > 0 -> `product_purchased` at InvoiceDate (naive UTC;
-      the data is UK time, an hour off in summer, which does not change any customer's order of events);
-    - dropped: lines without a customer (`NA`: nobody to personalise for), with Quantity <= 0 (returns and
-      cancellations, invoice numbers starting with C: not a signal of taste), fee/postage codes
-      (`RETAIL_NON_PRODUCTS`) and codes without any Description.
+    products: list[tuple[str, str, float | None]]  # (StockCode, name, price), sorted by StockCode
+    purchases: list[tuple[str, str, datetime]]  # (CustomerID, StockCode, InvoiceDate), in file order
+
+
+def read_online_retail(path: str | Path) -> RetailData:
+    """UCI Online Retail (CSV with InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice,
+    CustomerID, Country) -> products and purchases, keyed by the shop's own ids.
+
+    - product: one per StockCode (upper-cased); name = its most frequent Description; price = the median
+      positive UnitPrice (the shop's `catalog.tier_thresholds` make the tier); no category tree, no colour, no
+      created_at (the file does not say when a product arrived);
+    - purchase: each line with a CustomerID and Quantity > 0 at InvoiceDate (naive: the data is UK time, an
+      hour off UTC in summer, which does not change any customer's order of events); CustomerID as written
+      without its decimal point (`17850.0` -> `17850`);
+    - dropped: lines without a customer (`NA`: a guest checkout, nobody to personalise for; they still say
+      nothing the purchases of known customers do not), with Quantity <= 0 (returns and cancellations, invoice
+      numbers starting with C: not a signal of taste), fee/postage codes (`RETAIL_NON_PRODUCTS`) and codes
+      without any Description.
     """
     names: dict[str, Counter[str]] = defaultdict(Counter)
     prices: dict[str, list[float]] = defaultdict(list)
-    lines: list[tuple[int, str, datetime]] = []
+    lines: list[tuple[str, str, datetime]] = []
     with _open(Path(path)) as f:
         for row in csv.DictReader(f):
             code = row["StockCode"].strip().upper()
@@ -91,15 +103,19 @@ def load_online_retail(path: str | Path) -> tuple[list[Product], list[Event]]:
             customer = row["CustomerID"].strip()
             if customer in ("", "NA") or float(row["Quantity"]) <= 0:
                 continue
-            lines.append((int(float(customer)), code, datetime.fromisoformat(row["InvoiceDate"].strip())))
-    codes = sorted(names)
-    ids = {code: i for i, code in enumerate(codes, start=1)}
-    products = [
-        Product(product_id=ids[code], name=names[code].most_common(1)[0][0],
-                price=round(median(prices[code]), 2) if prices[code] else None)
-        for code in codes
-    ]
-    events = [Event(customer, ids[code], "product_purchased", ts) for customer, code, ts in lines if code in ids]
+            lines.append((str(int(float(customer))), code, datetime.fromisoformat(row["InvoiceDate"].strip())))
+    products = [(code, names[code].most_common(1)[0][0], round(median(prices[code]), 2) if prices[code] else None)
+                for code in sorted(names)]
+    return RetailData(products, [line for line in lines if line[1] in names])
+
+
+def load_online_retail(path: str | Path) -> tuple[list[Product], list[Event]]:
+    """`read_online_retail` as the appliance's types: product ids 1..N in sorted StockCode order, customer ids
+    the CustomerIDs, every line a `product_purchased`."""
+    data = read_online_retail(path)
+    ids = {code: i for i, (code, _, _) in enumerate(data.products, start=1)}
+    products = [Product(product_id=ids[code], name=name, price=price) for code, name, price in data.products]
+    events = [Event(int(customer), ids[code], "product_purchased", ts) for customer, code, ts in data.purchases]
     events.sort(key=lambda e: (e.ts, e.customer_id, e.product_id))
     return products, events
 

@@ -165,6 +165,11 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
         "CREATE TABLE queue_counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
     ),
     (
+        # A product sent without created_at has none (it was the first-seen time): an imported catalog without
+        # dates is not made of new arrivals.
+        "ALTER TABLE products ALTER COLUMN created_at DROP NOT NULL",
+    ),
+    (
         # Messages bound for SQS, committed with their events; the sender deletes a row once SQS has it.
         "CREATE SEQUENCE sqs_outbox_seq",
         """CREATE TABLE sqs_outbox (

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 import duckdb
@@ -12,18 +14,28 @@ import numpy as np
 from appliance.types import Event
 from storage.db import Database
 
+MAX_HALF_LIVES = 1000  # popularity: older events weigh 2^-1000 (not 0), see EventStore.popularity
+
 
 class EventStore:
-    def __init__(self, db: Database) -> None:
+    """Events, and in front of `purchased` (a feed asks it per request) the set of customers who ever bought
+    (a superset is harmless: it only costs a read) and a bounded cache of their purchases. A purchase drops the
+    customer's entry as it is written; the consumer drops it again once the event is committed and processed
+    (`forget_purchases`), so a read that raced the write is corrected within the consumer's lag."""
+
+    def __init__(self, db: Database, cache_size: int = 20_000) -> None:
         self.db = db
+        self.cache_size = cache_size
+        self._buyers = {r[0] for r in db.read("SELECT customer_id FROM purchases")}
+        self._purchases: OrderedDict[int, frozenset[int]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def append(self, events: Sequence[Event], received_at: datetime) -> list[int]:
         """Write a batch in one transaction (one group commit); durable when this returns. Returns event ids."""
         with self.db.write() as cur:
             return self.append_in(cur, events, received_at)
 
-    @staticmethod
-    def append_in(cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> list[int]:
+    def append_in(self, cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> list[int]:
         """The same, inside a transaction the caller holds (so the queue message commits with the event)."""
         if not events:
             return []
@@ -41,6 +53,9 @@ class EventStore:
         ).fetchall()
         bought = [(e.customer_id, e.product_id) for e in events if e.event_name == "product_purchased"]
         if bought:
+            with self._lock:
+                self._buyers.update(c for c, _ in bought)
+            self.forget_purchases(c for c, _ in bought)
             cur.execute(
                 """INSERT INTO purchases
                    SELECT c, list(DISTINCT p) FROM (SELECT unnest($1::BIGINT[]) AS c, unnest($2::BIGINT[]) AS p)
@@ -61,12 +76,15 @@ class EventStore:
         ))
         return [rows.get(c, 0) for c in customer_ids]
 
-    def histories(self, customer_ids: Sequence[int], since: datetime, limit: int) -> dict[int, list[Event]]:
-        """Each customer's `limit` most recent events at or after `since`, oldest first."""
+    def histories(
+        self, customer_ids: Sequence[int], since: datetime | None, limit: int
+    ) -> dict[int, list[Event]]:
+        """Each customer's `limit` most recent events (at or after `since`, when given), oldest first."""
         rows = self.db.read(
             """SELECT customer_id, product_id, event_name, ts FROM (
                    SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY ts DESC, event_id DESC) AS rn
-                   FROM events WHERE customer_id IN (SELECT unnest($1::BIGINT[])) AND ts >= $2::TIMESTAMP)
+                   FROM events WHERE customer_id IN (SELECT unnest($1::BIGINT[]))
+                                 AND ($2::TIMESTAMP IS NULL OR ts >= $2::TIMESTAMP))
                WHERE rn <= $3 ORDER BY customer_id, ts, event_id""",
             [list(customer_ids), since, limit],
         )
@@ -82,9 +100,63 @@ class EventStore:
             f"SELECT customer_id, product_id, event_name, epoch(ts) AS ts FROM events {where}", params
         )
 
-    def purchased(self, customer_id: int) -> set[int]:
+    def customers(self, since: datetime | None = None, without_vector: bool = False) -> list[int]:
+        """Every customer with an event (at or after `since`, when given; only those without a stored user
+        vector, when asked), ascending."""
+        where = ["ts >= $1::TIMESTAMP" if since else "TRUE"]
+        if without_vector:
+            where.append("customer_id NOT IN (SELECT customer_id FROM user_vectors)")
+        rows = self.db.read(f"SELECT DISTINCT customer_id FROM events WHERE {' AND '.join(where)} ORDER BY 1",
+                            [since] if since else [])
+        return [r[0] for r in rows]
+
+    def newest(self) -> datetime | None:
+        """The time of the newest event (what "now" is for the data: popularity, the training window)."""
+        return self.db.read("SELECT max(ts) FROM events")[0][0]
+
+    def count_before(self, before: datetime) -> int:
+        return self.db.read("SELECT count(*) FROM events WHERE ts < ?", [before])[0][0]
+
+    def purchased(self, customer_id: int) -> frozenset[int]:
+        """The products a customer bought (from memory for most customers)."""
+        if (known := self.purchased_cached(customer_id)) is not None:
+            return known
         rows = self.db.read("SELECT product_ids FROM purchases WHERE customer_id = ?", [customer_id])
-        return set(rows[0][0]) if rows else set()
+        found = frozenset(rows[0][0]) if rows else frozenset()
+        with self._lock:
+            self._purchases[customer_id] = found
+            while len(self._purchases) > self.cache_size:
+                self._purchases.popitem(last=False)
+        return found
+
+    def purchased_cached(self, customer_id: int) -> frozenset[int] | None:
+        """The same without touching DuckDB, or None when that would need a read."""
+        with self._lock:
+            if customer_id not in self._buyers:
+                return frozenset()
+            found = self._purchases.get(customer_id)
+            if found is not None:
+                self._purchases.move_to_end(customer_id)
+            return found
+
+    def warm_purchases(self, customer_ids: Sequence[int]) -> None:
+        """Read these customers' purchases into the cache in one query (at start-up)."""
+        with self._lock:
+            wanted = [c for c in customer_ids if c in self._buyers][:self.cache_size]
+        rows = self.db.read(
+            "SELECT customer_id, product_ids FROM purchases WHERE customer_id IN (SELECT unnest($1::BIGINT[]))",
+            [wanted],
+        )
+        with self._lock:
+            for cid, products in rows:
+                self._purchases.setdefault(cid, frozenset(products))
+            while len(self._purchases) > self.cache_size:
+                self._purchases.popitem(last=False)
+
+    def forget_purchases(self, customer_ids: Iterable[int]) -> None:
+        with self._lock:
+            for cid in customer_ids:
+                self._purchases.pop(cid, None)
 
     def delete_before(self, before: datetime) -> int:
         """Drop raw events older than the retention; how many."""
@@ -94,12 +166,16 @@ class EventStore:
     def erase_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
         """Delete every event (and purchase record) of a customer (a privacy request); how many events."""
         cur.execute("DELETE FROM purchases WHERE customer_id = ?", [customer_id])
+        self.forget_purchases([customer_id])
         return len(cur.execute("DELETE FROM events WHERE customer_id = ? RETURNING 1", [customer_id]).fetchall())
 
-    @staticmethod
-    def move_in(cur: duckdb.DuckDBPyConnection, source: int, target: int) -> tuple[int, int]:
+    def move_in(self, cur: duckdb.DuckDBPyConnection, source: int, target: int) -> tuple[int, int]:
         """Give every event and purchase of customer `source` to `target` (merging two ids of one shopper),
         inside the caller's transaction; (events moved, purchased products new to the target)."""
+        with self._lock:
+            if source in self._buyers:
+                self._buyers.add(target)
+        self.forget_purchases([source, target])
         before = cur.execute(
             "SELECT coalesce(len(any_value(product_ids)), 0) FROM purchases WHERE customer_id = ?", [target]
         ).fetchone()[0]
@@ -124,16 +200,22 @@ class EventStore:
     def popularity(
         self, now: datetime, half_life_hours: float, weights: Mapping[str, float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Time-decayed weighted event counts per product: sum(weight * 2^(-age / half_life)).
+        """Time-decayed weighted event counts per product: sum(weight * 2^(-age / half_life)), the age measured
+        from the newest event at or before `now` (not from `now`): a shop whose events are all months old
+        still ranks by them, and a live shop's ranking is the same as measured from the clock. Ages are capped
+        at MAX_HALF_LIVES half-lives (2^-1000 ~ 1e-301, still above 0 in float64), so every product with an
+        event has a popularity above 0 and years-old products still rank by their counts among themselves.
 
         Returns (product_ids int64, scores float64); products with no events are absent.
         """
         names, values = list(weights), [float(weights[n]) for n in weights]
         data = self.db.read_numpy(
-            """WITH w AS (SELECT unnest($1::VARCHAR[]) AS event_name, unnest($2::DOUBLE[]) AS weight)
-               SELECT e.product_id, sum(w.weight * exp(-$3 * (epoch($4::TIMESTAMP) - epoch(e.ts)))) AS score
-               FROM events e JOIN w USING (event_name) WHERE e.ts <= $4::TIMESTAMP
+            """WITH w AS (SELECT unnest($1::VARCHAR[]) AS event_name, unnest($2::DOUBLE[]) AS weight),
+                    e AS (SELECT product_id, event_name, epoch(ts) AS t FROM events WHERE ts <= $4::TIMESTAMP),
+                    newest AS (SELECT max(t) AS t FROM e)
+               SELECT e.product_id, sum(w.weight * exp(-$3 * least(newest.t - e.t, $5))) AS score
+               FROM e JOIN w USING (event_name), newest
                GROUP BY e.product_id""",
-            [names, values, math.log(2) / (half_life_hours * 3600.0), now],
+            [names, values, math.log(2) / (half_life_hours * 3600.0), now, MAX_HALF_LIVES * half_life_hours * 3600.0],
         )
         return np.asarray(data["product_id"], dtype=np.int64), np.asarray(data["score"], dtype=np.float64)

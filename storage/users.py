@@ -33,11 +33,17 @@ class UserStore:
         self._cache: OrderedDict[int, UserVector | None] = OrderedDict()  # None: known to have no vector
         self._writes = 0  # bumped by every write, so a read that overlapped one does not fill the cache
         self._lock = threading.Lock()
+        # every customer with a stored vector, so a shopper without one (most visitors) costs no read
+        self._stored = {r[0] for r in db.read("SELECT customer_id FROM user_vectors")}
 
     def _remember(self, entries: dict[int, UserVector | None]) -> None:
         with self._lock:
             self._writes += 1
             for cid, value in entries.items():
+                if value is None:
+                    self._stored.discard(cid)
+                else:
+                    self._stored.add(cid)
                 self._cache[cid] = value
                 self._cache.move_to_end(cid)
             while len(self._cache) > self.cache_size:
@@ -85,11 +91,42 @@ class UserStore:
             raise
         return [cid for cid in ids if cid in saved]
 
-    def get(self, customer_id: int) -> UserVector | None:
+    def cached(self, customer_id: int) -> tuple[bool, UserVector | None]:
+        """(known, vector) from memory only: known is False when answering needs a read."""
         with self._lock:
+            if customer_id not in self._stored:
+                return True, None
             if customer_id in self._cache:
                 self._cache.move_to_end(customer_id)
-                return self._cache[customer_id]
+                return True, self._cache[customer_id]
+            return False, None
+
+    def warm(self) -> list[int]:
+        """Fill the cache with the most recently active shoppers' vectors (at start-up); their ids."""
+        with self._lock:
+            writes = self._writes
+        rows = self.db.read(
+            """SELECT customer_id, vector, model_version, updated_at, last_event_at FROM user_vectors
+               ORDER BY last_event_at DESC LIMIT ?""",
+            [self.cache_size],
+        )
+        if not rows:
+            return []
+        vectors = from_blobs([r[1] for r in rows])
+        with self._lock:
+            if self._writes != writes:  # a write overlapped: its customers must not get an older vector
+                return []
+            for (cid, _, version, updated, last), vector in zip(rows, vectors, strict=True):
+                self._cache.setdefault(cid, UserVector(cid, vector, version, updated, last))
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return [r[0] for r in rows]
+
+    def get(self, customer_id: int) -> UserVector | None:
+        known, found = self.cached(customer_id)
+        if known:
+            return found
+        with self._lock:
             writes = self._writes
         rows = self.db.read(
             """SELECT customer_id, vector, model_version, updated_at, last_event_at

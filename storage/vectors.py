@@ -122,7 +122,12 @@ class VectorIndex:
 
     # -- contents ----------------------------------------------------------------------------------------
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add or replace vectors (N, dim) under labels ids (N,)."""
+        """Add or replace vectors (N, dim) under labels ids (N,); a label that already holds the same vector is
+        left alone (re-inserting it would repair its graph links for nothing: a product edit that keeps its
+        text keeps its vector)."""
+        if len(ids) == 0:
+            return
+        ids, vectors = self._changed(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
         if len(ids) == 0:
             return
         with self._lock:
@@ -135,6 +140,16 @@ class VectorIndex:
                 self._deleted.discard(label)
             self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
             self._dirty = True
+
+    def _changed(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        held = self.lookup(ids) if len(self) else {}
+        if not held:
+            return ids, vectors
+        norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        unit = vectors / norms if self.config.space == "cosine" else vectors  # cosine stores unit vectors
+        same = np.array([int(i) in held and np.allclose(held[int(i)], v, atol=1e-6) for i, v in zip(ids, unit,
+                                                                                                      strict=True)])
+        return ids[~same], vectors[~same]
 
     def remove(self, ids: np.ndarray) -> int:
         with self._lock:

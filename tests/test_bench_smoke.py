@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "feed": ["--sizes", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
              "--warmup", "5"],
+    "serve": ["--products", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
+              "--events-per-second", "20", "--edits-per-second", "2", "--rate", "40"],
     "ingest": ["--products", "500", "--customers", "50", "--events", "1000", "--duration", "1", "--fresh-samples",
                "5", "--drain-seconds", "1", "--concurrency", "2", "--batches", "1,100"],
     "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
@@ -55,7 +57,7 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
 def _result(launched: dict, name: str) -> dict:
     proc, out = launched[name]
     try:
-        code = proc.wait(timeout=300)
+        code = proc.wait(timeout=300)  # several benchmarks at once on a shared machine
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
@@ -102,6 +104,23 @@ def test_impressions(launched: dict) -> None:
         assert row["rps_off"] > 0 and row["rps_on"] > 0 and row["ratio"] > 0
     cost = data["cpu_cost"]
     assert cost["items_per_answer"] == 20 and cost["served_us"] > 0 and cost["flush_us"] > 0
+
+
+def test_serve(launched: dict) -> None:
+    data = _result(launched, "serve")
+    runs = {(r["phase"], r["kind"]): r for r in data["closed_loop"]}
+    assert set(runs) == {(p, k) for p in ("quiet", "writes") for k in ("health", "personal", "popular")}
+    for run in runs.values():
+        assert run["connections"] == 2 and run["requests"] > 0 and run["rps"] > 0 and run["non_2xx"] == 0
+        assert 0 <= run["latency_ms"]["p50"] <= run["latency_ms"]["p99"] <= run["latency_ms"]["max"]
+        assert run["server_cpu_ms_per_request"] > 0
+    for run in data["open_loop"]:
+        assert run["offered_rps"] == 40 and run["ok"] > 0 and run["errors"] == 0
+        _ordered(run["latency_from_due_ms"])
+    assert set(data["writes"]) == {"events", "edits"}
+    assert set(data["writes"]["events"]["statuses"]) == {"202"}
+    assert set(data["writes"]["edits"]["statuses"]) == {"200"}
+    assert data["checks"]
 
 
 def test_ingest(launched: dict) -> None:
@@ -173,3 +192,21 @@ def test_encoding(encoder: Encoder, tmp_path: Path) -> None:
     assert all(b["products_per_s"] > 0 for b in data["batches"])
     _ordered(data["single_line_ms"])
     assert " | " in data["example_line"]
+
+
+def test_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_TRAINING__EPOCHS", "1")
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "train", "--datasets", "shop-3k", "--shop-products", "300", "--recipes",
+                              "before,after", "--out", str(tmp_path)])
+    assert args.run(args) == 0
+    data = json.loads((tmp_path / "train_shop-3k.json").read_text())
+    shop = data["datasets"]["shop-3k"]
+    assert shop["products"] == 300 and shop["events"] == 3000
+    before, after = shop["recipes"]["before"], shop["recipes"]["after"]
+    assert before["training"]["negatives"] == "full" and before["training"]["precision"] == "float32"
+    assert after["training"]["negatives"] == "shared" and after["training"]["epochs"] == 1
+    for r in (before, after):
+        assert r["cpu_seconds"] > 0 and r["wall_seconds"] > 0 and r["examples"] > 0
+        assert 0.0 <= r["ndcg@10"] <= 1.0 and r["epochs"] == 2

@@ -73,6 +73,9 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path) -> None:
         server = _serve(tmp_path / "data", port)
         wait_until(lambda: _ready(base), timeout=120, what="restart")
         wait_until(lambda: _queue_empty(base), timeout=60, what="queue drained after restart")
+        # a shopper whose events were processed before their products were embedded gets a vector once they are
+        wait_until(lambda: all(httpx.get(f"{base}/customers/{c}/feed").json()["personalized"]
+                               for c in range(7000, 7020)), timeout=120, what="every shopper's vector")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)

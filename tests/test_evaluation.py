@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from appliance.baselines import CooccurrenceScorer, PopularityScorer, TowerScorer, baseline_scorers
+from appliance.baselines import (
+    CooccurrenceScorer,
+    PopularityScorer,
+    RecentPopularityScorer,
+    TowerScorer,
+    baseline_scorers,
+    popularity_scores,
+    prior_popularity,
+)
 from appliance.config import load_config
 from appliance.evaluation import (
+    cold_items,
     evaluate,
     format_table,
     paired_difference,
@@ -18,8 +27,13 @@ from appliance.evaluation import (
     should_promote,
     time_split,
 )
+from appliance.evaluation import (
+    test_targets as targets_of,
+)
+from appliance.examples import MomentPrior, make_examples
 from appliance.interactions import Interactions
 from appliance.training import train_tower
+from appliance.types import EVENT_NAMES
 
 torch.set_num_threads(2)
 
@@ -147,6 +161,60 @@ def test_baselines_on_hand_made_data(cfg):
     assert pop[0, 0] == pytest.approx(0.1 * 0.25 * 2)  # two events 2 hours before the newest
     assert pop[0, 2] == pytest.approx(0.1 * 0.5 * 2)  # two events 1 hour before it
     assert pop[0, 4] == 0
+    all_time = PopularityScorer(inter, 5, cfg.events.weights, half_life_hours=math.inf).scores(np.array([4]), None)
+    assert all_time[0].tolist() == pytest.approx([0.2, 0.3, 0.2, 0.1, 0.0])  # every event counts 0.1 (a view)
+
+
+def test_recent_popularity_is_as_of_each_customers_moment(cfg):
+    # product 0 viewed at hours 0 and 2, product 1 bought at hour 3, product 2 viewed at hour 5
+    hour = 3600.0
+    inter = Interactions.from_arrays([1, 2, 3, 4], [0, 0, 1, 2], [0, 0, 5, 0], [0, 2 * hour, 3 * hour, 5 * hour])
+    scorer = RecentPopularityScorer(inter, 4, cfg.events.weights, half_life_hours=1.0)
+    early, late = scorer.scores(np.array([9, 9]), np.array([3 * hour, 6 * hour]))
+    assert early.tolist() == pytest.approx([0.1 * 2 ** -3 + 0.1 * 2 ** -1, 0.0, 0.0, 0.0])  # nothing at or after 3 h
+    assert late.tolist() == pytest.approx([0.1 * 2 ** -6 + 0.1 * 2 ** -4, 8.0 * 2 ** -3, 0.1 * 2 ** -1, 0.0])
+
+
+@pytest.mark.parametrize("half_life", [5.0, 720.0, math.inf])
+def test_recent_popularity_snapshots_match_the_direct_sum(cfg, half_life):
+    rng = np.random.default_rng(3)
+    inter = Interactions.from_arrays(rng.integers(40, size=3000), rng.integers(50, size=3000),
+                                     rng.integers(6, size=3000), rng.uniform(0, 3e7, size=3000))
+    scorer = RecentPopularityScorer(inter, 50, cfg.events.weights, half_life)
+    assert len(scorer.moments) > 100  # the snapshots are used, not only the direct sum
+    at = rng.uniform(-1e6, 3.1e7, size=25)
+    kind_weight = np.array([cfg.events.weights[n] for n in EVENT_NAMES])
+    before = inter.ts[None, :] < at[:, None]  # (C, E)
+    age_hours = np.where(before, at[:, None] - inter.ts, 0.0) / 3600.0
+    w = np.where(before, kind_weight[inter.kind] * np.exp2(-age_hours / half_life), 0.0)
+    direct = np.stack([np.bincount(inter.item, row, 50) for row in w])
+    assert np.allclose(scorer.scores(np.zeros(25, dtype=np.int64), at), direct, rtol=1e-5, atol=1e-9)
+
+
+def test_the_moment_prior_is_popularity_as_of_each_examples_time(cfg):
+    inter, _ = shop(n_customers=20)
+    examples = make_examples(inter, cfg.tower.history)
+    rows = MomentPrior(inter, 300, cfg.events.weights, 24.0).rows(examples.take(np.arange(5)))
+    recent = RecentPopularityScorer(inter, 300, cfg.events.weights, 24.0)
+    for i, target in enumerate(examples.target[:5]):
+        expected = np.log1p(recent.scores(inter.customer[[target]], inter.ts[[target]]))[0]
+        assert rows[i].numpy() == pytest.approx(expected, rel=1e-5)
+        assert rows[i, inter.item[target]] < np.log1p(popularity_scores(inter, 300, cfg.events.weights, 24.0,
+                                                                        now=inter.ts[target] + 1))[inter.item[target]]
+
+
+def test_the_cold_slice_keeps_only_new_products_as_relevant(cfg):
+    # product 3 has no event before the split: only customer 2's test item is cold
+    inter = Interactions.from_arrays([1, 1, 1, 2, 2, 2], [0, 1, 2, 1, 2, 3], [0] * 6, [0, 1, 2, 0, 1, 2])
+    split = time_split(inter, 1)
+    cold = cold_items(split, 5)
+    assert cold.tolist() == [False, False, False, True, True]
+    customers, _, relevant, _ = targets_of(split, 5, cold)
+    assert customers.tolist() == [2] and relevant.tolist() == [[3]]
+    result = evaluate([PopularityScorer(split.train, 5, cfg.events.weights, math.inf)], split, 5, cfg.evaluation,
+                      items=cold)
+    assert result["customers"] == 1
+    assert result["models"]["popularity"]["ndcg@10"] == pytest.approx(1 / math.log2(2 + 1))  # tied with item 4
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +229,8 @@ def comparison(cfg):
         split.train, vectors, cfg.events.weights, cfg.tower.history, cfg.tower.recency_half_life_hours,
         cfg.feed.popularity_half_life_hours,
     )
-    scorers.append(TowerScorer(model, split.train, vectors, scorers[0].popularity))
+    popularity = popularity_scores(split.train, len(vectors), cfg.events.weights, cfg.feed.popularity_half_life_hours)
+    scorers.append(TowerScorer(model, split.train, vectors, popularity))
     return evaluate(scorers, split, len(vectors), cfg.evaluation), report
 
 
@@ -182,7 +251,7 @@ def test_the_tower_learns_that_popular_products_are_likelier(comparison):
 def test_evaluate_returns_a_json_table(comparison, cfg):
     result, _ = comparison
     assert json.loads(json.dumps(result)) == result
-    assert set(result["models"]) == {"popularity", "cooccurrence", "mean_vector", "tower"}
+    assert set(result["models"]) == {"popularity", "popularity_recent", "cooccurrence", "mean_vector", "tower"}
     row = result["models"]["tower"]
     for k in cfg.evaluation.ks:
         assert {f"recall@{k}", f"hr@{k}", f"ndcg@{k}"} <= set(row)
@@ -224,3 +293,19 @@ def test_evaluate_can_return_each_customers_ndcg(cfg):
 def test_promotion_rule(candidate, serving, popularity, expected):
     serving = None if serving is None else {"ndcg@10": serving}
     assert should_promote({"ndcg@10": candidate}, serving, {"ndcg@10": popularity}) is expected
+
+
+def test_a_tower_trained_with_the_moment_prior_learns_to_use_it(cfg):
+    inter, vectors = shop(seed=1, n_customers=80)
+    split = time_split(inter, cfg.evaluation.holdout)
+    training = dataclasses.replace(cfg.training, epochs=2, prior_as_of="moment", prior_half_life_hours=720.0)
+    model, report = train_tower(split.train, vectors, cfg.tower, training, cfg.events.weights, 720.0)
+    assert report.popularity_weight > 0
+    popularity = prior_popularity(split.train, len(vectors), cfg.events.weights, "moment", 720.0)
+    assert isinstance(popularity, RecentPopularityScorer)
+    tower = TowerScorer(model, split.train, vectors, popularity)
+    customers, at = np.unique(split.test.customer)[:3], np.full(3, split.train.ts.max())
+    cosine_only = TowerScorer(model, split.train, vectors, np.zeros(len(vectors)))
+    extra = tower.scores(customers, at) - cosine_only.scores(customers, at)  # (3, N): the prior alone
+    expected = report.popularity_weight * np.log1p(popularity.scores(customers, at))
+    assert extra == pytest.approx(expected, abs=1e-5)

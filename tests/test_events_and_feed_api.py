@@ -52,7 +52,7 @@ def test_default_feed_is_popularity_then_recency_and_pages_cleanly(client: TestC
               {"customer_id": 8, "product_id": 7, "event_name": "product_added_to_cart",
                "timestamp": (now - timedelta(hours=240)).isoformat()}]
     client.post("/events", json=events)
-    client.app.state.services.recommender.invalidate(popularity=True)
+    client.app.state.services.recommender.refresh_popularity()
     page1 = client.get("/customers/77/feed", params={"per_page": 5}).json()
     assert page1["ordering"] == "popular"
     assert _ids(page1)[:3] == [11, 3, 7]

@@ -34,20 +34,40 @@ def services(tmp_path, encoder) -> Iterator[Services]:
     built.close()
 
 
-def test_prune_expires_vectors_outside_the_window_and_events_past_retention(services: Services) -> None:
+def test_prune_keeps_everything_by_default(services: Services) -> None:
     now = now_utc()
-    old = now - timedelta(days=200)
-    services.events.append([Event(99_042, 1, "product_clicked", old)], now)  # keys no demo shopper has
-    services.updater.update(services.ids.customers.keys(["1001", "1002"]))  # demo shoppers, by their keys
-    fresh = services.users.count()
+    old = now - timedelta(days=2000)
+    services.events.append([Event(99_042, 1, "product_clicked", old)], now)
     services.users.save([99_077], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
-    shown = [Scored(1, 1.0, "popular"), Scored(2, 0.5, "popular")]
-    services.impressions.store.append([Served("r", 99_042, "feed", shown, 1, "mean", old)])
-    detail = services.jobs.run("prune").detail
-    assert services.users.get(99_077) is None and services.users.count() == fresh
-    assert services.db.read("SELECT count(*) FROM events WHERE customer_id = 99042")[0][0] == 0
-    assert services.impressions.store.count() == 0
-    assert detail == "1 expired user vectors, 1 events and 2 impressions past retention"
+    events, vectors = services.events.count(), services.users.count()
+    run = services.jobs.run("prune")
+    assert run.outcome == "ok" and run.detail.startswith("nothing to prune")
+    assert (services.events.count(), services.users.count()) == (events, vectors)
+
+
+def test_prune_expires_vectors_outside_a_set_window_and_events_past_a_set_retention(tmp_path, encoder) -> None:
+    built = build_services(_config(tmp_path, realtime={"history_window_hours": 48.0}, jobs={"retention_days": 90.0}),
+                           encoder)
+    try:
+        load_demo(built)
+        built.indexer.run_once()
+        now = now_utc()
+        old = now - timedelta(days=200)
+        built.events.append([Event(99_042, 1, "product_clicked", old)], now)  # keys no demo shopper has
+        built.updater.update(built.ids.customers.keys(["1001", "1002"]))  # demo shoppers, by their keys
+        fresh = built.users.count()
+        built.users.save([99_077], np.ones((1, 384), np.float32) / 384 ** 0.5, "mean", [old], now)
+        shown = [Scored(1, 1.0, "popular"), Scored(2, 0.5, "popular")]
+        built.impressions.store.append([Served("r", 99_042, "feed", shown, 1, "mean", old)])
+        detail = built.jobs.run("prune").detail
+        assert built.users.get(99_077) is None and built.users.count() == fresh
+        assert built.db.read("SELECT count(*) FROM events WHERE customer_id = 99042")[0][0] == 0
+        assert built.impressions.store.count() == 0
+        assert detail == ("1 user vectors past the 48 h window expired; "
+                          "1 events and 2 impressions older than 90 days deleted")
+        assert built.jobs.runs.last("prune").detail == detail  # what /jobs shows
+    finally:
+        built.close()
 
 
 def test_reindex_embeds_new_products_and_compacts_after_many_deletions(services: Services) -> None:

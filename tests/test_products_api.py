@@ -60,10 +60,10 @@ def test_deleted_product_leaves_feed_and_index(client: TestClient) -> None:
 
 
 def test_bad_products_get_a_problem_naming_the_field(client: TestClient) -> None:
-    missing = client.put("/products/5", json={"name": "x"})
+    missing = client.put("/products/5", json={"category_path": ["Shoes"]})
     assert missing.status_code == 400
     assert missing.headers["content-type"].startswith("application/problem+json")
-    assert missing.json()["field"] == "category_path"
+    assert missing.json()["field"] == "name"
     negative = client.post("/products", json=[{"product_id": 1, "name": "x", "category_path": ["a"], "price": -3}])
     assert negative.status_code == 400
     assert negative.json()["field"] == "[0].price"
@@ -72,3 +72,13 @@ def test_bad_products_get_a_problem_naming_the_field(client: TestClient) -> None
     assert duplicate.json()["field"] == "product_id"
     assert client.get("/products/999").json()["status"] == 404
     assert client.get("/products/abc").status_code in (400, 404)
+
+
+def test_a_product_without_a_category_tree_is_accepted_and_its_line_leaves_the_part_out(client: TestClient) -> None:
+    for pid, body in ((5, {"name": "Jumbo Bag Red Retrospot", "price": 2.08}),
+                      (6, {"name": "Lunch Bag Woodland", "category_path": [], "price": 1.65})):
+        assert client.put(f"/products/{pid}", json=body).status_code == 201
+    stored = client.get("/products/5").json()
+    assert stored["product"]["category_path"] == [] and stored["product"]["created_at"] is None
+    assert stored["text"] == "Jumbo Bag Red Retrospot | budget"
+    assert client.get("/products/6").json()["text"] == "Lunch Bag Woodland | budget"

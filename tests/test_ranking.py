@@ -11,25 +11,23 @@ def test_shares_are_kept_and_rows_appear_once() -> None:
     personal = _source("personal", [0, 1, 2, 3, 4, 5, 6], 0.7)
     popular = _source("popular", [9, 0, 8, 7, 1, 2, 3, 4, 5, 6], 0.2)
     new = _source("new", [6, 5], 0.1)
-    rows, _, names = interleave([personal, popular, new], np.ones(10, bool), 10)
+    rows, _, names = interleave([personal, popular, new], 10)
     assert sorted(rows.tolist()) == list(range(10))
     assert names[:10].count("personal") >= 6
     assert "new" in names and "popular" in names
 
 
-def test_filtered_rows_are_skipped_and_an_exhausted_source_gives_way() -> None:
-    keep = np.ones(6, bool)
-    keep[[1, 3]] = False
-    sources = [_source("personal", [1, 0], 0.9), _source("popular", [5, 4, 3, 2, 1, 0], 0.1)]
-    rows, _, names = interleave(sources, keep, 6)
+def test_an_exhausted_source_gives_way_and_rows_taken_by_another_are_skipped() -> None:
+    sources = [_source("personal", [0], 0.9), _source("popular", [5, 0, 4, 2], 0.1)]
+    rows, _, names = interleave(sources, 6)
     assert rows.tolist() == [0, 5, 4, 2]
     assert names == ["personal", "popular", "popular", "popular"]
 
 
 def test_same_inputs_same_order() -> None:
     sources = [_source("a", [3, 2, 1], 0.5), _source("b", [1, 2, 3, 0], 0.5)]
-    first = interleave(sources, np.ones(4, bool), 4)
-    again = interleave(sources, np.ones(4, bool), 4)
+    first = interleave(sources, 4)
+    again = interleave(sources, 4)
     assert first[0].tolist() == again[0].tolist() and first[2] == again[2]
 
 

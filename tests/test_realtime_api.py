@@ -147,7 +147,7 @@ def test_the_serving_towers_popularity_prior_orders_the_personal_products(app_cl
     events += [{"customer_id": 700 + i, "product_id": popular, "event_name": "product_added_to_cart"} for i in range(9)]
     assert client.post("/events", json=events).status_code == 202
     wait_until(lambda: _drained(client, 10), what="the consumer")
-    services.recommender.invalidate(popularity=True)
+    services.recommender.refresh_popularity()
 
     def personal_items() -> list[dict]:
         page = client.get("/customers/601/feed", params={"per_page": 60}).json()

@@ -41,7 +41,7 @@ def test_schema_is_migrated_once_and_a_second_process_is_refused(tmp_path) -> No
 
 def test_upsert_counts_and_pending_lines(tmp_path) -> None:
     store = CatalogStore(Database(tmp_path / "a.duckdb"))
-    products = [product(i, f"Thing {i}") for i in range(1, 6)]
+    products = [product(i, f"Thing {i}", created_at=T0 if i == 1 else None) for i in range(1, 6)]
     texts, hashes = _lines(products)
     first = store.upsert(products, texts, hashes, T0)
     assert (first.created, first.updated, first.unchanged, first.to_embed) == (5, 0, 0, 5)
@@ -54,6 +54,7 @@ def test_upsert_counts_and_pending_lines(tmp_path) -> None:
     assert (changed.updated, changed.to_embed) == (1, 0)  # same line: the cached vector serves
     assert store.get(1).embedded and not store.get(1).product.in_stock
     assert store.get(1).product.created_at == T0  # kept from the first insert
+    assert store.get(2).product.created_at is None  # none given: its arrival is unknown (never a new arrival)
 
 
 def test_index_saves_atomically_and_is_rebuilt_when_unreadable_or_out_of_step(tmp_path, encoder) -> None:

@@ -18,11 +18,13 @@ from appliance.demo import generate_demo
 from appliance.errors import ApplianceError
 from appliance.evaluation import format_table
 from appliance.types import now_utc
+from jobs.imports import import_events, past_retention
 from web.bench import add_bench_parser
 from web.ids import created, keyed_events, normalised
 from web.importers import read_rows
 from web.schemas import EventIn, ProductIn, each
-from web.services import Services, build_services, load_serving_model
+from web.services import Services, build_services, load_indexes, load_serving_model
+from web.shop_examples import EXAMPLES, write_uci_retail
 from web.telemetry import configure_logging, quiet_progress_bars
 
 
@@ -47,6 +49,7 @@ def _offline(config: Config) -> Iterator[Services]:
     """The parts without the server (which must not be running: DuckDB admits one process), closed after."""
     services = build_services(config)
     try:
+        load_indexes(services)  # vectors the updater and training read (an empty index would drop every vector)
         load_serving_model(services)
         yield services
     finally:
@@ -92,24 +95,34 @@ def _import_events(args: argparse.Namespace) -> int:
             stamps.append(row.ts(now, config.events.max_future_seconds))
         except ApplianceError as exc:
             raise ApplianceError(f"{args.file}: row {line}: {exc}") from None
-    with _offline(config) as services:
-        services.events.append(keyed_events(services.ids, rows, stamps)[0], now)
-    print(f"stored {len(rows)} events")
+    late = past_retention(stamps, now, config.jobs.retention_days)
+    if late:
+        print(f"warning: {late} of these {len(rows)} events are older than jobs.retention_days = "
+              f"{config.jobs.retention_days:g}: the next prune deletes them (0 keeps events forever)", file=sys.stderr)
+    with _offline(config) as services, tqdm(desc="shoppers' vectors", unit=" shoppers") as bar:
+        events = keyed_events(services.ids, rows, stamps)[0]
+        bar.total = len({e.customer_id for e in events})
+        done = import_events(events, now, services.events, services.updater, services.recommender, bar.update)
+    print(f"stored {done.stored} events; {done.vectors} of {done.customers} shoppers have a personal vector; "
+          f"{done.popular} products have popularity")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from jobs.training import load_training_data, train_and_decide
+    from jobs.training import load_training_data, split_enough, train_and_decide
 
     config = _config(args)
     with _offline(config) as services:
-        data = load_training_data(services.events, services.catalog.store, _since(args))
+        since = _since(args, services)
+        data = load_training_data(services.events, services.catalog.store, since)
+        split_enough(data, config, "train", since)  # before the progress bar: too little data is one line
         print(f"training on {len(data.interactions)} interactions over {len(data.product_ids)} products")
         with tqdm(desc="training", unit=" batches", disable=None) as bar:
             _, outcome = train_and_decide(
                 data, config, services.models, services.serving.get().model,
                 progress=lambda e: bar.update(1) if "step" in e else bar.set_postfix(
                     loss=f"{e['loss']:.3f}", val_ndcg=e.get("validation_ndcg")),
+                since=since,
             )
     print(format_table(outcome.evaluation))
     print(f"model {outcome.version}: {'promoted' if outcome.promoted else 'rejected'} ({outcome.reason})")
@@ -123,7 +136,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args)
     with _offline(config) as services:
-        data = load_training_data(services.events, services.catalog.store, _since(args))
+        data = load_training_data(services.events, services.catalog.store, _since(args, services))
         table = evaluate_serving(data, config, services.serving.get().model)
     print(format_table(table))
     _write_json(args.out, table)
@@ -134,11 +147,13 @@ def _run_job(args: argparse.Namespace) -> int:
     with _offline(_config(args)) as services:
         run = services.jobs.run(args.name)
     print(f"{run.name}: {run.outcome} in {run.seconds:.1f} s: {run.detail}")
-    return 0 if run.outcome == "ok" else 1
+    return {"ok": 0, "skipped": 2}.get(run.outcome, 1)
 
 
-def _since(args: argparse.Namespace) -> datetime | None:
-    return now_utc() - timedelta(days=args.days) if args.days else None
+def _since(args: argparse.Namespace, services: Services) -> datetime | None:
+    """--days N: the last N days of data, counted back from the newest event."""
+    newest = services.events.newest()
+    return newest - timedelta(days=args.days) if args.days and newest else None
 
 
 def _write_json(path: str | None, data: dict) -> None:
@@ -171,6 +186,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _example(args: argparse.Namespace) -> int:
+    products, events = write_uci_retail(Path(args.src), Path(args.out))
+    print(f"wrote {products} products and {events} purchases to {args.out}/products.csv and events.csv")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="a TOML file overriding the shipped config.toml")
@@ -190,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, run, text in (("train", _train, "train a user tower, evaluate it, promote it only if better"),
                             ("evaluate", _evaluate, "evaluate the serving model and the baselines")):
         cmd = sub.add_parser(name, parents=[common], help=f"{text} (the server must not be running)")
-        cmd.add_argument("--days", type=float, help="only events of the last DAYS days (default: all)")
+        cmd.add_argument("--days", type=float, help="only the last DAYS days of data, back from the newest event")
         cmd.add_argument("--out", help="also write the results as JSON to this file")
         cmd.set_defaults(run=run)
     jobs = sub.add_parser("jobs", help="run a scheduled job now")
@@ -201,6 +222,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="write the demo shop as JSON Lines files")
     demo.add_argument("out", nargs="?", default="demo", help="output folder (default: demo)")
     demo.set_defaults(run=_demo)
+    example = sub.add_parser("example", help="turn a public data set into import files (products.csv, events.csv)")
+    example.add_argument("name", choices=EXAMPLES)
+    example.add_argument("src", help="the data set's file (uci-retail: the Online Retail CSV)")
+    example.add_argument("out", help="output folder")
+    example.set_defaults(run=_example)
     add_bench_parser(sub)
     return parser
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 
 from appliance.errors import InvalidInput
-from appliance.recommender import FeedPage
+from appliance.pipeline import FeedPage
 from appliance.text import price_tier
 from appliance.types import Product, utc_naive
 from storage.ids import IdMap
@@ -31,7 +31,7 @@ PATTERNS = {  # what a pattern means, for error messages (web/errors.py)
 }
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_TEXT, description=PATTERNS[_TEXT])]
 Color = Annotated[str, msgspec.Meta(max_length=100, pattern=_COLOR, description=PATTERNS[_COLOR])]
-CategoryPath = Annotated[list[Text], msgspec.Meta(min_length=1, max_length=5, extra_json_schema={"extra": {
+CategoryPath = Annotated[list[Text], msgspec.Meta(max_length=5, extra_json_schema={"extra": {
     "items": msgspec.json.schema(Text),  # Litestar's OpenAPI leaves out the items' own constraints
 }})]
 # Times are ISO 8601 strings (RFC 3339; UTC when no offset), never numbers; bounded by `moment`.
@@ -74,7 +74,8 @@ class ProductFields(msgspec.Struct, forbid_unknown_fields=True):
     """A product as a shop sends it (the id is in the path for PUT)."""
 
     name: Text
-    category_path: CategoryPath  # parent -> category -> subcategory, e.g. ["Shoes", "Sneakers", "Running"]
+    # parent -> category -> subcategory, e.g. ["Shoes", "Sneakers", "Running"]; empty or absent: no category tree
+    category_path: CategoryPath = []
     merchant: Text | None = None
     color: Color | None = None
     price: Annotated[float, msgspec.Meta(ge=0, le=1e15)] | None = None
@@ -115,6 +116,28 @@ class ProductOut(msgspec.Struct):
             product_id, p.name, p.merchant, list(p.category_path), p.color, p.price,
             price_tier(p.price, thresholds), p.in_stock, p.created_at.replace(tzinfo=UTC) if p.created_at else None,
         )
+
+
+class ProductOuts:
+    """`ProductOut.of` once per product version, the shop's id looked up then: feeds show the same products over
+    and over, and a product object is replaced (never mutated) when it changes, so an entry is valid while it
+    holds that object (a key keeps its shop id for life)."""
+
+    def __init__(self, thresholds: tuple[float, ...], ids: IdMap, limit: int = 200_000) -> None:
+        self.thresholds = thresholds
+        self.ids = ids
+        self.limit = limit
+        self._outs: dict[int, tuple[Product, ProductOut]] = {}
+
+    def __call__(self, product: Product) -> ProductOut:
+        hit = self._outs.get(product.product_id)
+        if hit is not None and hit[0] is product:
+            return hit[1]
+        if len(self._outs) >= self.limit:
+            self._outs.clear()
+        out = ProductOut.of(product, self.thresholds, ext(self.ids, product.product_id))
+        self._outs[product.product_id] = (product, out)
+        return out
 
 
 class StoredProductOut(msgspec.Struct):
@@ -173,12 +196,10 @@ class FeedOut(msgspec.Struct):
     items: list[FeedItem]
 
     @classmethod
-    def of(cls, customer_id: str, page: FeedPage, thresholds: tuple[float, ...], products: IdMap,
-           recommendation_id: str) -> FeedOut:
-        first = first_position(page)
+    def of(cls, customer_id: str, page: FeedPage, product_out: ProductOuts, recommendation_id: str) -> FeedOut:
+        products, first = page.products, first_position(page)
         items = [
-            FeedItem(ProductOut.of(page.products[s.product_id], thresholds, ext(products, s.product_id)), s.score,
-                     s.source, first + i)
+            FeedItem(product_out(products[s.product_id]), s.score, s.source, first + i)
             for i, s in enumerate(page.items)
         ]
         return cls(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from jobs import upkeep
 from jobs.attribution import ImpressionLog
 from jobs.catalog import CatalogService
 from jobs.erasure import CustomerEraser
+from jobs.feed import Feeds
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
 from jobs.metrics import Metrics
 from jobs.queue import DurableQueue
@@ -37,6 +39,7 @@ from storage.models import ModelRegistry
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 from web.ids import exts
+from web.schemas import ProductOuts
 
 log = logging.getLogger("appliance")
 DEMO_RUN = "demo"  # the job_runs entry that records loading the demo shop
@@ -65,6 +68,8 @@ class Services:
     eraser: CustomerEraser
     impressions: ImpressionLog
     metrics: Metrics
+    feeds: Feeds
+    product_out: ProductOuts
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -100,7 +105,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         feed = config.feed
         settings = FeedSettings(
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
-            feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max,
+            feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
         )
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights),
@@ -109,11 +114,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
         def catalog_changed(keys: Sequence[int]) -> None:
-            recommender.invalidate()
+            recommender.apply_changes(keys, store.many)
             elastic.mark_products(exts(ids.products, keys))
-
-        def users_changed(keys: Sequence[int]) -> None:
-            elastic.mark_users(exts(ids.customers, keys))
 
         catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, catalog_changed)
         users = UserStore(db)
@@ -123,6 +125,13 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         realtime = config.realtime
         queue = make_queue(config, db)
         serving = ServingModel()
+        feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
+
+        def users_changed(keys: Sequence[int]) -> None:
+            elastic.mark_users(exts(ids.customers, keys))
+            events.forget_purchases(keys)
+            feeds.prepare(keys)
+
         updater = UserVectorUpdater(
             events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,
             users_changed,
@@ -158,7 +167,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         config, db, ids, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
         CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions),
-        impressions, metrics,
+        impressions, metrics, feeds, ProductOuts(config.catalog.tier_thresholds, ids.products),
     )
     watch_state(services)
     return services
@@ -234,10 +243,10 @@ def start(services: Services) -> None:
     """Start-up work that may take long (run off the event loop): demo, index, model, background embedding."""
     try:
         demo = services.config.server.load_demo and load_demo(services)
-        state = services.indexer.reconcile()
-        log.info("product index %s: %d vectors", state, len(services.index))
-        state = services.user_mirror.reconcile()
-        log.info("user index %s: %d vectors", state, len(services.user_mirror.index))
+        load_indexes(services)
+        waiting = services.updater.resume()
+        if waiting:
+            log.info("%d shoppers without a vector get one as their products' vectors arrive", waiting)
         load_serving_model(services)
         services.encoder.load()
         services.background = BackgroundIndexer(services.indexer, _log_error)
@@ -249,6 +258,7 @@ def start(services: Services) -> None:
         services.queue.start()
         services.consumer.start()
         services.impressions.start()
+        threading.Thread(target=_warm_feeds, args=(services,), name="feed-warm", daemon=True).start()
         if demo or demo_untrained(services):
             threading.Thread(target=_personalise_demo, args=(services,), name="demo-vectors", daemon=True).start()
         if services.config.jobs.enabled:
@@ -260,12 +270,33 @@ def start(services: Services) -> None:
         raise
 
 
+def _warm_feeds(services: Services) -> None:
+    try:
+        warmed = services.feeds.warm()
+    except Exception:  # only a head start: feeds compute what they miss
+        log.exception("warming the feeds failed")
+        return
+    # What start-up loaded (catalog view, vectors, caches) lives as long as the process: keep it out of the
+    # cyclic collector's full passes, which otherwise pause every thread for ~0.5 s at 100k products.
+    gc.collect()
+    gc.freeze()
+    log.info("feeds warmed for %d recently active shoppers; %d start-up objects frozen", warmed, gc.get_freeze_count())
+
+
+def load_indexes(services: Services) -> None:
+    """Load the product and user indexes (or rebuild them from DuckDB when missing or out of step)."""
+    state = services.indexer.reconcile()
+    log.info("product index %s: %d vectors", state, len(services.index))
+    state = services.user_mirror.reconcile()
+    log.info("user index %s: %d vectors", state, len(services.user_mirror.index))
+
+
 def _personalise_demo(services: Services) -> None:
     """Once the demo catalog is embedded, give its recently active shoppers their vectors (as if they had
     just clicked), so the demo's feeds are personal from the start; then train the demo's first tower."""
     if not services.background or not services.background.wait_idle(timeout=1800):
         return
-    log.info("demo shoppers with a personal feed: %d", services.updater.refresh_recent())
+    log.info("demo shoppers with a personal feed: %d", services.updater.refresh())
     if services.config.demo.train and services.serving.get().model is None:
         run = services.jobs.run("retrain")  # recorded in /jobs; a promotion recomputes the shoppers' vectors
         log.info("demo tower: %s", run.detail if run else "a retrain was already running")

@@ -2,10 +2,12 @@
 
 For the demo shop, MovieLens (ml-latest-small) or the UCI Online Retail sample: products are embedded with
 the real encoder (vectors cached by text hash in `--cache-dir`, so re-runs skip it), events become
-Interactions, each customer's last `evaluation.holdout` interactions are the test set, and popularity,
-co-occurrence, mean_vector, the trained user tower and implicit's ALS rank the whole catalog (seen items
-excluded: `appliance.evaluation`). Prints the table and writes `bench/results/quality_<dataset>.json`, with
-training seconds per 100k training events and the peak resident memory (getrusage maxrss).
+Interactions, each customer's last `evaluation.holdout` interactions are the test set, and popularity (all-time
+and recent), co-occurrence, mean_vector, the trained user tower, implicit's ALS (tuned on validation:
+`web.bench.als`) and SASRec (`web.bench.sasrec`) rank the whole catalog (seen items excluded:
+`appliance.evaluation`), on all test customers and on the cold-start slice (new products without any training
+event). Prints the tables with the tower's paired intervals and writes `bench/results/quality_<dataset>.json`,
+with training seconds per 100k training events and the peak resident memory (getrusage maxrss).
 """
 
 from __future__ import annotations
@@ -16,22 +18,26 @@ import os
 import resource
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from appliance.baselines import TowerScorer, baseline_scorers
+from appliance.baselines import TowerScorer, baseline_scorers, prior_popularity
 from appliance.config import Config, load_config
 from appliance.demo import generate_demo
 from appliance.encoder import Encoder
-from appliance.evaluation import evaluate, format_table, paired_difference, time_split
+from appliance.evaluation import cold_items, evaluate, format_table, paired_difference, test_targets, time_split
 from appliance.interactions import Interactions, seen_matrix
 from appliance.text import product_text, text_hash
 from appliance.training import train_tower
-from appliance.types import EVENT_INDEX, EVENT_NAMES, Event, Product, now_utc
+from appliance.types import EVENT_INDEX, Event, Product, now_utc
 from storage.datasets import MOVIELENS_DIR, RETAIL_FILE, load_movielens, load_online_retail
+from web.bench.als import AlsScorer, tune_als
 from web.bench.common import DEFAULT_OUT, REPO, machine_facts
+from web.bench.sasrec import params_for, train_sasrec
 
 DATASETS = ("demo", "movielens", "retail")
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
@@ -48,7 +54,10 @@ def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None =
     p.add_argument("--datasets-dir", default=str(DEFAULT_DATASETS), help="shared/datasets folder")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="product-vector cache (default bench/cache)")
     p.add_argument("--config", help="a TOML file overriding the shipped config.toml")
-    p.add_argument("--no-als", action="store_true", help="leave out implicit's ALS")
+    p.add_argument("--no-als", action="store_true", help="leave out implicit's ALS (tuned on validation)")
+    p.add_argument("--no-tower", action="store_true", help="leave out the user tower (baselines only)")
+    p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec")
+    p.add_argument("--sasrec-loss", default="ce,bce", help="SASRec variants to train: ce (full softmax), bce (paper)")
     p.set_defaults(run=run)
 
 
@@ -94,95 +103,101 @@ def interactions_of(products: Sequence[Product], events: Sequence[Event]) -> Int
     )
 
 
-class AlsScorer:
-    """implicit's ALS on the customer x product matrix; confidence = 1 + alpha * summed event weights."""
-
-    name = "als"
-
-    def __init__(self, train: Interactions, n_items: int, weights: dict[str, float], seed: int,
-                 factors: int = 64, iterations: int = 15, regularization: float = 0.05, alpha: float = 10.0) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
-        from scipy.sparse import csr_matrix
-
-        self.customers, user_row = np.unique(train.customer, return_inverse=True)
-        kind_weight = np.array([weights[name] for name in EVENT_NAMES])
-        matrix = csr_matrix((alpha * kind_weight[train.kind], (user_row, train.item)),
-                            shape=(len(self.customers), n_items))
-        matrix.sum_duplicates()
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, not BLAS's
-            self.model = AlternatingLeastSquares(factors=factors, iterations=iterations,
-                                                 regularization=regularization, random_state=seed, num_threads=1)
-            self.model.fit(matrix, show_progress=False)
-        self.n_items = n_items
-
-    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(self.customers, customers), 0, len(self.customers) - 1)
-        known = self.customers[pos] == customers
-        out = np.asarray(self.model.user_factors)[pos] @ np.asarray(self.model.item_factors).T  # (C, N)
-        return np.where(known[:, None], out, 0.0)
-
-
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)  # the machine is shared; every model here trains on one thread
     config = load_config(args.config)
     started = time.perf_counter()
     products, events = load_dataset(args.dataset, Path(args.datasets_dir), config)
     vectors = embed(products, config, Path(args.cache_dir))
     inter = interactions_of(products, events)
     split = time_split(inter, config.evaluation.holdout)
+    n_items = len(products)
     prepared = time.perf_counter() - started
     memory = {"after_load_and_embed_mib": peak_mib()}
     weights = dict(config.events.weights)
     scorers = baseline_scorers(split.train, vectors, weights, config.tower.history,
                                config.tower.recency_half_life_hours, config.feed.popularity_half_life_hours)
-    model, report = train_tower(split.train, vectors, config.tower, config.training, weights,
-                                config.feed.popularity_half_life_hours)
-    memory["after_tower_mib"] = peak_mib()
-    scorers.append(TowerScorer(model, split.train, vectors, scorers[0].popularity))
-    als_seconds = None
+    facts: dict[str, Any] = {}
+    report = None
+    if not args.no_tower:
+        training = config.training
+        model, report = train_tower(split.train, vectors, config.tower, training, weights,
+                                    training.prior_half_life_hours)
+        memory["after_tower_mib"] = peak_mib()
+        scorers.append(TowerScorer(model, split.train, vectors, prior_popularity(
+            split.train, n_items, weights, training.prior_as_of, training.prior_half_life_hours)))
     if not args.no_als:
         t0 = time.perf_counter()
-        scorers.append(AlsScorer(split.train, len(products), weights, config.training.seed))
-        als_seconds = time.perf_counter() - t0
+        params, tried = tune_als(split, n_items, weights, config.training.seed, config.evaluation)
+        scorers.append(AlsScorer(split.train, n_items, weights, config.training.seed, params))
+        facts["als"] = {"params": asdict(params), "tune_and_train_seconds": round(time.perf_counter() - t0, 2),
+                        "validation": tried}
+        print(f"als: chosen on validation {asdict(params)} ({len(tried)} points, "
+              f"{facts['als']['tune_and_train_seconds']:.0f} s)")
         memory["after_als_mib"] = peak_mib()
-    table = evaluate(scorers, split, len(products), config.evaluation, per_customer=True)
-    per_customer = table.pop("per_customer")
-    versus = {name: paired_difference(per_customer["tower"], values)
-              for name, values in per_customer.items() if name != "tower"}
+    for loss in [] if args.no_sasrec else args.sasrec_loss.split(","):
+        sasrec, sas_report = train_sasrec(split, n_items, params_for(args.dataset, loss), config.evaluation,
+                                          config.training.seed)
+        scorers.append(sasrec)
+        facts[sasrec.name] = asdict(sas_report)
+        print(f"{sasrec.name}: {sas_report.train_seconds:.0f} s, {sas_report.epochs} epochs, kept epoch "
+              f"{sas_report.best_epoch} (validation NDCG@10 {sas_report.best_validation_ndcg:.4f})")
+        memory[f"after_{sasrec.name}_mib"] = peak_mib()
+    print(f"{args.dataset}: {len(products)} products, {len(inter)} events, {len(np.unique(inter.customer))} customers")
+    tables = {"all": _slice(scorers, split, n_items, config, None)}
+    cold = cold_items(split, n_items)
+    if cold.any() and len(test_targets(split, n_items, cold)[0]):
+        tables["cold"] = _slice(scorers, split, n_items, config, cold)
+    else:
+        print("cold start: no test customer's new product is one without training events")
     memory["peak_mib"] = peak_mib()
-    facts = {
-        "products": len(products), "events": len(inter), "customers": int(len(np.unique(inter.customer))),
-        "train_events": len(split.train), "test_events": len(split.test),
-        "repeat_share_of_test": _repeat_share(split, len(products)),
-        "prepare_seconds": round(prepared, 2),
-        "tower_train_seconds": round(report.train_seconds, 2),
-        "tower_seconds_per_100k_events": round(report.train_seconds / max(len(split.train), 1) * 1e5, 2),
-        "als_train_seconds": None if als_seconds is None else round(als_seconds, 2),
+    facts.update({
+        "products": n_items, "events": len(inter), "customers": int(len(np.unique(inter.customer))),
+        "train_events": len(split.train), "test_events": len(split.test), "cold_products": int(cold.sum()),
+        "repeat_share_of_test": _repeat_share(split, n_items), "prepare_seconds": round(prepared, 2),
         "memory": {k: round(v, 1) for k, v in memory.items()},
-    }
-    print(f"{args.dataset}: {facts['products']} products, {facts['events']} events, {facts['customers']} customers")
-    print(format_table(table))
-    for name, d in versus.items():
-        print(f"tower - {name}: NDCG@10 {d['mean']:+.4f} (95% paired bootstrap {d['low']:+.4f} .. {d['high']:+.4f}, "
-              f"p {d['p']:.3f})")
-    print(f"tower: {report.train_seconds:.1f} s ({facts['tower_seconds_per_100k_events']} s per 100k training "
-          f"events), {report.epochs} epochs, kept epoch {report.best_epoch}; peak RSS {memory['peak_mib']:.0f} MiB")
+    })
+    if report is not None:
+        facts["tower_train_seconds"] = round(report.train_seconds, 2)
+        facts["tower_seconds_per_100k_events"] = round(report.train_seconds / max(len(split.train), 1) * 1e5, 2)
+        print(f"tower: {report.train_seconds:.1f} s ({facts['tower_seconds_per_100k_events']} s per 100k training "
+              f"events), {report.epochs} epochs, kept epoch {report.best_epoch}")
+    print(f"peak RSS {memory['peak_mib']:.0f} MiB")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"quality_{args.dataset}.json"
     body = {"benchmark": f"quality_{args.dataset}", "command": f"appliance bench quality {args.dataset}",
             "machine": machine_facts(), "config": {"tower": _plain(config.tower), "training": _plain(config.training)},
-            **facts, "evaluation": table, "tower_versus": versus, "training": report.as_dict()}
+            **facts, "evaluation": tables["all"][0], "tower_versus": tables["all"][1],
+            "cold_start": dict(zip(("evaluation", "tower_versus"), tables["cold"], strict=True))
+            if "cold" in tables else None,
+            "training": report.as_dict() if report is not None else None}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(body, indent=1, default=str))
     os.replace(tmp, path)
     print(f"wrote {path}")
     return 0
+
+
+def _slice(
+    scorers: Sequence[Any], split: Any, n_items: int, config: Config, items: np.ndarray | None,
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Evaluate every scorer (on the test items in `items`, or all), print the table and the tower's paired
+    NDCG@10 gain over each other model; returns (table, gains)."""
+    table = evaluate(scorers, split, n_items, config.evaluation, per_customer=True, items=items)
+    per_customer = table["per_customer"]  # kept in the JSON: runs on the same split pair up later
+    versus = {name: paired_difference(per_customer["tower"], values)
+              for name, values in per_customer.items() if name != "tower" and "tower" in per_customer}
+    print("all test customers:" if items is None else "cold start (new product without any training event):")
+    print(format_table(table))
+    for name, d in versus.items():
+        print(f"tower - {name}: NDCG@10 {d['mean']:+.4f} (95% paired bootstrap {d['low']:+.4f} .. {d['high']:+.4f}, "
+              f"p {d['p']:.3f})")
+    return table, versus
 
 
 def _repeat_share(split: Any, n_items: int) -> float:
@@ -195,6 +210,4 @@ def _repeat_share(split: Any, n_items: int) -> float:
 
 
 def _plain(section: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return asdict(section)

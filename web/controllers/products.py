@@ -17,7 +17,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 from appliance.errors import InvalidInput, NotFound, NotReady
 from appliance.types import now_utc
 from web.access import Scope, needs
-from web.ids import ProductPath, created, ext, known, normalised
+from web.ids import ProductPath, created, known, normalised
 from web.schemas import (
     BulkResult,
     FeedItem,
@@ -121,10 +121,8 @@ class ProductController(Controller):
             raise NotReady(f"product {product_id} has no vector yet (embedding: {stored.embedded})") from None
         view = services.recommender.view()
         labels, sims = services.index.query(vector, k + 1, accept=lambda label: label != key)
-        thresholds = services.config.catalog.tier_thresholds
         items = [
-            FeedItem(ProductOut.of(view.products[int(i)], thresholds, ext(services.ids.products, int(i))), float(s),
-                     "similar")
+            FeedItem(services.product_out(view.products[int(i)]), float(s), "similar")
             for i, s in zip(labels[:k], sims[:k], strict=True) if int(i) in view.products
         ]
         return SimilarOut(product_id, items)

@@ -1,0 +1,149 @@
+"""The catalog as column arrays (row i = one product), patched in place when products change.
+
+Rows are stable: a product keeps its row for the life of the view (a removed product's row is marked dead,
+a new product gets the next row), so rankings and feed snapshots computed earlier stay valid after an edit.
+Readers take no lock: a column is written element by element, a category posting list or a grown column is
+replaced by a new array (copy on write), and `n` moves only after the new rows are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from appliance.types import Product
+
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+def _names(product: Product) -> set[str]:
+    """The category names a product is found under: every level of its path, case-insensitive."""
+    return {c.strip().lower() for c in product.category_path}
+
+
+class CatalogView:
+    """Columns over every product ever seen by this view; `live[row]` is False once a product is removed."""
+
+    def __init__(self, products: Sequence[Product]) -> None:
+        self.products: dict[int, Product] = {}
+        self.row: dict[int, int] = {}
+        self.n = 0
+        self.version = 0  # bumped by every patch
+        self._allocate(max(1024, len(products)))
+        self.by_category: dict[str, np.ndarray] = {}
+        self.upsert(products)
+
+    def _allocate(self, capacity: int) -> None:
+        old = self.n
+        ids, price, created = np.zeros(capacity, np.int64), np.full(capacity, np.nan), np.zeros(capacity)
+        in_stock, live = np.zeros(capacity, bool), np.zeros(capacity, bool)
+        if old:
+            ids[:old], price[:old], created[:old] = self.ids_all[:old], self.price_all[:old], self.created_all[:old]
+            in_stock[:old], live[:old] = self.in_stock_all[:old], self.live_all[:old]
+        self.ids_all, self.price_all, self.created_all = ids, price, created
+        self.in_stock_all, self.live_all = in_stock, live
+
+    # Views of the rows in use (row i of each = one product).
+    @property
+    def ids(self) -> np.ndarray:
+        return self.ids_all[:self.n]
+
+    @property
+    def price(self) -> np.ndarray:
+        return self.price_all[:self.n]
+
+    @property
+    def created(self) -> np.ndarray:
+        return self.created_all[:self.n]
+
+    @property
+    def in_stock(self) -> np.ndarray:
+        return self.in_stock_all[:self.n]
+
+    @property
+    def live(self) -> np.ndarray:
+        return self.live_all[:self.n]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def live_count(self) -> int:
+        return len(self.products)
+
+    def upsert(self, products: Iterable[Product]) -> np.ndarray:
+        """Add or replace products; the rows of the products that are new to the view (for the rankings)."""
+        products = list(products)
+        new = [p for p in products if p.product_id not in self.row]
+        if self.n + len(new) > len(self.ids_all):
+            self._allocate(max(2 * len(self.ids_all), self.n + len(new)))
+        added: dict[str, list[int]] = {}
+        removed: dict[str, list[int]] = {}
+        next_row = self.n
+        for p in products:
+            row = self.row.get(p.product_id)
+            if row is None:
+                row, next_row = next_row, next_row + 1
+                before: set[str] = set()
+            else:
+                old = self.products.get(p.product_id)
+                before = _names(old) if old is not None else set()
+            after = _names(p)
+            for name in after - before:
+                added.setdefault(name, []).append(row)
+            for name in before - after:
+                removed.setdefault(name, []).append(row)
+            self.ids_all[row] = p.product_id
+            self.price_all[row] = np.nan if p.price is None else p.price
+            self.created_all[row] = p.created_at.timestamp() if p.created_at else 0.0
+            self.in_stock_all[row] = p.in_stock
+            self.live_all[row] = True
+            self.products[p.product_id] = p
+            self.row[p.product_id] = row
+        self._post(added, removed)
+        first_new = self.n
+        self.n = next_row
+        self.version += 1
+        return np.arange(first_new, next_row, dtype=np.int64)
+
+    def remove(self, product_ids: Iterable[int]) -> None:
+        """Mark products as gone: their rows stay (dead) so earlier rankings keep their positions."""
+        removed: dict[str, list[int]] = {}
+        for pid in product_ids:
+            product = self.products.pop(pid, None)
+            if product is None:
+                continue
+            row = self.row[pid]
+            self.live_all[row] = False
+            for name in _names(product):
+                removed.setdefault(name, []).append(row)
+        self._post({}, removed)
+        self.version += 1
+
+    def _post(self, added: dict[str, list[int]], removed: dict[str, list[int]]) -> None:
+        for name in added.keys() | removed.keys():
+            rows = self.by_category.get(name, _NO_ROWS)
+            if name in removed:
+                rows = rows[~np.isin(rows, removed[name])]
+            if name in added:
+                rows = np.union1d(rows, np.asarray(added[name], dtype=np.int64))
+            self.by_category[name] = rows  # a new array: readers holding the old one are unaffected
+
+    def category_rows(self, names: Sequence[str]) -> np.ndarray:
+        """Sorted live rows under any of these category names (any level of the path, case-insensitive)."""
+        lists = [self.by_category.get(n.strip().lower(), _NO_ROWS) for n in names]
+        return lists[0] if len(lists) == 1 else np.unique(np.concatenate(lists))
+
+    def rows_of_array(self, product_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised `rows_of` for many ids: (rows of the live ones, mask over `product_ids` of those found)."""
+        ids = self.ids
+        by_id = np.argsort(ids, kind="stable")
+        pos = np.minimum(np.searchsorted(ids, product_ids, sorter=by_id), max(len(ids) - 1, 0))
+        rows = by_id[pos] if len(ids) else np.zeros(len(product_ids), np.int64)
+        found = (ids[rows] == product_ids) & self.live[rows] if len(ids) else np.zeros(len(product_ids), bool)
+        return rows[found], found
+
+    def rows_of(self, product_ids: Iterable[int]) -> list[int]:
+        """The live rows of these products (unknown or removed ones are left out)."""
+        products, row = self.products, self.row
+        return [row[pid] for pid in product_ids if pid in products]

@@ -1,0 +1,141 @@
+"""The pipeline every feed and widget shares after its candidate sources: filters, exclusions and paging.
+
+Nothing here walks the whole catalog for an unfiltered feed: a page takes the first allowed rows of a ranking,
+a category filter starts from its posting list, and only a price or stock filter without a category reads a
+whole column (vectorised).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from appliance.catalog_view import CatalogView
+from appliance.errors import InvalidInput
+from appliance.types import Product, Scored
+
+SORTS = ("price_asc", "price_desc")
+
+
+@dataclass(frozen=True)
+class FeedQuery:
+    page: int = 1
+    per_page: int = 20
+    sort: str | None = None  # None: the default order; price_asc / price_desc override it
+    categories: tuple[str, ...] = ()  # any level of the category path, case-insensitive; any of them matches
+    min_price: float | None = None
+    max_price: float | None = None
+    in_stock: bool | None = None
+    exclude: frozenset[int] = field(default_factory=frozenset)
+    min_score: float | None = None  # personal items below this similarity score (cosine + 1) are left out
+    feed_id: str | None = None  # continue the feed whose page 1 returned this id (same order, no duplicates)
+
+    def __post_init__(self) -> None:
+        if self.page < 1:
+            raise InvalidInput("page must be 1 or more", field="page")
+        if self.per_page < 1:
+            raise InvalidInput("per_page must be 1 or more", field="per_page")
+        if self.sort is not None and self.sort not in SORTS:
+            raise InvalidInput(f"sort must be one of {', '.join(SORTS)}", field="sort")
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise InvalidInput("min_price must not exceed max_price", field="min_price")
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """Positions [start, end) of this page in the feed's order."""
+        return (self.page - 1) * self.per_page, self.page * self.per_page
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    items: list[Scored]
+    page: int
+    per_page: int
+    total: int  # items matching the filters, over all pages
+    ordering: str  # personal / popular / price_asc / price_desc
+    products: dict[int, Product]  # the products of `items`, from the same catalog snapshot
+    feed_id: str  # pass it back for the next pages
+    personalized: bool
+
+    @property
+    def pages(self) -> int:
+        return math.ceil(self.total / self.per_page)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The rows a feed may show: the live rows matching the filters (`rows` sorted; None: every live row),
+    minus `skip` (exclusions and purchases, a few rows)."""
+
+    view: CatalogView
+    rows: np.ndarray | None
+    skip: np.ndarray  # sorted rows
+    total: int
+
+    @classmethod
+    def of(cls, view: CatalogView, query: FeedQuery, left_out: frozenset[int] = frozenset()) -> Selection:
+        """The filters of `query`; `left_out`: more product ids to leave out (the shopper's purchases)."""
+        rows = None
+        if query.categories:
+            rows = view.category_rows(query.categories)
+            rows = rows[_matches(view, query, rows)]
+        elif query.min_price is not None or query.max_price is not None or query.in_stock is not None:
+            every = np.arange(view.n, dtype=np.int64)
+            rows = every[view.live & _matches(view, query, every)]
+        skip = np.unique(np.asarray(view.rows_of(query.exclude | left_out), dtype=np.int64))
+        if rows is None:
+            total = view.live_count() - len(skip)
+        else:
+            skip = skip[_members(rows, skip)]
+            total = len(rows) - len(skip)
+        return cls(view, rows, skip, total)
+
+    def allows(self, rows: np.ndarray) -> np.ndarray:
+        """Which of these rows the feed may show, as a mask."""
+        ok = self.view.live_all[rows]
+        if self.rows is not None:
+            ok &= _members(self.rows, rows)
+        if len(self.skip):
+            ok &= ~_members(self.skip, rows)
+        return ok
+
+    def head(self, order: np.ndarray, end: int, rank: np.ndarray | None = None) -> np.ndarray:
+        """The first `end` allowed rows of a ranking (`order`: rows best first; `rank[row]`: its position in
+        `order` when `order` holds every row, so a narrow filter can sort its own rows instead of walking)."""
+        if rank is not None and self.rows is not None and len(self.rows) * 8 < len(order):
+            rows = self.rows[self.rows < len(rank)]
+            rows = rows[self.allows(rows)]
+            return rows[np.argsort(rank[rows], kind="stable")[:end]]
+        found, pos, chunk = [], 0, max(256, 2 * end)
+        count = 0
+        while pos < len(order) and count < end:
+            part = order[pos:pos + chunk]
+            part = part[self.allows(part)]
+            found.append(part)
+            count += len(part)
+            pos, chunk = pos + chunk, chunk * 2
+        return np.concatenate(found)[:end] if found else np.zeros(0, np.int64)
+
+
+def _members(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Mask over `rows`: which are in `sorted_rows`."""
+    if not len(sorted_rows):
+        return np.zeros(len(rows), bool)
+    pos = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
+    return sorted_rows[pos] == rows
+
+
+def _matches(view: CatalogView, query: FeedQuery, rows: np.ndarray) -> np.ndarray:
+    """Mask over `rows`: the price and stock filters."""
+    keep = np.ones(len(rows), bool)
+    price = view.price_all[rows]
+    with np.errstate(invalid="ignore"):
+        if query.min_price is not None:
+            keep &= price >= query.min_price
+        if query.max_price is not None:
+            keep &= price <= query.max_price
+    if query.in_stock is not None:
+        keep &= view.in_stock_all[rows] == query.in_stock
+    return keep

@@ -1,0 +1,83 @@
+"""The feed use case: who the shopper is (purchases, vector inside the serving window, the tower's prior),
+then the recommender's page. `in_memory` tells the web layer when a page needs no DuckDB read and no index
+lookup, so it can be answered on the event loop without a thread hop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from appliance.pipeline import FeedPage, FeedQuery
+from appliance.recommender import Personal, Recommender
+from jobs.realtime import ServingModel
+from storage.events import EventStore
+from storage.users import UserStore, UserVector
+
+
+class Feeds:
+    def __init__(
+        self, users: UserStore, events: EventStore, serving: ServingModel, recommender: Recommender,
+        window_hours: float, clock: Callable[[], datetime],
+    ) -> None:
+        self.users = users
+        self.events = events
+        self.serving = serving
+        self.recommender = recommender
+        self.window = timedelta(hours=window_hours) if window_hours > 0 else None  # None: no serving window
+        self.clock = clock
+
+    def _fresh(self, stored: UserVector | None) -> bool:
+        if stored is None:
+            return False
+        return self.window is None or stored.last_event_at >= self.clock() - self.window
+
+    def _personal(self, customer_id: int, stored: UserVector, purchased: frozenset[int]) -> Personal:
+        model = self.serving.get().model
+        weight = 0.0 if model is None else model.popularity_weight.item()
+        key = (customer_id, stored.updated_at, stored.model_version)
+        return Personal(stored.vector, purchased, weight, key)
+
+    def personal(self, customer_id: int | None) -> Personal | None:
+        """The shopper's purchases (left out of every feed of theirs) and their vector while their newest
+        interaction is inside the serving window (None: a shopper never seen)."""
+        if customer_id is None:
+            return None
+        purchased = self.events.purchased(customer_id)
+        stored = self.users.get(customer_id)
+        if not self._fresh(stored):
+            return Personal(None, purchased)
+        return self._personal(customer_id, stored, purchased)
+
+    def in_memory(self, customer_id: int | None, query: FeedQuery) -> bool:
+        """Whether `page` can answer from memory alone (no DuckDB read, no vector index lookup)."""
+        if not self.recommender.warm():
+            return False
+        if customer_id is None:
+            return True
+        known, stored = self.users.cached(customer_id)
+        purchased = self.events.purchased_cached(customer_id)
+        if not known or purchased is None:
+            return False
+        if query.sort is not None or not self._fresh(stored):
+            return True
+        return self.recommender.knows(self._personal(customer_id, stored, purchased))
+
+    def prepare(self, customer_ids: Sequence[int]) -> None:
+        """Compute the nearest products of shoppers whose vector just changed (the consumer calls this)."""
+        personals = []
+        for cid in customer_ids:
+            known, stored = self.users.cached(cid)
+            if known and self._fresh(stored):
+                personals.append(self._personal(cid, stored, frozenset()))
+        self.recommender.prepare(personals)
+
+    def warm(self) -> int:
+        """At start-up: the recently active shoppers' vectors into memory and their nearest products computed."""
+        ids = self.users.warm()
+        self.events.warm_purchases(ids)
+        for i in range(0, len(ids), 256):
+            self.prepare(ids[i:i + 256])
+        return len(ids)
+
+    def page(self, customer_id: int | None, query: FeedQuery) -> FeedPage:
+        return self.recommender.feed(query, self.personal(customer_id))

@@ -1,0 +1,74 @@
+"""The quality bench's yardsticks: ALS tuned on validation only, SASRec learning an order, the cold-start slice."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from appliance.baselines import PopularityScorer
+from appliance.config import load_config
+from appliance.evaluation import evaluate, time_split
+from appliance.interactions import Interactions
+from web.bench import als, sasrec
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config()
+
+
+def cycles(n_items=40, n_customers=80, length=12, seed=0):
+    """Every customer walks the catalog in one fixed order (item i, then i + 1 mod N) from a random start."""
+    rng = np.random.default_rng(seed)
+    start = rng.integers(n_items, size=n_customers)
+    customer = np.repeat(np.arange(n_customers), length)
+    item = (np.repeat(start, length) + np.tile(np.arange(length), n_customers)) % n_items
+    ts = 1.7e9 + np.tile(np.arange(length) * 3600.0, n_customers) + customer
+    return Interactions.from_arrays(customer, item, np.zeros_like(item), ts, n_items=n_items)
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_sasrec_learns_what_comes_next(cfg, loss):
+    inter = cycles()
+    split = time_split(inter, 1)
+    params = dataclasses.replace(sasrec.params_for("demo", loss), epochs=60, eval_steps=3, patience=3, dropout=0.1)
+    scorer, report = sasrec.train_sasrec(split, 40, params, cfg.evaluation, seed=0)
+    result = evaluate([scorer, PopularityScorer(split.train, 40, cfg.events.weights, np.inf)], split, 40,
+                      cfg.evaluation)["models"]
+    assert scorer.name == f"sasrec_{loss}"
+    assert report.best_epoch > 0 and report.best_validation_ndcg == max(report.validation)
+    assert result[scorer.name]["ndcg@10"] > 0.5 > 0.2 > result["popularity"]["ndcg@10"]
+
+
+def test_sasrec_reads_only_events_before_the_moment(cfg):
+    inter = cycles(n_customers=4)
+    model = sasrec.SasRec(40, sasrec.params_for("demo", "ce"))
+    scorer = sasrec.SasRecScorer(model, inter)
+    customer = np.array([0])
+    first = inter.ts[inter.customer == 0][3]
+    before = scorer.scores(customer, np.array([first]))
+    assert np.allclose(before, scorer.scores(customer, np.array([first - 1.0])))  # nothing changed in between
+    assert not np.allclose(before, scorer.scores(customer, np.array([first + 1.0])))  # one more event read
+
+
+def test_als_is_tuned_on_validation_and_never_sees_test(cfg, monkeypatch):
+    inter = cycles(n_items=30, n_customers=60)
+    split = time_split(inter, 1)
+    seen = []
+    fitted = als.AlsScorer.__init__
+
+    def spy(self, train, *args, **kwargs):
+        seen.append(len(train))
+        fitted(self, train, *args, **kwargs)
+
+    monkeypatch.setattr(als.AlsScorer, "__init__", spy)
+    monkeypatch.setattr(als, "GRID", {"factors": (4, 16), "regularization": (0.1, 10.0), "alpha": (1.0, 4.0),
+                                      "iterations": (5, 15), "weighting": ("events", "binary")})
+    best, tried = als.tune_als(split, 30, cfg.events.weights, 0, cfg.evaluation)
+    assert len(seen) == len(tried) <= als.ROUNDS * 10  # each point fitted once
+    validation = als.validation_split(split, 1)
+    assert set(seen) == {len(validation.train)} and len(validation.train) < len(split.train)
+    assert dataclasses.asdict(best) | {"ndcg@10": max(t["ndcg@10"] for t in tried)} in tried  # the best point won

@@ -1,0 +1,105 @@
+"""The fast training recipe: shared negatives estimate the full softmax, the prior over columns matches the full
+one, a small catalog trains exactly as `full`, and the caps bound an epoch and the validation set."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from appliance.config import load_config
+from appliance.examples import PopularityPrior, make_examples
+from appliance.training import contrastive_loss, train_tower
+from tests.test_training import small_shop
+
+
+@pytest.fixture(scope="module")
+def config():
+    cfg = load_config()
+    return cfg.tower, dataclasses.replace(cfg.training, epochs=2, batch_size=64), cfg.events.weights
+
+
+def _loss_inputs(seed=0, B=6, N=40, D=8, T=3):
+    g = torch.Generator().manual_seed(seed)
+    user = F.normalize(torch.randn(B, D, generator=g), dim=-1)
+    items = F.normalize(torch.randn(N, D, generator=g), dim=-1)
+    target = torch.randperm(N, generator=g)[:B]
+    seen = (target[:, None] + 1 + torch.arange(T)) % N  # (B, T) history products, never the target
+    prior = torch.rand(B, N, generator=g)
+    return user, items, target, seen, prior
+
+
+def test_shared_negatives_over_the_whole_catalog_are_the_full_softmax(config):
+    _, training, _ = config
+    user, items, target, seen, prior = _loss_inputs()
+    B, N = len(target), len(items)
+    weight, log_q, g = torch.ones(B), torch.zeros(N), torch.Generator()
+    own = prior.gather(1, target[:, None]).squeeze(1)
+    full = contrastive_loss(user, target, weight, items, log_q, dataclasses.replace(training, negatives="full"), g,
+                            seen, prior, None, own)
+    # the textbook full softmax: every product but the history, the target's column labelled
+    logits = ((user @ items.T + prior) / training.temperature).scatter(1, seen, -math.inf)
+    assert full.item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-5)
+    every = torch.randperm(N)  # all products as the shared columns, in any order
+    shared = contrastive_loss(user, target, weight, items, log_q, dataclasses.replace(training, negatives="shared"),
+                              g, seen, prior[:, every], every, own)
+    assert shared.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_shared_negatives_leave_out_the_positive_and_the_history_and_scale_to_the_catalog(config):
+    _, training, _ = config
+    user, items, target, seen, prior = _loss_inputs(seed=1)
+    N = len(items)
+    shared_cfg = dataclasses.replace(training, negatives="shared")
+    columns = torch.cat([target[:1], seen[0], torch.tensor([39, 38])]).unique()  # row 0's own products + others
+    own = prior.gather(1, target[:, None]).squeeze(1)
+    loss = contrastive_loss(user[:1], target[:1], torch.ones(1), items, torch.zeros(N), shared_cfg, torch.Generator(),
+                            seen[:1], prior[:1, columns], columns, own[:1])
+    others = torch.tensor([c for c in columns.tolist() if c not in [target[0].item(), *seen[0].tolist()]])
+    positive = (user[0] @ items[target[0]] + own[0]) / training.temperature
+    negatives = (user[0] @ items[others].T + prior[0, others]) / training.temperature + math.log(N / len(columns))
+    expected = -positive + torch.logsumexp(torch.cat([positive[None], negatives]), 0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config):
+    _, _, weights = config
+    inter, _ = small_shop(seed=2)
+    prior = PopularityPrior(inter, 120, weights, half_life_hours=24.0)
+    ex = make_examples(inter, history=20)
+    full = prior.rows(ex)  # (M, N)
+    columns = torch.tensor([5, 0, 77, 119, 31])
+    assert torch.equal(prior.rows(ex, columns), full[:, columns])
+    assert torch.equal(prior.positive(ex), full[torch.arange(len(ex.target)), inter.item[ex.target]])
+
+
+def test_a_catalog_within_shared_negatives_trains_exactly_as_full(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=3)
+    full, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, negatives="full"), weights, 72.0)
+    shared, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, negatives="shared",
+                                                                      shared_negatives=len(vectors)), weights, 72.0)
+    for name, tensor in full.state_dict().items():
+        assert torch.equal(tensor, shared.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_shared_negatives_from_a_larger_catalog_lower_the_loss(config, precision):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=1)
+    training = dataclasses.replace(training, negatives="shared", shared_negatives=16, precision=precision, epochs=3,
+                                   patience=9)
+    _, report = train_tower(inter, vectors, tower, training, weights, 72.0)
+    assert all(np.isfinite(report.losses)) and report.losses[-1] < report.losses[0]
+
+
+def test_an_epoch_and_the_validation_set_are_capped(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=4)
+    capped = dataclasses.replace(training, epochs=1, epoch_examples=100, validation_examples=7)
+    events = []
+    _, report = train_tower(inter, vectors, tower, capped, weights, progress=events.append)
+    assert report.validation_examples == 7 and report.examples > 100
+    assert {e["steps"] for e in events if "step" in e} == {math.ceil(100 / training.batch_size)}
