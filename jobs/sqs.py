@@ -252,7 +252,14 @@ class SqsQueue:
         return self.outbox.purge_group_in(cur, customer_id)
 
     def start(self) -> None:
-        self.dead_letter_url()
+        """Start the outbox sender. A queue without a redrive policy is refused; SQS unreachable is not (the
+        outbox holds the messages, and the dead-letter queue is looked up when first needed)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.dead_letter_url()
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("SQS unreachable at start (%s); events wait in the outbox", type(exc).__name__)
         self.sender.start()
 
     def close(self) -> None:

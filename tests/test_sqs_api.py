@@ -15,6 +15,7 @@ from appliance.config import load_config
 from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from tests.sqs_server import ACCESS_KEY, SECRET, client, make_queues, overrides
 from web.app import create_app
+from web.bench.common import free_port
 from web.bench.sqs_local import moto_server
 
 RUNNING = [1, 2, 3, 4, 5]  # the running shoes of small_catalog
@@ -104,3 +105,30 @@ def test_malformed_and_unknown_product_messages_go_to_the_dead_letter_queue_with
     reasons = sorted(d["reason"] for d in http.get("/queue/dead-letter").json())
     assert reasons[0].startswith("malformed message") and reasons[1] == "unknown product no-such-product"
     assert _events_of(http, "shopper-3") == 0
+
+
+def test_events_are_accepted_while_sqs_is_down_and_reach_it_after(tmp_path, encoder) -> None:
+    port = free_port()
+    with moto_server(port) as endpoint:
+        queues = make_queues(endpoint, visibility=5)
+    config = load_config(overrides={
+        "server": {"data_dir": str(tmp_path / "data"), "load_demo": False},
+        **overrides(endpoint, queues.url),
+    })
+    http = TestClient(create_app(config, encoder=encoder), base_url=LOCAL)
+    http.__enter__()  # SQS is down from the start: the appliance starts all the same
+    try:
+        wait_until(lambda: http.get("/health/ready").status_code == 200, what="ready")
+        assert http.post("/products", json=small_catalog()).status_code == 202
+        wait_embedded(http)
+        events = [{"customer_id": f"down-{i}", "product_id": 1 + i % 5, "event_name": "product_clicked"}
+                  for i in range(12)]
+        assert http.post("/events", json=events).status_code == 202  # durable in DuckDB, SQS unreachable
+        q = http.get("/queue").json()
+        assert q["outbox_backlog"] == 12 and q["sqs_unreachable"]
+        with moto_server(port):
+            wait_until(lambda: _processed(http, 12), what="the outbox to drain and the consumer to catch up")
+            assert all(_events_of(http, f"down-{i}") == 1 for i in range(12))
+            assert http.get("/customers/down-0/feed").json()["personalized"]
+    finally:
+        http.__exit__(None, None, None)
