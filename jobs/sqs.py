@@ -133,7 +133,8 @@ class SqsQueue:
         if visibility_timeout is not None:
             options["VisibilityTimeout"] = int(visibility_timeout)
         reply = self.client.receive_message(
-            QueueUrl=self.url, MaxNumberOfMessages=min(max_messages, MAX_BATCH), WaitTimeSeconds=int(wait_seconds),
+            QueueUrl=self.url, MaxNumberOfMessages=min(max_messages, MAX_BATCH),
+            WaitTimeSeconds=min(int(wait_seconds), 20),  # SQS long polls 20 s at most
             MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId",
                                          "MessageDeduplicationId"],
             MessageAttributeNames=["origin"], **options,
