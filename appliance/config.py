@@ -187,6 +187,22 @@ class ElasticConfig:
 
 
 @dataclass(frozen=True)
+class QueueConfig:
+    """Where event messages travel: the in-process DuckDB queue, or SQS (jobs/sqs.py) fed by an outbox."""
+
+    backend: str  # "in-process" | "sqs"
+    sqs_queue_url: str
+    sqs_endpoint_url: str  # "" = AWS's own endpoint
+    sqs_region: str  # "" = the standard AWS environment
+    sqs_access_key_id: str  # "" = the standard AWS credential chain
+    sqs_secret_access_key: str = field(repr=False)
+    sqs_timeout_seconds: float
+    outbox_batch: int
+    outbox_backoff_seconds: float
+    outbox_backoff_max_seconds: float
+
+
+@dataclass(frozen=True)
 class AnalyticsConfig:
     impressions: bool  # record what each feed showed (off: responses still carry a recommendation id)
     flush_seconds: float
@@ -253,6 +269,7 @@ class Config:
     tower: TowerConfig
     training: TrainingConfig
     evaluation: EvaluationConfig
+    queue: QueueConfig
     elasticsearch: ElasticConfig
     analytics: AnalyticsConfig
     logging: LoggingConfig
@@ -459,6 +476,7 @@ def _validate(config: Config) -> None:
         raise InvalidInput("elasticsearch retries and backoffs must not be negative", field="elasticsearch")
     if es.enabled and not es.url:
         raise InvalidInput("elasticsearch.url is required when enabled", field="elasticsearch.url")
+    _validate_queue(config.queue)
     if config.logging.format not in ("text", "json"):
         raise InvalidInput("logging.format must be text or json", field="logging.format")
     if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -466,6 +484,17 @@ def _validate(config: Config) -> None:
     if config.index.space not in ("cosine", "ip"):
         raise InvalidInput("index.space must be cosine or ip", field="index.space")
     _validate_security(config.security, config.server.admin_key)
+
+
+def _validate_queue(queue: QueueConfig) -> None:
+    if queue.backend not in ("in-process", "sqs"):
+        raise InvalidInput('queue.backend must be "in-process" or "sqs"', field="queue.backend")
+    if queue.backend == "sqs" and not queue.sqs_queue_url:
+        raise InvalidInput("queue.sqs_queue_url is required for backend sqs", field="queue.sqs_queue_url")
+    if not 1 <= queue.outbox_batch <= 10:
+        raise InvalidInput("queue.outbox_batch must be within 1..10 (SQS batch limit)", field="queue.outbox_batch")
+    if queue.sqs_timeout_seconds <= 0 or queue.outbox_backoff_seconds < 0 or queue.outbox_backoff_max_seconds < 0:
+        raise InvalidInput("queue time-out must be positive and backoffs not negative", field="queue")
 
 
 def _validate_security(security: SecurityConfig, admin_key: str) -> None:

@@ -54,6 +54,7 @@ class Received:
     body: dict
     receive_count: int  # deliveries so far, this one included
     sent_at: datetime  # naive UTC
+    arrival_key: str | None = None  # SQS: a message the shop published itself (its event is not stored yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,9 @@ class QueueStats:
     dead_lettered: int
     oldest_age_seconds: float  # age of the oldest live message (visible or in flight); 0 when empty
     dead_letters_dropped: int  # ever dropped by the dead-letter caps (count and age), oldest first
+    outbox_backlog: int = 0  # messages committed in DuckDB not yet sent to SQS (always 0 in process)
+    attributes: dict[str, str] | None = None  # the SQS queue's own attributes (None in process)
+    unreachable: str | None = None  # why SQS did not answer (its counts are then 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +321,9 @@ class DurableQueue:
         """Delete a customer's messages (the shop's id), live and dead-lettered (a privacy request, a merged
         anonymous id), in the caller's transaction."""
         return self.store.purge_group_in(cur, customer_id)
+
+    def start(self) -> None:
+        """Nothing to start in process (the SQS backend starts its outbox sender here)."""
 
     def close(self) -> None:
         """Wake every long poll (they return empty) and refuse further receives; messages stay stored."""

@@ -14,11 +14,12 @@ import numpy as np
 from appliance.config import TowerConfig
 from appliance.errors import InvalidInput, StoreUnavailable
 from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
-from appliance.types import EVENT_INDEX, now_utc
+from appliance.types import EVENT_INDEX, Event, now_utc
 from jobs.indexing import IndexMirror
-from jobs.queue import DurableQueue, body_event
+from jobs.queue import BodyEvent, DurableQueue, body_event
 from storage.events import EventStore
 from storage.ids import ShopIds
+from storage.sqs_outbox import SqsOutbox
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 
@@ -194,7 +195,7 @@ class EventConsumer:
 
     def run_once(self, wait_seconds: float = 0.0) -> int:
         messages = self.queue.receive(max_messages=self.batch, wait_seconds=wait_seconds)
-        good, customers = [], set()
+        good, customers, arrivals = [], set(), []
         for message in messages:
             try:
                 event = body_event(message.body, message.sent_at)
@@ -206,9 +207,13 @@ class EventConsumer:
                 self.queue.fail(message.receipt_handle, f"unknown product {event.product_id}")
                 continue
             good.append(message)
+            if message.arrival_key is not None:
+                arrivals.append((message.arrival_key, event, product))
+                continue
             customer = self.ids.customers.key(event.customer_id)
             if customer is not None:
                 customers.add(customer)
+        customers.update(self._store_arrivals(arrivals))
         if good:
             if customers:
                 self.updater.update(sorted(customers))
@@ -221,6 +226,23 @@ class EventConsumer:
             self.updater.user_mirror.sync()  # the feed reads vectors from DuckDB; the index follows in bulk
             self._synced = time.monotonic()
         return len(messages)
+
+    def _store_arrivals(self, arrivals: Sequence[tuple[str, BodyEvent, int]]) -> list[int]:
+        """Store the events of messages the shop published to SQS itself, once per arrival key (a redelivery
+        stores nothing); the customers they belong to."""
+        if not arrivals:
+            return []
+        keys = self.ids.customers.keys([e.customer_id for _, e, _ in arrivals], create=True)
+        now = now_utc()
+        events = self.updater.events
+        with events.db.write() as cur:
+            fresh = SqsOutbox.record_arrivals_in(cur, [k for k, _, _ in arrivals], now)
+            new: dict[str, Event] = {}
+            for (key, e, product), customer in zip(arrivals, keys, strict=True):
+                if key in fresh:
+                    new.setdefault(key, Event(customer, product, e.event_name, e.ts))
+            events.append_in(cur, list(new.values()), now)
+        return [c for c in keys if c is not None]
 
     def start(self) -> None:
         self._thread.start()

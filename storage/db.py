@@ -187,6 +187,22 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
             created_at TIMESTAMP NOT NULL
         )""",
     ),
+    (
+        # Messages bound for SQS, committed with their events; the sender deletes a row once SQS has it.
+        "CREATE SEQUENCE sqs_outbox_seq",
+        """CREATE TABLE sqs_outbox (
+            outbox_id BIGINT PRIMARY KEY DEFAULT nextval('sqs_outbox_seq'),
+            group_id VARCHAR,
+            body VARCHAR NOT NULL,
+            queued_at TIMESTAMP NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        )""",
+        # Events that arrived by SQS alone (a shop backend publishing there), by arrival key: stored once.
+        """CREATE TABLE sqs_arrivals (
+            arrival_key VARCHAR PRIMARY KEY,
+            stored_at TIMESTAMP NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -41,6 +41,9 @@ def test_env_overrides_file_and_values_are_typed(tmp_path) -> None:
         ({"server": {"colour": "blue"}}, "server"),
         ({"feed": {"per_page": 500}}, "feed.per_page"),
         ({"training": {"negatives": "some"}}, "training.negatives"),
+        ({"queue": {"backend": "kafka"}}, "queue.backend"),
+        ({"queue": {"backend": "sqs"}}, "queue.sqs_queue_url"),
+        ({"queue": {"outbox_batch": 11}}, "queue.outbox_batch"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(overrides, field) -> None:

@@ -254,6 +254,10 @@ class QueueOut(msgspec.Struct):
     oldest_age_seconds: float
     processed: int  # messages this process's consumer has processed since start
     dead_letters_dropped: int  # ever dropped by realtime.dead_letter_max / dead_letter_retention_days, oldest first
+    backend: str = "in-process"  # queue.backend
+    outbox_backlog: int = 0  # sqs: messages committed in DuckDB, not yet in SQS
+    sqs: dict[str, str] | None = None  # sqs: the queue's attributes (counts, timeouts, redrive policy)
+    sqs_unreachable: str | None = None  # sqs: why SQS did not answer just now (its counts then read 0)
 
 
 class DeadLetterOut(msgspec.Struct):

@@ -28,6 +28,7 @@ from jobs.metrics import Metrics
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
 from jobs.scheduler import Jobs, JobSpec
+from jobs.sqs import SqsQueue, make_queue
 from jobs.widgets import WidgetParts, build_tables
 from jobs.widgets import refresh as refresh_widgets
 from storage.baskets import BasketStore
@@ -62,7 +63,7 @@ class Services:
     recommender: Recommender
     users: UserStore
     user_mirror: IndexMirror
-    queue: DurableQueue
+    queue: DurableQueue | SqsQueue
     serving: ServingModel
     models: ModelRegistry
     updater: UserVectorUpdater
@@ -132,11 +133,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors
         )
         realtime = config.realtime
-        queue = DurableQueue(
-            db, visibility_timeout=realtime.visibility_timeout_seconds, max_receive_count=realtime.max_receive_count,
-            receive_limit=max(realtime.consumer_batch, 10), dead_letter_max=realtime.dead_letter_max,
-            dead_letter_retention=realtime.dead_letter_retention_days * 86400,
-        )
+        queue = make_queue(config, db)
         serving = ServingModel()
         feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
 
@@ -196,6 +193,8 @@ def watch_state(services: Services) -> None:
 
     def queue_messages() -> dict[tuple[str, ...], float]:
         s = queue.stats()
+        if s.unreachable:
+            return {}
         return {("visible",): s.depth, ("in_flight",): s.in_flight, ("dead_lettered",): s.dead_lettered}
 
     def ndcg() -> float | None:
@@ -209,6 +208,8 @@ def watch_state(services: Services) -> None:
     m.gauge("queue_messages", "Event messages in the queue by state", queue_messages, ("state",))
     m.gauge("queue_oldest_age_seconds", "Age of the oldest live message (0 when empty)",
             lambda: queue.stats().oldest_age_seconds)
+    m.gauge("queue_outbox_messages", "Event messages committed in DuckDB, not yet sent to SQS (0 in process)",
+            lambda: queue.stats().outbox_backlog)
     m.gauge("embedding_backlog_products", "Product lines still waiting for their vector",
             services.catalog.store.pending_count)
     m.gauge("index_vectors", "Vectors in each hnswlib index", lambda: {
@@ -268,6 +269,7 @@ def start(services: Services) -> None:
         released = services.queue.release_in_flight()
         if released:
             log.info("%d messages left in flight by the previous process are delivered again", released)
+        services.queue.start()
         services.consumer.start()
         services.impressions.start()
         threading.Thread(target=_warm_feeds, args=(services,), name="feed-warm", daemon=True).start()

@@ -14,11 +14,14 @@ import argparse
 import http.client
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from web.bench import sqs_local
 from web.bench.common import (
     Server,
     add_load_arguments,
@@ -48,6 +51,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh-samples", type=int, default=100, help="event -> fresh feed samples (default 100)")
     p.add_argument("--fresh-timeout", type=float, default=5.0, help="seconds one sample may take at most")
     p.add_argument("--drain-seconds", type=float, default=60.0, help="wait at most this long for the backlog")
+    p.add_argument("--queue", choices=("in-process", "sqs"), default="in-process",
+                   help="queue backend; sqs: a local moto server in this process (default in-process)")
     p.set_defaults(run=run)
 
 
@@ -114,16 +119,38 @@ def _queue(server: Server) -> dict[str, Any]:
     return body
 
 
+def _backlog(queue: dict[str, Any]) -> int:
+    """Messages not yet processed: visible, in flight, and (sqs) still in the DuckDB outbox."""
+    return queue["depth"] + queue["in_flight"] + queue.get("outbox_backlog", 0)
+
+
+@contextmanager
+def queue_backend(kind: str) -> Iterator[dict[str, str]]:
+    """The server's environment for the queue backend: sqs starts a local moto server with a fresh queue."""
+    if kind == "in-process":
+        yield {}
+        return
+    import boto3
+
+    with sqs_local.moto_server() as endpoint:
+        keys = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+        sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=sqs_local.REGION, **keys)
+        queues = sqs_local.make_queues(sqs, max_receive_count=5, visibility=30)
+        yield {"APPLIANCE_QUEUE__BACKEND": "sqs", "APPLIANCE_QUEUE__SQS_QUEUE_URL": queues.url,
+               "APPLIANCE_QUEUE__SQS_ENDPOINT_URL": endpoint, "APPLIANCE_QUEUE__SQS_REGION": sqs_local.REGION,
+               "APPLIANCE_QUEUE__SQS_ACCESS_KEY_ID": "bench", "APPLIANCE_QUEUE__SQS_SECRET_ACCESS_KEY": "bench"}
+
+
 def drain(server: Server, limit: float) -> dict[str, Any]:
     """Wait (bounded) until the consumer has nothing left; how fast it went."""
     start, t0 = _queue(server), time.perf_counter()
     now = start
-    while time.perf_counter() - t0 < limit and (now["depth"] or now["in_flight"]):
+    while time.perf_counter() - t0 < limit and _backlog(now):
         time.sleep(0.5)
         now = _queue(server)
     elapsed = time.perf_counter() - t0
     done = now["processed"] - start["processed"]
-    return {"backlog_before": start["depth"] + start["in_flight"], "backlog_after": now["depth"] + now["in_flight"],
+    return {"backlog_before": _backlog(start), "backlog_after": _backlog(now),
             "processed": done, "seconds": round(elapsed, 2),
             "consumer_msgs_per_s": round(done / elapsed, 1) if elapsed > 0.01 and done else None}
 
@@ -151,10 +178,11 @@ def throughput(server: Server, batch: int, args: argparse.Namespace, products: i
 def run(args: argparse.Namespace) -> int:
     products, customers, events = parse_size(args.products), parse_size(args.customers), parse_size(args.events)
     root = work_dir(args.work_dir)
-    print(f"ingest @ {size_label(products)} products: building the shop (reused when present in {root})", flush=True)
+    print(f"ingest @ {size_label(products)} products, queue {args.queue}: building the shop (reused when present in "
+          f"{root})", flush=True)
     path = build_shop(root, Shop(products, customers, events))
     runs = []
-    with Server(path) as server:
+    with queue_backend(args.queue) as env, Server(path, env=env) as server:
         fresh = freshness(server, products, args.fresh_samples, args.fresh_timeout)
         f = fresh["event_to_fresh_feed_ms"]
         print(f"  event -> fresh feed: p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms ({f['count']} samples)", flush=True)
@@ -191,9 +219,9 @@ def run(args: argparse.Namespace) -> int:
         checks.append(f"  consumer (user-vector refresh) processed at least {slowest:,.0f} messages/s while draining")
     checks.append(verdict("event -> fresh feed p99", f["p99"], TARGET_FRESH_P99_MS, False, "ms"))
     print("\n".join(checks))
-    out = write_result("ingest", args, {
+    out = write_result("ingest" if args.queue == "in-process" else f"ingest-{args.queue}", args, {
         "targets": {"events_per_s": TARGET_EVENTS_PER_S, "fresh_p99_ms": TARGET_FRESH_P99_MS},
-        "shop": {"products": products, "customers_with_vectors": customers, "events": events},
+        "queue": args.queue, "shop": {"products": products, "customers_with_vectors": customers, "events": events},
         "server_start_seconds": round(server.started_s, 2), "rss_mib_end": rss,
         "freshness": fresh, "throughput": runs, "checks": checks,
     })

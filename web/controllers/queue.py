@@ -25,7 +25,8 @@ class QueueController(Controller):
         services: Services = state.services
         s = services.queue.stats()
         return QueueOut(s.depth, s.in_flight, s.dead_lettered, s.oldest_age_seconds, services.consumer.processed,
-                        s.dead_letters_dropped)
+                        s.dead_letters_dropped, services.config.queue.backend, s.outbox_backlog, s.attributes,
+                        s.unreachable)
 
     @get("/dead-letter", operation_id="deadLetters", sync_to_thread=True)
     def dead_letters(
