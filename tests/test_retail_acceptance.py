@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from storage.datasets import RETAIL_FILE
 from storage.db import Database
-from tests.helpers import wait_until
+from tests.helpers import LOCAL, wait_until
 from web.app import create_app
 from web.cli import main
 
@@ -48,7 +48,7 @@ def shop(tmp_path_factory) -> Iterator[dict]:
 
 def _client(shop: dict, encoder) -> TestClient:
     config = load_config(shop["config"], overrides={"server": {"data_dir": str(shop["data"])}})
-    return TestClient(create_app(config, encoder=encoder))
+    return TestClient(create_app(config, encoder=encoder), base_url=LOCAL)
 
 
 def _whole_feed(client: TestClient, customer: str) -> tuple[dict, list[dict]]:
