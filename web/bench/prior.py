@@ -33,13 +33,10 @@ WEIGHTS = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)  # prior weights
 
 
 def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    from web.bench.quality import DATASETS, DEFAULT_CACHE, DEFAULT_DATASETS
+    from web.bench.quality import add_dataset_arguments
 
     p = subparsers.add_parser("prior", parents=[common], help="which popularity serves the tower's prior best")
-    p.add_argument("dataset", choices=DATASETS)
-    p.add_argument("--datasets-dir", default=str(DEFAULT_DATASETS), help="shared/datasets folder")
-    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="product-vector cache (default bench/cache)")
-    p.add_argument("--config", help="a TOML file overriding the shipped config.toml")
+    add_dataset_arguments(p)
     p.set_defaults(run=run)
 
 

@@ -44,16 +44,21 @@ DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
 DEFAULT_CACHE = Path("bench/cache")
 
 
+def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of a benchmark over one of the real data sets (quality, prior, window)."""
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--datasets-dir", default=str(DEFAULT_DATASETS), help="shared/datasets folder")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="product-vector cache (default bench/cache)")
+    p.add_argument("--config", help="a TOML file overriding the shipped config.toml")
+
+
 def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None = None) -> None:
     """Register `quality` on the `bench` sub-parsers."""
     p = subparsers.add_parser("quality", parents=[common] if common else [],
                               help="NDCG/recall of popularity, co-occurrence, mean vector, tower and ALS")
     if common is None:
         p.add_argument("--out", default=str(DEFAULT_OUT), help="folder for quality_DATASET.json")
-    p.add_argument("dataset", choices=DATASETS)
-    p.add_argument("--datasets-dir", default=str(DEFAULT_DATASETS), help="shared/datasets folder")
-    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="product-vector cache (default bench/cache)")
-    p.add_argument("--config", help="a TOML file overriding the shipped config.toml")
+    add_dataset_arguments(p)
     p.add_argument("--no-als", action="store_true", help="leave out implicit's ALS (tuned on validation)")
     p.add_argument("--no-tower", action="store_true", help="leave out the user tower (baselines only)")
     p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec")

@@ -23,7 +23,7 @@ from appliance.evaluation import PROMOTION_METRIC, Scorer, evaluate, test_target
 from appliance.interactions import Interactions
 from appliance.training import train_tower
 from web.bench.common import machine_facts
-from web.bench.quality import DATASETS, DEFAULT_CACHE, DEFAULT_DATASETS, embed, interactions_of, load_dataset
+from web.bench.quality import add_dataset_arguments, embed, interactions_of, load_dataset
 
 WINDOWS_HOURS = (48.0, 168.0, 720.0, 0.0)  # 48 h (the source design), 7 d, 30 d, none
 
@@ -36,10 +36,7 @@ def label(hours: float) -> str:
 
 def add_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("window", parents=[common], help="NDCG@10 per serving history window")
-    p.add_argument("dataset", choices=DATASETS)
-    p.add_argument("--datasets-dir", default=str(DEFAULT_DATASETS), help="shared/datasets folder")
-    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="product-vector cache (default bench/cache)")
-    p.add_argument("--config", help="a TOML file overriding the shipped config.toml")
+    add_dataset_arguments(p)
     p.set_defaults(run=run)
 
 
