@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from appliance.config import TowerConfig
+from appliance.config_sections import TowerConfig
 from appliance.errors import InvalidInput, StoreUnavailable
 from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
 from appliance.types import EVENT_INDEX, Event, now_utc

@@ -24,7 +24,8 @@ from typing import Any
 
 import duckdb
 
-from appliance.config import Config, QueueConfig
+from appliance.config import Config
+from appliance.config_sections import QueueConfig
 from appliance.errors import InvalidInput
 from appliance.types import now_utc
 from jobs.queue import MAX_BATCH, DeadLetter, DurableQueue, QueueStats, Received, _group
