@@ -25,3 +25,5 @@ def add_bench_parser(subparsers: Any) -> None:
     for module in (feed, serve, ann, ingest, memory, encoding, impressions, access, widgets, prior, window, train):
         module.add_parser(which, common)
     add_quality_parser(which, common)
+    for name, parser in which.choices.items():
+        parser.set_defaults(bench=name)  # write_result's command line names it
