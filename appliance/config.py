@@ -207,6 +207,7 @@ def _validate(config: Config) -> None:
         "widgets.trending_baseline_days": config.widgets.trending_baseline_days,
         "realtime.max_receive_count": config.realtime.max_receive_count,
         "realtime.consumer_batch": config.realtime.consumer_batch,
+        "realtime.consumer_backoff_max_seconds": config.realtime.consumer_backoff_max_seconds,
         "realtime.dead_letter_max": config.realtime.dead_letter_max,
         "realtime.dead_letter_retention_days": config.realtime.dead_letter_retention_days,
         "security.max_body_bytes": config.security.max_body_bytes,

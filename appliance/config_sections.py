@@ -82,6 +82,7 @@ class RealtimeConfig:
     max_receive_count: int
     receive_wait_seconds: float
     consumer_batch: int
+    consumer_backoff_max_seconds: float
     user_index_sync_seconds: float
     dead_letter_max: int  # dead letters kept; the oldest are dropped (and counted) beyond it
     dead_letter_retention_days: float

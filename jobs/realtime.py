@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from appliance.config_sections import TowerConfig
-from appliance.errors import InvalidInput, StoreUnavailable
+from appliance.errors import InvalidInput, QueueUnavailable, StoreUnavailable
 from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
 from appliance.types import EVENT_INDEX, Event, now_utc
 from jobs.indexing import IndexMirror
+from jobs.outage import Outage
 from jobs.queue import BodyEvent, DurableQueue, body_event
 from storage.events import EventStore
 from storage.ids import ShopIds
@@ -177,10 +178,13 @@ class EventConsumer:
 
     def __init__(
         self, queue: DurableQueue, updater: UserVectorUpdater, product_exists: Callable[[int], bool],
-        wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds,
+        wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds, backoff_max_seconds: float,
         on_processed: Callable[[Sequence[float]], None] = lambda lags: None,
+        on_outage: Callable[[str], None] = lambda cause: None,
     ) -> None:
         self.queue = queue
+        # SQS unreachable or the disk refusing writes: one warning, waits of 1 s doubling to the cap, one info
+        self.outage = Outage("event consumer", log, 1.0, backoff_max_seconds, on_outage)
         self.ids = ids
         self.on_processed = on_processed  # told each processed message's lag (seconds since it was sent)
         self.updater = updater
@@ -258,9 +262,9 @@ class EventConsumer:
         while not self._stop.is_set():
             try:
                 self.run_once(self.wait_seconds)
-            except StoreUnavailable as exc:  # the disk refuses writes: messages wait in DuckDB until it is back
-                log.warning("event batch waits: %s", exc)
-                self._stop.wait(1.0)
+                self.outage.recovered()
+            except (QueueUnavailable, StoreUnavailable) as exc:  # the messages wait (SQS, DuckDB) until it is back
+                self._stop.wait(self.outage.failed("sqs" if isinstance(exc, QueueUnavailable) else "store", str(exc)))
             except Exception:  # the consumer outlives one bad batch; the batch is retried later
                 log.exception("event batch failed")
                 self._stop.wait(1.0)

@@ -133,7 +133,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors
         )
         realtime = config.realtime
-        queue = make_queue(config, db)
+        queue = make_queue(config, db, on_outage=lambda cause: metrics.queue_outages.labels("outbox", cause).inc())
         serving = ServingModel()
         feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
 
@@ -148,8 +148,9 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
-            realtime.consumer_batch, realtime.user_index_sync_seconds, ids,
+            realtime.consumer_batch, realtime.user_index_sync_seconds, ids, realtime.consumer_backoff_max_seconds,
             on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
+            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(),
         )
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
@@ -210,6 +211,10 @@ def watch_state(services: Services) -> None:
             lambda: queue.stats().oldest_age_seconds)
     m.gauge("queue_outbox_messages", "Event messages committed in DuckDB, not yet sent to SQS (0 in process)",
             lambda: queue.stats().outbox_backlog)
+    m.gauge("queue_outage_seconds", "How long the consumer (and the SQS outbox sender) have been failing, 0 when not",
+            lambda: {("consumer",): services.consumer.outage.seconds,
+                     **({("outbox",): queue.sender.outage.seconds} if isinstance(queue, SqsQueue) else {})},
+            ("part",))
     m.gauge("embedding_backlog_products", "Product lines still waiting for their vector",
             services.catalog.store.pending_count)
     m.gauge("index_vectors", "Vectors in each hnswlib index", lambda: {
