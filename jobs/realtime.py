@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
 from appliance.types import EVENT_INDEX, Event, now_utc
 from jobs.indexing import IndexMirror
 from jobs.outage import Outage
-from jobs.queue import BodyEvent, DurableQueue, body_event
+from jobs.queue import BodyEvent, DurableQueue
 from storage.events import EventStore
 from storage.ids import ShopIds
 from storage.sqs_outbox import SqsOutbox
@@ -179,10 +180,12 @@ class EventConsumer:
     def __init__(
         self, queue: DurableQueue, updater: UserVectorUpdater, product_exists: Callable[[int], bool],
         wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds, backoff_max_seconds: float,
+        read_body: Callable[[Any, datetime], BodyEvent],
         on_processed: Callable[[Sequence[float]], None] = lambda lags: None,
         on_outage: Callable[[str], None] = lambda cause: None,
     ) -> None:
         self.queue = queue
+        self.read_body = read_body  # the event of a body (sent at): POST /events' checks; InvalidInput otherwise
         # SQS unreachable or the disk refusing writes: one warning, waits of 1 s doubling to the cap, one info
         self.outage = Outage("event consumer", log, 1.0, backoff_max_seconds, on_outage)
         self.ids = ids
@@ -202,7 +205,7 @@ class EventConsumer:
         good, customers, arrivals = [], set(), []
         for message in messages:
             try:
-                event = body_event(message.body, message.sent_at)
+                event = self.read_body(message.body, message.sent_at)
             except InvalidInput as exc:
                 self.queue.fail(message.receipt_handle, f"malformed message: {exc}")
                 continue
@@ -244,7 +247,7 @@ class EventConsumer:
             new: dict[str, Event] = {}
             for (key, e, product), customer in zip(arrivals, keys, strict=True):
                 if key in fresh:
-                    new.setdefault(key, Event(customer, product, e.event_name, e.ts))
+                    new.setdefault(key, Event(customer, product, e.event_name, e.ts, e.recommendation_id, e.position))
             events.append_in(cur, list(new.values()), now)
         return [c for c in keys if c is not None]
 

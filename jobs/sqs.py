@@ -163,9 +163,7 @@ class SqsQueue:
             try:
                 body = json.loads(m["Body"])
             except ValueError:
-                body = None
-            if not isinstance(body, dict):  # the consumer's check names the missing field
-                body = {"body": m["Body"]}
+                body = m["Body"]  # not JSON: the consumer's check says so
             ours = m.get("MessageAttributes", {}).get("origin", {}).get("StringValue") == "appliance"
             # the shop's own message: stored once per deduplication id (FIFO) or message id (redeliveries)
             arrival = None if ours else f"sqs:{attrs.get('MessageDeduplicationId') or m['MessageId']}"

@@ -107,6 +107,23 @@ def test_malformed_and_unknown_product_messages_go_to_the_dead_letter_queue_with
     assert _events_of(http, "shopper-3") == 0
 
 
+def test_a_published_event_post_events_would_refuse_is_dead_lettered_with_the_reason(shop) -> None:
+    http, queues = shop
+    sqs = client(http.app.state.services.config.queue.sqs_endpoint_url)
+    good = {"customer_id": "shopper-4", "product_id": "1", "event_name": "product_viewed"}
+    for extra in ({"timestamp": "2999-01-01T00:00:00Z"}, {"timestamp": "1969-07-20T20:17:00Z"}, {"colour": "red"}):
+        sqs.send_message(QueueUrl=queues.url, MessageBody=json.dumps({**good, **extra}))
+    sqs.send_message(QueueUrl=queues.url, MessageBody=json.dumps({**good, "recommendation_id": "rec-1", "position": 2}))
+    wait_until(lambda: http.get("/queue").json()["dead_lettered"] == 3, what="three dead letters")
+    reasons = sorted(d["reason"] for d in http.get("/queue/dead-letter").json())
+    assert all(r.startswith("malformed message: ") for r in reasons)
+    assert "in the future" in reasons[2] and "before 1970" in reasons[1] and "unknown field `colour`" in reasons[0]
+    wait_until(lambda: _events_of(http, "shopper-4") == 1, what="the good one stored")
+    key = http.app.state.services.ids.customers.key("shopper-4")
+    assert http.app.state.services.db.read(
+        "SELECT recommendation_id, position FROM events WHERE customer_id = ?", [key]) == [("rec-1", 2)]
+
+
 def test_events_are_accepted_while_sqs_is_down_and_reach_it_after(tmp_path, encoder) -> None:
     port = free_port()
     with moto_server(port) as endpoint:

@@ -44,6 +44,7 @@ from storage.rules import RuleStore
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 from web.ids import exts
+from web.queued import queued_event
 from web.schemas import ProductOuts
 
 log = logging.getLogger("appliance")
@@ -149,6 +150,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
             realtime.consumer_batch, realtime.user_index_sync_seconds, ids, realtime.consumer_backoff_max_seconds,
+            lambda body, sent_at: queued_event(body, sent_at, config.events.max_future_seconds),
             on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
             on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(),
         )
