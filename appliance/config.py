@@ -63,6 +63,7 @@ class FeedConfig:
     new_share: float
     new_arrival_days: float
     personal_depth: int
+    personal_first_depth: int
     candidate_cache: int
     exclude_purchased: bool
     snapshot_seconds: float
@@ -408,6 +409,7 @@ def _validate(config: Config) -> None:
         "feed.popularity_half_life_hours": config.feed.popularity_half_life_hours,
         "feed.similar_k": config.feed.similar_k,
         "feed.personal_depth": config.feed.personal_depth,
+        "feed.personal_first_depth": config.feed.personal_first_depth,
         "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
         "widgets.k": config.widgets.k,

@@ -118,6 +118,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         settings = FeedSettings(
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
+            feed.personal_first_depth,
         )
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights),
