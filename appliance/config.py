@@ -95,7 +95,6 @@ class RealtimeConfig:
     max_receive_count: int
     receive_wait_seconds: float
     consumer_batch: int
-    consumer_linger_seconds: float
     user_index_sync_seconds: float
     dead_letter_max: int  # dead letters kept; the oldest are dropped (and counted) beyond it
     dead_letter_retention_days: float
@@ -449,8 +448,7 @@ def _validate(config: Config) -> None:
         if value <= 0:
             raise InvalidInput(f"config {key} must be positive, got {value}", field=key)
     for key, value in (("realtime.history_window_hours", config.realtime.history_window_hours),
-                       ("jobs.retention_days", config.jobs.retention_days),
-                       ("realtime.consumer_linger_seconds", config.realtime.consumer_linger_seconds)):
+                       ("jobs.retention_days", config.jobs.retention_days)):
         if value < 0:
             raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)
     shares = (config.feed.personal_share, config.feed.new_share)

@@ -177,7 +177,7 @@ class EventConsumer:
 
     def __init__(
         self, queue: DurableQueue, updater: UserVectorUpdater, product_exists: Callable[[int], bool],
-        wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds, linger_seconds: float,
+        wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds,
         on_processed: Callable[[Sequence[float]], None] = lambda lags: None,
     ) -> None:
         self.queue = queue
@@ -187,9 +187,6 @@ class EventConsumer:
         self.product_exists = product_exists
         self.wait_seconds = wait_seconds
         self.batch = batch
-        # after a short batch, wait this long: a trickle then comes in batches (the per-batch reads, writes and
-        # commits are shared), at the price of that much more lag
-        self.linger_seconds = linger_seconds
         self.index_sync_seconds = index_sync_seconds  # the user index trails DuckDB by at most this
         self._synced = 0.0
         self.processed = 0
@@ -260,8 +257,7 @@ class EventConsumer:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if 0 < self.run_once(self.wait_seconds) < self.batch and self.linger_seconds > 0:
-                    self._stop.wait(self.linger_seconds)
+                self.run_once(self.wait_seconds)
             except StoreUnavailable as exc:  # the disk refuses writes: messages wait in DuckDB until it is back
                 log.warning("event batch waits: %s", exc)
                 self._stop.wait(1.0)

@@ -151,7 +151,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
-            realtime.consumer_batch, realtime.user_index_sync_seconds, ids, realtime.consumer_linger_seconds,
+            realtime.consumer_batch, realtime.user_index_sync_seconds, ids,
             on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
         )
         models = ModelRegistry(config.data_path / "models")
