@@ -266,7 +266,7 @@ class Recommender:
                     break
                 self._snapshots.popitem(last=False)
             found = self._snapshots.get(query.feed_id) if query.feed_id else None
-        if found is not None and (found.shallow is None or
+        if found is not None and (found.shallow is None or query.sort is not None or
                                   len(found.personal_rows) >= self._depth(query, found.shallow)):
             return query.feed_id, found  # a deeper page of a shallow snapshot extends it below
         view = self.view()
