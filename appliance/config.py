@@ -196,6 +196,7 @@ def _validate(config: Config) -> None:
         "feed.similar_k": config.feed.similar_k,
         "feed.personal_depth": config.feed.personal_depth,
         "feed.personal_first_depth": config.feed.personal_first_depth,
+        "feed.personal_first_ef": config.feed.personal_first_ef,
         "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
         "widgets.k": config.widgets.k,

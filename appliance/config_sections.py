@@ -52,6 +52,7 @@ class FeedConfig:
     new_arrival_days: float
     personal_depth: int
     personal_first_depth: int
+    personal_first_ef: int
     candidate_cache: int
     exclude_purchased: bool
     snapshot_seconds: float

@@ -89,12 +89,14 @@ def _compact(mirror: IndexMirror) -> bool:
 
 
 def sync(
-    elastic: ElasticSync | NoopElasticSync, recommender: Recommender, products: VectorIndex, users: VectorIndex,
+    elastic: ElasticSync | NoopElasticSync, recommender: Recommender, products: VectorIndex, users: UserStore,
     ids: ShopIds,
 ) -> str:
     """Push pending product and user vectors to Elasticsearch (a no-op when it is not configured).
 
-    The outbox holds the shop's ids (the documents' _id); an id no longer mapped is gone (its document deleted)."""
+    The outbox holds the shop's ids (the documents' _id); an id no longer mapped is gone (its document deleted).
+    User vectors come from DuckDB, not from the hnswlib user index, which trails it by up to
+    `realtime.user_index_sync_seconds`: a shopper marked for sending is never sent as a deletion for want of a sync."""
     if not elastic.enabled:
         return "elasticsearch is not configured"
 
@@ -109,9 +111,8 @@ def sync(
         }
 
     def load_users(exts: Sequence[str]) -> dict:
-        keys = dict(zip(exts, ids.customers.keys(exts), strict=True))
-        vectors = users.lookup(np.asarray([k for k in keys.values() if k is not None], dtype=np.int64))
-        return {e: vectors[k] for e, k in keys.items() if k in vectors}
+        stored = {e: users.get(k) for e, k in zip(exts, ids.customers.keys(exts), strict=True) if k is not None}
+        return {e: user.vector for e, user in stored.items() if user is not None}
 
     result = elastic.sync_once(load_products, load_users)
     return f"sent {result.acked}, failed {result.failed}, waiting {result.not_ready}" + (

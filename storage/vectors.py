@@ -204,15 +204,16 @@ class VectorIndex:
         return len(self._deleted)
 
     def query(
-        self, vector: np.ndarray, k: int, accept: Callable[[int], bool] | None = None
+        self, vector: np.ndarray, k: int, accept: Callable[[int], bool] | None = None, ef: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest labels to `vector` and their cosine similarities, best first."""
+        """The k nearest labels to `vector` and their cosine similarities, best first; searched with `ef`
+        (default `index.ef_search`), raised to k when smaller."""
         vector = np.asarray(vector, dtype=np.float32)
         with self._lock:
             k = min(k, len(self))
             if k <= 0:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
-            self._index.set_ef(max(self.config.ef_search, k))
+            self._index.set_ef(max(self.config.ef_search if ef is None else ef, k))
             try:
                 labels, distances = self._index.knn_query(vector, k=k, filter=accept)
             except RuntimeError:  # the filter left fewer than k: the graph search cannot fill k places

@@ -97,6 +97,12 @@ def test_feed_ranked_inside_elasticsearch_equals_the_appliance_ranking(local_clu
         services = client.app.state.services
         assert services.jobs.run("sync").detail.startswith("sent 15")  # 14 products and 1 user
         assert client.get("/sync").json()["pending"] == 0
+        # the shopper's document holds their vector, though the consumer's own user index sync has not run since
+        # (the sync job reads the vectors from DuckDB)
+        cfg = services.config.elasticsearch
+        shopper = local_cluster.get(index=cfg.user_index, id="anon-5")["_source"]
+        vector = services.users.get(services.ids.customers.key("anon-5")).vector
+        assert shopper[cfg.user_vector_field] == pytest.approx(vector.tolist(), abs=1e-5)
         local_cluster.indices.refresh(index="shop")
         ranked = client.get("/customers/anon-5/feed", params={"backend": "elasticsearch", "per_page": 14}).json()
         assert ranked["ordering"] == "personal" and ranked["total"] == 14

@@ -93,6 +93,19 @@ def test_index_query_with_a_filter_that_leaves_fewer_than_k(tmp_path) -> None:
     assert labels[0] == 1 and sims[0] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_index_query_searches_with_the_ef_asked_raised_to_k(tmp_path) -> None:
+    config = load_config().index
+    index = VectorIndex(tmp_path / "p.hnsw", 8, config)
+    vectors = np.random.default_rng(2).normal(size=(300, 8)).astype(np.float32)
+    index.upsert(np.arange(1, 301), vectors)
+    searched = []
+    for k, ef in ((5, 40), (50, 10), (5, None)):
+        labels, _ = index.query(vectors[0], k, ef=ef)
+        searched.append(index._index.ef)
+        assert len(labels) == k and labels[0] == 1
+    assert searched == [40, 50, config.ef_search]
+
+
 def test_purchases_are_kept_per_customer_and_erased_with_them(db) -> None:
     from appliance.types import Event
     from storage.events import EventStore

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+import numpy as np
 import torch
 
 from appliance.config import Config
@@ -121,9 +122,13 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
             feed.personal_first_depth,
         )
+
+        def nearest(vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # the first lookup: its own ef
+            return index.query(vector, k, ef=feed.personal_first_ef if k <= feed.personal_first_depth else None)
+
         recommender = Recommender(
-            store.all, lambda now: events.popularity(now, half_life, weights),
-            lambda vector, k: index.query(vector, k), now_utc, feed.popularity_refresh_seconds, settings,
+            store.all, lambda now: events.popularity(now, half_life, weights), nearest, now_utc,
+            feed.popularity_refresh_seconds, settings,
         )
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
@@ -168,7 +173,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc, shown),
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
-            "sync": lambda: upkeep.sync(elastic, recommender, index, user_mirror.index, ids),
+            "sync": lambda: upkeep.sync(elastic, recommender, index, users, ids),
             "widgets": lambda: refresh_widgets(tables),
         }
         jobs = Jobs(
