@@ -155,6 +155,7 @@ class TrainingConfig:
     popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
     prior_as_of: str  # "moment": popularity as of each example's time; "end": at the end of the training data
     prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
+    cold_start_prior: bool  # choose where products without events rank in the prior (appliance.prior); false: at 0
 
 
 @dataclass(frozen=True)

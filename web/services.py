@@ -117,9 +117,11 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
         )
+        serving = ServingModel()
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights),
             lambda vector, k: index.query(vector, k), now_utc, feed.popularity_refresh_seconds, settings,
+            lambda now: upkeep.serving_prior(events, serving, config, now),
         )
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
@@ -134,7 +136,6 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         realtime = config.realtime
         queue = make_queue(config, db)
-        serving = ServingModel()
         feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
 
         def users_changed(keys: Sequence[int]) -> None:
