@@ -28,14 +28,12 @@ def popularity_prior(
     popularity: np.ndarray, known: np.ndarray | None = None, cold: np.ndarray | float = 0.0
 ) -> np.ndarray:
     """The term a tower's learned `popularity_weight` multiplies, (..., N) -> (..., N): log(1 + popularity)
-    (negatives clip to 0) of the `known` products (default: popularity > 0); the others rank with `cold`, the
-    popularity `cold_popularity` gives them (the tower's `cold_quantile`; 0: below every product with an event).
+    (negatives clip to 0) of the `known` products (None: all); the others rank with `cold`, the popularity
+    `cold_popularity` gives them (the tower's `cold_quantile`; 0: below every product with an event).
     Training, evaluation and serving all rank with these two functions."""
     popularity = np.asarray(popularity)
     if known is not None:
         popularity = np.where(known, popularity, cold)
-    elif np.any(cold):
-        popularity = np.where(popularity > 0, popularity, cold)
     return np.log1p(np.clip(popularity, 0.0, None))
 
 
