@@ -13,15 +13,15 @@ def cold_popularity(popularity: np.ndarray, known: np.ndarray, quantile: float) 
     without any event is ranked with, the `quantile` of the known products' popularity in its row (0 for
     quantile 0 or when none is known). A product nobody has touched yet is unknown, not unwanted; a quantile
     (not a constant) keeps its place among the known products whatever the shop's traffic."""
-    popularity = np.asarray(popularity, dtype=np.float64)
+    popularity = np.asarray(popularity)  # its own dtype: training's snapshots are float32
     if quantile <= 0.0:
-        return np.zeros((*popularity.shape[:-1], 1))
+        return np.zeros((*popularity.shape[:-1], 1), dtype=popularity.dtype)
     known = np.broadcast_to(known, popularity.shape)
     ordered = np.sort(np.where(known, popularity, -np.inf), axis=-1)  # the unknown first, then the known ascending
     count = known.sum(-1, keepdims=True)  # (..., 1)
     at = popularity.shape[-1] - count + np.floor(quantile * np.maximum(count - 1, 0)).astype(np.int64)
     fill = np.take_along_axis(ordered, np.minimum(at, popularity.shape[-1] - 1), axis=-1)
-    return np.where(count > 0, fill, 0.0)
+    return np.where(count > 0, fill, 0).astype(popularity.dtype)
 
 
 def popularity_prior(
