@@ -22,7 +22,9 @@ With the popularity prior on, the logits are (cosine + popularity_weight * log(1
 Popularity is either as of each example's moment (`training.prior_as_of = "moment"`: the events strictly before
 it, as a feed had them then) or at the end of the training data without the example's own customer (whose
 events include the positive itself, which would leak the answer), with its own half-life
-(`training.prior_half_life_hours`).
+(`training.prior_half_life_hours`). A product without any event before that moment ranks at the tower's cold
+quantile of the known products' popularity (`appliance.prior`: chosen on validation before the first epoch and
+again for the trained weight at the end).
 """
 
 from __future__ import annotations
