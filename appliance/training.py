@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from appliance.config import TowerConfig, TrainingConfig
+from appliance.config_sections import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.examples import (
     Examples,

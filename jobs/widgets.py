@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from appliance import widgets as sources
-from appliance.config import WidgetsConfig
+from appliance.config_sections import WidgetsConfig
 from appliance.cooccurrence import Neighbours, trending
 from appliance.errors import InvalidInput
 from appliance.finish import Finish, finish

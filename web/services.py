@@ -44,6 +44,7 @@ from storage.rules import RuleStore
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 from web.ids import exts
+from web.queued import queued_event
 from web.schemas import ProductOuts
 
 log = logging.getLogger("appliance")
@@ -135,7 +136,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors
         )
         realtime = config.realtime
-        queue = make_queue(config, db)
+        queue = make_queue(config, db, on_outage=lambda cause: metrics.queue_outages.labels("outbox", cause).inc())
         feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
 
         def users_changed(keys: Sequence[int]) -> None:
@@ -149,8 +150,10 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
-            realtime.consumer_batch, realtime.user_index_sync_seconds, ids,
+            realtime.consumer_batch, realtime.user_index_sync_seconds, ids, realtime.consumer_backoff_max_seconds,
+            lambda body, sent_at: queued_event(body, sent_at, config.events.max_future_seconds),
             on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
+            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(),
         )
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
@@ -211,6 +214,10 @@ def watch_state(services: Services) -> None:
             lambda: queue.stats().oldest_age_seconds)
     m.gauge("queue_outbox_messages", "Event messages committed in DuckDB, not yet sent to SQS (0 in process)",
             lambda: queue.stats().outbox_backlog)
+    m.gauge("queue_outage_seconds", "How long the consumer (and the SQS outbox sender) have been failing, 0 when not",
+            lambda: {("consumer",): services.consumer.outage.seconds,
+                     **({("outbox",): queue.sender.outage.seconds} if isinstance(queue, SqsQueue) else {})},
+            ("part",))
     m.gauge("embedding_backlog_products", "Product lines still waiting for their vector",
             services.catalog.store.pending_count)
     m.gauge("index_vectors", "Vectors in each hnswlib index", lambda: {
