@@ -195,6 +195,7 @@ def _validate(config: Config) -> None:
         "feed.popularity_half_life_hours": config.feed.popularity_half_life_hours,
         "feed.similar_k": config.feed.similar_k,
         "feed.personal_depth": config.feed.personal_depth,
+        "feed.personal_first_depth": config.feed.personal_first_depth,
         "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
         "widgets.k": config.widgets.k,

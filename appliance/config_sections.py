@@ -51,6 +51,7 @@ class FeedConfig:
     new_share: float
     new_arrival_days: float
     personal_depth: int
+    personal_first_depth: int
     candidate_cache: int
     exclude_purchased: bool
     snapshot_seconds: float

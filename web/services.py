@@ -24,6 +24,7 @@ from jobs.catalog import CatalogService
 from jobs.erasure import CustomerEraser
 from jobs.feed import Feeds
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
+from jobs.ingest import GroupCommit
 from jobs.metrics import Metrics
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
@@ -77,6 +78,7 @@ class Services:
     feeds: Feeds
     product_out: ProductOuts
     widgets: WidgetParts  # bought together, related, trending, recently viewed
+    ingest: GroupCommit  # POST /events' writes, committed in groups
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -117,6 +119,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         settings = FeedSettings(
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
+            feed.personal_first_depth,
         )
         serving = ServingModel()
         recommender = Recommender(
@@ -186,6 +189,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         models, updater, consumer, elastic, jobs,
         CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions),
         impressions, metrics, feeds, ProductOuts(config.catalog.tier_thresholds, ids.products), widget_parts,
+        GroupCommit(db, events, queue),
     )
     watch_state(services)
     return services
