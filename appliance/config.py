@@ -85,6 +85,9 @@ class WidgetsConfig:
     max_in_row: int
     diversity_by: str
     refresh_seconds: float
+    recently_viewed_size: int  # products remembered per shopper (the most a recently-viewed answer holds)
+    recently_viewed_shoppers: int  # shoppers whose views are kept in memory
+    cache_entries: int  # finished answers (and products' neighbour lists) kept in memory
 
 
 @dataclass(frozen=True)
@@ -418,6 +421,9 @@ def _validate(config: Config) -> None:
         "widgets.depth": config.widgets.depth,
         "widgets.trending_recent_hours": config.widgets.trending_recent_hours,
         "widgets.trending_baseline_days": config.widgets.trending_baseline_days,
+        "widgets.recently_viewed_size": config.widgets.recently_viewed_size,
+        "widgets.recently_viewed_shoppers": config.widgets.recently_viewed_shoppers,
+        "widgets.cache_entries": config.widgets.cache_entries,
         "realtime.max_receive_count": config.realtime.max_receive_count,
         "realtime.consumer_batch": config.realtime.consumer_batch,
         "realtime.dead_letter_max": config.realtime.dead_letter_max,
