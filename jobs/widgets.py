@@ -28,6 +28,7 @@ from storage.rules import RuleStore
 from storage.vectors import VectorIndex
 
 BASKET = ("product_added_to_cart", "product_purchased")
+FINISH_HEAD = 4  # appliance/finish.py diversifies the first 4 × k allowed picks: more cannot change an answer
 MODELS = ("bought-together", "related", "looking-similar", "trending", "recently-viewed")
 
 
@@ -102,10 +103,33 @@ def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
         return hit[1]
     if ask.model == "looking-similar":  # what it says: the nearest in order, not diversified
         how = replace(how, max_in_row=0)
-    picks = finish(m.view, _source(parts, ask, call, m), how)
+    picks = finish(m.view, head_of(m, _source(parts, ask, call, m), how), how)
     if key is not None:
         parts.memo.answers.put(key, (m.popularity, picks))  # holds what the stamp names by id
     return picks
+
+
+def head_of(m: Moment, picks: list[Pick], how: Finish) -> list[Pick]:
+    """The part of a long candidate list (trending: up to 2000) that the pipeline can use, so a request does not
+    walk all of it: the candidates the filters allow, de-duplicated, the first `FINISH_HEAD` × k plus the pins.
+    Exact while no hide, boost or bury rule is active (those re-rank or remove; the whole list goes then): the
+    pipeline keeps the allowed candidates in order and arranges only the first 4 × k."""
+    active = [r for r in how.rules if r.active(m.now)]
+    need = FINISH_HEAD * how.k + sum(r.kind == "pin" for r in active)
+    if len(picks) <= need or any(r.kind != "pin" for r in active):
+        return picks
+    view = m.view
+    rows = np.fromiter((view.row.get(p.product_id, -1) for p in picks), np.int64, len(picks))
+    ok = rows >= 0
+    ok[ok] = Selection.of(view, how.query, how.purchased).allows(rows[ok])
+    head, seen = [], set()
+    for pick, allowed in zip(picks, ok.tolist(), strict=True):
+        if allowed and pick.product_id not in seen:
+            seen.add(pick.product_id)
+            head.append(pick)
+            if len(head) == need:
+                break
+    return head
 
 
 def _source(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:

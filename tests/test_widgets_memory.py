@@ -6,17 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from litestar.testing import TestClient
 
+from appliance.catalog_view import CatalogView
 from appliance.config import load_config
+from appliance.finish import Finish, finish
+from appliance.pipeline import FeedQuery
 from appliance.recently_viewed import ViewRing
 from appliance.rules import Rule
-from appliance.types import Event, now_utc
-from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
+from appliance.types import Event, Pick, now_utc
+from jobs.widget_memory import Moment
+from jobs.widgets import head_of
+from tests.helpers import LOCAL, product, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 
 
@@ -166,3 +173,26 @@ def test_the_ring_answers_exactly_or_says_it_cannot() -> None:
     ring.forget(2)
     ring.add([(2, 21, 170.0)])  # a batch in flight for a forgotten shopper is refused
     assert ring.recent(2, 145.0, 3) == []
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_a_long_list_cut_to_its_head_gives_the_same_answer(case: int) -> None:
+    rng = np.random.default_rng(case)
+    brands, leaves = ["a", "b", "c"], [("Shoes", "Running"), ("Shoes", "Trail"), ("Home", "Pots")]
+    view = CatalogView([product(i, price=float(rng.integers(5, 200)), merchant=brands[i % 3],
+                                category_path=leaves[int(rng.integers(3))], in_stock=bool(i % 7))
+                        for i in range(1, 601)])
+    scores = np.sort(rng.random(500))[::-1]
+    picks = [Pick(int(p), float(s), "trending", "r") for p, s in zip(rng.permutation(600)[:500] + 1, scores,
+                                                                     strict=True)]
+    query = [FeedQuery(), FeedQuery(categories=("Running",)), FeedQuery(max_price=40.0),
+             FeedQuery(in_stock=True, exclude=frozenset(range(1, 300))), FeedQuery(min_score=0.7),
+             FeedQuery(categories=("Pots", "Trail"), min_price=100.0)][case]
+    now = now_utc()
+    rules = (Rule("pin", product_id=int(picks[-1].product_id), position=2, rule_id=1),) if case % 2 else ()
+    how = Finish(query, 10, frozenset(p.product_id for p in picks[:8]), 2, "brand", rules, now)
+    m = Moment(view, None, rules, now, np.zeros(0), ())
+    head = head_of(m, picks, how)
+    assert len(head) < len(picks) and finish(view, head, how) == finish(view, picks, how)
+    hidden = replace(how, rules=(Rule("hide", brand="a", rule_id=2),))
+    assert head_of(m, picks, hidden) == picks  # a hide (or boost, bury) rule: the whole list goes to the pipeline
