@@ -59,7 +59,11 @@ class Widgets:
         return cached[1]
 
     def refresh(self) -> WidgetTables:
+        """Build the tables now; a caller that waited for a build in progress takes that one."""
+        started = self.generation
         with self._building:
+            if self.generation != started and self._tables is not None:
+                return self._tables[1]
             tables = self._build()
             with self._lock:
                 self._tables = (time.monotonic(), tables)
