@@ -81,27 +81,32 @@ def run(args: argparse.Namespace) -> int:
             assert status == 200, first
             entry: dict[str, Any] = {"products": size, "events": events,
                                      "tables_build_ms": round((time.perf_counter() - t0) * 1000, 1), "runs": []}
-            trivial = _measure(server, "health", [{"method": "GET", "path": "/health/live", "tag": "health"}],
-                               args, 1, root)
-            entry["runs"].append(trivial)
+            health = [{"method": "GET", "path": "/health/live", "tag": "health"}]
+            # the trivial route at each concurrency before and after the widgets: a share is against their mean
+            before = {level: _measure(server, "health", health, args, level, root) for level in levels}
+            widget_runs = []
             for widget in WIDGETS:
                 for level in levels:
                     rng = np.random.default_rng(level * 31 + WIDGETS.index(widget))
                     row = _measure(server, widget, _requests(widget, size, customers, rng), args, level, root)
-                    row["share_of_trivial"] = round(row["rps"] / trivial["rps"], 3) if trivial["rps"] else None
-                    entry["runs"].append(row)
+                    widget_runs.append(row)
                     print(f"  {widget:16s} c={level}: {row['rps']:,.0f} req/s, p50 {row['latency_ms']['p50']:.2f} ms,"
                           f" p99 {row['latency_ms']['p99']:.2f} ms, errors {row['not_ok']}", flush=True)
+            after = {level: _measure(server, "health", health, args, level, root) for level in levels}
+            trivial = {level: (before[level]["rps"] + after[level]["rps"]) / 2 for level in levels}
+            for row in widget_runs:
+                row["share_of_trivial"] = round(row["rps"] / trivial[row["concurrency"]], 3)
+            entry["runs"] = [*before.values(), *widget_runs, *after.values()]
         entry["in_process_ms_per_answer"] = _in_process(path, customers, size)
         results.append(entry)
     rows = [(size_label(e["products"]), r["widget"], r["concurrency"], r["requests"], r["rps"],
-             r.get("share_of_trivial", 1.0), r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
+             r.get("share_of_trivial", ""), r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
              r["server_cpu_ms_per_request"], e["in_process_ms_per_answer"].get(r["widget"], ""), r["not_ok"])
             for e in results for r in e["runs"]]
     print()
     print(table("widgets over HTTP (latency in ms, measured by the client; health = a trivial route; share = req/s"
-                " of the trivial route's in the same run; server cpu = the server's CPU per request; in process ="
-                " ms per answer without HTTP)",
+                " against the trivial route's at the same concurrency, before and after the widgets; server cpu ="
+                " the server's CPU per request; in process = ms per answer without HTTP)",
                 ("products", "widget", "conns", "requests", "req/s", "share", "p50", "p99", "max", "server cpu ms",
                  "in process ms", "not 200"), rows))
     print("tables built on first use in " + ", ".join(f"{e['tables_build_ms']:,.0f} ms at "
