@@ -81,15 +81,20 @@ def _leaf(view: CatalogView, product_id: int) -> str:
     return path[-1] if path else "the shop"
 
 
-def popular(view: CatalogView, popularity: np.ndarray, rows: np.ndarray, where: str, limit: int) -> list[Pick]:
-    """The fallback: the `limit` most popular of these rows, scored relative to the shop's most popular product."""
-    top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
+def ranked(view: CatalogView, popularity: np.ndarray, name: str | None) -> np.ndarray:
+    """The rows under this category (None: the whole shop) with any popularity, most popular first (ties by id)."""
+    rows = np.arange(len(view)) if name is None else view.by_category.get(name.strip().lower(), np.zeros(0, np.int64))
+    rows = rows[rows < len(popularity)]
     rows = rows[popularity[rows] > 0]
-    if len(rows) > limit:
-        rows = rows[np.argpartition(-popularity[rows], limit - 1)[:limit]]
-    rows = rows[np.lexsort((view.ids[rows], -popularity[rows]))]
+    return rows[np.lexsort((view.ids[rows], -popularity[rows]))]
+
+
+def popular(view: CatalogView, popularity: np.ndarray, rows: np.ndarray, where: str, limit: int) -> list[Pick]:
+    """The fallback: the first `limit` of these rows (`ranked`), scored relative to the shop's most popular
+    product."""
+    top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
     return [Pick(int(view.ids[r]), float(popularity[r] / top), "popular", f"popular in {where}",
-                 {"popularity": float(popularity[r] / top)}) for r in rows]
+                 {"popularity": float(popularity[r] / top)}) for r in rows[:limit].tolist()]
 
 
 def bought_together(tables: WidgetTables, view: CatalogView, product_ids: Sequence[int]) -> list[Pick]:
@@ -109,16 +114,22 @@ def complement_of(view: CatalogView, product_ids: Sequence[int]) -> tuple[str, f
 
 
 def complements(view: CatalogView, popularity: np.ndarray, where: tuple[str, frozenset[str]] | None,
-                limit: int) -> list[Pick]:
-    """The fallback when no co-purchase is known: popular products of `complement_of`'s place."""
+                rows: np.ndarray, limit: int) -> list[Pick]:
+    """The fallback when no co-purchase is known: the most popular products of `complement_of`'s place, from
+    `rows` = `ranked` of its top category (or of the whole shop), without the products' own subcategories."""
     if where is None:
-        return popular(view, popularity, np.arange(len(view)), "the shop", limit)
+        return popular(view, popularity, rows, "the shop", limit)
     parent, leaves = where
     none = np.zeros(0, np.int64)
-    rows = view.by_category.get(parent.strip().lower(), none)
-    for leaf in leaves:
-        rows = rows[~np.isin(rows, view.by_category.get(leaf.strip().lower(), none))]
-    return popular(view, popularity, rows, parent, limit)
+    own = [view.by_category.get(leaf.strip().lower(), none) for leaf in leaves]
+    found, pos, chunk = [], 0, 4 * limit
+    while pos < len(rows) and sum(len(f) for f in found) < limit:
+        part = rows[pos:pos + chunk]
+        for leaf_rows in own:
+            part = part[~np.isin(part, leaf_rows)]
+        found.append(part)
+        pos, chunk = pos + chunk, chunk * 2
+    return popular(view, popularity, np.concatenate(found) if found else none, parent, limit)
 
 
 def looking_similar(view: CatalogView, anchor: int, ids: np.ndarray, cosines: np.ndarray) -> list[Pick]:

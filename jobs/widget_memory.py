@@ -63,7 +63,7 @@ class Memo:
     size: int
     answers: Lru = field(init=False)
     nearest: Lru = field(init=False)  # anchor -> (index version, ids, cosines)
-    complements: Lru = field(init=False)  # (where, limit, stamp) -> picks
+    complements: Lru = field(init=False)  # (top category or None, stamp) -> its rows by popularity
 
     def __post_init__(self) -> None:
         self.answers, self.nearest, self.complements = Lru(self.size), Lru(self.size), Lru(1024)

@@ -147,16 +147,15 @@ def _source(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
 
 
 def _complements(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
-    """Bought-together's fallback, the same for every product of one place: computed once per place."""
+    """Bought-together's fallback: each top category's products by popularity are ranked once per inputs."""
     where = sources.complement_of(m.view, ask.product_ids)
-    limit = max(parts.config.depth, ask.how.k * 5)
-    key = (where, limit, m.stamp)
+    key = (None if where is None else where[0], m.stamp)
     hit = parts.memo.complements.get(key)
     if hit is None:
         call.need(False)  # a posting list or the whole catalog to sort: not on the event loop
-        hit = (m.popularity, sources.complements(m.view, m.popularity, where, limit))
+        hit = (m.popularity, sources.ranked(m.view, m.popularity, key[0]))
         parts.memo.complements.put(key, hit)
-    return hit[1]
+    return sources.complements(m.view, m.popularity, where, hit[1], max(parts.config.depth, ask.how.k * 5))
 
 
 def _recently_viewed(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
