@@ -47,6 +47,7 @@ class FeedSettings:
     snapshot_seconds: float  # how long a feed_id keeps its order
     snapshot_max: int  # feed_ids kept at once (oldest dropped first)
     candidate_cache: int  # shoppers whose nearest products are remembered
+    personal_first_depth: int  # nearest products looked up first; a deeper or filtered page extends to personal_depth
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class _Snapshot:
     personal_scores: np.ndarray
     purchased: frozenset[int]
     created: float
+    shallow: Personal | None = None  # whose nearest products these are while the list may be extended, else None
 
 
 def rank_rows(view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float) -> Ranking:
@@ -125,7 +127,8 @@ class Recommender:
         self._refreshing = False
         self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()  # oldest first
-        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # key -> (rows, cosines, complete: no deeper lookup can add any)
+        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
 
     def view(self) -> CatalogView:
         view = self._view
@@ -140,9 +143,22 @@ class Recommender:
         """Whether the view and a ranking are loaded (a feed then needs no catalog or popularity read)."""
         return self._view is not None and self._ranking is not None
 
-    def knows(self, personal: Personal) -> bool:
-        """Whether this shopper's nearest products are cached (a feed then needs no index lookup)."""
-        return personal.key is not None and personal.key in self._candidates
+    def knows(self, personal: Personal, query: FeedQuery | None = None) -> bool:
+        """Whether this shopper's nearest products are cached deep enough for `query` (a feed then needs no
+        index lookup)."""
+        hit = self._candidates.get(personal.key) if personal.key is not None else None
+        return hit is not None and (hit[2] or query is None or len(hit[0]) >= self._depth(query, personal))
+
+    def _depth(self, query: FeedQuery, personal: Personal) -> int:
+        """Nearest products a page needs: its source head (2 x the page end, purchases left out) unfiltered,
+        the full depth when a filter may drop many."""
+        settings = self.settings
+        filtered = query.categories or query.min_price is not None or query.max_price is not None or \
+            query.in_stock is not None or query.exclude or query.min_score is not None
+        if filtered:
+            return settings.personal_depth
+        need = 2 * query.span[1] + (len(personal.purchased) if settings.exclude_purchased else 0)
+        return settings.personal_first_depth if need <= settings.personal_first_depth else settings.personal_depth
 
     def apply_changes(self, product_ids: Sequence[int], load: Callable[[Sequence[int]], Sequence[Product]]) -> None:
         """Patch the view after products were written or deleted: `load(ids)` reads those that still exist.
@@ -210,20 +226,23 @@ class Recommender:
         self._prices[ascending] = (version, order, rank)
         return order, rank
 
-    def nearest_rows(self, personal: Personal, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
-        """The shopper's nearest products as (rows, cosines), best first; looked up once per `personal.key`."""
+    def nearest_rows(self, personal: Personal, view: CatalogView, depth: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The shopper's `depth` nearest products as (rows, cosines, complete), best first; cached per
+        `personal.key`, looked up again only when a deeper list is asked for."""
         key = personal.key
         if key is not None:
             with self._lock:
                 hit = self._candidates.get(key)
-                if hit is not None:
+                if hit is not None and (hit[2] or len(hit[0]) >= depth):
                     self._candidates.move_to_end(key)
                     return hit
-        ids, sims = self._nearest(personal.vector, self.settings.personal_depth)
+        ids, sims = self._nearest(personal.vector, depth)
         id_list = ids.tolist()
-        known = np.fromiter((pid in view.products for pid in id_list), bool, len(id_list))
-        rows = np.array(view.rows_of(id_list), dtype=np.int64)
-        found = (rows, np.asarray(sims, dtype=np.float64)[known])
+        products, row = view.products, view.row
+        known = [i for i, pid in enumerate(id_list) if pid in products]
+        rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
+        complete = len(id_list) < depth or depth >= self.settings.personal_depth
+        found = (rows, np.asarray(sims, dtype=np.float64)[known], complete)
         if key is not None:
             with self._lock:
                 self._candidates[key] = found
@@ -236,7 +255,7 @@ class Recommender:
         view = self.view()
         for personal in personals:
             if personal.vector is not None and not self.knows(personal):
-                self.nearest_rows(personal, view)
+                self.nearest_rows(personal, view, self.settings.personal_first_depth)
 
     def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
         now = time.monotonic()
@@ -246,23 +265,40 @@ class Recommender:
                 if now - oldest.created <= self.settings.snapshot_seconds:
                     break
                 self._snapshots.popitem(last=False)
-            if query.feed_id and (found := self._snapshots.get(query.feed_id)) is not None:
-                return query.feed_id, found
+            found = self._snapshots.get(query.feed_id) if query.feed_id else None
+        if found is not None and (found.shallow is None or query.sort is not None or
+                                  len(found.personal_rows) >= self._depth(query, found.shallow)):
+            return query.feed_id, found  # a deeper page of a shallow snapshot extends it below
         view = self.view()
-        ranking = self._ranked()
-        personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
+        ranking = found.ranking if found is not None else self._ranked()
+        personal_rows, personal_scores, shallow = np.zeros(0, np.int64), np.zeros(0), None
+        personal = found.shallow if found is not None else personal
         purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
         if personal is not None and personal.vector is not None and query.sort is None:
-            rows, sims = self.nearest_rows(personal, view)
-            ranked = by_prior(np.arange(len(rows)), sims, _popularity_at(ranking, rows), personal.popularity_weight)
-            personal_rows, personal_scores = rows[ranked], sims[ranked] + 1.0  # the score shown: cosine + 1
-        snap = _Snapshot(ranking, personal_rows, personal_scores, purchased, now)
-        feed_id = secrets.token_urlsafe(9)
+            rows, sims, complete = self.nearest_rows(personal, view, self._depth(query, personal))
+            shallow = None if complete else personal
+            personal_rows, personal_scores = self._personal_order(ranking, personal, rows, sims, found)
+        snap = _Snapshot(ranking, personal_rows, personal_scores, purchased, found.created if found else now, shallow)
+        feed_id = query.feed_id if found is not None else secrets.token_urlsafe(9)
         with self._lock:
             self._snapshots[feed_id] = snap
             while len(self._snapshots) > self.settings.snapshot_max:
                 self._snapshots.popitem(last=False)
         return feed_id, snap
+
+    @staticmethod
+    def _personal_order(ranking: Ranking, personal: Personal, rows: np.ndarray, sims: np.ndarray,
+                        extending: _Snapshot | None) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest products by cosine + the prior, scores shown as cosine + 1; when a deeper lookup extends a
+        snapshot, its earlier order stays as it was and only the newly found products follow it."""
+        if extending is not None:
+            new = ~np.isin(rows, extending.personal_rows)
+            rows, sims = rows[new], sims[new]
+        ranked = by_prior(np.arange(len(rows)), sims, _popularity_at(ranking, rows), personal.popularity_weight)
+        if extending is None:
+            return rows[ranked], sims[ranked] + 1.0
+        return (np.concatenate([extending.personal_rows, rows[ranked]]),
+                np.concatenate([extending.personal_scores, sims[ranked] + 1.0]))
 
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from appliance.config import TowerConfig
+from appliance.config_sections import TowerConfig
 from appliance.types import EVENT_NAMES
 
 AGE_FREQUENCIES = 8  # sinusoidal features of log(1 + age in hours)

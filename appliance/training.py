@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from appliance.config import TowerConfig, TrainingConfig
+from appliance.config_sections import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.evaluation import ranking_metrics
 from appliance.examples import (

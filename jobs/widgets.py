@@ -12,7 +12,7 @@ import numpy as np
 
 from appliance import widgets as sources
 from appliance.catalog_view import CatalogView
-from appliance.config import WidgetsConfig
+from appliance.config_sections import WidgetsConfig
 from appliance.cooccurrence import Neighbours, trending, trending_categories
 from appliance.errors import InvalidInput
 from appliance.finish import Finish, finish

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from appliance.config import TowerConfig
+from appliance.config_sections import TowerConfig
 from appliance.errors import ModelUnreadable, NotFound
 from appliance.evaluation import should_promote
 from appliance.tower import UserTower

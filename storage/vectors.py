@@ -12,7 +12,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from appliance.config import IndexConfig
+from appliance.config_sections import IndexConfig
 from storage.hnsw_file import DamagedIndex, check_structure, digest
 
 SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count

@@ -24,6 +24,7 @@ from jobs.catalog import CatalogService
 from jobs.erasure import CustomerEraser
 from jobs.feed import Feeds
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
+from jobs.ingest import GroupCommit
 from jobs.metrics import Metrics
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
@@ -46,6 +47,7 @@ from storage.rules import RuleStore
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 from web.ids import exts
+from web.queued import queued_event
 from web.schemas import ProductOuts
 
 log = logging.getLogger("appliance")
@@ -78,6 +80,7 @@ class Services:
     feeds: Feeds
     product_out: ProductOuts
     widgets: WidgetParts  # bought together, related, trending, recently viewed
+    ingest: GroupCommit  # POST /events' writes, committed in groups
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -118,6 +121,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         settings = FeedSettings(
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
+            feed.personal_first_depth,
         )
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights),
@@ -135,7 +139,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors
         )
         realtime = config.realtime
-        queue = make_queue(config, db)
+        queue = make_queue(config, db, on_outage=lambda cause: metrics.queue_outages.labels("outbox", cause).inc())
         serving = ServingModel()
         feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
 
@@ -152,8 +156,10 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         recent = RecentViews(baskets, w.recently_viewed_size, w.recently_viewed_shoppers, w.window_days, now_utc)
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
-            realtime.consumer_batch, realtime.user_index_sync_seconds, ids,
-            on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags], on_events=recent.observe,
+            realtime.consumer_batch, realtime.user_index_sync_seconds, ids, realtime.consumer_backoff_max_seconds,
+            lambda body, sent_at: queued_event(body, sent_at, config.events.max_future_seconds),
+            on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
+            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(), on_events=recent.observe,
         )
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
@@ -186,6 +192,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         models, updater, consumer, elastic, jobs,
         CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions, recent),
         impressions, metrics, feeds, ProductOuts(config.catalog.tier_thresholds, ids.products), widget_parts,
+        GroupCommit(db, events, queue),
     )
     watch_state(services)
     return services
@@ -214,6 +221,10 @@ def watch_state(services: Services) -> None:
             lambda: queue.stats().oldest_age_seconds)
     m.gauge("queue_outbox_messages", "Event messages committed in DuckDB, not yet sent to SQS (0 in process)",
             lambda: queue.stats().outbox_backlog)
+    m.gauge("queue_outage_seconds", "How long the consumer (and the SQS outbox sender) have been failing, 0 when not",
+            lambda: {("consumer",): services.consumer.outage.seconds,
+                     **({("outbox",): queue.sender.outage.seconds} if isinstance(queue, SqsQueue) else {})},
+            ("part",))
     m.gauge("embedding_backlog_products", "Product lines still waiting for their vector",
             services.catalog.store.pending_count)
     m.gauge("index_vectors", "Vectors in each hnswlib index", lambda: {

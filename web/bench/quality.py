@@ -13,7 +13,6 @@ with training seconds per 100k training events and the peak resident memory (get
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import time
@@ -36,7 +35,7 @@ from appliance.training import train_tower
 from appliance.types import EVENT_INDEX, Event, Product, now_utc
 from storage.datasets import MOVIELENS_DIR, RETAIL_FILE, load_movielens, load_online_retail
 from web.bench.als import AlsScorer, tune_als
-from web.bench.common import DEFAULT_OUT, REPO, machine_facts
+from web.bench.common import DEFAULT_OUT, REPO, write_result
 from web.bench.sasrec import params_for, train_sasrec
 
 DATASETS = ("demo", "movielens", "retail")
@@ -50,6 +49,7 @@ def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets-dir", default=str(DEFAULT_DATASETS), help="shared/datasets folder")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="product-vector cache (default bench/cache)")
     p.add_argument("--config", help="a TOML file overriding the shipped config.toml")
+    p.set_defaults(positionals=("dataset",))
 
 
 def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None = None) -> None:
@@ -172,18 +172,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"tower: {report.train_seconds:.1f} s ({facts['tower_seconds_per_100k_events']} s per 100k training "
               f"events), {report.epochs} epochs, kept epoch {report.best_epoch}")
     print(f"peak RSS {memory['peak_mib']:.0f} MiB")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"quality_{args.dataset}.json"
-    body = {"benchmark": f"quality_{args.dataset}", "command": f"appliance bench quality {args.dataset}",
-            "machine": machine_facts(), "config": {"tower": _plain(config.tower), "training": _plain(config.training)},
-            **facts, "evaluation": tables["all"][0], "tower_versus": tables["all"][1],
-            "cold_start": dict(zip(("evaluation", "tower_versus"), tables["cold"], strict=True))
-            if "cold" in tables else None,
-            "training": report.as_dict() if report is not None else None}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(body, indent=1, default=str))
-    os.replace(tmp, path)
+    path = write_result(f"quality_{args.dataset}", args, {
+        "config": {"tower": _plain(config.tower), "training": _plain(config.training)},
+        **facts, "evaluation": tables["all"][0], "tower_versus": tables["all"][1],
+        "cold_start": dict(zip(("evaluation", "tower_versus"), tables["cold"], strict=True))
+        if "cold" in tables else None,
+        "training": report.as_dict() if report is not None else None})
     print(f"wrote {path}")
     return 0
 
