@@ -74,6 +74,9 @@ class WidgetsConfig:
     max_in_row: int
     diversity_by: str
     refresh_seconds: float
+    recently_viewed_size: int  # products remembered per shopper (the most a recently-viewed answer holds)
+    recently_viewed_shoppers: int  # shoppers whose views are kept in memory
+    cache_entries: int  # finished answers (and products' neighbour lists) kept in memory
 
 
 @dataclass(frozen=True)
