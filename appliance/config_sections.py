@@ -75,6 +75,9 @@ class WidgetsConfig:
     max_in_row: int
     diversity_by: str
     refresh_seconds: float
+    recently_viewed_size: int  # products remembered per shopper (the most a recently-viewed answer holds)
+    recently_viewed_shoppers: int  # shoppers whose views are kept in memory
+    cache_entries: int  # finished answers (and products' neighbour lists) kept in memory
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class TrainingConfig:
     popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
     prior_as_of: str  # "moment": popularity as of each example's time; "end": at the end of the training data
     prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
+    cold_start_prior: bool  # choose where products without events rank in the prior (appliance.prior); false: at 0
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from appliance.catalog_view import CatalogView
 from appliance.pipeline import FeedPage, FeedQuery, Selection
-from appliance.ranking import Source, by_prior, interleave
+from appliance.ranking import Source, by_prior, cold_popularity, interleave, popularity_prior
 from appliance.types import Product, Scored
 
 # (vector, k) -> (product ids, cosine similarities), best first
@@ -51,6 +51,27 @@ class FeedSettings:
 
 
 @dataclass(frozen=True)
+class ServingPrior:
+    """The serving tower's `ranking.popularity_prior` of every row: over popularity with the half-life the tower
+    was trained with (not the feed's), products without events at its cold quantile."""
+
+    values: np.ndarray  # (n,) per row
+    cold: float  # the value of a product without events (rows added after it was computed)
+
+    @classmethod
+    def of(cls, popularity: np.ndarray, cold_quantile: float) -> ServingPrior:
+        known = popularity > 0  # EventStore.popularity: every product with an event is above 0
+        cold = cold_popularity(popularity, known, cold_quantile)
+        return cls(popularity_prior(popularity, known, cold), float(popularity_prior(cold)[0]))
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        out = np.full(len(rows), self.cold)
+        inside = rows < len(self.values)
+        out[inside] = self.values[rows[inside]]
+        return out
+
+
+@dataclass(frozen=True)
 class Ranking:
     """The default order of every row (popularity desc, newest first, then id) and what it was computed from."""
 
@@ -59,6 +80,7 @@ class Ranking:
     popularity: np.ndarray  # (n,) decayed weighted event count per row
     new_rows: np.ndarray  # new arrivals, newest first
     at: float  # time.monotonic() of the popularity it uses
+    prior: ServingPrior | None = None  # the serving tower's prior over the same rows
 
 
 @dataclass(frozen=True)
@@ -73,7 +95,10 @@ class _Snapshot:
     shallow: Personal | None = None  # whose nearest products these are while the list may be extended, else None
 
 
-def rank_rows(view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float) -> Ranking:
+def rank_rows(
+    view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float,
+    prior: ServingPrior | None = None,
+) -> Ranking:
     n = len(view)
     ids, created = view.ids, view.created
     order = np.lexsort((ids, -created, -popularity[:n]))
@@ -81,16 +106,7 @@ def rank_rows(view: CatalogView, popularity: np.ndarray, now_ts: float, new_days
     rank[order] = np.arange(n)
     new_rows = np.flatnonzero(created >= now_ts - new_days * 86400.0)
     new_rows = new_rows[np.lexsort((ids[new_rows], -created[new_rows]))]
-    return Ranking(order, rank, popularity[:n], new_rows, at)
-
-
-def _popularity_at(ranking: Ranking, rows: np.ndarray) -> np.ndarray:
-    """Popularity of rows, 0 for rows newer than the ranking."""
-    popularity = ranking.popularity
-    out = np.zeros(len(rows))
-    inside = rows < len(popularity)
-    out[inside] = popularity[rows[inside]]
-    return out
+    return Ranking(order, rank, popularity[:n], new_rows, at, prior)
 
 
 def _price_ranking(view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -113,9 +129,13 @@ class Recommender:
         clock: Callable[[], datetime],
         popularity_ttl_seconds: float,
         settings: FeedSettings,
+        load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float]] | None = None,
     ) -> None:
+        """`load_popularity(now)` is the feed's (ids, popularity); `load_prior(now)` the serving tower's (ids,
+        popularity with its trained half-life, cold quantile), None: the feed's popularity, no cold quantile."""
         self._load_catalog = load_catalog
         self._load_popularity = load_popularity
+        self._load_prior = load_prior
         self._nearest = nearest
         self._clock = clock
         self._ttl = popularity_ttl_seconds
@@ -176,7 +196,8 @@ class Recommender:
                 popularity = np.zeros(len(view))
                 popularity[:len(ranking.popularity)] = ranking.popularity
                 now = self._clock().timestamp()
-                self._ranking = rank_rows(view, popularity, now, self.settings.new_arrival_days, ranking.at)
+                self._ranking = rank_rows(view, popularity, now, self.settings.new_arrival_days, ranking.at,
+                                          ranking.prior)
 
     def popularity_of(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
         """Rows in the default order (popularity desc, newest first, then id) and each row's popularity."""
@@ -191,13 +212,20 @@ class Recommender:
         view = self.view()
         now = self._clock()
         ids, scores = self._load_popularity(now)
+        prior_ids, prior_scores, cold_quantile = self._load_prior(now) if self._load_prior else (ids, scores, 0.0)
         with self._patch:
-            popularity = np.zeros(len(view), dtype=np.float64)
-            rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
-            popularity[rows] = np.asarray(scores, dtype=np.float64)[known]
-            ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic())
+            popularity, prior = self._per_row(view, ids, scores), self._per_row(view, prior_ids, prior_scores)
+            ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic(),
+                                ServingPrior.of(prior, cold_quantile))
             self._ranking = ranking
         return ranking
+
+    @staticmethod
+    def _per_row(view: CatalogView, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(view), dtype=np.float64)
+        rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
+        out[rows] = np.asarray(scores, dtype=np.float64)[known]
+        return out
 
     def _ranked(self) -> Ranking:
         """The current ranking; once it is older than the TTL, one background thread computes the next."""
@@ -294,7 +322,8 @@ class Recommender:
         if extending is not None:
             new = ~np.isin(rows, extending.personal_rows)
             rows, sims = rows[new], sims[new]
-        ranked = by_prior(np.arange(len(rows)), sims, _popularity_at(ranking, rows), personal.popularity_weight)
+        prior = ranking.prior.at(rows) if ranking.prior is not None else np.zeros(len(rows))
+        ranked = by_prior(np.arange(len(rows)), sims, prior, personal.popularity_weight)
         if extending is None:
             return rows[ranked], sims[ranked] + 1.0
         return (np.concatenate([extending.personal_rows, rows[ranked]]),

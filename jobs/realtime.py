@@ -182,6 +182,7 @@ class EventConsumer:
         wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds, backoff_max_seconds: float,
         read_body: Callable[[Any, datetime], BodyEvent],
         on_processed: Callable[[Sequence[float]], None] = lambda lags: None,
+        on_events: Callable[[Sequence[Event]], None] = lambda events: None,
         on_outage: Callable[[str], None] = lambda cause: None,
     ) -> None:
         self.queue = queue
@@ -190,6 +191,7 @@ class EventConsumer:
         self.outage = Outage("event consumer", log, 1.0, backoff_max_seconds, on_outage)
         self.ids = ids
         self.on_processed = on_processed  # told each processed message's lag (seconds since it was sent)
+        self.on_events = on_events  # told the events processed (in keys), e.g. the recently viewed rings
         self.updater = updater
         self.product_exists = product_exists
         self.wait_seconds = wait_seconds
@@ -202,7 +204,7 @@ class EventConsumer:
 
     def run_once(self, wait_seconds: float = 0.0) -> int:
         messages = self.queue.receive(max_messages=self.batch, wait_seconds=wait_seconds)
-        good, customers, arrivals = [], set(), []
+        good, customers, arrivals, seen = [], set(), [], []
         for message in messages:
             try:
                 event = self.read_body(message.body, message.sent_at)
@@ -214,6 +216,7 @@ class EventConsumer:
                 self.queue.fail(message.receipt_handle, f"unknown product {event.product_id}")
                 continue
             good.append(message)
+            seen.append((event, product))
             if message.arrival_key is not None:
                 arrivals.append((message.arrival_key, event, product))
                 continue
@@ -224,6 +227,9 @@ class EventConsumer:
         if good:
             if customers:
                 self.updater.update(sorted(customers))
+            keys = self.ids.customers.keys([e.customer_id for e, _ in seen])
+            self.on_events([Event(c, p, e.event_name, e.ts) for (e, p), c in zip(seen, keys, strict=True)
+                            if c is not None])
             self.queue.delete_batch([m.receipt_handle for m in good])
             self.processed += len(good)
             done = now_utc()

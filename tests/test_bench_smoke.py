@@ -103,6 +103,9 @@ def test_widgets(launched: dict) -> None:
     for run in runs.values():
         assert run["not_ok"] == 0 and run["rps"] > 0, run
         _ordered(run["latency_ms"])
+        assert run["server_cpu_ms_per_request"] > 0 and (run["widget"] == "health" or run["share_of_trivial"] > 0)
+    timed = size["in_process_ms_per_answer"]
+    assert set(timed) == set(runs) - {"health"} and all(ms > 0 for ms in timed.values())
 
 
 def test_impressions(launched: dict) -> None:

@@ -29,8 +29,10 @@ from jobs.ingest import GroupCommit
 from jobs.metrics import Metrics
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
+from jobs.recent import RecentViews
 from jobs.scheduler import Jobs, JobSpec
 from jobs.sqs import SqsQueue, make_queue
+from jobs.widget_memory import Memo
 from jobs.widgets import WidgetParts, build_tables
 from jobs.widgets import refresh as refresh_widgets
 from storage.baskets import BasketStore
@@ -122,13 +124,14 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
             feed.personal_first_depth,
         )
+        serving = ServingModel()
 
         def nearest(vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # the first lookup: its own ef
             return index.query(vector, k, ef=feed.personal_first_ef if k <= feed.personal_first_depth else None)
 
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights), nearest, now_utc,
-            feed.popularity_refresh_seconds, settings,
+            feed.popularity_refresh_seconds, settings, lambda now: upkeep.serving_prior(events, serving, config, now),
         )
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
@@ -143,7 +146,6 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         realtime = config.realtime
         queue = make_queue(config, db, on_outage=lambda cause: metrics.queue_outages.labels("outbox", cause).inc())
-        serving = ServingModel()
         feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
 
         def users_changed(keys: Sequence[int]) -> None:
@@ -155,18 +157,20 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,
             users_changed,
         )
+        baskets, w = BasketStore(db), config.widgets
+        recent = RecentViews(baskets, w.recently_viewed_size, w.recently_viewed_shoppers, w.window_days, now_utc)
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
             realtime.consumer_batch, realtime.user_index_sync_seconds, ids, realtime.consumer_backoff_max_seconds,
             lambda body, sent_at: queued_event(body, sent_at, config.events.max_future_seconds),
             on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
-            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(),
+            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(), on_events=recent.observe,
         )
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
-        baskets = BasketStore(db)
-        tables = Widgets(lambda: build_tables(baskets, config.widgets, now_utc()), config.widgets.refresh_seconds)
-        widget_parts = WidgetParts(recommender, tables, index, baskets, events, RuleStore(db), config.widgets, now_utc)
+        tables = Widgets(lambda: build_tables(baskets, w, now_utc(), recommender.view()), w.refresh_seconds)
+        widget_parts = WidgetParts(recommender, tables, index, baskets, events, RuleStore(db), w, now_utc, recent,
+                                   Memo(w.cache_entries))
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
@@ -191,7 +195,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
     services = Services(
         config, db, ids, catalog, events, encoder, index, indexer, recommender, users, user_mirror, queue, serving,
         models, updater, consumer, elastic, jobs,
-        CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions),
+        CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions, recent),
         impressions, metrics, feeds, ProductOuts(config.catalog.tier_thresholds, ids.products), widget_parts,
         GroupCommit(db, events, queue),
     )
@@ -301,6 +305,12 @@ def start(services: Services) -> None:
 
 
 def _warm_feeds(services: Services) -> None:
+    try:
+        viewers = services.widgets.recent.warm()
+        services.widgets.widgets.tables()  # built now rather than by the first widget request
+        log.info("recently viewed products in memory for %d shoppers", viewers)
+    except Exception:  # only a head start: widgets read DuckDB for what is not in memory
+        log.exception("warming the widgets failed")
     try:
         warmed = services.feeds.warm()
     except Exception:  # only a head start: feeds compute what they miss

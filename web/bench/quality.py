@@ -13,6 +13,7 @@ with training seconds per 100k training events and the peak resident memory (get
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import time
@@ -63,6 +64,8 @@ def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None =
     p.add_argument("--no-tower", action="store_true", help="leave out the user tower (baselines only)")
     p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec")
     p.add_argument("--sasrec-loss", default="ce,bce", help="SASRec variants to train: ce (full softmax), bce (paper)")
+    p.add_argument("--pair-with", default="", help="comma-separated quality JSONs of earlier runs on the same split: "
+                   "the tower is also paired against their models (per-customer NDCG@10, all and cold start)")
     p.set_defaults(run=run)
 
 
@@ -153,10 +156,11 @@ def run(args: argparse.Namespace) -> int:
               f"{sas_report.best_epoch} (validation NDCG@10 {sas_report.best_validation_ndcg:.4f})")
         memory[f"after_{sasrec.name}_mib"] = peak_mib()
     print(f"{args.dataset}: {len(products)} products, {len(inter)} events, {len(np.unique(inter.customer))} customers")
-    tables = {"all": _slice(scorers, split, n_items, config, None)}
+    stored = _stored_runs(args.pair_with)
+    tables = {"all": _slice(scorers, split, n_items, config, None, stored["all"])}
     cold = cold_items(split, n_items)
     if cold.any() and len(test_targets(split, n_items, cold)[0]):
-        tables["cold"] = _slice(scorers, split, n_items, config, cold)
+        tables["cold"] = _slice(scorers, split, n_items, config, cold, stored["cold"])
     else:
         print("cold start: no test customer's new product is one without training events")
     memory["peak_mib"] = peak_mib()
@@ -182,15 +186,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_runs(paths: str) -> dict[str, dict[str, list[float]]]:
+    """{"all" | "cold": {model: per-customer NDCG@10}} of earlier runs' JSONs; a model name already taken by an
+    earlier file gets its file's name appended."""
+    out: dict[str, dict[str, list[float]]] = {"all": {}, "cold": {}}
+    for path in filter(None, (p.strip() for p in paths.split(","))):
+        body = json.loads(Path(path).read_text())
+        parts = {"all": body["evaluation"], "cold": (body.get("cold_start") or {}).get("evaluation") or {}}
+        for part, table in parts.items():
+            for name, values in table.get("per_customer", {}).items():
+                out[part][f"{name}@{Path(path).stem}" if name in out[part] or name == "tower" else name] = values
+    return out
+
+
 def _slice(
     scorers: Sequence[Any], split: Any, n_items: int, config: Config, items: np.ndarray | None,
+    stored: dict[str, list[float]],
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Evaluate every scorer (on the test items in `items`, or all), print the table and the tower's paired
-    NDCG@10 gain over each other model; returns (table, gains)."""
+    NDCG@10 gain over each other model, and over `stored` (the same customers' NDCG@10 from earlier runs on
+    this split); returns (table, gains)."""
     table = evaluate(scorers, split, n_items, config.evaluation, per_customer=True, items=items)
     per_customer = table["per_customer"]  # kept in the JSON: runs on the same split pair up later
+    others = {**stored, **{n: v for n, v in per_customer.items() if n != "tower"}}
+    for name, values in stored.items():
+        if len(values) != table["customers"]:
+            raise ValueError(f"--pair-with: {name} has {len(values)} customers here, this run {table['customers']}:"
+                             " not the same split")
     versus = {name: paired_difference(per_customer["tower"], values)
-              for name, values in per_customer.items() if name != "tower" and "tower" in per_customer}
+              for name, values in others.items() if "tower" in per_customer}
     print("all test customers:" if items is None else "cold start (new product without any training event):")
     print(format_table(table))
     for name, d in versus.items():
