@@ -16,7 +16,7 @@ def popularity_prior(popularity: np.ndarray) -> np.ndarray:
 def by_prior(rows: np.ndarray, cosines: np.ndarray, popularity: np.ndarray, weight: float) -> np.ndarray:
     """Order of nearest products (rows (n,), their cosines (n,)) by cosine + weight * prior(popularity[rows])."""
     if weight == 0.0:
-        return np.arange(len(rows))
+        return np.argsort(-cosines, kind="stable")
     return np.argsort(-(cosines + weight * popularity_prior(popularity[rows])), kind="stable")
 
 

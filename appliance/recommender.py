@@ -1,4 +1,5 @@
-"""Feeds: named candidate sources (personal, new, popular) merged by one pipeline over an in-memory catalog view.
+"""Feeds: named candidate sources (personal, new, popular) merged by one pipeline over an in-memory catalog view,
+every score on the widgets' 0..1 scale, the merchandising rules and diversity applied (appliance/feed_order.py).
 
 The recommender holds no I/O of its own: it is handed callables that load the catalog and popularity. The
 catalog view is loaded once and then patched in place on every product change (`apply_changes`), so no feed
@@ -19,12 +20,17 @@ from datetime import datetime
 import numpy as np
 
 from appliance.catalog_view import CatalogView
+from appliance.feed_order import Catalogued, Diversity, Nearest, Sources, picks, ranked_page
+from appliance.merch import NO_RULES, Merch, compile_rules
 from appliance.pipeline import FeedPage, FeedQuery, Selection
-from appliance.ranking import Source, by_prior, interleave
-from appliance.types import Product, Scored
+from appliance.ranking import by_prior, popularity_prior
+from appliance.rules import Rule
+from appliance.types import Product
 
 # (vector, k) -> (product ids, cosine similarities), best first
-Nearest = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+Lookup = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+# product ids -> {id: vector} of those that have one
+Vectors = Callable[[np.ndarray], dict[int, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Personal:
     purchased: frozenset[int] = frozenset()  # left out when the feed is configured to exclude them
     popularity_weight: float = 0.0  # the serving tower's prior: nearest products rank by cosine + this * log(1 + pop)
     key: Hashable = None  # names this vector (e.g. customer and update time): its nearest products are cached
+    history: Callable[[], Sequence[int]] = tuple  # the products of their recent history (read on a cache miss)
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class FeedSettings:
     snapshot_seconds: float  # how long a feed_id keeps its order
     snapshot_max: int  # feed_ids kept at once (oldest dropped first)
     candidate_cache: int  # shoppers whose nearest products are remembered
+    max_in_row: int = 0  # diversity: at most this many in a row of one brand / subcategory (0: off)
+    diversity_by: str = "brand"
 
 
 @dataclass(frozen=True)
@@ -58,15 +67,17 @@ class Ranking:
     popularity: np.ndarray  # (n,) decayed weighted event count per row
     new_rows: np.ndarray  # new arrivals, newest first
     at: float  # time.monotonic() of the popularity it uses
+    score: np.ndarray  # (n,) popularity relative to the most popular product: the 0..1 score of popular items
+    freshness: np.ndarray  # (n,) 1 - age / new_arrival_days at `now_ts` (0 for older): new arrivals' score
 
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """Everything a feed order is computed from, so later pages are computed from the same inputs."""
+    """Everything a feed order is computed from, so later pages are computed from the same inputs (the rules
+    active when page 1 was asked included: a rule written meanwhile applies to new feed_ids)."""
 
     ranking: Ranking
-    personal_rows: np.ndarray
-    personal_scores: np.ndarray
+    sources: Sources
     purchased: frozenset[int]
     created: float
 
@@ -74,21 +85,16 @@ class _Snapshot:
 def rank_rows(view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float) -> Ranking:
     n = len(view)
     ids, created = view.ids, view.created
-    order = np.lexsort((ids, -created, -popularity[:n]))
+    popularity = popularity[:n]
+    order = np.lexsort((ids, -created, -popularity))
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
     new_rows = np.flatnonzero(created >= now_ts - new_days * 86400.0)
     new_rows = new_rows[np.lexsort((ids[new_rows], -created[new_rows]))]
-    return Ranking(order, rank, popularity[:n], new_rows, at)
-
-
-def _popularity_at(ranking: Ranking, rows: np.ndarray) -> np.ndarray:
-    """Popularity of rows, 0 for rows newer than the ranking."""
-    popularity = ranking.popularity
-    out = np.zeros(len(rows))
-    inside = rows < len(popularity)
-    out[inside] = popularity[rows[inside]]
-    return out
+    top = float(popularity.max()) if n and popularity.max() > 0 else 1.0
+    freshness = np.zeros(n)
+    freshness[new_rows] = np.clip(1.0 - (now_ts - created[new_rows]) / (new_days * 86400.0), 0.0, 1.0)
+    return Ranking(order, rank, popularity, new_rows, at, popularity / top, freshness)
 
 
 def _price_ranking(view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -107,14 +113,18 @@ class Recommender:
         self,
         load_catalog: Callable[[], Sequence[Product]],
         load_popularity: Callable[[datetime], tuple[np.ndarray, np.ndarray]],
-        nearest: Nearest,
+        nearest: Lookup,
         clock: Callable[[], datetime],
         popularity_ttl_seconds: float,
         settings: FeedSettings,
+        rules: Callable[[], Sequence[Rule]] = tuple,
+        vectors: Vectors | None = None,
     ) -> None:
         self._load_catalog = load_catalog
         self._load_popularity = load_popularity
         self._nearest = nearest
+        self._rules = rules  # every rule (the store's cached tuple: a new tuple after each write)
+        self._vectors = vectors  # for the reason of a personal item (the history product nearest to it)
         self._clock = clock
         self._ttl = popularity_ttl_seconds
         self.settings = settings
@@ -125,7 +135,9 @@ class Recommender:
         self._refreshing = False
         self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()  # oldest first
-        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, dict[int, int]]] = OrderedDict()
+        self._merch: tuple[tuple, Merch] = ((), NO_RULES)  # (rule set, active ids, view version) -> compiled
+        self._catalogued: tuple[tuple, tuple[Catalogued, Catalogued]] | None = None  # (ranking, merch) -> sources
 
     def view(self) -> CatalogView:
         view = self._view
@@ -210,8 +222,9 @@ class Recommender:
         self._prices[ascending] = (version, order, rank)
         return order, rank
 
-    def nearest_rows(self, personal: Personal, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
-        """The shopper's nearest products as (rows, cosines), best first; looked up once per `personal.key`."""
+    def nearest_rows(self, personal: Personal, view: CatalogView) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+        """The shopper's nearest products as (rows, cosines), best first, and for each row the product of their
+        history nearest to it (what "because you viewed X" names); looked up once per `personal.key`."""
         key = personal.key
         if key is not None:
             with self._lock:
@@ -223,7 +236,7 @@ class Recommender:
         id_list = ids.tolist()
         known = np.fromiter((pid in view.products for pid in id_list), bool, len(id_list))
         rows = np.array(view.rows_of(id_list), dtype=np.int64)
-        found = (rows, np.asarray(sims, dtype=np.float64)[known])
+        found = (rows, np.asarray(sims, dtype=np.float64)[known], self._anchors(view, rows, personal.history()))
         if key is not None:
             with self._lock:
                 self._candidates[key] = found
@@ -231,12 +244,84 @@ class Recommender:
                     self._candidates.popitem(last=False)
         return found
 
+    def _anchors(self, view: CatalogView, rows: np.ndarray, history: Sequence[int]) -> dict[int, int]:
+        """row -> the history product (another one) most similar to it, by their product vectors."""
+        if self._vectors is None or not len(rows):
+            return {}
+        history = list(dict.fromkeys(history))
+        ids = view.ids_all[rows]
+        found = self._vectors(np.concatenate([np.asarray(history, np.int64), ids]))
+        history = [pid for pid in history if pid in found and pid in view.products]
+        usable = np.fromiter((pid in found for pid in ids.tolist()), bool, len(ids))
+        if not history or not usable.any():
+            return {}
+        rows, ids = rows[usable], ids[usable]
+        sims = np.stack([found[pid] for pid in ids.tolist()]) @ np.stack([found[pid] for pid in history]).T  # (R, H)
+        sims[ids[:, None] == np.asarray(history)[None, :]] = -np.inf  # never "because you viewed" the item itself
+        best = np.argmax(sims, axis=1)
+        named = np.isfinite(sims[np.arange(len(rows)), best])
+        return {int(r): history[b] for r, b, ok in zip(rows.tolist(), best.tolist(), named.tolist(), strict=True)
+                if ok}
+
     def prepare(self, personals: Sequence[Personal]) -> None:
         """Look up these shoppers' nearest products now (when their vectors change), so their feeds need not."""
         view = self.view()
         for personal in personals:
             if personal.vector is not None and not self.knows(personal):
                 self.nearest_rows(personal, view)
+
+    def _compiled(self, view: CatalogView) -> Merch:
+        """The rules active now, compiled over the view; recompiled only when the rule set, the active subset
+        or the catalog changes."""
+        rules = self._rules()
+        if not rules:
+            return NO_RULES
+        now = self._clock()
+        active = tuple(r for r in rules if r.active(now))
+        key = (id(rules), tuple(r.rule_id for r in active), view.version)
+        cached = self._merch
+        if cached[0] != key:
+            cached = (key, compile_rules(view, active))
+            self._merch = cached
+        return cached[1]
+
+    def _sources_of(self, ranking: Ranking, merch: Merch) -> tuple[Catalogued, Catalogued]:
+        """The popular and new-arrival sources under the rules, once per (ranking, compiled rules)."""
+        cached = self._catalogued
+        if cached is not None and cached[0][0] is ranking and cached[0][1] is merch:
+            return cached[1]
+        popular = Catalogued(ranking.order, ranking.rank, ranking.score, ranking.score, "popularity")
+        new = Catalogued(ranking.new_rows, ranking.rank, ranking.freshness, ranking.freshness, "freshness")
+        if merch.moves:  # boosts and buries reorder: popularity (then newest, id) by the moved score
+            score = merch.rescore(np.arange(len(ranking.score)), ranking.score)
+            view = self.view()
+            n = len(score)
+            order = np.lexsort((view.ids_all[:n], -view.created_all[:n], -score))
+            rank = np.empty(n, np.int64)
+            rank[order] = np.arange(n)
+            popular = Catalogued(order, rank, score, ranking.score, "popularity")
+            fresh = merch.rescore(np.arange(n), ranking.freshness)
+            new_order = ranking.new_rows[np.argsort(-fresh[ranking.new_rows], kind="stable")]
+            new_rank = np.zeros(n, np.int64)
+            new_rank[new_order] = np.arange(len(new_order))
+            new = Catalogued(new_order, new_rank, fresh, ranking.freshness, "freshness")
+        result = (popular, new)
+        self._catalogued = ((ranking, merch), result)
+        return result
+
+    def _nearest_source(self, personal: Personal, view: CatalogView, ranking: Ranking, merch: Merch) -> Nearest:
+        rows, cosines, anchors = self.nearest_rows(personal, view)
+        popularity = np.zeros(len(rows))
+        inside = rows < len(ranking.popularity)  # rows newer than the ranking have no popularity yet
+        popularity[inside] = ranking.popularity[rows[inside]]
+        weight = personal.popularity_weight
+        prior = weight * popularity_prior(popularity) if weight else np.zeros(len(rows))
+        base = (cosines + 1.0) / 2.0
+        score = merch.rescore(rows, base)
+        if weight or merch.moves:  # the tower's order: cosine (moved by the rules) + its prior
+            order = by_prior(np.arange(len(rows)), 2.0 * score - 1.0, popularity, weight)
+            rows, score, base, prior = rows[order], score[order], base[order], prior[order]
+        return Nearest(rows, score, base, prior, anchors)
 
     def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
         now = time.monotonic()
@@ -250,13 +335,18 @@ class Recommender:
                 return query.feed_id, found
         view = self.view()
         ranking = self._ranked()
-        personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
+        merch = self._compiled(view)
+        popular, new = self._sources_of(ranking, merch)
         purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
+        nearest = None
         if personal is not None and personal.vector is not None and query.sort is None:
-            rows, sims = self.nearest_rows(personal, view)
-            ranked = by_prior(np.arange(len(rows)), sims, _popularity_at(ranking, rows), personal.popularity_weight)
-            personal_rows, personal_scores = rows[ranked], sims[ranked] + 1.0  # the score shown: cosine + 1
-        snap = _Snapshot(ranking, personal_rows, personal_scores, purchased, now)
+            nearest = self._nearest_source(personal, view, ranking, merch)
+            if not len(nearest.rows):
+                nearest = None
+        settings = self.settings
+        shares = (settings.personal_share, settings.new_share,
+                  max(0.0, 1.0 - settings.personal_share - settings.new_share) or 1e-9)
+        snap = _Snapshot(ranking, Sources(merch, popular, new, nearest, shares), purchased, now)
         feed_id = secrets.token_urlsafe(9)
         with self._lock:
             self._snapshots[feed_id] = snap
@@ -267,41 +357,32 @@ class Recommender:
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)
         view = self.view()
-        selection = Selection.of(view, query, snap.purchased)
+        sources = snap.sources
+        selection = Selection.of(view, query, snap.purchased, sources.merch.hidden)
         start, end = query.span
-        personalized = query.sort is None and len(snap.personal_rows) > 0
-        if query.sort is not None:
+        personalized = query.sort is None and sources.nearest is not None
+        if query.sort is not None:  # the shopper's own order: hidden products stay out, no pins, no diversity
+            if query.min_score is not None:
+                selection = selection.within(np.flatnonzero(sources.popular.score >= query.min_score))
             order, rank = self._price_order(view, query.sort == "price_asc")
-            rows = selection.head(order, end, rank)[start:]
-            scores, names, ordering = np.nan_to_num(view.price_all[rows]), ["price"] * len(rows), query.sort
-        elif not personalized:
-            ranking = snap.ranking
-            rows = selection.head(ranking.order, end, ranking.rank)[start:]
-            scores, names, ordering = ranking.popularity[rows], ["popular"] * len(rows), "popular"
+            rows = selection.head(order, end, rank)[start:].tolist()
+            chosen = [(row, float(sources.popular.score[row]), "price") for row in rows]
+            total, ordering = selection.total, query.sort
         else:
-            rows, scores, names = self._personal_page(snap, query, selection, end)
-            rows, scores, names, ordering = rows[start:], scores[start:], names[start:], "personal"
-        catalog = view.products
-        ids = view.ids_all[rows].tolist()
-        products = {pid: catalog[pid] for pid in ids if pid in catalog}  # one removed meanwhile is left out
-        items = [Scored(pid, sc, n) for pid, sc, n in zip(ids, scores.tolist(), names, strict=True) if pid in products]
-        return FeedPage(items, query.page, query.per_page, selection.total, ordering, products, feed_id, personalized)
+            chosen, total = ranked_page(sources, query, selection, self._diversity(view))
+            ordering = "personal" if personalized else "popular"
+        items = picks(view, chosen, sources, query.explain)
+        products = {p.product_id: view.products[p.product_id] for p in items}
+        return FeedPage(items, query.page, query.per_page, total, ordering, products, feed_id, personalized)
 
-    def _personal_page(
-        self, snap: _Snapshot, query: FeedQuery, selection: Selection, end: int
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """The sources of a personal feed (each filtered, its head long enough), interleaved by share."""
-        ranking, settings, depth = snap.ranking, self.settings, 2 * end
-        keep = selection.allows(snap.personal_rows)
-        if query.min_score is not None:
-            keep &= snap.personal_scores >= query.min_score
-        personal_rows, personal_scores = snap.personal_rows[keep][:depth], snap.personal_scores[keep][:depth]
-        new_rows = selection.head(ranking.new_rows, depth)
-        popular_rows = selection.head(ranking.order, depth, ranking.rank)
-        popular_share = max(0.0, 1.0 - settings.personal_share - settings.new_share)
-        sources = [
-            Source("personal", personal_rows, personal_scores, settings.personal_share),
-            Source("new", new_rows, ranking.popularity[new_rows], settings.new_share),
-            Source("popular", popular_rows, ranking.popularity[popular_rows], popular_share or 1e-9),
-        ]
-        return interleave(sources, end)
+    def _diversity(self, view: CatalogView) -> Diversity:
+        products, ids = view.products, view.ids_all
+        if self.settings.diversity_by == "brand":
+            def key(row: int) -> object:
+                product = products.get(int(ids[row]))
+                return product.merchant if product is not None else None
+        else:
+            def key(row: int) -> object:
+                product = products.get(int(ids[row]))
+                return product.category_path if product is not None else None
+        return Diversity(self.settings.max_in_row, key)

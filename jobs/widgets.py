@@ -109,11 +109,6 @@ def recommend(parts: WidgetParts, ask: Ask) -> list[Pick]:
     return finish(view, picks, how)
 
 
-def merchandise(parts: WidgetParts, picks: list[Pick], how: Finish) -> list[Pick]:
-    """Another source's picks (the feed's) through the same pipeline: rules, filters, diversity, pins."""
-    return finish(parts.recommender.view(), picks, replace(how, rules=parts.rules.all(), now=parts.clock()))
-
-
 def _nearest(parts: WidgetParts, anchor: int, depth: int, accept: Callable[[int], bool]
              ) -> tuple[np.ndarray, np.ndarray]:
     """The nearest products by vector; none while the anchor's own vector is still being computed (related

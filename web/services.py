@@ -116,10 +116,13 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         settings = FeedSettings(
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
+            config.widgets.max_in_row, config.widgets.diversity_by,
         )
+        rules = RuleStore(db)
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights),
             lambda vector, k: index.query(vector, k), now_utc, feed.popularity_refresh_seconds, settings,
+            rules.all, index.lookup,
         )
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
@@ -135,7 +138,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         realtime = config.realtime
         queue = make_queue(config, db)
         serving = ServingModel()
-        feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
+        feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc, config.tower.history)
 
         def users_changed(keys: Sequence[int]) -> None:
             elastic.mark_users(exts(ids.customers, keys))
@@ -155,7 +158,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         shown = ImpressionStore(db)
         baskets = BasketStore(db)
         tables = Widgets(lambda: build_tables(baskets, config.widgets, now_utc()), config.widgets.refresh_seconds)
-        widget_parts = WidgetParts(recommender, tables, index, baskets, events, RuleStore(db), config.widgets, now_utc)
+        widget_parts = WidgetParts(recommender, tables, index, baskets, events, rules, config.widgets, now_utc)
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
