@@ -122,7 +122,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights),
             lambda vector, k: index.query(vector, k), now_utc, feed.popularity_refresh_seconds, settings,
-            rules.all, index.lookup,
+            rules.all,
         )
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
