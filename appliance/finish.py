@@ -56,7 +56,7 @@ def finish(view: CatalogView, picks: Sequence[Pick], how: Finish) -> list[Pick]:
     if how.max_in_row > 0:
         attribute = "merchant" if how.diversity_by == "brand" else "category_path"
         head = out[:how.k * 4]  # enough to fill k; the quadratic reordering never sees a long tail
-        out = diversify(head, lambda p: getattr(view.products[p.product_id], attribute), how.max_in_row)
+        out = diversify(head, lambda p: getattr(view.products[p.product_id], attribute) or None, how.max_in_row)
     pinned = [r for r in rules if r.kind == "pin" and r.product_id is not None]
     pins = [r for r, ok in zip(pinned, allowed([r.product_id for r in pinned]), strict=True) if ok
             and not any(h.kind == "hide" and h.matches(view.products[r.product_id]) for h in rules)]
@@ -85,14 +85,17 @@ def diversify(items: Sequence[T], key: Callable[[T], object], max_in_row: int, l
             i = 0
         w = waiting.pop(i)
         out.append(w)
-        run, run_key = (run + 1, run_key) if out[1:] and keys[w] == run_key else (1, keys[w])
+        if keys[w] is None:  # no brand (or no subcategory): part of no run
+            run, run_key = 0, None
+        else:
+            run, run_key = (run + 1, run_key) if out[1:] and keys[w] == run_key else (1, keys[w])
     return [items[w] for w in out]
 
 
 def _runs_over(keys: Sequence[object], max_in_row: int) -> bool:
     run = 0
     for i, k in enumerate(keys):
-        run = run + 1 if i and k == keys[i - 1] else 1
+        run = 0 if k is None else run + 1 if i and k == keys[i - 1] else 1
         if run > max_in_row:
             return True
     return False

@@ -379,9 +379,9 @@ class Recommender:
         if self.settings.diversity_by == "brand":
             def key(row: int) -> object:
                 product = products.get(int(ids[row]))
-                return product.merchant if product is not None else None
+                return product.merchant or None if product is not None else None
         else:
             def key(row: int) -> object:
                 product = products.get(int(ids[row]))
-                return product.category_path if product is not None else None
+                return product.category_path or None if product is not None else None
         return Diversity(self.settings.max_in_row, key)

@@ -177,6 +177,10 @@ class EventsAccepted(msgspec.Struct):
 
 
 class FeedItem(msgspec.Struct, omit_defaults=True):
+    """One feed item. `score` is in 0..1 for every source (personal: similarity (cosine + 1) / 2; popular:
+    popularity relative to the most popular product; new: freshness 1 - age / feed.new_arrival_days; moved by
+    boost and bury rules), so items of several sources compare and `min_score` means one thing."""
+
     product: ProductOut
     score: float  # 0..1 for every source, as in the widgets (see README "Scores")
     source: str  # which source brought it: personal / popular / new / price / pinned
