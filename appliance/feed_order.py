@@ -23,6 +23,7 @@ from appliance.ranking import Source, interleave
 from appliance.types import Pick
 
 REASONS = {"new": "new arrival", "pinned": "pinned", "price": "by price"}
+_NONE = np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,8 @@ class Catalogued:
     """A source over every row: the order best first under the rules, each row's place in it, its score
     (0..1, after the rules) and the score before the rules."""
 
-    order: np.ndarray  # (n,) rows
-    rank: np.ndarray  # (n,) position of each row in `order`
+    order: np.ndarray  # rows best first (every row for popular, the new arrivals for new)
+    rank: np.ndarray | None  # (n,) position of each row in `order` when it holds every row
     score: np.ndarray  # (n,)
     base: np.ndarray  # (n,)
     part: str  # what the base score is: popularity / freshness
@@ -61,7 +62,7 @@ class Sources:
 @dataclass(frozen=True)
 class Diversity:
     max_in_row: int  # 0: off
-    key: Callable[[int], object]  # row -> brand or subcategory
+    keys: Callable[[list[int]], list[object]]  # rows -> their brands or subcategories (None: none)
 
 
 def ranked_page(sources: Sources, query: FeedQuery, selection: Selection, diversity: Diversity
@@ -69,7 +70,7 @@ def ranked_page(sources: Sources, query: FeedQuery, selection: Selection, divers
     """The page's (row, score, source) and the feed's honest total under the same filters."""
     start, end = query.span
     pins = [(rule, row) for rule, row in sources.merch.pins if selection.allows(np.array([row], np.int64))[0]]
-    pinned = np.unique(np.array([row for _, row in pins], np.int64))
+    pinned = np.unique(np.array([row for _, row in pins], np.int64)) if pins else _NONE
     if query.min_score is not None:
         selection = selection.within(_passing(sources, query.min_score, pinned, selection))
     total, rest = selection.total, selection.without(pinned)
@@ -78,7 +79,9 @@ def ranked_page(sources: Sources, query: FeedQuery, selection: Selection, divers
         merged = _merged(sources, rest, query.min_score, limit)
         exhausted = len(merged) < limit
         if diversity.max_in_row > 0:
-            merged = diversify(merged, lambda m: diversity.key(m[0]), diversity.max_in_row, end, exhausted)
+            keys = diversity.keys([m[0] for m in merged])
+            order = diversify(range(len(merged)), keys.__getitem__, diversity.max_in_row, end, exhausted)
+            merged = [merged[i] for i in order]
         if len(merged) >= end or exhausted:
             break
         limit *= 2
@@ -135,10 +138,10 @@ def _passing(sources: Sources, min_score: float, pinned: np.ndarray, selection: 
 def picks(view: CatalogView, chosen: list[tuple[int, float, str]], sources: Sources | None, explain: bool,
           ) -> list[Pick]:
     """Wire-ready picks: a reason a storefront can show, the score's parts when asked."""
-    products, ids = view.products, view.ids_all
+    products = view.products
+    ids = view.ids_all[np.fromiter((c[0] for c in chosen), np.int64, len(chosen))].tolist()
     out = []
-    for row, score, name in chosen:
-        pid = int(ids[row])
+    for (row, score, name), pid in zip(chosen, ids, strict=True):
         product = products.get(pid)
         if product is None:  # removed since the snapshot
             continue

@@ -290,7 +290,7 @@ class Recommender:
         if cached is not None and cached[0][0] is ranking and cached[0][1] is merch:
             return cached[1]
         popular = Catalogued(ranking.order, ranking.rank, ranking.score, ranking.score, "popularity")
-        new = Catalogued(ranking.new_rows, ranking.rank, ranking.freshness, ranking.freshness, "freshness")
+        new = Catalogued(ranking.new_rows, None, ranking.freshness, ranking.freshness, "freshness")
         if merch.moves:  # boosts and buries reorder: popularity (then newest, id) by the moved score
             score = merch.rescore(np.arange(len(ranking.score)), ranking.score)
             view = self.view()
@@ -301,9 +301,7 @@ class Recommender:
             popular = Catalogued(order, rank, score, ranking.score, "popularity")
             fresh = merch.rescore(np.arange(n), ranking.freshness)
             new_order = ranking.new_rows[np.argsort(-fresh[ranking.new_rows], kind="stable")]
-            new_rank = np.zeros(n, np.int64)
-            new_rank[new_order] = np.arange(len(new_order))
-            new = Catalogued(new_order, new_rank, fresh, ranking.freshness, "freshness")
+            new = Catalogued(new_order, None, fresh, ranking.freshness, "freshness")
         result = (popular, new)
         self._catalogued = ((ranking, merch), result)
         return result
@@ -376,12 +374,10 @@ class Recommender:
 
     def _diversity(self, view: CatalogView) -> Diversity:
         products, ids = view.products, view.ids_all
-        if self.settings.diversity_by == "brand":
-            def key(row: int) -> object:
-                product = products.get(int(ids[row]))
-                return product.merchant or None if product is not None else None
-        else:
-            def key(row: int) -> object:
-                product = products.get(int(ids[row]))
-                return product.category_path or None if product is not None else None
-        return Diversity(self.settings.max_in_row, key)
+        field = "merchant" if self.settings.diversity_by == "brand" else "category_path"
+
+        def keys(rows: list[int]) -> list[object]:
+            found = (products.get(pid) for pid in ids[np.asarray(rows, np.int64)].tolist())
+            return [getattr(p, field) or None if p is not None else None for p in found]
+
+        return Diversity(self.settings.max_in_row, keys)

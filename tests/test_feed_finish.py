@@ -123,6 +123,9 @@ def test_every_source_scores_on_0_to_1_with_a_reason_and_explain_parts(shop: Tes
     for source in by_source.values():  # each source best first
         scores = [i["score"] for i in source]
         assert scores == sorted(scores, reverse=True)
+    narrow = shop.get("/customers/me/feed", params={"category": "Headphones", "min_price": 45}).json()["items"]
+    assert sorted(_ids(narrow)) == [37, 41, 45]  # a narrow filter: each source still gives only its own
+    assert all(int(i["product"]["product_id"]) in NEW for i in narrow if i["source"] == "new")
     stranger = shop.get("/customers/nobody/feed", params={"per_page": 5}).json()
     assert stranger["ordering"] == "popular" and "explain" not in stranger["items"][0]
     assert _ids(stranger["items"]) == [1, 2, 3, 4, 5] and stranger["items"][0]["score"] == 1.0
