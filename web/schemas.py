@@ -206,7 +206,7 @@ class FeedOut(msgspec.Struct):
            explain: bool = False) -> FeedOut:
         products, first = page.products, first_position(page)
         items = [
-            FeedItem(product_out(products[p.product_id]), round(p.score, 6), p.source, first + i, p.reason,
+            FeedItem(product_out(products[p.product_id]), p.score, p.source, first + i, p.reason,
                      p.parts if explain else None)
             for i, p in enumerate(page.items)
         ]
