@@ -73,11 +73,12 @@ def ranked_page(sources: Sources, query: FeedQuery, selection: Selection, divers
     pinned = np.unique(np.array([row for _, row in pins], np.int64)) if pins else _NONE
     if query.min_score is not None:
         selection = selection.within(_passing(sources, query.min_score, pinned, selection))
-    total, rest = selection.total, selection.without(pinned)
-    limit = end + 4 * diversity.max_in_row
+    total, taken = selection.total, {row for _, row in pins}  # pins take their own places, not the sources'
+    limit = end + 4 * diversity.max_in_row + len(taken)
     while True:
-        merged = _merged(sources, rest, query.min_score, limit)
+        merged = _merged(sources, selection, query.min_score, limit)
         exhausted = len(merged) < limit
+        merged = [m for m in merged if m[0] not in taken] if taken else merged
         if diversity.max_in_row > 0:
             keys = diversity.keys([m[0] for m in merged])
             order = diversify(range(len(merged)), keys.__getitem__, diversity.max_in_row, end, exhausted)

@@ -87,8 +87,9 @@ class Selection:
         elif query.min_price is not None or query.max_price is not None or query.in_stock is not None:
             every = np.arange(view.n, dtype=np.int64)
             rows = every[view.live & _matches(view, query, every)]
-        skip = np.asarray(view.rows_of(query.exclude | left_out), dtype=np.int64)
-        skip = np.unique(skip if hidden is None or not len(hidden) else np.concatenate([skip, hidden]))
+        skip = np.unique(np.asarray(view.rows_of(query.exclude | left_out), dtype=np.int64))
+        if hidden is not None and len(hidden):
+            skip = _merged(hidden, skip)
         return cls._of(view, rows, skip)
 
     @classmethod
@@ -107,12 +108,6 @@ class Selection:
         if self.rows is not None:
             rows = rows[members(self.rows, rows)]
         return Selection._of(self.view, rows, self.skip)
-
-    def without(self, rows: np.ndarray) -> Selection:
-        """The selection minus these rows (e.g. pinned products, which take their own places)."""
-        if not len(rows):
-            return self
-        return Selection._of(self.view, self.rows, np.union1d(self.skip, rows))
 
     def allows(self, rows: np.ndarray) -> np.ndarray:
         """Which of these rows the feed may show, as a mask."""
@@ -139,6 +134,12 @@ class Selection:
             count += len(part)
             pos, chunk = pos + chunk, chunk * 2
         return np.concatenate(found)[:end] if found else np.zeros(0, np.int64)
+
+
+def _merged(big: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """Two sorted unique row arrays as one, without sorting the big one again (a hidden brand: thousands)."""
+    small = small[~members(big, small)]
+    return np.insert(big, np.searchsorted(big, small), small) if len(small) else big
 
 
 def members(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
