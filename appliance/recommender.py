@@ -4,7 +4,8 @@ every score on the widgets' 0..1 scale, the merchandising rules and diversity ap
 The recommender holds no I/O of its own: it is handed callables that load the catalog and popularity. The
 catalog view is loaded once and then patched in place on every product change (`apply_changes`), so no feed
 ever waits on a reload; popularity is recomputed in the background every `popularity_ttl_seconds` while the
-previous ranking keeps serving; a shopper's nearest products are looked up once per user vector.
+previous ranking keeps serving; a shopper's nearest products are looked up once per user vector (a shallow first
+list, extended once when a deeper or filtered page asks for more).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -23,7 +24,7 @@ from appliance.catalog_view import CatalogView
 from appliance.feed_order import Catalogued, Diversity, Nearest, Sources, picks, ranked_page
 from appliance.merch import NO_RULES, Merch, compile_rules
 from appliance.pipeline import FeedPage, FeedQuery, Selection
-from appliance.ranking import by_prior, popularity_prior
+from appliance.ranking import Ranking, ServingPrior, by_prior, price_ranking, rank_rows
 from appliance.rules import Rule
 from appliance.types import Product
 
@@ -52,21 +53,9 @@ class FeedSettings:
     snapshot_seconds: float  # how long a feed_id keeps its order
     snapshot_max: int  # feed_ids kept at once (oldest dropped first)
     candidate_cache: int  # shoppers whose nearest products are remembered
+    personal_first_depth: int  # nearest products looked up first; a deeper or filtered page extends to personal_depth
     max_in_row: int = 0  # diversity: at most this many in a row of one brand / subcategory (0: off)
     diversity_by: str = "brand"
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """The default order of every row (popularity desc, newest first, then id) and what it was computed from."""
-
-    order: np.ndarray  # (n,) rows, best first
-    rank: np.ndarray  # (n,) position of each row in `order`
-    popularity: np.ndarray  # (n,) decayed weighted event count per row
-    new_rows: np.ndarray  # new arrivals, newest first
-    at: float  # time.monotonic() of the popularity it uses
-    score: np.ndarray  # (n,) popularity relative to the most popular product: the 0..1 score of popular items
-    freshness: np.ndarray  # (n,) 1 - age / new_arrival_days at `now_ts` (0 for older): new arrivals' score
 
 
 @dataclass(frozen=True)
@@ -78,30 +67,7 @@ class _Snapshot:
     sources: Sources
     purchased: frozenset[int]
     created: float
-
-
-def rank_rows(view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float) -> Ranking:
-    n = len(view)
-    ids, created = view.ids, view.created
-    popularity = popularity[:n]
-    order = np.lexsort((ids, -created, -popularity))
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)
-    new_rows = np.flatnonzero(created >= now_ts - new_days * 86400.0)
-    new_rows = new_rows[np.lexsort((ids[new_rows], -created[new_rows]))]
-    top = float(popularity.max()) if n and popularity.max() > 0 else 1.0
-    freshness = np.zeros(n)
-    freshness[new_rows] = np.clip(1.0 - (now_ts - created[new_rows]) / (new_days * 86400.0), 0.0, 1.0)
-    return Ranking(order, rank, popularity, new_rows, at, popularity / top, freshness)
-
-
-def _price_ranking(view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
-    price = np.where(np.isnan(view.price), np.inf, view.price)  # unpriced products go last
-    key = price if ascending else -np.where(np.isinf(price), -np.inf, price)
-    order = np.lexsort((view.ids, key))
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    return order, rank
+    shallow: Personal | None = None  # whose nearest products these are while the list may be extended, else None
 
 
 class Recommender:
@@ -115,10 +81,14 @@ class Recommender:
         clock: Callable[[], datetime],
         popularity_ttl_seconds: float,
         settings: FeedSettings,
+        load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float]] | None = None,
         rules: Callable[[], Sequence[Rule]] = tuple,
     ) -> None:
+        """`load_popularity(now)` is the feed's (ids, popularity); `load_prior(now)` the serving tower's (ids,
+        popularity with its trained half-life, cold quantile), None: the feed's popularity, no cold quantile."""
         self._load_catalog = load_catalog
         self._load_popularity = load_popularity
+        self._load_prior = load_prior
         self._nearest = nearest
         self._rules = rules  # every rule (the store's cached tuple: a new tuple after each write)
         self._clock = clock
@@ -131,7 +101,8 @@ class Recommender:
         self._refreshing = False
         self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()  # oldest first
-        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, dict[int, int]]] = OrderedDict()
+        # key -> (rows, cosines, complete: no deeper lookup can add any, each row's reason anchor)
+        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, bool, dict[int, int]]] = OrderedDict()
         self._merch: tuple[tuple, Merch] = ((), NO_RULES)  # (rule set, active ids, view version) -> compiled
         self._catalogued: tuple[tuple, tuple[Catalogued, Catalogued]] | None = None  # (ranking, merch) -> sources
 
@@ -148,9 +119,22 @@ class Recommender:
         """Whether the view and a ranking are loaded (a feed then needs no catalog or popularity read)."""
         return self._view is not None and self._ranking is not None
 
-    def knows(self, personal: Personal) -> bool:
-        """Whether this shopper's nearest products are cached (a feed then needs no index lookup)."""
-        return personal.key is not None and personal.key in self._candidates
+    def knows(self, personal: Personal, query: FeedQuery | None = None) -> bool:
+        """Whether this shopper's nearest products are cached deep enough for `query` (a feed then needs no
+        index lookup)."""
+        hit = self._candidates.get(personal.key) if personal.key is not None else None
+        return hit is not None and (hit[2] or query is None or len(hit[0]) >= self._depth(query, personal))
+
+    def _depth(self, query: FeedQuery, personal: Personal) -> int:
+        """Nearest products a page needs: its source head (2 x the page end, purchases left out) unfiltered,
+        the full depth when a filter may drop many."""
+        settings = self.settings
+        filtered = query.categories or query.min_price is not None or query.max_price is not None or \
+            query.in_stock is not None or query.exclude or query.min_score is not None
+        if filtered:
+            return settings.personal_depth
+        need = 2 * query.span[1] + (len(personal.purchased) if settings.exclude_purchased else 0)
+        return settings.personal_first_depth if need <= settings.personal_first_depth else settings.personal_depth
 
     def apply_changes(self, product_ids: Sequence[int], load: Callable[[Sequence[int]], Sequence[Product]]) -> None:
         """Patch the view after products were written or deleted: `load(ids)` reads those that still exist.
@@ -168,7 +152,8 @@ class Recommender:
                 popularity = np.zeros(len(view))
                 popularity[:len(ranking.popularity)] = ranking.popularity
                 now = self._clock().timestamp()
-                self._ranking = rank_rows(view, popularity, now, self.settings.new_arrival_days, ranking.at)
+                self._ranking = rank_rows(view, popularity, now, self.settings.new_arrival_days, ranking.at,
+                                          ranking.prior)
 
     def popularity_of(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
         """Rows in the default order (popularity desc, newest first, then id) and each row's popularity."""
@@ -183,13 +168,20 @@ class Recommender:
         view = self.view()
         now = self._clock()
         ids, scores = self._load_popularity(now)
+        prior_ids, prior_scores, cold_quantile = self._load_prior(now) if self._load_prior else (ids, scores, 0.0)
         with self._patch:
-            popularity = np.zeros(len(view), dtype=np.float64)
-            rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
-            popularity[rows] = np.asarray(scores, dtype=np.float64)[known]
-            ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic())
+            popularity, prior = self._per_row(view, ids, scores), self._per_row(view, prior_ids, prior_scores)
+            ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic(),
+                                ServingPrior.of(prior, cold_quantile))
             self._ranking = ranking
         return ranking
+
+    @staticmethod
+    def _per_row(view: CatalogView, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(view), dtype=np.float64)
+        rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
+        out[rows] = np.asarray(scores, dtype=np.float64)[known]
+        return out
 
     def _ranked(self) -> Ranking:
         """The current ranking; once it is older than the TTL, one background thread computes the next."""
@@ -214,25 +206,30 @@ class Recommender:
         if cached is not None and cached[0] == view.version:
             return cached[1], cached[2]
         version = view.version
-        order, rank = _price_ranking(view, ascending)
+        order, rank = price_ranking(view, ascending)
         self._prices[ascending] = (version, order, rank)
         return order, rank
 
-    def nearest_rows(self, personal: Personal, view: CatalogView) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
-        """The shopper's nearest products as (rows, cosines), best first, and for each row the product of their
-        history nearest to it (what "because you viewed X" names); looked up once per `personal.key`."""
+    def nearest_rows(self, personal: Personal, view: CatalogView, depth: int
+                     ) -> tuple[np.ndarray, np.ndarray, bool, dict[int, int]]:
+        """The shopper's `depth` nearest products as (rows, cosines, complete), best first, and for each row the
+        product of their history nearest to it (what "because you viewed X" names); cached per `personal.key`,
+        looked up again only when a deeper list is asked for."""
         key = personal.key
         if key is not None:
             with self._lock:
                 hit = self._candidates.get(key)
-                if hit is not None:
+                if hit is not None and (hit[2] or len(hit[0]) >= depth):
                     self._candidates.move_to_end(key)
                     return hit
-        ids, sims = self._nearest(personal.vector, self.settings.personal_depth)
+        ids, sims = self._nearest(personal.vector, depth)
         id_list = ids.tolist()
-        known = np.fromiter((pid in view.products for pid in id_list), bool, len(id_list))
-        rows = np.array(view.rows_of(id_list), dtype=np.int64)
-        found = (rows, np.asarray(sims, dtype=np.float64)[known], self._anchors(view, rows, personal.history()))
+        products, row = view.products, view.row
+        known = [i for i, pid in enumerate(id_list) if pid in products]
+        rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
+        complete = len(id_list) < depth or depth >= self.settings.personal_depth
+        found = (rows, np.asarray(sims, dtype=np.float64)[known], complete,
+                 self._anchors(view, rows, personal.history()))
         if key is not None:
             with self._lock:
                 self._candidates[key] = found
@@ -267,7 +264,7 @@ class Recommender:
         view = self.view()
         for personal in personals:
             if personal.vector is not None and not self.knows(personal):
-                self.nearest_rows(personal, view)
+                self.nearest_rows(personal, view, self.settings.personal_first_depth)
 
     def _compiled(self, view: CatalogView) -> Merch:
         """The rules active now, compiled over the view; recompiled only when the rule set, the active subset
@@ -306,19 +303,29 @@ class Recommender:
         self._catalogued = ((ranking, merch), result)
         return result
 
-    def _nearest_source(self, personal: Personal, view: CatalogView, ranking: Ranking, merch: Merch) -> Nearest:
-        rows, cosines, anchors = self.nearest_rows(personal, view)
-        popularity = np.zeros(len(rows))
-        inside = rows < len(ranking.popularity)  # rows newer than the ranking have no popularity yet
-        popularity[inside] = ranking.popularity[rows[inside]]
+    def _nearest_source(self, personal: Personal, view: CatalogView, ranking: Ranking, merch: Merch, depth: int,
+                        extending: Nearest | None = None) -> tuple[Nearest, bool]:
+        """The personal source (and whether no deeper lookup can add to it): nearest products by cosine (moved
+        by the rules) + the tower's prior; when a deeper lookup extends a snapshot, its earlier order stays as it
+        was and only the newly found products follow it."""
+        rows, cosines, complete, anchors = self.nearest_rows(personal, view, depth)
+        if extending is not None:
+            new = ~np.isin(rows, extending.rows)
+            rows, cosines = rows[new], cosines[new]
         weight = personal.popularity_weight
-        prior = weight * popularity_prior(popularity) if weight else np.zeros(len(rows))
+        values = ranking.prior.at(rows) if ranking.prior is not None else np.zeros(len(rows))
+        prior = weight * values if weight else np.zeros(len(rows))
         base = (cosines + 1.0) / 2.0
         score = merch.rescore(rows, base)
         if weight or merch.moves:  # the tower's order: cosine (moved by the rules) + its prior
-            order = by_prior(np.arange(len(rows)), 2.0 * score - 1.0, popularity, weight)
+            order = by_prior(np.arange(len(rows)), 2.0 * score - 1.0, values, weight)
             rows, score, base, prior = rows[order], score[order], base[order], prior[order]
-        return Nearest(rows, score, base, prior, anchors)
+        if extending is None:
+            return Nearest(rows, score, base, prior, anchors), complete
+        joined = [np.concatenate([old, fresh]) for old, fresh in
+                  zip((extending.rows, extending.score, extending.base, extending.prior), (rows, score, base, prior),
+                      strict=True)]
+        return Nearest(*joined, {**anchors, **extending.anchor}), complete
 
     def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
         now = time.monotonic()
@@ -328,28 +335,42 @@ class Recommender:
                 if now - oldest.created <= self.settings.snapshot_seconds:
                     break
                 self._snapshots.popitem(last=False)
-            if query.feed_id and (found := self._snapshots.get(query.feed_id)) is not None:
-                return query.feed_id, found
+            found = self._snapshots.get(query.feed_id) if query.feed_id else None
+        if found is not None and (found.shallow is None or query.sort is not None or
+                                  len(found.sources.nearest.rows) >= self._depth(query, found.shallow)):
+            return query.feed_id, found  # a deeper page of a shallow snapshot extends it below
         view = self.view()
-        ranking = self._ranked()
-        merch = self._compiled(view)
-        popular, new = self._sources_of(ranking, merch)
-        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
-        nearest = None
-        if personal is not None and personal.vector is not None and query.sort is None:
-            nearest = self._nearest_source(personal, view, ranking, merch)
-            if not len(nearest.rows):
-                nearest = None
-        settings = self.settings
-        shares = (settings.personal_share, settings.new_share,
-                  max(0.0, 1.0 - settings.personal_share - settings.new_share) or 1e-9)
-        snap = _Snapshot(ranking, Sources(merch, popular, new, nearest, shares), purchased, now)
-        feed_id = secrets.token_urlsafe(9)
+        if found is not None:  # the same ranking, rules and sources; only the personal list goes deeper
+            shallow = found.shallow
+            nearest, complete = self._nearest_source(shallow, view, found.ranking, found.sources.merch,
+                                                     self._depth(query, shallow), found.sources.nearest)
+            snap = replace(found, sources=replace(found.sources, nearest=nearest),
+                           shallow=None if complete else shallow)
+            feed_id = query.feed_id
+        else:
+            snap = self._new_snapshot(query, personal, view, now)
+            feed_id = secrets.token_urlsafe(9)
         with self._lock:
             self._snapshots[feed_id] = snap
             while len(self._snapshots) > self.settings.snapshot_max:
                 self._snapshots.popitem(last=False)
         return feed_id, snap
+
+    def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> _Snapshot:
+        ranking = self._ranked()
+        merch = self._compiled(view)
+        popular, new = self._sources_of(ranking, merch)
+        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
+        nearest, shallow = None, None
+        if personal is not None and personal.vector is not None and query.sort is None:
+            nearest, complete = self._nearest_source(personal, view, ranking, merch, self._depth(query, personal))
+            shallow = None if complete else personal
+            if not len(nearest.rows):
+                nearest, shallow = None, None
+        settings = self.settings
+        shares = (settings.personal_share, settings.new_share,
+                  max(0.0, 1.0 - settings.personal_share - settings.new_share) or 1e-9)
+        return _Snapshot(ranking, Sources(merch, popular, new, nearest, shares), purchased, now, shallow)
 
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)
