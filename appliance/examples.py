@@ -126,16 +126,15 @@ class MomentPrior:
         self.interactions = interactions
 
     def rows(self, ex: Examples, columns: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, K) float32 prior per example over the products `columns` (K,) (None: all N). The scores are
-        computed over the whole catalog first (the snapshots hold every product), then the columns taken."""
+        """(B, K) float32 prior per example over the products `columns` (K,) (None: all N)."""
         customer, at = self.interactions.customer[ex.target], self.interactions.ts[ex.target]
-        prior = torch.as_tensor(popularity_prior(self.popularity.scores(customer, at)), dtype=torch.float32)
-        return prior if columns is None else prior[:, columns]
+        scores = self.popularity.scores(customer, at, None if columns is None else columns.numpy())
+        return torch.as_tensor(popularity_prior(scores), dtype=torch.float32)
 
     def positive(self, ex: Examples) -> torch.Tensor:
         """(B,) float32 prior of each example's own positive product at its moment."""
-        item = torch.as_tensor(self.interactions.item[ex.target])
-        return self.rows(ex).gather(1, item[:, None]).squeeze(1)
+        scores = self.popularity.score_of(self.interactions.ts[ex.target], self.interactions.item[ex.target])
+        return torch.as_tensor(popularity_prior(scores), dtype=torch.float32)
 
 
 def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.Tensor):

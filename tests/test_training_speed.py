@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from appliance.config import load_config
-from appliance.examples import PopularityPrior, make_examples
+from appliance.examples import MomentPrior, PopularityPrior, make_examples
 from appliance.training import contrastive_loss, train_tower
 from tests.test_training import small_shop
 
@@ -64,10 +64,11 @@ def test_shared_negatives_leave_out_the_positive_and_the_history_and_scale_to_th
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config):
+@pytest.mark.parametrize("source", [PopularityPrior, MomentPrior])
+def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config, source):
     _, _, weights = config
     inter, _ = small_shop(seed=2)
-    prior = PopularityPrior(inter, 120, weights, half_life_hours=24.0)
+    prior = source(inter, 120, weights, half_life_hours=24.0)
     ex = make_examples(inter, history=20)
     full = prior.rows(ex)  # (M, N)
     columns = torch.tensor([5, 0, 77, 119, 31])
