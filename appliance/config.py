@@ -135,7 +135,8 @@ class TowerConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     seed: int
-    threads: int
+    threads: int  # torch threads of a retrain inside the server (its other threads serve requests)
+    offline_threads: int  # ... of `appliance train` / `appliance jobs run retrain`: a process of its own
     epochs: int
     batch_size: int
     learning_rate: float
@@ -147,6 +148,7 @@ class TrainingConfig:
     precision: str
     temperature: float
     patience: int
+    schedule: str  # the network phase's learning rate after its warm-up epoch: "constant" or "cosine" (to 0 at `epochs`)
     validation_fraction: float
     validation_examples: int
     max_examples: int
@@ -431,6 +433,7 @@ def _validate(config: Config) -> None:
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
         "training.threads": config.training.threads,
+        "training.offline_threads": config.training.offline_threads,
         "analytics.flush_seconds": config.analytics.flush_seconds,
         "analytics.buffer_max": config.analytics.buffer_max,
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
@@ -464,6 +467,8 @@ def _validate(config: Config) -> None:
                            field="training.negatives")
     if config.training.precision not in ("float32", "bfloat16"):
         raise InvalidInput("training.precision must be float32 or bfloat16", field="training.precision")
+    if config.training.schedule not in ("constant", "cosine"):
+        raise InvalidInput("training.schedule must be constant or cosine", field="training.schedule")
     if config.training.prior_as_of not in ("moment", "end"):
         raise InvalidInput("training.prior_as_of must be moment or end", field="training.prior_as_of")
     if config.tower.width % config.tower.heads:
