@@ -148,7 +148,7 @@ class TrainingConfig:
     precision: str
     temperature: float
     patience: int
-    schedule: str  # the network phase's learning rate after its warm-up epoch: "constant" or "cosine" (to 0 at `epochs`)
+    schedule: str  # the network phase's learning rate after its warm-up epoch: "constant" or "cosine" (0 at `epochs`)
     validation_fraction: float
     validation_examples: int
     max_examples: int
