@@ -138,7 +138,8 @@ class TrainingConfig:
     threads: int  # torch threads of a retrain inside the server (its other threads serve requests)
     offline_threads: int  # ... of `appliance train` / `appliance jobs run retrain`: a process of its own
     epochs: int
-    batch_size: int
+    batch_size: int  # of the network phase
+    scalar_batch_size: int  # of the first phase (only the scalars learn)
     learning_rate: float
     scalar_learning_rate: float
     weight_decay: float
@@ -434,6 +435,8 @@ def _validate(config: Config) -> None:
         "index.ef_search": config.index.ef_search,
         "training.threads": config.training.threads,
         "training.offline_threads": config.training.offline_threads,
+        "training.batch_size": config.training.batch_size,
+        "training.scalar_batch_size": config.training.scalar_batch_size,
         "analytics.flush_seconds": config.analytics.flush_seconds,
         "analytics.buffer_max": config.analytics.buffer_max,
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,

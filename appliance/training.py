@@ -162,17 +162,19 @@ class _Run:
         self.prior, self.target, self.weight, self.log_q = prior, target, weight, log_q
         self.config, self.generator, self.progress = config, generator, progress
         self.report = TrainReport(0, 0, 0.0, 0, 0, None, config.negatives)
-        self.best, self.best_state, self.attention = -1.0, None, True
+        self.best, self.best_state, self.attention, self.batch = -1.0, None, True, config.batch_size
 
     def keep(self, score: float, epoch: int) -> None:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
 
     def phase(self, optimizer: torch.optim.Optimizer, patience: int, network: bool) -> None:
         """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10.
-        `network` False: the first phase, only the scalars learn, the attention branch (still zero) is left out;
-        True: the whole network, after a one-epoch warm-up of the learning rate."""
+        `network` False: the first phase, only the scalars learn, the attention branch (still zero) is left out,
+        in batches of `scalar_batch_size` (many cheap steps); True: the whole network in batches of `batch_size`,
+        after a one-epoch warm-up of the learning rate."""
         config, warmup, self.attention = self.config, network, network
-        steps = math.ceil(min(len(self.target), config.epoch_examples) / config.batch_size)
+        self.batch = config.batch_size if network else config.scalar_batch_size
+        steps = math.ceil(min(len(self.target), config.epoch_examples) / self.batch)
         ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
             step, steps if warmup else 0, steps * config.epochs if warmup and config.schedule == "cosine" else 0))
         if self.best_state is not None:
@@ -209,7 +211,7 @@ class _Run:
         order = torch.randperm(len(self.target), generator=self.generator)[:config.epoch_examples]  # a sample, if big
         total = 0.0
         for step in range(steps):
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            idx = order[step * self.batch:(step + 1) * self.batch]
             ex = self.train.take(idx.numpy())
             hist = inter.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
             seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
