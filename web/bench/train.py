@@ -54,7 +54,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="training seconds per 100k events and NDCG@10, per recipe")
     p.add_argument("--datasets", default=ALL,
                    help="comma-separated: demo, movielens, retail, shop-100k, shop-1M (default all)")
-    p.add_argument("--recipes", default="before,after", help="comma-separated: before, round1, after (default before,after)")
+    p.add_argument("--recipes", default="before,after",
+                   help="comma-separated: before, round1, after (default before,after)")
     p.add_argument("--curve", action="store_true", help=f"also the recipes {', '.join(CURVE)}")
     p.add_argument("--skip", default="", help="comma-separated DATASET:RECIPE pairs to leave out "
                                               "(e.g. shop-1M:before, hours of full-catalog softmax)")
