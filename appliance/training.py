@@ -13,8 +13,10 @@ stays float32. An epoch is at most `epoch_examples` examples, so a large shop tr
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
 in two phases, each stopped early on validation NDCG@10 and starting from the best weights so far: first only
-the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably,
-then the whole network with a one-epoch warm-up (its first epochs dip below the start before passing it).
+the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably, in
+small batches and without the attention branch (still zero, so it adds nothing), then the whole network in large
+batches with a one-epoch warm-up (its first epochs dip below the start before passing it) and a cosine decay of
+the rate to 0 at `epochs`.
 What is validated and kept after each epoch is an exponential moving average of the weights over the recent
 steps, which on a small shop's data is steadier than the weights of the last step.
 
