@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from appliance.interactions import Interactions, expand_ranges, history_inputs, seen_matrix
-from appliance.ranking import popularity_prior
+from appliance.ranking import cold_popularity, popularity_prior
 from appliance.tower import UserTower, mean_vector, user_vectors
 from appliance.types import EVENT_NAMES
 
@@ -74,6 +74,9 @@ class RecentPopularityScorer:
         count = max(1, min(self.SNAPSHOT_FLOATS // max(n_items, 1), len(self.ts)))
         self.moments = first + np.arange(count) * ((last - first) / count)  # (K,) moments[0]: nothing before
         self.starts = np.searchsorted(self.ts, self.moments, side="left")  # (K,) first event at or after each
+        self.first_seen = np.full(n_items, np.inf)  # (N,) each product's first event
+        np.minimum.at(self.first_seen, self.item, self.ts)
+        self._cold: dict[float, np.ndarray] = {}  # quantile -> (K, 1) cold popularity of each snapshot
         self.snapshots = np.zeros((count, n_items), dtype=np.float32)
         current = np.zeros(n_items)
         for k in range(1, count):
@@ -84,6 +87,39 @@ class RecentPopularityScorer:
 
     def _decay(self, seconds: np.ndarray | float) -> np.ndarray:
         return np.exp2(-np.asarray(seconds) / self.half_life)
+
+    def known(self, at: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """(C, N) bool: products with an event strictly before each moment `at` (C,) (the others are cold), or
+        (C, K) of the products `columns` (K,) only."""
+        first_seen = self.first_seen if columns is None else self.first_seen[columns]
+        return first_seen[None, :] < np.asarray(at, dtype=np.float64)[:, None]
+
+    def cold(self, at: np.ndarray, quantile: float) -> np.ndarray:
+        """(C, 1) `ranking.cold_popularity` at each moment: taken at the snapshot just before it (the known
+        products' order does not change under a common decay), so a batch needs no sort of whole rows."""
+        if quantile <= 0.0:
+            return np.zeros((len(at), 1))
+        if quantile not in self._cold:
+            known = self.first_seen[None, :] < self.moments[:, None]  # (K, N)
+            self._cold[quantile] = cold_popularity(self.snapshots, known, quantile)  # (K, 1)
+        at = np.asarray(at, dtype=np.float64)
+        k = np.clip(np.searchsorted(self.moments, at, side="right") - 1, 0, len(self.moments) - 1)  # (C,)
+        return self._cold[quantile][k] * self._decay(np.maximum(at - self.moments[k], 0.0))[:, None]
+
+    def prior(
+        self, customers: np.ndarray, at: np.ndarray, cold_quantile: float, columns: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(C, N) `ranking.popularity_prior` as of each moment, cold products at `cold(at, cold_quantile)`, or
+        (C, K) of the products `columns` (K,) only (the cold value stays the whole catalog's)."""
+        scores = self.scores(customers, at, columns)
+        if cold_quantile <= 0.0:
+            return popularity_prior(scores)
+        return popularity_prior(scores, self.known(at, columns), self.cold(at, cold_quantile))
+
+    def prior_of(self, at: np.ndarray, items: np.ndarray, cold_quantile: float) -> np.ndarray:
+        """(C,) `prior` of one product `items` (C,) per moment `at` (C,): that column alone."""
+        known = self.first_seen[items] < np.asarray(at, dtype=np.float64)
+        return popularity_prior(self.score_of(at, items), known, self.cold(at, cold_quantile)[:, 0])
 
     def scores(self, customers: np.ndarray, at: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """(C, N) popularity as of each moment `at` (C,), or (C, K) of the products `columns` (K,) only."""
@@ -180,10 +216,21 @@ class TowerScorer:
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         length = self.model.config.history
         vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, length)
-        popularity = self.popularity.scores(customers, at) if isinstance(self.popularity, RecentPopularityScorer) \
-            else self.popularity[None, :]
-        prior = self.model.popularity_weight.item() * popularity_prior(popularity)  # (C or 1, N)
+        prior = tower_prior(self.model, self.popularity, customers, at)  # (C or 1, N)
+        prior = self.model.popularity_weight.item() * prior
         return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + prior
+
+
+def tower_prior(
+    model: UserTower, popularity: np.ndarray | RecentPopularityScorer, customers: np.ndarray, at: np.ndarray
+) -> np.ndarray:
+    """(C or 1, N) the `ranking.popularity_prior` a tower ranks with for `customers` (C,) at their moments `at`,
+    with its cold_quantile: over popularity as of each moment (a scorer) or one (N,) popularity."""
+    quantile = float(model.cold_quantile)
+    if isinstance(popularity, RecentPopularityScorer):
+        return popularity.prior(customers, at, quantile)
+    known = popularity > 0
+    return popularity_prior(popularity[None, :], known, cold_popularity(popularity, known, quantile))
 
 
 def prior_popularity(

@@ -1,6 +1,7 @@
 """Configuration: defaults from the shipped config.toml -> a shop's file -> APPLIANCE_* env vars -> validate.
 
-Every key lives in config.toml with a comment; the dataclasses below only give it a type.
+Every key lives in config.toml with a comment; the dataclasses of appliance/config_sections.py only give it
+a type (a new key: its line in config.toml, its field there, its row in README's configuration table).
 """
 
 from __future__ import annotations
@@ -9,253 +10,36 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, get_type_hints
 
+from appliance.config_sections import (
+    AnalyticsConfig,
+    CatalogConfig,
+    DemoConfig,
+    ElasticConfig,
+    EncoderConfig,
+    EvaluationConfig,
+    EventsConfig,
+    FeedConfig,
+    IndexConfig,
+    JobsConfig,
+    LoggingConfig,
+    QueueConfig,
+    RealtimeConfig,
+    SecurityConfig,
+    ServerConfig,
+    TowerConfig,
+    TrainingConfig,
+    WidgetsConfig,
+)
 from appliance.errors import InvalidInput
 from appliance.types import EVENT_NAMES
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "config.toml"
 ENV_PREFIX = "APPLIANCE_"
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    host: str
-    port: int
-    data_dir: str
-    load_demo: bool
-    admin_key: str
-    torch_threads: int
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    model: str
-    dim: int
-    batch_size: int
-    background_batch: int
-
-
-@dataclass(frozen=True)
-class CatalogConfig:
-    tier_thresholds: tuple[float, ...]
-    max_bulk: int
-
-
-@dataclass(frozen=True)
-class EventsConfig:
-    max_batch: int
-    max_future_seconds: float
-    weights: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FeedConfig:
-    per_page: int
-    max_per_page: int
-    popularity_half_life_hours: float
-    popularity_refresh_seconds: float
-    similar_k: int
-    personal_share: float
-    new_share: float
-    new_arrival_days: float
-    personal_depth: int
-    candidate_cache: int
-    exclude_purchased: bool
-    snapshot_seconds: float
-    snapshot_max: int
-
-
-@dataclass(frozen=True)
-class WidgetsConfig:
-    k: int
-    max_k: int
-    window_days: float
-    session_gap_minutes: float
-    max_basket: int
-    min_support: int
-    depth: int
-    trending_recent_hours: float
-    trending_baseline_days: float
-    trending_min_shoppers: int
-    related_behaviour_weight: float
-    max_in_row: int
-    diversity_by: str
-    refresh_seconds: float
-
-
-@dataclass(frozen=True)
-class RealtimeConfig:
-    history_window_hours: float  # 0: no window (the last tower.history interactions, however old)
-    visibility_timeout_seconds: float
-    max_receive_count: int
-    receive_wait_seconds: float
-    consumer_batch: int
-    user_index_sync_seconds: float
-    dead_letter_max: int  # dead letters kept; the oldest are dropped (and counted) beyond it
-    dead_letter_retention_days: float
-
-
-@dataclass(frozen=True)
-class JobsConfig:
-    enabled: bool
-    retrain: str
-    prune: str
-    popularity: str
-    reindex: str
-    sync: str
-    widgets: str
-    retrain_window_days: float
-    retention_days: float  # 0: raw events are kept forever
-    misfire_grace_seconds: float
-    keep_models: int  # newest checkpoints kept by retrain (the serving one is always kept)
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    space: str
-    m: int
-    ef_construction: int
-    ef_search: int
-
-
-@dataclass(frozen=True)
-class TowerConfig:
-    history: int
-    heads: int
-    width: int
-    layers: int
-    dropout: float
-    recency_half_life_hours: float
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    seed: int
-    threads: int  # torch threads of a retrain inside the server (its other threads serve requests)
-    offline_threads: int  # ... of `appliance train` / `appliance jobs run retrain`: a process of its own
-    epochs: int
-    batch_size: int  # of the network phase
-    scalar_batch_size: int  # of the first phase (only the scalars learn)
-    learning_rate: float
-    scalar_learning_rate: float
-    weight_decay: float
-    negatives: str
-    sampled_negatives: int
-    shared_negatives: int
-    precision: str
-    temperature: float
-    patience: int
-    schedule: str  # the network phase's learning rate after its warm-up epoch: "constant" or "cosine" (0 at `epochs`)
-    validation_fraction: float
-    validation_examples: int
-    max_examples: int
-    epoch_examples: int
-    event_weighted_loss: bool
-    popularity_prior: bool  # learn popularity_weight (the tower's popularity prior); false keeps it 0
-    prior_as_of: str  # "moment": popularity as of each example's time; "end": at the end of the training data
-    prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    ks: tuple[int, ...]
-    holdout: int
-
-
-@dataclass(frozen=True)
-class ElasticConfig:
-    """Optional Elasticsearch sync (storage/elastic.py); nothing imports the client while disabled."""
-
-    enabled: bool
-    url: str
-    product_index: str
-    user_index: str
-    vector_field: str
-    user_vector_field: str
-    api_key: str  # "" = none; wins over username/password
-    username: str  # "" = no basic auth
-    password: str
-    verify_certs: bool
-    ca_certs: str  # "" = the system's trust store
-    timeout_seconds: float
-    batch_size: int
-    max_retries: int
-    backoff_seconds: float
-    backoff_max_seconds: float
-    knn_num_candidates: int
-
-
-@dataclass(frozen=True)
-class QueueConfig:
-    """Where event messages travel: the in-process DuckDB queue, or SQS (jobs/sqs.py) fed by an outbox."""
-
-    backend: str  # "in-process" | "sqs"
-    sqs_queue_url: str
-    sqs_endpoint_url: str  # "" = AWS's own endpoint
-    sqs_region: str  # "" = the standard AWS environment
-    sqs_access_key_id: str  # "" = the standard AWS credential chain
-    sqs_secret_access_key: str = field(repr=False)
-    sqs_timeout_seconds: float
-    outbox_batch: int
-    outbox_backoff_seconds: float
-    outbox_backoff_max_seconds: float
-
-
-@dataclass(frozen=True)
-class AnalyticsConfig:
-    impressions: bool  # record what each feed showed (off: responses still carry a recommendation id)
-    flush_seconds: float
-    buffer_max: int
-    attribution_window_hours: float
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    format: str  # "text" or "json"
-    level: str
-
-
-@dataclass(frozen=True)
-class SecurityConfig:
-    """Keys and scopes, browser safety and limits (web/access.py, web/browser.py, web/limits.py)."""
-
-    public_keys: tuple[str, ...]
-    server_keys: tuple[str, ...]
-    admin_keys: tuple[str, ...]
-    allowed_hosts: tuple[str, ...]  # beyond the loopback names and server.host; "*" = any
-    cors_origins: tuple[str, ...]
-    cors_max_age_seconds: int
-    public_rate: float  # requests per second (0: no limit) and bucket size, per scope
-    public_burst: int
-    server_rate: float
-    server_burst: int
-    admin_rate: float
-    admin_burst: int
-    anonymous_rate: float  # per client address, for requests without a key
-    anonymous_burst: int
-    max_body_bytes: int
-    header_timeout_seconds: float
-    body_timeout_seconds: float
-    keep_alive_seconds: int
-    max_connections: int  # 0: no limit
-
-    @property
-    def keyed(self) -> bool:
-        """Keys are required once a public or server key exists (admin routes always need an admin key)."""
-        return bool(self.public_keys or self.server_keys)
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    seed: int
-    products: int
-    customers: int
-    days: int
-    train: bool  # run the retrain job once the loaded demo is embedded, so it serves a trained tower early
 
 
 @dataclass(frozen=True)
@@ -411,6 +195,7 @@ def _validate(config: Config) -> None:
         "feed.popularity_half_life_hours": config.feed.popularity_half_life_hours,
         "feed.similar_k": config.feed.similar_k,
         "feed.personal_depth": config.feed.personal_depth,
+        "feed.personal_first_depth": config.feed.personal_first_depth,
         "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
         "widgets.k": config.widgets.k,
@@ -421,8 +206,12 @@ def _validate(config: Config) -> None:
         "widgets.depth": config.widgets.depth,
         "widgets.trending_recent_hours": config.widgets.trending_recent_hours,
         "widgets.trending_baseline_days": config.widgets.trending_baseline_days,
+        "widgets.recently_viewed_size": config.widgets.recently_viewed_size,
+        "widgets.recently_viewed_shoppers": config.widgets.recently_viewed_shoppers,
+        "widgets.cache_entries": config.widgets.cache_entries,
         "realtime.max_receive_count": config.realtime.max_receive_count,
         "realtime.consumer_batch": config.realtime.consumer_batch,
+        "realtime.consumer_backoff_max_seconds": config.realtime.consumer_backoff_max_seconds,
         "realtime.dead_letter_max": config.realtime.dead_letter_max,
         "realtime.dead_letter_retention_days": config.realtime.dead_letter_retention_days,
         "security.max_body_bytes": config.security.max_body_bytes,

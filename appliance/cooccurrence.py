@@ -72,19 +72,50 @@ class Trend:
     scores: np.ndarray  # (n,) z on the 0..1 scale
 
 
+def rising(recent: np.ndarray, baseline: np.ndarray, recent_hours: float, baseline_hours: float,
+           min_shoppers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The trend measure of things counted in two windows (distinct shoppers, aligned arrays): (z, rising mask)
+    with z = (r - e) / sqrt(e + 1), e = the baseline scaled to the recent window's length."""
+    expected = np.asarray(baseline, np.float64) * (recent_hours / baseline_hours)
+    r = np.asarray(recent, np.float64)
+    z = (r - expected) / np.sqrt(expected + 1.0)
+    return z, (r >= min_shoppers) & (z > 0)
+
+
 def trending(recent: tuple[np.ndarray, np.ndarray], baseline: tuple[np.ndarray, np.ndarray],
              recent_hours: float, baseline_hours: float, min_shoppers: int, limit: int = 2000) -> Trend:
-    """Products whose distinct shoppers in the recent window rise against their own baseline rate:
-    z = (r - e) / sqrt(e + 1), e = baseline shoppers scaled to the recent window's length. A steadily popular
-    product has z near 0 (not trending), a quiet one many shoppers suddenly look at has a large z; counting
-    distinct shoppers means one shopper's burst counts once. `recent`/`baseline` are (product_ids, shoppers);
-    the `limit` strongest are kept."""
+    """Products whose distinct shoppers in the recent window rise against their own baseline rate (`rising`):
+    a steadily popular product has z near 0 (not trending), a quiet one many shoppers suddenly look at has a
+    large z; counting distinct shoppers means one shopper's burst counts once. `recent`/`baseline` are
+    (product_ids, shoppers); the `limit` strongest are kept."""
     base = dict(zip(baseline[0].tolist(), baseline[1].tolist(), strict=True))
-    ids, r = np.asarray(recent[0], np.int64), np.asarray(recent[1], np.float64)
-    expected = np.array([base.get(p, 0.0) for p in ids.tolist()]) * (recent_hours / baseline_hours)
-    z = (r - expected) / np.sqrt(expected + 1.0)
-    keep = (r >= min_shoppers) & (z > 0)
+    ids = np.asarray(recent[0], np.int64)
+    z, keep = rising(recent[1], np.array([base.get(p, 0.0) for p in ids.tolist()]), recent_hours, baseline_hours,
+                     min_shoppers)
     ids, z = ids[keep], z[keep]
     order = np.lexsort((ids, -z))[:limit]
     ids, z = ids[order], z[order]
     return Trend(ids, z, z / (z + TREND_HALF))
+
+
+@dataclass(frozen=True)
+class CategoryTrend:
+    paths: tuple[tuple[str, ...], ...]  # rising categories (a path prefix each), best first
+    z: np.ndarray  # (n,) the same measure as products' (`rising`)
+    scores: np.ndarray  # (n,) z on the 0..1 scale
+    shoppers: np.ndarray  # (n,) distinct shoppers in the recent window
+    expected: np.ndarray  # (n,) what the baseline predicts for it
+
+
+def trending_categories(recent: tuple[list[tuple[str, ...]], np.ndarray],
+                        baseline: tuple[list[tuple[str, ...]], np.ndarray], recent_hours: float,
+                        baseline_hours: float, min_shoppers: int) -> CategoryTrend:
+    """Categories whose distinct shoppers rise against their own baseline, best first (ties by path)."""
+    base = dict(zip(baseline[0], baseline[1].tolist(), strict=True))
+    paths, r = recent[0], np.asarray(recent[1], np.float64)
+    b = np.array([base.get(p, 0.0) for p in paths])
+    z, keep = rising(r, b, recent_hours, baseline_hours, min_shoppers)
+    kept = sorted((i for i in range(len(paths)) if keep[i]), key=lambda i: (-z[i], paths[i]))
+    rows = np.array(kept, np.int64)
+    return CategoryTrend(tuple(paths[i] for i in kept), z[rows], z[rows] / (z[rows] + TREND_HALF), r[rows],
+                         b[rows] * (recent_hours / baseline_hours))

@@ -37,3 +37,7 @@ class NotEnoughData(ApplianceError):
 
 class StoreUnavailable(ApplianceError):
     """The store cannot write (disk read-only, full or failing): nothing was acknowledged; try again later."""
+
+
+class QueueUnavailable(ApplianceError):
+    """The message queue (SQS) cannot be reached or refuses: messages wait (in SQS or the outbox); try again later."""

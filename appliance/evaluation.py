@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from appliance.config import EvaluationConfig
+from appliance.config_sections import EvaluationConfig
 from appliance.interactions import Interactions, seen_matrix
 
 COVERAGE_K = 10  # catalog coverage: share of the catalog in anyone's top-10

@@ -15,7 +15,7 @@ import torch
 
 from appliance.baselines import RecentPopularityScorer, event_popularity
 from appliance.interactions import Interactions, expand_ranges, window_rows
-from appliance.ranking import popularity_prior
+from appliance.ranking import cold_popularity, popularity_prior
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,15 @@ def split_validation(
 
 class PopularityPrior:
     """log(1 + popularity) of every product as seen by an example: the training data's popularity at its end,
-    minus the contribution of the example's own customer."""
+    minus the contribution of the example's own customer. With a `cold_quantile` (`set_cold_quantile`), a product
+    without events (or only the customer's own) takes the shop's cold value (`ranking.popularity_prior`)."""
 
     def __init__(
         self, interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
     ) -> None:
         event_weight = event_popularity(interactions, weights, half_life_hours)  # (E,)
         self.total = np.bincount(interactions.item, weights=event_weight, minlength=n_items)  # (N,)
+        self.cold_quantile, self.cold_value = 0.0, 0.0  # set_cold_quantile
         self.base = torch.as_tensor(popularity_prior(self.total), dtype=torch.float32)  # (N,)
         # each customer's own popularity per product, as (customer, product) pairs sorted by customer
         self.customers, starts, ends = interactions.bounds()
@@ -84,6 +86,15 @@ class PopularityPrior:
         self.pair_own = np.bincount(inverse.reshape(-1), weights=event_weight)  # (P,)
         self.pair_start = np.searchsorted(pairs // n_items, np.arange(len(self.customers) + 1))  # (C + 1,)
         self.interactions = interactions
+
+    def set_cold_quantile(self, cold_quantile: float) -> None:
+        self.cold_quantile = cold_quantile
+        self.cold_value = float(cold_popularity(self.total, self.total > 0, cold_quantile)[0])
+        self.base = torch.as_tensor(popularity_prior(self.total, self.total > 0, self.cold_value), dtype=torch.float32)
+
+    def _own_left_out(self, item: np.ndarray, pair: np.ndarray) -> torch.Tensor:
+        rest = self.total[item] - self.pair_own[pair]
+        return torch.as_tensor(popularity_prior(rest, rest > 0, self.cold_value), dtype=torch.float32)
 
     def rows(self, ex: Examples, columns: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) float32 prior per example over the products `columns` (K,) (None: all N), the shop's,
@@ -102,39 +113,54 @@ class PopularityPrior:
         else:
             position = item
         prior = base.expand(len(customer), -1).clone()
-        prior[owner, position] = torch.as_tensor(popularity_prior(self.total[item] - self.pair_own[pair]),
-                                                 dtype=torch.float32)
+        prior[owner, position] = self._own_left_out(item, pair)
         return prior
+
+    def is_cold(self, ex: Examples) -> np.ndarray:
+        """(B,) bool: the example's positive has no event but its own customer's."""
+        customer = np.searchsorted(self.customers, self.interactions.customer[ex.target])  # (B,)
+        item = self.interactions.item[ex.target]
+        pair = np.searchsorted(self.pair_key, customer * len(self.base) + item)
+        return self.total[item] - self.pair_own[pair] <= 0
 
     def positive(self, ex: Examples) -> torch.Tensor:
         """(B,) float32 prior of each example's own positive product, its customer's contribution left out."""
         customer = np.searchsorted(self.customers, self.interactions.customer[ex.target])  # (B,)
         item = self.interactions.item[ex.target]
         pair = np.searchsorted(self.pair_key, customer * len(self.base) + item)  # the pair exists: it is the positive
-        return torch.as_tensor(popularity_prior(self.total[item] - self.pair_own[pair]), dtype=torch.float32)
+        return self._own_left_out(item, pair)
 
 
 class MomentPrior:
     """log(1 + popularity) of every product as the feed had it at each example's moment: the events strictly
     before the positive's time, decayed from it (so a long log's early examples see their own time's popular
-    products, and the customer's own earlier events count, as they do in serving)."""
+    products, and the customer's own earlier events count, as they do in serving). Products without any event
+    before that moment are cold (`ranking.popularity_prior`, with this prior's `cold_quantile`)."""
 
     def __init__(
         self, interactions: Interactions, n_items: int, weights: Mapping[str, float], half_life_hours: float
     ) -> None:
         self.popularity = RecentPopularityScorer(interactions, n_items, weights, half_life_hours)
         self.interactions = interactions
+        self.cold_quantile = 0.0
+
+    def set_cold_quantile(self, cold_quantile: float) -> None:
+        self.cold_quantile = cold_quantile
 
     def rows(self, ex: Examples, columns: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) float32 prior per example over the products `columns` (K,) (None: all N)."""
         customer, at = self.interactions.customer[ex.target], self.interactions.ts[ex.target]
-        scores = self.popularity.scores(customer, at, None if columns is None else columns.numpy())
-        return torch.as_tensor(popularity_prior(scores), dtype=torch.float32)
+        prior = self.popularity.prior(customer, at, self.cold_quantile, None if columns is None else columns.numpy())
+        return torch.as_tensor(prior, dtype=torch.float32)
+
+    def is_cold(self, ex: Examples) -> np.ndarray:
+        """(B,) bool: the example's positive had no event before its moment (a new product then)."""
+        return self.popularity.first_seen[self.interactions.item[ex.target]] >= self.interactions.ts[ex.target]
 
     def positive(self, ex: Examples) -> torch.Tensor:
         """(B,) float32 prior of each example's own positive product at its moment."""
-        scores = self.popularity.score_of(self.interactions.ts[ex.target], self.interactions.item[ex.target])
-        return torch.as_tensor(popularity_prior(scores), dtype=torch.float32)
+        at, item = self.interactions.ts[ex.target], self.interactions.item[ex.target]
+        return torch.as_tensor(self.popularity.prior_of(at, item, self.cold_quantile), dtype=torch.float32)
 
 
 def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.Tensor):

@@ -8,16 +8,41 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def popularity_prior(popularity: np.ndarray) -> np.ndarray:
-    """log(1 + popularity): the term a tower's learned `popularity_weight` multiplies (negatives clip to 0)."""
+def cold_popularity(popularity: np.ndarray, known: np.ndarray, quantile: float) -> np.ndarray:
+    """(..., N) popularity, (..., N) bool `known` (products with an event) -> (..., 1): the popularity a product
+    without any event is ranked with, the `quantile` of the known products' popularity in its row (0 for
+    quantile 0 or when none is known). A product nobody has touched yet is unknown, not unwanted; a quantile
+    (not a constant) keeps its place among the known products whatever the shop's traffic."""
+    popularity = np.asarray(popularity)  # its own dtype: training's snapshots are float32
+    if quantile <= 0.0:
+        return np.zeros((*popularity.shape[:-1], 1), dtype=popularity.dtype)
+    known = np.broadcast_to(known, popularity.shape)
+    ordered = np.sort(np.where(known, popularity, -np.inf), axis=-1)  # the unknown first, then the known ascending
+    count = known.sum(-1, keepdims=True)  # (..., 1)
+    at = popularity.shape[-1] - count + np.floor(quantile * np.maximum(count - 1, 0)).astype(np.int64)
+    fill = np.take_along_axis(ordered, np.minimum(at, popularity.shape[-1] - 1), axis=-1)
+    return np.where(count > 0, fill, 0).astype(popularity.dtype)
+
+
+def popularity_prior(
+    popularity: np.ndarray, known: np.ndarray | None = None, cold: np.ndarray | float = 0.0
+) -> np.ndarray:
+    """The term a tower's learned `popularity_weight` multiplies, (..., N) -> (..., N): log(1 + popularity)
+    (negatives clip to 0) of the `known` products (None: all); the others rank with `cold`, the popularity
+    `cold_popularity` gives them (the tower's `cold_quantile`; 0: below every product with an event).
+    Training, evaluation and serving all rank with these two functions."""
+    popularity = np.asarray(popularity)
+    if known is not None:
+        popularity = np.where(known, popularity, cold)
     return np.log1p(np.clip(popularity, 0.0, None))
 
 
-def by_prior(rows: np.ndarray, cosines: np.ndarray, popularity: np.ndarray, weight: float) -> np.ndarray:
-    """Order of nearest products (rows (n,), their cosines (n,)) by cosine + weight * prior(popularity[rows])."""
+def by_prior(rows: np.ndarray, cosines: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
+    """Order of nearest products (rows (n,), their cosines (n,)) by cosine + weight * prior[rows], with `prior`
+    (N,) the catalog's `popularity_prior`."""
     if weight == 0.0:
         return np.arange(len(rows))
-    return np.argsort(-(cosines + weight * popularity_prior(popularity[rows])), kind="stable")
+    return np.argsort(-(cosines + weight * prior[rows]), kind="stable")
 
 
 @dataclass(frozen=True)

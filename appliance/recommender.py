@@ -20,7 +20,7 @@ import numpy as np
 
 from appliance.catalog_view import CatalogView
 from appliance.pipeline import FeedPage, FeedQuery, Selection
-from appliance.ranking import Source, by_prior, interleave
+from appliance.ranking import Source, by_prior, cold_popularity, interleave, popularity_prior
 from appliance.types import Product, Scored
 
 # (vector, k) -> (product ids, cosine similarities), best first
@@ -47,6 +47,28 @@ class FeedSettings:
     snapshot_seconds: float  # how long a feed_id keeps its order
     snapshot_max: int  # feed_ids kept at once (oldest dropped first)
     candidate_cache: int  # shoppers whose nearest products are remembered
+    personal_first_depth: int  # nearest products looked up first; a deeper or filtered page extends to personal_depth
+
+
+@dataclass(frozen=True)
+class ServingPrior:
+    """The serving tower's `ranking.popularity_prior` of every row: over popularity with the half-life the tower
+    was trained with (not the feed's), products without events at its cold quantile."""
+
+    values: np.ndarray  # (n,) per row
+    cold: float  # the value of a product without events (rows added after it was computed)
+
+    @classmethod
+    def of(cls, popularity: np.ndarray, cold_quantile: float) -> ServingPrior:
+        known = popularity > 0  # EventStore.popularity: every product with an event is above 0
+        cold = cold_popularity(popularity, known, cold_quantile)
+        return cls(popularity_prior(popularity, known, cold), float(popularity_prior(cold)[0]))
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        out = np.full(len(rows), self.cold)
+        inside = rows < len(self.values)
+        out[inside] = self.values[rows[inside]]
+        return out
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,7 @@ class Ranking:
     popularity: np.ndarray  # (n,) decayed weighted event count per row
     new_rows: np.ndarray  # new arrivals, newest first
     at: float  # time.monotonic() of the popularity it uses
+    prior: ServingPrior | None = None  # the serving tower's prior over the same rows
 
 
 @dataclass(frozen=True)
@@ -69,9 +92,13 @@ class _Snapshot:
     personal_scores: np.ndarray
     purchased: frozenset[int]
     created: float
+    shallow: Personal | None = None  # whose nearest products these are while the list may be extended, else None
 
 
-def rank_rows(view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float) -> Ranking:
+def rank_rows(
+    view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float,
+    prior: ServingPrior | None = None,
+) -> Ranking:
     n = len(view)
     ids, created = view.ids, view.created
     order = np.lexsort((ids, -created, -popularity[:n]))
@@ -79,16 +106,7 @@ def rank_rows(view: CatalogView, popularity: np.ndarray, now_ts: float, new_days
     rank[order] = np.arange(n)
     new_rows = np.flatnonzero(created >= now_ts - new_days * 86400.0)
     new_rows = new_rows[np.lexsort((ids[new_rows], -created[new_rows]))]
-    return Ranking(order, rank, popularity[:n], new_rows, at)
-
-
-def _popularity_at(ranking: Ranking, rows: np.ndarray) -> np.ndarray:
-    """Popularity of rows, 0 for rows newer than the ranking."""
-    popularity = ranking.popularity
-    out = np.zeros(len(rows))
-    inside = rows < len(popularity)
-    out[inside] = popularity[rows[inside]]
-    return out
+    return Ranking(order, rank, popularity[:n], new_rows, at, prior)
 
 
 def _price_ranking(view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -111,9 +129,13 @@ class Recommender:
         clock: Callable[[], datetime],
         popularity_ttl_seconds: float,
         settings: FeedSettings,
+        load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float]] | None = None,
     ) -> None:
+        """`load_popularity(now)` is the feed's (ids, popularity); `load_prior(now)` the serving tower's (ids,
+        popularity with its trained half-life, cold quantile), None: the feed's popularity, no cold quantile."""
         self._load_catalog = load_catalog
         self._load_popularity = load_popularity
+        self._load_prior = load_prior
         self._nearest = nearest
         self._clock = clock
         self._ttl = popularity_ttl_seconds
@@ -125,7 +147,8 @@ class Recommender:
         self._refreshing = False
         self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()  # oldest first
-        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # key -> (rows, cosines, complete: no deeper lookup can add any)
+        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
 
     def view(self) -> CatalogView:
         view = self._view
@@ -140,9 +163,22 @@ class Recommender:
         """Whether the view and a ranking are loaded (a feed then needs no catalog or popularity read)."""
         return self._view is not None and self._ranking is not None
 
-    def knows(self, personal: Personal) -> bool:
-        """Whether this shopper's nearest products are cached (a feed then needs no index lookup)."""
-        return personal.key is not None and personal.key in self._candidates
+    def knows(self, personal: Personal, query: FeedQuery | None = None) -> bool:
+        """Whether this shopper's nearest products are cached deep enough for `query` (a feed then needs no
+        index lookup)."""
+        hit = self._candidates.get(personal.key) if personal.key is not None else None
+        return hit is not None and (hit[2] or query is None or len(hit[0]) >= self._depth(query, personal))
+
+    def _depth(self, query: FeedQuery, personal: Personal) -> int:
+        """Nearest products a page needs: its source head (2 x the page end, purchases left out) unfiltered,
+        the full depth when a filter may drop many."""
+        settings = self.settings
+        filtered = query.categories or query.min_price is not None or query.max_price is not None or \
+            query.in_stock is not None or query.exclude or query.min_score is not None
+        if filtered:
+            return settings.personal_depth
+        need = 2 * query.span[1] + (len(personal.purchased) if settings.exclude_purchased else 0)
+        return settings.personal_first_depth if need <= settings.personal_first_depth else settings.personal_depth
 
     def apply_changes(self, product_ids: Sequence[int], load: Callable[[Sequence[int]], Sequence[Product]]) -> None:
         """Patch the view after products were written or deleted: `load(ids)` reads those that still exist.
@@ -160,7 +196,8 @@ class Recommender:
                 popularity = np.zeros(len(view))
                 popularity[:len(ranking.popularity)] = ranking.popularity
                 now = self._clock().timestamp()
-                self._ranking = rank_rows(view, popularity, now, self.settings.new_arrival_days, ranking.at)
+                self._ranking = rank_rows(view, popularity, now, self.settings.new_arrival_days, ranking.at,
+                                          ranking.prior)
 
     def popularity_of(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
         """Rows in the default order (popularity desc, newest first, then id) and each row's popularity."""
@@ -175,13 +212,20 @@ class Recommender:
         view = self.view()
         now = self._clock()
         ids, scores = self._load_popularity(now)
+        prior_ids, prior_scores, cold_quantile = self._load_prior(now) if self._load_prior else (ids, scores, 0.0)
         with self._patch:
-            popularity = np.zeros(len(view), dtype=np.float64)
-            rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
-            popularity[rows] = np.asarray(scores, dtype=np.float64)[known]
-            ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic())
+            popularity, prior = self._per_row(view, ids, scores), self._per_row(view, prior_ids, prior_scores)
+            ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic(),
+                                ServingPrior.of(prior, cold_quantile))
             self._ranking = ranking
         return ranking
+
+    @staticmethod
+    def _per_row(view: CatalogView, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(view), dtype=np.float64)
+        rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
+        out[rows] = np.asarray(scores, dtype=np.float64)[known]
+        return out
 
     def _ranked(self) -> Ranking:
         """The current ranking; once it is older than the TTL, one background thread computes the next."""
@@ -210,20 +254,23 @@ class Recommender:
         self._prices[ascending] = (version, order, rank)
         return order, rank
 
-    def nearest_rows(self, personal: Personal, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
-        """The shopper's nearest products as (rows, cosines), best first; looked up once per `personal.key`."""
+    def nearest_rows(self, personal: Personal, view: CatalogView, depth: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The shopper's `depth` nearest products as (rows, cosines, complete), best first; cached per
+        `personal.key`, looked up again only when a deeper list is asked for."""
         key = personal.key
         if key is not None:
             with self._lock:
                 hit = self._candidates.get(key)
-                if hit is not None:
+                if hit is not None and (hit[2] or len(hit[0]) >= depth):
                     self._candidates.move_to_end(key)
                     return hit
-        ids, sims = self._nearest(personal.vector, self.settings.personal_depth)
+        ids, sims = self._nearest(personal.vector, depth)
         id_list = ids.tolist()
-        known = np.fromiter((pid in view.products for pid in id_list), bool, len(id_list))
-        rows = np.array(view.rows_of(id_list), dtype=np.int64)
-        found = (rows, np.asarray(sims, dtype=np.float64)[known])
+        products, row = view.products, view.row
+        known = [i for i, pid in enumerate(id_list) if pid in products]
+        rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
+        complete = len(id_list) < depth or depth >= self.settings.personal_depth
+        found = (rows, np.asarray(sims, dtype=np.float64)[known], complete)
         if key is not None:
             with self._lock:
                 self._candidates[key] = found
@@ -236,7 +283,7 @@ class Recommender:
         view = self.view()
         for personal in personals:
             if personal.vector is not None and not self.knows(personal):
-                self.nearest_rows(personal, view)
+                self.nearest_rows(personal, view, self.settings.personal_first_depth)
 
     def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
         now = time.monotonic()
@@ -246,23 +293,41 @@ class Recommender:
                 if now - oldest.created <= self.settings.snapshot_seconds:
                     break
                 self._snapshots.popitem(last=False)
-            if query.feed_id and (found := self._snapshots.get(query.feed_id)) is not None:
-                return query.feed_id, found
+            found = self._snapshots.get(query.feed_id) if query.feed_id else None
+        if found is not None and (found.shallow is None or query.sort is not None or
+                                  len(found.personal_rows) >= self._depth(query, found.shallow)):
+            return query.feed_id, found  # a deeper page of a shallow snapshot extends it below
         view = self.view()
-        ranking = self._ranked()
-        personal_rows, personal_scores = np.zeros(0, np.int64), np.zeros(0)
+        ranking = found.ranking if found is not None else self._ranked()
+        personal_rows, personal_scores, shallow = np.zeros(0, np.int64), np.zeros(0), None
+        personal = found.shallow if found is not None else personal
         purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
         if personal is not None and personal.vector is not None and query.sort is None:
-            rows, sims = self.nearest_rows(personal, view)
-            ranked = by_prior(np.arange(len(rows)), sims, _popularity_at(ranking, rows), personal.popularity_weight)
-            personal_rows, personal_scores = rows[ranked], sims[ranked] + 1.0  # the score shown: cosine + 1
-        snap = _Snapshot(ranking, personal_rows, personal_scores, purchased, now)
-        feed_id = secrets.token_urlsafe(9)
+            rows, sims, complete = self.nearest_rows(personal, view, self._depth(query, personal))
+            shallow = None if complete else personal
+            personal_rows, personal_scores = self._personal_order(ranking, personal, rows, sims, found)
+        snap = _Snapshot(ranking, personal_rows, personal_scores, purchased, found.created if found else now, shallow)
+        feed_id = query.feed_id if found is not None else secrets.token_urlsafe(9)
         with self._lock:
             self._snapshots[feed_id] = snap
             while len(self._snapshots) > self.settings.snapshot_max:
                 self._snapshots.popitem(last=False)
         return feed_id, snap
+
+    @staticmethod
+    def _personal_order(ranking: Ranking, personal: Personal, rows: np.ndarray, sims: np.ndarray,
+                        extending: _Snapshot | None) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest products by cosine + the prior, scores shown as cosine + 1; when a deeper lookup extends a
+        snapshot, its earlier order stays as it was and only the newly found products follow it."""
+        if extending is not None:
+            new = ~np.isin(rows, extending.personal_rows)
+            rows, sims = rows[new], sims[new]
+        prior = ranking.prior.at(rows) if ranking.prior is not None else np.zeros(len(rows))
+        ranked = by_prior(np.arange(len(rows)), sims, prior, personal.popularity_weight)
+        if extending is None:
+            return rows[ranked], sims[ranked] + 1.0
+        return (np.concatenate([extending.personal_rows, rows[ranked]]),
+                np.concatenate([extending.personal_scores, sims[ranked] + 1.0]))
 
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)

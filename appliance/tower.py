@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from appliance.config import TowerConfig
+from appliance.config_sections import TowerConfig
 from appliance.types import EVENT_NAMES
 
 AGE_FREQUENCIES = 8  # sinusoidal features of log(1 + age in hours)
@@ -30,7 +30,8 @@ class UserTower(nn.Module):
 
     The user vector retrieves by cosine; `popularity_weight` (learned, 0 at first) adds a popularity prior to
     the ranking: a product vector says what a product is, not how many people want it, and within a taste
-    the popular products are the likelier next ones.
+    the popular products are the likelier next ones. `cold_quantile` (chosen on validation, not learned by
+    gradient) places products nobody has touched yet among the known ones instead of below them all.
     """
 
     def __init__(self, config: TowerConfig, dim: int) -> None:
@@ -60,6 +61,8 @@ class UserTower(nn.Module):
         self.kind_bias = nn.Parameter(torch.zeros(len(EVENT_NAMES)))  # per-kind weight of the residual mean
         # ranking score = cosine(user, product) + popularity_weight * ranking.popularity_prior(popularity)
         self.popularity_weight = nn.Parameter(torch.zeros(()))
+        # where a product without any event ranks in the prior: ranking.popularity_prior's cold_quantile (0: at 0)
+        self.register_buffer("cold_quantile", torch.zeros(()))
 
     def forward(self, vectors, kinds, age_hours, mask, projected=None, attention=True):
         """vectors (B, T, D) float, kinds (B, T) long, age_hours (B, T) float >= 0, mask (B, T) bool (True = real).

@@ -24,7 +24,9 @@ With the popularity prior on, the logits are (cosine + popularity_weight * log(1
 Popularity is either as of each example's moment (`training.prior_as_of = "moment"`: the events strictly before
 it, as a feed had them then) or at the end of the training data without the example's own customer (whose
 events include the positive itself, which would leak the answer), with its own half-life
-(`training.prior_half_life_hours`).
+(`training.prior_half_life_hours`). A product without any event before that moment ranks at the tower's cold
+quantile of the known products' popularity (`appliance.prior`: chosen on validation before the first epoch and
+again for the trained weight at the end).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,9 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from appliance.config import TowerConfig, TrainingConfig
+from appliance.config_sections import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
-from appliance.evaluation import ranking_metrics
 from appliance.examples import (
     Examples,
     MomentPrior,
@@ -51,7 +52,8 @@ from appliance.examples import (
     make_examples,
     split_validation,
 )
-from appliance.interactions import Interactions, expand_ranges
+from appliance.interactions import Interactions
+from appliance.prior import choose_prior, validation_ndcg
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
 
@@ -71,6 +73,8 @@ class TrainReport:
     validation: list[float] = field(default_factory=list)  # validation NDCG@10: [initial tower, epoch 1, ...]
     scalar_epochs: int = 0  # of `epochs`, those of the first phase (only recency, kind weights and the prior)
     popularity_weight: float = 0.0  # the learned prior: ranking score = cosine + this * log(1 + popularity)
+    cold_quantile: float = 0.0  # where products without events rank in the prior (appliance.prior)
+    prior_half_life_hours: float | None = None  # the prior's popularity half-life: serving ranks with the same
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,31 +131,6 @@ def contrastive_loss(
     return (loss * weight).sum() / weight.sum()
 
 
-@torch.no_grad()
-def validation_ndcg(
-    model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
-    prior: PopularityPrior | MomentPrior | None, popularity_weights: Sequence[float] | None = None, chunk: int = 256,
-) -> np.ndarray:
-    """Mean NDCG@10 of the positive over the full catalog, the customer's earlier products excluded, for each
-    of `popularity_weights` (default: the model's own): the user vectors and cosines are computed once."""
-    model.eval()
-    weights = [model.popularity_weight.item()] if popularity_weights is None else list(popularity_weights)
-    starts = interactions.row_starts()
-    total = np.zeros(len(weights))
-    for i in range(0, len(val.target), chunk):
-        ex = val.take(slice(i, i + chunk))
-        cosines = (model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T).numpy()  # (c, N)
-        popularity = prior.rows(ex).numpy() if prior is not None else np.zeros_like(cosines)  # (c, N)
-        owner, earlier = expand_ranges(starts[ex.target], ex.target - starts[ex.target])  # the earlier events
-        relevant = interactions.item[ex.target][:, None]  # (c, 1)
-        for j, weight in enumerate(weights):
-            scores = cosines + weight * popularity if weight else cosines.copy()
-            scores[owner, interactions.item[earlier]] = -np.inf
-            total[j] += ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"].sum()
-    model.train()
-    return total / len(val.target)
-
-
 class _Run:
     """Epochs of one training run, in phases (each its own optimizer), keeping the best validated weights."""
 
@@ -189,7 +168,7 @@ class _Run:
             self.report.losses.append(loss)
             trained = copy.deepcopy(self.model.state_dict())
             self.model.load_state_dict(self.average)  # validate (and keep) the average of the recent steps
-            score = float(validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior)[0]) \
+            score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior) \
                 if len(self.val.target) else None
             if score is not None and score > self.best:
                 self.keep(score, self.report.epochs)
@@ -257,6 +236,7 @@ class _Run:
             self.report.best_validation_ndcg = self.best
         self.model.eval()
         self.report.popularity_weight = self.model.popularity_weight.item()
+        self.report.cold_quantile = float(self.model.cold_quantile)
         return self.report
 
 
@@ -272,20 +252,6 @@ def learning_rate_factor(step: int, warmup: int, total: int) -> float:
 
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
-PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # popularity weights tried before training (cosine units)
-
-
-def _start_prior(
-    model: UserTower, val: Examples, interactions: Interactions, vectors: torch.Tensor,
-    prior: PopularityPrior | MomentPrior | None,
-) -> float:
-    """Set the popularity weight to the grid value with the best validation NDCG@10; returns that NDCG@10."""
-    grid = PRIOR_GRID if prior is not None else (0.0,)
-    scores = dict(zip(grid, validation_ndcg(model, val, interactions, vectors, prior, grid).tolist(), strict=True))
-    best = max(scores, key=lambda v: (scores[v], -v))  # ties: the smaller weight
-    with torch.no_grad():
-        model.popularity_weight.fill_(best)
-    return scores[best]
 
 
 def train_tower(
@@ -349,8 +315,9 @@ def _train(
     model.popularity_weight.requires_grad_(prior is not None)
     run = _Run(model, train, val, interactions, vectors, prior, target, weight, log_q, config, generator, progress)
     run.report.examples, run.report.validation_examples = len(target), len(val.target)
+    run.report.prior_half_life_hours = popularity_half_life_hours if prior is not None else None
     if len(val.target):  # epoch 0: the initial tower (mean_vector, plus the best prior weight) is a candidate too
-        run.keep(_start_prior(model, val, interactions, vectors, prior), 0)
+        run.keep(choose_prior(model, val, interactions, vectors, prior, config.cold_start_prior), 0)
         run.report.validation.append(run.best)
     # 1: only the few scalars (recency, kind weights, prior): robust on little data; 2: the whole network
     scalars = [model.log_half_life, model.kind_bias]
@@ -367,5 +334,9 @@ def _train(
         prior_group,
     ], lr=config.learning_rate, weight_decay=config.weight_decay), patience=config.patience, network=True)
     report = run.finish()
+    if len(val.target) and config.cold_start_prior and prior is not None:  # the cold quantile again, for the kept
+        report.best_validation_ndcg = choose_prior(model, val, interactions, vectors, prior, True,  # weights
+                                                   [model.popularity_weight.item()])
+        report.cold_quantile = float(model.cold_quantile)
     report.train_seconds = time.perf_counter() - started
     return model, report

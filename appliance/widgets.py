@@ -4,16 +4,18 @@ pipeline (appliance/pipeline.py) filters and orders them. No I/O here: the table
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 
 from appliance.catalog_view import CatalogView
-from appliance.cooccurrence import Neighbours, Trend
+from appliance.cooccurrence import CategoryTrend, Neighbours, Trend
+from appliance.rules import Rule
 from appliance.types import Pick
 
 DAY = 86400.0
@@ -27,28 +29,45 @@ class WidgetTables:
     viewed: Neighbours  # co-occurrence in view/click baskets
     trend: Trend
     built_at: datetime
+    categories: CategoryTrend  # rising categories, the same measure as products
+    trending: tuple[Pick, ...] = ()  # the trend as picks, best first (built with the tables, not per request)
+    trending_in: Mapping[str, tuple[Pick, ...]] | None = None  # the same per category name (any level, lower case)
 
 
 class Widgets:
-    """The tables in memory for the hot path: built on first use, replaced whole by `refresh` (the job)."""
+    """The tables in memory for the hot path: built on first use, then rebuilt by `refresh` (the job, or one
+    background thread once they are older than `max_age_seconds`) while the previous ones keep serving;
+    `generation` counts the builds (answers cached from older tables are not used)."""
 
     def __init__(self, build: Callable[[], WidgetTables], max_age_seconds: float) -> None:
         self._build = build
         self._max_age = max_age_seconds
         self._lock = threading.Lock()
+        self._building = threading.Lock()  # one build at a time
         self._tables: tuple[float, WidgetTables] | None = None
+        self.generation = 0
+
+    def ready(self) -> bool:
+        return self._tables is not None
 
     def tables(self) -> WidgetTables:
-        with self._lock:
-            cached = self._tables
-        if cached is None or time.monotonic() - cached[0] > self._max_age:
+        cached = self._tables
+        if cached is None:
             return self.refresh()
+        if time.monotonic() - cached[0] > self._max_age and not self._building.locked():
+            threading.Thread(target=self.refresh, name="widget-tables", daemon=True).start()
         return cached[1]
 
     def refresh(self) -> WidgetTables:
-        tables = self._build()
-        with self._lock:
-            self._tables = (time.monotonic(), tables)
+        """Build the tables now; a caller that waited for a build in progress takes that one."""
+        started = self.generation
+        with self._building:
+            if self.generation != started and self._tables is not None:
+                return self._tables[1]
+            tables = self._build()
+            with self._lock:
+                self._tables = (time.monotonic(), tables)
+                self.generation += 1
         return tables
 
 
@@ -62,35 +81,55 @@ def _leaf(view: CatalogView, product_id: int) -> str:
     return path[-1] if path else "the shop"
 
 
-def popular(view: CatalogView, popularity: np.ndarray, rows: np.ndarray, where: str, limit: int) -> list[Pick]:
-    """The fallback: the `limit` most popular of these rows, scored relative to the shop's most popular product."""
-    top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
+def ranked(view: CatalogView, popularity: np.ndarray, name: str | None) -> np.ndarray:
+    """The rows under this category (None: the whole shop) with any popularity, most popular first (ties by id)."""
+    rows = np.arange(len(view)) if name is None else view.by_category.get(name.strip().lower(), np.zeros(0, np.int64))
+    rows = rows[rows < len(popularity)]
     rows = rows[popularity[rows] > 0]
-    if len(rows) > limit:
-        rows = rows[np.argpartition(-popularity[rows], limit - 1)[:limit]]
-    rows = rows[np.lexsort((view.ids[rows], -popularity[rows]))]
+    return rows[np.lexsort((view.ids[rows], -popularity[rows]))]
+
+
+def popular(view: CatalogView, popularity: np.ndarray, rows: np.ndarray, where: str, limit: int) -> list[Pick]:
+    """The fallback: the first `limit` of these rows (`ranked`), scored relative to the shop's most popular
+    product."""
+    top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
     return [Pick(int(view.ids[r]), float(popularity[r] / top), "popular", f"popular in {where}",
-                 {"popularity": float(popularity[r] / top)}) for r in rows]
+                 {"popularity": float(popularity[r] / top)}) for r in rows[:limit].tolist()]
 
 
-def bought_together(tables: WidgetTables, view: CatalogView, product_ids: Sequence[int],
-                    popularity: np.ndarray, limit: int) -> list[Pick]:
-    """Products carted or bought in the same sessions as these; when none are known, popular products of
-    the same top category but another subcategory (complements, not substitutes)."""
+def bought_together(tables: WidgetTables, view: CatalogView, product_ids: Sequence[int]) -> list[Pick]:
+    """Products carted or bought in the same sessions as these (empty when none are known: see `complements`)."""
     ids, scores, anchors = tables.bought.of(product_ids)
-    picks = [Pick(int(p), float(s), "bought_together", f"bought with {_name(view, int(a))}",
-                  {"co_purchase": float(s)}) for p, s, a in zip(ids, scores, anchors, strict=True)]
-    if picks:
-        return picks
+    return [Pick(int(p), float(s), "bought_together", f"bought with {_name(view, int(a))}",
+                 {"co_purchase": float(s)}) for p, s, a in zip(ids, scores, anchors, strict=True)]
+
+
+def complement_of(view: CatalogView, product_ids: Sequence[int]) -> tuple[str, frozenset[str]] | None:
+    """Where the fallback of bought-together looks: the first known product's top category without the
+    products' own subcategories (complements, not substitutes); None: the whole shop."""
     known = [view.products[p] for p in product_ids if p in view.products and view.products[p].category_path]
     if not known:
-        return popular(view, popularity, np.arange(len(view)), "the shop", limit)
-    parent = known[0].category_path[0]
+        return None
+    return known[0].category_path[0], frozenset(p.category_path[-1] for p in known)
+
+
+def complements(view: CatalogView, popularity: np.ndarray, where: tuple[str, frozenset[str]] | None,
+                rows: np.ndarray, limit: int) -> list[Pick]:
+    """The fallback when no co-purchase is known: the most popular products of `complement_of`'s place, from
+    `rows` = `ranked` of its top category (or of the whole shop), without the products' own subcategories."""
+    if where is None:
+        return popular(view, popularity, rows, "the shop", limit)
+    parent, leaves = where
     none = np.zeros(0, np.int64)
-    rows = view.by_category.get(parent.strip().lower(), none)
-    for leaf in {p.category_path[-1] for p in known}:
-        rows = np.setdiff1d(rows, view.by_category.get(leaf.strip().lower(), none))
-    return popular(view, popularity, rows, parent, limit)
+    own = [view.by_category.get(leaf.strip().lower(), none) for leaf in leaves]
+    found, pos, chunk = [], 0, 4 * limit
+    while pos < len(rows) and sum(len(f) for f in found) < limit:
+        part = rows[pos:pos + chunk]
+        for leaf_rows in own:
+            part = part[~np.isin(part, leaf_rows)]
+        found.append(part)
+        pos, chunk = pos + chunk, chunk * 2
+    return popular(view, popularity, np.concatenate(found) if found else none, parent, limit)
 
 
 def looking_similar(view: CatalogView, anchor: int, ids: np.ndarray, cosines: np.ndarray) -> list[Pick]:
@@ -119,15 +158,59 @@ def related(tables: WidgetTables, view: CatalogView, anchor: int, ids: np.ndarra
     return sorted(picks, key=lambda p: (-p.score, p.product_id))
 
 
-def trending(tables: WidgetTables, view: CatalogView) -> list[Pick]:
-    """Products rising against their own baseline (the pipeline's category filter gives "trending in X")."""
-    trend = tables.trend
-    return [Pick(int(p), float(s), "trending", f"trending in {_leaf(view, int(p))}", {"trend_z": float(z)})
-            for p, z, s in zip(trend.product_ids, trend.z, trend.scores, strict=True) if int(p) in view.products]
+def trend_picks(trend: Trend, view: CatalogView) -> tuple[tuple[Pick, ...], dict[str, tuple[Pick, ...]]]:
+    """The products rising against their own baseline as picks, best first, overall and per category name
+    (every level of the path, lower case): built once with the tables."""
+    picks = tuple(Pick(int(p), float(s), "trending", f"trending in {_leaf(view, int(p))}", {"trend_z": float(z)})
+                  for p, z, s in zip(trend.product_ids, trend.z, trend.scores, strict=True)
+                  if int(p) in view.products)
+    by_name: dict[str, list[Pick]] = {}
+    for pick in picks:
+        for name in {c.strip().lower() for c in view.products[pick.product_id].category_path}:
+            by_name.setdefault(name, []).append(pick)
+    return picks, {name: tuple(found) for name, found in by_name.items()}
 
 
-def recently_viewed(viewed: Sequence[tuple[int, datetime]], now: datetime) -> list[Pick]:
-    """The shopper's own recent products, newest first: score 2^(-age in days)."""
-    return [Pick(pid, float(2.0 ** (-max(0.0, (now - at).total_seconds()) / DAY)), "recently_viewed",
-                 "you viewed this", {"recency": float(2.0 ** (-max(0.0, (now - at).total_seconds()) / DAY))})
-            for pid, at in viewed]
+def trending(tables: WidgetTables, categories: Sequence[str]) -> list[Pick]:
+    """The trending picks, or those under any of these categories ("trending in X"), best first; the pipeline
+    still applies every filter (a product moved to another category since the tables were built)."""
+    if not categories:
+        return list(tables.trending)
+    lists = [(tables.trending_in or {}).get(c.strip().lower(), ()) for c in categories]
+    return list(lists[0]) if len(lists) == 1 else list(heapq.merge(*lists, key=lambda p: -p.score))
+
+
+@dataclass(frozen=True)
+class CategoryPick:
+    path: tuple[str, ...]  # the category and its parents, top first
+    score: float  # the trend on the 0..1 scale, as trending products
+    z: float
+    shoppers: float  # distinct shoppers in the recent window
+    expected: float  # what the category's own baseline predicts
+
+
+def rising_categories(trend: CategoryTrend, rules: Sequence[Rule], within: str | None, k: int) -> list[CategoryPick]:
+    """The `k` strongest rising categories, those hidden by a category rule (hide, category only) left out;
+    `within`: only categories strictly under this one."""
+    hidden = {r.category.strip().lower() for r in rules if r.kind == "hide" and r.category is not None
+              and r.product_id is None and r.brand is None and r.min_price is None and r.max_price is None}
+    under = within.strip().lower() if within else None
+    out = []
+    for i, path in enumerate(trend.paths):
+        names = [c.strip().lower() for c in path]
+        if hidden.intersection(names) or (under is not None and under not in names[:-1]):
+            continue
+        out.append(CategoryPick(path, float(trend.scores[i]), float(trend.z[i]), float(trend.shoppers[i]),
+                                float(trend.expected[i])))
+        if len(out) == k:
+            break
+    return out
+
+
+def recently_viewed(viewed: Sequence[tuple[int, float]], now: float) -> list[Pick]:
+    """The shopper's own recent products (id, epoch seconds), newest first: score 2^(-age in days)."""
+    picks = []
+    for pid, at in viewed:
+        recency = float(2.0 ** (-max(0.0, now - at) / DAY))
+        picks.append(Pick(pid, recency, "recently_viewed", "you viewed this", {"recency": recency}))
+    return picks

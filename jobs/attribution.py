@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from appliance.config import AnalyticsConfig
+from appliance.config_sections import AnalyticsConfig
 from appliance.errors import InvalidInput
 from appliance.types import Scored, utc_naive
 from storage.impressions import AttributedRow, ImpressionStore, Served, rate

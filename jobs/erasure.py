@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from jobs.attribution import ImpressionLog
 from jobs.indexing import IndexMirror
 from jobs.queue import DurableQueue
+from jobs.recent import RecentViews
 from storage.db import Database
 from storage.elastic_outbox import ElasticSync, NoopElasticSync
 from storage.events import EventStore
@@ -40,6 +41,7 @@ class CustomerEraser:
     user_mirror: IndexMirror
     elastic: ElasticSync | NoopElasticSync
     impressions: ImpressionLog
+    recent: RecentViews  # the recently viewed rings in memory
 
     def erase(self, customer_id: str) -> Erased:
         """Delete everything the appliance holds about one shopper, the id's mapping last; says how much of each.
@@ -55,7 +57,8 @@ class CustomerEraser:
                 vectors = self.users.delete_in(cur, [key])
                 impressions = self.impressions.store.erase_in(cur, key)
         finally:
-            self.users.forget([key])  # whatever the outcome, the cache must not answer for DuckDB
+            self.users.forget([key])  # whatever the outcome, the caches must not answer for DuckDB
+            self.recent.forget(key)
         self.user_mirror.remove([key])
         self.elastic.mark_users([customer_id])
         self.customers.forget([key])

@@ -60,7 +60,7 @@ class Feeds:
             return False
         if query.sort is not None or not self._fresh(stored):
             return True
-        return self.recommender.knows(self._personal(customer_id, stored, purchased))
+        return self.recommender.knows(self._personal(customer_id, stored, purchased), query)
 
     def prepare(self, customer_ids: Sequence[int]) -> None:
         """Compute the nearest products of shoppers whose vector just changed (the consumer calls this)."""

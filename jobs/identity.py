@@ -13,6 +13,7 @@ from appliance.errors import InvalidInput
 from jobs.attribution import ImpressionLog
 from jobs.queue import DurableQueue
 from jobs.realtime import UserVectorUpdater
+from jobs.recent import RecentViews
 from storage.db import Database
 from storage.events import EventStore
 from storage.ids import ShopIds
@@ -28,6 +29,7 @@ class IdentityParts:
     queue: DurableQueue
     updater: UserVectorUpdater
     impressions: ImpressionLog  # what the anonymous id was shown follows it (an erasure then finds it)
+    recent: RecentViews  # what the anonymous id viewed follows it too
 
 
 @dataclass(frozen=True)
@@ -62,5 +64,7 @@ def merge_customers(parts: IdentityParts, customer_id: str, anonymous_id: str) -
     # With no history left, the anonymous vector is deleted (DuckDB, user index) and marked for deletion in
     # Elasticsearch: while its id is still mapped, so the outbox can name the document.
     versions = parts.updater.update([source, target])
+    parts.recent.forget(source)
+    parts.recent.reload(target)
     customers.forget([source])
     return Merged(customer_id, anonymous_id, events, purchases, messages, int(had_vector), versions[target])

@@ -15,6 +15,7 @@ from storage.events import EventStore
 @dataclass(frozen=True)
 class ImportedEvents:
     stored: int
+    duplicates: int  # rows left out: already stored, or repeated in the file
     customers: int  # distinct shoppers in the file
     vectors: int  # of them, how many have a vector now
     popular: int  # products with popularity after the import
@@ -29,12 +30,15 @@ def past_retention(timestamps: Sequence[datetime], now: datetime, retention_days
 
 
 def import_events(
-    events: Sequence[Event], now: datetime, store: EventStore, updater: UserVectorUpdater,
+    events: Sequence[Event], dated: Sequence[bool], now: datetime, store: EventStore, updater: UserVectorUpdater,
     recommender: Recommender, progress: Callable[[int], None] = lambda n: None,
 ) -> ImportedEvents:
-    """Store the events in one transaction, then recompute the vector of every shopper in them (in bulk,
-    `progress` told per chunk) and popularity, so their feeds are personal without waiting for a job."""
-    store.append(events, now)
+    """Store the events not stored yet in one transaction (a re-run of the same export adds nothing, see
+    EventStore.append_new; `dated[i]`: row i had its own timestamp), then recompute the vector of every shopper in
+    the file (in bulk, `progress` told per chunk: an earlier run cut short before this step is completed) and
+    popularity, so their feeds are personal without waiting for a job."""
+    appended = store.append_new(events, now, dated)
     customers = sorted({e.customer_id for e in events})
     vectors = updater.refresh(customers, progress=progress)
-    return ImportedEvents(len(events), len(customers), vectors, recommender.refresh_popularity())
+    return ImportedEvents(len(appended.event_ids), appended.skipped, len(customers), vectors,
+                          recommender.refresh_popularity())

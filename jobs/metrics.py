@@ -56,6 +56,10 @@ class Metrics:
             f"{PREFIX}_consumer_lag_seconds", "From an event message's send to its processing by the consumer",
             buckets=LAG_BUCKETS, registry=r,
         )
+        self.queue_outages = Counter(
+            f"{PREFIX}_queue_outages", "Spells in which the consumer or the SQS outbox sender could not reach SQS "
+            "(cause sqs) or write the store (cause store), counted when one starts", ["part", "cause"], registry=r,
+        )
         self.impressions_written = Counter(
             f"{PREFIX}_impressions_written", "Impressions (served items) written to DuckDB", registry=r,
         )

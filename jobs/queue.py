@@ -33,12 +33,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import duckdb
 
 from appliance.errors import InvalidInput
 from appliance.ids import shop_id
-from appliance.types import EVENT_NAMES, Event, now_utc, utc_naive
+from appliance.types import Event, now_utc
 from storage.db import Database
 from storage.queue_store import QueueStore
 
@@ -51,7 +52,7 @@ TRIM_EVERY_SECONDS = 60.0  # the dead-letter age cap is applied at least this of
 class Received:
     message_id: str
     receipt_handle: str  # only the handle of the latest delivery deletes the message
-    body: dict
+    body: Any  # a JSON object; from SQS, whatever a shop published (the consumer's check refuses the rest)
     receive_count: int  # deliveries so far, this one included
     sent_at: datetime  # naive UTC
     arrival_key: str | None = None  # SQS: a message the shop published itself (its event is not stored yet)
@@ -81,12 +82,15 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class BodyEvent:
-    """An event as a message body says it: the shop's ids (the consumer maps them to keys)."""
+    """An event as a message body says it, checked as POST /events checks its body (web/queued.py): the shop's
+    ids (the consumer maps them to keys)."""
 
     customer_id: str
     product_id: str
     event_name: str
     ts: datetime
+    recommendation_id: str | None
+    position: int | None
 
 
 def event_body(event: Event, customer_id: str, product_id: str) -> dict:
@@ -97,24 +101,6 @@ def event_body(event: Event, customer_id: str, product_id: str) -> dict:
         "event_name": event.event_name,
         "timestamp": event.ts.isoformat(),
     }
-
-
-def body_event(body: dict, default_ts: datetime) -> BodyEvent:
-    """The event an SQS body describes (`default_ts` when it has no timestamp); InvalidInput if malformed."""
-    try:
-        customer_id, product_id, name = body["customer_id"], body["product_id"], body["event_name"]
-    except (KeyError, TypeError) as exc:
-        raise InvalidInput(f"message body lacks {exc}", field=str(exc).strip("'")) from exc
-    customer_id, product_id = shop_id(customer_id, "customer_id"), shop_id(product_id, "product_id")
-    if name not in EVENT_NAMES:
-        raise InvalidInput(f"unknown event_name {name!r}", field="event_name")
-    ts = default_ts
-    if body.get("timestamp") is not None:
-        try:
-            ts = utc_naive(datetime.fromisoformat(body["timestamp"]))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"timestamp is not ISO 8601: {body['timestamp']!r}", field="timestamp") from exc
-    return BodyEvent(customer_id, product_id, name, ts)
 
 
 def _group(body: dict) -> str | None:

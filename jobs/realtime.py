@@ -8,15 +8,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
-from appliance.config import TowerConfig
-from appliance.errors import InvalidInput, StoreUnavailable
+from appliance.config_sections import TowerConfig
+from appliance.errors import InvalidInput, QueueUnavailable, StoreUnavailable
 from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
 from appliance.types import EVENT_INDEX, Event, now_utc
 from jobs.indexing import IndexMirror
-from jobs.queue import BodyEvent, DurableQueue, body_event
+from jobs.outage import Outage
+from jobs.queue import BodyEvent, DurableQueue
 from storage.events import EventStore
 from storage.ids import ShopIds
 from storage.sqs_outbox import SqsOutbox
@@ -177,12 +179,19 @@ class EventConsumer:
 
     def __init__(
         self, queue: DurableQueue, updater: UserVectorUpdater, product_exists: Callable[[int], bool],
-        wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds,
+        wait_seconds: float, batch: int, index_sync_seconds: float, ids: ShopIds, backoff_max_seconds: float,
+        read_body: Callable[[Any, datetime], BodyEvent],
         on_processed: Callable[[Sequence[float]], None] = lambda lags: None,
+        on_events: Callable[[Sequence[Event]], None] = lambda events: None,
+        on_outage: Callable[[str], None] = lambda cause: None,
     ) -> None:
         self.queue = queue
+        self.read_body = read_body  # the event of a body (sent at): POST /events' checks; InvalidInput otherwise
+        # SQS unreachable or the disk refusing writes: one warning, waits of 1 s doubling to the cap, one info
+        self.outage = Outage("event consumer", log, 1.0, backoff_max_seconds, on_outage)
         self.ids = ids
         self.on_processed = on_processed  # told each processed message's lag (seconds since it was sent)
+        self.on_events = on_events  # told the events processed (in keys), e.g. the recently viewed rings
         self.updater = updater
         self.product_exists = product_exists
         self.wait_seconds = wait_seconds
@@ -195,10 +204,10 @@ class EventConsumer:
 
     def run_once(self, wait_seconds: float = 0.0) -> int:
         messages = self.queue.receive(max_messages=self.batch, wait_seconds=wait_seconds)
-        good, customers, arrivals = [], set(), []
+        good, customers, arrivals, seen = [], set(), [], []
         for message in messages:
             try:
-                event = body_event(message.body, message.sent_at)
+                event = self.read_body(message.body, message.sent_at)
             except InvalidInput as exc:
                 self.queue.fail(message.receipt_handle, f"malformed message: {exc}")
                 continue
@@ -207,6 +216,7 @@ class EventConsumer:
                 self.queue.fail(message.receipt_handle, f"unknown product {event.product_id}")
                 continue
             good.append(message)
+            seen.append((event, product))
             if message.arrival_key is not None:
                 arrivals.append((message.arrival_key, event, product))
                 continue
@@ -217,6 +227,9 @@ class EventConsumer:
         if good:
             if customers:
                 self.updater.update(sorted(customers))
+            keys = self.ids.customers.keys([e.customer_id for e, _ in seen])
+            self.on_events([Event(c, p, e.event_name, e.ts) for (e, p), c in zip(seen, keys, strict=True)
+                            if c is not None])
             self.queue.delete_batch([m.receipt_handle for m in good])
             self.processed += len(good)
             done = now_utc()
@@ -240,7 +253,7 @@ class EventConsumer:
             new: dict[str, Event] = {}
             for (key, e, product), customer in zip(arrivals, keys, strict=True):
                 if key in fresh:
-                    new.setdefault(key, Event(customer, product, e.event_name, e.ts))
+                    new.setdefault(key, Event(customer, product, e.event_name, e.ts, e.recommendation_id, e.position))
             events.append_in(cur, list(new.values()), now)
         return [c for c in keys if c is not None]
 
@@ -258,9 +271,9 @@ class EventConsumer:
         while not self._stop.is_set():
             try:
                 self.run_once(self.wait_seconds)
-            except StoreUnavailable as exc:  # the disk refuses writes: messages wait in DuckDB until it is back
-                log.warning("event batch waits: %s", exc)
-                self._stop.wait(1.0)
+                self.outage.recovered()
+            except (QueueUnavailable, StoreUnavailable) as exc:  # the messages wait (SQS, DuckDB) until it is back
+                self._stop.wait(self.outage.failed("sqs" if isinstance(exc, QueueUnavailable) else "store", str(exc)))
             except Exception:  # the consumer outlives one bad batch; the batch is retried later
                 log.exception("event batch failed")
                 self._stop.wait(1.0)

@@ -18,15 +18,18 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 
-from appliance.config import Config, QueueConfig
-from appliance.errors import InvalidInput
+from appliance.config import Config
+from appliance.config_sections import QueueConfig
+from appliance.errors import InvalidInput, QueueUnavailable
 from appliance.types import now_utc
+from jobs.outage import Outage
 from jobs.queue import MAX_BATCH, DeadLetter, DurableQueue, QueueStats, Received, _group
 from storage.db import Database
 from storage.sqs_outbox import SqsOutbox
@@ -60,6 +63,17 @@ def sqs_client(config: QueueConfig) -> Any:
     return boto3.client("sqs", config=timeouts, **options)
 
 
+@contextmanager
+def _reaching_sqs() -> Iterator[None]:
+    """SQS unreachable or refusing (botocore's errors) -> QueueUnavailable, what the consumer waits out."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise QueueUnavailable(f"SQS unreachable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+
+
 def _ms(value: str | None) -> datetime:
     """An SQS epoch-milliseconds attribute as naive UTC (now when absent)."""
     if not value:
@@ -70,12 +84,13 @@ def _ms(value: str | None) -> datetime:
 class SqsQueue:
     """DurableQueue's contract over an SQS queue; thread-safe (a boto3 client may be shared by threads)."""
 
-    def __init__(self, db: Database, client: Any, config: QueueConfig) -> None:
+    def __init__(self, db: Database, client: Any, config: QueueConfig,
+                 on_outage: Callable[[str], None] = lambda cause: None) -> None:
         self.client = client
         self.url = config.sqs_queue_url
         self.fifo = self.url.endswith(".fifo")
         self.outbox = SqsOutbox(db)
-        self.sender = OutboxSender(self, config)
+        self.sender = OutboxSender(self, config, on_outage)
         self._held: dict[str, tuple[str, str | None, str]] = {}  # receipt handle -> (body, group, message id)
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -132,13 +147,14 @@ class SqsQueue:
         options: dict[str, Any] = {}
         if visibility_timeout is not None:
             options["VisibilityTimeout"] = int(visibility_timeout)
-        reply = self.client.receive_message(
-            QueueUrl=self.url, MaxNumberOfMessages=min(max_messages, MAX_BATCH),
-            WaitTimeSeconds=min(int(wait_seconds), 20),  # SQS long polls 20 s at most
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId",
-                                         "MessageDeduplicationId"],
-            MessageAttributeNames=["origin"], **options,
-        )
+        with _reaching_sqs():
+            reply = self.client.receive_message(
+                QueueUrl=self.url, MaxNumberOfMessages=min(max_messages, MAX_BATCH),
+                WaitTimeSeconds=min(int(wait_seconds), 20),  # SQS long polls 20 s at most
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId",
+                                             "MessageDeduplicationId"],
+                MessageAttributeNames=["origin"], **options,
+            )
         out = []
         for m in reply.get("Messages", []):
             attrs = m.get("Attributes", {})
@@ -147,9 +163,7 @@ class SqsQueue:
             try:
                 body = json.loads(m["Body"])
             except ValueError:
-                body = None
-            if not isinstance(body, dict):  # the consumer's check names the missing field
-                body = {"body": m["Body"]}
+                body = m["Body"]  # not JSON: the consumer's check says so
             ours = m.get("MessageAttributes", {}).get("origin", {}).get("StringValue") == "appliance"
             # the shop's own message: stored once per deduplication id (FIFO) or message id (redeliveries)
             arrival = None if ours else f"sqs:{attrs.get('MessageDeduplicationId') or m['MessageId']}"
@@ -161,9 +175,10 @@ class SqsQueue:
         done: set[str] = set()
         for i in range(0, len(receipt_handles), MAX_BATCH):
             chunk = list(receipt_handles[i:i + MAX_BATCH])
-            reply = self.client.delete_message_batch(
-                QueueUrl=self.url, Entries=[{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(chunk)]
-            )
+            with _reaching_sqs():
+                reply = self.client.delete_message_batch(
+                    QueueUrl=self.url, Entries=[{"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(chunk)]
+                )
             done.update(chunk[int(s["Id"])] for s in reply.get("Successful", []))
         with self._lock:
             for h in receipt_handles:
@@ -181,7 +196,8 @@ class SqsQueue:
             return False
         body, group, message_id = held
         attributes = {"reason": {"DataType": "String", "StringValue": reason[:1000]}}
-        sent = self.send_entries([("0", group, body, f"dead-{message_id}")], self.dead_letter_url(), attributes)
+        with _reaching_sqs():
+            sent = self.send_entries([("0", group, body, f"dead-{message_id}")], self.dead_letter_url(), attributes)
         return bool(sent) and self.delete(receipt_handle)
 
     # -- inspecting and the dead-letter queue ----------------------------------------------------------
@@ -269,13 +285,14 @@ class SqsQueue:
 
 
 class OutboxSender:
-    """Drains the outbox to SQS, oldest first; after a failure waits backoff, doubling up to its maximum."""
+    """Drains the outbox to SQS, oldest first; after a failure waits backoff, doubling up to its maximum (one
+    warning when SQS starts failing, one info when it takes messages again)."""
 
-    def __init__(self, queue: SqsQueue, config: QueueConfig) -> None:
+    def __init__(self, queue: SqsQueue, config: QueueConfig, on_outage: Callable[[str], None]) -> None:
         self.queue = queue
         self.batch = config.outbox_batch
-        self.backoff = config.outbox_backoff_seconds
-        self.backoff_max = config.outbox_backoff_max_seconds
+        self.outage = Outage("SQS outbox sender", log, config.outbox_backoff_seconds,
+                             config.outbox_backoff_max_seconds, on_outage)
         self.sent = 0
         self.last_error: str | None = None
         self._wake = threading.Event()
@@ -301,20 +318,18 @@ class OutboxSender:
         return len(sent)
 
     def _run(self) -> None:
-        wait = self.backoff
         while not self._stop.is_set():
             try:
-                if self.drain_once():
-                    wait = self.backoff
+                sent = self.drain_once()
+                self.outage.recovered()
+                if sent:
                     continue
                 self.last_error = None
                 self._wake.wait(1.0)
                 self._wake.clear()
             except Exception as exc:  # SQS unreachable or refusing: the rows stay in DuckDB
                 self.last_error = type(exc).__name__
-                log.warning("SQS outbox send failed (%s); retrying in %.1fs", type(exc).__name__, wait)
-                self._stop.wait(wait)
-                wait = min(max(wait * 2, 0.01), self.backoff_max)
+                self._stop.wait(self.outage.failed("sqs", f"send failed ({type(exc).__name__})"))
 
     def start(self) -> None:
         self._thread.start()
@@ -326,13 +341,13 @@ class OutboxSender:
             self._thread.join(timeout)
 
 
-
-
-def make_queue(config: Config, db: Database) -> DurableQueue | SqsQueue:
-    """The event queue `[queue] backend` names: the in-process DuckDB queue, or SQS through the outbox."""
+def make_queue(config: Config, db: Database,
+               on_outage: Callable[[str], None] = lambda cause: None) -> DurableQueue | SqsQueue:
+    """The event queue `[queue] backend` names: the in-process DuckDB queue, or SQS through the outbox (whose
+    sender tells `on_outage` when SQS starts failing)."""
     realtime = config.realtime
     if config.queue.backend == "sqs":
-        return SqsQueue(db, sqs_client(config.queue), config.queue)
+        return SqsQueue(db, sqs_client(config.queue), config.queue, on_outage)
     return DurableQueue(
         db, visibility_timeout=realtime.visibility_timeout_seconds, max_receive_count=realtime.max_receive_count,
         receive_limit=max(realtime.consumer_batch, 10), dead_letter_max=realtime.dead_letter_max,

@@ -1,5 +1,6 @@
 """The widgets' use cases: building their tables from the events (the `widgets` job) and answering one
-widget request (a single endpoint or one entry of POST /recommendations)."""
+widget request (a single endpoint or one entry of POST /recommendations) from memory where it can
+(jobs/widget_memory.py: what is shared by a call, what is cached between calls)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,30 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from appliance import widgets as sources
-from appliance.config import WidgetsConfig
-from appliance.cooccurrence import Neighbours, trending
+from appliance.catalog_view import CatalogView
+from appliance.config_sections import WidgetsConfig
+from appliance.cooccurrence import Neighbours, trending, trending_categories
 from appliance.errors import InvalidInput
 from appliance.finish import Finish, finish
 from appliance.pipeline import Selection
 from appliance.recommender import Recommender
 from appliance.types import Pick
 from appliance.widgets import Widgets, WidgetTables
+from jobs.recent import BROWSE, RecentViews, epoch
+from jobs.widget_memory import Call, Memo, Moment
 from storage.baskets import BasketStore
 from storage.events import EventStore
 from storage.rules import RuleStore
 from storage.vectors import VectorIndex
 
 BASKET = ("product_added_to_cart", "product_purchased")
-BROWSE = ("product_viewed", "product_clicked")
+FINISH_HEAD = 4  # appliance/finish.py diversifies the first 4 × k allowed picks: more cannot change an answer
 MODELS = ("bought-together", "related", "looking-similar", "trending", "recently-viewed")
 
 
-def build_tables(baskets: BasketStore, config: WidgetsConfig, now: datetime) -> WidgetTables:
-    """Co-occurrence of carted/bought products and of viewed products per session, and the trend."""
+def build_tables(baskets: BasketStore, config: WidgetsConfig, now: datetime, view: CatalogView) -> WidgetTables:
+    """Co-occurrence of carted/bought products and of viewed products per session, the trend of products and
+    of categories, and the trend as ready picks (overall and per category)."""
     since, gap = now - timedelta(days=config.window_days), config.session_gap_minutes * 60.0
 
     def neighbours(names: tuple[str, ...]) -> Neighbours:
@@ -38,19 +43,21 @@ def build_tables(baskets: BasketStore, config: WidgetsConfig, now: datetime) -> 
 
     recent_from = now - timedelta(hours=config.trending_recent_hours)
     base_from = recent_from - timedelta(days=config.trending_baseline_days)
-    trend = trending(
-        baskets.shoppers_per_product(recent_from, now + timedelta(seconds=1)),
-        baskets.shoppers_per_product(base_from, recent_from),
-        config.trending_recent_hours, config.trending_baseline_days * 24.0, config.trending_min_shoppers,
-    )
-    return WidgetTables(neighbours(BASKET), neighbours(BROWSE), trend, now)
+    until = now + timedelta(seconds=1)
+    hours = (config.trending_recent_hours, config.trending_baseline_days * 24.0, config.trending_min_shoppers)
+    trend = trending(baskets.shoppers_per_product(recent_from, until),
+                     baskets.shoppers_per_product(base_from, recent_from), *hours)
+    categories = trending_categories(baskets.category_shoppers(recent_from, until),
+                                     baskets.category_shoppers(base_from, recent_from), *hours)
+    picks, by_name = sources.trend_picks(trend, view)
+    return WidgetTables(neighbours(BASKET), neighbours(BROWSE), trend, now, categories, picks, by_name)
 
 
 def refresh(widgets: Widgets) -> str:
     """The scheduled job: rebuild the tables now."""
     tables = widgets.refresh()
     return (f"bought together for {len(tables.bought)} products, co-viewed for {len(tables.viewed)}, "
-            f"{len(tables.trend.product_ids)} trending")
+            f"{len(tables.trend.product_ids)} trending products, {len(tables.categories.paths)} categories")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,12 @@ class WidgetParts:
     rules: RuleStore
     config: WidgetsConfig
     clock: Callable[[], datetime]
+    recent: RecentViews
+    memo: Memo
+
+    def call(self, blocking: bool) -> Call:
+        """The shared reads of one HTTP call (see jobs/widget_memory.py)."""
+        return Call(self.recommender, self.widgets, self.rules, self.events, self.index, self.clock, blocking)
 
 
 @dataclass(frozen=True)
@@ -75,47 +88,129 @@ class Ask:
     how: Finish
 
 
-def recommend(parts: WidgetParts, ask: Ask) -> list[Pick]:
-    """The picks of one widget, through the shared pipeline."""
-    view = parts.recommender.view()
-    purchased = frozenset(parts.events.purchased(ask.customer_id)) if ask.customer_id is not None else frozenset()
-    how = replace(ask.how, purchased=purchased | ask.how.purchased, rules=parts.rules.all(), now=parts.clock())
-    if ask.model == "trending":
-        picks = sources.trending(parts.widgets.tables(), view)
-    elif ask.model == "recently-viewed":
-        if ask.customer_id is None:
-            return []  # a shopper never seen has viewed nothing
-        viewed = parts.baskets.recently_viewed(ask.customer_id, BROWSE, max(ask.how.k * 3, parts.config.k))
-        picks = sources.recently_viewed(viewed, parts.clock())
-        how = replace(how, purchased=ask.how.purchased, max_in_row=0)  # the shopper's own order; bought ones stay
-    elif not ask.product_ids:
+def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
+    """The picks of one widget, through the shared pipeline; an answer that does not depend on the shopper
+    (no purchases of theirs to leave out) is cached per (request, inputs)."""
+    m = call.moment()
+    if ask.model == "recently-viewed":
+        return _recently_viewed(parts, ask, call, m)
+    if ask.model != "trending" and not ask.product_ids:
         raise InvalidInput(f"{ask.model} needs product_id (or product_ids)", field="product_id")
-    elif ask.model == "bought-together":
-        _, popularity = parts.recommender.popularity_of(view)
-        picks = sources.bought_together(parts.widgets.tables(), view, ask.product_ids, popularity,
-                                        max(parts.config.depth, ask.how.k * 5))
-    else:
-        anchor = ask.product_ids[0]
-        # the filters inside the index search, as one mask over the view's rows: a narrow filter still fills k
-        keep = Selection.of(view, ask.how.query).allows(np.arange(view.n, dtype=np.int64))
-        ids, cosines = _nearest(parts, anchor, max(parts.config.depth, ask.how.k * 5),
-                                lambda label: label != anchor and label in view.row and bool(keep[view.row[label]]))
-        if ask.model == "looking-similar":  # what it says: the nearest in order, not diversified
-            picks = sources.looking_similar(view, anchor, ids, cosines)
-            how = replace(how, max_in_row=0)
-        else:
-            picks = sources.related(parts.widgets.tables(), view, anchor, ids, cosines,
-                                    parts.config.related_behaviour_weight)
-    return finish(view, picks, how)
+    purchased = call.purchased(ask.customer_id) | ask.how.purchased
+    how = replace(ask.how, purchased=purchased, rules=m.rules, now=m.now)
+    key = (replace(ask, customer_id=None), m.stamp) if not purchased else None
+    if key is not None and (hit := parts.memo.answers.get(key)) is not None:
+        return hit[1]
+    if ask.model == "looking-similar":  # what it says: the nearest in order, not diversified
+        how = replace(how, max_in_row=0)
+    picks = finish(m.view, head_of(m, _source(parts, ask, call, m), how), how)
+    if key is not None:
+        parts.memo.answers.put(key, (m.popularity, picks))  # holds what the stamp names by id
+    return picks
 
 
-def merchandise(parts: WidgetParts, picks: list[Pick], how: Finish) -> list[Pick]:
+def head_of(m: Moment, picks: list[Pick], how: Finish) -> list[Pick]:
+    """The part of a long candidate list (trending: up to 2000) that the pipeline can use, so a request does not
+    walk all of it: the candidates the filters allow, de-duplicated, the first `FINISH_HEAD` × k plus the pins.
+    Exact while no hide, boost or bury rule is active (those re-rank or remove; the whole list goes then): the
+    pipeline keeps the allowed candidates in order and arranges only the first 4 × k."""
+    active = [r for r in how.rules if r.active(m.now)]
+    need = FINISH_HEAD * how.k + sum(r.kind == "pin" for r in active)
+    if len(picks) <= need or any(r.kind != "pin" for r in active):
+        return picks
+    view = m.view
+    rows = np.fromiter((view.row.get(p.product_id, -1) for p in picks), np.int64, len(picks))
+    ok = rows >= 0
+    ok[ok] = Selection.of(view, how.query, how.purchased).allows(rows[ok])
+    head, seen = [], set()
+    for pick, allowed in zip(picks, ok.tolist(), strict=True):
+        if allowed and pick.product_id not in seen:
+            seen.add(pick.product_id)
+            head.append(pick)
+            if len(head) == need:
+                break
+    return head
+
+
+def _source(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
+    """The model's candidates, best first, before the pipeline."""
+    if ask.model == "trending":
+        return sources.trending(m.tables, ask.how.query.categories)
+    if ask.model == "bought-together":
+        picks = sources.bought_together(m.tables, m.view, ask.product_ids)
+        return picks or _complements(parts, ask, call, m)
+    anchor = ask.product_ids[0]
+    ids, cosines = _nearest(parts, ask, call, m, anchor)
+    if ask.model == "looking-similar":
+        return sources.looking_similar(m.view, anchor, ids, cosines)
+    return sources.related(m.tables, m.view, anchor, ids, cosines, parts.config.related_behaviour_weight)
+
+
+def _complements(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
+    """Bought-together's fallback: each top category's products by popularity are ranked once per inputs."""
+    where = sources.complement_of(m.view, ask.product_ids)
+    key = (None if where is None else where[0], m.stamp)
+    hit = parts.memo.complements.get(key)
+    if hit is None:
+        call.need(False)  # a posting list or the whole catalog to sort: not on the event loop
+        hit = (m.popularity, sources.ranked(m.view, m.popularity, key[0]))
+        parts.memo.complements.put(key, hit)
+    return sources.complements(m.view, m.popularity, where, hit[1], max(parts.config.depth, ask.how.k * 5))
+
+
+def _recently_viewed(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
+    if ask.customer_id is None:
+        return []  # a shopper never seen has viewed nothing
+    want = max(ask.how.k * 3, parts.config.k)
+    viewed = parts.recent.in_memory(ask.customer_id, want)
+    if viewed is None:
+        call.need(False)
+        viewed = parts.recent.get(ask.customer_id, want)
+    # the shopper's own order; products they bought stay
+    how = replace(ask.how, rules=m.rules, now=m.now, max_in_row=0)
+    return finish(m.view, sources.recently_viewed(viewed, epoch(m.now)), how)
+
+
+def merchandise(parts: WidgetParts, picks: list[Pick], how: Finish, call: Call) -> list[Pick]:
     """Another source's picks (the feed's) through the same pipeline: rules, filters, diversity, pins."""
-    return finish(parts.recommender.view(), picks, replace(how, rules=parts.rules.all(), now=parts.clock()))
+    m = call.moment()
+    return finish(m.view, picks, replace(how, rules=m.rules, now=m.now))
 
 
-def _nearest(parts: WidgetParts, anchor: int, depth: int, accept: Callable[[int], bool]
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _nearest(parts: WidgetParts, ask: Ask, call: Call, m: Moment, anchor: int) -> tuple[np.ndarray, np.ndarray]:
+    """The anchor's nearest products by vector that the request's filters allow, best first. The unfiltered
+    neighbours are kept per product (until the vector index changes); a filter that leaves fewer than half of
+    them searches the index with the filter inside, so a narrow filter still fills the list."""
+    depth = max(parts.config.depth, ask.how.k * 5)
+    ids, cosines = _neighbours(parts, call, anchor, depth)
+    query = ask.how.query
+    rows = np.array([m.view.row.get(int(p), -1) for p in ids.tolist()], np.int64)
+    keep = rows >= 0
+    keep[keep] = Selection.of(m.view, query).allows(rows[keep])
+    if keep.sum() * 2 >= min(len(ids), depth) or len(ids) < depth:
+        return ids[keep], cosines[keep]
+    call.need(False)
+    every = Selection.of(m.view, query).allows(np.arange(m.view.n, dtype=np.int64))
+    row = m.view.row
+    return _search(parts, anchor, depth, lambda label: label != anchor and label in row and bool(every[row[label]]))
+
+
+def _neighbours(parts: WidgetParts, call: Call, anchor: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    version = parts.index.version
+    hit = parts.memo.nearest.get(anchor)
+    if hit is not None and hit[0] == version and len(hit[1]) >= depth:
+        return hit[1][:depth], hit[2][:depth]
+    call.need(False)
+    ids, cosines = _search(parts, anchor, depth + 1, None)
+    mine = ids != anchor
+    ids, cosines = ids[mine][:depth], cosines[mine][:depth]
+    if len(ids):  # none while the anchor's own vector is still being computed: asked again next time
+        parts.memo.nearest.put(anchor, (version, ids, cosines))
+    return ids, cosines
+
+
+def _search(parts: WidgetParts, anchor: int, depth: int, accept: Callable[[int], bool] | None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """The nearest products by vector; none while the anchor's own vector is still being computed (related
     products then come from co-views alone, looking-similar is empty until it is ready)."""
     try:
@@ -124,3 +219,10 @@ def _nearest(parts: WidgetParts, anchor: int, depth: int, accept: Callable[[int]
         return np.zeros(0, np.int64), np.zeros(0)
     labels, sims = parts.index.query(vector, depth, accept=accept)
     return np.asarray(labels, np.int64), np.asarray(sims, np.float64)
+
+
+def categories(parts: WidgetParts, call: Call, k: int, within: str | None) -> list[sources.CategoryPick]:
+    """The categories whose distinct shoppers rise against their own baseline, best first; `within`: only
+    those under this category (any level of the path)."""
+    m = call.moment()
+    return sources.rising_categories(m.tables.categories, [r for r in m.rules if r.active(m.now)], within, k)

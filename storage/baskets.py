@@ -62,13 +62,43 @@ class BasketStore:
         )
         return np.asarray(data["product_id"], np.int64), np.asarray(data["shoppers"], np.float64)
 
-    def recently_viewed(self, customer_id: int, names: Sequence[str], limit: int) -> list[tuple[int, datetime]]:
-        """The shopper's last `limit` distinct products with one of these events, newest first, with when."""
+    def recently_viewed(self, customer_id: int, names: Sequence[str], since: datetime, limit: int
+                        ) -> list[tuple[int, float]]:
+        """The shopper's last `limit` distinct products with one of these events since `since`, newest first,
+        with when (epoch seconds)."""
         return [
-            (int(pid), ts) for pid, ts in self.db.read(
-                """SELECT product_id, max(ts) AS last_ts FROM events
-                   WHERE customer_id = $1 AND event_name IN (SELECT unnest($2::VARCHAR[]))
-                   GROUP BY product_id ORDER BY last_ts DESC, product_id LIMIT $3""",
-                [customer_id, list(names), limit],
+            (int(pid), float(at)) for pid, at in self.db.read(
+                """SELECT product_id, epoch(max(ts)) AS last_ts FROM events
+                   WHERE customer_id = $1 AND event_name IN (SELECT unnest($2::VARCHAR[])) AND ts >= $3::TIMESTAMP
+                   GROUP BY product_id ORDER BY last_ts DESC, product_id LIMIT $4""",
+                [customer_id, list(names), since, limit],
             )
         ]
+
+    def recent_views(self, names: Sequence[str], since: datetime, per_shopper: int, shoppers: int
+                     ) -> list[tuple[int, int, float]]:
+        """For the `shoppers` most recently active shoppers (by these events since `since`), their last
+        `per_shopper` distinct products: (customer, product, epoch seconds of the newest such event)."""
+        return [(int(c), int(p), float(at)) for c, p, at in self.db.read(
+            """WITH seen AS (SELECT customer_id, product_id, max(ts) AS last_at FROM events
+                             WHERE event_name IN (SELECT unnest($1::VARCHAR[])) AND ts >= $2::TIMESTAMP
+                             GROUP BY ALL),
+                    active AS (SELECT customer_id FROM seen GROUP BY customer_id ORDER BY max(last_at) DESC LIMIT $4),
+                    ranked AS (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY last_at DESC, product_id)
+                               AS n FROM seen WHERE customer_id IN (SELECT customer_id FROM active))
+               SELECT customer_id, product_id, epoch(last_at) FROM ranked WHERE n <= $3""",
+            [list(names), since, per_shopper, shoppers],
+        )]
+
+    def category_shoppers(self, since: datetime, until: datetime) -> tuple[list[tuple[str, ...]], np.ndarray]:
+        """(category paths, distinct shoppers with any event on a product under each in [since, until)): every
+        prefix of a product's path counts as a category ("Shoes", "Shoes > Running")."""
+        rows = self.db.read(
+            """WITH e AS (SELECT DISTINCT e.customer_id, p.category_path AS path FROM events e
+                          JOIN products p USING (product_id)
+                          WHERE e.ts >= $1::TIMESTAMP AND e.ts < $2::TIMESTAMP AND len(p.category_path) > 0)
+               SELECT list_slice(path, 1, depth) AS prefix, count(DISTINCT customer_id)
+               FROM e, range(1, len(path) + 1) AS r(depth) GROUP BY prefix""",
+            [since, until],
+        )
+        return [tuple(path) for path, _ in rows], np.array([n for _, n in rows], np.float64)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.config import ElasticConfig
+from appliance.config_sections import ElasticConfig
 from appliance.errors import InvalidInput, NotReady
 from appliance.types import Product
 

@@ -6,6 +6,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -15,6 +16,12 @@ from appliance.types import Event
 from storage.db import Database
 
 MAX_HALF_LIVES = 1000  # popularity: older events weigh 2^-1000 (not 0), see EventStore.popularity
+
+
+@dataclass(frozen=True)
+class Appended:
+    event_ids: list[int]  # of the events written, in the batch's order
+    skipped: int  # duplicates left out
 
 
 class EventStore:
@@ -51,20 +58,63 @@ class EventStore:
                 [e.recommendation_id for e in events], [e.position for e in events],
             ],
         ).fetchall()
-        bought = [(e.customer_id, e.product_id) for e in events if e.event_name == "product_purchased"]
-        if bought:
-            with self._lock:
-                self._buyers.update(c for c, _ in bought)
-            self.forget_purchases(c for c, _ in bought)
-            cur.execute(
-                """INSERT INTO purchases
-                   SELECT c, list(DISTINCT p) FROM (SELECT unnest($1::BIGINT[]) AS c, unnest($2::BIGINT[]) AS p)
-                   GROUP BY c
-                   ON CONFLICT (customer_id) DO UPDATE
-                   SET product_ids = list_distinct(list_concat(purchases.product_ids, excluded.product_ids))""",
-                [[c for c, _ in bought], [p for _, p in bought]],
-            )
+        self._bought_in(cur, [(e.customer_id, e.product_id) for e in events if e.event_name == "product_purchased"])
         return [r[0] for r in rows]
+
+    def append_new(self, events: Sequence[Event], received_at: datetime, dated: Sequence[bool]) -> Appended:
+        """Write, in one transaction, those events not already stored: a dated event equal in (customer, product,
+        event_name, ts) to a stored one, or to an earlier one of the batch, is skipped (a re-imported export
+        does not double the history). `dated[i]` False: event i's ts is only the time of import, never a
+        duplicate. Set-wise, not a lookup per row: the batch is scanned as numpy columns, a window finds the
+        repeats inside it and an anti-join the ones already stored."""
+        if not events:
+            return Appended([], 0)
+        batch = {
+            "c": np.fromiter((e.customer_id for e in events), np.int64, len(events)),
+            "p": np.fromiter((e.product_id for e in events), np.int64, len(events)),
+            "n": np.array([e.event_name for e in events], dtype=object),
+            "t": np.array([e.ts for e in events], dtype="datetime64[us]"),
+            "r": np.array([e.recommendation_id for e in events], dtype=object),
+            "pos": np.array([e.position for e in events], dtype=object),
+            "d": np.asarray(dated, dtype=bool),
+            "i": np.arange(len(events)),
+        }
+        with self.db.write() as cur:
+            cur.register("import_batch", batch)
+            try:
+                rows = cur.execute(
+                    """INSERT INTO events (customer_id, product_id, event_name, ts, received_at, recommendation_id,
+                                           position)
+                       SELECT c, p, n, t, $1::TIMESTAMP, r, pos::INTEGER FROM (
+                           SELECT *, row_number() OVER (PARTITION BY c, p, n, t, d ORDER BY i) AS k
+                           FROM import_batch) AS f
+                       WHERE NOT f.d OR (f.k = 1 AND NOT EXISTS (
+                           SELECT 1 FROM events e
+                           WHERE e.customer_id = f.c AND e.product_id = f.p AND e.event_name = f.n AND e.ts = f.t))
+                       ORDER BY f.i
+                       RETURNING event_id, customer_id, product_id, event_name""",
+                    [received_at],
+                ).fetchall()
+            finally:
+                cur.unregister("import_batch")
+            self._bought_in(cur, [(c, p) for _, c, p, name in rows if name == "product_purchased"])
+        return Appended([r[0] for r in rows], len(events) - len(rows))
+
+    def _bought_in(self, cur: duckdb.DuckDBPyConnection, bought: Sequence[tuple[int, int]]) -> None:
+        """Record purchases (customer, product) of events written in the caller's transaction."""
+        if not bought:
+            return
+        with self._lock:
+            self._buyers.update(c for c, _ in bought)
+        self.forget_purchases(c for c, _ in bought)
+        cur.execute(
+            """INSERT INTO purchases
+               SELECT c, list(DISTINCT p) FROM (SELECT unnest($1::BIGINT[]) AS c, unnest($2::BIGINT[]) AS p)
+               GROUP BY c
+               ON CONFLICT (customer_id) DO UPDATE
+               SET product_ids = list_distinct(list_concat(purchases.product_ids, excluded.product_ids))""",
+            [[c for c, _ in bought], [p for _, p in bought]],
+        )
 
     def newest_ids(self, customer_ids: Sequence[int]) -> list[int]:
         """Each customer's newest event id (0 when none): read before a history, it is what a vector derived

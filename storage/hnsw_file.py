@@ -2,7 +2,7 @@
 crashes the process on the first query, random bytes raise OverflowError or allocate absurd sizes).
 
 `digest` is recorded in the sidecar when the file is written and compared before it is loaded; `check_structure`
-is a cheap walk of the layout written by hnswlib 0.8 (`HierarchicalNSW::saveIndex`):
+is a walk, in numpy over the file's memory map, of the layout written by hnswlib 0.8 (`HierarchicalNSW::saveIndex`):
 
     header (96 bytes): offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset,
                        offsetData (size_t each), maxlevel (int32), enterpoint_node (uint32), maxM, maxM0, M
@@ -26,6 +26,9 @@ HEADER = np.dtype([
 ])
 
 
+BLOCK = 65_536  # vectors checked at a time
+
+
 class DamagedIndex(ValueError):
     """The file is not the index its sidecar describes, or not a well-formed hnswlib index."""
 
@@ -40,7 +43,8 @@ def check_structure(path: Path, dim: int, normalised: bool) -> int:
 
     Checks the header's sizes against each other and the file length, every neighbour id against the element
     count, and (cosine space, where hnswlib stores unit vectors) that every vector is finite and unit length."""
-    raw = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+    # a plain ndarray over the map: slicing a np.memmap costs microseconds each
+    raw = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray) if path.stat().st_size else np.zeros(0, np.uint8)
     if len(raw) < HEADER.itemsize:
         raise DamagedIndex(f"{path.name}: {len(raw)} bytes, shorter than an hnswlib header")
     h = raw[:HEADER.itemsize].view(HEADER)[0]
@@ -57,33 +61,59 @@ def check_structure(path: Path, dim: int, normalised: bool) -> int:
     end0 = HEADER.itemsize + n * size
     if len(raw) < end0 + 4 * n:
         raise DamagedIndex(f"{path.name}: truncated ({len(raw)} bytes for {n} elements)")
-    level0 = raw[HEADER.itemsize:end0].reshape(n, size)
-    _check_links(level0[:, :links0], m0, n, path)
-    if n:
-        vectors = np.ascontiguousarray(level0[:, links0:links0 + 4 * dim]).view("<f4")
+    level0 = raw[HEADER.itemsize:end0].reshape(n, size)  # (n, size) bytes; size and the header are 4-byte multiples
+    _check_links(level0[:, :links0].view("<u4"), m0, n, path)  # views of the rows' columns: nothing is copied
+    for block in range(0, n, BLOCK):  # a block at a time bounds the temporaries
+        vectors = level0[block:block + BLOCK, links0:links0 + 4 * dim].view("<f4")  # (B, dim)
         if not np.isfinite(vectors).all():
             raise DamagedIndex(f"{path.name}: a stored vector is not finite")
-        if normalised and np.abs(np.linalg.norm(vectors, axis=1) - 1.0).max() > 1e-3:
+        if normalised and np.abs(np.einsum("ij,ij->i", vectors, vectors) - 1.0).max() > 2e-3:
             raise DamagedIndex(f"{path.name}: a stored vector is not unit length")
-    record, at = 4 + 4 * m, end0
-    for _ in range(n):  # only about 1 element in M has upper levels: a short loop
-        if at + 4 > len(raw):
-            raise DamagedIndex(f"{path.name}: truncated in the upper levels")
-        nbytes = int(raw[at:at + 4].view("<u4")[0])
-        at += 4
-        if nbytes % record or nbytes // record > max(int(h["max_level"]), 0) or at + nbytes > len(raw):
-            raise DamagedIndex(f"{path.name}: an upper-level neighbour list has a bad size")
-        if nbytes:
-            _check_links(raw[at:at + nbytes].reshape(-1, record), m, n, path)
-            at += nbytes
-    if at != len(raw):
-        raise DamagedIndex(f"{path.name}: {len(raw) - at} bytes after the last neighbour list")
+    _check_upper_levels(raw, end0, n, m, max(int(h["max_level"]), 0), path)
     return n
 
 
-def _check_links(records: np.ndarray, capacity: int, n: int, path: Path) -> None:
-    """Each row: a uint32 whose low 16 bits count the neighbours, then `capacity` uint32 ids."""
-    words = np.ascontiguousarray(records).view("<u4")
+def _check_upper_levels(raw: np.ndarray, start: int, n: int, m: int, max_level: int, path: Path) -> None:
+    """The upper levels from byte `start` to the end of the file: per element a uint32 byte size (0 for the
+    ~(M-1)/M elements that live on level 0 only), then that many bytes of (count, m ids) records.
+
+    Only the elements with upper levels cost a Python step: the run of zero sizes before the next one is found
+    by a search in the positions of the nonzero words."""
+    tail = len(raw) - start
+    if tail % 4:
+        raise DamagedIndex(f"{path.name}: the upper levels are not whole 4-byte words")
+    words = raw[start:].view("<u4")  # (tail / 4,)
+    nonzero = np.flatnonzero(words)
+    record = 1 + m  # words per (count, ids) record
+    at, seen, starts, lengths = 0, 0, [], []
+    while seen < n:
+        i = int(np.searchsorted(nonzero, at))
+        nxt = int(nonzero[i]) if i < len(nonzero) else len(words)
+        if nxt - at >= n - seen:  # every element left has no upper level
+            at += n - seen
+            break
+        if nxt == len(words):
+            raise DamagedIndex(f"{path.name}: truncated in the upper levels")
+        seen += nxt - at + 1
+        nbytes = int(words[nxt])
+        if nbytes % (4 * record) or nbytes // (4 * record) > max_level or nxt + 1 + nbytes // 4 > len(words):
+            raise DamagedIndex(f"{path.name}: an upper-level neighbour list has a bad size")
+        starts.append(nxt + 1)
+        lengths.append(nbytes // 4)
+        at = nxt + 1 + nbytes // 4
+    if at > len(words):
+        raise DamagedIndex(f"{path.name}: truncated in the upper levels")
+    if at != len(words):
+        raise DamagedIndex(f"{path.name}: {4 * (len(words) - at)} bytes after the last neighbour list")
+    if starts:
+        counts = np.asarray(lengths)
+        first = np.repeat(np.asarray(starts) - (np.cumsum(counts) - counts), counts)  # gather: every list word
+        lists = words[first + np.arange(int(counts.sum()))].reshape(-1, record)
+        _check_links(lists, m, n, path)
+
+
+def _check_links(words: np.ndarray, capacity: int, n: int, path: Path) -> None:
+    """Each row (uint32 words): the low 16 bits of the first count the neighbours, then `capacity` ids."""
     counts = words[:, 0] & 0xFFFF
     if (counts > capacity).any():
         raise DamagedIndex(f"{path.name}: a neighbour list is longer than the graph allows")

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from appliance.config import TowerConfig
+from appliance.config_sections import TowerConfig
 from appliance.errors import ModelUnreadable, NotFound
 from appliance.evaluation import should_promote
 from appliance.tower import UserTower
@@ -70,7 +70,9 @@ def load_checkpoint(path: Path) -> tuple[UserTower, ModelMeta]:
                          f"{FORMAT}: train a new model")
     meta = ModelMeta(**payload["meta"])
     model = UserTower(TowerConfig(**meta.tower), meta.dim)
-    model.load_state_dict(payload["state_dict"])
+    state = payload["state_dict"]
+    state.setdefault("cold_quantile", torch.zeros(()))  # saved before the cold-start prior: cold products at 0
+    model.load_state_dict(state)
     model.eval()
     return model, meta
 

@@ -29,6 +29,10 @@ class RuleStore:
                 self._rules = tuple(Rule(**dict(zip(_FIELDS, row[1:], strict=True)), rule_id=row[0]) for row in rows)
             return self._rules
 
+    def loaded(self) -> bool:
+        """Whether `all` answers from memory (False right after a write: the next `all` reads DuckDB)."""
+        return self._rules is not None
+
     def get(self, rule_id: int) -> Rule:
         rule = next((r for r in self.all() if r.rule_id == rule_id), None)
         if rule is None:

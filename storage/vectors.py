@@ -12,7 +12,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from appliance.config import IndexConfig
+from appliance.config_sections import IndexConfig
 from storage.hnsw_file import DamagedIndex, check_structure, digest
 
 SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
@@ -35,6 +35,7 @@ class VectorIndex:
         self._deleted: set[int] = set()
         self._dirty = False
         self._index = self._empty(1024)
+        self.version = 0  # bumped by every change of the contents (caches of neighbours compare it)
 
     def _empty(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space=self.config.space, dim=self.dim)
@@ -73,6 +74,7 @@ class VectorIndex:
             self._deleted = deleted
             self.synced_until = synced
             self._dirty = False
+            self.version += 1
             return None
 
     def _verified_meta(self) -> dict:
@@ -119,6 +121,7 @@ class VectorIndex:
             self._deleted = set()
             self.synced_until = None
             self._dirty = True
+            self.version += 1
 
     # -- contents ----------------------------------------------------------------------------------------
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -140,6 +143,7 @@ class VectorIndex:
                 self._deleted.discard(label)
             self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
             self._dirty = True
+            self.version += 1
 
     def _changed(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         held = self.lookup(ids) if len(self) else {}
@@ -161,6 +165,7 @@ class VectorIndex:
                 self._deleted.add(label)
                 removed += 1
             self._dirty = self._dirty or removed > 0
+            self.version += removed > 0
             return removed
 
     def _has(self, label: int) -> bool:

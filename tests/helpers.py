@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from litestar.testing import TestClient
 
-from appliance.config import ElasticConfig
+from appliance.config_sections import ElasticConfig
 from appliance.types import Product
 
 # TestClient's base URL: a loopback Host (the default testserver.local is not in the Host allow-list)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boto3
 
-from appliance.config import QueueConfig
+from appliance.config_sections import QueueConfig
 from web.bench import sqs_local
 from web.bench.sqs_local import REGION, Queues
 

@@ -43,6 +43,7 @@ ROUTES = {
     ("GET", "/products/{product_id}/bought-together"): "public",
     ("GET", "/products/{product_id}/related"): "public",
     ("GET", "/trending"): "public",
+    ("GET", "/trending/categories"): "public",
     ("GET", "/customers/{customer_id}/recently-viewed"): "public",
     ("POST", "/recommendations/bought-together"): "public",
     ("POST", "/recommendations"): "public",

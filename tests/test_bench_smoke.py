@@ -103,6 +103,9 @@ def test_widgets(launched: dict) -> None:
     for run in runs.values():
         assert run["not_ok"] == 0 and run["rps"] > 0, run
         _ordered(run["latency_ms"])
+        assert run["server_cpu_ms_per_request"] > 0 and (run["widget"] == "health" or run["share_of_trivial"] > 0)
+    timed = size["in_process_ms_per_answer"]
+    assert set(timed) == set(runs) - {"health"} and all(ms > 0 for ms in timed.values())
 
 
 def test_impressions(launched: dict) -> None:
@@ -164,7 +167,7 @@ def test_memory(launched: dict) -> None:
 
 def test_ann(launched: dict) -> None:
     data = _result(launched, "ann")
-    assert data["vectors"] == 2000 and data["queries"] == 40
+    assert data["vectors"] == 2000 and data["queries"] == 40 and data["structure_check_ms"] > 0
     assert {(s["ef"], s["k"]) for s in data["sweep"]} == {(e, k) for e in (16, 64, 128) for k in (10, 100)}
     for sweep in data["sweep"]:
         assert 0.0 <= sweep[f"recall@{sweep['k']}"] <= 1.0
@@ -224,3 +227,16 @@ def test_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for r in (before, after):
         assert r["cpu_seconds"] > 0 and r["wall_seconds"] > 0 and r["examples"] > 0
         assert 0.0 <= r["ndcg@10"] <= 1.0 and r["epochs"] == 2
+
+
+def test_import(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "import", "--events", "3k", "--out", str(tmp_path)])
+    assert args.run(args) == 0
+    data = json.loads((tmp_path / "import.json").read_text())
+    assert set(data["histories"]) == {"demo", "synthetic 3k"}
+    for history in data["histories"].values():
+        first, again = history["append_new first"], history["append_new again"]
+        assert history["append"]["stored"] == history["rows"] >= first["stored"] > 0 and again["stored"] == 0
+        assert all(history[k]["rows_per_s"] > 0 for k in ("append", "append_new first", "append_new again"))

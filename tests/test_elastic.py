@@ -278,7 +278,7 @@ def test_round_trip_through_elasticmock(db):
 
 
 def test_disabled_adapter_imports_nothing_and_records_nothing(tmp_path: Path):
-    code = f"""import sys; from storage.db import Database; from appliance.config import ElasticConfig
+    code = f"""import sys; from storage.db import Database; from appliance.config_sections import ElasticConfig
 from storage.elastic_outbox import make_elastic_sync; db = Database({str(tmp_path / "x.duckdb")!r})
 sync = make_elastic_sync(ElasticConfig(**{replace(CFG, enabled=False).__dict__!r}), db, dims=3)
 sync.mark_products(["1"]); sync.mark_users(["2"]); print(sync.sync_once(None, None).skipped, sync.status().enabled)

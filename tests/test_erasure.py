@@ -15,6 +15,8 @@ from jobs.erasure import CustomerEraser
 from jobs.indexing import IndexMirror
 from jobs.queue import DurableQueue
 from jobs.realtime import ServingModel, UserVectorUpdater
+from jobs.recent import RecentViews
+from storage.baskets import BasketStore
 from storage.elastic_outbox import NoopElasticSync
 from storage.events import EventStore
 from storage.ids import IdMap
@@ -53,7 +55,8 @@ def parts(db, tmp_path):
     customers = IdMap(db, "customer")
     customers.keys([str(c) for c in range(1, 10)], create=True)  # shop id "7" is key 7 here
     impressions = ImpressionLog(ImpressionStore(db), config.analytics, now_utc, lambda ids: customers.keys(ids))
-    eraser = CustomerEraser(db, customers, events, queue, users, mirror, NoopElasticSync(), impressions)
+    recent = RecentViews(BasketStore(db), 50, 1000, 30.0, now_utc)
+    eraser = CustomerEraser(db, customers, events, queue, users, mirror, NoopElasticSync(), impressions, recent)
     return events, users, mirror, updater, eraser
 
 

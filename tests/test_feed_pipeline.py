@@ -20,7 +20,7 @@ from storage.vectors import VectorIndex
 from tests.helpers import product
 
 N = 300
-SETTINGS = FeedSettings(0.7, 0.1, 14.0, 50, True, 600.0, 1000, 100)
+SETTINGS = FeedSettings(0.7, 0.1, 14.0, 50, True, 600.0, 1000, 100, 50)
 WEIGHTS = {"product_viewed": 1.0, "product_clicked": 2.0, "product_added_to_cart": 5.0,
            "product_favorited": 3.0, "product_shared": 3.0, "product_purchased": 8.0}
 
@@ -127,3 +127,26 @@ def test_a_shoppers_nearest_products_are_looked_up_once_per_vector_and_purchases
     assert len(calls) == 2
     narrowed = rec.feed(FeedQuery(per_page=30, min_score=1.0, categories=("lego",)), who)
     assert all(s.score >= 1.0 for s in narrowed.items if s.source == "personal")
+
+
+def test_a_shallow_first_lookup_serves_page_one_and_a_deeper_page_extends_the_same_order(shop) -> None:
+    rec, _, _, _ = shop
+    rec.settings = replace(SETTINGS, personal_first_depth=10)
+    asked = []
+    nearest = rec._nearest
+    rec._nearest = lambda v, k: asked.append(k) or nearest(v, k)
+    who = Personal(np.ones(8, np.float32) / np.sqrt(8), frozenset(), 0.0, key=("c9", 1))
+    rec.prepare([who])  # the consumer, when the vector changed: the shallow lookup
+    first = rec.feed(FeedQuery(per_page=5), who)  # its source head is 2 x 5 = 10: served from it
+    assert asked == [10] and first.personalized
+    later = [rec.feed(FeedQuery(page=p, per_page=5, feed_id=first.feed_id), who) for p in (2, 3, 4)]
+    assert asked == [10, 50]  # page 2 extended the list to the full depth once
+    again = rec.feed(FeedQuery(per_page=5, feed_id=first.feed_id), who)
+    assert _ids(again) == _ids(first)  # the extension kept the order page 1 was served from
+    shown = [pid for page in [first, *later] for pid in _ids(page)]
+    assert len(shown) == len(set(shown)) == 20
+    rec.settings = SETTINGS  # the whole depth from the start gives the same feed
+    fresh = replace(who, key=("c9", 2))
+    whole = rec.feed(FeedQuery(per_page=5), fresh)
+    assert shown == [pid for p in range(1, 5)
+                     for pid in _ids(rec.feed(FeedQuery(page=p, per_page=5, feed_id=whole.feed_id), fresh))]

@@ -97,7 +97,7 @@ def test_merge_moves_history_drops_the_anonymous_vector_and_is_idempotent(tmp_pa
         before = services.users.get(known).vector
 
         parts = IdentityParts(services.db, ids, services.events, services.queue, services.updater,
-                              services.impressions)
+                              services.impressions, services.widgets.recent)
         merged = merge_customers(parts, "c-1001", "anon-7f3a")
         assert (merged.events, merged.purchases, merged.queued_messages, merged.vectors, merged.vector) == (
             2, 1, 1, 1, "mean")

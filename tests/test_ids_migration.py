@@ -13,8 +13,9 @@ from litestar.testing import TestClient
 from appliance.config import load_config
 from appliance.text import product_text, text_hash
 from appliance.types import Product, now_utc
-from storage.db import MIGRATIONS, Database, to_blobs
+from storage.db import Database, to_blobs
 from storage.elastic_outbox import Outbox
+from storage.migrations import MIGRATIONS
 from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from litestar.testing import TestClient
 
-from appliance.config import LoggingConfig
+from appliance.config_sections import LoggingConfig
 from web.bench.common import Server, http_json
 from web.telemetry import configure_logging
 

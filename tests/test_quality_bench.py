@@ -1,6 +1,7 @@
 """The quality bench's yardsticks: ALS tuned on validation only, SASRec learning an order, the cold-start slice."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -72,3 +73,23 @@ def test_als_is_tuned_on_validation_and_never_sees_test(cfg, monkeypatch):
     validation = als.validation_split(split, 1)
     assert set(seen) == {len(validation.train)} and len(validation.train) < len(split.train)
     assert dataclasses.asdict(best) | {"ndcg@10": max(t["ndcg@10"] for t in tried)} in tried  # the best point won
+
+
+def test_an_earlier_runs_models_pair_with_the_tower_only_on_the_same_customers(cfg, tmp_path):
+    from web.bench import quality
+
+    inter = cycles()
+    split = time_split(inter, 1)
+    popularity = PopularityScorer(split.train, 40, cfg.events.weights, np.inf)
+    tower = PopularityScorer(split.train, 40, cfg.events.weights, 24.0, name="tower")
+    earlier = evaluate([popularity], split, 40, cfg.evaluation, per_customer=True)
+    path = tmp_path / "quality_earlier.json"
+    path.write_text(json.dumps({"evaluation": earlier, "cold_start": None}))
+    stored = quality._stored_runs(str(path))
+    assert set(stored["all"]) == {"popularity"} and stored["cold"] == {}
+    _, versus = quality._slice([tower], split, 40, cfg, None, stored["all"])
+    ours = evaluate([tower], split, 40, cfg.evaluation)["models"]["tower"]["ndcg@10"]
+    assert versus["popularity"]["mean"] == pytest.approx(ours - earlier["models"]["popularity"]["ndcg@10"])
+    stored["all"]["popularity"] = stored["all"]["popularity"][:-1]
+    with pytest.raises(ValueError, match="not the same split"):
+        quality._slice([tower], split, 40, cfg, None, stored["all"])

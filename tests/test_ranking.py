@@ -1,6 +1,6 @@
 import numpy as np
 
-from appliance.ranking import Source, by_prior, interleave, popularity_prior
+from appliance.ranking import Source, by_prior, cold_popularity, interleave, popularity_prior
 
 
 def _source(name, rows, share):
@@ -36,7 +36,26 @@ def test_the_popularity_prior_reorders_nearest_products_by_cosine_plus_weighted_
     cosines = np.array([0.80, 0.78, 0.50])
     popularity = np.zeros(10)
     popularity[[4, 7, 9]] = [0.0, 20.0, 1000.0]
-    assert by_prior(rows, cosines, popularity, 0.0).tolist() == [0, 1, 2]  # no prior: cosine order
+    prior = popularity_prior(popularity)
+    assert by_prior(rows, cosines, prior, 0.0).tolist() == [0, 1, 2]  # no prior: cosine order
     # 0.78 + 0.01 * log(21) = 0.81 passes 0.80; 0.50 + 0.01 * log(1001) = 0.57 stays last
-    assert by_prior(rows, cosines, popularity, 0.01).tolist() == [1, 0, 2]
+    assert by_prior(rows, cosines, prior, 0.01).tolist() == [1, 0, 2]
     assert popularity_prior(np.array([-1.0, 0.0, np.e - 1])).tolist() == [0.0, 0.0, 1.0]
+
+
+def test_a_product_without_events_ranks_at_a_quantile_of_the_known_ones_whatever_the_traffic() -> None:
+    popularity = np.array([[0.0, 1.0, 3.0, 7.0, 15.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    known = popularity > 0
+    assert cold_popularity(popularity, known, 0.0).tolist() == [[0.0], [0.0]]  # off: the cold stay at 0
+    assert cold_popularity(popularity, known, 0.5).tolist() == [[3.0], [0.0]]  # the median known; none known: 0
+    assert cold_popularity(popularity, known, 1.0).tolist() == [[15.0], [0.0]]
+    prior = popularity_prior(popularity, known, cold_popularity(popularity, known, 0.5))
+    assert prior[0].tolist() == np.log1p([3.0, 1.0, 3.0, 7.0, 15.0]).tolist() and not prior[1].any()
+    # ten times the traffic: the cold product keeps its place among the known ones
+    busy = popularity * 10
+    rank = np.argsort(-popularity_prior(busy, known, cold_popularity(busy, known, 0.5))[0], kind="stable")
+    assert rank.tolist() == np.argsort(-prior[0], kind="stable").tolist()
+    # a product with an event long ago (popularity underflowed to 0) is known: it stays below the cold one
+    faded, known = np.array([0.0, 0.0, 3.0]), np.array([True, False, True])
+    old = popularity_prior(faded, known, cold_popularity(faded, known, 1.0))
+    assert old[0] == 0.0 < old[1] == old[2]

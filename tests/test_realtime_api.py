@@ -160,11 +160,12 @@ def test_the_serving_towers_popularity_prior_orders_the_personal_products(app_cl
     tower = UserTower(services.config.tower, services.config.encoder.dim)
     with torch.no_grad():
         tower.popularity_weight.fill_(0.5)
-    services.serving.set(tower, "prior-test")
-    view = services.recommender.view()
-    _, popularity = services.recommender.popularity_of(view)
+    services.serving.set(tower, "prior-test", {"training": {"prior_half_life_hours": 240.0}})
+    services.recommender.refresh_popularity()  # the popularity job: the prior's list with the tower's half-life
+    ids, trained = services.events.popularity(now_utc(), 240.0, services.config.events.weights)
+    prior = dict(zip(ids.tolist(), np.log1p(trained).tolist(), strict=True))
     ranked = personal_items()
-    rows = [view.row[services.ids.products.key(i["product"]["product_id"])] for i in ranked]
-    key = [i["score"] - 1.0 + 0.5 * np.log1p(popularity[row]) for i, row in zip(ranked, rows, strict=True)]
+    keys = [services.ids.products.key(i["product"]["product_id"]) for i in ranked]
+    key = [i["score"] - 1.0 + 0.5 * prior.get(k, 0.0) for i, k in zip(ranked, keys, strict=True)]
     assert key == sorted(key, reverse=True)  # score stays the similarity; the order adds the prior
     assert ranked[0]["product"]["product_id"] == str(popular)

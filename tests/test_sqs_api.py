@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -107,12 +108,39 @@ def test_malformed_and_unknown_product_messages_go_to_the_dead_letter_queue_with
     assert _events_of(http, "shopper-3") == 0
 
 
-def test_events_are_accepted_while_sqs_is_down_and_reach_it_after(tmp_path, encoder) -> None:
+def test_a_published_event_post_events_would_refuse_is_dead_lettered_with_the_reason(shop) -> None:
+    http, queues = shop
+    sqs = client(http.app.state.services.config.queue.sqs_endpoint_url)
+    good = {"customer_id": "shopper-4", "product_id": "1", "event_name": "product_viewed"}
+    for extra in ({"timestamp": "2999-01-01T00:00:00Z"}, {"timestamp": "1969-07-20T20:17:00Z"}, {"colour": "red"}):
+        sqs.send_message(QueueUrl=queues.url, MessageBody=json.dumps({**good, **extra}))
+    sqs.send_message(QueueUrl=queues.url, MessageBody=json.dumps({**good, "recommendation_id": "rec-1", "position": 2}))
+    wait_until(lambda: http.get("/queue").json()["dead_lettered"] == 3, what="three dead letters")
+    reasons = sorted(d["reason"] for d in http.get("/queue/dead-letter").json())
+    assert all(r.startswith("malformed message: ") for r in reasons)
+    assert "in the future" in reasons[2] and "before 1970" in reasons[1] and "unknown field `colour`" in reasons[0]
+    wait_until(lambda: _events_of(http, "shopper-4") == 1, what="the good one stored")
+    key = http.app.state.services.ids.customers.key("shopper-4")
+    assert http.app.state.services.db.read(
+        "SELECT recommendation_id, position FROM events WHERE customer_id = ?", [key]) == [("rec-1", 2)]
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    found = re.search(rf"^{name}\{{{labels}\}} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_events_are_accepted_while_sqs_is_down_and_reach_it_after(tmp_path, encoder, caplog) -> None:
+    """And the outage is told, not shouted: the consumer and the outbox sender each log one warning when SQS
+    stops answering (no traceback), back off up to their caps, and one info line when it answers again."""
+    caplog.set_level(logging.DEBUG)
+    cap = 2.0  # the consumer's longest wait between tries (its first is 1 s)
     port = free_port()
     with moto_server(port) as endpoint:
         queues = make_queues(endpoint, visibility=5)
     config = load_config(overrides={
         "server": {"data_dir": str(tmp_path / "data"), "load_demo": False},
+        "realtime": {"consumer_backoff_max_seconds": cap},
         **overrides(endpoint, queues.url),
     })
     http = TestClient(create_app(config, encoder=encoder), base_url=LOCAL)
@@ -126,9 +154,29 @@ def test_events_are_accepted_while_sqs_is_down_and_reach_it_after(tmp_path, enco
         assert http.post("/events", json=events).status_code == 202  # durable in DuckDB, SQS unreachable
         q = http.get("/queue").json()
         assert q["outbox_backlog"] == 12 and q["sqs_unreachable"]
+        time.sleep(6.0)  # the consumer tries again after 1, 2, 2, 2 s
+        text = http.get("/metrics").text
+        for part in ("consumer", "outbox"):
+            assert _metric(text, "appliance_queue_outages_total", f'cause="sqs",part="{part}"') == 1
+        assert _metric(text, "appliance_queue_outage_seconds", 'part="consumer"') > 5.0
+        during = list(caplog.records)
         with moto_server(port):
             wait_until(lambda: _processed(http, 12), what="the outbox to drain and the consumer to catch up")
             assert all(_events_of(http, f"down-{i}") == 1 for i in range(12))
             assert http.get("/customers/down-0/feed").json()["personalized"]
+            wait_until(lambda: _metric(http.get("/metrics").text, "appliance_queue_outage_seconds",
+                                       'part="consumer"') == 0, what="the consumer's spell to end")
+            assert _metric(http.get("/metrics").text, "appliance_queue_outages_total",
+                           'cause="sqs",part="consumer"') == 1
     finally:
         http.__exit__(None, None, None)
+    ours = [r for r in caplog.records if r.name.split(".")[0] in ("appliance", "jobs", "storage", "web")]
+    assert not [r for r in ours if r.exc_info or r.levelno >= logging.ERROR]  # no traceback, no error
+    for loop, cause in (("event consumer", "SQS unreachable"), ("SQS outbox sender", "send failed")):
+        told = [r for r in ours if r.getMessage().startswith(loop) and r.levelno >= logging.INFO]
+        assert [r.levelname for r in told] == ["WARNING", "INFO"], loop
+        assert cause in told[0].getMessage() and "works again" in told[1].getMessage()
+    waits = [float(m.group(1)) for r in during
+             if (m := re.search(r"^event consumer still waiting .* next try in ([\d.]+)s", r.getMessage()))]
+    assert len(waits) >= 3 and waits[0] == pytest.approx(1.0)  # 1 s, doubling, capped
+    assert max(waits) == waits[-1] == pytest.approx(cap)

@@ -10,7 +10,8 @@ from appliance.errors import StoreLocked
 from appliance.text import product_text, text_hash
 from jobs.indexing import CatalogIndexer
 from storage.catalog import CatalogStore
-from storage.db import SCHEMA_VERSION, Database
+from storage.db import Database
+from storage.migrations import SCHEMA_VERSION
 from storage.vectors import VectorIndex
 from tests.helpers import product
 

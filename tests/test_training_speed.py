@@ -65,16 +65,22 @@ def test_shared_negatives_leave_out_the_positive_and_the_history_and_scale_to_th
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("cold_quantile", [0.0, 0.75])
 @pytest.mark.parametrize("source", [PopularityPrior, MomentPrior])
-def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config, source):
+def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config, source, cold_quantile):
     _, _, weights = config
     inter, _ = small_shop(seed=2)
     prior = source(inter, 120, weights, half_life_hours=24.0)
     ex = make_examples(inter, history=20)
-    full = prior.rows(ex)  # (M, N)
+    plain = prior.rows(ex)  # (M, N) cold products at 0
+    prior.set_cold_quantile(cold_quantile)
+    full = prior.rows(ex)
     columns = torch.tensor([5, 0, 77, 119, 31])
+    positives = full[torch.arange(len(ex.target)), inter.item[ex.target]]
+    if cold_quantile:  # the quantile moves the cold products these columns and positives hold
+        assert not torch.equal(full[:, columns], plain[:, columns]) and prior.is_cold(ex).any()
     assert torch.equal(prior.rows(ex, columns), full[:, columns])
-    assert torch.equal(prior.positive(ex), full[torch.arange(len(ex.target)), inter.item[ex.target]])
+    assert torch.equal(prior.positive(ex), positives)
 
 
 def test_a_catalog_within_shared_negatives_trains_exactly_as_full(config):

@@ -35,13 +35,17 @@ def _ids(answer: dict) -> list[str]:
 
 
 def _events(client: TestClient, rows: list[tuple[str, int, str]]) -> None:
-    """Post these events a minute apart, in order, ending now; then rebuild the widgets' tables."""
+    """Post these events a minute apart, in order, ending now; once the consumer has processed them (it feeds
+    the recently viewed rings), rebuild the widgets' tables."""
     now = now_utc()
     body = [{"customer_id": c, "product_id": p, "event_name": n,
              "timestamp": (now - timedelta(minutes=len(rows) - i)).isoformat() + "Z"}
             for i, (c, p, n) in enumerate(rows)]
+    services = client.app.state.services
+    processed = services.consumer.processed
     assert client.post("/events", json=body).status_code == 202
-    client.app.state.services.widgets.widgets.refresh()
+    wait_until(lambda: services.consumer.processed >= processed + len(rows), what="the consumer")
+    services.widgets.widgets.refresh()
 
 
 def test_looking_similar_applies_the_filters(shop: TestClient) -> None:

@@ -28,7 +28,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import SecurityScheme
 
-from appliance.config import Config, SecurityConfig
+from appliance.config import Config
+from appliance.config_sections import SecurityConfig
 from appliance.errors import InvalidInput
 from web.limits import RateLimiter
 

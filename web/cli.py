@@ -108,9 +108,10 @@ def _import_events(args: argparse.Namespace) -> int:
     with _offline(config) as services, tqdm(desc="shoppers' vectors", unit=" shoppers") as bar:
         events = keyed_events(services.ids, rows, stamps)[0]
         bar.total = len({e.customer_id for e in events})
-        done = import_events(events, now, services.events, services.updater, services.recommender, bar.update)
-    print(f"stored {done.stored} events; {done.vectors} of {done.customers} shoppers have a personal vector; "
-          f"{done.popular} products have popularity")
+        dated = [bool(row.timestamp) for row in rows]
+        done = import_events(events, dated, now, services.events, services.updater, services.recommender, bar.update)
+    print(f"stored {done.stored} events ({done.duplicates} duplicates skipped); {done.vectors} of {done.customers} "
+          f"shoppers have a personal vector; {done.popular} products have popularity")
     return 0
 
 

@@ -42,7 +42,7 @@ def problem(status: int, kind: str, detail: str, headers: dict[str, str] | None 
     return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
-def _field_of(message: str) -> str | None:
+def field_of(message: str) -> str | None:
     """The field a msgspec message points at: `$.data[0].price` -> `[0].price` (the body is `data`)."""
     match = _AT.search(message)
     path = re.sub(r"^data\.?", "", match.group(1)) if match else ""
@@ -67,7 +67,7 @@ def handle_validation_error(_: Request, exc: ValidationException) -> Response:
     """Litestar/msgspec rejected a body or a parameter: name the field (msgspec's own message keeps the path)."""
     errors = [e for e in (exc.extra or []) if isinstance(e, dict)]
     cause = str(exc.__cause__) if isinstance(exc.__cause__, msgspec.ValidationError) else ""
-    field = _field_of(cause) if cause else None
+    field = field_of(cause) if cause else None
     if field is None:
         field = next((e["key"] for e in errors if e.get("key") and e["key"] != "data"), None)
     if field == "data" or (field is None and any(e.get("source") == "body" for e in errors)):

@@ -20,7 +20,7 @@ from typing import IO, Any
 from litestar import Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from appliance.config import LoggingConfig
+from appliance.config_sections import LoggingConfig
 
 request_log = logging.getLogger("appliance.http")
 _NOTES = "appliance_log_fields"  # scope["state"] key of the fields a handler adds to its request line

@@ -1,23 +1,44 @@
 """One widget request answered: the shop's ids become keys, the use case runs, picks become wire items.
-The feed, asked inside POST /recommendations, is brought onto the widgets' 0..1 score scale here."""
+The feed, asked inside POST /recommendations, is brought onto the widgets' 0..1 score scale here.
+
+`serve` runs a call on the event loop when everything it needs is in memory (the usual case: tables, caches,
+rings and purchases are warm) and in a worker thread otherwise (jobs/widget_memory.py `WouldBlock`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
 
 from appliance.errors import InvalidInput
 from appliance.finish import Finish
 from appliance.ids import shop_id
 from appliance.pipeline import FeedQuery
 from appliance.types import Pick
+from appliance.widgets import CategoryPick
+from jobs.widget_memory import Call, WouldBlock
 from jobs.widgets import Ask, merchandise, recommend
-from web.ids import existing, ext, known
-from web.schemas import ProductOut
+from web.ids import existing, known
 from web.services import Services
-from web.widget_schemas import Model, WidgetItem, WidgetRequest, item
+from web.widget_schemas import CategoryItem, Model, WidgetItem, WidgetRequest, item
 
 _FEED_REASONS = {"personal": "picked for you", "popular": "popular", "new": "new arrival", "price": "by price"}
+T = TypeVar("T")
 
 
-def answer(services: Services, request: WidgetRequest) -> list[WidgetItem]:
+async def serve(services: Services, work: Callable[[Call], T]) -> T:
+    """`work` on the event loop from memory, or (when it would block) the same call in a worker thread. `work`
+    may be entered twice with the same call: it must keep what it finished (the batch keeps its results)."""
+    call = services.widgets.call(blocking=False)
+    try:
+        return work(call)
+    except WouldBlock:
+        call.blocking = True
+        return await anyio.to_thread.run_sync(work, call)
+
+
+def answer(services: Services, request: WidgetRequest, call: Call) -> list[WidgetItem]:
     if request.model is None:
         raise InvalidInput(f"model is required: one of {', '.join(Model.__args__)}", field="model")
     config = services.config.widgets
@@ -32,21 +53,21 @@ def answer(services: Services, request: WidgetRequest) -> list[WidgetItem]:
     customer = None if who is None else services.ids.customers.key(who)
     how = Finish(query, k, frozenset(), config.max_in_row, config.diversity_by)
     if request.model == "feed":
-        picks = merchandise(services.widgets, _feed(services, query, customer), how)
+        picks = merchandise(services.widgets, _feed(services, query, customer, call), how, call)
     else:
-        picks = recommend(services.widgets, Ask(request.model, keys, customer, how))
-    view = services.recommender.view()
-    thresholds = services.config.catalog.tier_thresholds
-    return [item(ProductOut.of(view.products[p.product_id], thresholds, ext(services.ids.products, p.product_id)),
-                 p, request.explain) for p in picks]
+        picks = recommend(services.widgets, Ask(request.model, keys, customer, how), call)
+    view = call.moment().view
+    out = services.product_out
+    return [item(out(view.products[p.product_id]), p, request.explain) for p in picks if p.product_id in view.products]
 
 
-def _feed(services: Services, query: FeedQuery, customer: int | None) -> list[Pick]:
+def _feed(services: Services, query: FeedQuery, customer: int | None, call: Call) -> list[Pick]:
     """Page 1 of the shopper's feed, each score on the 0..1 scale: personal (cosine + 1) / 2, popular and new
     arrivals their popularity relative to the most popular product."""
+    call.need(services.feeds.in_memory(customer, query))
     page = services.feeds.page(customer, query)
-    view = services.recommender.view()
-    _, popularity = services.recommender.popularity_of(view)
+    m = call.moment()
+    view, popularity = m.view, m.popularity
     top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
     picks = []
     for s in page.items:
@@ -56,3 +77,10 @@ def _feed(services: Services, query: FeedQuery, customer: int | None) -> list[Pi
             score, part = float(popularity[view.row[s.product_id]]) / top, "popularity"
         picks.append(Pick(s.product_id, score, s.source, _FEED_REASONS.get(s.source, s.source), {part: score}))
     return picks
+
+
+
+def category_item(c: CategoryPick, explain: bool) -> CategoryItem:
+    parts = {"trend_z": round(c.z, 6), "shoppers": c.shoppers, "expected": round(c.expected, 6)}
+    reason = f"trending in {c.path[-2]}" if len(c.path) > 1 else "trending"
+    return CategoryItem(c.path[-1], list(c.path), round(c.score, 6), reason, parts if explain else None)

@@ -44,6 +44,20 @@ class WidgetOut(msgspec.Struct, omit_defaults=True):
     product_id: str | None = None  # the product asked about (product pages)
 
 
+class CategoryItem(msgspec.Struct, omit_defaults=True):
+    category: str  # the category's own name (the last of its path)
+    path: list[str]  # top level first: pass any of it as `category=` to the product widgets and the feed
+    score: float  # 0..1, the trend on the same scale as trending products
+    reason: str
+    explain: dict[str, float] | None = None  # trend_z, shoppers (recent window), expected (from its baseline)
+
+
+class CategoriesOut(msgspec.Struct, omit_defaults=True):
+    model: str
+    items: list[CategoryItem]
+    category: str | None = None  # the parent asked about
+
+
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     requests: Annotated[list[WidgetRequest], msgspec.Meta(min_length=1, max_length=20)]
 

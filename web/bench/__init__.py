@@ -1,5 +1,5 @@
-"""`appliance bench NAME`: the benchmarks (feed, serve, ann, ingest, memory, encoding, impressions, access, widgets,
-quality, prior, window, train).
+"""`appliance bench NAME`: the benchmarks (feed, serve, ann, ingest, import, memory, encoding, impressions, access,
+widgets, quality, prior, window, train).
 
 Each prints a table and writes `bench/results/NAME.json` (or `--out DIR`) with the machine's facts and the
 command. Synthetic shops are built into `--work-dir` (kept and reused) or a temp dir. Only 127.0.0.1.
@@ -13,7 +13,21 @@ from typing import Any
 
 def add_bench_parser(subparsers: Any) -> None:
     """Register `bench` and its sub-benchmarks on the CLI's subparsers."""
-    from web.bench import access, ann, encoding, feed, impressions, ingest, memory, prior, serve, train, widgets, window
+    from web.bench import (
+        access,
+        ann,
+        encoding,
+        feed,
+        imports,
+        impressions,
+        ingest,
+        memory,
+        prior,
+        serve,
+        train,
+        widgets,
+        window,
+    )
     from web.bench.common import DEFAULT_OUT
     from web.bench.quality import add_quality_parser
 
@@ -22,6 +36,9 @@ def add_bench_parser(subparsers: Any) -> None:
     common.add_argument("--work-dir", help="folder for generated shops, kept and reused (default: a temp dir)")
     bench = subparsers.add_parser("bench", help="run a benchmark")
     which = bench.add_subparsers(required=True, metavar="NAME")
-    for module in (feed, serve, ann, ingest, memory, encoding, impressions, access, widgets, prior, window, train):
+    for module in (feed, serve, ann, ingest, imports, memory, encoding, impressions, access, widgets, prior, window,
+                   train):
         module.add_parser(which, common)
     add_quality_parser(which, common)
+    for name, parser in which.choices.items():
+        parser.set_defaults(bench=name)  # write_result's command line names it

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.config import EvaluationConfig
+from appliance.config_sections import EvaluationConfig
 from appliance.evaluation import PROMOTION_METRIC, Split, evaluate, time_split
 from appliance.interactions import Interactions
 from appliance.types import EVENT_NAMES

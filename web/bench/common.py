@@ -81,10 +81,12 @@ def machine_facts() -> dict[str, Any]:
 
 
 def command_of(name: str, args: Any) -> str:
-    """The `appliance bench NAME ...` command line equivalent to parsed arguments."""
-    parts = ["appliance", "bench", name]
+    """The `appliance bench NAME ...` command line equivalent to parsed arguments (`args.positionals` names the
+    arguments given bare, in order, after NAME)."""
+    positionals = getattr(args, "positionals", ())
+    parts = ["appliance", "bench", name, *(str(getattr(args, key)) for key in positionals)]
     for key, value in sorted(vars(args).items()):
-        if key in ("run", "command") or value is None or value is False:
+        if key in ("run", "bench", "positionals", *positionals) or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         parts += [flag] if value is True else [flag, str(value)]
@@ -142,10 +144,12 @@ def add_load_arguments(p: Any, customers: str, events: str, duration: float, max
 
 
 def write_result(name: str, args: Any, data: dict[str, Any]) -> Path:
+    """Write `OUT/NAME.json` atomically: the benchmark's name, the command that reproduces it (`args.bench` is
+    the sub-command, set by add_bench_parser), the machine's facts (versions, date) and `data`."""
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    body = {"benchmark": name, "command": command_of(name, args), "machine": machine_facts(), **data}
+    body = {"benchmark": name, "command": command_of(args.bench, args), "machine": machine_facts(), **data}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(body, indent=1, default=str))
     os.replace(tmp, path)

@@ -12,9 +12,7 @@ NDCG@10 is then measured with that weight, with the paired interval against the 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from appliance.config import load_config
 from appliance.evaluation import PROMOTION_METRIC, evaluate, paired_difference, time_split
 from appliance.ranking import popularity_prior
 from web.bench.als import validation_split
-from web.bench.common import machine_facts
+from web.bench.common import write_result
 
 HALF_LIVES = (72.0, 720.0, 8760.0, math.inf)  # hours: 3 days (the feed's default), 30 days, 1 year, all-time
 WEIGHTS = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)  # prior weights tried on validation (cosine units)
@@ -95,12 +93,6 @@ def run(args: argparse.Namespace) -> int:
         gain = row.get("test_gain_over_feed")
         extra = f"   {gain['mean']:+.4f} ({gain['low']:+.4f} .. {gain['high']:+.4f})" if gain else ""
         print(f"{label:<14}{row['weight']:>8g}{row['validation_ndcg@10']:>13.4f}{row['test_ndcg@10']:>14.4f}{extra}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"prior_{args.dataset}.json"
-    body = {"benchmark": f"prior_{args.dataset}", "command": f"appliance bench prior {args.dataset}",
-            "machine": machine_facts(), "feed_definition": feed, "definitions": rows}
-    path.with_suffix(".json.tmp").write_text(json.dumps(body, indent=1))
-    os.replace(path.with_suffix(".json.tmp"), path)
+    path = write_result(f"prior_{args.dataset}", args, {"feed_definition": feed, "definitions": rows})
     print(f"wrote {path}")
     return 0

@@ -36,7 +36,7 @@ from appliance.training import train_tower
 from appliance.types import EVENT_INDEX, Event, Product, now_utc
 from storage.datasets import MOVIELENS_DIR, RETAIL_FILE, load_movielens, load_online_retail
 from web.bench.als import AlsScorer, tune_als
-from web.bench.common import DEFAULT_OUT, REPO, machine_facts
+from web.bench.common import DEFAULT_OUT, REPO, write_result
 from web.bench.sasrec import params_for, train_sasrec
 
 DATASETS = ("demo", "movielens", "retail")
@@ -50,6 +50,7 @@ def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets-dir", default=str(DEFAULT_DATASETS), help="shared/datasets folder")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="product-vector cache (default bench/cache)")
     p.add_argument("--config", help="a TOML file overriding the shipped config.toml")
+    p.set_defaults(positionals=("dataset",))
 
 
 def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None = None) -> None:
@@ -63,6 +64,8 @@ def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None =
     p.add_argument("--no-tower", action="store_true", help="leave out the user tower (baselines only)")
     p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec")
     p.add_argument("--sasrec-loss", default="ce,bce", help="SASRec variants to train: ce (full softmax), bce (paper)")
+    p.add_argument("--pair-with", default="", help="comma-separated quality JSONs of earlier runs on the same split: "
+                   "the tower is also paired against their models (per-customer NDCG@10, all and cold start)")
     p.set_defaults(run=run)
 
 
@@ -153,10 +156,11 @@ def run(args: argparse.Namespace) -> int:
               f"{sas_report.best_epoch} (validation NDCG@10 {sas_report.best_validation_ndcg:.4f})")
         memory[f"after_{sasrec.name}_mib"] = peak_mib()
     print(f"{args.dataset}: {len(products)} products, {len(inter)} events, {len(np.unique(inter.customer))} customers")
-    tables = {"all": _slice(scorers, split, n_items, config, None)}
+    stored = _stored_runs(args.pair_with)
+    tables = {"all": _slice(scorers, split, n_items, config, None, stored["all"])}
     cold = cold_items(split, n_items)
     if cold.any() and len(test_targets(split, n_items, cold)[0]):
-        tables["cold"] = _slice(scorers, split, n_items, config, cold)
+        tables["cold"] = _slice(scorers, split, n_items, config, cold, stored["cold"])
     else:
         print("cold start: no test customer's new product is one without training events")
     memory["peak_mib"] = peak_mib()
@@ -172,31 +176,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"tower: {report.train_seconds:.1f} s ({facts['tower_seconds_per_100k_events']} s per 100k training "
               f"events), {report.epochs} epochs, kept epoch {report.best_epoch}")
     print(f"peak RSS {memory['peak_mib']:.0f} MiB")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"quality_{args.dataset}.json"
-    body = {"benchmark": f"quality_{args.dataset}", "command": f"appliance bench quality {args.dataset}",
-            "machine": machine_facts(), "config": {"tower": _plain(config.tower), "training": _plain(config.training)},
-            **facts, "evaluation": tables["all"][0], "tower_versus": tables["all"][1],
-            "cold_start": dict(zip(("evaluation", "tower_versus"), tables["cold"], strict=True))
-            if "cold" in tables else None,
-            "training": report.as_dict() if report is not None else None}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(body, indent=1, default=str))
-    os.replace(tmp, path)
+    path = write_result(f"quality_{args.dataset}", args, {
+        "config": {"tower": _plain(config.tower), "training": _plain(config.training)},
+        **facts, "evaluation": tables["all"][0], "tower_versus": tables["all"][1],
+        "cold_start": dict(zip(("evaluation", "tower_versus"), tables["cold"], strict=True))
+        if "cold" in tables else None,
+        "training": report.as_dict() if report is not None else None})
     print(f"wrote {path}")
     return 0
 
 
+def _stored_runs(paths: str) -> dict[str, dict[str, list[float]]]:
+    """{"all" | "cold": {model: per-customer NDCG@10}} of earlier runs' JSONs; a model name already taken by an
+    earlier file gets its file's name appended."""
+    out: dict[str, dict[str, list[float]]] = {"all": {}, "cold": {}}
+    for path in filter(None, (p.strip() for p in paths.split(","))):
+        body = json.loads(Path(path).read_text())
+        parts = {"all": body["evaluation"], "cold": (body.get("cold_start") or {}).get("evaluation") or {}}
+        for part, table in parts.items():
+            for name, values in table.get("per_customer", {}).items():
+                out[part][f"{name}@{Path(path).stem}" if name in out[part] or name == "tower" else name] = values
+    return out
+
+
 def _slice(
     scorers: Sequence[Any], split: Any, n_items: int, config: Config, items: np.ndarray | None,
+    stored: dict[str, list[float]],
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Evaluate every scorer (on the test items in `items`, or all), print the table and the tower's paired
-    NDCG@10 gain over each other model; returns (table, gains)."""
+    NDCG@10 gain over each other model, and over `stored` (the same customers' NDCG@10 from earlier runs on
+    this split); returns (table, gains)."""
     table = evaluate(scorers, split, n_items, config.evaluation, per_customer=True, items=items)
     per_customer = table["per_customer"]  # kept in the JSON: runs on the same split pair up later
+    others = {**stored, **{n: v for n, v in per_customer.items() if n != "tower"}}
+    for name, values in stored.items():
+        if len(values) != table["customers"]:
+            raise ValueError(f"--pair-with: {name} has {len(values)} customers here, this run {table['customers']}:"
+                             " not the same split")
     versus = {name: paired_difference(per_customer["tower"], values)
-              for name, values in per_customer.items() if name != "tower" and "tower" in per_customer}
+              for name, values in others.items() if "tower" in per_customer}
     print("all test customers:" if items is None else "cold start (new product without any training event):")
     print(format_table(table))
     for name, d in versus.items():

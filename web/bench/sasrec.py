@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from appliance.config import EvaluationConfig
+from appliance.config_sections import EvaluationConfig
 from appliance.evaluation import PROMOTION_METRIC, Split, evaluate
 from appliance.interactions import Interactions, slices_before, window_rows
 from web.bench.als import validation_split

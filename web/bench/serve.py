@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import signal
 import subprocess
@@ -80,13 +81,18 @@ def _script(root: Path, kind: str, customers: int, per_page: int) -> Path:
     return path
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def closed_loop(server: Server, script: Path, connections: int, seconds: float) -> dict[str, Any]:
-    cpu0 = server.cpu_seconds()
+    cpu0, client0 = server.cpu_seconds(), _children_cpu()
     done = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script), server.base],
         capture_output=True, text=True, timeout=seconds + 60, check=False,
     )
-    cpu = server.cpu_seconds() - cpu0
+    cpu, client = server.cpu_seconds() - cpu0, _children_cpu() - client0  # wrk is the only child that ended
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed: {done.stdout[-1000:]} {done.stderr[-1000:]}")
@@ -94,7 +100,8 @@ def closed_loop(server: Server, script: Path, connections: int, seconds: float) 
     ok = r["requests"] - r["non_2xx"]
     return {"connections": connections, "requests": r["requests"], "errors": r["errors"], "non_2xx": r["non_2xx"],
             "rps": round(ok / r["seconds"], 1), "latency_ms": {k: r[k] for k in ("p50", "p90", "p99", "max", "mean")},
-            "server_cpu_ms_per_request": round(1000 * cpu / max(r["requests"], 1), 3)}
+            "server_cpu_ms_per_request": round(1000 * cpu / max(r["requests"], 1), 3),
+            "wrk_cpu_ms_per_request": round(1000 * client / max(r["requests"], 1), 3)}
 
 
 def _edits(server: Server, products: int, rng: np.random.Generator, n: int = 200) -> list[dict]:
@@ -198,7 +205,8 @@ def _phase(server: Server, scripts: dict[str, Path], levels: list[int], seconds:
             row = {"phase": name, "kind": kind, **closed_loop(server, scripts[kind], level, seconds)}
             rows.append(row)
             print(f"  {name:6s} c={level:<3d} {kind:8s} {row['rps']:>8,.0f} req/s  p50 {row['latency_ms']['p50']:.2f}"
-                  f"  p99 {row['latency_ms']['p99']:.2f} ms  cpu {row['server_cpu_ms_per_request']:.3f} ms/req",
+                  f"  p99 {row['latency_ms']['p99']:.2f} ms  cpu {row['server_cpu_ms_per_request']:.3f} ms/req"
+                  f" (wrk {row['wrk_cpu_ms_per_request']:.3f})",
                   flush=True)
     return rows
 
@@ -251,11 +259,13 @@ def _print(closed: list[dict], opened: list[dict], writes: dict) -> None:
     ceiling = {(r["phase"], r["connections"]): r["rps"] for r in closed if r["kind"] == "health"}
     print()
     print(table("closed loop (wrk): latency in ms; share = req/s over /health/live's in the same phase",
-                ("phase", "conns", "route", "req/s", "share", "p50", "p90", "p99", "max", "cpu ms/req", "non-2xx"),
+                ("phase", "conns", "route", "req/s", "share", "p50", "p90", "p99", "max", "cpu ms/req", "wrk ms/req",
+                 "non-2xx"),
                 [(r["phase"], r["connections"], r["kind"], r["rps"],
                   f"{r['rps'] / max(ceiling.get((r['phase'], r['connections']), 0), 1e-9):.0%}",
                   r["latency_ms"]["p50"], r["latency_ms"]["p90"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
-                  r["server_cpu_ms_per_request"], r["non_2xx"] + r["errors"]) for r in closed]))
+                  r["server_cpu_ms_per_request"], r["wrk_cpu_ms_per_request"], r["non_2xx"] + r["errors"])
+                 for r in closed]))
     print()
     print(table("open loop (writes streaming): latency in ms from each request's due time",
                 ("feed", "offered/s", "achieved/s", "p50", "p90", "p99", "max", "cpu ms/req", "errors"),

@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -139,7 +140,12 @@ def _map(ids: IdMap, keys: np.ndarray) -> None:
 
 
 def _events(rng: np.random.Generator, store: EventStore, shop: Shop, now: datetime) -> None:
-    """Events over the last 7 days from customers 1..customers, on Zipf-like popular products."""
+    for batch in event_batches(rng, shop, now):
+        store.append(batch, now)
+
+
+def event_batches(rng: np.random.Generator, shop: Shop, now: datetime) -> Iterator[list[Event]]:
+    """Events over the last 7 days from customers 1..customers, on Zipf-like popular products (100k a batch)."""
     if not shop.events or not shop.customers:
         return
     ranks = np.arange(1, shop.products + 1, dtype=np.float64)
@@ -153,9 +159,8 @@ def _events(rng: np.random.Generator, store: EventStore, shop: Shop, now: dateti
         products = popular_ids[np.minimum(np.searchsorted(cumulative, rng.random(n)), shop.products - 1)]
         names = np.minimum(np.searchsorted(shares, rng.random(n)), len(EVENT_NAMES) - 1)
         ages = rng.uniform(60, 7 * 86400, n)
-        batch = [Event(int(c), int(p), EVENT_NAMES[k], now - timedelta(seconds=float(a)))
-                 for c, p, k, a in zip(customers, products, names, ages, strict=True)]
-        store.append(batch, now)
+        yield [Event(int(c), int(p), EVENT_NAMES[k], now - timedelta(seconds=float(a)))
+               for c, p, k, a in zip(customers, products, names, ages, strict=True)]
 
 
 def _index(path: Path, dim: int, index_config: Any, changed_since: Any, name: str) -> None:

@@ -10,7 +10,6 @@ the rest, full ranking, `appliance.evaluation`). Writes `bench/results/window_<d
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from appliance.config import load_config
 from appliance.evaluation import PROMOTION_METRIC, Scorer, evaluate, test_targets, time_split
 from appliance.interactions import Interactions
 from appliance.training import train_tower
-from web.bench.common import machine_facts
+from web.bench.common import write_result
 from web.bench.quality import add_dataset_arguments, embed, interactions_of, load_dataset
 
 WINDOWS_HOURS = (48.0, 168.0, 720.0, 0.0)  # 48 h (the source design), 7 d, 30 d, none
@@ -93,13 +92,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<8}{covered[name]:>24.3f}{models[f'tower {name}'][PROMOTION_METRIC]:>16.4f}"
               f"{models[f'mean_vector {name}'][PROMOTION_METRIC]:>22.4f}")
     print(f"popularity NDCG@10 {models['popularity'][PROMOTION_METRIC]:.4f}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"window_{args.dataset}.json"
-    path.write_text(json.dumps({
-        "benchmark": f"window_{args.dataset}", "command": f"appliance bench window {args.dataset}",
-        "machine": machine_facts(), "windows_hours": list(WINDOWS_HOURS), "shoppers_with_history": covered,
+    path = write_result(f"window_{args.dataset}", args, {
+        "windows_hours": list(WINDOWS_HOURS), "shoppers_with_history": covered,
         "seconds": round(time.perf_counter() - started, 1), "training": report.as_dict(), "evaluation": table,
-    }, indent=1, default=str))
+    })
     print(f"wrote {path}")
     return 0

@@ -24,8 +24,8 @@ class EventController(Controller):
 
     @post("/", operation_id="postEvents", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def post_events(self, state: State, data: JSONBody[EventIn | list[EventIn]]) -> EventsAccepted:
-        """Accept one event or a batch: written to DuckDB with their queue messages in one commit before the 202;
-        the consumer then refreshes each shopper's vector."""
+        """Accept one event or a batch: written to DuckDB with their queue messages in one commit before the 202
+        (concurrent requests share a commit); the consumer then refreshes each shopper's vector."""
         config = state.services.config.events
         batch = data if isinstance(data, list) else [data]
         if not batch:
@@ -36,9 +36,9 @@ class EventController(Controller):
         stamps = each(batch, lambda item: item.ts(now, config.max_future_seconds), isinstance(data, list))
         services = state.services
         events, customers, products = keyed_events(services.ids, batch, stamps)
-        with services.db.write() as cur:  # the events and their queue messages commit together
-            ids = services.events.append_in(cur, events, now)
-            services.queue.enqueue_in(cur, [event_body(*row) for row in zip(events, customers, products, strict=True)])
+        # with their queue messages, in one transaction shared with the requests arriving meanwhile
+        bodies = [event_body(*row) for row in zip(events, customers, products, strict=True)]
+        ids = services.ingest.append(events, bodies, now)
         for name, n in Counter(e.event_name for e in events).items():
             services.metrics.events_ingested.labels(name).inc(n)
         return EventsAccepted(len(ids), ids)

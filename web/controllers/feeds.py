@@ -116,5 +116,5 @@ class CustomerController(Controller):
         is forgotten and this customer's vector recomputed. A repeat moves nothing (200 with zeros)."""
         services: Services = state.services
         parts = IdentityParts(services.db, services.ids, services.events, services.queue, services.updater,
-                              services.impressions)
+                              services.impressions, services.widgets.recent)
         return merge_customers(parts, customer_id, shop_id(data.anonymous_id, "anonymous_id"))

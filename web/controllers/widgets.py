@@ -13,13 +13,15 @@ from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK
 
 from appliance.errors import ApplianceError
+from jobs.widget_memory import Call
+from jobs.widgets import categories
 from web.access import Scope, needs
 from web.controllers.feeds import _split
 from web.errors import problem_of
 from web.ids import CustomerPath, ProductPath
 from web.services import Services
-from web.widget_answers import answer
-from web.widget_schemas import BatchIn, BatchOut, BatchResult, WidgetOut, WidgetRequest
+from web.widget_answers import answer, category_item, serve
+from web.widget_schemas import BatchIn, BatchOut, BatchResult, CategoriesOut, WidgetOut, WidgetRequest
 
 
 def _filters(
@@ -47,10 +49,11 @@ def _asker(
     return msgspec.structs.replace(filters, customer_id=customer_id)
 
 
-def _one(state: State, request: WidgetRequest, **changes: object) -> WidgetOut:
+async def _one(state: State, request: WidgetRequest, **changes: object) -> WidgetOut:
     asked = msgspec.structs.replace(request, **changes)
     anchor = None if asked.product_id is None else str(asked.product_id)
-    return WidgetOut(asked.model or "", answer(state.services, asked), anchor)
+    services: Services = state.services
+    return WidgetOut(asked.model or "", await serve(services, lambda call: answer(services, asked, call)), anchor)
 
 
 class WidgetController(Controller):
@@ -59,46 +62,65 @@ class WidgetController(Controller):
     opt = needs(Scope.PUBLIC)  # what a storefront's browser calls
     dependencies = {"filters": Provide(_filters, sync_to_thread=False), "asked": Provide(_asker, sync_to_thread=False)}
 
-    @get("/products/{product_id:str}/bought-together", operation_id="boughtTogether", sync_to_thread=True)
-    def bought_together(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
+    @get("/products/{product_id:str}/bought-together", operation_id="boughtTogether")
+    async def bought_together(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
         """Products carted or bought in the same sessions as this one (popular complements when none are)."""
-        return _one(state, asked, model="bought-together", product_id=product_id)
+        return await _one(state, asked, model="bought-together", product_id=product_id)
 
-    @get("/products/{product_id:str}/related", operation_id="relatedProducts", sync_to_thread=True)
-    def related(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
+    @get("/products/{product_id:str}/related", operation_id="relatedProducts")
+    async def related(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
         """Products like this one: content similarity blended with what shoppers viewed together."""
-        return _one(state, asked, model="related", product_id=product_id)
+        return await _one(state, asked, model="related", product_id=product_id)
 
-    @get("/products/{product_id:str}/similar", operation_id="similarProducts", sync_to_thread=True)
-    def similar(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
+    @get("/products/{product_id:str}/similar", operation_id="similarProducts")
+    async def similar(self, state: State, product_id: ProductPath, asked: WidgetRequest) -> WidgetOut:
         """Looking similar: the nearest products by vector (content only), with the filters applied."""
-        return _one(state, asked, model="looking-similar", product_id=product_id)
+        return await _one(state, asked, model="looking-similar", product_id=product_id)
 
-    @get("/trending", operation_id="trending", sync_to_thread=True)
-    def trending(self, state: State, asked: WidgetRequest) -> WidgetOut:
+    @get("/trending", operation_id="trending")
+    async def trending(self, state: State, asked: WidgetRequest) -> WidgetOut:
         """Products whose recent shoppers rise against their own baseline; `category` for "trending in X"."""
-        return _one(state, asked, model="trending")
+        return await _one(state, asked, model="trending")
 
-    @get("/customers/{customer_id:str}/recently-viewed", operation_id="recentlyViewed", sync_to_thread=True)
-    def recently_viewed(self, state: State, customer_id: CustomerPath, filters: WidgetRequest) -> WidgetOut:
+    @get("/trending/categories", operation_id="trendingCategories")
+    async def trending_categories(
+        self, state: State,
+        k: Annotated[int | None, Parameter(ge=1, le=100, description="how many (default widgets.k)")] = None,
+        category: Annotated[str | None, Parameter(max_length=200, description="only categories under this one")] = None,
+        explain: Annotated[bool, Parameter(description="each category's trend figures")] = False,
+    ) -> CategoriesOut:
+        """Categories whose distinct shoppers in the last `widgets.trending_recent_hours` rise against their own
+        baseline (the measure of trending products); categories hidden by a rule are left out."""
+        services: Services = state.services
+        config = services.config.widgets
+        size = min(k or config.k, config.max_k)
+        found = await serve(services, lambda call: categories(services.widgets, call, size, category))
+        return CategoriesOut("trending-categories", [category_item(c, explain) for c in found], category)
+
+    @get("/customers/{customer_id:str}/recently-viewed", operation_id="recentlyViewed")
+    async def recently_viewed(self, state: State, customer_id: CustomerPath, filters: WidgetRequest) -> WidgetOut:
         """The products this shopper viewed or clicked, newest first."""
-        return _one(state, filters, model="recently-viewed", customer_id=customer_id)
+        return await _one(state, filters, model="recently-viewed", customer_id=customer_id)
 
-    @post("/recommendations/bought-together", operation_id="cartBoughtTogether", sync_to_thread=True,
+    @post("/recommendations/bought-together", operation_id="cartBoughtTogether",
           status_code=HTTP_200_OK)
-    def cart(self, state: State, data: JSONBody[WidgetRequest]) -> WidgetOut:
+    async def cart(self, state: State, data: JSONBody[WidgetRequest]) -> WidgetOut:
         """Bought together for a whole cart (`product_ids`), the cart's own products left out."""
-        return _one(state, data, model="bought-together")
+        return await _one(state, data, model="bought-together")
 
-    @post("/recommendations", operation_id="recommendations", sync_to_thread=True, status_code=HTTP_200_OK)
-    def batch(self, state: State, data: JSONBody[BatchIn]) -> BatchOut:
+    @post("/recommendations", operation_id="recommendations", status_code=HTTP_200_OK)
+    async def batch(self, state: State, data: JSONBody[BatchIn]) -> BatchOut:
         """Several widgets for one page in one call: each answered in order, or given its own error."""
         services: Services = state.services
-        results = []
-        for request in data.requests:
-            try:
-                results.append(BatchResult(request.model, 200, answer(services, request)))
-            except ApplianceError as exc:
-                status, body = problem_of(exc)
-                results.append(BatchResult(request.model, status, error=body))
-        return BatchOut(results)
+        results: list[BatchResult] = []
+
+        def work(call: Call) -> BatchOut:  # entered again in a thread if a request would block: keeps what is done
+            for request in data.requests[len(results):]:
+                try:
+                    results.append(BatchResult(request.model, 200, answer(services, request, call)))
+                except ApplianceError as exc:
+                    status, body = problem_of(exc)
+                    results.append(BatchResult(request.model, status, error=body))
+            return BatchOut(results)
+
+        return await serve(services, work)

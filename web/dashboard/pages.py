@@ -131,6 +131,7 @@ class DashboardController(Controller):
 
 def _widget(s: Services, model: str, key: int) -> list[tuple[str, Product, Pick]]:
     """What the storefront's widget answers for this product page (the same use case as the API)."""
-    picks = recommend(s.widgets, Ask(model, (key,), None, Finish(FeedQuery(), s.config.widgets.k)))
+    ask = Ask(model, (key,), None, Finish(FeedQuery(), s.config.widgets.k))
+    picks = recommend(s.widgets, ask, s.widgets.call(blocking=True))
     products = s.recommender.view().products
     return [(s.ids.products.ext(p.product_id), products[p.product_id], p) for p in picks if p.product_id in products]
