@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from appliance.interactions import Interactions, history_inputs, seen_matrix
+from appliance.interactions import Interactions, expand_ranges, history_inputs, seen_matrix
 from appliance.ranking import cold_popularity, popularity_prior
 from appliance.tower import UserTower, mean_vector, user_vectors
 from appliance.types import EVENT_NAMES
@@ -88,9 +88,11 @@ class RecentPopularityScorer:
     def _decay(self, seconds: np.ndarray | float) -> np.ndarray:
         return np.exp2(-np.asarray(seconds) / self.half_life)
 
-    def known(self, at: np.ndarray) -> np.ndarray:
-        """(C, N) bool: products with an event strictly before each moment `at` (C,) (the others are cold)."""
-        return self.first_seen[None, :] < np.asarray(at, dtype=np.float64)[:, None]
+    def known(self, at: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """(C, N) bool: products with an event strictly before each moment `at` (C,) (the others are cold), or
+        (C, K) of the products `columns` (K,) only."""
+        first_seen = self.first_seen if columns is None else self.first_seen[columns]
+        return first_seen[None, :] < np.asarray(at, dtype=np.float64)[:, None]
 
     def cold(self, at: np.ndarray, quantile: float) -> np.ndarray:
         """(C, 1) `ranking.cold_popularity` at each moment: taken at the snapshot just before it (the known
@@ -104,22 +106,55 @@ class RecentPopularityScorer:
         k = np.clip(np.searchsorted(self.moments, at, side="right") - 1, 0, len(self.moments) - 1)  # (C,)
         return self._cold[quantile][k] * self._decay(np.maximum(at - self.moments[k], 0.0))[:, None]
 
-    def prior(self, customers: np.ndarray, at: np.ndarray, cold_quantile: float) -> np.ndarray:
-        """(C, N) `ranking.popularity_prior` as of each moment, cold products at `cold(at, cold_quantile)`."""
+    def prior(
+        self, customers: np.ndarray, at: np.ndarray, cold_quantile: float, columns: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(C, N) `ranking.popularity_prior` as of each moment, cold products at `cold(at, cold_quantile)`, or
+        (C, K) of the products `columns` (K,) only (the cold value stays the whole catalog's)."""
+        scores = self.scores(customers, at, columns)
         if cold_quantile <= 0.0:
-            return popularity_prior(self.scores(customers, at))
-        return popularity_prior(self.scores(customers, at), self.known(at), self.cold(at, cold_quantile))
+            return popularity_prior(scores)
+        return popularity_prior(scores, self.known(at, columns), self.cold(at, cold_quantile))
 
-    def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
+    def prior_of(self, at: np.ndarray, items: np.ndarray, cold_quantile: float) -> np.ndarray:
+        """(C,) `prior` of one product `items` (C,) per moment `at` (C,): that column alone."""
+        known = self.first_seen[items] < np.asarray(at, dtype=np.float64)
+        return popularity_prior(self.score_of(at, items), known, self.cold(at, cold_quantile)[:, 0])
+
+    def scores(self, customers: np.ndarray, at: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """(C, N) popularity as of each moment `at` (C,), or (C, K) of the products `columns` (K,) only."""
+        k, decay, owner, event = self._since_snapshot(at)
+        if columns is None:
+            out, position, width = self.snapshots[k] * decay[:, None], self.item[event], self.n_items
+        else:  # only the asked columns: the events of other products are dropped before they are added
+            where = np.full(self.n_items, -1)
+            where[columns] = np.arange(len(columns))
+            kept = where[self.item[event]] >= 0
+            owner, event = owner[kept], event[kept]
+            out = np.take(self.snapshots[k], columns, axis=1) * decay[:, None]  # rows first: 3x faster at (128, 2048)
+            position, width = where[self.item[event]], len(columns)
+        added = np.bincount(owner * width + position, self._event_weight(at, owner, event), len(k) * width)
+        return out + added.reshape(len(k), width)
+
+    def score_of(self, at: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(C,) popularity of one product `items` (C,) per moment `at` (C,): `scores` at that column alone."""
+        k, decay, owner, event = self._since_snapshot(at)
+        same = self.item[event] == items[owner]
+        owner, event = owner[same], event[same]
+        return self.snapshots[k, items] * decay + np.bincount(owner, self._event_weight(at, owner, event), len(k))
+
+    def _since_snapshot(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per moment: the snapshot just before it (C,), that snapshot's decay to it (C,), and the events between
+        them as (owner (S,) into `at`, event (S,) into the sorted log)."""
         at = np.asarray(at, dtype=np.float64)
         k = np.clip(np.searchsorted(self.moments, at, side="right") - 1, 0, len(self.moments) - 1)  # (C,)
-        out = self.snapshots[k] * self._decay(np.maximum(at - self.moments[k], 0.0))[:, None]  # (C, N)
         hi = np.searchsorted(self.ts, at, side="left")  # (C,) events strictly before each moment
-        for c in range(len(customers)):
-            lo = min(self.starts[k[c]], hi[c])
-            out[c] += np.bincount(self.item[lo:hi[c]], self.weight[lo:hi[c]] * self._decay(at[c] - self.ts[lo:hi[c]]),
-                                  self.n_items)
-        return out
+        lo = np.minimum(self.starts[k], hi)
+        owner, event = expand_ranges(lo, hi - lo)
+        return k, self._decay(np.maximum(at - self.moments[k], 0.0)), owner, event
+
+    def _event_weight(self, at: np.ndarray, owner: np.ndarray, event: np.ndarray) -> np.ndarray:
+        return self.weight[event] * self._decay(np.asarray(at, dtype=np.float64)[owner] - self.ts[event])
 
 
 class CooccurrenceScorer:

@@ -22,6 +22,11 @@ def _names(product: Product) -> set[str]:
     return {c.strip().lower() for c in product.category_path}
 
 
+def _brands(product: Product) -> set[str]:
+    """The brand a product is found under (case-insensitive), none without a merchant."""
+    return {product.merchant.strip().lower()} if product.merchant else set()
+
+
 class CatalogView:
     """Columns over every product ever seen by this view; `live[row]` is False once a product is removed."""
 
@@ -32,6 +37,7 @@ class CatalogView:
         self.version = 0  # bumped by every patch
         self._allocate(max(1024, len(products)))
         self.by_category: dict[str, np.ndarray] = {}
+        self.by_brand: dict[str, np.ndarray] = {}  # merchant (lower case) -> sorted live rows: rules match brands
         self.upsert(products)
 
     def _allocate(self, capacity: int) -> None:
@@ -77,22 +83,23 @@ class CatalogView:
         new = [p for p in products if p.product_id not in self.row]
         if self.n + len(new) > len(self.ids_all):
             self._allocate(max(2 * len(self.ids_all), self.n + len(new)))
-        added: dict[str, list[int]] = {}
-        removed: dict[str, list[int]] = {}
+        Changes = dict[str, list[int]]  # name -> rows gaining (or losing) it
+        changes: dict[str, tuple[Changes, Changes]] = {"category": ({}, {}), "brand": ({}, {})}
         next_row = self.n
         for p in products:
             row = self.row.get(p.product_id)
+            old = None
             if row is None:
                 row, next_row = next_row, next_row + 1
-                before: set[str] = set()
             else:
                 old = self.products.get(p.product_id)
-                before = _names(old) if old is not None else set()
-            after = _names(p)
-            for name in after - before:
-                added.setdefault(name, []).append(row)
-            for name in before - after:
-                removed.setdefault(name, []).append(row)
+            for kind, names in (("category", _names), ("brand", _brands)):
+                added, removed = changes[kind]
+                before, after = (names(old) if old is not None else set()), names(p)
+                for name in after - before:
+                    added.setdefault(name, []).append(row)
+                for name in before - after:
+                    removed.setdefault(name, []).append(row)
             self.ids_all[row] = p.product_id
             self.price_all[row] = np.nan if p.price is None else p.price
             self.created_all[row] = p.created_at.timestamp() if p.created_at else 0.0
@@ -100,7 +107,8 @@ class CatalogView:
             self.live_all[row] = True
             self.products[p.product_id] = p
             self.row[p.product_id] = row
-        self._post(added, removed)
+        self._post(self.by_category, *changes["category"])
+        self._post(self.by_brand, *changes["brand"])
         first_new = self.n
         self.n = next_row
         self.version += 1
@@ -109,6 +117,7 @@ class CatalogView:
     def remove(self, product_ids: Iterable[int]) -> None:
         """Mark products as gone: their rows stay (dead) so earlier rankings keep their positions."""
         removed: dict[str, list[int]] = {}
+        brands: dict[str, list[int]] = {}
         for pid in product_ids:
             product = self.products.pop(pid, None)
             if product is None:
@@ -117,17 +126,21 @@ class CatalogView:
             self.live_all[row] = False
             for name in _names(product):
                 removed.setdefault(name, []).append(row)
-        self._post({}, removed)
+            for name in _brands(product):
+                brands.setdefault(name, []).append(row)
+        self._post(self.by_category, {}, removed)
+        self._post(self.by_brand, {}, brands)
         self.version += 1
 
-    def _post(self, added: dict[str, list[int]], removed: dict[str, list[int]]) -> None:
+    @staticmethod
+    def _post(postings: dict[str, np.ndarray], added: dict[str, list[int]], removed: dict[str, list[int]]) -> None:
         for name in added.keys() | removed.keys():
-            rows = self.by_category.get(name, _NO_ROWS)
+            rows = postings.get(name, _NO_ROWS)
             if name in removed:
                 rows = rows[~np.isin(rows, removed[name])]
             if name in added:
                 rows = np.union1d(rows, np.asarray(added[name], dtype=np.int64))
-            self.by_category[name] = rows  # a new array: readers holding the old one are unaffected
+            postings[name] = rows  # a new array: readers holding the old one are unaffected
 
     def category_rows(self, names: Sequence[str]) -> np.ndarray:
         """Sorted live rows under any of these category names (any level of the path, case-insensitive)."""

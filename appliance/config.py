@@ -224,6 +224,9 @@ def _validate(config: Config) -> None:
         "index.ef_construction": config.index.ef_construction,
         "index.ef_search": config.index.ef_search,
         "training.threads": config.training.threads,
+        "training.offline_threads": config.training.offline_threads,
+        "training.batch_size": config.training.batch_size,
+        "training.scalar_batch_size": config.training.scalar_batch_size,
         "analytics.flush_seconds": config.analytics.flush_seconds,
         "analytics.buffer_max": config.analytics.buffer_max,
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
@@ -257,6 +260,8 @@ def _validate(config: Config) -> None:
                            field="training.negatives")
     if config.training.precision not in ("float32", "bfloat16"):
         raise InvalidInput("training.precision must be float32 or bfloat16", field="training.precision")
+    if config.training.schedule not in ("constant", "cosine"):
+        raise InvalidInput("training.schedule must be constant or cosine", field="training.schedule")
     if config.training.prior_as_of not in ("moment", "end"):
         raise InvalidInput("training.prior_as_of must be moment or end", field="training.prior_as_of")
     if config.tower.width % config.tower.heads:

@@ -129,9 +129,11 @@ class TowerConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     seed: int
-    threads: int
+    threads: int  # torch threads of a retrain inside the server (its other threads serve requests)
+    offline_threads: int  # ... of `appliance train` / `appliance jobs run retrain`: a process of its own
     epochs: int
-    batch_size: int
+    batch_size: int  # of the network phase
+    scalar_batch_size: int  # of the first phase (only the scalars learn)
     learning_rate: float
     scalar_learning_rate: float
     weight_decay: float
@@ -141,6 +143,7 @@ class TrainingConfig:
     precision: str
     temperature: float
     patience: int
+    schedule: str  # the network phase's learning rate after its warm-up epoch: "constant" or "cosine" (0 at `epochs`)
     validation_fraction: float
     validation_examples: int
     max_examples: int

@@ -148,11 +148,10 @@ class MomentPrior:
         self.cold_quantile = cold_quantile
 
     def rows(self, ex: Examples, columns: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, K) float32 prior per example over the products `columns` (K,) (None: all N). The scores are
-        computed over the whole catalog first (the snapshots hold every product), then the columns taken."""
+        """(B, K) float32 prior per example over the products `columns` (K,) (None: all N)."""
         customer, at = self.interactions.customer[ex.target], self.interactions.ts[ex.target]
-        prior = torch.as_tensor(self.popularity.prior(customer, at, self.cold_quantile), dtype=torch.float32)
-        return prior if columns is None else prior[:, columns]
+        prior = self.popularity.prior(customer, at, self.cold_quantile, None if columns is None else columns.numpy())
+        return torch.as_tensor(prior, dtype=torch.float32)
 
     def is_cold(self, ex: Examples) -> np.ndarray:
         """(B,) bool: the example's positive had no event before its moment (a new product then)."""
@@ -160,8 +159,8 @@ class MomentPrior:
 
     def positive(self, ex: Examples) -> torch.Tensor:
         """(B,) float32 prior of each example's own positive product at its moment."""
-        item = torch.as_tensor(self.interactions.item[ex.target])
-        return self.rows(ex).gather(1, item[:, None]).squeeze(1)
+        at, item = self.interactions.ts[ex.target], self.interactions.item[ex.target]
+        return torch.as_tensor(self.popularity.prior_of(at, item, self.cold_quantile), dtype=torch.float32)
 
 
 def batch_inputs(ex: Examples, interactions: Interactions, item_vectors: torch.Tensor):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import numpy as np
 
@@ -14,6 +15,8 @@ from appliance.catalog_view import CatalogView
 from appliance.pipeline import FeedQuery, Selection
 from appliance.rules import Rule, pin, rescore
 from appliance.types import Pick
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,26 +56,46 @@ def finish(view: CatalogView, picks: Sequence[Pick], how: Finish) -> list[Pick]:
     if how.max_in_row > 0:
         attribute = "merchant" if how.diversity_by == "brand" else "category_path"
         head = out[:how.k * 4]  # enough to fill k; the quadratic reordering never sees a long tail
-        out = diversify(head, lambda p: getattr(view.products[p.product_id], attribute), how.max_in_row)
+        out = diversify(head, lambda p: getattr(view.products[p.product_id], attribute) or None, how.max_in_row)
     pinned = [r for r in rules if r.kind == "pin" and r.product_id is not None]
     pins = [r for r, ok in zip(pinned, allowed([r.product_id for r in pinned]), strict=True) if ok
             and not any(h.kind == "hide" and h.matches(view.products[r.product_id]) for h in rules)]
     return pin(out, pins)[:how.k]
 
 
-def diversify(picks: Sequence[Pick], key: Callable[[Pick], object], max_in_row: int) -> list[Pick]:
-    """The same picks with no more than `max_in_row` consecutive ones sharing `key` (a brand, a subcategory),
-    keeping the order otherwise: a pick that would extend a run waits for the first place it may go; when
-    nothing else is left, the rest follow in order."""
-    waiting = list(picks)
-    out: list[Pick] = []
-    while waiting:
-        run_key = key(out[-1]) if out else None
-        run = 0
-        for p in reversed(out):
-            if key(p) != run_key:
+def diversify(items: Sequence[T], key: Callable[[T], object], max_in_row: int, limit: int | None = None,
+              complete: bool = True) -> list[T]:
+    """The first `limit` of these items with no more than `max_in_row` consecutive ones sharing `key` (a brand,
+    a subcategory), keeping the order otherwise: an item that would extend a run waits for the first place it
+    may go; when nothing else is left, the rest follow in order. `complete=False` says more items follow the
+    ones given: it then stops where only run-extending items are left, so what it returns is a prefix of the
+    answer over any longer list (the feed's pages stay stable)."""
+    keys = [key(p) for p in items]
+    limit = len(items) if limit is None else min(limit, len(items))
+    if not _runs_over(keys[:limit], max_in_row):
+        return list(items[:limit])  # already diverse: the greedy pass would take each in turn
+    waiting = list(range(len(items)))
+    out: list[int] = []
+    run_key, run = None, 0
+    while waiting and len(out) < limit:
+        i = next((j for j, w in enumerate(waiting) if run < max_in_row or keys[w] != run_key), None)
+        if i is None:
+            if not complete:
                 break
-            run += 1
-        i = next((j for j, p in enumerate(waiting) if run < max_in_row or key(p) != run_key), 0)
-        out.append(waiting.pop(i))
-    return out
+            i = 0
+        w = waiting.pop(i)
+        out.append(w)
+        if keys[w] is None:  # no brand (or no subcategory): part of no run
+            run, run_key = 0, None
+        else:
+            run, run_key = (run + 1, run_key) if out[1:] and keys[w] == run_key else (1, keys[w])
+    return [items[w] for w in out]
+
+
+def _runs_over(keys: Sequence[object], max_in_row: int) -> bool:
+    run = 0
+    for i, k in enumerate(keys):
+        run = 0 if k is None else run + 1 if i and k == keys[i - 1] else 1
+        if run > max_in_row:
+            return True
+    return False

@@ -14,7 +14,7 @@ import numpy as np
 
 from appliance.catalog_view import CatalogView
 from appliance.errors import InvalidInput
-from appliance.types import Product, Scored
+from appliance.types import Pick, Product
 
 SORTS = ("price_asc", "price_desc")
 
@@ -29,8 +29,9 @@ class FeedQuery:
     max_price: float | None = None
     in_stock: bool | None = None
     exclude: frozenset[int] = field(default_factory=frozenset)
-    min_score: float | None = None  # personal items below this similarity score (cosine + 1) are left out
+    min_score: float | None = None  # items of any source scoring below this (on the 0..1 scale) are left out
     feed_id: str | None = None  # continue the feed whose page 1 returned this id (same order, no duplicates)
+    explain: bool = False  # each item carries its score's parts
 
     def __post_init__(self) -> None:
         if self.page < 1:
@@ -50,7 +51,7 @@ class FeedQuery:
 
 @dataclass(frozen=True)
 class FeedPage:
-    items: list[Scored]
+    items: list[Pick]  # scores on the 0..1 scale (appliance/types.py `Pick`)
     page: int
     per_page: int
     total: int  # items matching the filters, over all pages
@@ -75,8 +76,10 @@ class Selection:
     total: int
 
     @classmethod
-    def of(cls, view: CatalogView, query: FeedQuery, left_out: frozenset[int] = frozenset()) -> Selection:
-        """The filters of `query`; `left_out`: more product ids to leave out (the shopper's purchases)."""
+    def of(cls, view: CatalogView, query: FeedQuery, left_out: frozenset[int] = frozenset(),
+           hidden: np.ndarray | None = None) -> Selection:
+        """The filters of `query`; `left_out`: more product ids to leave out (the shopper's purchases);
+        `hidden`: sorted rows the merchandising rules hide."""
         rows = None
         if query.categories:
             rows = view.category_rows(query.categories)
@@ -85,20 +88,34 @@ class Selection:
             every = np.arange(view.n, dtype=np.int64)
             rows = every[view.live & _matches(view, query, every)]
         skip = np.unique(np.asarray(view.rows_of(query.exclude | left_out), dtype=np.int64))
+        if hidden is not None and len(hidden):
+            skip = _merged(hidden, skip)
+        return cls._of(view, rows, skip)
+
+    @classmethod
+    def _of(cls, view: CatalogView, rows: np.ndarray | None, skip: np.ndarray) -> Selection:
         if rows is None:
+            skip = skip[view.live_all[skip]]
             total = view.live_count() - len(skip)
         else:
-            skip = skip[_members(rows, skip)]
+            skip = skip[members(rows, skip)]
             total = len(rows) - len(skip)
         return cls(view, rows, skip, total)
+
+    def within(self, rows: np.ndarray) -> Selection:
+        """Only these rows (sorted, unique) of the selection: e.g. those scoring at least `min_score`."""
+        rows = rows[self.view.live_all[rows]]
+        if self.rows is not None:
+            rows = rows[members(self.rows, rows)]
+        return Selection._of(self.view, rows, self.skip)
 
     def allows(self, rows: np.ndarray) -> np.ndarray:
         """Which of these rows the feed may show, as a mask."""
         ok = self.view.live_all[rows]
         if self.rows is not None:
-            ok &= _members(self.rows, rows)
+            ok &= members(self.rows, rows)
         if len(self.skip):
-            ok &= ~_members(self.skip, rows)
+            ok &= ~members(self.skip, rows)
         return ok
 
     def head(self, order: np.ndarray, end: int, rank: np.ndarray | None = None) -> np.ndarray:
@@ -119,7 +136,13 @@ class Selection:
         return np.concatenate(found)[:end] if found else np.zeros(0, np.int64)
 
 
-def _members(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _merged(big: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """Two sorted unique row arrays as one, without sorting the big one again (a hidden brand: thousands)."""
+    small = small[~members(big, small)]
+    return np.insert(big, np.searchsorted(big, small), small) if len(small) else big
+
+
+def members(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Mask over `rows`: which are in `sorted_rows`."""
     if not len(sorted_rows):
         return np.zeros(len(rows), bool)

@@ -1,4 +1,5 @@
-"""Merging ranked candidate sources into one feed order (pure functions over row indices)."""
+"""The feed's orders over the catalog view's rows (popularity, price, new arrivals, the serving tower's prior) and
+the merging of ranked candidate sources into one order: pure functions over row indices."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from appliance.catalog_view import CatalogView
 
 
 def cold_popularity(popularity: np.ndarray, known: np.ndarray, quantile: float) -> np.ndarray:
@@ -41,7 +44,7 @@ def by_prior(rows: np.ndarray, cosines: np.ndarray, prior: np.ndarray, weight: f
     """Order of nearest products (rows (n,), their cosines (n,)) by cosine + weight * prior[rows], with `prior`
     (N,) the catalog's `popularity_prior`."""
     if weight == 0.0:
-        return np.arange(len(rows))
+        return np.argsort(-cosines, kind="stable")
     return np.argsort(-(cosines + weight * prior[rows]), kind="stable")
 
 
@@ -87,3 +90,65 @@ def interleave(sources: Sequence[Source], limit: int) -> tuple[np.ndarray, np.nd
     rows = np.array([candidates[i][p] for i, p in picked], dtype=np.int64)
     scores = np.array([float(sources[i].scores[p]) for i, p in picked], dtype=np.float64)
     return rows, scores, [sources[i].name for i, _ in picked]
+
+
+@dataclass(frozen=True)
+class ServingPrior:
+    """The serving tower's `ranking.popularity_prior` of every row: over popularity with the half-life the tower
+    was trained with (not the feed's), products without events at its cold quantile."""
+
+    values: np.ndarray  # (n,) per row
+    cold: float  # the value of a product without events (rows added after it was computed)
+
+    @classmethod
+    def of(cls, popularity: np.ndarray, cold_quantile: float) -> ServingPrior:
+        known = popularity > 0  # EventStore.popularity: every product with an event is above 0
+        cold = cold_popularity(popularity, known, cold_quantile)
+        return cls(popularity_prior(popularity, known, cold), float(popularity_prior(cold)[0]))
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        out = np.full(len(rows), self.cold)
+        inside = rows < len(self.values)
+        out[inside] = self.values[rows[inside]]
+        return out
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The default order of every row (popularity desc, newest first, then id) and what it was computed from."""
+
+    order: np.ndarray  # (n,) rows, best first
+    rank: np.ndarray  # (n,) position of each row in `order`
+    popularity: np.ndarray  # (n,) decayed weighted event count per row
+    new_rows: np.ndarray  # new arrivals, newest first
+    at: float  # time.monotonic() of the popularity it uses
+    score: np.ndarray  # (n,) popularity relative to the most popular product: the 0..1 score of popular items
+    freshness: np.ndarray  # (n,) 1 - age / new_arrival_days at `now_ts` (0 for older): new arrivals' score
+    prior: ServingPrior | None = None  # the serving tower's prior over the same rows
+
+
+def rank_rows(
+    view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float,
+    prior: ServingPrior | None = None,
+) -> Ranking:
+    n = len(view)
+    ids, created = view.ids, view.created
+    popularity = popularity[:n]
+    order = np.lexsort((ids, -created, -popularity))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    new_rows = np.flatnonzero(created >= now_ts - new_days * 86400.0)
+    new_rows = new_rows[np.lexsort((ids[new_rows], -created[new_rows]))]
+    top = float(popularity.max()) if n and popularity.max() > 0 else 1.0
+    freshness = np.zeros(n)
+    freshness[new_rows] = np.clip(1.0 - (now_ts - created[new_rows]) / (new_days * 86400.0), 0.0, 1.0)
+    return Ranking(order, rank, popularity, new_rows, at, popularity / top, freshness, prior)
+
+
+def price_ranking(view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
+    price = np.where(np.isnan(view.price), np.inf, view.price)  # unpriced products go last
+    key = price if ascending else -np.where(np.isinf(price), -np.inf, price)
+    order = np.lexsort((view.ids, key))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return order, rank

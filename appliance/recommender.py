@@ -1,9 +1,11 @@
-"""Feeds: named candidate sources (personal, new, popular) merged by one pipeline over an in-memory catalog view.
+"""Feeds: named candidate sources (personal, new, popular) merged by one pipeline over an in-memory catalog view,
+every score on the widgets' 0..1 scale, the merchandising rules and diversity applied (appliance/feed_order.py).
 
 The recommender holds no I/O of its own: it is handed callables that load the catalog and popularity. The
 catalog view is loaded once and then patched in place on every product change (`apply_changes`), so no feed
 ever waits on a reload; popularity is recomputed in the background every `popularity_ttl_seconds` while the
-previous ranking keeps serving; a shopper's nearest products are looked up once per user vector.
+previous ranking keeps serving; a shopper's nearest products are looked up once per user vector (a shallow first
+list, extended once when a deeper or filtered page asks for more).
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
 
 from appliance.catalog_view import CatalogView
+from appliance.feed_order import Catalogued, Diversity, Nearest, Sources, picks, ranked_page
+from appliance.merch import NO_RULES, Merch, compile_rules
 from appliance.pipeline import FeedPage, FeedQuery, Selection
-from appliance.ranking import Source, by_prior, cold_popularity, interleave, popularity_prior
-from appliance.types import Product, Scored
+from appliance.ranking import Ranking, ServingPrior, by_prior, price_ranking, rank_rows
+from appliance.rules import Rule
+from appliance.types import Product
 
 # (vector, k) -> (product ids, cosine similarities), best first
-Nearest = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+Lookup = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Personal:
     purchased: frozenset[int] = frozenset()  # left out when the feed is configured to exclude them
     popularity_weight: float = 0.0  # the serving tower's prior: nearest products rank by cosine + this * log(1 + pop)
     key: Hashable = None  # names this vector (e.g. customer and update time): its nearest products are cached
+    history: Callable[[], Sequence[int]] = tuple  # the products of their recent history (read on a cache miss)
 
 
 @dataclass(frozen=True)
@@ -48,74 +54,20 @@ class FeedSettings:
     snapshot_max: int  # feed_ids kept at once (oldest dropped first)
     candidate_cache: int  # shoppers whose nearest products are remembered
     personal_first_depth: int  # nearest products looked up first; a deeper or filtered page extends to personal_depth
-
-
-@dataclass(frozen=True)
-class ServingPrior:
-    """The serving tower's `ranking.popularity_prior` of every row: over popularity with the half-life the tower
-    was trained with (not the feed's), products without events at its cold quantile."""
-
-    values: np.ndarray  # (n,) per row
-    cold: float  # the value of a product without events (rows added after it was computed)
-
-    @classmethod
-    def of(cls, popularity: np.ndarray, cold_quantile: float) -> ServingPrior:
-        known = popularity > 0  # EventStore.popularity: every product with an event is above 0
-        cold = cold_popularity(popularity, known, cold_quantile)
-        return cls(popularity_prior(popularity, known, cold), float(popularity_prior(cold)[0]))
-
-    def at(self, rows: np.ndarray) -> np.ndarray:
-        out = np.full(len(rows), self.cold)
-        inside = rows < len(self.values)
-        out[inside] = self.values[rows[inside]]
-        return out
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """The default order of every row (popularity desc, newest first, then id) and what it was computed from."""
-
-    order: np.ndarray  # (n,) rows, best first
-    rank: np.ndarray  # (n,) position of each row in `order`
-    popularity: np.ndarray  # (n,) decayed weighted event count per row
-    new_rows: np.ndarray  # new arrivals, newest first
-    at: float  # time.monotonic() of the popularity it uses
-    prior: ServingPrior | None = None  # the serving tower's prior over the same rows
+    max_in_row: int = 0  # diversity: at most this many in a row of one brand / subcategory (0: off)
+    diversity_by: str = "brand"
 
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """Everything a feed order is computed from, so later pages are computed from the same inputs."""
+    """Everything a feed order is computed from, so later pages are computed from the same inputs (the rules
+    active when page 1 was asked included: a rule written meanwhile applies to new feed_ids)."""
 
     ranking: Ranking
-    personal_rows: np.ndarray
-    personal_scores: np.ndarray
+    sources: Sources
     purchased: frozenset[int]
     created: float
     shallow: Personal | None = None  # whose nearest products these are while the list may be extended, else None
-
-
-def rank_rows(
-    view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float,
-    prior: ServingPrior | None = None,
-) -> Ranking:
-    n = len(view)
-    ids, created = view.ids, view.created
-    order = np.lexsort((ids, -created, -popularity[:n]))
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)
-    new_rows = np.flatnonzero(created >= now_ts - new_days * 86400.0)
-    new_rows = new_rows[np.lexsort((ids[new_rows], -created[new_rows]))]
-    return Ranking(order, rank, popularity[:n], new_rows, at, prior)
-
-
-def _price_ranking(view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
-    price = np.where(np.isnan(view.price), np.inf, view.price)  # unpriced products go last
-    key = price if ascending else -np.where(np.isinf(price), -np.inf, price)
-    order = np.lexsort((view.ids, key))
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    return order, rank
 
 
 class Recommender:
@@ -125,11 +77,12 @@ class Recommender:
         self,
         load_catalog: Callable[[], Sequence[Product]],
         load_popularity: Callable[[datetime], tuple[np.ndarray, np.ndarray]],
-        nearest: Nearest,
+        nearest: Lookup,
         clock: Callable[[], datetime],
         popularity_ttl_seconds: float,
         settings: FeedSettings,
         load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float]] | None = None,
+        rules: Callable[[], Sequence[Rule]] = tuple,
     ) -> None:
         """`load_popularity(now)` is the feed's (ids, popularity); `load_prior(now)` the serving tower's (ids,
         popularity with its trained half-life, cold quantile), None: the feed's popularity, no cold quantile."""
@@ -137,6 +90,7 @@ class Recommender:
         self._load_popularity = load_popularity
         self._load_prior = load_prior
         self._nearest = nearest
+        self._rules = rules  # every rule (the store's cached tuple: a new tuple after each write)
         self._clock = clock
         self._ttl = popularity_ttl_seconds
         self.settings = settings
@@ -147,8 +101,10 @@ class Recommender:
         self._refreshing = False
         self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()  # oldest first
-        # key -> (rows, cosines, complete: no deeper lookup can add any)
-        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
+        # key -> (rows, cosines, complete: no deeper lookup can add any, each row's reason anchor)
+        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, bool, dict[int, int]]] = OrderedDict()
+        self._merch: tuple[tuple, Merch] = ((), NO_RULES)  # (rule set, active ids, view version) -> compiled
+        self._catalogued: tuple[tuple, tuple[Catalogued, Catalogued]] | None = None  # (ranking, merch) -> sources
 
     def view(self) -> CatalogView:
         view = self._view
@@ -250,13 +206,15 @@ class Recommender:
         if cached is not None and cached[0] == view.version:
             return cached[1], cached[2]
         version = view.version
-        order, rank = _price_ranking(view, ascending)
+        order, rank = price_ranking(view, ascending)
         self._prices[ascending] = (version, order, rank)
         return order, rank
 
-    def nearest_rows(self, personal: Personal, view: CatalogView, depth: int) -> tuple[np.ndarray, np.ndarray, bool]:
-        """The shopper's `depth` nearest products as (rows, cosines, complete), best first; cached per
-        `personal.key`, looked up again only when a deeper list is asked for."""
+    def nearest_rows(self, personal: Personal, view: CatalogView, depth: int
+                     ) -> tuple[np.ndarray, np.ndarray, bool, dict[int, int]]:
+        """The shopper's `depth` nearest products as (rows, cosines, complete), best first, and for each row the
+        product of their history nearest to it (what "because you viewed X" names); cached per `personal.key`,
+        looked up again only when a deeper list is asked for."""
         key = personal.key
         if key is not None:
             with self._lock:
@@ -270,7 +228,8 @@ class Recommender:
         known = [i for i, pid in enumerate(id_list) if pid in products]
         rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
         complete = len(id_list) < depth or depth >= self.settings.personal_depth
-        found = (rows, np.asarray(sims, dtype=np.float64)[known], complete)
+        found = (rows, np.asarray(sims, dtype=np.float64)[known], complete,
+                 self._anchors(view, rows, personal.history()))
         if key is not None:
             with self._lock:
                 self._candidates[key] = found
@@ -278,12 +237,95 @@ class Recommender:
                     self._candidates.popitem(last=False)
         return found
 
+    @staticmethod
+    def _anchors(view: CatalogView, rows: np.ndarray, history: Sequence[int]) -> dict[int, int]:
+        """row -> the product of the shopper's history (newest first) nearest to it in the catalog: the newest
+        one of the same subcategory, else of the same top category (never the item itself). Catalog lookups
+        only: fetching 200 product vectors from hnswlib costs ~5 ms, more than the lookup it explains."""
+        products = view.products
+        leaf: dict[str, list[int]] = {}  # the newest two of each (one may be the item itself)
+        top: dict[str, list[int]] = {}
+        for pid in history:
+            path = products[pid].category_path if pid in products else ()
+            for names, name in ((leaf, path[-1:]), (top, path[:1])):
+                if name and len(found := names.setdefault(name[0], [])) < 2 and pid not in found:
+                    found.append(pid)
+        out: dict[int, int] = {}
+        for row, pid in zip(rows.tolist(), view.ids_all[rows].tolist(), strict=True):
+            path = products[pid].category_path if pid in products else ()
+            if path:
+                near = [a for a in leaf.get(path[-1], []) + top.get(path[0], []) if a != pid]
+                if near:
+                    out[row] = near[0]
+        return out
+
     def prepare(self, personals: Sequence[Personal]) -> None:
         """Look up these shoppers' nearest products now (when their vectors change), so their feeds need not."""
         view = self.view()
         for personal in personals:
             if personal.vector is not None and not self.knows(personal):
                 self.nearest_rows(personal, view, self.settings.personal_first_depth)
+
+    def _compiled(self, view: CatalogView) -> Merch:
+        """The rules active now, compiled over the view; recompiled only when the rule set, the active subset
+        or the catalog changes."""
+        rules = self._rules()
+        if not rules:
+            return NO_RULES
+        now = self._clock()
+        active = tuple(r for r in rules if r.active(now))
+        key = (id(rules), tuple(r.rule_id for r in active), view.version)
+        cached = self._merch
+        if cached[0] != key:
+            cached = (key, compile_rules(view, active))
+            self._merch = cached
+        return cached[1]
+
+    def _sources_of(self, ranking: Ranking, merch: Merch) -> tuple[Catalogued, Catalogued]:
+        """The popular and new-arrival sources under the rules, once per (ranking, compiled rules)."""
+        cached = self._catalogued
+        if cached is not None and cached[0][0] is ranking and cached[0][1] is merch:
+            return cached[1]
+        popular = Catalogued(ranking.order, ranking.rank, ranking.score, ranking.score, "popularity")
+        new = Catalogued(ranking.new_rows, None, ranking.freshness, ranking.freshness, "freshness")
+        if merch.moves:  # boosts and buries reorder: popularity (then newest, id) by the moved score
+            score = merch.rescore(np.arange(len(ranking.score)), ranking.score)
+            view = self.view()
+            n = len(score)
+            order = np.lexsort((view.ids_all[:n], -view.created_all[:n], -score))
+            rank = np.empty(n, np.int64)
+            rank[order] = np.arange(n)
+            popular = Catalogued(order, rank, score, ranking.score, "popularity")
+            fresh = merch.rescore(np.arange(n), ranking.freshness)
+            new_order = ranking.new_rows[np.argsort(-fresh[ranking.new_rows], kind="stable")]
+            new = Catalogued(new_order, None, fresh, ranking.freshness, "freshness")
+        result = (popular, new)
+        self._catalogued = ((ranking, merch), result)
+        return result
+
+    def _nearest_source(self, personal: Personal, view: CatalogView, ranking: Ranking, merch: Merch, depth: int,
+                        extending: Nearest | None = None) -> tuple[Nearest, bool]:
+        """The personal source (and whether no deeper lookup can add to it): nearest products by cosine (moved
+        by the rules) + the tower's prior; when a deeper lookup extends a snapshot, its earlier order stays as it
+        was and only the newly found products follow it."""
+        rows, cosines, complete, anchors = self.nearest_rows(personal, view, depth)
+        if extending is not None:
+            new = ~np.isin(rows, extending.rows)
+            rows, cosines = rows[new], cosines[new]
+        weight = personal.popularity_weight
+        values = ranking.prior.at(rows) if ranking.prior is not None else np.zeros(len(rows))
+        prior = weight * values if weight else np.zeros(len(rows))
+        base = (cosines + 1.0) / 2.0
+        score = merch.rescore(rows, base)
+        if weight or merch.moves:  # the tower's order: cosine (moved by the rules) + its prior
+            order = by_prior(np.arange(len(rows)), 2.0 * score - 1.0, values, weight)
+            rows, score, base, prior = rows[order], score[order], base[order], prior[order]
+        if extending is None:
+            return Nearest(rows, score, base, prior, anchors), complete
+        joined = [np.concatenate([old, fresh]) for old, fresh in
+                  zip((extending.rows, extending.score, extending.base, extending.prior), (rows, score, base, prior),
+                      strict=True)]
+        return Nearest(*joined, {**anchors, **extending.anchor}), complete
 
     def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
         now = time.monotonic()
@@ -295,78 +337,68 @@ class Recommender:
                 self._snapshots.popitem(last=False)
             found = self._snapshots.get(query.feed_id) if query.feed_id else None
         if found is not None and (found.shallow is None or query.sort is not None or
-                                  len(found.personal_rows) >= self._depth(query, found.shallow)):
+                                  len(found.sources.nearest.rows) >= self._depth(query, found.shallow)):
             return query.feed_id, found  # a deeper page of a shallow snapshot extends it below
         view = self.view()
-        ranking = found.ranking if found is not None else self._ranked()
-        personal_rows, personal_scores, shallow = np.zeros(0, np.int64), np.zeros(0), None
-        personal = found.shallow if found is not None else personal
-        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
-        if personal is not None and personal.vector is not None and query.sort is None:
-            rows, sims, complete = self.nearest_rows(personal, view, self._depth(query, personal))
-            shallow = None if complete else personal
-            personal_rows, personal_scores = self._personal_order(ranking, personal, rows, sims, found)
-        snap = _Snapshot(ranking, personal_rows, personal_scores, purchased, found.created if found else now, shallow)
-        feed_id = query.feed_id if found is not None else secrets.token_urlsafe(9)
+        if found is not None:  # the same ranking, rules and sources; only the personal list goes deeper
+            shallow = found.shallow
+            nearest, complete = self._nearest_source(shallow, view, found.ranking, found.sources.merch,
+                                                     self._depth(query, shallow), found.sources.nearest)
+            snap = replace(found, sources=replace(found.sources, nearest=nearest),
+                           shallow=None if complete else shallow)
+            feed_id = query.feed_id
+        else:
+            snap = self._new_snapshot(query, personal, view, now)
+            feed_id = secrets.token_urlsafe(9)
         with self._lock:
             self._snapshots[feed_id] = snap
             while len(self._snapshots) > self.settings.snapshot_max:
                 self._snapshots.popitem(last=False)
         return feed_id, snap
 
-    @staticmethod
-    def _personal_order(ranking: Ranking, personal: Personal, rows: np.ndarray, sims: np.ndarray,
-                        extending: _Snapshot | None) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest products by cosine + the prior, scores shown as cosine + 1; when a deeper lookup extends a
-        snapshot, its earlier order stays as it was and only the newly found products follow it."""
-        if extending is not None:
-            new = ~np.isin(rows, extending.personal_rows)
-            rows, sims = rows[new], sims[new]
-        prior = ranking.prior.at(rows) if ranking.prior is not None else np.zeros(len(rows))
-        ranked = by_prior(np.arange(len(rows)), sims, prior, personal.popularity_weight)
-        if extending is None:
-            return rows[ranked], sims[ranked] + 1.0
-        return (np.concatenate([extending.personal_rows, rows[ranked]]),
-                np.concatenate([extending.personal_scores, sims[ranked] + 1.0]))
+    def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> _Snapshot:
+        ranking = self._ranked()
+        merch = self._compiled(view)
+        popular, new = self._sources_of(ranking, merch)
+        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
+        nearest, shallow = None, None
+        if personal is not None and personal.vector is not None and query.sort is None:
+            nearest, complete = self._nearest_source(personal, view, ranking, merch, self._depth(query, personal))
+            shallow = None if complete else personal
+            if not len(nearest.rows):
+                nearest, shallow = None, None
+        settings = self.settings
+        shares = (settings.personal_share, settings.new_share,
+                  max(0.0, 1.0 - settings.personal_share - settings.new_share) or 1e-9)
+        return _Snapshot(ranking, Sources(merch, popular, new, nearest, shares), purchased, now, shallow)
 
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)
         view = self.view()
-        selection = Selection.of(view, query, snap.purchased)
+        sources = snap.sources
+        selection = Selection.of(view, query, snap.purchased, sources.merch.hidden)
         start, end = query.span
-        personalized = query.sort is None and len(snap.personal_rows) > 0
-        if query.sort is not None:
+        personalized = query.sort is None and sources.nearest is not None
+        if query.sort is not None:  # the shopper's own order: hidden products stay out, no pins, no diversity
+            if query.min_score is not None:
+                selection = selection.within(np.flatnonzero(sources.popular.score >= query.min_score))
             order, rank = self._price_order(view, query.sort == "price_asc")
-            rows = selection.head(order, end, rank)[start:]
-            scores, names, ordering = np.nan_to_num(view.price_all[rows]), ["price"] * len(rows), query.sort
-        elif not personalized:
-            ranking = snap.ranking
-            rows = selection.head(ranking.order, end, ranking.rank)[start:]
-            scores, names, ordering = ranking.popularity[rows], ["popular"] * len(rows), "popular"
+            rows = selection.head(order, end, rank)[start:].tolist()
+            chosen = [(row, float(sources.popular.score[row]), "price") for row in rows]
+            total, ordering = selection.total, query.sort
         else:
-            rows, scores, names = self._personal_page(snap, query, selection, end)
-            rows, scores, names, ordering = rows[start:], scores[start:], names[start:], "personal"
-        catalog = view.products
-        ids = view.ids_all[rows].tolist()
-        products = {pid: catalog[pid] for pid in ids if pid in catalog}  # one removed meanwhile is left out
-        items = [Scored(pid, sc, n) for pid, sc, n in zip(ids, scores.tolist(), names, strict=True) if pid in products]
-        return FeedPage(items, query.page, query.per_page, selection.total, ordering, products, feed_id, personalized)
+            chosen, total = ranked_page(sources, query, selection, self._diversity(view))
+            ordering = "personal" if personalized else "popular"
+        items = picks(view, chosen, sources, query.explain)
+        products = {p.product_id: view.products[p.product_id] for p in items}
+        return FeedPage(items, query.page, query.per_page, total, ordering, products, feed_id, personalized)
 
-    def _personal_page(
-        self, snap: _Snapshot, query: FeedQuery, selection: Selection, end: int
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """The sources of a personal feed (each filtered, its head long enough), interleaved by share."""
-        ranking, settings, depth = snap.ranking, self.settings, 2 * end
-        keep = selection.allows(snap.personal_rows)
-        if query.min_score is not None:
-            keep &= snap.personal_scores >= query.min_score
-        personal_rows, personal_scores = snap.personal_rows[keep][:depth], snap.personal_scores[keep][:depth]
-        new_rows = selection.head(ranking.new_rows, depth)
-        popular_rows = selection.head(ranking.order, depth, ranking.rank)
-        popular_share = max(0.0, 1.0 - settings.personal_share - settings.new_share)
-        sources = [
-            Source("personal", personal_rows, personal_scores, settings.personal_share),
-            Source("new", new_rows, ranking.popularity[new_rows], settings.new_share),
-            Source("popular", popular_rows, ranking.popularity[popular_rows], popular_share or 1e-9),
-        ]
-        return interleave(sources, end)
+    def _diversity(self, view: CatalogView) -> Diversity:
+        products, ids = view.products, view.ids_all
+        field = "merchant" if self.settings.diversity_by == "brand" else "category_path"
+
+        def keys(rows: list[int]) -> list[object]:
+            found = (products.get(pid) for pid in ids[np.asarray(rows, np.int64)].tolist())
+            return [getattr(p, field) or None if p is not None else None for p in found]
+
+        return Diversity(self.settings.max_in_row, keys)

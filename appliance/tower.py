@@ -64,30 +64,34 @@ class UserTower(nn.Module):
         # where a product without any event ranks in the prior: ranking.popularity_prior's cold_quantile (0: at 0)
         self.register_buffer("cold_quantile", torch.zeros(()))
 
-    def forward(self, vectors, kinds, age_hours, mask, projected=None):
+    def forward(self, vectors, kinds, age_hours, mask, projected=None, attention=True):
         """vectors (B, T, D) float, kinds (B, T) long, age_hours (B, T) float >= 0, mask (B, T) bool (True = real).
 
         Returns (B, D) unit vectors; a row without any real interaction returns zeros. `projected` (B, T, W) is
         `self.inp(vectors)` when the caller has it cheaper (training projects each product of a batch once).
+        `attention=False` leaves out the attention branch: exact while `out` is still zero (training's first
+        phase, which learns only the scalars), and 3-4x cheaper.
         """
         empty = ~mask.any(dim=1)  # (B,)
         mask = mask.clone()
         mask[empty, -1] = True  # keep softmax finite; the row is zeroed at the end
         age = age_hours.clamp(min=0.0)
-        log_age = torch.log1p(age)[..., None] * self.freqs  # (B, T, F)
-        age_feats = torch.cat([torch.sin(log_age), torch.cos(log_age)], dim=-1)  # (B, T, 2F)
-        x = self.inp(vectors) if projected is None else projected  # (B, T, W)
-        x = x + self.kind(kinds) + self.age(age_feats)
-        for block in self.blocks:
-            x = block(x, src_key_padding_mask=~mask)  # (B, T, W)
-        x = self.norm(x)
         log_decay = -age * (math.log(2.0) / self.log_half_life.exp())  # (B, T)
-        neg_inf = torch.finfo(x.dtype).min
-        pool_logits = (self.pool(x).squeeze(-1) + log_decay).masked_fill(~mask, neg_inf)  # (B, T)
-        pooled = (pool_logits.softmax(dim=1)[:, None, :] @ x).squeeze(1)  # (B, W)
+        neg_inf = torch.finfo(vectors.dtype).min
         mean_logits = (log_decay + self.kind_bias[kinds]).masked_fill(~mask, neg_inf)  # (B, T)
         mean = (mean_logits.softmax(dim=1)[:, None, :] @ vectors).squeeze(1)  # (B, D)
-        user = F.normalize(mean, dim=-1) + self.out(pooled)  # (B, D)
+        user = F.normalize(mean, dim=-1)  # (B, D)
+        if attention:
+            log_age = torch.log1p(age)[..., None] * self.freqs  # (B, T, F)
+            age_feats = torch.cat([torch.sin(log_age), torch.cos(log_age)], dim=-1)  # (B, T, 2F)
+            x = self.inp(vectors) if projected is None else projected  # (B, T, W)
+            x = x + self.kind(kinds) + self.age(age_feats)
+            for block in self.blocks:
+                x = block(x, src_key_padding_mask=~mask)  # (B, T, W)
+            x = self.norm(x)
+            pool_logits = (self.pool(x).squeeze(-1) + log_decay).masked_fill(~mask, torch.finfo(x.dtype).min)
+            pooled = (pool_logits.softmax(dim=1)[:, None, :] @ x).squeeze(1)  # (B, W)
+            user = user + self.out(pooled)  # (B, D)
         return F.normalize(user, dim=-1) * (~empty)[:, None]
 
 

@@ -13,8 +13,10 @@ stays float32. An epoch is at most `epoch_examples` examples, so a large shop tr
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
 in two phases, each stopped early on validation NDCG@10 and starting from the best weights so far: first only
-the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably,
-then the whole network with a one-epoch warm-up (its first epochs dip below the start before passing it).
+the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably, in
+small batches and without the attention branch (still zero, so it adds nothing), then the whole network in large
+batches with a one-epoch warm-up (its first epochs dip below the start before passing it) and a cosine decay of
+the rate to 0 at `epochs`.
 What is validated and kept after each epoch is an exponential moving average of the weights over the recent
 steps, which on a small shop's data is steadier than the weights of the last step.
 
@@ -141,16 +143,21 @@ class _Run:
         self.prior, self.target, self.weight, self.log_q = prior, target, weight, log_q
         self.config, self.generator, self.progress = config, generator, progress
         self.report = TrainReport(0, 0, 0.0, 0, 0, None, config.negatives)
-        self.best, self.best_state = -1.0, None
+        self.best, self.best_state, self.attention, self.batch = -1.0, None, True, config.batch_size
 
     def keep(self, score: float, epoch: int) -> None:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
 
-    def phase(self, optimizer: torch.optim.Optimizer, patience: int, warmup: bool = False) -> None:
-        """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10."""
-        config = self.config
-        steps = math.ceil(min(len(self.target), config.epoch_examples) / config.batch_size)
-        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / steps if warmup else 1))
+    def phase(self, optimizer: torch.optim.Optimizer, patience: int, network: bool) -> None:
+        """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10.
+        `network` False: the first phase, only the scalars learn, the attention branch (still zero) is left out,
+        in batches of `scalar_batch_size` (many cheap steps); True: the whole network in batches of `batch_size`,
+        after a one-epoch warm-up of the learning rate."""
+        config, warmup, self.attention = self.config, network, network
+        self.batch = config.batch_size if network else config.scalar_batch_size
+        steps = math.ceil(min(len(self.target), config.epoch_examples) / self.batch)
+        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
+            step, steps if warmup else 0, steps * config.epochs if warmup and config.schedule == "cosine" else 0))
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)  # every phase starts from the best so far
         self.average = copy.deepcopy(self.model.state_dict())
@@ -185,7 +192,7 @@ class _Run:
         order = torch.randperm(len(self.target), generator=self.generator)[:config.epoch_examples]  # a sample, if big
         total = 0.0
         for step in range(steps):
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            idx = order[step * self.batch:(step + 1) * self.batch]
             ex = self.train.take(idx.numpy())
             hist = inter.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
             seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
@@ -195,9 +202,12 @@ class _Run:
                 prior = model.popularity_weight * self.prior.rows(ex, columns)  # (B, K) or (B, N)
                 own = model.popularity_weight * self.prior.positive(ex)  # (B,)
             with torch.autocast("cpu", torch.bfloat16, enabled=config.precision == "bfloat16"):
-                distinct, slot = np.unique(hist, return_inverse=True)  # each product of the batch projected once
-                projected = model.inp(self.vectors[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B, T, W)
-                users = model(*batch_inputs(ex, inter, self.vectors), projected=projected)  # (B, D)
+                projected = None
+                if self.attention:  # each product of the batch projected once
+                    distinct, slot = np.unique(hist, return_inverse=True)
+                    projected = model.inp(self.vectors[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B,T,W)
+                users = model(*batch_inputs(ex, inter, self.vectors), projected=projected,
+                              attention=self.attention)  # (B, D)
                 loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
                                         config, self.generator, seen, prior, columns, own)
             optimizer.zero_grad(set_to_none=True)
@@ -228,6 +238,16 @@ class _Run:
         self.report.popularity_weight = self.model.popularity_weight.item()
         self.report.cold_quantile = float(self.model.cold_quantile)
         return self.report
+
+
+def learning_rate_factor(step: int, warmup: int, total: int) -> float:
+    """The learning rate's multiplier at `step`: linear from 1 / warmup to 1 over `warmup` steps, then constant
+    (total 0) or a cosine down to 0 at step `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if not total:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
 
 
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
@@ -305,14 +325,14 @@ def _train(
                    "weight_decay": 0.0}  # in cosine units, so its logit-space step matches the other scalars'
     scalar_only = torch.optim.AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate,
                                     weight_decay=0.0)
-    run.phase(scalar_only, patience=min(config.patience, SCALAR_PATIENCE))
+    run.phase(scalar_only, patience=min(config.patience, SCALAR_PATIENCE), network=False)
     run.report.scalar_epochs = run.report.epochs
     network = [p for n, p in model.named_parameters() if n not in ("log_half_life", "kind_bias", "popularity_weight")]
     run.phase(torch.optim.AdamW([
         {"params": network},
         {"params": scalars, "lr": config.scalar_learning_rate, "weight_decay": 0.0},
         prior_group,
-    ], lr=config.learning_rate, weight_decay=config.weight_decay), patience=config.patience, warmup=True)
+    ], lr=config.learning_rate, weight_decay=config.weight_decay), patience=config.patience, network=True)
     report = run.finish()
     if len(val.target) and config.cold_start_prior and prior is not None:  # the cold quantile again, for the kept
         report.best_validation_ndcg = choose_prior(model, val, interactions, vectors, prior, True,  # weights

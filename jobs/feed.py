@@ -17,7 +17,7 @@ from storage.users import UserStore, UserVector
 class Feeds:
     def __init__(
         self, users: UserStore, events: EventStore, serving: ServingModel, recommender: Recommender,
-        window_hours: float, clock: Callable[[], datetime],
+        window_hours: float, clock: Callable[[], datetime], history_length: int = 20,
     ) -> None:
         self.users = users
         self.events = events
@@ -25,17 +25,28 @@ class Feeds:
         self.recommender = recommender
         self.window = timedelta(hours=window_hours) if window_hours > 0 else None  # None: no serving window
         self.clock = clock
+        self.history_length = history_length  # the recent products a personal item's reason may name
+
+    def _histories(self, customer_ids: Sequence[int]) -> dict[int, list[int]]:
+        """The products of each shopper's serving history, newest first (one read for them all)."""
+        since = None if self.window is None else self.clock() - self.window
+        found = self.events.histories(customer_ids, since, self.history_length)
+        return {cid: [e.product_id for e in reversed(events)] for cid, events in found.items()}
 
     def _fresh(self, stored: UserVector | None) -> bool:
         if stored is None:
             return False
         return self.window is None or stored.last_event_at >= self.clock() - self.window
 
-    def _personal(self, customer_id: int, stored: UserVector, purchased: frozenset[int]) -> Personal:
+    def _personal(self, customer_id: int, stored: UserVector, purchased: frozenset[int],
+                  history: Sequence[int] | None = None) -> Personal:
+        """`history`: their recent products when already read; otherwise read only if the recommender needs
+        it (its nearest products for this vector are not cached)."""
         model = self.serving.get().model
         weight = 0.0 if model is None else model.popularity_weight.item()
         key = (customer_id, stored.updated_at, stored.model_version)
-        return Personal(stored.vector, purchased, weight, key)
+        recent = (lambda: history) if history is not None else (lambda: self._histories([customer_id])[customer_id])
+        return Personal(stored.vector, purchased, weight, key, recent)
 
     def personal(self, customer_id: int | None) -> Personal | None:
         """The shopper's purchases (left out of every feed of theirs) and their vector while their newest
@@ -64,12 +75,13 @@ class Feeds:
 
     def prepare(self, customer_ids: Sequence[int]) -> None:
         """Compute the nearest products of shoppers whose vector just changed (the consumer calls this)."""
-        personals = []
+        fresh = []
         for cid in customer_ids:
             known, stored = self.users.cached(cid)
             if known and self._fresh(stored):
-                personals.append(self._personal(cid, stored, frozenset()))
-        self.recommender.prepare(personals)
+                fresh.append((cid, stored))
+        histories = self._histories([cid for cid, _ in fresh]) if fresh else {}
+        self.recommender.prepare([self._personal(cid, stored, frozenset(), histories[cid]) for cid, stored in fresh])
 
     def warm(self) -> int:
         """At start-up: the recently active shoppers' vectors into memory and their nearest products computed."""

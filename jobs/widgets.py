@@ -171,12 +171,6 @@ def _recently_viewed(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> lis
     return finish(m.view, sources.recently_viewed(viewed, epoch(m.now)), how)
 
 
-def merchandise(parts: WidgetParts, picks: list[Pick], how: Finish, call: Call) -> list[Pick]:
-    """Another source's picks (the feed's) through the same pipeline: rules, filters, diversity, pins."""
-    m = call.moment()
-    return finish(m.view, picks, replace(how, rules=m.rules, now=m.now))
-
-
 def _nearest(parts: WidgetParts, ask: Ask, call: Call, m: Moment, anchor: int) -> tuple[np.ndarray, np.ndarray]:
     """The anchor's nearest products by vector that the request's filters allow, best first. The unfiltered
     neighbours are kept per product (until the vector index changes); a filter that leaves fewer than half of

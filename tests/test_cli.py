@@ -98,3 +98,12 @@ def test_demo_writes_files_the_importer_reads(tmp_path) -> None:
     data = tmp_path / "data"
     assert main(["import", "events", str(out / "events.jsonl"), "--data-dir", str(data)]) == 0
     assert _count(data, "events") == len((out / "events.jsonl").read_text().splitlines())
+
+
+def test_training_outside_the_server_takes_the_offline_threads(tmp_path) -> None:
+    from web.cli import _offline_config, _parser
+
+    (tmp_path / "shop.toml").write_text("[training]\nthreads = 1\noffline_threads = 2\n")
+    for command in (["train"], ["jobs", "run", "retrain"]):
+        args = _parser().parse_args([*command, "--config", str(tmp_path / "shop.toml")])
+        assert _offline_config(args).training.threads == 2

@@ -15,8 +15,8 @@ from appliance.config import load_config
 from appliance.examples import Examples, MomentPrior
 from appliance.interactions import Interactions
 from appliance.pipeline import FeedQuery
-from appliance.ranking import cold_popularity, popularity_prior
-from appliance.recommender import FeedSettings, Personal, Recommender, ServingPrior
+from appliance.ranking import ServingPrior, cold_popularity, popularity_prior
+from appliance.recommender import FeedSettings, Personal, Recommender
 from appliance.tower import UserTower
 from appliance.training import train_tower
 from appliance.types import Event, now_utc

@@ -110,7 +110,7 @@ def test_feed_ranked_inside_elasticsearch_equals_the_appliance_ranking(local_clu
         keys, sims = services.index.query(services.users.get(services.ids.customers.key("anon-5")).vector, 14)
         ids = services.ids.products.exts(keys.tolist())
         assert [pid for pid, _ in got] == ids
-        assert [score for _, score in got] == pytest.approx((sims + 1.0).tolist(), abs=1e-4)
+        assert [score for _, score in got] == pytest.approx(((sims + 1.0) / 2.0).tolist(), abs=1e-4)  # the 0..1 scale
         knn = client.get("/customers/anon-5/feed", params={"backend": "elasticsearch", "method": "knn",
                                                       "per_page": 5, "category": "Running"}).json()
         running = {f"SKU-{i}" for i in range(1, 6)}

@@ -36,7 +36,8 @@ def small_shop(seed=0, n_items=120, n_customers=40, dim=384):
 @pytest.fixture(scope="module")
 def config():
     cfg = load_config()
-    return cfg.tower, dataclasses.replace(cfg.training, epochs=2, batch_size=64), cfg.events.weights
+    training = dataclasses.replace(cfg.training, epochs=2, batch_size=64, scalar_batch_size=64)
+    return cfg.tower, training, cfg.events.weights
 
 
 def test_examples_use_only_earlier_events_of_the_same_customer():

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from appliance.config import load_config
-from appliance.examples import PopularityPrior, make_examples
-from appliance.training import contrastive_loss, train_tower
+from appliance.examples import MomentPrior, PopularityPrior, batch_inputs, make_examples
+from appliance.tower import UserTower
+from appliance.training import contrastive_loss, learning_rate_factor, train_tower
 from tests.test_training import small_shop
 
 
@@ -64,15 +65,22 @@ def test_shared_negatives_leave_out_the_positive_and_the_history_and_scale_to_th
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config):
+@pytest.mark.parametrize("cold_quantile", [0.0, 0.75])
+@pytest.mark.parametrize("source", [PopularityPrior, MomentPrior])
+def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config, source, cold_quantile):
     _, _, weights = config
     inter, _ = small_shop(seed=2)
-    prior = PopularityPrior(inter, 120, weights, half_life_hours=24.0)
+    prior = source(inter, 120, weights, half_life_hours=24.0)
     ex = make_examples(inter, history=20)
-    full = prior.rows(ex)  # (M, N)
+    plain = prior.rows(ex)  # (M, N) cold products at 0
+    prior.set_cold_quantile(cold_quantile)
+    full = prior.rows(ex)
     columns = torch.tensor([5, 0, 77, 119, 31])
+    positives = full[torch.arange(len(ex.target)), inter.item[ex.target]]
+    if cold_quantile:  # the quantile moves the cold products these columns and positives hold
+        assert not torch.equal(full[:, columns], plain[:, columns]) and prior.is_cold(ex).any()
     assert torch.equal(prior.rows(ex, columns), full[:, columns])
-    assert torch.equal(prior.positive(ex), full[torch.arange(len(ex.target)), inter.item[ex.target]])
+    assert torch.equal(prior.positive(ex), positives)
 
 
 def test_a_catalog_within_shared_negatives_trains_exactly_as_full(config):
@@ -98,8 +106,39 @@ def test_shared_negatives_from_a_larger_catalog_lower_the_loss(config, precision
 def test_an_epoch_and_the_validation_set_are_capped(config):
     tower, training, weights = config
     inter, vectors = small_shop(seed=4)
-    capped = dataclasses.replace(training, epochs=1, epoch_examples=100, validation_examples=7)
+    capped = dataclasses.replace(training, epochs=1, epoch_examples=100, validation_examples=7, scalar_batch_size=25)
     events = []
     _, report = train_tower(inter, vectors, tower, capped, weights, progress=events.append)
     assert report.validation_examples == 7 and report.examples > 100
-    assert {e["steps"] for e in events if "step" in e} == {math.ceil(100 / training.batch_size)}
+    steps = [e["steps"] for e in events if "step" in e]  # each phase in batches of its own size
+    assert steps[0] == math.ceil(100 / 25) and steps[-1] == math.ceil(100 / training.batch_size)
+
+
+def test_the_tower_without_its_attention_branch_is_exact_while_that_branch_is_zero(config):
+    tower, _, weights = config
+    inter, vectors = small_shop(seed=5)
+    ex = make_examples(inter, history=tower.history).take(np.arange(30))
+    inputs = batch_inputs(ex, inter, torch.as_tensor(vectors))
+    model = UserTower(tower, vectors.shape[1])
+    with torch.no_grad():
+        model.kind_bias.copy_(torch.randn(len(model.kind_bias)))
+        assert torch.equal(model(*inputs, attention=False), model(*inputs))  # `out` starts at zero
+        model.out.weight.normal_()
+        assert not torch.allclose(model(*inputs, attention=False), model(*inputs))  # once trained, it counts
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine_to_zero():
+    assert [learning_rate_factor(s, 4, 0) for s in (0, 1, 3, 4, 100)] == [0.25, 0.5, 1.0, 1.0, 1.0]  # constant
+    cosine = [learning_rate_factor(s, 4, 12) for s in range(14)]
+    assert cosine[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert cosine[8] == pytest.approx(0.5) and cosine[12] == cosine[13] == 0.0
+    assert all(a >= b for a, b in zip(cosine[3:], cosine[4:], strict=False))
+
+
+def test_a_cosine_run_trains_and_keeps_its_best_epoch(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=6)
+    cosine = dataclasses.replace(training, schedule="cosine", epochs=4, patience=9)
+    _, report = train_tower(inter, vectors, tower, cosine, weights, 72.0)
+    assert report.epochs > report.scalar_epochs and all(np.isfinite(report.losses))
+    assert report.best_validation_ndcg == max(report.validation)

@@ -44,6 +44,12 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides={"server": server} if server else None)
 
 
+def _offline_config(args: argparse.Namespace) -> Config:
+    """The config of a command that may train outside the server: `training.offline_threads` threads."""
+    config = _config(args)
+    return replace(config, training=replace(config.training, threads=config.training.offline_threads))
+
+
 @contextmanager
 def _offline(config: Config) -> Iterator[Services]:
     """The parts without the server (which must not be running: DuckDB admits one process), closed after."""
@@ -112,7 +118,7 @@ def _import_events(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from jobs.training import load_training_data, split_enough, train_and_decide
 
-    config = _config(args)
+    config = _offline_config(args)
     with _offline(config) as services:
         since = _since(args, services)
         data = load_training_data(services.events, services.catalog.store, since)
@@ -145,7 +151,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_job(args: argparse.Namespace) -> int:
-    with _offline(_config(args)) as services:
+    with _offline(_offline_config(args)) as services:
         run = services.jobs.run(args.name)
     print(f"{run.name}: {run.outcome} in {run.seconds:.1f} s: {run.detail}")
     return {"ok": 0, "skipped": 2}.get(run.outcome, 1)

@@ -176,11 +176,17 @@ class EventsAccepted(msgspec.Struct):
     event_ids: list[int]
 
 
-class FeedItem(msgspec.Struct):
+class FeedItem(msgspec.Struct, omit_defaults=True):
+    """One feed item. `score` is in 0..1 for every source (personal: similarity (cosine + 1) / 2; popular:
+    popularity relative to the most popular product; new: freshness 1 - age / feed.new_arrival_days; moved by
+    boost and bury rules), so items of several sources compare and `min_score` means one thing."""
+
     product: ProductOut
-    score: float
-    source: str  # why it is there: personal / popular / new / price / similar
+    score: float  # 0..1 for every source, as in the widgets (see README "Scores")
+    source: str  # which source brought it: personal / popular / new / price / pinned
     position: int | None = None  # 1-based over the whole feed (page 2 of 20 starts at 21): send it with events
+    reason: str = ""  # a line a storefront can show: "because you viewed X", "popular in Shoes", "new arrival"
+    explain: dict[str, float] | None = None  # explain=true: the score's parts (similarity, popularity, rules)
 
 
 class FeedOut(msgspec.Struct):
@@ -196,11 +202,13 @@ class FeedOut(msgspec.Struct):
     items: list[FeedItem]
 
     @classmethod
-    def of(cls, customer_id: str, page: FeedPage, product_out: ProductOuts, recommendation_id: str) -> FeedOut:
+    def of(cls, customer_id: str, page: FeedPage, product_out: ProductOuts, recommendation_id: str,
+           explain: bool = False) -> FeedOut:
         products, first = page.products, first_position(page)
         items = [
-            FeedItem(product_out(products[s.product_id]), s.score, s.source, first + i)
-            for i, s in enumerate(page.items)
+            FeedItem(product_out(products[p.product_id]), p.score, p.source, first + i, p.reason,
+                     p.parts if explain else None)
+            for i, p in enumerate(page.items)
         ]
         return cls(
             customer_id, page.ordering, page.personalized, page.feed_id, recommendation_id, page.page, page.per_page,

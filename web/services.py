@@ -122,9 +122,10 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         settings = FeedSettings(
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
-            feed.personal_first_depth,
+            feed.personal_first_depth, config.widgets.max_in_row, config.widgets.diversity_by,
         )
         serving = ServingModel()
+        rules = RuleStore(db)
 
         def nearest(vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # the first lookup: its own ef
             return index.query(vector, k, ef=feed.personal_first_ef if k <= feed.personal_first_depth else None)
@@ -132,6 +133,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights), nearest, now_utc,
             feed.popularity_refresh_seconds, settings, lambda now: upkeep.serving_prior(events, serving, config, now),
+            rules.all,
         )
         elastic = make_elastic_sync(config.elasticsearch, db, config.encoder.dim)
 
@@ -146,7 +148,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         realtime = config.realtime
         queue = make_queue(config, db, on_outage=lambda cause: metrics.queue_outages.labels("outbox", cause).inc())
-        feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc)
+        feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc, config.tower.history)
 
         def users_changed(keys: Sequence[int]) -> None:
             elastic.mark_users(exts(ids.customers, keys))
@@ -169,7 +171,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
         tables = Widgets(lambda: build_tables(baskets, w, now_utc(), recommender.view()), w.refresh_seconds)
-        widget_parts = WidgetParts(recommender, tables, index, baskets, events, RuleStore(db), w, now_utc, recent,
+        widget_parts = WidgetParts(recommender, tables, index, baskets, events, rules, w, now_utc, recent,
                                    Memo(w.cache_entries))
         schedules = config.jobs
         work = {

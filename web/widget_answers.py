@@ -1,5 +1,6 @@
 """One widget request answered: the shop's ids become keys, the use case runs, picks become wire items.
-The feed, asked inside POST /recommendations, is brought onto the widgets' 0..1 score scale here.
+The feed, asked inside POST /recommendations, is page 1 of the shopper's feed (already on the 0..1 scale,
+through the same rules, diversity and min_score as GET /customers/{id}/feed).
 
 `serve` runs a call on the event loop when everything it needs is in memory (the usual case: tables, caches,
 rings and purchases are warm) and in a worker thread otherwise (jobs/widget_memory.py `WouldBlock`)."""
@@ -15,15 +16,13 @@ from appliance.errors import InvalidInput
 from appliance.finish import Finish
 from appliance.ids import shop_id
 from appliance.pipeline import FeedQuery
-from appliance.types import Pick
 from appliance.widgets import CategoryPick
 from jobs.widget_memory import Call, WouldBlock
-from jobs.widgets import Ask, merchandise, recommend
+from jobs.widgets import Ask, recommend
 from web.ids import existing, known
 from web.services import Services
 from web.widget_schemas import CategoryItem, Model, WidgetItem, WidgetRequest, item
 
-_FEED_REASONS = {"personal": "picked for you", "popular": "popular", "new": "new arrival", "price": "by price"}
 T = TypeVar("T")
 
 
@@ -46,6 +45,7 @@ def answer(services: Services, request: WidgetRequest, call: Call) -> list[Widge
     query = FeedQuery(
         1, k, None, tuple(request.category or ()), request.min_price, request.max_price, request.in_stock,
         existing(services.ids.products, [str(x) for x in request.exclude or []], "exclude"), request.min_score,
+        explain=request.explain,
     )
     products = [request.product_id] if request.product_id is not None else list(request.product_ids or [])
     keys = tuple(known(services.ids.products, str(p), "product") for p in products)
@@ -53,31 +53,13 @@ def answer(services: Services, request: WidgetRequest, call: Call) -> list[Widge
     customer = None if who is None else services.ids.customers.key(who)
     how = Finish(query, k, frozenset(), config.max_in_row, config.diversity_by)
     if request.model == "feed":
-        picks = merchandise(services.widgets, _feed(services, query, customer, call), how, call)
+        call.need(services.feeds.in_memory(customer, query))
+        picks = services.feeds.page(customer, query).items
     else:
         picks = recommend(services.widgets, Ask(request.model, keys, customer, how), call)
     view = call.moment().view
     out = services.product_out
     return [item(out(view.products[p.product_id]), p, request.explain) for p in picks if p.product_id in view.products]
-
-
-def _feed(services: Services, query: FeedQuery, customer: int | None, call: Call) -> list[Pick]:
-    """Page 1 of the shopper's feed, each score on the 0..1 scale: personal (cosine + 1) / 2, popular and new
-    arrivals their popularity relative to the most popular product."""
-    call.need(services.feeds.in_memory(customer, query))
-    page = services.feeds.page(customer, query)
-    m = call.moment()
-    view, popularity = m.view, m.popularity
-    top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
-    picks = []
-    for s in page.items:
-        if s.source == "personal":
-            score, part = s.score / 2.0, "similarity"
-        else:
-            score, part = float(popularity[view.row[s.product_id]]) / top, "popularity"
-        picks.append(Pick(s.product_id, score, s.source, _FEED_REASONS.get(s.source, s.source), {part: score}))
-    return picks
-
 
 
 def category_item(c: CategoryPick, explain: bool) -> CategoryItem:

@@ -6,8 +6,9 @@ product vectors in clusters as `web.bench.synth` makes them, each shopper browsi
 of their events, popular products more often) over 30 days. Each data set is split in time
 (`appliance.evaluation.time_split`); each recipe trains on the training part and ranks the whole catalog for the
 test customers. A recipe is the shipped `[training]` config with some keys replaced: `before` is the recipe
-before issue 15 (the whole catalog as negatives, float32), `after` the shipped one; `--curve` adds the shipped
-recipe with fewer shared negatives or bigger batches, the trade-off of seconds against NDCG@10.
+before issue 15 (the whole catalog as negatives, float32), `round1` its first round (batches of 128, a constant
+rate, up to 20 epochs), `after` the shipped one; `--curve` adds the shipped recipe with fewer or more epochs,
+fewer shared negatives or smaller batches: the trade-off of seconds against NDCG@10.
 
 Wall time is noisy on a shared machine, so the CPU time of the training process (`time.process_time`) is printed
 beside it. Writes `bench/results/train.json` (`train_DATASET_....json` for other than all data sets).
@@ -36,12 +37,14 @@ from web.bench.synth import EVENT_SHARES, centres, members
 ALL = "demo,movielens,retail,shop-100k,shop-1M"
 RECIPES: dict[str, dict[str, Any]] = {
     "before": {"negatives": "full", "precision": "float32"},  # the recipe before issue 15
+    "round1": {"epochs": 20, "batch_size": 128, "learning_rate": 0.001, "schedule": "constant"},  # its first round
     "after": {},  # the shipped config.toml
 }
-CURVE: dict[str, dict[str, Any]] = {  # --curve: the shipped recipe with fewer negatives or bigger batches
-    "shared 512": {"negatives": "shared", "shared_negatives": 512},
-    "shared 1024": {"negatives": "shared", "shared_negatives": 1024},
-    "batch 512": {"negatives": "shared", "shared_negatives": 1024, "batch_size": 512, "learning_rate": 0.002},
+CURVE: dict[str, dict[str, Any]] = {  # --curve: the shipped recipe with fewer epochs, negatives or smaller batches
+    "epochs 5": {"epochs": 5},
+    "epochs 12": {"epochs": 12},
+    "batch 128": {"batch_size": 128, "learning_rate": 0.001},
+    "shared 1024": {"shared_negatives": 1024},
 }
 TARGET_SECONDS_PER_100K = 60.0  # 100k events of a 10k-product shop in a minute ...
 TARGET_SECONDS_PER_1M = 600.0  # ... and 1M events in ten
@@ -51,7 +54,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="training seconds per 100k events and NDCG@10, per recipe")
     p.add_argument("--datasets", default=ALL,
                    help="comma-separated: demo, movielens, retail, shop-100k, shop-1M (default all)")
-    p.add_argument("--recipes", default="before,after", help="comma-separated recipes (default before,after)")
+    p.add_argument("--recipes", default="before,after",
+                   help="comma-separated: before, round1, after (default before,after)")
     p.add_argument("--curve", action="store_true", help=f"also the recipes {', '.join(CURVE)}")
     p.add_argument("--skip", default="", help="comma-separated DATASET:RECIPE pairs to leave out "
                                               "(e.g. shop-1M:before, hours of full-catalog softmax)")

@@ -15,7 +15,7 @@ from appliance.errors import InvalidInput
 from appliance.ids import shop_id
 from appliance.pipeline import FeedPage, FeedQuery
 from appliance.recommender import Personal
-from appliance.types import Scored
+from appliance.types import Pick
 from jobs.identity import IdentityParts, Merged, merge_customers
 from storage.elastic import search_feed_page
 from web.access import Scope, needs
@@ -31,8 +31,9 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
 
 
 def elastic_feed(services: Services, query: FeedQuery, customer: int | None, method: str) -> FeedPage:
-    """The same feed ranked inside the shop's Elasticsearch: script_score (exact cosine + 1.0, the source
-    design) or knn (approximate, HNSW); popularity / price order without a vector."""
+    """The same feed ranked inside the shop's Elasticsearch: script_score (exact cosine) or knn (approximate,
+    HNSW); popularity / price order without a vector. Scores on the 0..1 scale: (cosine + 1) / 2, or the
+    product's popularity relative to the most popular one. Rules and diversity are the appliance's own."""
     if not services.elastic.enabled:
         raise InvalidInput("elasticsearch is not configured ([elasticsearch] enabled = false)", field="backend")
     who = services.feeds.personal(customer) or Personal(None)
@@ -45,14 +46,27 @@ def elastic_feed(services: Services, query: FeedQuery, customer: int | None, met
         filters=replace(query, exclude=shop_ids),
         page=query.page, per_page=query.per_page, fallback_sort=query.sort,
     )
-    products = services.recommender.view().products
+    view = services.recommender.view()
+    products = view.products
     source = "personal" if vector is not None else ("price" if query.sort else "popular")
+    _, popularity = services.recommender.popularity_of(view)
+    top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
+
+    def score_of(key: int, cosine: float) -> float:
+        if vector is not None:
+            return (cosine + 1.0) / 2.0
+        row = view.row[key]
+        return float(popularity[row]) / top if row < len(popularity) else 0.0  # newer than the ranking: none yet
+
     keys = services.ids.products.keys([pid for pid, _ in hits])
-    items = [Scored(key, score + 1.0 if vector is not None else score, source)
+    items = [Pick(key, score_of(key, score), source, _ELASTIC_REASONS[source])
              for key, (_, score) in zip(keys, hits, strict=True) if key in products]
     ordering = "personal" if vector is not None else (query.sort or "popular")
     return FeedPage(items, query.page, query.per_page, total, ordering, {s.product_id: products[s.product_id]
                     for s in items}, "elasticsearch", vector is not None)
+
+
+_ELASTIC_REASONS = {"personal": "picked for you", "price": "by price", "popular": "popular"}
 
 
 class CustomerController(Controller):
@@ -74,19 +88,27 @@ class CustomerController(Controller):
         max_price: Annotated[float | None, Parameter(ge=0)] = None,
         in_stock: Annotated[bool | None, Parameter(description="only (un)available products")] = None,
         exclude: Annotated[list[str] | None, Parameter(description="product ids to leave out")] = None,
-        min_score: Annotated[float | None, Parameter(ge=0, le=2, description="least personal score")] = None,
+        min_score: Annotated[float | None, Parameter(
+            ge=0, le=1, description="least score of any item, on the 0..1 scale every source shares")] = None,
         feed_id: Annotated[str | None, Parameter(max_length=64, description="from page 1: same order")] = None,
         backend: Annotated[Literal["appliance", "elasticsearch"], Parameter(description="who ranks")] = "appliance",
         method: Annotated[Literal["script_score", "knn"], Parameter(description="elasticsearch only")] = "script_score",
+        explain: Annotated[bool, Parameter(description="each item's score parts")] = False,
     ) -> FeedOut:
-        """Products for this shopper, best first: nearest to their vector (cosine + 1.0) mixed with popular
-        products and new arrivals; popularity then recency without a vector; `sort` overrides both."""
+        """Products for this shopper: their nearest products mixed with popular products and new arrivals
+        (70/20/10 by default); popularity then recency without a vector; `sort` overrides both. Every `score`
+        is in 0..1 whatever the source (personal: similarity (cosine + 1) / 2; popular: popularity relative
+        to the most popular product; new: freshness 1 - age / feed.new_arrival_days), moved by boost and bury
+        rules; `reason` says why an item is there. Active merchandising rules apply (hidden products never
+        appear, pins take their feed position once, boosts and buries reorder), then diversity
+        (widgets.max_in_row). A `feed_id` keeps page 1's order and rules for its later pages."""
         services: Services = state.services
         feed = services.config.feed
         per_page = min(per_page or feed.per_page, feed.max_per_page)
         excluded = existing(services.ids.products, _split(exclude), "exclude")
         query = FeedQuery(
-            page, per_page, sort, _split(category), min_price, max_price, in_stock, excluded, min_score, feed_id
+            page, per_page, sort, _split(category), min_price, max_price, in_stock, excluded, min_score, feed_id,
+            explain,
         )
         feeds = services.feeds
         key = services.ids.customers.key(customer_id)  # a shopper never seen gets the non-personal feed
@@ -100,7 +122,7 @@ class CustomerController(Controller):
             customer_id, "feed", result.items, first_position(result), services.serving.get().version
         )
         note(request, recommendation_id=rid)
-        return FeedOut.of(customer_id, result, services.product_out, rid)
+        return FeedOut.of(customer_id, result, services.product_out, rid, explain)
 
     @delete("/{customer_id:str}", operation_id="eraseCustomer", sync_to_thread=True, status_code=HTTP_200_OK)
     def erase(self, state: State, customer_id: CustomerPath) -> Erased:
