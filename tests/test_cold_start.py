@@ -87,7 +87,7 @@ def launch_shop(seed=0, n_items=160, n_customers=60, dim=64):
 
 def test_training_chooses_a_cold_quantile_where_new_products_are_the_next_ones_and_records_the_half_life():
     inter, vectors = launch_shop()
-    training = dataclasses.replace(CFG.training, epochs=1, batch_size=64)
+    training = dataclasses.replace(CFG.training, epochs=1, batch_size=64, cold_start_prior=True)
     model, report = train_tower(inter, vectors, CFG.tower, training, WEIGHTS, 72.0)
     assert report.cold_quantile > 0.0 and float(model.cold_quantile) == pytest.approx(report.cold_quantile)
     assert report.prior_half_life_hours == 72.0
