@@ -185,6 +185,7 @@ def _validate(config: Config) -> None:
     positive = {
         "server.port": config.server.port,
         "server.torch_threads": config.server.torch_threads,
+        "server.gc_full_pass_threshold": config.server.gc_full_pass_threshold,
         "encoder.dim": config.encoder.dim,
         "encoder.batch_size": config.encoder.batch_size,
         "encoder.background_batch": config.encoder.background_batch,

@@ -17,6 +17,7 @@ class ServerConfig:
     load_demo: bool
     admin_key: str
     torch_threads: int
+    gc_full_pass_threshold: int
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from appliance.ranking import Ranking, ServingPrior, by_prior, price_ranking, ra
 from appliance.rules import Rule
 from appliance.types import Product
 
+_NOTHING: frozenset[int] = frozenset()  # one object for every snapshot that leaves no purchase out
 # (vector, k) -> (product ids, cosine similarities), best first
 Lookup = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
@@ -104,7 +105,7 @@ class Recommender:
         # key -> (rows, cosines, complete: no deeper lookup can add any, each row's reason anchor)
         self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, bool, dict[int, int]]] = OrderedDict()
         self._merch: tuple[tuple, Merch] = ((), NO_RULES)  # (rule set, active ids, view version) -> compiled
-        self._catalogued: tuple[tuple, tuple[Catalogued, Catalogued]] | None = None  # (ranking, merch) -> sources
+        self._catalogued: tuple[tuple, Sources] | None = None  # (ranking, merch) -> the sources but the personal one
 
     def view(self) -> CatalogView:
         view = self._view
@@ -281,8 +282,10 @@ class Recommender:
             self._merch = cached
         return cached[1]
 
-    def _sources_of(self, ranking: Ranking, merch: Merch) -> tuple[Catalogued, Catalogued]:
-        """The popular and new-arrival sources under the rules, once per (ranking, compiled rules)."""
+    def _sources_of(self, ranking: Ranking, merch: Merch) -> Sources:
+        """The popular and new-arrival sources under the rules, once per (ranking, compiled rules): every
+        snapshot without a personal source shares this one object (the cyclic collector walks each snapshot's
+        objects in its full passes, so a snapshot is kept to as few as it needs)."""
         cached = self._catalogued
         if cached is not None and cached[0][0] is ranking and cached[0][1] is merch:
             return cached[1]
@@ -299,7 +302,10 @@ class Recommender:
             fresh = merch.rescore(np.arange(n), ranking.freshness)
             new_order = ranking.new_rows[np.argsort(-fresh[ranking.new_rows], kind="stable")]
             new = Catalogued(new_order, None, fresh, ranking.freshness, "freshness")
-        result = (popular, new)
+        settings = self.settings
+        shares = (settings.personal_share, settings.new_share,
+                  max(0.0, 1.0 - settings.personal_share - settings.new_share) or 1e-9)
+        result = Sources(merch, popular, new, None, shares)
         self._catalogued = ((ranking, merch), result)
         return result
 
@@ -359,18 +365,14 @@ class Recommender:
     def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> _Snapshot:
         ranking = self._ranked()
         merch = self._compiled(view)
-        popular, new = self._sources_of(ranking, merch)
-        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else frozenset()
-        nearest, shallow = None, None
+        sources = self._sources_of(ranking, merch)
+        purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else None
+        shallow = None
         if personal is not None and personal.vector is not None and query.sort is None:
             nearest, complete = self._nearest_source(personal, view, ranking, merch, self._depth(query, personal))
-            shallow = None if complete else personal
-            if not len(nearest.rows):
-                nearest, shallow = None, None
-        settings = self.settings
-        shares = (settings.personal_share, settings.new_share,
-                  max(0.0, 1.0 - settings.personal_share - settings.new_share) or 1e-9)
-        return _Snapshot(ranking, Sources(merch, popular, new, nearest, shares), purchased, now, shallow)
+            if len(nearest.rows):
+                sources, shallow = replace(sources, nearest=nearest), None if complete else personal
+        return _Snapshot(ranking, sources, purchased or _NOTHING, now, shallow)
 
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)

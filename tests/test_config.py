@@ -39,6 +39,7 @@ def test_env_overrides_file_and_values_are_typed(tmp_path) -> None:
         ({"events": {"weights": {"product_viewed": -1.0}}}, "events.weights"),
         ({"server": {"port": "eighty"}}, "server.port"),
         ({"server": {"colour": "blue"}}, "server"),
+        ({"server": {"gc_full_pass_threshold": 0}}, "server.gc_full_pass_threshold"),
         ({"feed": {"per_page": 500}}, "feed.per_page"),
         ({"training": {"negatives": "some"}}, "training.negatives"),
         ({"queue": {"backend": "kafka"}}, "queue.backend"),

@@ -98,11 +98,14 @@ class ProductIn(ProductFields, forbid_unknown_fields=True, kw_only=True):
     product_id: WireId
 
 
-class ProductOut(msgspec.Struct):
+class ProductOut(msgspec.Struct, gc=False):
+    """gc=False: the feeds' cache keeps one per product shown (100k in a large shop); untracked, they cost the
+    cyclic collector's full passes nothing (none of its fields can hold a reference back to it)."""
+
     product_id: str
     name: str
     merchant: str | None
-    category_path: list[str]
+    category_path: tuple[str, ...]
     color: str | None
     price: float | None
     price_tier: str | None
@@ -113,30 +116,38 @@ class ProductOut(msgspec.Struct):
     def of(cls, p: Product, thresholds: tuple[float, ...], product_id: str) -> ProductOut:
         """`product_id` is the shop's id of the product (`p.product_id` is its key inside)."""
         return cls(
-            product_id, p.name, p.merchant, list(p.category_path), p.color, p.price,
+            product_id, p.name, p.merchant, tuple(p.category_path), p.color, p.price,
             price_tier(p.price, thresholds), p.in_stock, p.created_at.replace(tzinfo=UTC) if p.created_at else None,
         )
+
+
+class _Built(msgspec.Struct, gc=False):
+    """A cache entry: the product object an out was built from (frozen dataclasses of atomic fields: no cycle)."""
+
+    product: Product
+    out: ProductOut
 
 
 class ProductOuts:
     """`ProductOut.of` once per product version, the shop's id looked up then: feeds show the same products over
     and over, and a product object is replaced (never mutated) when it changes, so an entry is valid while it
-    holds that object (a key keeps its shop id for life)."""
+    holds that object (a key keeps its shop id for life). Entries are untracked by the cyclic collector (a tuple
+    would be one more object per product for its every full pass to walk)."""
 
     def __init__(self, thresholds: tuple[float, ...], ids: IdMap, limit: int = 200_000) -> None:
         self.thresholds = thresholds
         self.ids = ids
         self.limit = limit
-        self._outs: dict[int, tuple[Product, ProductOut]] = {}
+        self._outs: dict[int, _Built] = {}
 
     def __call__(self, product: Product) -> ProductOut:
         hit = self._outs.get(product.product_id)
-        if hit is not None and hit[0] is product:
-            return hit[1]
+        if hit is not None and hit.product is product:
+            return hit.out
         if len(self._outs) >= self.limit:
             self._outs.clear()
         out = ProductOut.of(product, self.thresholds, ext(self.ids, product.product_id))
-        self._outs[product.product_id] = (product, out)
+        self._outs[product.product_id] = _Built(product, out)
         return out
 
 

@@ -53,6 +53,7 @@ from web.schemas import ProductOuts
 
 log = logging.getLogger("appliance")
 DEMO_RUN = "demo"  # the job_runs entry that records loading the demo shop
+PYTHON_FULL_PASS_THRESHOLD = gc.get_threshold()[2]  # the interpreter's own (10), restored at close
 
 
 @dataclass
@@ -99,10 +100,7 @@ class Services:
             self.user_mirror.index.save_if_dirty()
         finally:
             self.db.close()
-            # What _warm_feeds froze out of the collector is collectable again: frozen objects are never finalised
-            # at exit, and DuckDB's bindings then report every one of theirs as leaked on stderr.
-            gc.unfreeze()
-            gc.collect()
+            release_collector()
 
 
 def build_services(config: Config, encoder: Encoder | None = None) -> Services:
@@ -314,15 +312,35 @@ def _warm_feeds(services: Services) -> None:
     except Exception:  # only a head start: widgets read DuckDB for what is not in memory
         log.exception("warming the widgets failed")
     try:
+        services.recommender.refresh_popularity()  # else the first feed request computes it (0.3 s at 100k)
         warmed = services.feeds.warm()
     except Exception:  # only a head start: feeds compute what they miss
         log.exception("warming the feeds failed")
         return
-    # What start-up loaded (catalog view, vectors, caches) lives as long as the process: keep it out of the
-    # cyclic collector's full passes, which otherwise pause every thread for ~0.5 s at 100k products.
+    pace_collector(services.config.server.gc_full_pass_threshold)
+    log.info("feeds warmed for %d recently active shoppers; %d start-up objects frozen", warmed, gc.get_freeze_count())
+
+
+def pace_collector(full_pass_threshold: int) -> None:
+    """What start-up loaded (catalog view, vectors, caches) lives as long as the process: frozen out of the
+    cyclic collector, whose full passes otherwise pause every thread for ~0.5 s at 100k products. What serving
+    keeps for a while (feed snapshots, caches) still reaches the oldest generation, and a full pass over it
+    held the GIL 70-150 ms every few seconds (BENCHMARKS.md): full passes now wait for `full_pass_threshold`
+    middle-generation passes (minutes under load). Cycles are rare here (no full pass while serving found
+    any); the young generations are still collected as often as before. Services.close restores Python's."""
     gc.collect()
     gc.freeze()
-    log.info("feeds warmed for %d recently active shoppers; %d start-up objects frozen", warmed, gc.get_freeze_count())
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, full_pass_threshold)
+
+
+def release_collector() -> None:
+    """Undo `pace_collector`: what it froze is collectable again (frozen objects are never finalised at exit,
+    and DuckDB's bindings then report every one of theirs as leaked on stderr), full passes as Python paces them."""
+    gc.unfreeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, PYTHON_FULL_PASS_THRESHOLD)
+    gc.collect()
 
 
 def load_indexes(services: Services) -> None:
