@@ -101,26 +101,33 @@ class UserStore:
                 return True, self._cache[customer_id]
             return False, None
 
-    def warm(self) -> list[int]:
-        """Fill the cache with the most recently active shoppers' vectors (at start-up); their ids."""
-        with self._lock:
-            writes = self._writes
-        rows = self.db.read(
-            """SELECT customer_id, vector, model_version, updated_at, last_event_at FROM user_vectors
-               ORDER BY last_event_at DESC LIMIT ?""",
-            [self.cache_size],
-        )
+    def warm(self, attempts: int = 5) -> list[int]:
+        """Fill the cache with the most recently active shoppers' vectors (at start-up); their ids. A read that
+        a write overlapped is read again (the consumer resumes at start-up: one attempt left every feed cold)."""
+        for _ in range(attempts):
+            with self._lock:
+                writes = self._writes
+            rows = self.db.read(
+                """SELECT customer_id, vector, model_version, updated_at, last_event_at FROM user_vectors
+                   ORDER BY last_event_at DESC LIMIT ?""",
+                [self.cache_size],
+            )
+            if self._fill(rows, writes):
+                return [r[0] for r in rows]
+        return []
+
+    def _fill(self, rows: list[tuple], writes: int) -> bool:
         if not rows:
-            return []
+            return True
         vectors = from_blobs([r[1] for r in rows])
         with self._lock:
             if self._writes != writes:  # a write overlapped: its customers must not get an older vector
-                return []
+                return False
             for (cid, _, version, updated, last), vector in zip(rows, vectors, strict=True):
                 self._cache.setdefault(cid, UserVector(cid, vector, version, updated, last))
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return [r[0] for r in rows]
+        return True
 
     def get(self, customer_id: int) -> UserVector | None:
         known, found = self.cached(customer_id)

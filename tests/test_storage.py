@@ -122,6 +122,27 @@ def test_purchases_are_kept_per_customer_and_erased_with_them(db) -> None:
     assert events.purchased(1) == set() and events.purchased(2) == {10}
 
 
+def test_the_start_up_warm_reads_again_when_a_write_overlapped_its_read(db, monkeypatch) -> None:
+    from storage.users import UserStore
+
+    one = np.ones((1, 4), np.float32) / 2
+    UserStore(db).save([1, 2], np.ones((2, 4), np.float32) / 2, "mean", [T0, T0], T0)
+    users = UserStore(db)  # a new process: nothing cached, the consumer resuming beside the warm
+    read, overlapped = db.read, []
+
+    def racing_read(sql, params=None):
+        rows = read(sql, params)
+        if "ORDER BY last_event_at" in sql and not overlapped:
+            overlapped.append(users.save([3], one, "mean", [T0 + timedelta(seconds=1)], T0))
+        return rows
+
+    monkeypatch.setattr(db, "read", racing_read)
+    warmed = users.warm()
+    assert sorted(warmed) == [1, 2, 3] and overlapped == [[3]]  # the first read is not used, the second is
+    monkeypatch.setattr(db, "read", read)
+    assert all(users.cached(cid)[0] and users.cached(cid)[1] is not None for cid in (1, 2, 3))
+
+
 def test_user_vector_cache_follows_every_write(db) -> None:
     from storage.users import UserStore
 
