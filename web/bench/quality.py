@@ -136,8 +136,11 @@ def run(args: argparse.Namespace) -> int:
         model, report = train_tower(split.train, vectors, config.tower, training, weights,
                                     training.prior_half_life_hours)
         memory["after_tower_mib"] = peak_mib()
-        scorers.append(TowerScorer(model, split.train, vectors, prior_popularity(
-            split.train, n_items, weights, training.prior_as_of, training.prior_half_life_hours)))
+        popularity = prior_popularity(split.train, n_items, weights, training.prior_as_of,
+                                      training.prior_half_life_hours)
+        scorers.append(TowerScorer(model, split.train, vectors, popularity, depth=max(config.evaluation.ks)))
+        if float(model.cold_share) > 0.0:  # the ablation: the same tower ranked by its score alone
+            scorers.append(TowerScorer(model, split.train, vectors, popularity, "tower_no_slots", cold_share=0.0))
     if not args.no_als:
         t0 = time.perf_counter()
         params, tried = tune_als(split, n_items, weights, config.training.seed, config.evaluation)
@@ -195,7 +198,8 @@ def _stored_runs(paths: str) -> dict[str, dict[str, list[float]]]:
         parts = {"all": body["evaluation"], "cold": (body.get("cold_start") or {}).get("evaluation") or {}}
         for part, table in parts.items():
             for name, values in table.get("per_customer", {}).items():
-                out[part][f"{name}@{Path(path).stem}" if name in out[part] or name == "tower" else name] = values
+                taken = name in out[part] or name.startswith("tower")  # the towers of every run have one name
+                out[part][f"{name}@{Path(path).stem}" if taken else name] = values
     return out
 
 
