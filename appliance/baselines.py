@@ -206,15 +206,17 @@ class TowerScorer:
     popularity prior over `popularity`: (N,) the training period's at its end (as the feed would have it then),
     or a scorer of popularity as of each customer's moment (`RecentPopularityScorer`: as the feed had it then);
     then products without events at the tower's `cold_share` of the first `depth` places (`ranking.cold_slots`,
-    as the feed serves them; `cold_share` 0 ranks by the score alone)."""
+    as the feed serves them; `cold_share` 0 ranks by the score alone). `targets` (N, D): the product vectors
+    retrieved against, when they differ from the history's text vectors (`appliance.item_side`)."""
 
     def __init__(
         self, model: UserTower, train: Interactions, item_vectors: np.ndarray,
         popularity: np.ndarray | RecentPopularityScorer, name: str = "tower", cold_share: float | None = None,
-        depth: int = 100,
+        depth: int = 100, targets: np.ndarray | None = None,
     ) -> None:
         self.model, self.train, self.item_vectors, self.name = model, train, item_vectors, name
         self.popularity, self.depth = popularity, depth
+        self.targets = item_vectors if targets is None else targets  # the vectors retrieved against
         self.cold_share = float(model.cold_share) if cold_share is None else cold_share
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -222,7 +224,7 @@ class TowerScorer:
         vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, length)
         prior = tower_prior(self.model, self.popularity, customers, at)  # (C or 1, N)
         prior = self.model.popularity_weight.item() * prior
-        cosines = user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T  # (C, N)
+        cosines = user_vectors(self.model, vectors, kinds, ages, mask) @ self.targets.T  # (C, N)
         if self.cold_share <= 0.0:
             return cosines + prior
         scores = np.where(seen_matrix(self.train, customers, len(self.item_vectors), before=at), -np.inf,

@@ -33,19 +33,41 @@ COLD_SHARES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)  # parts of the list given to pro
 SLOT_DEPTH = 100  # places of the list the cold slots are chosen over (evaluation's deepest cut-off)
 
 
-def _chunks(model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor, chunk: int):
-    """Per chunk of validation examples: (its slice, its examples, cosines (c, N) to every product, the
-    (row, product) pairs to exclude (the customer's earlier products), the positives (c, 1))."""
+def _chunks(model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor, chunk: int,
+            targets: torch.Tensor | None = None):
+    """Per chunk of validation examples: (its slice, its examples, cosines (c, N) to every product (to `targets`,
+    the vectors retrieved against, when they differ from the history's), the (row, product) pairs to exclude
+    (the customer's earlier products), the positives (c, 1))."""
     starts = interactions.row_starts()
+    targets = item_vectors if targets is None else targets
     for i in range(0, len(val.target), chunk):
         ex = val.take(slice(i, i + chunk))
-        cosines = (model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T).numpy()  # (c, N)
+        cosines = (model(*batch_inputs(ex, interactions, item_vectors)) @ targets.T).numpy()  # (c, N)
         owner, earlier = expand_ranges(starts[ex.target], ex.target - starts[ex.target])  # the earlier events
         relevant = interactions.item[ex.target][:, None]
         yield slice(i, i + chunk), ex, cosines, (owner, interactions.item[earlier]), relevant
 
 
-def _ndcg(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+@torch.no_grad()
+def scored_validation(
+    model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
+    prior: PopularityPrior | MomentPrior | None, targets: torch.Tensor | None = None, chunk: int = 256,
+):
+    """Per chunk of validation examples, ranked as the tower ranks (cosine + its weight x its prior, the earlier
+    products at -inf): (slice, examples, scores (c, N), cosines (c, N), positives (c, 1))."""
+    was_training = model.training
+    model.eval()
+    weight = model.popularity_weight.item()
+    if prior is not None:
+        prior.set_cold_quantile(float(model.cold_quantile))
+    for sl, ex, cosines, excluded, relevant in _chunks(model, val, interactions, item_vectors, chunk, targets):
+        scores = cosines + weight * prior.rows(ex).numpy() if prior is not None and weight else cosines.copy()
+        scores[excluded] = -np.inf
+        yield sl, ex, scores, cosines, relevant
+    model.train(was_training)
+
+
+def ndcg_at_10(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     return ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"]
 
 
@@ -71,7 +93,7 @@ def validation_grid(
                     continue
                 scores = cosines + weight * popularity if weight else cosines.copy()
                 scores[excluded] = -np.inf
-                out[g, sl] = _ndcg(scores, relevant)
+                out[g, sl] = ndcg_at_10(scores, relevant)
     model.train(was_training)
     return out
 
@@ -115,19 +137,12 @@ def choose_cold_share(
     products without events, by similarity alone) by the module's rule, with the tower's own prior; returns
     (share, overall validation NDCG@10, NDCG@10 of the examples whose positive was cold) of every share tried,
     the chosen one first. Training calls it last, for the tower it keeps."""
-    was_training = model.training
-    model.eval()
-    weight = model.popularity_weight.item()
-    if prior is not None:
-        prior.set_cold_quantile(float(model.cold_quantile))
     rows = np.zeros((len(shares), len(val.target)))
-    for sl, ex, cosines, excluded, relevant in _chunks(model, val, interactions, item_vectors, chunk):
-        scores = cosines + weight * prior.rows(ex).numpy() if prior is not None else cosines.copy()
-        scores[excluded] = -np.inf
+    for sl, ex, scores, cosines, relevant in scored_validation(model, val, interactions, item_vectors, prior,
+                                                               chunk=chunk):
         cold = _cold_products(ex, interactions, prior)
         for g, share in enumerate(shares):
-            rows[g, sl] = _ndcg(cold_slotted(scores, cosines, cold, share, SLOT_DEPTH), relevant)
-    model.train(was_training)
+            rows[g, sl] = ndcg_at_10(cold_slotted(scores, cosines, cold, share, SLOT_DEPTH), relevant)
     cold = _cold_positives(val, prior)
     chosen = _by_rule(rows, cold, [(-share,) for share in shares])
     model.cold_share.fill_(shares[chosen])
