@@ -3,6 +3,7 @@ the merging of ranked candidate sources into one order: pure functions over row 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,8 +104,13 @@ def cold_slots(order: np.ndarray, cold_order: np.ndarray, share: float, limit: i
     if share <= 0.0 or not len(cold_order):
         return order[:limit]
     none = np.zeros(max(len(order), len(cold_order)))
+    # the cold source has had a turn per product after (len + 1) / share picks (a smooth round robin keeps each
+    # source within one pick of its share); from there on the list is the tower's, so interleave only that far
+    reach = min(limit, int(math.ceil((len(cold_order) + 1) / share)) + 1)
     rows, _, _ = interleave([Source("personal", order, none, 1.0 - share), Source("cold", cold_order, none, share)],
-                            limit)
+                            reach)
+    if reach < limit:
+        rows = np.concatenate([rows, order[~np.isin(order, rows)][:limit - len(rows)]])
     return rows
 
 

@@ -14,7 +14,7 @@ from appliance.baselines import TowerScorer, prior_popularity
 from appliance.config import load_config
 from appliance.evaluation import cold_items, evaluate, time_split
 from appliance.pipeline import FeedQuery
-from appliance.ranking import ServingPrior, cold_slots, cold_slotted
+from appliance.ranking import ServingPrior, Source, cold_slots, cold_slotted, interleave
 from appliance.recommender import FeedSettings, Personal, Recommender
 from appliance.tower import UserTower
 from appliance.training import train_tower
@@ -45,6 +45,16 @@ def test_cold_slots_give_the_share_of_places_at_fixed_slots_each_product_once():
     assert cold_slots(order, cold[:0], 0.3, 12).tolist() == order[:12].tolist()
     assert len(np.flatnonzero(cold_slots(order, cold, 0.2, 40) >= 100)) == 4  # more share: all four, sooner
     assert np.flatnonzero(cold_slots(order, cold, 0.2, 40) >= 100)[0] < places[0]
+
+
+@pytest.mark.parametrize("share", [0.05, 0.1, 0.2, 0.3, 0.5])
+def test_cold_slots_are_the_smooth_round_robin_of_the_two_lists_however_long(share):
+    rng = np.random.default_rng(int(share * 100))
+    order = rng.permutation(300)
+    cold_order = rng.choice(order, size=12, replace=False)  # some also high in the tower's own order
+    none = np.zeros(300)
+    whole, _, _ = interleave([Source("personal", order, none, 1 - share), Source("cold", cold_order, none, share)], 300)
+    assert cold_slots(order, cold_order, share, 300).tolist() == whole.tolist()
 
 
 def test_cold_slotted_orders_whole_rows_like_cold_slots_and_leaves_the_rest_below():
