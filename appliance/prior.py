@@ -136,7 +136,7 @@ def choose_cold_share(
     """Set the tower's `cold_share` (one of `shares`: the part of the list's places `ranking.cold_slots` gives
     products without events, by similarity alone) by the module's rule, with the tower's own prior; returns
     (share, overall validation NDCG@10, NDCG@10 of the examples whose positive was cold) of every share tried,
-    the chosen one first. Training calls it last, for the tower it keeps."""
+    the chosen one first. Training calls it last, for the tower it keeps (its report keeps these rows)."""
     rows = np.zeros((len(shares), len(val.target)))
     for sl, ex, scores, cosines, relevant in scored_validation(model, val, interactions, item_vectors, prior,
                                                                chunk=chunk):
