@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from appliance.interactions import Interactions, expand_ranges, history_inputs, seen_matrix
-from appliance.ranking import cold_popularity, popularity_prior
+from appliance.ranking import cold_popularity, cold_slotted, popularity_prior
 from appliance.tower import UserTower, mean_vector, user_vectors
 from appliance.types import EVENT_NAMES
 
@@ -204,21 +204,38 @@ class MeanVectorScorer:
 class TowerScorer:
     """The trained user tower: cosine between its user vector and every product vector, plus its learned
     popularity prior over `popularity`: (N,) the training period's at its end (as the feed would have it then),
-    or a scorer of popularity as of each customer's moment (`RecentPopularityScorer`: as the feed had it then)."""
+    or a scorer of popularity as of each customer's moment (`RecentPopularityScorer`: as the feed had it then);
+    then products without events at the tower's `cold_share` of the first `depth` places (`ranking.cold_slots`,
+    as the feed serves them; `cold_share` 0 ranks by the score alone). `targets` (N, D): the product vectors
+    retrieved against, when they differ from the history's text vectors (`appliance.item_side`)."""
 
     def __init__(
         self, model: UserTower, train: Interactions, item_vectors: np.ndarray,
-        popularity: np.ndarray | RecentPopularityScorer, name: str = "tower",
+        popularity: np.ndarray | RecentPopularityScorer, name: str = "tower", cold_share: float | None = None,
+        depth: int = 100, targets: np.ndarray | None = None,
     ) -> None:
         self.model, self.train, self.item_vectors, self.name = model, train, item_vectors, name
-        self.popularity = popularity
+        self.popularity, self.depth = popularity, depth
+        self.targets = item_vectors if targets is None else targets  # the vectors retrieved against
+        self.cold_share = float(model.cold_share) if cold_share is None else cold_share
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         length = self.model.config.history
         vectors, kinds, ages, mask = history_inputs(self.train, self.item_vectors, customers, at, length)
         prior = tower_prior(self.model, self.popularity, customers, at)  # (C or 1, N)
         prior = self.model.popularity_weight.item() * prior
-        return user_vectors(self.model, vectors, kinds, ages, mask) @ self.item_vectors.T + prior
+        cosines = user_vectors(self.model, vectors, kinds, ages, mask) @ self.targets.T  # (C, N)
+        if self.cold_share <= 0.0:
+            return cosines + prior
+        scores = np.where(seen_matrix(self.train, customers, len(self.item_vectors), before=at), -np.inf,
+                          cosines + prior)  # the feed filters the shopper's products before it interleaves
+        return cold_slotted(scores, cosines, self._cold(at), self.cold_share, self.depth)
+
+    def _cold(self, at: np.ndarray) -> np.ndarray:
+        """(C or 1, N) bool: products without any event before each moment (at the end of training)."""
+        if isinstance(self.popularity, RecentPopularityScorer):
+            return ~self.popularity.known(at)
+        return (self.popularity <= 0)[None, :]
 
 
 def tower_prior(

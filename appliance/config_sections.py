@@ -154,6 +154,7 @@ class TrainingConfig:
     prior_as_of: str  # "moment": popularity as of each example's time; "end": at the end of the training data
     prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
     cold_start_prior: bool  # choose where products without events rank in the prior (appliance.prior); false: at 0
+    cold_slots: bool  # choose on validation a share of the list for products without events (ranking.cold_slots)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ validation NDCG@10 is within `COLD_TOLERANCE` of the best one's, the one with th
 examples whose positive was cold; ties go to the overall NDCG@10, then to the smaller weight and quantile.
 (Measured in BENCHMARKS.md: a rule that accepted any point not significantly below the best, by a paired
 bootstrap on validation, gave up too much of the overall NDCG@10 on test.)
+
+Last, for the tower training keeps, the same rule picks the share of the list's places that products without
+events take by similarity alone (`ranking.cold_slots`, the feed's personal order and the evaluation's tower row).
 """
 
 from __future__ import annotations
@@ -20,11 +23,52 @@ import torch
 from appliance.evaluation import ranking_metrics
 from appliance.examples import Examples, MomentPrior, PopularityPrior, batch_inputs
 from appliance.interactions import Interactions, expand_ranges
+from appliance.ranking import cold_slotted
 from appliance.tower import UserTower
 
 PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # popularity weights tried before training (cosine units)
 COLD_QUANTILES = (0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)  # where a product without events ranks among the known
 COLD_TOLERANCE = 0.02  # share of the best overall validation NDCG@10 the cold-start choice may give up
+COLD_SHARES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)  # parts of the list given to products without events (cold slots)
+SLOT_DEPTH = 100  # places of the list the cold slots are chosen over (evaluation's deepest cut-off)
+
+
+def _chunks(model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor, chunk: int,
+            targets: torch.Tensor | None = None):
+    """Per chunk of validation examples: (its slice, its examples, cosines (c, N) to every product (to `targets`,
+    the vectors retrieved against, when they differ from the history's), the (row, product) pairs to exclude
+    (the customer's earlier products), the positives (c, 1))."""
+    starts = interactions.row_starts()
+    targets = item_vectors if targets is None else targets
+    for i in range(0, len(val.target), chunk):
+        ex = val.take(slice(i, i + chunk))
+        cosines = (model(*batch_inputs(ex, interactions, item_vectors)) @ targets.T).numpy()  # (c, N)
+        owner, earlier = expand_ranges(starts[ex.target], ex.target - starts[ex.target])  # the earlier events
+        relevant = interactions.item[ex.target][:, None]
+        yield slice(i, i + chunk), ex, cosines, (owner, interactions.item[earlier]), relevant
+
+
+@torch.no_grad()
+def scored_validation(
+    model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
+    prior: PopularityPrior | MomentPrior | None, targets: torch.Tensor | None = None, chunk: int = 256,
+):
+    """Per chunk of validation examples, ranked as the tower ranks (cosine + its weight x its prior, the earlier
+    products at -inf): (slice, examples, scores (c, N), cosines (c, N), positives (c, 1))."""
+    was_training = model.training
+    model.eval()
+    weight = model.popularity_weight.item()
+    if prior is not None:
+        prior.set_cold_quantile(float(model.cold_quantile))
+    for sl, ex, cosines, excluded, relevant in _chunks(model, val, interactions, item_vectors, chunk, targets):
+        scores = cosines + weight * prior.rows(ex).numpy() if prior is not None and weight else cosines.copy()
+        scores[excluded] = -np.inf
+        yield sl, ex, scores, cosines, relevant
+    model.train(was_training)
+
+
+def ndcg_at_10(scores: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    return ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"]
 
 
 @torch.no_grad()
@@ -36,14 +80,9 @@ def validation_grid(
     products excluded) for each (popularity weight, cold quantile) of `grid`; user vectors computed once."""
     was_training = model.training
     model.eval()
-    starts = interactions.row_starts()
     quantiles = sorted({q for _, q in grid})
     out = np.zeros((len(grid), len(val.target)))
-    for i in range(0, len(val.target), chunk):
-        ex = val.take(slice(i, i + chunk))
-        cosines = (model(*batch_inputs(ex, interactions, item_vectors)) @ item_vectors.T).numpy()  # (c, N)
-        owner, earlier = expand_ranges(starts[ex.target], ex.target - starts[ex.target])  # the earlier events
-        relevant = interactions.item[ex.target][:, None]  # (c, 1)
+    for sl, ex, cosines, excluded, relevant in _chunks(model, val, interactions, item_vectors, chunk):
         for q in quantiles:
             popularity = np.zeros_like(cosines)
             if prior is not None:
@@ -53,8 +92,8 @@ def validation_grid(
                 if quantile != q:
                     continue
                 scores = cosines + weight * popularity if weight else cosines.copy()
-                scores[owner, interactions.item[earlier]] = -np.inf
-                out[g, i:i + chunk] = ranking_metrics(scores, relevant, np.ones_like(relevant, bool), (10,))["ndcg@10"]
+                scores[excluded] = -np.inf
+                out[g, sl] = ndcg_at_10(scores, relevant)
     model.train(was_training)
     return out
 
@@ -79,16 +118,59 @@ def choose_prior(
     quantiles = COLD_QUANTILES if cold_start else (0.0,)
     grid = [(w, q) for w in weights for q in quantiles] if prior is not None else [(0.0, 0.0)]
     rows = validation_grid(model, val, interactions, item_vectors, prior, grid)  # (G, V)
-    overall = rows.mean(1)
-    cold = prior.is_cold(val) if prior is not None else np.zeros(len(val.target), bool)
-    on_cold = rows[:, cold].mean(1) if cold.any() else np.zeros(len(grid))
-    floor = overall.max() * (1.0 - COLD_TOLERANCE)
-    eligible = [g for g in range(len(grid)) if overall[g] >= floor]
-    chosen = max(eligible, key=lambda g: (on_cold[g], overall[g], -grid[g][0], -grid[g][1]))
+    chosen = _by_rule(rows, _cold_positives(val, prior), [(-w, -q) for w, q in grid])
     weight, quantile = grid[chosen]
     with torch.no_grad():
         model.popularity_weight.fill_(weight)
         model.cold_quantile.fill_(quantile)
     if prior is not None:
         prior.set_cold_quantile(quantile)
-    return float(overall[chosen])
+    return float(rows[chosen].mean())
+
+
+@torch.no_grad()
+def choose_cold_share(
+    model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
+    prior: PopularityPrior | MomentPrior | None, shares: Sequence[float] = COLD_SHARES, chunk: int = 256,
+) -> list[tuple[float, float, float]]:
+    """Set the tower's `cold_share` (one of `shares`: the part of the list's places `ranking.cold_slots` gives
+    products without events, by similarity alone) by the module's rule, with the tower's own prior; returns
+    (share, overall validation NDCG@10, NDCG@10 of the examples whose positive was cold) of every share tried,
+    the chosen one first. Training calls it last, for the tower it keeps (its report keeps these rows)."""
+    rows = np.zeros((len(shares), len(val.target)))
+    for sl, ex, scores, cosines, relevant in scored_validation(model, val, interactions, item_vectors, prior,
+                                                               chunk=chunk):
+        cold = _cold_products(ex, interactions, prior)
+        for g, share in enumerate(shares):
+            rows[g, sl] = ndcg_at_10(cold_slotted(scores, cosines, cold, share, SLOT_DEPTH), relevant)
+    cold = _cold_positives(val, prior)
+    chosen = _by_rule(rows, cold, [(-share,) for share in shares])
+    model.cold_share.fill_(shares[chosen])
+    on_cold = rows[:, cold].mean(1) if cold.any() else np.zeros(len(shares))
+    tried = [(float(share), float(rows[g].mean()), float(on_cold[g])) for g, share in enumerate(shares)]
+    return [tried[chosen]] + tried[:chosen] + tried[chosen + 1:]
+
+
+def _by_rule(rows: np.ndarray, cold: np.ndarray, tie_breaks: Sequence[tuple[float, ...]]) -> int:
+    """The module's rule over (G, V) validation NDCG@10 rows: among the rows whose mean is within
+    `COLD_TOLERANCE` of the best one's, the best on the `cold` (V,) examples; then the best overall, then
+    `tie_breaks` (higher first)."""
+    overall = rows.mean(1)
+    on_cold = rows[:, cold].mean(1) if cold.any() else np.zeros(len(rows))
+    floor = overall.max() * (1.0 - COLD_TOLERANCE)
+    eligible = [g for g in range(len(rows)) if overall[g] >= floor]
+    return max(eligible, key=lambda g: (on_cold[g], overall[g], *tie_breaks[g]))
+
+
+def _cold_positives(val: Examples, prior: PopularityPrior | MomentPrior | None) -> np.ndarray:
+    return prior.is_cold(val) if prior is not None else np.zeros(len(val.target), bool)
+
+
+def _cold_products(ex: Examples, interactions: Interactions, prior: PopularityPrior | MomentPrior | None
+                   ) -> np.ndarray:
+    """(B or 1, N) bool: products without any event as each example sees them (none without a prior)."""
+    if isinstance(prior, MomentPrior):
+        return ~prior.popularity.known(interactions.ts[ex.target])
+    if isinstance(prior, PopularityPrior):
+        return (prior.total <= 0)[None, :]
+    return np.zeros((1, 1), bool)  # broadcasts over every product

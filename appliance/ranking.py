@@ -3,6 +3,7 @@ the merging of ranked candidate sources into one order: pure functions over row 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,25 +93,87 @@ def interleave(sources: Sequence[Source], limit: int) -> tuple[np.ndarray, np.nd
     return rows, scores, [sources[i].name for i, _ in picked]
 
 
+def cold_slots(order: np.ndarray, cold_order: np.ndarray, share: float, limit: int) -> np.ndarray:
+    """The tower's list with products nobody has touched yet at fixed slots: up to `limit` of `order` (the
+    tower's, best first) interleaved with `cold_order` (products without any event, best first by similarity
+    alone: the prior cannot rank them) filling `share` of the places (`interleave`), each product once.
+
+    The prior that serves the shoppers whose next product is a known one pushes every unknown one down; a share
+    of their own gives the few whose next product is new a place in the list at a bounded cost to the others.
+    The feed's personal source and the evaluation's tower row both order with this function."""
+    if share <= 0.0 or not len(cold_order):
+        return order[:limit]
+    none = np.zeros(max(len(order), len(cold_order)))
+    # the cold source has had a turn per product after (len + 1) / share picks (a smooth round robin keeps each
+    # source within one pick of its share); from there on the list is the tower's, so interleave only that far
+    reach = min(limit, int(math.ceil((len(cold_order) + 1) / share)) + 1)
+    rows, _, _ = interleave([Source("personal", order, none, 1.0 - share), Source("cold", cold_order, none, share)],
+                            reach)
+    if reach < limit:
+        rows = np.concatenate([rows, order[~np.isin(order, rows)][:limit - len(rows)]])
+    return rows
+
+
+def cold_slotted(scores: np.ndarray, cosines: np.ndarray, cold: np.ndarray, share: float, depth: int) -> np.ndarray:
+    """`cold_slots` over whole score rows (evaluation and validation): scores (C, N) with excluded products at
+    -inf, cosines (C, N), cold (C or 1, N) bool products without events -> (C, N) scores whose first `depth`
+    places are `cold_slots`' order of the tower's first `depth` and the `depth` cold products most similar; the
+    rest keep their scores, below them."""
+    if share <= 0.0:
+        return scores
+    depth = min(depth, scores.shape[1])
+    candidates = np.where(np.broadcast_to(cold, scores.shape) & np.isfinite(scores), cosines, -np.inf)
+    out = scores.copy()
+    for r, (row, similar) in enumerate(zip(scores, candidates, strict=True)):
+        order, cold_order = _best(row, depth), _best(similar, depth)
+        if not len(order):
+            continue
+        placed = cold_slots(order, cold_order, share, depth)
+        out[r, placed] = row[order[0]] + np.arange(len(placed), 0, -1)  # above every other score of the row
+    return out
+
+
+def _best(row: np.ndarray, depth: int) -> np.ndarray:
+    """Columns of the `depth` highest finite values of `row` (N,), best first."""
+    top = np.argpartition(-row, depth - 1)[:depth]
+    top = top[np.argsort(-row[top], kind="stable")]
+    return top[np.isfinite(row[top])]
+
+
 @dataclass(frozen=True)
 class ServingPrior:
     """The serving tower's `ranking.popularity_prior` of every row: over popularity with the half-life the tower
-    was trained with (not the feed's), products without events at its cold quantile."""
+    was trained with (not the feed's), products without events at its cold quantile, and the share of the
+    personal list they take by similarity alone (its `cold_share`, `cold_slots`)."""
 
     values: np.ndarray  # (n,) per row
     cold: float  # the value of a product without events (rows added after it was computed)
+    known: np.ndarray  # (n,) bool: rows with an event
+    cold_share: float = 0.0
 
     @classmethod
-    def of(cls, popularity: np.ndarray, cold_quantile: float) -> ServingPrior:
+    def of(cls, popularity: np.ndarray, cold_quantile: float, cold_share: float = 0.0) -> ServingPrior:
         known = popularity > 0  # EventStore.popularity: every product with an event is above 0
         cold = cold_popularity(popularity, known, cold_quantile)
-        return cls(popularity_prior(popularity, known, cold), float(popularity_prior(cold)[0]))
+        return cls(popularity_prior(popularity, known, cold), float(popularity_prior(cold)[0]), known, cold_share)
 
     def at(self, rows: np.ndarray) -> np.ndarray:
         out = np.full(len(rows), self.cold)
         inside = rows < len(self.values)
         out[inside] = self.values[rows[inside]]
         return out
+
+    def slotted(self, rows: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+        """Positions into the nearest products `rows` (n,), in the tower's order, reordered by `cold_slots`:
+        those without events (rows added since count too), best first by `similarity` (n,), at the share."""
+        positions = np.arange(len(rows))
+        if self.cold_share <= 0.0:
+            return positions
+        cold = np.ones(len(rows), bool)
+        inside = rows < len(self.known)
+        cold[inside] = ~self.known[rows[inside]]
+        cold_order = positions[cold][np.argsort(-similarity[cold], kind="stable")]
+        return cold_slots(positions, cold_order, self.cold_share, len(rows))
 
 
 @dataclass(frozen=True)

@@ -82,11 +82,11 @@ class Recommender:
         clock: Callable[[], datetime],
         popularity_ttl_seconds: float,
         settings: FeedSettings,
-        load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float]] | None = None,
+        load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float, float]] | None = None,
         rules: Callable[[], Sequence[Rule]] = tuple,
     ) -> None:
         """`load_popularity(now)` is the feed's (ids, popularity); `load_prior(now)` the serving tower's (ids,
-        popularity with its trained half-life, cold quantile), None: the feed's popularity, no cold quantile."""
+        popularity with its trained half-life, cold quantile, cold share), None: the feed's popularity, neither."""
         self._load_catalog = load_catalog
         self._load_popularity = load_popularity
         self._load_prior = load_prior
@@ -169,11 +169,11 @@ class Recommender:
         view = self.view()
         now = self._clock()
         ids, scores = self._load_popularity(now)
-        prior_ids, prior_scores, cold_quantile = self._load_prior(now) if self._load_prior else (ids, scores, 0.0)
+        prior_ids, prior_scores, *cold = self._load_prior(now) if self._load_prior else (ids, scores, 0.0, 0.0)
         with self._patch:
             popularity, prior = self._per_row(view, ids, scores), self._per_row(view, prior_ids, prior_scores)
             ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic(),
-                                ServingPrior.of(prior, cold_quantile))
+                                ServingPrior.of(prior, *cold))
             self._ranking = ranking
         return ranking
 
@@ -323,8 +323,10 @@ class Recommender:
         prior = weight * values if weight else np.zeros(len(rows))
         base = (cosines + 1.0) / 2.0
         score = merch.rescore(rows, base)
-        if weight or merch.moves:  # the tower's order: cosine (moved by the rules) + its prior
+        slots = ranking.prior is not None and ranking.prior.cold_share > 0.0  # products without events at slots
+        if weight or merch.moves or slots:  # the tower's order: cosine (moved by the rules) + its prior
             order = by_prior(np.arange(len(rows)), 2.0 * score - 1.0, values, weight)
+            order = order[ranking.prior.slotted(rows[order], score[order])] if slots else order
             rows, score, base, prior = rows[order], score[order], base[order], prior[order]
         if extending is None:
             return Nearest(rows, score, base, prior, anchors), complete

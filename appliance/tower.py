@@ -31,7 +31,8 @@ class UserTower(nn.Module):
     The user vector retrieves by cosine; `popularity_weight` (learned, 0 at first) adds a popularity prior to
     the ranking: a product vector says what a product is, not how many people want it, and within a taste
     the popular products are the likelier next ones. `cold_quantile` (chosen on validation, not learned by
-    gradient) places products nobody has touched yet among the known ones instead of below them all.
+    gradient) places products nobody has touched yet among the known ones instead of below them all;
+    `cold_share` (chosen on validation too) gives them a share of the list's places by similarity alone.
     """
 
     def __init__(self, config: TowerConfig, dim: int) -> None:
@@ -63,6 +64,8 @@ class UserTower(nn.Module):
         self.popularity_weight = nn.Parameter(torch.zeros(()))
         # where a product without any event ranks in the prior: ranking.popularity_prior's cold_quantile (0: at 0)
         self.register_buffer("cold_quantile", torch.zeros(()))
+        # share of the list's places given to products without events, by similarity alone (ranking.cold_slots)
+        self.register_buffer("cold_share", torch.zeros(()))
 
     def forward(self, vectors, kinds, age_hours, mask, projected=None, attention=True):
         """vectors (B, T, D) float, kinds (B, T) long, age_hours (B, T) float >= 0, mask (B, T) bool (True = real).

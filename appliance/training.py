@@ -53,7 +53,7 @@ from appliance.examples import (
     split_validation,
 )
 from appliance.interactions import Interactions
-from appliance.prior import choose_prior, validation_ndcg
+from appliance.prior import choose_cold_share, choose_prior, validation_ndcg
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
 
@@ -74,6 +74,8 @@ class TrainReport:
     scalar_epochs: int = 0  # of `epochs`, those of the first phase (only recency, kind weights and the prior)
     popularity_weight: float = 0.0  # the learned prior: ranking score = cosine + this * log(1 + popularity)
     cold_quantile: float = 0.0  # where products without events rank in the prior (appliance.prior)
+    cold_share: float = 0.0  # the list's part given to products without events (appliance.prior, cold slots)
+    cold_shares: list[tuple[float, float, float]] = field(default_factory=list)  # (share, validation all, cold)
     prior_half_life_hours: float | None = None  # the prior's popularity half-life: serving ranks with the same
 
     def as_dict(self) -> dict[str, Any]:
@@ -338,5 +340,8 @@ def _train(
         report.best_validation_ndcg = choose_prior(model, val, interactions, vectors, prior, True,  # weights
                                                    [model.popularity_weight.item()])
         report.cold_quantile = float(model.cold_quantile)
+    if len(val.target) and config.cold_slots:
+        report.cold_shares = choose_cold_share(model, val, interactions, vectors, prior)
+        report.cold_share = report.cold_shares[0][0]  # best_validation_ndcg stays the tower's own order's
     report.train_seconds = time.perf_counter() - started
     return model, report

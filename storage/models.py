@@ -72,6 +72,7 @@ def load_checkpoint(path: Path) -> tuple[UserTower, ModelMeta]:
     model = UserTower(TowerConfig(**meta.tower), meta.dim)
     state = payload["state_dict"]
     state.setdefault("cold_quantile", torch.zeros(()))  # saved before the cold-start prior: cold products at 0
+    state.setdefault("cold_share", torch.zeros(()))  # saved before the cold slots: none
     model.load_state_dict(state)
     model.eval()
     return model, meta

@@ -99,12 +99,12 @@ def test_training_chooses_a_cold_quantile_where_new_products_are_the_next_ones_a
 
 def test_a_checkpoint_saved_before_the_cold_quantile_loads_with_cold_products_at_zero(tmp_path):
     model = UserTower(CFG.tower, 8)
-    state = {k: v for k, v in model.state_dict().items() if k != "cold_quantile"}
+    state = {k: v for k, v in model.state_dict().items() if k not in ("cold_quantile", "cold_share")}
     meta = {"encoder_model": "m", "data_first": 0.0, "data_last": 1.0, "tower": dataclasses.asdict(CFG.tower),
             "dim": 8}
     torch.save({"format": FORMAT, "meta": meta, "state_dict": state}, tmp_path / "old.pt")
     loaded, _ = load_checkpoint(tmp_path / "old.pt")
-    assert float(loaded.cold_quantile) == 0.0
+    assert float(loaded.cold_quantile) == 0.0 == float(loaded.cold_share)
 
 
 def test_serving_ranks_the_prior_with_the_trained_half_life_and_new_products_at_the_cold_value(db, tmp_path):
@@ -125,8 +125,8 @@ def test_serving_ranks_the_prior_with_the_trained_half_life_and_new_products_at_
     tower = UserTower(CFG.tower, 8)
     tower.cold_quantile.fill_(1.0)
     serving.set(tower, "v1", {"training": {"prior_half_life_hours": 720.0}})
-    ids, trained, quantile = upkeep.serving_prior(events, serving, CFG, now)
-    assert quantile == 1.0
+    ids, trained, quantile, share = upkeep.serving_prior(events, serving, CFG, now)
+    assert quantile == 1.0 and share == 0.0
     assert dict(zip(ids.tolist(), trained.tolist(), strict=True)) == pytest.approx(
         dict(zip(*(a.tolist() for a in events.popularity(now, 720.0, WEIGHTS)), strict=True)))
     feed_ids, feed = events.popularity(now, 72.0, WEIGHTS)

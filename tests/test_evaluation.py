@@ -303,9 +303,9 @@ def test_a_tower_trained_with_the_moment_prior_learns_to_use_it(cfg):
     assert report.popularity_weight > 0
     popularity = prior_popularity(split.train, len(vectors), cfg.events.weights, "moment", 720.0)
     assert isinstance(popularity, RecentPopularityScorer)
-    tower = TowerScorer(model, split.train, vectors, popularity)
+    tower = TowerScorer(model, split.train, vectors, popularity, cold_share=0.0)  # the score, without cold slots
     customers, at = np.unique(split.test.customer)[:3], np.full(3, split.train.ts.max())
-    cosine_only = TowerScorer(model, split.train, vectors, np.zeros(len(vectors)))
+    cosine_only = TowerScorer(model, split.train, vectors, np.zeros(len(vectors)), cold_share=0.0)
     extra = tower.scores(customers, at) - cosine_only.scores(customers, at)  # (3, N): the prior alone
     expected = report.popularity_weight * np.log1p(popularity.scores(customers, at))
     assert extra == pytest.approx(expected, abs=1e-5)

@@ -31,6 +31,7 @@ from appliance.demo import generate_demo
 from appliance.encoder import Encoder
 from appliance.evaluation import cold_items, evaluate, format_table, paired_difference, test_targets, time_split
 from appliance.interactions import Interactions, seen_matrix
+from appliance.item_side import item_correction
 from appliance.text import product_text, text_hash
 from appliance.training import train_tower
 from appliance.types import EVENT_INDEX, Event, Product, now_utc
@@ -64,6 +65,10 @@ def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None =
     p.add_argument("--no-tower", action="store_true", help="leave out the user tower (baselines only)")
     p.add_argument("--no-sasrec", action="store_true", help="leave out SASRec")
     p.add_argument("--sasrec-loss", default="ce,bce", help="SASRec variants to train: ce (full softmax), bce (paper)")
+    p.add_argument("--cold-shares", default="", help="comma-separated cold shares (ranking.cold_slots) the trained "
+                   "tower is also ranked with, as ablation rows (its own, chosen on validation, is the tower row)")
+    p.add_argument("--item-side", action="store_true", help="also rank the tower against product vectors with a "
+                   "learned per-product correction (appliance.item_side; an ablation row)")
     p.add_argument("--pair-with", default="", help="comma-separated quality JSONs of earlier runs on the same split: "
                    "the tower is also paired against their models (per-customer NDCG@10, all and cold start)")
     p.set_defaults(run=run)
@@ -136,8 +141,22 @@ def run(args: argparse.Namespace) -> int:
         model, report = train_tower(split.train, vectors, config.tower, training, weights,
                                     training.prior_half_life_hours)
         memory["after_tower_mib"] = peak_mib()
-        scorers.append(TowerScorer(model, split.train, vectors, prior_popularity(
-            split.train, n_items, weights, training.prior_as_of, training.prior_half_life_hours)))
+        popularity = prior_popularity(split.train, n_items, weights, training.prior_as_of,
+                                      training.prior_half_life_hours)
+        scorers.append(TowerScorer(model, split.train, vectors, popularity, depth=max(config.evaluation.ks)))
+        shares = {float(x) for x in filter(None, args.cold_shares.split(","))}
+        if float(model.cold_share) > 0.0:  # the ablation: the same tower ranked by its score alone
+            shares.add(0.0)
+        if args.item_side:
+            t0 = time.perf_counter()
+            adapted, history = item_correction(model, split.train, vectors, training, weights)
+            facts["item_side"] = {"validation": history, "seconds": round(time.perf_counter() - t0, 2)}
+            print(f"item side: validation NDCG@10 per epoch {[round(v, 4) for v in history]}")
+            scorers.append(TowerScorer(model, split.train, vectors, popularity, "tower_item_side",
+                                       depth=max(config.evaluation.ks), targets=adapted))
+        for share in sorted(shares - {float(model.cold_share)}):
+            name = "tower_no_slots" if share == 0.0 else f"tower_cold_share_{share:g}"
+            scorers.append(TowerScorer(model, split.train, vectors, popularity, name, share, max(config.evaluation.ks)))
     if not args.no_als:
         t0 = time.perf_counter()
         params, tried = tune_als(split, n_items, weights, config.training.seed, config.evaluation)
@@ -195,7 +214,8 @@ def _stored_runs(paths: str) -> dict[str, dict[str, list[float]]]:
         parts = {"all": body["evaluation"], "cold": (body.get("cold_start") or {}).get("evaluation") or {}}
         for part, table in parts.items():
             for name, values in table.get("per_customer", {}).items():
-                out[part][f"{name}@{Path(path).stem}" if name in out[part] or name == "tower" else name] = values
+                taken = name in out[part] or name.startswith("tower")  # the towers of every run have one name
+                out[part][f"{name}@{Path(path).stem}" if taken else name] = values
     return out
 
 

@@ -1,0 +1,136 @@
+"""Products without events at a share of the tower's list (`ranking.cold_slots`): the same order in the evaluation's
+tower row and in the feed's personal source, the share chosen on validation and carried by the checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import torch
+
+from appliance.baselines import TowerScorer, prior_popularity
+from appliance.config import load_config
+from appliance.evaluation import cold_items, evaluate, time_split
+from appliance.pipeline import FeedQuery
+from appliance.ranking import ServingPrior, Source, cold_slots, cold_slotted, interleave
+from appliance.recommender import FeedSettings, Personal, Recommender
+from appliance.tower import UserTower
+from appliance.training import train_tower
+from appliance.types import Event, now_utc
+from jobs import upkeep
+from jobs.realtime import ServingModel
+from storage.catalog import CatalogStore
+from storage.events import EventStore
+from storage.models import ModelMeta, load_checkpoint, save_checkpoint
+from storage.vectors import VectorIndex
+from tests.helpers import product
+from tests.test_cold_start import launch_shop
+
+torch.set_num_threads(2)
+CFG = load_config()
+WEIGHTS = dict(CFG.events.weights)
+
+
+def test_cold_slots_give_the_share_of_places_at_fixed_slots_each_product_once():
+    order, cold = np.arange(40), np.array([100, 101, 7, 102, 103])
+    slotted = cold_slots(order, cold, 0.1, 40)
+    places = np.flatnonzero(slotted >= 100)
+    assert slotted[places].tolist() == [100, 101, 102, 103]  # in their own order; 7 keeps its place in the tower's
+    assert places[0] < 10 and np.diff(places).tolist() == [10, 10, 10]  # one in every ten, the first in the top 10
+    assert len(set(slotted.tolist())) == 40
+    assert cold_slots(order, cold, 0.1, 12).tolist() == slotted[:12].tolist()  # a prefix: pages join
+    assert cold_slots(order, cold, 0.0, 12).tolist() == order[:12].tolist()
+    assert cold_slots(order, cold[:0], 0.3, 12).tolist() == order[:12].tolist()
+    assert len(np.flatnonzero(cold_slots(order, cold, 0.2, 40) >= 100)) == 4  # more share: all four, sooner
+    assert np.flatnonzero(cold_slots(order, cold, 0.2, 40) >= 100)[0] < places[0]
+
+
+@pytest.mark.parametrize("share", [0.05, 0.1, 0.2, 0.3, 0.5])
+def test_cold_slots_are_the_smooth_round_robin_of_the_two_lists_however_long(share):
+    rng = np.random.default_rng(int(share * 100))
+    order = rng.permutation(300)
+    cold_order = rng.choice(order, size=12, replace=False)  # some also high in the tower's own order
+    none = np.zeros(300)
+    whole, _, _ = interleave([Source("personal", order, none, 1 - share), Source("cold", cold_order, none, share)], 300)
+    assert cold_slots(order, cold_order, share, 300).tolist() == whole.tolist()
+
+
+def test_cold_slotted_orders_whole_rows_like_cold_slots_and_leaves_the_rest_below():
+    rng = np.random.default_rng(0)
+    cosines = rng.uniform(-1, 1, (3, 50))
+    prior = np.where(np.arange(50) < 40, 1.0, 0.0)  # products 40-49 without events: the prior buries them
+    scores = cosines + prior
+    scores[0, 3] = -np.inf  # the customer's own product: left out
+    cold = (np.arange(50) >= 40)[None, :]
+    out = cold_slotted(scores, cosines, cold, 0.2, 20)
+    for r in range(3):
+        tower = np.argsort(-scores[r], kind="stable")
+        tower = tower[np.isfinite(scores[r, tower])]
+        similar = 40 + np.argsort(-cosines[r, 40:], kind="stable")
+        expected = cold_slots(tower[:20], similar, 0.2, 20)
+        assert np.argsort(-out[r], kind="stable")[:20].tolist() == expected.tolist()
+        rest = np.setdiff1d(np.arange(50), expected)
+        assert out[r, rest].max() < out[r, expected].min()
+    assert out[0, 3] == -np.inf
+    assert cold_slotted(scores, cosines, cold, 0.0, 20) is scores
+
+
+def test_training_chooses_a_cold_share_where_new_products_are_the_next_ones_and_evaluation_ranks_with_it(tmp_path):
+    inter, vectors = launch_shop()
+    training = dataclasses.replace(CFG.training, epochs=1, batch_size=64)
+    model, report = train_tower(inter, vectors, CFG.tower, training, WEIGHTS, 72.0)
+    assert report.cold_share > 0.0 and float(model.cold_share) == pytest.approx(report.cold_share)
+    off, off_report = train_tower(inter, vectors, CFG.tower, dataclasses.replace(training, cold_slots=False),
+                                  WEIGHTS, 72.0)
+    assert float(off.cold_share) == 0.0 == off_report.cold_share
+
+    split = time_split(inter, 1)
+    popularity = prior_popularity(split.train, len(vectors), WEIGHTS, "moment", 72.0)
+    slotted = TowerScorer(model, split.train, vectors, popularity)
+    plain = TowerScorer(model, split.train, vectors, popularity, "plain", cold_share=0.0)
+    cold = evaluate([slotted, plain], split, len(vectors), CFG.evaluation, items=cold_items(split, len(vectors)))
+    assert cold["models"]["tower"]["ndcg@10"] > cold["models"]["plain"]["ndcg@10"]
+
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, ModelMeta(encoder_model="m", data_first=0.0, data_last=1.0))
+    assert float(load_checkpoint(path)[0].cold_share) == pytest.approx(report.cold_share)
+
+
+def test_the_feed_puts_products_without_events_at_the_serving_towers_slots(db, tmp_path):
+    now = now_utc()
+    store, events = CatalogStore(db), EventStore(db)
+    products = [product(i, f"P{i}") for i in range(1, 41)]
+    store.upsert(products, [p.name for p in products], [f"h{p.product_id}" for p in products], now)
+    events.append([Event(100 + c, pid, "product_viewed", now - timedelta(hours=2))  # products 1-30 have events
+                   for pid in range(1, 31) for c in range(1 + pid % 5)], now)
+    index = VectorIndex(tmp_path / "p.hnsw", 8, CFG.index)
+    vectors = np.random.default_rng(0).standard_normal((41, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.upsert(np.arange(1, 41), vectors[1:])
+    serving = ServingModel()
+    tower = UserTower(CFG.tower, 8)
+    settings = FeedSettings(1.0, 0.0, 14.0, 40, False, 600.0, 100, 100, 40)
+    user = vectors[33] + vectors[5]
+    personal = Personal(user / np.linalg.norm(user), popularity_weight=30.0)  # the prior buries 31-40
+
+    def personal_list(share: float) -> list[int]:
+        tower.cold_share.fill_(share)
+        serving.set(tower, f"v{share}", {"training": {"prior_half_life_hours": 720.0}})
+        assert upkeep.serving_prior(events, serving, CFG, now)[3] == pytest.approx(share)
+        rec = Recommender(store.all, lambda at: events.popularity(at, 72.0, WEIGHTS), index.query, now_utc, 3600.0,
+                          settings, lambda at: upkeep.serving_prior(events, serving, CFG, at))
+        rec.refresh_popularity()
+        page = rec.feed(FeedQuery(per_page=40), personal)
+        assert {item.source for item in page.items} == {"personal"}
+        return [item.product_id for item in page.items]
+
+    plain, slotted = personal_list(0.0), personal_list(0.2)
+    assert min(plain.index(p) for p in range(31, 41)) >= 30  # without slots every unknown product comes last
+    cosine = {pid: float(vectors[pid] @ personal.vector) for pid in range(1, 41)}
+    by_similarity = sorted(range(31, 41), key=cosine.__getitem__, reverse=True)
+    expected = cold_slots(np.array(plain), np.array(by_similarity), 0.2, 40).tolist()
+    assert slotted == expected and slotted.index(by_similarity[0]) < 10
+    prior = ServingPrior.of(np.array([1.0, 0.0]), 0.0, 0.5)
+    assert prior.slotted(np.array([0, 1, 5]), np.array([0.1, 0.5, 0.9])).tolist() == [0, 2, 1]  # 5: added since
