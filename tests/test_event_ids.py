@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import duckdb
 from litestar.testing import TestClient
 
 from appliance.types import Event, now_utc
 from jobs import upkeep
 from storage.db import Database
 from storage.events import EventStore
+from storage.migrations import MIGRATIONS
 
 CLICK = {"customer_id": "anon-7f3a", "product_id": "85123A", "event_name": "product_clicked"}
 T0 = datetime(2026, 5, 1, 12)
@@ -100,3 +102,23 @@ def test_a_key_repeated_across_commits_and_within_one_is_stored_once(db: Databas
         again = store.append_in(cur, events[:1], T0 + timedelta(seconds=1))
     assert again.fresh == [False] and again.event_ids == first.event_ids[:1]
     assert store.count() == 2 and store.purchased(1) == frozenset({2})
+
+
+def test_sqs_arrival_keys_of_an_older_store_keep_deduplicating_after_the_migration(tmp_path) -> None:
+    path = tmp_path / "old.duckdb"
+    conn = duckdb.connect(str(path))
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP)")
+    for version, steps in enumerate(MIGRATIONS[:-1], start=1):  # the store as the previous schema left it
+        for step in steps:
+            step(conn) if callable(step) else conn.execute(step)
+        conn.execute("INSERT INTO schema_version VALUES (?, current_localtimestamp())", [version])
+    conn.execute("INSERT INTO sqs_arrivals VALUES ('sqs:m-1', ?)", [T0])
+    conn.close()
+    db = Database(path)
+    try:
+        assert db.schema_version == len(MIGRATIONS)
+        store = EventStore(db)
+        assert store.append([Event(1, 2, "product_viewed", T0, key="sqs:m-1")], T0) == [0]  # known, not stored
+        assert store.count() == 0
+    finally:
+        db.close()
