@@ -85,9 +85,13 @@ class Services:
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
+    closing: bool = False  # close() has begun: the start-up warm-up must not freeze objects any more
+    freezing: threading.Lock = field(default_factory=threading.Lock)  # guards `closing` against gc.freeze()
 
     def close(self) -> None:
         """Stop taking work, finish the batches in hand, save the indexes, close DuckDB: in that order."""
+        with self.freezing:
+            self.closing = True
         self.jobs.stop()
         self.queue.close()
         self.consumer.stop()
@@ -321,7 +325,10 @@ def _warm_feeds(services: Services) -> None:
     # What start-up loaded (catalog view, vectors, caches) lives as long as the process: keep it out of the
     # cyclic collector's full passes, which otherwise pause every thread for ~0.5 s at 100k products.
     gc.collect()
-    gc.freeze()
+    with services.freezing:  # a warm-up that outlives close() (a short test, a quick stop) freezes nothing
+        if services.closing:
+            return
+        gc.freeze()
     log.info("feeds warmed for %d recently active shoppers; %d start-up objects frozen", warmed, gc.get_freeze_count())
 
 
