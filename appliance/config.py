@@ -191,6 +191,7 @@ def _validate(config: Config) -> None:
         "encoder.background_batch": config.encoder.background_batch,
         "catalog.max_bulk": config.catalog.max_bulk,
         "events.max_batch": config.events.max_batch,
+        "events.dedupe_window_hours": config.events.dedupe_window_hours,
         "feed.per_page": config.feed.per_page,
         "feed.max_per_page": config.feed.max_per_page,
         "feed.popularity_half_life_hours": config.feed.popularity_half_life_hours,

@@ -38,6 +38,7 @@ class CatalogConfig:
 class EventsConfig:
     max_batch: int
     max_future_seconds: float
+    dedupe_window_hours: float
     weights: Mapping[str, float] = field(default_factory=dict)
 
 

@@ -23,15 +23,13 @@ import numpy as np
 from appliance.catalog_view import CatalogView
 from appliance.feed_order import Catalogued, Diversity, Nearest, Sources, picks, ranked_page
 from appliance.merch import NO_RULES, Merch, compile_rules
+from appliance.nearest_cache import Found, Lookup, NearestCache
 from appliance.pipeline import FeedPage, FeedQuery, Selection
 from appliance.ranking import Ranking, ServingPrior, by_prior, price_ranking, rank_rows
 from appliance.rules import Rule
 from appliance.types import Product
 
 _NOTHING: frozenset[int] = frozenset()  # one object for every snapshot that leaves no purchase out
-# (vector, k) -> (product ids, cosine similarities), best first
-Lookup = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-
 
 @dataclass(frozen=True)
 class Personal:
@@ -90,7 +88,6 @@ class Recommender:
         self._load_catalog = load_catalog
         self._load_popularity = load_popularity
         self._load_prior = load_prior
-        self._nearest = nearest
         self._rules = rules  # every rule (the store's cached tuple: a new tuple after each write)
         self._clock = clock
         self._ttl = popularity_ttl_seconds
@@ -102,8 +99,7 @@ class Recommender:
         self._refreshing = False
         self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
         self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()  # oldest first
-        # key -> (rows, cosines, complete: no deeper lookup can add any, each row's reason anchor)
-        self._candidates: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray, bool, dict[int, int]]] = OrderedDict()
+        self._near = NearestCache(nearest, settings.personal_depth, settings.candidate_cache)
         self._merch: tuple[tuple, Merch] = ((), NO_RULES)  # (rule set, active ids, view version) -> compiled
         self._catalogued: tuple[tuple, Sources] | None = None  # (ranking, merch) -> the sources but the personal one
 
@@ -123,8 +119,7 @@ class Recommender:
     def knows(self, personal: Personal, query: FeedQuery | None = None) -> bool:
         """Whether this shopper's nearest products are cached deep enough for `query` (a feed then needs no
         index lookup)."""
-        hit = self._candidates.get(personal.key) if personal.key is not None else None
-        return hit is not None and (hit[2] or query is None or len(hit[0]) >= self._depth(query, personal))
+        return self._near.knows(personal.key, None if query is None else self._depth(query, personal))
 
     def _depth(self, query: FeedQuery, personal: Personal) -> int:
         """Nearest products a page needs: its source head (2 x the page end, purchases left out) unfiltered,
@@ -211,54 +206,9 @@ class Recommender:
         self._prices[ascending] = (version, order, rank)
         return order, rank
 
-    def nearest_rows(self, personal: Personal, view: CatalogView, depth: int
-                     ) -> tuple[np.ndarray, np.ndarray, bool, dict[int, int]]:
-        """The shopper's `depth` nearest products as (rows, cosines, complete), best first, and for each row the
-        product of their history nearest to it (what "because you viewed X" names); cached per `personal.key`,
-        looked up again only when a deeper list is asked for."""
-        key = personal.key
-        if key is not None:
-            with self._lock:
-                hit = self._candidates.get(key)
-                if hit is not None and (hit[2] or len(hit[0]) >= depth):
-                    self._candidates.move_to_end(key)
-                    return hit
-        ids, sims = self._nearest(personal.vector, depth)
-        id_list = ids.tolist()
-        products, row = view.products, view.row
-        known = [i for i, pid in enumerate(id_list) if pid in products]
-        rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
-        complete = len(id_list) < depth or depth >= self.settings.personal_depth
-        found = (rows, np.asarray(sims, dtype=np.float64)[known], complete,
-                 self._anchors(view, rows, personal.history()))
-        if key is not None:
-            with self._lock:
-                self._candidates[key] = found
-                while len(self._candidates) > self.settings.candidate_cache:
-                    self._candidates.popitem(last=False)
-        return found
-
-    @staticmethod
-    def _anchors(view: CatalogView, rows: np.ndarray, history: Sequence[int]) -> dict[int, int]:
-        """row -> the product of the shopper's history (newest first) nearest to it in the catalog: the newest
-        one of the same subcategory, else of the same top category (never the item itself). Catalog lookups
-        only: fetching 200 product vectors from hnswlib costs ~5 ms, more than the lookup it explains."""
-        products = view.products
-        leaf: dict[str, list[int]] = {}  # the newest two of each (one may be the item itself)
-        top: dict[str, list[int]] = {}
-        for pid in history:
-            path = products[pid].category_path if pid in products else ()
-            for names, name in ((leaf, path[-1:]), (top, path[:1])):
-                if name and len(found := names.setdefault(name[0], [])) < 2 and pid not in found:
-                    found.append(pid)
-        out: dict[int, int] = {}
-        for row, pid in zip(rows.tolist(), view.ids_all[rows].tolist(), strict=True):
-            path = products[pid].category_path if pid in products else ()
-            if path:
-                near = [a for a in leaf.get(path[-1], []) + top.get(path[0], []) if a != pid]
-                if near:
-                    out[row] = near[0]
-        return out
+    def nearest_rows(self, personal: Personal, view: CatalogView, depth: int) -> Found:
+        """The shopper's `depth` nearest products (appliance/nearest_cache.py), cached per `personal.key`."""
+        return self._near.rows(personal.key, personal.vector, personal.history, view, depth)
 
     def prepare(self, personals: Sequence[Personal]) -> None:
         """Look up these shoppers' nearest products now (when their vectors change), so their feeds need not."""

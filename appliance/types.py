@@ -48,6 +48,7 @@ class Event:
     ts: datetime  # naive UTC
     recommendation_id: str | None = None  # the feed answer the shopper acted on, when the shop sends it back
     position: int | None = None  # the item's 1-based position in that feed
+    key: str | None = None  # the sender's id of this event (POST /events' event_id): stored once per key
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from appliance.types import Event
 from jobs.queue import DurableQueue
 from jobs.sqs import SqsQueue
 from storage.db import Database
-from storage.events import EventStore
+from storage.events import EventStore, Written
 
 
 @dataclass(eq=False)
@@ -27,7 +27,7 @@ class _Request:
     events: Sequence[Event]
     bodies: Sequence[dict]
     received_at: datetime
-    ids: list[int] | None = None
+    written: Written | None = None
     error: Exception | None = None
     done: bool = False
 
@@ -45,8 +45,9 @@ class GroupCommit:
         self.commits = 0  # transactions committed, for the figures of `appliance bench serve`
         self.requests = 0
 
-    def append(self, events: Sequence[Event], bodies: Sequence[dict], received_at: datetime) -> list[int]:
-        """Store these events with their queue messages (one body per event); their event ids once committed.
+    def append(self, events: Sequence[Event], bodies: Sequence[dict], received_at: datetime) -> Written:
+        """Store these events with their queue messages (one body per event); their event ids once committed
+        (an event whose key is stored already is neither stored nor queued again: it answers with the stored id).
         The group's received_at is the newest of its requests' (they arrived within one commit's time)."""
         request = _Request(events, bodies, received_at)
         with self._lock:
@@ -57,8 +58,8 @@ class GroupCommit:
                     self._commit(self._take())
         if request.error is not None:
             raise request.error
-        assert request.ids is not None
-        return request.ids
+        assert request.written is not None
+        return request.written
 
     def _take(self) -> list[_Request]:
         with self._lock:
@@ -89,10 +90,13 @@ class GroupCommit:
 
     def _write(self, group: list[_Request]) -> None:
         with self.db.write() as cur:  # the events and their queue messages commit together
-            ids = self.events.append_in(cur, [e for r in group for e in r.events], max(r.received_at for r in group))
-            self.queue.enqueue_in(cur, [b for r in group for b in r.bodies])
+            written = self.events.append_in(cur, [e for r in group for e in r.events],
+                                            max(r.received_at for r in group))
+            bodies = [b for r in group for b in r.bodies]  # an event stored already (its key) is not queued again
+            self.queue.enqueue_in(cur, [b for b, fresh in zip(bodies, written.fresh, strict=True) if fresh])
         start = 0
         for request in group:
-            request.ids, start = ids[start:start + len(request.events)], start + len(request.events)
+            end = start + len(request.events)
+            request.written, start = Written(written.event_ids[start:end], written.fresh[start:end]), end
         self.commits += 1
         self.requests += len(group)

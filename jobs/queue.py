@@ -91,6 +91,7 @@ class BodyEvent:
     ts: datetime
     recommendation_id: str | None
     position: int | None
+    event_id: str | None = None  # the sender's id of the event (stored once per id)
 
 
 def event_body(event: Event, customer_id: str, product_id: str) -> dict:

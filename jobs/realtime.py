@@ -21,7 +21,6 @@ from jobs.outage import Outage
 from jobs.queue import BodyEvent, DurableQueue
 from storage.events import EventStore
 from storage.ids import ShopIds
-from storage.sqs_outbox import SqsOutbox
 from storage.users import UserStore
 from storage.vectors import VectorIndex
 
@@ -241,20 +240,14 @@ class EventConsumer:
         return len(messages)
 
     def _store_arrivals(self, arrivals: Sequence[tuple[str, BodyEvent, int]]) -> list[int]:
-        """Store the events of messages the shop published to SQS itself, once per arrival key (a redelivery
-        stores nothing); the customers they belong to."""
+        """Store the events of messages the shop published to SQS itself, once per key: the body's event_id,
+        else the message's arrival key (a redelivery stores nothing); the customers they belong to."""
         if not arrivals:
             return []
         keys = self.ids.customers.keys([e.customer_id for _, e, _ in arrivals], create=True)
-        now = now_utc()
-        events = self.updater.events
-        with events.db.write() as cur:
-            fresh = SqsOutbox.record_arrivals_in(cur, [k for k, _, _ in arrivals], now)
-            new: dict[str, Event] = {}
-            for (key, e, product), customer in zip(arrivals, keys, strict=True):
-                if key in fresh:
-                    new.setdefault(key, Event(customer, product, e.event_name, e.ts, e.recommendation_id, e.position))
-            events.append_in(cur, list(new.values()), now)
+        self.updater.events.append([
+            Event(customer, product, e.event_name, e.ts, e.recommendation_id, e.position, e.event_id or key)
+            for (key, e, product), customer in zip(arrivals, keys, strict=True)], now_utc())
         return [c for c in keys if c is not None]
 
     def start(self) -> None:

@@ -50,14 +50,19 @@ def prune(
     config: Config, db: Database, events: EventStore, users: UserStore, user_index: VectorIndex,
     clock: Callable[[], datetime], impressions: ImpressionStore,
 ) -> str:
-    """Drop vectors whose history left the serving window (when one is set), raw events and impressions older
-    than `jobs.retention_days` (when set; 0 keeps them forever); checkpoint DuckDB. Says what it removed."""
+    """Drop vectors whose history left the serving window (when one is set), the event ids older than the
+    dedupe window, raw events and impressions older than `jobs.retention_days` (when set; 0 keeps them forever);
+    checkpoint DuckDB. Says what it removed."""
     now = clock()
     parts = []
     if config.realtime.history_window_hours > 0:
         expired = users.expire(now - timedelta(hours=config.realtime.history_window_hours))
         user_index.remove(np.asarray(expired, dtype=np.int64))
         parts.append(f"{len(expired)} user vectors past the {config.realtime.history_window_hours:g} h window expired")
+    window = config.events.dedupe_window_hours
+    forgotten = events.forget_keys(now - timedelta(hours=window))
+    if forgotten:
+        parts.append(f"{forgotten} event ids older than the {window:g} h dedupe window forgotten")
     if config.jobs.retention_days > 0:
         retention = now - timedelta(days=config.jobs.retention_days)
         dropped = events.delete_before(retention)

@@ -14,8 +14,17 @@ import numpy as np
 
 from appliance.types import Event
 from storage.db import Database
+from storage.once import Once, next_ids
 
 MAX_HALF_LIVES = 1000  # popularity: older events weigh 2^-1000 (not 0), see EventStore.popularity
+
+
+@dataclass(frozen=True)
+class Written:
+    """What `append_in` did with each event of a batch, in the batch's order."""
+
+    event_ids: list[int]  # the event's new id, or for a repeated key the id stored under it first
+    fresh: list[bool]  # False: its key was stored already (or earlier in the batch), nothing was written
 
 
 @dataclass(frozen=True)
@@ -40,10 +49,28 @@ class EventStore:
     def append(self, events: Sequence[Event], received_at: datetime) -> list[int]:
         """Write a batch in one transaction (one group commit); durable when this returns. Returns event ids."""
         with self.db.write() as cur:
-            return self.append_in(cur, events, received_at)
+            return self.append_in(cur, events, received_at).event_ids
 
-    def append_in(self, cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> list[int]:
-        """The same, inside a transaction the caller holds (so the queue message commits with the event)."""
+    def append_in(self, cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> Written:
+        """The same, inside a transaction the caller holds (so the queue message commits with the event).
+        An event with a `key` already stored (or earlier in the batch) is not written again: it answers with
+        the id stored under that key. Events without a key are always written."""
+        if not events:
+            return Written([], [])
+        keys = [e.key for e in events]
+        if all(k is None for k in keys):
+            return Written(self._insert(cur, events, received_at), [True] * len(events))
+        once = Once(keys, self._known_keys(cur, keys))
+        ids = once.ids(self._insert(cur, [events[i] for i in once.rows], received_at))
+        if once.first:
+            cur.execute(
+                """INSERT INTO event_keys (event_key, event_id, stored_at)
+                   SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[]), $3::TIMESTAMP""",
+                [list(once.first), [ids[i] for i in once.first.values()], received_at],
+            )
+        return Written(ids, once.fresh())
+
+    def _insert(self, cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> list[int]:
         if not events:
             return []
         rows = cur.execute(
@@ -61,31 +88,45 @@ class EventStore:
         self._bought_in(cur, [(e.customer_id, e.product_id) for e in events if e.event_name == "product_purchased"])
         return [r[0] for r in rows]
 
+    def forget_keys(self, before: datetime) -> int:
+        """Forget the keys of events stored before `before` (the dedupe window's start); how many."""
+        with self.db.write() as cur:
+            return len(cur.execute("DELETE FROM event_keys WHERE stored_at < ? RETURNING 1", [before]).fetchall())
+
     def append_new(self, events: Sequence[Event], received_at: datetime, dated: Sequence[bool]) -> Appended:
         """Write, in one transaction, those events not already stored: a dated event equal in (customer, product,
         event_name, ts) to a stored one, or to an earlier one of the batch, is skipped (a re-imported export
         does not double the history). `dated[i]` False: event i's ts is only the time of import, never a
-        duplicate. Set-wise, not a lookup per row: the batch is scanned as numpy columns, a window finds the
-        repeats inside it and an anti-join the ones already stored."""
+        duplicate. An event with a `key` is stored once per key instead, whatever its content (as `append_in`).
+        Set-wise, not a lookup per row: the batch is scanned as numpy columns, a window finds the repeats inside
+        it and an anti-join the ones already stored."""
         if not events:
             return Appended([], 0)
-        batch = {
-            "c": np.fromiter((e.customer_id for e in events), np.int64, len(events)),
-            "p": np.fromiter((e.product_id for e in events), np.int64, len(events)),
-            "n": np.array([e.event_name for e in events], dtype=object),
-            "t": np.array([e.ts for e in events], dtype="datetime64[us]"),
-            "r": np.array([e.recommendation_id for e in events], dtype=object),
-            "pos": np.array([e.position for e in events], dtype=object),
-            "d": np.asarray(dated, dtype=bool),
-            "i": np.arange(len(events)),
-        }
+        keys = [e.key for e in events]
+        keyed = any(k is not None for k in keys)
         with self.db.write() as cur:
+            keep = Once(keys, self._known_keys(cur, keys)).rows if keyed else range(len(events))
+            kept = [events[i] for i in keep]
+            batch = {
+                "c": np.fromiter((e.customer_id for e in kept), np.int64, len(kept)),
+                "p": np.fromiter((e.product_id for e in kept), np.int64, len(kept)),
+                "n": np.array([e.event_name for e in kept], dtype=object),
+                "t": np.array([e.ts for e in kept], dtype="datetime64[us]"),
+                "r": np.array([e.recommendation_id for e in kept], dtype=object),
+                "pos": np.array([e.position for e in kept], dtype=object),
+                "d": np.asarray(dated, dtype=bool)[list(keep)] & np.array([e.key is None for e in kept], dtype=bool),
+                "i": np.arange(len(kept)),
+                "key": np.array([e.key for e in kept], dtype=object),
+                # a keyed batch's ids are drawn first, in its order, so its keys can name them (else unused)
+                "e": np.asarray(next_ids(cur, "event_seq", len(kept)) if keyed else [0] * len(kept), dtype=np.int64),
+            }
             cur.register("import_batch", batch)
             try:
+                named = ("event_id, ", "e, ") if keyed else ("", "")  # else drawn on insert, in the batch's order
                 rows = cur.execute(
-                    """INSERT INTO events (customer_id, product_id, event_name, ts, received_at, recommendation_id,
-                                           position)
-                       SELECT c, p, n, t, $1::TIMESTAMP, r, pos::INTEGER FROM (
+                    f"""INSERT INTO events ({named[0]}customer_id, product_id, event_name, ts, received_at,
+                                           recommendation_id, position)
+                       SELECT {named[1]}c, p, n, t, $1::TIMESTAMP, r, pos::INTEGER FROM (
                            SELECT *, row_number() OVER (PARTITION BY c, p, n, t, d ORDER BY i) AS k
                            FROM import_batch) AS f
                        WHERE NOT f.d OR (f.k = 1 AND NOT EXISTS (
@@ -95,10 +136,22 @@ class EventStore:
                        RETURNING event_id, customer_id, product_id, event_name""",
                     [received_at],
                 ).fetchall()
+                if keyed:  # every kept keyed event was written (the key decides, not the content)
+                    cur.execute("""INSERT INTO event_keys SELECT key, e, $1::TIMESTAMP FROM import_batch
+                                   WHERE key IS NOT NULL""", [received_at])
             finally:
                 cur.unregister("import_batch")
             self._bought_in(cur, [(c, p) for _, c, p, name in rows if name == "product_purchased"])
         return Appended([r[0] for r in rows], len(events) - len(rows))
+
+    @staticmethod
+    def _known_keys(cur: duckdb.DuckDBPyConnection, keys: Sequence[str | None]) -> dict[str, int]:
+        """The stored keys among these, with their event ids (a list scan for a few, a hash join for many)."""
+        wanted = sorted({k for k in keys if k is not None})
+        few = "SELECT event_key, event_id FROM event_keys WHERE list_contains($1::VARCHAR[], event_key)"
+        many = """SELECT event_key, event_id FROM event_keys
+                  JOIN (SELECT unnest($1::VARCHAR[]) AS wanted) ON event_key = wanted"""
+        return dict(cur.execute(few if len(wanted) <= 1000 else many, [wanted]).fetchall())
 
     def _bought_in(self, cur: duckdb.DuckDBPyConnection, bought: Sequence[tuple[int, int]]) -> None:
         """Record purchases (customer, product) of events written in the caller's transaction."""
@@ -214,8 +267,11 @@ class EventStore:
             return len(cur.execute("DELETE FROM events WHERE ts < ? RETURNING 1", [before]).fetchall())
 
     def erase_in(self, cur: duckdb.DuckDBPyConnection, customer_id: int) -> int:
-        """Delete every event (and purchase record) of a customer (a privacy request); how many events."""
+        """Delete every event (their keys and the purchase record) of a customer (a privacy request); how many
+        events."""
         cur.execute("DELETE FROM purchases WHERE customer_id = ?", [customer_id])
+        cur.execute("DELETE FROM event_keys WHERE event_id IN (SELECT event_id FROM events WHERE customer_id = ?)",
+                    [customer_id])
         self.forget_purchases([customer_id])
         return len(cur.execute("DELETE FROM events WHERE customer_id = ? RETURNING 1", [customer_id]).fetchall())
 

@@ -195,5 +195,17 @@ MIGRATIONS: tuple[tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...],
             stored_at TIMESTAMP NOT NULL
         )""",
     ),
+    (
+        # The keys of stored events, so an event sent again stores nothing (storage/events.py): a client's
+        # event_id from POST /events, or an SQS message's deduplication or message id. Forgotten by the prune job
+        # after events.dedupe_window_hours. event_id 0: an SQS arrival recorded before events were named here.
+        """CREATE TABLE event_keys (
+            event_key VARCHAR PRIMARY KEY,
+            event_id BIGINT NOT NULL,
+            stored_at TIMESTAMP NOT NULL
+        )""",
+        "INSERT INTO event_keys SELECT arrival_key, 0, stored_at FROM sqs_arrivals",
+        "DROP TABLE sqs_arrivals",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,6 +15,7 @@ from datetime import datetime
 import duckdb
 
 from storage.db import Database
+from storage.once import Once, next_ids
 
 # Columns returned for a received message, in this order.
 RECEIVED_COLUMNS = "message_id, receipt_handle, body, receive_count, sent_at, seq"
@@ -63,41 +64,23 @@ class QueueStore:
                     [wanted],
                 ).fetchall()
             )
-        fresh = [i for i, d in enumerate(dedup_ids) if d is None or d not in known]
-        # a dedup id repeated within the batch: only its first occurrence is a new message
-        first_of: dict[str, int] = {}
-        new_rows: list[int] = []
-        for i in fresh:
-            d = dedup_ids[i]
-            if d is not None:
-                if d in first_of:
-                    continue
-                first_of[d] = i
-            new_rows.append(i)
-        ids = self._next_ids(cur, len(new_rows))
-        by_row = dict(zip(new_rows, ids, strict=True))
-        if new_rows:
+        once = Once(dedup_ids, known)
+        ids = next_ids(cur, "queue_seq", len(once.rows))
+        if once.rows:
             cur.execute(
                 """INSERT INTO queue_messages (message_id, seq, group_id, body, sent_at, visible_at, receive_count)
                    SELECT unnest($1::BIGINT[]), unnest($1::BIGINT[]), unnest($2::VARCHAR[]),
                           unnest($3::VARCHAR[]), $4::TIMESTAMP, $4::TIMESTAMP, 0""",
-                [ids, [groups[i] for i in new_rows], [bodies[i] for i in new_rows], now],
+                [ids, [groups[i] for i in once.rows], [bodies[i] for i in once.rows], now],
             )
-        if first_of:
+        answer = once.ids(ids)
+        if once.first:
             cur.execute(
                 """INSERT INTO queue_dedup (dedup_id, message_id, sent_at)
                    SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[]), $3::TIMESTAMP""",
-                [list(first_of), [by_row[i] for i in first_of.values()], now],
+                [list(once.first), [answer[i] for i in once.first.values()], now],
             )
-            known.update({d: by_row[i] for d, i in first_of.items()})
-        return [by_row[i] if i in by_row else known[dedup_ids[i]] for i in range(len(bodies))]
-
-    @staticmethod
-    def _next_ids(cur: duckdb.DuckDBPyConnection, n: int) -> list[int]:
-        if n == 0:
-            return []
-        rows = cur.execute("SELECT nextval('queue_seq') FROM range($1)", [n]).fetchall()
-        return sorted(r[0] for r in rows)
+        return answer
 
     # -- receiving -------------------------------------------------------------------------------------
 
@@ -241,6 +224,6 @@ class QueueStore:
                        receive_count = 0, visible_at = $3
                    FROM (SELECT unnest($1::BIGINT[]) AS message_id, unnest($2::BIGINT[]) AS seq) AS r
                    WHERE m.message_id = r.message_id""",
-                [ids, self._next_ids(cur, len(ids)), now],
+                [ids, next_ids(cur, "queue_seq", len(ids)), now],
             )
         return len(ids)

@@ -1,5 +1,6 @@
-"""The SQS outbox: messages committed in DuckDB with their events, until the sender has them in SQS;
-and the keys of events that arrived by SQS alone, so a message delivered twice stores one event.
+"""The SQS outbox: messages committed in DuckDB with their events, until the sender has them in SQS.
+(The keys of events that arrived by SQS alone, so a message delivered twice stores one event, are the events'
+keys: storage/events.py.)
 
 `insert_in` writes inside the caller's transaction (the events and their messages commit together), so an
 SQS outage delays messages but loses none. The sender reads the oldest rows, sends them, then deletes them.
@@ -50,16 +51,6 @@ class SqsOutbox:
     def backlog(self) -> tuple[int, datetime | None]:
         """(rows waiting, queued_at of the oldest)."""
         return self.db.read("SELECT count(*), min(queued_at) FROM sqs_outbox")[0]
-
-    @staticmethod
-    def record_arrivals_in(cur: duckdb.DuckDBPyConnection, keys: Sequence[str], now: datetime) -> set[str]:
-        """Remember arrival keys inside the caller's transaction; those not seen before (their events are new)."""
-        rows = cur.execute(
-            """INSERT INTO sqs_arrivals SELECT DISTINCT unnest($1::VARCHAR[]), $2::TIMESTAMP
-               ON CONFLICT DO NOTHING RETURNING arrival_key""",
-            [list(keys), now],
-        ).fetchall()
-        return {r[0] for r in rows}
 
     @staticmethod
     def purge_group_in(cur: duckdb.DuckDBPyConnection, group_id: str) -> int:

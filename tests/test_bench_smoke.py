@@ -240,3 +240,5 @@ def test_import(tmp_path: Path) -> None:
         first, again = history["append_new first"], history["append_new again"]
         assert history["append"]["stored"] == history["rows"] >= first["stored"] > 0 and again["stored"] == 0
         assert all(history[k]["rows_per_s"] > 0 for k in ("append", "append_new first", "append_new again"))
+        # with an event_id each, every row is new the first time (ids, not contents) and none the second
+        assert history["event_id first"]["stored"] == history["rows"] and history["event_id again"]["stored"] == 0

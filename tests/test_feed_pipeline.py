@@ -114,8 +114,8 @@ def test_edits_patch_the_view_in_place_and_no_feed_reloads_the_catalog(shop) -> 
 def test_a_shoppers_nearest_products_are_looked_up_once_per_vector_and_purchases_leave(shop) -> None:
     rec, _, _, _ = shop
     calls = []
-    nearest = rec._nearest
-    rec._nearest = lambda v, k: calls.append(1) or nearest(v, k)
+    nearest = rec._near._nearest
+    rec._near._nearest = lambda v, k: calls.append(1) or nearest(v, k)
     vector = np.ones(8, np.float32) / np.sqrt(8)
     who = Personal(vector, frozenset({5}), 0.0, key=("c1", 1))
     page = rec.feed(FeedQuery(per_page=30), who)
@@ -133,8 +133,8 @@ def test_a_shallow_first_lookup_serves_page_one_and_a_deeper_page_extends_the_sa
     rec, _, _, _ = shop
     rec.settings = replace(SETTINGS, personal_first_depth=10)
     asked = []
-    nearest = rec._nearest
-    rec._nearest = lambda v, k: asked.append(k) or nearest(v, k)
+    nearest = rec._near._nearest
+    rec._near._nearest = lambda v, k: asked.append(k) or nearest(v, k)
     who = Personal(np.ones(8, np.float32) / np.sqrt(8), frozenset(), 0.0, key=("c9", 1))
     rec.prepare([who])  # the consumer, when the vector changed: the shallow lookup
     first = rec.feed(FeedQuery(per_page=5), who)  # its source head is 2 x 5 = 10: served from it

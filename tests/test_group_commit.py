@@ -32,7 +32,7 @@ def _run_held(ingest: GroupCommit, requests: Sequence[tuple[list[Event], list[di
 
     def send(i: int) -> None:
         try:
-            results[i] = ingest.append(*requests[i], NOW)
+            results[i] = ingest.append(*requests[i], NOW).event_ids
         except Exception as exc:
             results[i] = exc
 
@@ -77,3 +77,12 @@ def test_a_group_never_exceeds_its_event_cap_and_no_request_is_split(db: Databas
     assert all(len(ids) == 3 for ids in results)
     assert (ingest.commits, ingest.requests) == (4, 4)  # 3 + 3 > 4: one request per transaction
     assert db.read("SELECT count(*) FROM events")[0][0] == 12
+
+
+def test_two_requests_of_one_group_with_the_same_event_id_store_it_once(ingest: GroupCommit, db: Database) -> None:
+    event = Event(1, 100, "product_clicked", NOW, key="tap-1")
+    body = {"customer_id": "1", "product_id": "100", "event_name": "product_clicked"}
+    results = _run_held(ingest, [([event], [body]), ([event], [body]), _request(2, 1)])
+    assert ingest.commits == 1 and results[0] == results[1]  # the retry answers with the first one's id
+    assert db.read("SELECT count(*) FROM events")[0][0] == 2
+    assert db.read("SELECT count(*) FROM queue_messages")[0][0] == 2  # one message per stored event

@@ -78,3 +78,30 @@ def test_append_new_keeps_every_field_and_the_purchases(tmp_path: Path) -> None:
     assert store.purchased(1) == {11, 12}
     assert store.append_new([], now, []).skipped == 0
     db.close()
+
+
+KEYED = """customer_id,product_id,event_name,timestamp,event_id
+17850,85123A,product_viewed,2026-01-02T10:00:00Z,v-1
+17850,85123A,product_viewed,2026-01-02T10:00:00Z,v-2
+17850,85123A,product_viewed,2026-01-02T10:00:00Z,v-2
+17850,22423,product_viewed,,v-3
+"""
+
+
+def test_rows_with_an_event_id_are_stored_once_per_id_whatever_their_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    (tmp_path / "keyed.csv").write_text(KEYED)
+    assert main(["import", "events", str(tmp_path / "keyed.csv"), "--data-dir", str(data)]) == 0
+    # v-1 and v-2 are two views at the same moment (their ids say so); v-2's repeat is skipped
+    assert "stored 3 events (1 duplicates skipped)" in capsys.readouterr().out
+    assert main(["import", "events", str(tmp_path / "keyed.csv"), "--data-dir", str(data)]) == 0
+    # an undated row with an id is a repeat too: the id decides, not the time of import
+    assert "stored 0 events (4 duplicates skipped)" in capsys.readouterr().out
+    db = Database(data / "appliance.duckdb")
+    try:
+        assert db.read("SELECT event_key FROM event_keys ORDER BY 1") == [("v-1",), ("v-2",), ("v-3",)]
+        assert db.read("SELECT count(*) FROM events e JOIN event_keys k USING (event_id)")[0][0] == 3
+    finally:
+        db.close()

@@ -96,6 +96,19 @@ def test_an_event_published_straight_to_sqs_is_stored_once_and_personalises(shop
     assert personal and set(personal) <= {"1", "2", "3", "4", "5", "6"}, feed  # shoes, nearest to the cart
 
 
+def test_a_published_event_sent_twice_with_one_event_id_is_stored_once(shop) -> None:
+    http, queues = shop
+    sqs = client(http.app.state.services.config.queue.sqs_endpoint_url)
+    message = {"customer_id": "shopper-4", "product_id": 3, "event_name": "product_clicked", "event_id": "click-77"}
+    for _ in range(2):  # two messages (the shop's publisher retried), one event
+        sqs.send_message(QueueUrl=queues.url, MessageBody=json.dumps(message))
+    wait_until(lambda: http.get("/queue").json()["processed"] >= 2, what="both messages")
+    assert _events_of(http, "shopper-4") == 1
+    # and the same event_id sent to POST /events is a duplicate of it
+    assert http.post("/events", json=message).json()["duplicates"] == 1
+    assert _events_of(http, "shopper-4") == 1
+
+
 def test_malformed_and_unknown_product_messages_go_to_the_dead_letter_queue_with_a_reason(shop) -> None:
     http, queues = shop
     sqs = client(http.app.state.services.config.queue.sqs_endpoint_url)

@@ -52,7 +52,7 @@ def keyed_events(
     customers = normalised((r.customer_id for r in rows), "customer_id")
     products = normalised((r.product_id for r in rows), "product_id")
     events = [
-        Event(c, p, r.event_name, ts, r.recommendation_id, r.position) for r, c, p, ts in zip(
+        Event(c, p, r.event_name, ts, r.recommendation_id, r.position, r.event_id) for r, c, p, ts in zip(
             rows, ids.customers.keys(customers, create=True), ids.products.keys(products, create=True), stamps,
             strict=True)
     ]

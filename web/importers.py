@@ -3,7 +3,8 @@
 Columns (CSV header names = JSON keys):
   products: product_id, name, merchant, category_path, color, price, in_stock, created_at
             (in CSV, category_path is "Shoes > Sneakers > Running"; in JSON Lines, a list of strings)
-  events:   customer_id, product_id, event_name, timestamp (optional, ISO 8601; default: import time)
+  events:   customer_id, product_id, event_name, timestamp (optional, ISO 8601; default: import time), event_id
+            (optional: stored once per id)
 """
 
 from __future__ import annotations

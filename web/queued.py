@@ -29,4 +29,4 @@ def queued_event(body: Any, sent_at: datetime, max_future_seconds: float) -> Bod
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc), field=field_of(str(exc)) or "$") from None
     return BodyEvent(shop_id(row.customer_id, "customer_id"), shop_id(row.product_id, "product_id"), row.event_name,
-                     row.ts(sent_at, max_future_seconds), row.recommendation_id, row.position)
+                     row.ts(sent_at, max_future_seconds), row.recommendation_id, row.position, row.event_id)

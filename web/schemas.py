@@ -24,10 +24,12 @@ _PRINTABLE = "[^\\x00-\\x1f\\x7f-\\x9f]"
 _VISIBLE = "[^\\s\\x00-\\x1f\\x7f-\\x9f]"
 _TEXT, _COLOR = f"^{_PRINTABLE}*{_VISIBLE}{_PRINTABLE}*$", f"^{_PRINTABLE}*$"
 _MOMENT = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+_KEY = "^[\\x21-\\x7e]+(?![\\s\\S])"  # printable ASCII without spaces, to the end (no trailing newline)
 PATTERNS = {  # what a pattern means, for error messages (web/errors.py)
     _TEXT: "printable text with at least one visible character (no control characters)",
     _COLOR: "printable text (no control characters)",
     _MOMENT: "an ISO 8601 date and time, e.g. 2026-01-01T10:00:00Z",
+    _KEY: "printable ASCII characters without spaces",
 }
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=_TEXT, description=PATTERNS[_TEXT])]
 Color = Annotated[str, msgspec.Meta(max_length=100, pattern=_COLOR, description=PATTERNS[_COLOR])]
@@ -165,6 +167,14 @@ class BulkResult(msgspec.Struct):
     to_embed: int  # lines queued for embedding in the background
 
 
+# The sender's own id of one event (e.g. a UUID made when the shopper acted), so a retried POST stores it once.
+EventKey = Annotated[str, msgspec.Meta(
+    min_length=1, max_length=128, pattern=_KEY,
+    description="your id of this event, 1-128 printable ASCII characters without spaces (e.g. a UUID): an event "
+                "whose event_id was stored in the last events.dedupe_window_hours (default 24) is not stored again",
+)]
+
+
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     """The SQS message body, plus an optional timestamp (default: when it is received)."""
 
@@ -174,6 +184,7 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     timestamp: Moment | None = None
     recommendation_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None  # from the feed
     position: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None  # the item's position in that feed
+    event_id: EventKey | None = None  # the sender's id of this event: a retry with the same id stores nothing
 
     def ts(self, now: datetime, max_future_seconds: float) -> datetime:
         """When it happened (naive UTC): an ISO 8601 string from 1970 to max_future_seconds ahead of now."""
@@ -183,8 +194,9 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class EventsAccepted(msgspec.Struct):
-    accepted: int
-    event_ids: list[int]
+    accepted: int  # events of the request, all on disk
+    event_ids: list[int]  # the appliance's id of each, in order (a repeated event_id: the stored event's)
+    duplicates: int = 0  # events not stored again: their event_id was stored already
 
 
 class FeedItem(msgspec.Struct, omit_defaults=True):

@@ -86,9 +86,13 @@ class Services:
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
+    closing: bool = False  # close() has begun: the start-up warm-up must not freeze objects any more
+    freezing: threading.Lock = field(default_factory=threading.Lock)  # guards `closing` against gc.freeze()
 
     def close(self) -> None:
         """Stop taking work, finish the batches in hand, save the indexes, close DuckDB: in that order."""
+        with self.freezing:
+            self.closing = True
         self.jobs.stop()
         self.queue.close()
         self.consumer.stop()
@@ -317,7 +321,10 @@ def _warm_feeds(services: Services) -> None:
     except Exception:  # only a head start: feeds compute what they miss
         log.exception("warming the feeds failed")
         return
-    pace_collector(services.config.server.gc_full_pass_threshold)
+    with services.freezing:  # a warm-up that outlives close() (a short test, a quick stop) freezes nothing
+        if services.closing:
+            return
+        pace_collector(services.config.server.gc_full_pass_threshold)
     log.info("feeds warmed for %d recently active shoppers; %d start-up objects frozen", warmed, gc.get_freeze_count())
 
 

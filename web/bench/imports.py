@@ -3,7 +3,8 @@
 Two histories: the demo shop's (config `[demo]`, ~20k events) and a synthetic one of `--events` rows (Zipf-like
 products, the bench shops' event mix). Each goes into a fresh DuckDB file three ways: `EventStore.append` (the
 live path, what an import used before it skipped duplicates), then `EventStore.append_new` into another file
-twice: the first import, and the same file again (a nightly export re-run: every row a duplicate, none stored).
+twice: the first import, and the same file again (a nightly export re-run: every row a duplicate, none stored);
+then the same rows each with an `event_id` into a third file, twice (deduplicated by id instead of content).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +43,21 @@ def _timed(work: Callable[[], int]) -> tuple[float, int]:
 
 def _measure(events: Sequence[Event], folder: Path) -> dict[str, Any]:
     now, dated = now_utc(), [True] * len(events)
+    keyed = [replace(e, key=f"evt-{i:09d}") for i, e in enumerate(events)]
     out: dict[str, Any] = {"rows": len(events)}
-    live, dedup = Database(folder / "live.duckdb"), Database(folder / "dedup.duckdb")
+    stores = [Database(folder / f"{name}.duckdb") for name in ("live", "dedup", "keyed")]
     try:
-        plain, skipping = EventStore(live), EventStore(dedup)
+        plain, skipping, by_id = (EventStore(db) for db in stores)
         for name, work in (("append", lambda: len(plain.append(events, now))),
                            ("append_new first", lambda: len(skipping.append_new(events, now, dated).event_ids)),
-                           ("append_new again", lambda: len(skipping.append_new(events, now, dated).event_ids))):
+                           ("append_new again", lambda: len(skipping.append_new(events, now, dated).event_ids)),
+                           ("event_id first", lambda: len(by_id.append_new(keyed, now, dated).event_ids)),
+                           ("event_id again", lambda: len(by_id.append_new(keyed, now, dated).event_ids))):
             seconds, stored = _timed(work)
             out[name] = {"seconds": round(seconds, 3), "rows_per_s": round(len(events) / seconds), "stored": stored}
     finally:
-        live.close()
-        dedup.close()
+        for db in stores:
+            db.close()
     return out
 
 
@@ -71,10 +76,12 @@ def run(args: argparse.Namespace) -> int:
             folder = Path(tmp) / str(i)
             folder.mkdir()
             results[name] = _measure(events, folder)
-    rows = [(name, r["rows"], *(r[k]["rows_per_s"] for k in ("append", "append_new first", "append_new again")),
-             r["append_new again"]["stored"]) for name, r in results.items()]
+    steps = ("append", "append_new first", "append_new again", "event_id first", "event_id again")
+    rows = [(name, r["rows"], *(r[k]["rows_per_s"] for k in steps), r["append_new again"]["stored"],
+             r["event_id again"]["stored"]) for name, r in results.items()]
     print(table("event import, store step (rows/s)", ("history", "rows", "append (live path)", "import, first",
-                                                     "import, again", "stored again"), rows))
+                                                     "import, again", "with ids, first", "with ids, again",
+                                                     "stored again", "stored again (ids)"), rows))
     out = write_result("import", args, {"histories": results})
     print(f"wrote {out}")
     return 0

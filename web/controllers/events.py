@@ -25,7 +25,9 @@ class EventController(Controller):
     @post("/", operation_id="postEvents", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def post_events(self, state: State, data: JSONBody[EventIn | list[EventIn]]) -> EventsAccepted:
         """Accept one event or a batch: written to DuckDB with their queue messages in one commit before the 202
-        (concurrent requests share a commit); the consumer then refreshes each shopper's vector."""
+        (concurrent requests share a commit); the consumer then refreshes each shopper's vector. An event whose
+        `event_id` was stored already (a retry) is not stored again: it counts in `duplicates` and answers with
+        the stored event's id."""
         config = state.services.config.events
         batch = data if isinstance(data, list) else [data]
         if not batch:
@@ -38,7 +40,8 @@ class EventController(Controller):
         events, customers, products = keyed_events(services.ids, batch, stamps)
         # with their queue messages, in one transaction shared with the requests arriving meanwhile
         bodies = [event_body(*row) for row in zip(events, customers, products, strict=True)]
-        ids = services.ingest.append(events, bodies, now)
-        for name, n in Counter(e.event_name for e in events).items():
+        written = services.ingest.append(events, bodies, now)
+        stored = [e for e, fresh in zip(events, written.fresh, strict=True) if fresh]
+        for name, n in Counter(e.event_name for e in stored).items():
             services.metrics.events_ingested.labels(name).inc(n)
-        return EventsAccepted(len(ids), ids)
+        return EventsAccepted(len(events), written.event_ids, len(events) - len(stored))

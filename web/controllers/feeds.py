@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated, Literal
 
 import anyio
@@ -11,15 +10,13 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK
 
-from appliance.errors import InvalidInput
 from appliance.ids import shop_id
-from appliance.pipeline import FeedPage, FeedQuery
-from appliance.recommender import Personal
-from appliance.types import Pick
+from appliance.pipeline import FeedQuery
+from appliance.types import now_utc
+from jobs.elastic_feed import ElasticFeed
 from jobs.identity import IdentityParts, Merged, merge_customers
-from storage.elastic import search_feed_page
 from web.access import Scope, needs
-from web.ids import CustomerPath, existing, exts
+from web.ids import CustomerPath, existing
 from web.schemas import Erased, FeedOut, MergeIn, first_position
 from web.services import Services
 from web.telemetry import note
@@ -28,45 +25,6 @@ from web.telemetry import note
 def _split(values: list[str] | None) -> tuple[str, ...]:
     """Accept both ?category=a&category=b and ?category=a,b."""
     return tuple(v.strip() for raw in values or [] for v in raw.split(",") if v.strip())
-
-
-def elastic_feed(services: Services, query: FeedQuery, customer: int | None, method: str) -> FeedPage:
-    """The same feed ranked inside the shop's Elasticsearch: script_score (exact cosine) or knn (approximate,
-    HNSW); popularity / price order without a vector. Scores on the 0..1 scale: (cosine + 1) / 2, or the
-    product's popularity relative to the most popular one. Rules and diversity are the appliance's own."""
-    if not services.elastic.enabled:
-        raise InvalidInput("elasticsearch is not configured ([elasticsearch] enabled = false)", field="backend")
-    who = services.feeds.personal(customer) or Personal(None)
-    vector = who.vector if query.sort is None else None
-    excluded = query.exclude | who.purchased if services.config.feed.exclude_purchased else query.exclude
-    # the documents are keyed by the shop's ids: so are the excluded ones and the hits
-    shop_ids = frozenset(exts(services.ids.products, excluded))
-    hits, total = search_feed_page(
-        services.elastic.client, services.config.elasticsearch, vector, method=method,
-        filters=replace(query, exclude=shop_ids),
-        page=query.page, per_page=query.per_page, fallback_sort=query.sort,
-    )
-    view = services.recommender.view()
-    products = view.products
-    source = "personal" if vector is not None else ("price" if query.sort else "popular")
-    _, popularity = services.recommender.popularity_of(view)
-    top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
-
-    def score_of(key: int, cosine: float) -> float:
-        if vector is not None:
-            return (cosine + 1.0) / 2.0
-        row = view.row[key]
-        return float(popularity[row]) / top if row < len(popularity) else 0.0  # newer than the ranking: none yet
-
-    keys = services.ids.products.keys([pid for pid, _ in hits])
-    items = [Pick(key, score_of(key, score), source, _ELASTIC_REASONS[source])
-             for key, (_, score) in zip(keys, hits, strict=True) if key in products]
-    ordering = "personal" if vector is not None else (query.sort or "popular")
-    return FeedPage(items, query.page, query.per_page, total, ordering, {s.product_id: products[s.product_id]
-                    for s in items}, "elasticsearch", vector is not None)
-
-
-_ELASTIC_REASONS = {"personal": "picked for you", "price": "by price", "popular": "popular"}
 
 
 class CustomerController(Controller):
@@ -113,7 +71,9 @@ class CustomerController(Controller):
         feeds = services.feeds
         key = services.ids.customers.key(customer_id)  # a shopper never seen gets the non-personal feed
         if backend == "elasticsearch":
-            result = await anyio.to_thread.run_sync(elastic_feed, services, query, key, method)
+            elastic = ElasticFeed(services.config, services.elastic, services.ids, feeds, services.recommender,
+                                  services.widgets.rules.all, now_utc)
+            result = await anyio.to_thread.run_sync(elastic.page, query, key, method)
         elif feeds.in_memory(key, query):  # ~0.1 ms of numpy and dicts: cheaper than a thread hop
             result = feeds.page(key, query)
         else:  # a DuckDB read or an index lookup first: off the event loop

@@ -1,0 +1,80 @@
+"""A shopper's nearest products, looked up once per user vector and remembered (a shallow first list, extended
+once when a deeper or filtered page asks for more), each with the product of their history that explains it."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+
+import numpy as np
+
+from appliance.catalog_view import CatalogView
+
+# (vector, k) -> (product ids, cosine similarities), best first
+Lookup = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+# (rows, cosines, complete: no deeper lookup can add any, each row's reason anchor)
+Found = tuple[np.ndarray, np.ndarray, bool, dict[int, int]]
+
+
+class NearestCache:
+    """Nearest products per `key` (a name of one user vector), at most `capacity` keys, least recent dropped."""
+
+    def __init__(self, nearest: Lookup, full_depth: int, capacity: int) -> None:
+        self._nearest = nearest
+        self.full_depth = full_depth  # a lookup this deep is complete
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._found: OrderedDict[Hashable, Found] = OrderedDict()
+
+    def knows(self, key: Hashable, depth: int | None) -> bool:
+        """Whether `key`'s list is cached at least `depth` deep (None: at any depth)."""
+        hit = self._found.get(key) if key is not None else None
+        return hit is not None and (hit[2] or depth is None or len(hit[0]) >= depth)
+
+    def rows(self, key: Hashable, vector: np.ndarray, history: Callable[[], Sequence[int]], view: CatalogView,
+             depth: int) -> Found:
+        """The `depth` nearest products of `vector` as (rows, cosines, complete), best first, and for each row
+        the product of the history nearest to it (what "because you viewed X" names); cached per `key`, looked
+        up again only when a deeper list is asked for."""
+        if key is not None:
+            with self._lock:
+                hit = self._found.get(key)
+                if hit is not None and (hit[2] or len(hit[0]) >= depth):
+                    self._found.move_to_end(key)
+                    return hit
+        ids, sims = self._nearest(vector, depth)
+        id_list = ids.tolist()
+        products, row = view.products, view.row
+        known = [i for i, pid in enumerate(id_list) if pid in products]
+        rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
+        complete = len(id_list) < depth or depth >= self.full_depth
+        found = (rows, np.asarray(sims, dtype=np.float64)[known], complete, anchors(view, rows, history()))
+        if key is not None:
+            with self._lock:
+                self._found[key] = found
+                while len(self._found) > self.capacity:
+                    self._found.popitem(last=False)
+        return found
+
+
+def anchors(view: CatalogView, rows: np.ndarray, history: Sequence[int]) -> dict[int, int]:
+    """row -> the product of the shopper's history (newest first) nearest to it in the catalog: the newest
+    one of the same subcategory, else of the same top category (never the item itself). Catalog lookups
+    only: fetching 200 product vectors from hnswlib costs ~5 ms, more than the lookup it explains."""
+    products = view.products
+    leaf: dict[str, list[int]] = {}  # the newest two of each (one may be the item itself)
+    top: dict[str, list[int]] = {}
+    for pid in history:
+        path = products[pid].category_path if pid in products else ()
+        for names, name in ((leaf, path[-1:]), (top, path[:1])):
+            if name and len(found := names.setdefault(name[0], [])) < 2 and pid not in found:
+                found.append(pid)
+    out: dict[int, int] = {}
+    for row, pid in zip(rows.tolist(), view.ids_all[rows].tolist(), strict=True):
+        path = products[pid].category_path if pid in products else ()
+        if path:
+            near = [a for a in leaf.get(path[-1], []) + top.get(path[0], []) if a != pid]
+            if near:
+                out[row] = near[0]
+    return out
