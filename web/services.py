@@ -89,6 +89,7 @@ class Services:
     def close(self) -> None:
         """Stop taking work, finish the batches in hand, save the indexes, close DuckDB: in that order."""
         self.jobs.stop()
+        self.ingest.close()  # the events already taken are committed; later ones are refused (503)
         self.queue.close()
         self.consumer.stop()
         if self.background:
