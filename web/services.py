@@ -17,7 +17,7 @@ from appliance.demo import generate_demo
 from appliance.encoder import Encoder
 from appliance.errors import ModelUnreadable
 from appliance.recommender import FeedSettings, Recommender
-from appliance.types import now_utc
+from appliance.types import Event, now_utc
 from appliance.widgets import Widgets
 from jobs import upkeep
 from jobs.attribution import ImpressionLog
@@ -153,7 +153,6 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
 
         def users_changed(keys: Sequence[int]) -> None:
             elastic.mark_users(exts(ids.customers, keys))
-            events.forget_purchases(keys)
             feeds.prepare(keys)
 
         updater = UserVectorUpdater(
@@ -162,12 +161,19 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         baskets, w = BasketStore(db), config.widgets
         recent = RecentViews(baskets, w.recently_viewed_size, w.recently_viewed_shoppers, w.window_days, now_utc)
+
+        def processed(done: Sequence[Event]) -> None:
+            recent.observe(done)
+            # a feed that read a buyer's purchases while the purchase committed cached the set without it: the
+            # committed purchase corrects it (a view or a click leaves the purchases, and their cache, as they are)
+            events.forget_purchases(e.customer_id for e in done if e.event_name == "product_purchased")
+
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
             realtime.consumer_batch, realtime.user_index_sync_seconds, ids, realtime.consumer_backoff_max_seconds,
             lambda body, sent_at: queued_event(body, sent_at, config.events.max_future_seconds),
             on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
-            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(), on_events=recent.observe,
+            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(), on_events=processed,
         )
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
