@@ -59,6 +59,7 @@ class FeedConfig:
     exclude_purchased: bool
     snapshot_seconds: float
     snapshot_max: int
+    page_cache: int
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class FeedPage:
     products: dict[int, Product]  # the products of `items`, from the same catalog snapshot
     feed_id: str  # pass it back for the next pages
     personalized: bool
+    # what the web layer derives from this page (its encoded items), shared by every answer of a cached page
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def pages(self) -> int:

@@ -308,11 +308,7 @@ class Recommender:
         else:
             snap = self._new_snapshot(query, personal, view, now)
             feed_id = secrets.token_urlsafe(9)
-        with self._lock:
-            self._snapshots[feed_id] = snap
-            while len(self._snapshots) > self.settings.snapshot_max:
-                self._snapshots.popitem(last=False)
-        return feed_id, snap
+        return self._keep(feed_id, snap), snap
 
     def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> _Snapshot:
         ranking = self._ranked()
@@ -325,6 +321,22 @@ class Recommender:
             if len(nearest.rows):
                 sources, shallow = replace(sources, nearest=nearest), None if complete else personal
         return _Snapshot(ranking, sources, purchased or _NOTHING, now, shallow)
+
+    def reissue(self, feed_id: str) -> str | None:
+        """A new feed_id continuing the snapshot of `feed_id` (a cached page 1 answered again), or None when that
+        snapshot expired or is no longer what a new feed is computed from (another popularity ranking or rule set)."""
+        with self._lock:
+            snap = self._snapshots.get(feed_id)
+        if snap is None or snap.ranking is not self._ranked() or snap.sources.merch is not self._compiled(self.view()):
+            return None
+        return self._keep(secrets.token_urlsafe(9), replace(snap, created=time.monotonic()))
+
+    def _keep(self, feed_id: str, snap: _Snapshot) -> str:
+        with self._lock:
+            self._snapshots[feed_id] = snap
+            while len(self._snapshots) > self.settings.snapshot_max:
+                self._snapshots.popitem(last=False)
+        return feed_id
 
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)

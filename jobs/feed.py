@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from appliance.pipeline import FeedPage, FeedQuery
 from appliance.recommender import Personal, Recommender
+from jobs.feed_pages import FeedPages
 from jobs.realtime import ServingModel
 from storage.events import EventStore
 from storage.users import UserStore, UserVector
@@ -17,7 +18,7 @@ from storage.users import UserStore, UserVector
 class Feeds:
     def __init__(
         self, users: UserStore, events: EventStore, serving: ServingModel, recommender: Recommender,
-        window_hours: float, clock: Callable[[], datetime], history_length: int = 20,
+        window_hours: float, clock: Callable[[], datetime], history_length: int = 20, page_cache: int = 0,
     ) -> None:
         self.users = users
         self.events = events
@@ -26,6 +27,7 @@ class Feeds:
         self.window = timedelta(hours=window_hours) if window_hours > 0 else None  # None: no serving window
         self.clock = clock
         self.history_length = history_length  # the recent products a personal item's reason may name
+        self.pages = FeedPages(page_cache)
 
     def _histories(self, customer_ids: Sequence[int]) -> dict[int, list[int]]:
         """The products of each shopper's serving history, newest first (one read for them all)."""
@@ -92,4 +94,15 @@ class Feeds:
         return len(ids)
 
     def page(self, customer_id: int | None, query: FeedQuery) -> FeedPage:
-        return self.recommender.feed(query, self.personal(customer_id))
+        personal = self.personal(customer_id)
+        recommender = self.recommender
+        if not FeedPages.cacheable(query):
+            return recommender.feed(query, personal)
+        who = personal or Personal(None)
+        # a page is the same for everyone with the same vector version, prior weight and purchases (every
+        # visitor without a vector or purchases shares the popular one)
+        key = (who.key if who.vector is not None else None, who.popularity_weight, who.purchased, query)
+        filtered = bool(query.categories) or any(v is not None for v in (query.min_price, query.max_price,
+                                                                          query.in_stock))
+        return self.pages.page(key, recommender.view(), recommender.reissue,
+                               lambda: recommender.feed(query, personal), filtered)

@@ -75,9 +75,11 @@ class CatalogStore:
                         now, [texts[i] for i in changed], [hashes[i] for i in changed],
                     ],
                 )
+            # the distinct lines minus those already embedded, probed from the few lines' side: `NOT IN (SELECT
+            # text_hash FROM embeddings)` hashed the whole table for every edit (5.5 ms of CPU at 100k, 0.9 now)
             to_embed = cur.execute(
-                """SELECT count(DISTINCT h) FROM (SELECT unnest($1::VARCHAR[]) AS h)
-                   WHERE h NOT IN (SELECT text_hash FROM embeddings)""",
+                """SELECT len(list_distinct($1::VARCHAR[])) - (SELECT count(*) FROM embeddings
+                   WHERE text_hash IN (SELECT DISTINCT unnest($1::VARCHAR[])))""",
                 [[hashes[i] for i in changed]],
             ).fetchone()[0]
         created = sum(1 for i in changed if products[i].product_id not in existing)

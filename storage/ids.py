@@ -44,6 +44,11 @@ class IdMap:
         """The key of one id, None when unknown."""
         return self._key.get(ext)
 
+    def knows(self, exts: Iterable[str]) -> bool:
+        """Whether every one of these ids has a key already (`keys(create=True)` would then write nothing)."""
+        key = self._key
+        return all(e in key for e in exts)
+
     def ext(self, key: int) -> str | None:
         """The shop's id of one key, None when unknown (forgotten)."""
         return self._ext.get(key)

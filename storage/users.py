@@ -32,6 +32,7 @@ class UserStore:
         self.cache_size = cache_size
         self._cache: OrderedDict[int, UserVector | None] = OrderedDict()  # None: known to have no vector
         self._writes = 0  # bumped by every write, so a read that overlapped one does not fill the cache
+        self._touched: set[int] | None = None  # while `warm` reads: the customers written meanwhile
         self._lock = threading.Lock()
         # every customer with a stored vector, so a shopper without one (most visitors) costs no read
         self._stored = {r[0] for r in db.read("SELECT customer_id FROM user_vectors")}
@@ -39,6 +40,8 @@ class UserStore:
     def _remember(self, entries: dict[int, UserVector | None]) -> None:
         with self._lock:
             self._writes += 1
+            if self._touched is not None:
+                self._touched.update(entries)
             for cid, value in entries.items():
                 if value is None:
                     self._stored.discard(cid)
@@ -101,33 +104,30 @@ class UserStore:
                 return True, self._cache[customer_id]
             return False, None
 
-    def warm(self, attempts: int = 5) -> list[int]:
-        """Fill the cache with the most recently active shoppers' vectors (at start-up); their ids. A read that
-        a write overlapped is read again (the consumer resumes at start-up: one attempt left every feed cold)."""
-        for _ in range(attempts):
-            with self._lock:
-                writes = self._writes
+    def warm(self) -> list[int]:
+        """Fill the cache with the most recently active shoppers' vectors (at start-up); their ids."""
+        with self._lock:
+            self._touched = set()
+        rows: list[tuple] = []
+        vectors: np.ndarray | list = []
+        try:
             rows = self.db.read(
                 """SELECT customer_id, vector, model_version, updated_at, last_event_at FROM user_vectors
                    ORDER BY last_event_at DESC LIMIT ?""",
                 [self.cache_size],
             )
-            if self._fill(rows, writes):
-                return [r[0] for r in rows]
-        return []
-
-    def _fill(self, rows: list[tuple], writes: int) -> bool:
-        if not rows:
-            return True
-        vectors = from_blobs([r[1] for r in rows])
-        with self._lock:
-            if self._writes != writes:  # a write overlapped: its customers must not get an older vector
-                return False
-            for (cid, _, version, updated, last), vector in zip(rows, vectors, strict=True):
-                self._cache.setdefault(cid, UserVector(cid, vector, version, updated, last))
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return True
+            vectors = from_blobs([r[1] for r in rows]) if rows else []
+        finally:
+            with self._lock:
+                touched, self._touched = self._touched or set(), None
+                # a customer written or forgotten since the read began (the consumer works through a backlog at
+                # start-up) must not get the older vector read here; every other one is warmed
+                for (cid, _, version, updated, last), vector in zip(rows, vectors, strict=True):
+                    if cid not in touched:
+                        self._cache.setdefault(cid, UserVector(cid, vector, version, updated, last))
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return [r[0] for r in rows]
 
     def get(self, customer_id: int) -> UserVector | None:
         known, found = self.cached(customer_id)
@@ -170,6 +170,8 @@ class UserStore:
         """Drop cached entries, so the next `get` reads DuckDB (always safe)."""
         with self._lock:
             self._writes += 1
+            if self._touched is not None:
+                self._touched.update(customer_ids)
             for cid in customer_ids:
                 self._cache.pop(cid, None)
 

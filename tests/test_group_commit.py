@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from appliance.errors import StoreUnavailable
 from appliance.types import Event
 from jobs.ingest import GroupCommit
 from jobs.queue import DurableQueue
@@ -86,3 +87,28 @@ def test_two_requests_of_one_group_with_the_same_event_id_store_it_once(ingest: 
     assert ingest.commits == 1 and results[0] == results[1]  # the retry answers with the first one's id
     assert db.read("SELECT count(*) FROM events")[0][0] == 2
     assert db.read("SELECT count(*) FROM queue_messages")[0][0] == 2  # one message per stored event
+
+
+def test_waiting_requests_hold_no_thread_so_a_group_is_not_capped_by_a_pool(ingest: GroupCommit, db: Database) -> None:
+    """POST /events awaits its future on the event loop: 20 requests queued from one thread share one commit
+    (a handler blocking a pool thread each could never group more requests than the pool has threads)."""
+    with ingest._committer:
+        futures = [ingest.submit(*_request(customer, 2), NOW) for customer in range(1, 21)]
+        assert not any(f.done() for f in futures)  # nothing is answered before its commit
+    assert [len(f.result(timeout=30).event_ids) for f in futures] == [2] * 20
+    assert (ingest.commits, ingest.requests) == (1, 20)
+    assert db.read("SELECT count(*) FROM events")[0][0] == 40
+
+
+def test_closing_commits_what_was_taken_and_refuses_what_comes_after(ingest: GroupCommit, db: Database) -> None:
+    with ingest._committer:
+        taken = [ingest.submit(*_request(customer, 1), NOW) for customer in (1, 2, 3)]
+        closing = threading.Thread(target=ingest.close)
+        closing.start()
+        while not ingest._closed:
+            threading.Event().wait(0.01)
+    closing.join(30)
+    assert all(len(f.result(timeout=30).event_ids) == 1 for f in taken)
+    with pytest.raises(StoreUnavailable):
+        ingest.submit(*_request(4, 1), NOW)
+    assert db.read("SELECT count(*) FROM events")[0][0] == 3

@@ -122,27 +122,6 @@ def test_purchases_are_kept_per_customer_and_erased_with_them(db) -> None:
     assert events.purchased(1) == set() and events.purchased(2) == {10}
 
 
-def test_the_start_up_warm_reads_again_when_a_write_overlapped_its_read(db, monkeypatch) -> None:
-    from storage.users import UserStore
-
-    one = np.ones((1, 4), np.float32) / 2
-    UserStore(db).save([1, 2], np.ones((2, 4), np.float32) / 2, "mean", [T0, T0], T0)
-    users = UserStore(db)  # a new process: nothing cached, the consumer resuming beside the warm
-    read, overlapped = db.read, []
-
-    def racing_read(sql, params=None):
-        rows = read(sql, params)
-        if "ORDER BY last_event_at" in sql and not overlapped:
-            overlapped.append(users.save([3], one, "mean", [T0 + timedelta(seconds=1)], T0))
-        return rows
-
-    monkeypatch.setattr(db, "read", racing_read)
-    warmed = users.warm()
-    assert sorted(warmed) == [1, 2, 3] and overlapped == [[3]]  # the first read is not used, the second is
-    monkeypatch.setattr(db, "read", read)
-    assert all(users.cached(cid)[0] and users.cached(cid)[1] is not None for cid in (1, 2, 3))
-
-
 def test_user_vector_cache_follows_every_write(db) -> None:
     from storage.users import UserStore
 
@@ -160,3 +139,27 @@ def test_user_vector_cache_follows_every_write(db) -> None:
     users.save([1, 2, 3], np.ones((3, 4), np.float32), "mean", [T0] * 3, T0)
     assert len(users._cache) == 2 and users.get(1) is not None  # bounded; a miss reads DuckDB
     assert users.delete([1]) == 1 and users.get(1) is None
+
+
+def test_warming_the_vector_cache_skips_only_the_customers_written_while_it_read(db) -> None:
+    """At start-up the consumer may be working through a backlog while the feeds warm: the warm must not give
+    up (every personal feed would then read DuckDB), nor bring back an older vector than the one just saved."""
+    from storage.users import UserStore
+
+    UserStore(db).save([1, 2, 3], np.ones((3, 4), np.float32) / 2, "old", [T0] * 3, T0)
+    users = UserStore(db)
+    read = db.read
+
+    def read_while_the_consumer_writes(sql, params=None):
+        rows = read(sql, params)
+        if "ORDER BY last_event_at DESC" in sql:  # the warm's read: writes land before it fills the cache
+            users.save([2], np.full((1, 4), -0.5, np.float32), "new", [T0], T0)
+            users.forget([3])
+        return rows
+
+    db.read = read_while_the_consumer_writes
+    assert sorted(users.warm()) == [1, 2, 3]
+    db.read = read
+    assert users.cached(1) == (True, users.get(1)) and users.get(1).model_version == "old"  # warmed
+    assert users.cached(2)[1].model_version == "new"  # the newer write stays
+    assert users.cached(3) == (False, None)  # forgotten meanwhile: not warmed from the older read

@@ -44,6 +44,12 @@ def created(ids: IdMap, values: Sequence[str | int], field: str) -> list[int]:
     return ids.keys(normalised(values, field), create=True)  # type: ignore[return-value]
 
 
+def new_ids(ids: ShopIds, rows: Sequence[Any]) -> bool:
+    """Whether keying these events would create a key (a DuckDB write); InvalidInput for a bad id."""
+    return not (ids.customers.knows(normalised((r.customer_id for r in rows), "customer_id"))
+                and ids.products.knows(normalised((r.product_id for r in rows), "product_id")))
+
+
 def keyed_events(
     ids: ShopIds, rows: Sequence[Any], stamps: Sequence[datetime]
 ) -> tuple[list[Event], list[str], list[str]]:

@@ -228,14 +228,17 @@ class FeedOut(msgspec.Struct):
     def of(cls, customer_id: str, page: FeedPage, product_out: ProductOuts, recommendation_id: str,
            explain: bool = False) -> FeedOut:
         products, first = page.products, first_position(page)
-        items = [
-            FeedItem(product_out(products[p.product_id]), p.score, p.source, first + i, p.reason,
-                     p.parts if explain else None)
-            for i, p in enumerate(page.items)
-        ]
+        # the items encoded once per page: a cached page (jobs/feed_pages.py) answered again reuses the bytes
+        items = page.memo.get(("items", explain))
+        if items is None:
+            items = page.memo[("items", explain)] = msgspec.Raw(msgspec.json.encode([
+                FeedItem(product_out(products[p.product_id]), p.score, p.source, first + i, p.reason,
+                         p.parts if explain else None)
+                for i, p in enumerate(page.items)
+            ]))
         return cls(
             customer_id, page.ordering, page.personalized, page.feed_id, recommendation_id, page.page, page.per_page,
-            page.total, page.pages, items,
+            page.total, page.pages, items,  # type: ignore[arg-type]  # msgspec writes Raw as it is
         )
 
 

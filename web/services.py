@@ -17,7 +17,7 @@ from appliance.demo import generate_demo
 from appliance.encoder import Encoder
 from appliance.errors import ModelUnreadable
 from appliance.recommender import FeedSettings, Recommender
-from appliance.types import now_utc
+from appliance.types import Event, now_utc
 from appliance.widgets import Widgets
 from jobs import upkeep
 from jobs.attribution import ImpressionLog
@@ -94,6 +94,7 @@ class Services:
         with self.freezing:
             self.closing = True
         self.jobs.stop()
+        self.ingest.close()  # the events already taken are committed; later ones are refused (503)
         self.queue.close()
         self.consumer.stop()
         if self.background:
@@ -150,11 +151,11 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         realtime = config.realtime
         queue = make_queue(config, db, on_outage=lambda cause: metrics.queue_outages.labels("outbox", cause).inc())
-        feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc, config.tower.history)
+        feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc, config.tower.history,
+                      feed.page_cache)
 
         def users_changed(keys: Sequence[int]) -> None:
             elastic.mark_users(exts(ids.customers, keys))
-            events.forget_purchases(keys)
             feeds.prepare(keys)
 
         updater = UserVectorUpdater(
@@ -163,12 +164,19 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         )
         baskets, w = BasketStore(db), config.widgets
         recent = RecentViews(baskets, w.recently_viewed_size, w.recently_viewed_shoppers, w.window_days, now_utc)
+
+        def processed(done: Sequence[Event]) -> None:
+            recent.observe(done)
+            # a feed that read a buyer's purchases while the purchase committed cached the set without it: the
+            # committed purchase corrects it (a view or a click leaves the purchases, and their cache, as they are)
+            events.forget_purchases(e.customer_id for e in done if e.event_name == "product_purchased")
+
         consumer = EventConsumer(
             queue, updater, lambda pid: pid in recommender.view().products, realtime.receive_wait_seconds,
             realtime.consumer_batch, realtime.user_index_sync_seconds, ids, realtime.consumer_backoff_max_seconds,
             lambda body, sent_at: queued_event(body, sent_at, config.events.max_future_seconds),
             on_processed=lambda lags: [metrics.consumer_lag.observe(lag) for lag in lags],
-            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(), on_events=recent.observe,
+            on_outage=lambda cause: metrics.queue_outages.labels("consumer", cause).inc(), on_events=processed,
         )
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)

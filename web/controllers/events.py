@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
+import anyio
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
@@ -13,7 +15,7 @@ from appliance.errors import InvalidInput
 from appliance.types import now_utc
 from jobs.queue import event_body
 from web.access import Scope, needs
-from web.ids import keyed_events
+from web.ids import keyed_events, new_ids
 from web.schemas import EventIn, EventsAccepted, each
 
 
@@ -22,8 +24,8 @@ class EventController(Controller):
     tags = ["events"]
     opt = needs(Scope.PUBLIC)
 
-    @post("/", operation_id="postEvents", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
-    def post_events(self, state: State, data: JSONBody[EventIn | list[EventIn]]) -> EventsAccepted:
+    @post("/", operation_id="postEvents", status_code=HTTP_202_ACCEPTED)
+    async def post_events(self, state: State, data: JSONBody[EventIn | list[EventIn]]) -> EventsAccepted:
         """Accept one event or a batch: written to DuckDB with their queue messages in one commit before the 202
         (concurrent requests share a commit); the consumer then refreshes each shopper's vector. An event whose
         `event_id` was stored already (a retry) is not stored again: it counts in `duplicates` and answers with
@@ -37,10 +39,14 @@ class EventController(Controller):
         now = now_utc()
         stamps = each(batch, lambda item: item.ts(now, config.max_future_seconds), isinstance(data, list))
         services = state.services
-        events, customers, products = keyed_events(services.ids, batch, stamps)
-        # with their queue messages, in one transaction shared with the requests arriving meanwhile
+        if new_ids(services.ids, batch):  # their keys are created first (a DuckDB write): off the event loop
+            events, customers, products = await anyio.to_thread.run_sync(keyed_events, services.ids, batch, stamps)
+        else:  # dict look-ups only
+            events, customers, products = keyed_events(services.ids, batch, stamps)
+        # with their queue messages, in one transaction shared with the requests arriving meanwhile; the writer
+        # thread commits it, this request holds no thread while it waits
         bodies = [event_body(*row) for row in zip(events, customers, products, strict=True)]
-        written = services.ingest.append(events, bodies, now)
+        written = await asyncio.wrap_future(services.ingest.submit(events, bodies, now))
         stored = [e for e, fresh in zip(events, written.fresh, strict=True) if fresh]
         for name, n in Counter(e.event_name for e in stored).items():
             services.metrics.events_ingested.labels(name).inc(n)
