@@ -239,20 +239,13 @@ class _Run:
         return total / steps
 
     def _columns(self, positives: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The products every row of a batch is scored against and the log of each one's probability of being
-        among them: all (None, None) or, for `shared`, a uniform draw of `shared_negatives` and, with
-        `shared_positives`, the batch's positives too: products drawn by popularity, the hard negatives a
-        uniform draw mostly misses (the mixed negatives of Yang et al., WWW 2020)."""
+        """The products every row of a batch is scored against, and their log inclusion: all (None, None) or,
+        for `shared`, `shared_columns`."""
         N, K = len(self.vectors), self.config.shared_negatives
         if self.config.negatives != "shared" or K >= N:
             return None, None
-        drawn = torch.randperm(N, generator=self.generator)[:K]
-        if not self.config.shared_positives:
-            return drawn, None
-        columns = torch.cat([drawn, positives]).unique()
-        # P(drawn) = K / N and P(a positive of the batch) = 1 - (1 - share) ** B, independently
-        missed = (1.0 - K / N) * (1.0 - self.positive_share[columns]) ** self.batch
-        return columns, torch.log1p(-missed).float()
+        share = self.positive_share if self.config.shared_positives else None
+        return shared_columns(N, K, positives, share, self.generator)
 
     def finish(self) -> TrainReport:
         if self.best_state is not None:
@@ -262,6 +255,22 @@ class _Run:
         self.report.popularity_weight = self.model.popularity_weight.item()
         self.report.cold_quantile = float(self.model.cold_quantile)
         return self.report
+
+
+def shared_columns(
+    n: int, k: int, positives: torch.Tensor, share: torch.Tensor | None, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch's shared columns: a uniform draw of `k` of the `n` products and, with `share` (N,) (each product's
+    share of the training positives), the batch's `positives` (B,) too: products drawn by popularity, the hard
+    negatives a uniform draw mostly misses (the mixed negatives of Yang et al., WWW 2020). Returns the columns
+    (K',) and the log of each one's probability of being among them (None: uniform, k / n)."""
+    drawn = torch.randperm(n, generator=generator)[:k]
+    if share is None:
+        return drawn, None
+    columns = torch.cat([drawn, positives]).unique()
+    # missed by the uniform draw (1 - k / n) and by each of the batch's B positives (1 - share), independently
+    missed = (1.0 - k / n) * (1.0 - share[columns]) ** len(positives)
+    return columns, torch.log1p(-missed).float()
 
 
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
