@@ -8,7 +8,6 @@ decoupled weight decay, bias-corrected moments, a step count per parameter), so 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 

@@ -93,8 +93,9 @@ def contrastive_loss(
     `full` and `shared` score the positive against the products `columns` (K,) (None: all N; `shared`: drawn
     for the whole batch), leaving out each row's positive and its history `seen` (B, T); each column's
     exponential is divided by its probability of being drawn, `log_inclusion` (K,) (None: a uniform draw, K / N),
-    so the sum estimates the full one (Horvitz-Thompson; the logQ correction of Yi et al., RecSys 2019). `prior` is added to the cosines: (B, K) over the columns (full, shared, with
-    `own` (B,) the positive's) or (B, N) (sampled, in_batch, mixed); None = no prior."""
+    so the sum estimates the full one (Horvitz-Thompson; the logQ correction of Yi et al., RecSys 2019).
+    `prior` is added to the cosines: (B, K) over the columns (full, shared, with `own` (B,) the positive's) or
+    (B, N) (sampled, in_batch, mixed); None = no prior."""
     B, N = len(target), len(item_vectors)
     if config.negatives in ("full", "shared"):
         K = N if columns is None else len(columns)
