@@ -3,9 +3,10 @@
 Examples come from `appliance.examples`: only first interactions with a product are positives (seen products
 are never recommended, so predicting repeats is not the task). The loss is a softmax over cosine similarities /
 temperature against negatives that are `full` (every product but the example's history: the evaluation's own
-ranking task), `shared` (the default: one uniform random draw of `shared_negatives` products per batch, their
-exponentials scaled by N / K so the sum estimates the full one; the whole catalog when it is no larger, i.e.
-exactly `full`), `sampled` (random products per example), `in_batch` (the other positives, logQ-corrected) or
+ranking task), `shared` (the default: one uniform random draw of `shared_negatives` products per batch plus,
+with `shared_positives`, the batch's own positives, each column's exponential divided by its probability of
+being drawn so the sum estimates the full one; the whole catalog when it is no larger, i.e. exactly `full`),
+`sampled` (random products per example), `in_batch` (the other positives, logQ-corrected) or
 `mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
 (not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 (`precision`) while validation
 stays float32. An epoch is at most `epoch_examples` examples, so a large shop trains as many steps as a mid-sized one.
@@ -14,11 +15,13 @@ The tower starts as `mean_vector` (same kind weights, same half-life) and valida
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
 in two phases, each stopped early on validation NDCG@10 and starting from the best weights so far: first only
 the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably, in
-small batches and without the attention branch (still zero, so it adds nothing), then the whole network in large
-batches with a one-epoch warm-up (its first epochs dip below the start before passing it) and a cosine decay of
-the rate to 0 at `epochs`.
-What is validated and kept after each epoch is an exponential moving average of the weights over the recent
-steps, which on a small shop's data is steadier than the weights of the last step.
+small batches and without the attention branch (still zero, so it adds nothing), for at most about
+`scalar_examples` examples, then the whole network in large batches with a one-epoch warm-up (its first epochs
+dip below the start before passing it) and a cosine decay of the rate to 0 at `epochs`, validated every
+`validate_every` epochs (a validation ranks the whole catalog for each validation customer).
+What is validated and kept is an exponential moving average of the weights over the recent steps, which on a
+small shop's data is steadier than the weights of the last step. The optimizer is `appliance.optim.AdamW`
+(torch's own imports torch._dynamo, seconds of CPU per process).
 
 With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature.
 Popularity is either as of each example's moment (`training.prior_as_of = "moment"`: the events strictly before
