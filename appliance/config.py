@@ -236,6 +236,8 @@ def _validate(config: Config) -> None:
         "training.shared_negatives": config.training.shared_negatives,
         "training.epoch_examples": config.training.epoch_examples,
         "training.validation_examples": config.training.validation_examples,
+        "training.validate_every": config.training.validate_every,
+        "training.scalar_examples": config.training.scalar_examples,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,

@@ -143,9 +143,12 @@ class TrainingConfig:
     negatives: str
     sampled_negatives: int
     shared_negatives: int
+    shared_positives: bool  # the batch's positives join the shared negatives (popularity-drawn, logQ-corrected)
     precision: str
     temperature: float
     patience: int
+    validate_every: int  # epochs of the network phase between validations (and after its last)
+    scalar_examples: int  # the first phase ends after the epoch in which it has seen this many examples
     schedule: str  # the network phase's learning rate after its warm-up epoch: "constant" or "cosine" (0 at `epochs`)
     validation_fraction: float
     validation_examples: int

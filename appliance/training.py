@@ -3,9 +3,10 @@
 Examples come from `appliance.examples`: only first interactions with a product are positives (seen products
 are never recommended, so predicting repeats is not the task). The loss is a softmax over cosine similarities /
 temperature against negatives that are `full` (every product but the example's history: the evaluation's own
-ranking task), `shared` (the default: one uniform random draw of `shared_negatives` products per batch, their
-exponentials scaled by N / K so the sum estimates the full one; the whole catalog when it is no larger, i.e.
-exactly `full`), `sampled` (random products per example), `in_batch` (the other positives, logQ-corrected) or
+ranking task), `shared` (the default: one uniform random draw of `shared_negatives` products per batch plus,
+with `shared_positives`, the batch's own positives, each column's exponential divided by its probability of
+being drawn so the sum estimates the full one; the whole catalog when it is no larger, i.e. exactly `full`),
+`sampled` (random products per example), `in_batch` (the other positives, logQ-corrected) or
 `mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
 (not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 (`precision`) while validation
 stays float32. An epoch is at most `epoch_examples` examples, so a large shop trains as many steps as a mid-sized one.
@@ -14,11 +15,13 @@ The tower starts as `mean_vector` (same kind weights, same half-life) and valida
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
 in two phases, each stopped early on validation NDCG@10 and starting from the best weights so far: first only
 the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably, in
-small batches and without the attention branch (still zero, so it adds nothing), then the whole network in large
-batches with a one-epoch warm-up (its first epochs dip below the start before passing it) and a cosine decay of
-the rate to 0 at `epochs`.
-What is validated and kept after each epoch is an exponential moving average of the weights over the recent
-steps, which on a small shop's data is steadier than the weights of the last step.
+small batches and without the attention branch (still zero, so it adds nothing), for at most about
+`scalar_examples` examples, then the whole network in large batches with a one-epoch warm-up (its first epochs
+dip below the start before passing it) and a cosine decay of the rate to 0 at `epochs`, validated every
+`validate_every` epochs (a validation ranks the whole catalog for each validation customer).
+What is validated and kept is an exponential moving average of the weights over the recent steps, which on a
+small shop's data is steadier than the weights of the last step. The optimizer is `appliance.optim.AdamW`
+(torch's own imports torch._dynamo, seconds of CPU per process).
 
 With the popularity prior on, the logits are (cosine + popularity_weight * log(1 + popularity)) / temperature.
 Popularity is either as of each example's moment (`training.prior_as_of = "moment"`: the events strictly before
@@ -53,6 +56,7 @@ from appliance.examples import (
     split_validation,
 )
 from appliance.interactions import Interactions
+from appliance.optim import AdamW
 from appliance.prior import choose_cold_share, choose_prior, validation_ndcg
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
@@ -70,7 +74,8 @@ class TrainReport:
     best_validation_ndcg: float | None  # NDCG@10 over the full catalog; None without validation examples
     negatives: str
     losses: list[float] = field(default_factory=list)  # mean training loss per epoch
-    validation: list[float] = field(default_factory=list)  # validation NDCG@10: [initial tower, epoch 1, ...]
+    validation: list[float] = field(default_factory=list)  # validation NDCG@10: [initial tower, ...] ...
+    validated_epochs: list[int] = field(default_factory=list)  # ... after these epochs: [0, 1, 2, ...]
     scalar_epochs: int = 0  # of `epochs`, those of the first phase (only recency, kind weights and the prior)
     popularity_weight: float = 0.0  # the learned prior: ranking score = cosine + this * log(1 + popularity)
     cold_quantile: float = 0.0  # where products without events rank in the prior (appliance.prior)
@@ -86,13 +91,16 @@ def contrastive_loss(
     user: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, item_vectors: torch.Tensor,
     log_q: torch.Tensor, config: TrainingConfig, generator: torch.Generator, seen: torch.Tensor | None = None,
     prior: torch.Tensor | None = None, columns: torch.Tensor | None = None, own: torch.Tensor | None = None,
+    log_inclusion: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weighted softmax cross-entropy; the positive of row i is column i (in-batch) or column 0 (the others).
 
-    `full` and `shared` score the positive against the products `columns` (K,) (None: all N; `shared`: a random
-    K for the whole batch, their sum scaled by N / K to estimate the full one), leaving out each row's positive
-    and its history `seen` (B, T). `prior` is added to the cosines: (B, K) over the columns (full, shared, with
-    `own` (B,) the positive's) or (B, N) (sampled, in_batch, mixed); None = no prior."""
+    `full` and `shared` score the positive against the products `columns` (K,) (None: all N; `shared`: drawn
+    for the whole batch), leaving out each row's positive and its history `seen` (B, T); each column's
+    exponential is divided by its probability of being drawn, `log_inclusion` (K,) (None: a uniform draw, K / N),
+    so the sum estimates the full one (Horvitz-Thompson; the logQ correction of Yi et al., RecSys 2019).
+    `prior` is added to the cosines: (B, K) over the columns (full, shared, with `own` (B,) the positive's) or
+    (B, N) (sampled, in_batch, mixed); None = no prior."""
     B, N = len(target), len(item_vectors)
     if config.negatives in ("full", "shared"):
         K = N if columns is None else len(columns)
@@ -104,7 +112,9 @@ def contrastive_loss(
         where = torch.full((N,), K)  # (N,) column of each product; K: not among the columns
         where[slice(None) if columns is None else columns] = torch.arange(K)
         hidden = torch.cat([target[:, None]] + ([seen] if seen is not None else []), dim=1)  # (B, 1 + T)
-        negative = torch.cat([negative / config.temperature + math.log(N / K), torch.zeros(B, 1)], dim=1)
+        if log_inclusion is None:
+            log_inclusion = torch.full((K,), math.log(K / N))
+        negative = torch.cat([negative / config.temperature - log_inclusion, torch.zeros(B, 1)], dim=1)
         negative = negative.scatter(1, where[hidden], -math.inf)[:, :K]  # column K: products not among them
         logits = torch.cat([positive[:, None] / config.temperature, negative], dim=1)  # (B, 1 + K)
         loss = F.cross_entropy(logits.float(), torch.zeros(B, dtype=torch.long), reduction="none")
@@ -146,49 +156,58 @@ class _Run:
         self.config, self.generator, self.progress = config, generator, progress
         self.report = TrainReport(0, 0, 0.0, 0, 0, None, config.negatives)
         self.best, self.best_state, self.attention, self.batch = -1.0, None, True, config.batch_size
+        self.positive_share = torch.bincount(target, minlength=len(vectors)).double() / len(target)  # (N,)
+        self.ramp, self.step = (0, 0), 0  # the learning rate schedule (warm-up steps, cosine steps), step of the phase
 
     def keep(self, score: float, epoch: int) -> None:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
 
-    def phase(self, optimizer: torch.optim.Optimizer, patience: int, network: bool) -> None:
+    def phase(self, optimizer: AdamW, patience: int, network: bool) -> None:
         """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10.
         `network` False: the first phase, only the scalars learn, the attention branch (still zero) is left out,
-        in batches of `scalar_batch_size` (many cheap steps); True: the whole network in batches of `batch_size`,
-        after a one-epoch warm-up of the learning rate."""
+        in batches of `scalar_batch_size` (many cheap steps), validated after every epoch, and it ends after
+        the epoch in which it has seen `scalar_examples` examples; True: the whole network in batches of
+        `batch_size`, after a one-epoch warm-up of the learning rate, validated every `validate_every` epochs
+        and after its last."""
         config, warmup, self.attention = self.config, network, network
         self.batch = config.batch_size if network else config.scalar_batch_size
-        steps = math.ceil(min(len(self.target), config.epoch_examples) / self.batch)
-        ramp = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
-            step, steps if warmup else 0, steps * config.epochs if warmup and config.schedule == "cosine" else 0))
+        size = min(len(self.target), config.epoch_examples)
+        steps = math.ceil(size / self.batch)
+        self.ramp = (steps if warmup else 0, steps * config.epochs if warmup and config.schedule == "cosine" else 0)
+        self.step = 0  # of this phase: the learning rate's schedule
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)  # every phase starts from the best so far
         self.average = copy.deepcopy(self.model.state_dict())
-        waited = 0
-        for _ in range(config.epochs):
+        every = config.validate_every if network else 1
+        for epoch in range(1, config.epochs + 1):
             self.report.epochs += 1
-            loss = self._epoch(optimizer, ramp, steps)
+            loss = self._epoch(optimizer, steps)
             self.report.losses.append(loss)
-            trained = copy.deepcopy(self.model.state_dict())
-            self.model.load_state_dict(self.average)  # validate (and keep) the average of the recent steps
-            score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior) \
-                if len(self.val.target) else None
-            if score is not None and score > self.best:
-                self.keep(score, self.report.epochs)
-            self.model.load_state_dict(trained)
+            score = self._validate() if epoch % every == 0 or epoch == config.epochs else None
             if self.progress:
                 self.progress({"epoch": self.report.epochs, "loss": loss, "validation_ndcg": score, "done": True})
-            if score is None:
-                self.report.best_epoch = self.report.epochs
-                continue
-            self.report.validation.append(score)
-            if self.report.best_epoch == self.report.epochs:
-                waited = 0
-            else:
-                waited += 1
-                if waited >= patience:
-                    break
+            if not len(self.val.target):
+                self.report.best_epoch = self.report.epochs  # nothing to validate on: the last epoch is kept
+            elif self.report.epochs - self.report.best_epoch >= patience:
+                break
+            if not network and epoch * size >= config.scalar_examples:
+                break
 
-    def _epoch(self, optimizer, ramp, steps: int) -> float:
+    def _validate(self) -> float | None:
+        """Validation NDCG@10 of the average of the recent steps, kept when it is the best so far."""
+        if not len(self.val.target):
+            return None
+        trained = copy.deepcopy(self.model.state_dict())
+        self.model.load_state_dict(self.average)  # validate (and keep) the average of the recent steps
+        score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior)
+        if score > self.best:
+            self.keep(score, self.report.epochs)
+        self.model.load_state_dict(trained)
+        self.report.validation.append(score)
+        self.report.validated_epochs.append(self.report.epochs)
+        return score
+
+    def _epoch(self, optimizer: AdamW, steps: int) -> float:
         model, config, inter = self.model, self.config, self.interactions
         model.train()
         order = torch.randperm(len(self.target), generator=self.generator)[:config.epoch_examples]  # a sample, if big
@@ -198,7 +217,7 @@ class _Run:
             ex = self.train.take(idx.numpy())
             hist = inter.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
             seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
-            columns = self._columns()
+            columns, log_inclusion = self._columns(self.target[idx])
             prior = own = None
             if self.prior is not None:
                 prior = model.popularity_weight * self.prior.rows(ex, columns)  # (B, K) or (B, N)
@@ -211,12 +230,12 @@ class _Run:
                 users = model(*batch_inputs(ex, inter, self.vectors), projected=projected,
                               attention=self.attention)  # (B, D)
                 loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
-                                        config, self.generator, seen, prior, columns, own)
-            optimizer.zero_grad(set_to_none=True)
+                                        config, self.generator, seen, prior, columns, own, log_inclusion)
+            optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            ramp.step()
+            optimizer.step(learning_rate_factor(self.step, *self.ramp))
+            self.step += 1
             with torch.no_grad():
                 for name, value in model.state_dict().items():
                     self.average[name].lerp_(value, 1.0 - AVERAGE_DECAY)
@@ -225,12 +244,14 @@ class _Run:
                 self.progress({"epoch": self.report.epochs, "step": step + 1, "steps": steps, "loss": loss.item()})
         return total / steps
 
-    def _columns(self) -> torch.Tensor | None:
-        """The products every row of a batch is scored against: all (None) or, for `shared`, a random draw."""
-        N = len(self.vectors)
-        if self.config.negatives != "shared" or self.config.shared_negatives >= N:
-            return None
-        return torch.randperm(N, generator=self.generator)[:self.config.shared_negatives]
+    def _columns(self, positives: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The products every row of a batch is scored against, and their log inclusion: all (None, None) or,
+        for `shared`, `shared_columns`."""
+        N, K = len(self.vectors), self.config.shared_negatives
+        if self.config.negatives != "shared" or K >= N:
+            return None, None
+        share = self.positive_share if self.config.shared_positives else None
+        return shared_columns(N, K, positives, share, self.generator)
 
     def finish(self) -> TrainReport:
         if self.best_state is not None:
@@ -240,6 +261,22 @@ class _Run:
         self.report.popularity_weight = self.model.popularity_weight.item()
         self.report.cold_quantile = float(self.model.cold_quantile)
         return self.report
+
+
+def shared_columns(
+    n: int, k: int, positives: torch.Tensor, share: torch.Tensor | None, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch's shared columns: a uniform draw of `k` of the `n` products and, with `share` (N,) (each product's
+    share of the training positives), the batch's `positives` (B,) too: products drawn by popularity, the hard
+    negatives a uniform draw mostly misses (the mixed negatives of Yang et al., WWW 2020). Returns the columns
+    (K',) and the log of each one's probability of being among them (None: uniform, k / n)."""
+    drawn = torch.randperm(n, generator=generator)[:k]
+    if share is None:
+        return drawn, None
+    columns = torch.cat([drawn, positives]).unique()
+    # missed by the uniform draw (1 - k / n) and by each of the batch's B positives (1 - share), independently
+    missed = (1.0 - k / n) * (1.0 - share[columns]) ** len(positives)
+    return columns, torch.log1p(-missed).float()
 
 
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
@@ -321,16 +358,16 @@ def _train(
     if len(val.target):  # epoch 0: the initial tower (mean_vector, plus the best prior weight) is a candidate too
         run.keep(choose_prior(model, val, interactions, vectors, prior, config.cold_start_prior), 0)
         run.report.validation.append(run.best)
+        run.report.validated_epochs.append(0)
     # 1: only the few scalars (recency, kind weights, prior): robust on little data; 2: the whole network
     scalars = [model.log_half_life, model.kind_bias]
     prior_group = {"params": [model.popularity_weight], "lr": config.scalar_learning_rate * config.temperature,
                    "weight_decay": 0.0}  # in cosine units, so its logit-space step matches the other scalars'
-    scalar_only = torch.optim.AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate,
-                                    weight_decay=0.0)
+    scalar_only = AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate, weight_decay=0.0)
     run.phase(scalar_only, patience=min(config.patience, SCALAR_PATIENCE), network=False)
     run.report.scalar_epochs = run.report.epochs
     network = [p for n, p in model.named_parameters() if n not in ("log_half_life", "kind_bias", "popularity_weight")]
-    run.phase(torch.optim.AdamW([
+    run.phase(AdamW([
         {"params": network},
         {"params": scalars, "lr": config.scalar_learning_rate, "weight_decay": 0.0},
         prior_group,

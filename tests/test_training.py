@@ -83,7 +83,12 @@ def test_tiny_data_trains(config):
     # two phases (scalars, then the network) of `epochs` each; without validation the last epoch is kept
     assert report.epochs == 2 * training.epochs == report.best_epoch and report.scalar_epochs == training.epochs
     _, report = train_tower(inter, vectors, tower, training, weights)  # the customer's last example validates
-    assert report.examples == 1 and report.validation_examples == 1 and len(report.validation) == 1 + report.epochs
+    assert report.examples == 1 and report.validation_examples == 1
+    # the initial tower, every epoch of the first phase, every `validate_every`-th of the network's and its last
+    network = range(report.scalar_epochs + 1, report.epochs + 1)
+    expected = [0, *range(1, report.scalar_epochs + 1),
+                *(e for e in network if (e - report.scalar_epochs) % training.validate_every == 0 or e == network[-1])]
+    assert report.validated_epochs == expected and len(report.validation) == len(expected)
 
 
 def test_the_untrained_tower_is_mean_vector_with_the_event_weights(config):
@@ -136,8 +141,9 @@ def test_every_kind_of_negatives_lowers_the_loss(config, negatives, weighted):
 def test_early_stopping_keeps_the_best_epoch_including_the_initial_tower(config):
     tower, training, weights = config
     inter, vectors = small_shop(seed=2)
-    _, report = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=6, patience=1), weights)
-    assert len(report.validation) == 1 + report.epochs  # [initial tower, epoch 1, ...]
+    _, report = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=6, patience=1,
+                                                                      validate_every=1), weights)
+    assert report.validated_epochs == list(range(report.epochs + 1))  # [initial tower, epoch 1, ...]
     assert report.best_validation_ndcg == max(report.validation) >= report.validation[0]
     assert report.best_epoch == int(np.argmax(report.validation))
     assert report.scalar_epochs <= 6 and report.epochs - report.scalar_epochs <= 6

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from appliance.config import load_config
 from appliance.examples import MomentPrior, PopularityPrior, batch_inputs, make_examples
 from appliance.tower import UserTower
-from appliance.training import contrastive_loss, learning_rate_factor, train_tower
+from appliance.training import contrastive_loss, learning_rate_factor, shared_columns, train_tower
 from tests.test_training import small_shop
 
 
@@ -142,3 +142,33 @@ def test_a_cosine_run_trains_and_keeps_its_best_epoch(config):
     _, report = train_tower(inter, vectors, tower, cosine, weights, 72.0)
     assert report.epochs > report.scalar_epochs and all(np.isfinite(report.losses))
     assert report.best_validation_ndcg == max(report.validation)
+
+
+@pytest.mark.parametrize("with_positives", [False, True])
+def test_the_shared_columns_over_their_inclusion_probability_estimate_the_whole_catalogs_sum(with_positives):
+    n, k, batch, trials = 60, 8, 6, 6000
+    g = torch.Generator().manual_seed(0)
+    share = 1.0 / torch.arange(1, n + 1, dtype=torch.float64) ** 1.2  # a few popular products
+    share /= share.sum()
+    exponentials = torch.rand(n, generator=g, dtype=torch.float64) * 3.0  # exp(logit) of each product
+    estimates, popular_drawn = [], 0
+    for _ in range(trials):
+        positives = torch.multinomial(share, batch, replacement=True, generator=g)
+        columns, log_inclusion = shared_columns(n, k, positives, share if with_positives else None, g)
+        if log_inclusion is None:
+            log_inclusion = torch.full((len(columns),), math.log(k / n), dtype=torch.float64)
+        estimates.append((exponentials[columns] / log_inclusion.double().exp()).sum().item())
+        popular_drawn += bool((columns == 0).any())
+    assert np.mean(estimates) == pytest.approx(exponentials.sum().item(), rel=0.02)  # unbiased
+    if with_positives:  # the most popular product is nearly always a negative, not 1 batch in n / k
+        assert popular_drawn / trials > 0.85
+        assert (columns.unique() == columns).all() and len(columns) <= k + batch
+
+
+def test_the_first_phase_ends_after_scalar_examples(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=7)
+    free = dataclasses.replace(training, epochs=4, patience=9, scalar_examples=10**9)
+    _, report = train_tower(inter, vectors, tower, free, weights, 72.0)
+    _, capped = train_tower(inter, vectors, tower, dataclasses.replace(free, scalar_examples=1), weights, 72.0)
+    assert report.scalar_epochs > 1 and capped.scalar_epochs == 1 and capped.validated_epochs[:2] == [0, 1]

@@ -7,7 +7,8 @@ of their events, popular products more often) over 30 days. Each data set is spl
 (`appliance.evaluation.time_split`); each recipe trains on the training part and ranks the whole catalog for the
 test customers. A recipe is the shipped `[training]` config with some keys replaced: `before` is the recipe
 before issue 15 (the whole catalog as negatives, float32), `round1` its first round (batches of 128, a constant
-rate, up to 20 epochs), `after` the shipped one; `--curve` adds the shipped recipe with fewer or more epochs,
+rate, up to 20 epochs), `round2` its second (uniform shared negatives only, the first phase uncapped, every epoch
+validated), `after` the shipped one; `--curve` adds the shipped recipe with fewer or more epochs,
 fewer shared negatives or smaller batches: the trade-off of seconds against NDCG@10.
 
 Wall time is noisy on a shared machine, so the CPU time of the training process (`time.process_time`) is printed
@@ -38,6 +39,7 @@ ALL = "demo,movielens,retail,shop-100k,shop-1M"
 RECIPES: dict[str, dict[str, Any]] = {
     "before": {"negatives": "full", "precision": "float32"},  # the recipe before issue 15
     "round1": {"epochs": 20, "batch_size": 128, "learning_rate": 0.001, "schedule": "constant"},  # its first round
+    "round2": {"shared_positives": False, "scalar_examples": 10**9, "validate_every": 1},  # its second round
     "after": {},  # the shipped config.toml
 }
 CURVE: dict[str, dict[str, Any]] = {  # --curve: the shipped recipe with fewer epochs, negatives or smaller batches
@@ -55,7 +57,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", default=ALL,
                    help="comma-separated: demo, movielens, retail, shop-100k, shop-1M (default all)")
     p.add_argument("--recipes", default="before,after",
-                   help="comma-separated: before, round1, after (default before,after)")
+                   help="comma-separated: before, round1, round2, after (default before,after)")
     p.add_argument("--curve", action="store_true", help=f"also the recipes {', '.join(CURVE)}")
     p.add_argument("--skip", default="", help="comma-separated DATASET:RECIPE pairs to leave out "
                                               "(e.g. shop-1M:before, hours of full-catalog softmax)")
