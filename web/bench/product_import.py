@@ -89,6 +89,7 @@ def _stored_vectors(data_dir: Path, ids: list[str]) -> np.ndarray:
 
 def _upload(rows: list[dict[str, Any]], data_dir: Path, bulk: int) -> dict[str, Any]:
     """POST /products in bulks to a served app, then wait until every product is embedded and indexed."""
+    data_dir.mkdir()
     with Server(data_dir) as server:
         peak, t0 = server.rss_mib(), time.perf_counter()
         for start in range(0, len(rows), bulk):
