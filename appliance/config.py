@@ -190,6 +190,7 @@ def _validate(config: Config) -> None:
         "encoder.batch_size": config.encoder.batch_size,
         "encoder.background_batch": config.encoder.background_batch,
         "catalog.max_bulk": config.catalog.max_bulk,
+        "catalog.import_chunk": config.catalog.import_chunk,
         "events.max_batch": config.events.max_batch,
         "events.dedupe_window_hours": config.events.dedupe_window_hours,
         "feed.per_page": config.feed.per_page,

@@ -32,6 +32,7 @@ class EncoderConfig:
 class CatalogConfig:
     tier_thresholds: tuple[float, ...]
     max_bulk: int
+    import_chunk: int
 
 
 @dataclass(frozen=True)

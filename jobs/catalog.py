@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from appliance.text import product_text, text_hash
-from appliance.types import Product
+from appliance.types import Product, now_utc
 from jobs.indexing import CatalogIndexer
 from storage.catalog import CatalogStore, UpsertResult
+
+
+@dataclass
+class ImportedProducts:
+    products: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    embedded: int = 0  # distinct lines encoded (the others had a vector cached under their text hash)
 
 
 class CatalogService:
@@ -42,6 +52,27 @@ class CatalogService:
         if result.changed_ids:
             self.on_change(result.changed_ids)
         return result
+
+    def import_products(
+        self, chunks: Iterable[Sequence[Product]], progress: Callable[[int], None] = lambda n: None
+    ) -> ImportedProducts:
+        """A bulk import, one chunk at a time so memory holds one chunk, not the file: each chunk is stored in one
+        transaction, its new lines encoded in one call (sorted by length inside it, so batches carry little
+        padding) and its vectors added to the index; the index is saved once at the end. A run cut short keeps
+        the chunks it finished, embedded and indexed: running it again skips them as unchanged, and first embeds
+        whatever an earlier run stored without a vector."""
+        done = ImportedProducts(embedded=self.indexer.embed_pending())
+        self.indexer.sync_index()
+        for chunk in chunks:
+            result = self.upsert(chunk, now_utc(), embed_now=True)  # each chunk its own updated_at: the sync's mark
+            done.products += len(chunk)
+            done.created += result.created
+            done.updated += result.updated
+            done.unchanged += result.unchanged
+            done.embedded += result.to_embed
+            progress(len(chunk))
+        self.indexer.index.save_if_dirty()
+        return done
 
     def delete(self, product_id: int) -> None:
         self.store.delete(product_id)

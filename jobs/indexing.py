@@ -22,16 +22,17 @@ ChangedSince = Callable[[datetime | None], tuple[np.ndarray, np.ndarray, datetim
 class IndexMirror:
     """Keeps an hnswlib index in step with a DuckDB table of vectors (products or users)."""
 
-    def __init__(self, index: VectorIndex, changed_since: ChangedSince) -> None:
+    def __init__(self, index: VectorIndex, changed_since: ChangedSince, threads: int = 1) -> None:
         self.index = index
         self.changed_since = changed_since
+        self.threads = threads  # hnswlib threads for the adds of one sync
         self._lock = threading.Lock()
 
     def sync(self) -> int:
         """Add to the index every vector changed since the last sync; returns how many."""
         with self._lock:
             ids, vectors, done = self.changed_since(self.index.synced_until)
-            self.index.upsert(ids, vectors)
+            self.index.upsert(ids, vectors, self.threads)
             if done is not None:
                 self.index.synced_until = done
             return len(ids)
@@ -59,12 +60,14 @@ class IndexMirror:
 
 
 class CatalogIndexer:
-    def __init__(self, catalog: CatalogStore, encoder: Encoder, index: VectorIndex, batch: int) -> None:
+    def __init__(
+        self, catalog: CatalogStore, encoder: Encoder, index: VectorIndex, batch: int, threads: int = 1
+    ) -> None:
         self.catalog = catalog
         self.encoder = encoder
         self.index = index
         self.batch = batch
-        self.mirror = IndexMirror(index, catalog.vectors)
+        self.mirror = IndexMirror(index, catalog.vectors, threads)  # as many as encoding takes: adds follow it
 
     def embed_lines(self, lines: Sequence[tuple[str, str]]) -> int:
         """Encode (text_hash, text) pairs and cache their vectors in DuckDB."""

@@ -124,10 +124,10 @@ class VectorIndex:
             self.version += 1
 
     # -- contents ----------------------------------------------------------------------------------------
-    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add or replace vectors (N, dim) under labels ids (N,); a label that already holds the same vector is
-        left alone (re-inserting it would repair its graph links for nothing: a product edit that keeps its
-        text keeps its vector)."""
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, threads: int = 1) -> None:
+        """Add or replace vectors (N, dim) under labels ids (N,), on `threads` threads; a label that already holds
+        the same vector is left alone (re-inserting it would repair its graph links for nothing: a product edit
+        that keeps its text keeps its vector)."""
         if len(ids) == 0:
             return
         ids, vectors = self._changed(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32))
@@ -141,7 +141,8 @@ class VectorIndex:
             for label in revived:
                 self._index.unmark_deleted(label)
                 self._deleted.discard(label)
-            self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+            self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64),
+                                  num_threads=threads)
             self._dirty = True
             self.version += 1
 

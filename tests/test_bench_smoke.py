@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from appliance.encoder import Encoder
-from web.bench import add_bench_parser, encoding
+from web.bench import add_bench_parser, encoding, product_import
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -209,6 +209,22 @@ def test_encoding(encoder: Encoder, tmp_path: Path) -> None:
     assert all(b["products_per_s"] > 0 for b in data["batches"])
     _ordered(data["single_line_ms"])
     assert " | " in data["example_line"]
+
+
+def test_import_products(encoder: Encoder, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers())
+    args = parser.parse_args(["bench", "import-products", "--sizes", "60", "--sample", "20", "--http",
+                              "--out", str(tmp_path)])
+    assert product_import.run(args, encoder=encoder) == 0
+    result = json.loads((tmp_path / "import-products.json").read_text())["results"][0]
+    assert result["products"] == 60 and result["sample"] == 20
+    assert "60 new" in result["first"]["summary"] and "embedded 60 lines" in result["first"]["summary"]
+    assert "60 unchanged" in result["again"]["summary"] and "embedded 0 lines" in result["again"]["summary"]
+    assert result["cosine_to_encoder_min"] > 0.9999  # the import's vectors are the encoder's
+    assert result["first"]["peak_rss_mib"] > 100 and result["encoder_products_per_s"] > 0
+    http = result["http"]
+    assert http["products_per_s"] > 0 and http["indexed_seconds"] >= http["posted_seconds"]
 
 
 def test_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

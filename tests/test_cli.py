@@ -41,6 +41,36 @@ def test_import_products_csv_embeds_and_indexes(tmp_path, capsys) -> None:
     assert (data / "products.hnsw").exists()
 
 
+def test_import_products_in_chunks_stores_embeds_and_indexes_each(tmp_path, capsys) -> None:
+    rows = [{"product_id": f"sku-{i}", "name": f"Trail Shoe {i}", "category_path": ["Shoes"]} for i in range(5)]
+    rows.append({"product_id": "sku-5", "name": "Trail Shoe 0", "category_path": ["Shoes"]})  # sku-0's line
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "small.toml").write_text("[catalog]\nimport_chunk = 2\n")
+    data = tmp_path / "data"
+    run = ["import", "products", str(tmp_path / "p.jsonl"), "--data-dir", str(data),
+           "--config", str(tmp_path / "small.toml")]
+    assert main(run) == 0
+    assert "6 new" in (out := capsys.readouterr().out) and "embedded 5 lines" in out  # sku-5 reuses sku-0's vector
+    assert json.loads((data / "products.hnsw.json").read_text())["count"] == 6  # every chunk indexed, saved once
+    db = Database(data / "appliance.duckdb")
+    stamps = db.read("SELECT count(DISTINCT updated_at) FROM products")[0][0]
+    db.close()
+    assert stamps == 3  # one transaction per chunk of 2
+    assert main(run) == 0
+    assert "6 unchanged; embedded 0 lines" in capsys.readouterr().out
+
+
+def test_a_bad_product_in_a_later_chunk_stores_nothing(tmp_path, capsys) -> None:
+    rows = [{"product_id": f"sku-{i}", "name": f"Mug {i}"} for i in range(4)] + [{"product_id": "sku-1", "name": "Cup"}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "small.toml").write_text("[catalog]\nimport_chunk = 2\n")
+    data = tmp_path / "data"
+    assert main(["import", "products", str(tmp_path / "p.jsonl"), "--data-dir", str(data),
+                 "--config", str(tmp_path / "small.toml")]) == 2
+    assert "p.jsonl:5: product_id sku-1 appears more than once" in capsys.readouterr().err
+    assert not (data / "appliance.duckdb").exists() or _count(data, "products") == 0
+
+
 def test_import_events_csv_with_the_shops_customer_and_product_ids(tmp_path) -> None:
     (tmp_path / "p.csv").write_text(PRODUCTS_CSV)
     (tmp_path / "e.csv").write_text(EVENTS_CSV)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,22 +27,35 @@ _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no"
 
 def read_rows(path: Path, kind: type[T]) -> list[T]:
     """Every row of the file decoded as `kind`; the first bad row raises InvalidInput naming its line."""
+    rows = tqdm(_raw_rows(path), desc=f"reading {path.name}", unit=" rows", leave=False, disable=None)
+    return [row for _, row in _decoded(path, kind, rows)]
+
+
+def row_chunks(path: Path, kind: type[T], size: int) -> Iterator[list[tuple[int, T]]]:
+    """The file's rows decoded as `kind` with their line numbers, `size` at a time (only one chunk is held);
+    a bad row raises InvalidInput naming its line when its chunk is read."""
+    rows = _decoded(path, kind, _raw_rows(path))
+    while chunk := list(islice(rows, size)):
+        yield chunk
+
+
+def _raw_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file", field="file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        rows = _csv_rows(path)
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        rows = _jsonl_rows(path)
-    else:
-        raise InvalidInput(f"{path}: unknown format {suffix!r} (use .csv or .jsonl)", field="file")
-    out = []
-    for line, row in tqdm(rows, desc=f"reading {path.name}", unit=" rows", leave=False, disable=None):
+        return _csv_rows(path)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return _jsonl_rows(path)
+    raise InvalidInput(f"{path}: unknown format {suffix!r} (use .csv or .jsonl)", field="file")
+
+
+def _decoded(path: Path, kind: type[T], rows: Iterable[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, T]]:
+    for line, row in rows:
         try:
-            out.append(msgspec.convert(row, kind, strict=False))
+            yield line, msgspec.convert(row, kind, strict=False)
         except msgspec.ValidationError as exc:
             raise InvalidInput(f"{path}:{line}: {exc}", field=f"line {line}") from None
-    return out
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -1,5 +1,5 @@
-"""`appliance bench NAME`: the benchmarks (feed, serve, ann, ingest, import, memory, encoding, impressions, access,
-widgets, quality, prior, window, train).
+"""`appliance bench NAME`: the benchmarks (feed, serve, ann, ingest, import, import-products, memory, encoding,
+impressions, access, widgets, quality, prior, window, train).
 
 Each prints a table and writes `bench/results/NAME.json` (or `--out DIR`) with the machine's facts and the
 command. Synthetic shops are built into `--work-dir` (kept and reused) or a temp dir. Only 127.0.0.1.
@@ -23,6 +23,7 @@ def add_bench_parser(subparsers: Any) -> None:
         ingest,
         memory,
         prior,
+        product_import,
         serve,
         train,
         widgets,
@@ -36,8 +37,8 @@ def add_bench_parser(subparsers: Any) -> None:
     common.add_argument("--work-dir", help="folder for generated shops, kept and reused (default: a temp dir)")
     bench = subparsers.add_parser("bench", help="run a benchmark")
     which = bench.add_subparsers(required=True, metavar="NAME")
-    for module in (feed, serve, ann, ingest, imports, memory, encoding, impressions, access, widgets, prior, window,
-                   train):
+    for module in (feed, serve, ann, ingest, imports, product_import, memory, encoding, impressions, access, widgets,
+                   prior, window, train):
         module.add_parser(which, common)
     add_quality_parser(which, common)
     for name, parser in which.choices.items():

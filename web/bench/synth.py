@@ -67,7 +67,7 @@ def members(
     return unit(centre_vectors[labels] + jitter)
 
 
-def _products(rng: np.random.Generator, ids: np.ndarray, clusters: np.ndarray, now: datetime) -> list[Product]:
+def catalog_products(rng: np.random.Generator, ids: np.ndarray, clusters: np.ndarray, now: datetime) -> list[Product]:
     leaves = subcategories()
     colors = ("Black", "White", "Grey", "Navy", "Blue", "Red", "Green", "Beige", "Brown", "Pink", "Yellow", "Silver")
     new = rng.random(len(ids)) < 0.06
@@ -109,7 +109,7 @@ def build_shop(root: Path, shop: Shop, log: Any = print) -> Path:
             ids = np.arange(start + 1, min(start + CHUNK, shop.products) + 1, dtype=np.int64)
             _map(shop_ids.products, ids)
             clusters = rng.integers(0, n_clusters, len(ids))
-            products = _products(rng, ids, clusters, now)
+            products = catalog_products(rng, ids, clusters, now)
             texts = [product_text(p, thresholds) for p in products]
             hashes = [text_hash(model, t) for t in texts]
             store.upsert(products, texts, hashes, now - timedelta(seconds=1))
