@@ -248,7 +248,8 @@ def _validate(config: Config) -> None:
             raise InvalidInput(f"config {key} must be positive, got {value}", field=key)
     for key, value in (("realtime.history_window_hours", config.realtime.history_window_hours),
                        ("jobs.retention_days", config.jobs.retention_days),
-                       ("feed.page_cache", config.feed.page_cache)):
+                       ("feed.page_cache", config.feed.page_cache),
+                       ("training.min_network_steps", config.training.min_network_steps)):
         if value < 0:
             raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)
     shares = (config.feed.personal_share, config.feed.new_share)

@@ -158,6 +158,7 @@ class _Run:
         self.best, self.best_state, self.attention, self.batch = -1.0, None, True, config.batch_size
         self.positive_share = torch.bincount(target, minlength=len(vectors)).double() / len(target)  # (N,)
         self.ramp, self.step = (0, 0), 0  # the learning rate schedule (warm-up steps, cosine steps), step of the phase
+        self.rate = 1.0  # the phase's learning rates scaled by (a small shop's smaller batches)
 
     def keep(self, score: float, epoch: int) -> None:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
@@ -170,20 +171,21 @@ class _Run:
         `batch_size`, after a one-epoch warm-up of the learning rate, validated every `validate_every` epochs
         and after its last."""
         config, warmup, self.attention = self.config, network, network
-        self.batch = config.batch_size if network else config.scalar_batch_size
         size = min(len(self.target), config.epoch_examples)
+        plan = network_plan(size, config) if network else (config.scalar_batch_size, config.epochs, 1.0)
+        self.batch, epochs, self.rate = plan
         steps = math.ceil(size / self.batch)
-        self.ramp = (steps if warmup else 0, steps * config.epochs if warmup and config.schedule == "cosine" else 0)
+        self.ramp = (steps if warmup else 0, steps * epochs if warmup and config.schedule == "cosine" else 0)
         self.step = 0  # of this phase: the learning rate's schedule
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)  # every phase starts from the best so far
         self.average = copy.deepcopy(self.model.state_dict())
         every = config.validate_every if network else 1
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, epochs + 1):
             self.report.epochs += 1
             loss = self._epoch(optimizer, steps)
             self.report.losses.append(loss)
-            score = self._validate() if epoch % every == 0 or epoch == config.epochs else None
+            score = self._validate() if epoch % every == 0 or epoch == epochs else None
             if self.progress:
                 self.progress({"epoch": self.report.epochs, "loss": loss, "validation_ndcg": score, "done": True})
             if not len(self.val.target):
@@ -234,7 +236,7 @@ class _Run:
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step(learning_rate_factor(self.step, *self.ramp))
+            optimizer.step(self.rate * learning_rate_factor(self.step, *self.ramp))
             self.step += 1
             with torch.no_grad():
                 for name, value in model.state_dict().items():
@@ -279,6 +281,21 @@ def shared_columns(
     return columns, torch.log1p(-missed).float()
 
 
+def network_plan(size: int, config: TrainingConfig) -> tuple[int, int, float]:
+    """The network phase's batch, epochs and learning-rate scale for `size` examples an epoch. A shop with few
+    examples (the demo: 6,243) gets ~12 steps an epoch at `batch_size`, too few for the network to pass the first
+    phase: below `min_network_steps` in all, batches shrink (not under `scalar_batch_size`) with the rates scaled
+    linearly by the batch (Goyal et al. 2017), then epochs are added until the steps are reached, up to
+    `MAX_EPOCH_GROWTH` times `epochs` (a handful of examples must not train for a thousand epochs)."""
+    want = config.min_network_steps
+    if want <= 0 or config.epochs <= 0 or math.ceil(size / config.batch_size) * config.epochs >= want:
+        return config.batch_size, config.epochs, 1.0
+    per_epoch = math.ceil(want / config.epochs)
+    batch = min(config.batch_size, max(config.scalar_batch_size, size // per_epoch))
+    epochs = min(MAX_EPOCH_GROWTH * config.epochs, max(config.epochs, math.ceil(want / math.ceil(size / batch))))
+    return batch, epochs, batch / config.batch_size
+
+
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
     """The learning rate's multiplier at `step`: linear from 1 / warmup to 1 over `warmup` steps, then constant
     (total 0) or a cosine down to 0 at step `total`."""
@@ -290,6 +307,7 @@ def learning_rate_factor(step: int, warmup: int, total: int) -> float:
 
 
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
+MAX_EPOCH_GROWTH = 3  # a small shop's network phase runs at most 3 x `epochs` (see network_plan)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
 
 

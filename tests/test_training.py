@@ -36,7 +36,8 @@ def small_shop(seed=0, n_items=120, n_customers=40, dim=384):
 @pytest.fixture(scope="module")
 def config():
     cfg = load_config()
-    training = dataclasses.replace(cfg.training, epochs=2, batch_size=64, scalar_batch_size=64)
+    # min_network_steps 0: these tests pin the recipe's epochs and steps (the small-shop plan: test_training_speed)
+    training = dataclasses.replace(cfg.training, epochs=2, batch_size=64, scalar_batch_size=64, min_network_steps=0)
     return cfg.tower, training, cfg.events.weights
 
 

@@ -12,14 +12,16 @@ import torch.nn.functional as F
 from appliance.config import load_config
 from appliance.examples import MomentPrior, PopularityPrior, batch_inputs, make_examples
 from appliance.tower import UserTower
-from appliance.training import contrastive_loss, learning_rate_factor, shared_columns, train_tower
+from appliance.training import contrastive_loss, learning_rate_factor, network_plan, shared_columns, train_tower
 from tests.test_training import small_shop
 
 
 @pytest.fixture(scope="module")
 def config():
     cfg = load_config()
-    return cfg.tower, dataclasses.replace(cfg.training, epochs=2, batch_size=64), cfg.events.weights
+    # the recipe as configured (min_network_steps 0: no small-shop plan, tested on its own below)
+    training = dataclasses.replace(cfg.training, epochs=2, batch_size=64, min_network_steps=0)
+    return cfg.tower, training, cfg.events.weights
 
 
 def _loss_inputs(seed=0, B=6, N=40, D=8, T=3):
@@ -172,3 +174,13 @@ def test_the_first_phase_ends_after_scalar_examples(config):
     _, report = train_tower(inter, vectors, tower, free, weights, 72.0)
     _, capped = train_tower(inter, vectors, tower, dataclasses.replace(free, scalar_examples=1), weights, 72.0)
     assert report.scalar_epochs > 1 and capped.scalar_epochs == 1 and capped.validated_epochs[:2] == [0, 1]
+
+
+def test_a_small_shop_gets_smaller_batches_and_more_epochs_a_large_one_the_configured_recipe():
+    shipped = load_config().training  # batch 512, scalar batch 128, 8 epochs, at least 1,000 network steps
+    assert network_plan(66_886, shipped) == (512, 8, 1.0)  # shop-100k: 131 steps an epoch, 1,048 in all
+    batch, epochs, rate = network_plan(6_243, shipped)  # the demo: 13 steps an epoch at 512
+    assert batch == 128 and rate == 128 / 512  # not under the first phase's batch; rates scaled with it
+    assert epochs == 21 and epochs * math.ceil(6_243 / batch) >= shipped.min_network_steps
+    assert network_plan(20, shipped) == (128, 24, 0.25)  # a handful of examples: at most 3 x the epochs
+    assert network_plan(6_243, dataclasses.replace(shipped, min_network_steps=0)) == (512, 8, 1.0)  # off
