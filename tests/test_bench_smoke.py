@@ -229,6 +229,7 @@ def test_import_products(encoder: Encoder, tmp_path: Path) -> None:
 
 def test_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APPLIANCE_TRAINING__EPOCHS", "1")
+    monkeypatch.setenv("APPLIANCE_TRAINING__MIN_NETWORK_STEPS", "0")  # one epoch a phase: the small-shop plan off
     parser = argparse.ArgumentParser()
     add_bench_parser(parser.add_subparsers())
     args = parser.parse_args(["bench", "train", "--datasets", "shop-3k", "--shop-products", "300", "--recipes",

@@ -98,7 +98,8 @@ def test_retrain_promotes_a_better_model_and_a_worse_one_leaves_serving_untouche
     assert services.serving.get().model is not None and services.models.serving_version() == version
     shopper = services.ids.customers.key("1001")
     assert services.users.get(shopper).model_version == version  # active shoppers recomputed with the new model
-    weak = replace(services.config, training=replace(services.config.training, max_examples=1, epochs=1))
+    weak = replace(services.config, training=replace(services.config.training, max_examples=1, epochs=1,
+                                                     min_network_steps=0))  # starved: no small-shop plan
     second = retrain(weak)
     assert "rejected" in second, second
     assert services.models.serving_version() == version and services.serving.get().version == version

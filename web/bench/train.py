@@ -38,8 +38,10 @@ from web.bench.synth import EVENT_SHARES, centres, members
 ALL = "demo,movielens,retail,shop-100k,shop-1M"
 RECIPES: dict[str, dict[str, Any]] = {
     "before": {"negatives": "full", "precision": "float32"},  # the recipe before issue 15
-    "round1": {"epochs": 20, "batch_size": 128, "learning_rate": 0.001, "schedule": "constant"},  # its first round
-    "round2": {"shared_positives": False, "scalar_examples": 10**9, "validate_every": 1},  # its second round
+    "round1": {"epochs": 20, "batch_size": 128, "learning_rate": 0.001, "schedule": "constant",
+               "min_network_steps": 0},  # its first round
+    "round2": {"shared_positives": False, "scalar_examples": 10**9, "validate_every": 1,
+               "min_network_steps": 0},  # its second round
     "after": {},  # the shipped config.toml
 }
 CURVE: dict[str, dict[str, Any]] = {  # --curve: the shipped recipe with fewer epochs, negatives or smaller batches
