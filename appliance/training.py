@@ -283,7 +283,7 @@ def shared_columns(
 
 def network_plan(size: int, config: TrainingConfig) -> tuple[int, int, float]:
     """The network phase's batch, epochs and learning-rate scale for `size` examples an epoch. A shop with few
-    examples (the demo: 6,243) gets ~12 steps an epoch at `batch_size`, too few for the network to pass the first
+    examples (the demo: 6,243) gets 13 steps an epoch at `batch_size`, too few for the network to pass the first
     phase: below `min_network_steps` in all, batches shrink (not under `scalar_batch_size`) with the rates scaled
     linearly by the batch (Goyal et al. 2017), then epochs are added until the steps are reached, up to
     `MAX_EPOCH_GROWTH` times `epochs` (a handful of examples must not train for a thousand epochs)."""
