@@ -217,7 +217,7 @@ class Recommender:
             if personal.vector is not None and not self.knows(personal):
                 self.nearest_rows(personal, view, self.settings.personal_first_depth)
 
-    def _compiled(self, view: CatalogView) -> Merch:
+    def compiled(self, view: CatalogView) -> Merch:
         """The rules active now, compiled over the view; recompiled only when the rule set, the active subset
         or the catalog changes."""
         rules = self._rules()
@@ -312,7 +312,7 @@ class Recommender:
 
     def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> _Snapshot:
         ranking = self._ranked()
-        merch = self._compiled(view)
+        merch = self.compiled(view)
         sources = self._sources_of(ranking, merch)
         purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else None
         shallow = None
@@ -327,7 +327,7 @@ class Recommender:
         snapshot expired or is no longer what a new feed is computed from (another popularity ranking or rule set)."""
         with self._lock:
             snap = self._snapshots.get(feed_id)
-        if snap is None or snap.ranking is not self._ranked() or snap.sources.merch is not self._compiled(self.view()):
+        if snap is None or snap.ranking is not self._ranked() or snap.sources.merch is not self.compiled(self.view()):
             return None
         return self._keep(secrets.token_urlsafe(9), replace(snap, created=time.monotonic()))
 

@@ -17,10 +17,8 @@ from datetime import datetime
 from appliance.config import Config
 from appliance.errors import InvalidInput
 from appliance.finish import Finish, finish
-from appliance.merch import compile_rules
 from appliance.pipeline import FeedPage, FeedQuery
 from appliance.recommender import Personal, Recommender
-from appliance.rules import Rule
 from appliance.types import Pick
 from jobs.feed import Feeds
 from storage.elastic import search_feed_page
@@ -38,7 +36,6 @@ class ElasticFeed:
     ids: ShopIds
     feeds: Feeds
     recommender: Recommender
-    rules: Callable[[], tuple[Rule, ...]]
     clock: Callable[[], datetime]
 
     def page(self, query: FeedQuery, customer: int | None, method: str) -> FeedPage:
@@ -52,8 +49,9 @@ class ElasticFeed:
         purchased = who.purchased if self.config.feed.exclude_purchased else frozenset()
         view = self.recommender.view()
         now = self.clock()
-        active = tuple(r for r in self.rules() if r.active(now))
-        hidden = view.ids_all[compile_rules(view, active).hidden].tolist()
+        merch = self.recommender.compiled(view)  # the rules active now, compiled once per catalog and rule set
+        active = merch.rules
+        hidden = view.ids_all[merch.hidden].tolist()
         # the documents are keyed by the shop's ids: so are the excluded ones and the hits
         excluded = frozenset(self._exts(query.exclude | purchased | set(hidden)))
         start, end = query.span

@@ -72,7 +72,7 @@ class CustomerController(Controller):
         key = services.ids.customers.key(customer_id)  # a shopper never seen gets the non-personal feed
         if backend == "elasticsearch":
             elastic = ElasticFeed(services.config, services.elastic, services.ids, feeds, services.recommender,
-                                  services.widgets.rules.all, now_utc)
+                                  now_utc)
             result = await anyio.to_thread.run_sync(elastic.page, query, key, method)
         elif feeds.in_memory(key, query):  # ~0.1 ms of numpy and dicts: cheaper than a thread hop
             result = feeds.page(key, query)
