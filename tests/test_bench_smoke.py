@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -39,6 +43,17 @@ ACCESS = ["--products", "500", "--customers", "50", "--events", "1000", "--concu
           "--warmup", "5", "--slices", "1", "--keys", "3"]
 
 
+def _launch(cmd: list[str], log: IO[str]) -> subprocess.Popen:
+    """A bench in its own process group: the servers it starts go with it when it is killed."""
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    with suppress(ProcessLookupError):  # the group ended meanwhile
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[subprocess.Popen, Path]]]:
     root = tmp_path_factory.mktemp("bench")
@@ -48,12 +63,11 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
         cmd = [sys.executable, "-m", "web.cli", "bench", name, *extra, "--out", str(out),
                "--work-dir", str(root / "work" / name)]
         log = (root / f"{name}.log").open("w")
-        procs[name] = (subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), out)
+        procs[name] = (_launch(cmd, log), out)
     yield procs
     for proc, _ in procs.values():
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+            _kill(proc)
 
 
 def _result(launched: dict, name: str) -> dict:
@@ -61,7 +75,7 @@ def _result(launched: dict, name: str) -> dict:
     try:
         code = proc.wait(timeout=300)  # several benchmarks at once on a shared machine
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _kill(proc)
         raise
     log = (out.parent / f"{name}.log").read_text()
     assert code == 0, log[-3000:]
@@ -187,7 +201,7 @@ def test_access(launched: dict, tmp_path: Path) -> None:
     log = (tmp_path / "access.log").open("w")
     cmd = [sys.executable, "-m", "web.cli", "bench", "access", *ACCESS, "--out", str(tmp_path / "access"),
            "--work-dir", str(tmp_path / "work")]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = _launch(cmd, log)
     data = _result({"access": (proc, tmp_path / "access")}, "access")
     assert [r["mode"] for r in data["runs"]] == ["loopback", "keyed"] and data["keys_per_scope"] == 3
     for run in data["runs"]:
