@@ -138,11 +138,11 @@ def choose_cold_share(
     (share, overall validation NDCG@10, NDCG@10 of the examples whose positive was cold) of every share tried,
     the chosen one first. Training calls it last, for the tower it keeps (its report keeps these rows)."""
     rows = np.zeros((len(shares), len(val.target)))
-    for sl, ex, scores, _, relevant in scored_validation(model, val, interactions, item_vectors, prior, chunk=chunk):
+    for sl, ex, scores, cosines, relevant in scored_validation(model, val, interactions, item_vectors, prior,
+                                                               chunk=chunk):
         cold = _cold_products(ex, interactions, prior)
-        text = (model(*batch_inputs(ex, interactions, item_vectors), attention=False) @ item_vectors.T).numpy()
         for g, share in enumerate(shares):
-            rows[g, sl] = ndcg_at_10(cold_slotted(scores, text, cold, share, SLOT_DEPTH), relevant)
+            rows[g, sl] = ndcg_at_10(cold_slotted(scores, cosines, cold, share, SLOT_DEPTH), relevant)
     cold = _cold_positives(val, prior)
     chosen = _by_rule(rows, cold, [(-share,) for share in shares])
     model.cold_share.fill_(shares[chosen])

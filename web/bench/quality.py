@@ -67,8 +67,9 @@ def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None =
     p.add_argument("--sasrec-loss", default="ce,bce", help="SASRec variants to train: ce (full softmax), bce (paper)")
     p.add_argument("--cold-shares", default="", help="comma-separated cold shares (ranking.cold_slots) the trained "
                    "tower is also ranked with, as ablation rows (its own, chosen on validation, is the tower row)")
-    p.add_argument("--cold-by-tower", action="store_true", help="also rank the cold slots of every --cold-shares "
-                   "share (and the tower's own) by the trained tower's cosine instead of its text side (ablation rows)")
+    p.add_argument("--cold-by-text", action="store_true", help="also rank the cold slots of every --cold-shares "
+                   "share (and the tower's own) by the tower's text side (its residual mean) instead of its cosine "
+                   "(ablation rows)")
     p.add_argument("--item-side", action="store_true", help="also rank the tower against product vectors with a "
                    "learned per-product correction (appliance.item_side; an ablation row)")
     p.add_argument("--pair-with", default="", help="comma-separated quality JSONs of earlier runs on the same split: "
@@ -159,9 +160,9 @@ def run(args: argparse.Namespace) -> int:
         for share in sorted(shares - {float(model.cold_share)}):
             name = "tower_no_slots" if share == 0.0 else f"tower_cold_share_{share:g}"
             scorers.append(TowerScorer(model, split.train, vectors, popularity, name, share, max(config.evaluation.ks)))
-        for share in sorted((shares | {float(model.cold_share)}) - {0.0}) if args.cold_by_tower else ():
-            scorers.append(TowerScorer(model, split.train, vectors, popularity, f"tower_cold_share_{share:g}_by_tower",
-                                       share, max(config.evaluation.ks), cold_by_text=False))
+        for share in sorted((shares | {float(model.cold_share)}) - {0.0}) if args.cold_by_text else ():
+            scorers.append(TowerScorer(model, split.train, vectors, popularity, f"tower_cold_share_{share:g}_by_text",
+                                       share, max(config.evaluation.ks), cold_by_text=True))
     if not args.no_als:
         t0 = time.perf_counter()
         params, tried = tune_als(split, n_items, weights, config.training.seed, config.evaluation)
