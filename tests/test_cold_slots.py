@@ -47,6 +47,10 @@ def test_cold_slots_give_the_share_of_places_at_fixed_slots_each_product_once():
     assert cold_slots(order, cold[:0], 0.3, 12).tolist() == order[:12].tolist()
     assert len(np.flatnonzero(cold_slots(order, cold, 0.2, 40) >= 100)) == 4  # more share: all four, sooner
     assert np.flatnonzero(cold_slots(order, cold, 0.2, 40) >= 100)[0] < places[0]
+    for share in (0.1, 0.15):  # the share as the checkpoint's float32 buffer holds it: the same slots
+        stored = float(torch.tensor(share))
+        assert stored != share and cold_slots(order, cold, stored, 40).tolist() == cold_slots(order, cold, share,
+                                                                                              40).tolist()
 
 
 @pytest.mark.parametrize("share", [0.05, 0.1, 0.2, 0.3, 0.5])
