@@ -128,7 +128,7 @@ def user_vectors(
 ) -> np.ndarray:
     """Numpy in, numpy out: (B, T, D), (B, T), (B, T), (B, T) -> (B, D) float32 unit vectors (eval mode).
     `attention=False`: the tower's residual mean alone (its text side: the mean of the history's product vectors
-    with its learned recency and kind weights), what the cold slots rank products without events by."""
+    with its learned recency and kind weights), what `bench quality --cold-by-text` ranks the cold slots by."""
     was_training = model.training
     model.eval()
     out = []
