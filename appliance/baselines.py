@@ -206,18 +206,20 @@ class TowerScorer:
     popularity prior over `popularity`: (N,) the training period's at its end (as the feed would have it then),
     or a scorer of popularity as of each customer's moment (`RecentPopularityScorer`: as the feed had it then);
     then products without events at the tower's `cold_share` of the first `depth` places (`ranking.cold_slots`,
-    as the feed serves them; `cold_share` 0 ranks by the score alone). `targets` (N, D): the product vectors
+    as the feed serves them, best first by the tower's cosine, or with `cold_by_text` by its text side: the
+    residual mean's; `cold_share` 0 ranks by the score alone). `targets` (N, D): the product vectors
     retrieved against, when they differ from the history's text vectors (`appliance.item_side`)."""
 
     def __init__(
         self, model: UserTower, train: Interactions, item_vectors: np.ndarray,
         popularity: np.ndarray | RecentPopularityScorer, name: str = "tower", cold_share: float | None = None,
-        depth: int = 100, targets: np.ndarray | None = None,
+        depth: int = 100, targets: np.ndarray | None = None, cold_by_text: bool = False,
     ) -> None:
         self.model, self.train, self.item_vectors, self.name = model, train, item_vectors, name
         self.popularity, self.depth = popularity, depth
         self.targets = item_vectors if targets is None else targets  # the vectors retrieved against
         self.cold_share = float(model.cold_share) if cold_share is None else cold_share
+        self.cold_by_text = cold_by_text  # True (an ablation): the slots ranked by the tower's text side
 
     def scores(self, customers: np.ndarray, at: np.ndarray) -> np.ndarray:
         length = self.model.config.history
@@ -229,7 +231,9 @@ class TowerScorer:
             return cosines + prior
         scores = np.where(seen_matrix(self.train, customers, len(self.item_vectors), before=at), -np.inf,
                           cosines + prior)  # the feed filters the shopper's products before it interleaves
-        return cold_slotted(scores, cosines, self._cold(at), self.cold_share, self.depth)
+        text = (user_vectors(self.model, vectors, kinds, ages, mask, attention=False) @ self.targets.T
+                if self.cold_by_text else cosines)  # (C, N)
+        return cold_slotted(scores, text, self._cold(at), self.cold_share, self.depth)
 
     def _cold(self, at: np.ndarray) -> np.ndarray:
         """(C or 1, N) bool: products without any event before each moment (at the end of training)."""

@@ -101,6 +101,7 @@ def cold_slots(order: np.ndarray, cold_order: np.ndarray, share: float, limit: i
     The prior that serves the shoppers whose next product is a known one pushes every unknown one down; a share
     of their own gives the few whose next product is new a place in the list at a bounded cost to the others.
     The feed's personal source and the evaluation's tower row both order with this function."""
+    share = round(share, 6)  # the checkpoint's float32 share (0.1 -> 0.10000000149) must not move the slots
     if share <= 0.0 or not len(cold_order):
         return order[:limit]
     none = np.zeros(max(len(order), len(cold_order)))

@@ -124,9 +124,11 @@ def pad_histories(
 @torch.no_grad()
 def user_vectors(
     model: UserTower, vectors: np.ndarray, kinds: np.ndarray, age_hours: np.ndarray, mask: np.ndarray,
-    batch_size: int = 512,
+    batch_size: int = 512, attention: bool = True,
 ) -> np.ndarray:
-    """Numpy in, numpy out: (B, T, D), (B, T), (B, T), (B, T) -> (B, D) float32 unit vectors (eval mode)."""
+    """Numpy in, numpy out: (B, T, D), (B, T), (B, T), (B, T) -> (B, D) float32 unit vectors (eval mode).
+    `attention=False`: the tower's residual mean alone (its text side: the mean of the history's product vectors
+    with its learned recency and kind weights), what `bench quality --cold-by-text` ranks the cold slots by."""
     was_training = model.training
     model.eval()
     out = []
@@ -137,6 +139,7 @@ def user_vectors(
             torch.as_tensor(kinds[sl], dtype=torch.long),
             torch.as_tensor(age_hours[sl], dtype=torch.float32),
             torch.as_tensor(mask[sl], dtype=torch.bool),
+            attention=attention,
         ).numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.dim), dtype=np.float32)

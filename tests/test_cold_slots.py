@@ -4,6 +4,7 @@ tower row and in the feed's personal source, the share chosen on validation and 
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import timedelta
 
 import numpy as np
@@ -13,10 +14,11 @@ import torch
 from appliance.baselines import TowerScorer, prior_popularity
 from appliance.config import load_config
 from appliance.evaluation import cold_items, evaluate, time_split
+from appliance.interactions import history_inputs
 from appliance.pipeline import FeedQuery
 from appliance.ranking import ServingPrior, Source, cold_slots, cold_slotted, interleave
 from appliance.recommender import FeedSettings, Personal, Recommender
-from appliance.tower import UserTower
+from appliance.tower import UserTower, user_vectors
 from appliance.training import train_tower
 from appliance.types import Event, now_utc
 from jobs import upkeep
@@ -45,6 +47,10 @@ def test_cold_slots_give_the_share_of_places_at_fixed_slots_each_product_once():
     assert cold_slots(order, cold[:0], 0.3, 12).tolist() == order[:12].tolist()
     assert len(np.flatnonzero(cold_slots(order, cold, 0.2, 40) >= 100)) == 4  # more share: all four, sooner
     assert np.flatnonzero(cold_slots(order, cold, 0.2, 40) >= 100)[0] < places[0]
+    for share in (0.1, 0.15):  # the share as the checkpoint's float32 buffer holds it: the same slots
+        stored = float(torch.tensor(share))
+        assert stored != share and cold_slots(order, cold, stored, 40).tolist() == cold_slots(order, cold, share,
+                                                                                              40).tolist()
 
 
 @pytest.mark.parametrize("share", [0.05, 0.1, 0.2, 0.3, 0.5])
@@ -75,6 +81,39 @@ def test_cold_slotted_orders_whole_rows_like_cold_slots_and_leaves_the_rest_belo
         assert out[r, rest].max() < out[r, expected].min()
     assert out[0, 3] == -np.inf
     assert cold_slotted(scores, cosines, cold, 0.0, 20) is scores
+
+
+def test_the_ablation_ranks_the_slots_by_the_towers_text_side_and_the_tower_row_by_its_cosine():
+    inter, vectors = launch_shop(dim=32)
+    split = time_split(inter, 1)
+    model = UserTower(dataclasses.replace(CFG.tower, width=32, heads=2), vectors.shape[1]).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # an attention branch that has learned something: the tower leaves its text side
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        model.cold_share.fill_(0.3)
+        model.popularity_weight.fill_(100.0)  # every product with an event above every one without
+    popularity = prior_popularity(split.train, len(vectors), WEIGHTS, "end", math.inf)
+    customers, at = np.unique(split.test.customer), np.full(len(np.unique(split.test.customer)), split.train.ts.max())
+    cold = np.flatnonzero(popularity <= 0)
+    assert len(cold) > 5
+    by_text = TowerScorer(model, split.train, vectors, popularity, "text", cold_by_text=True).scores(customers, at)
+    by_tower = TowerScorer(model, split.train, vectors, popularity).scores(customers, at)
+    length = model.config.history
+    arrays = history_inputs(split.train, vectors, customers, at, length)
+    sides = {"text": user_vectors(model, *arrays, attention=False) @ vectors.T,
+             "tower": user_vectors(model, *arrays) @ vectors.T}
+    differ = 0
+    for scores, side in ((by_text, sides["text"]), (by_tower, sides["tower"])):
+        for r in range(len(customers)):
+            top = np.argsort(-scores[r], kind="stable")[:30]
+            placed = top[np.isin(top, cold)]  # the cold products: at the slots only, in their order
+            assert len(placed) >= 5
+            unseen = cold[np.isfinite(scores[r, cold])]
+            assert placed.tolist() == unseen[np.argsort(-side[r, unseen], kind="stable")][:len(placed)].tolist()
+    for r in range(len(customers)):
+        differ += np.argsort(-by_text[r])[:30].tolist() != np.argsort(-by_tower[r])[:30].tolist()
+    assert differ > 0
 
 
 def test_training_chooses_a_cold_share_where_new_products_are_the_next_ones_and_evaluation_ranks_with_it(tmp_path):

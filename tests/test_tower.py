@@ -8,6 +8,7 @@ import torch
 
 from appliance.config import load_config
 from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
+from appliance.types import EVENT_NAMES
 
 torch.set_num_threads(2)
 D = 384
@@ -72,6 +73,15 @@ def test_untrained_tower_is_the_recency_weighted_mean(tower_config):
     ones = {name: 1.0 for name in load_config().events.weights}
     expected = mean_vector(*batch, ones, tower_config.recency_half_life_hours)
     np.testing.assert_allclose(user_vectors(model, *batch), expected, atol=1e-4)
+
+
+def test_the_text_side_is_the_residual_mean_with_the_learned_scalars_whatever_the_attention_learned(tower_config):
+    model = trained_a_little(tower_config)  # attention branch and recency/kind scalars all moved
+    batch = random_batch(6)
+    weights = dict(zip(EVENT_NAMES, model.kind_bias.exp().tolist(), strict=True))
+    expected = mean_vector(*batch, weights, model.log_half_life.exp().item())
+    np.testing.assert_allclose(user_vectors(model, *batch, attention=False), expected, atol=1e-4)
+    assert np.abs(user_vectors(model, *batch) - expected).max() > 1e-2  # the full tower is not the text side
 
 
 def test_recency_decay_is_learnable_and_newer_weigh_more(tower_config):

@@ -67,6 +67,9 @@ def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None =
     p.add_argument("--sasrec-loss", default="ce,bce", help="SASRec variants to train: ce (full softmax), bce (paper)")
     p.add_argument("--cold-shares", default="", help="comma-separated cold shares (ranking.cold_slots) the trained "
                    "tower is also ranked with, as ablation rows (its own, chosen on validation, is the tower row)")
+    p.add_argument("--cold-by-text", action="store_true", help="also rank the cold slots of every --cold-shares "
+                   "share (and the tower's own) by the tower's text side (its residual mean) instead of its cosine "
+                   "(ablation rows)")
     p.add_argument("--item-side", action="store_true", help="also rank the tower against product vectors with a "
                    "learned per-product correction (appliance.item_side; an ablation row)")
     p.add_argument("--pair-with", default="", help="comma-separated quality JSONs of earlier runs on the same split: "
@@ -145,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
                                       training.prior_half_life_hours)
         scorers.append(TowerScorer(model, split.train, vectors, popularity, depth=max(config.evaluation.ks)))
         shares = {float(x) for x in filter(None, args.cold_shares.split(","))}
-        if float(model.cold_share) > 0.0:  # the ablation: the same tower ranked by its score alone
+        own = round(float(model.cold_share), 6)  # the checkpoint's float32, as cold_slots reads it
+        if own > 0.0:  # the ablation: the same tower ranked by its score alone
             shares.add(0.0)
         if args.item_side:
             t0 = time.perf_counter()
@@ -154,9 +158,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"item side: validation NDCG@10 per epoch {[round(v, 4) for v in history]}")
             scorers.append(TowerScorer(model, split.train, vectors, popularity, "tower_item_side",
                                        depth=max(config.evaluation.ks), targets=adapted))
-        for share in sorted(shares - {float(model.cold_share)}):
+        for share in sorted(shares - {own}):
             name = "tower_no_slots" if share == 0.0 else f"tower_cold_share_{share:g}"
             scorers.append(TowerScorer(model, split.train, vectors, popularity, name, share, max(config.evaluation.ks)))
+        for share in sorted((shares | {own}) - {0.0}) if args.cold_by_text else ():
+            scorers.append(TowerScorer(model, split.train, vectors, popularity, f"tower_cold_share_{share:g}_by_text",
+                                       share, max(config.evaluation.ks), cold_by_text=True))
     if not args.no_als:
         t0 = time.perf_counter()
         params, tried = tune_als(split, n_items, weights, config.training.seed, config.evaluation)
