@@ -156,7 +156,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
 
         def users_changed(keys: Sequence[int]) -> None:
             elastic.mark_users(exts(ids.customers, keys))
-            feeds.prepare(keys)
+            feeds.prepare(keys, asked_only=True)
 
         updater = UserVectorUpdater(
             events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,
