@@ -16,7 +16,7 @@ from appliance.config_sections import IndexConfig
 from storage.hnsw_file import DamagedIndex, check_structure, digest
 
 SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
-LOOKUP_CHUNK = 64  # vectors per get_items call in lookup: ~0.6 ms of GIL each
+LOOKUP_CHUNK = 64  # vectors per get_items call in lookup: < 1 ms of GIL each
 
 
 class VectorIndex:
@@ -192,8 +192,8 @@ class VectorIndex:
 
     def lookup(self, ids: np.ndarray) -> dict[int, np.ndarray]:
         """Stored vectors of those `ids` the index holds (the others are left out). Asked for in chunks of
-        LOOKUP_CHUNK: hnswlib's get_items holds the GIL ~10 us per vector (it builds Python floats), so the
-        consumer's 2,000 history products in one call stopped the event loop for ~20 ms."""
+        LOOKUP_CHUNK: hnswlib's get_items holds the GIL while it builds Python floats, and the consumer's 2,000
+        history products in one call held it 38-45 ms at 100k products (32 calls: 18 ms in all, < 1 ms each)."""
         out: dict[int, np.ndarray] = {}
         with self._lock:
             wanted = [int(i) for i in ids if int(i) not in self._deleted]
