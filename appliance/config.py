@@ -249,6 +249,7 @@ def _validate(config: Config) -> None:
     for key, value in (("realtime.history_window_hours", config.realtime.history_window_hours),
                        ("jobs.retention_days", config.jobs.retention_days),
                        ("feed.page_cache", config.feed.page_cache),
+                       ("feed.prepare_window_seconds", config.feed.prepare_window_seconds),
                        ("training.min_network_steps", config.training.min_network_steps)):
         if value < 0:
             raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)

@@ -16,6 +16,7 @@ from appliance.config_sections import IndexConfig
 from storage.hnsw_file import DamagedIndex, check_structure, digest
 
 SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
+LOOKUP_CHUNK = 64  # vectors per get_items call in lookup: < 1 ms of GIL each
 
 
 class VectorIndex:
@@ -190,16 +191,22 @@ class VectorIndex:
             return np.asarray(self._index.get_items(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
 
     def lookup(self, ids: np.ndarray) -> dict[int, np.ndarray]:
-        """Stored vectors of those `ids` the index holds (the others are left out)."""
+        """Stored vectors of those `ids` the index holds (the others are left out). Asked for in chunks of
+        LOOKUP_CHUNK: hnswlib's get_items holds the GIL while it builds Python floats, and the consumer's 2,000
+        history products in one call held it 38-45 ms at 100k products (32 calls: 18 ms in all, < 1 ms each)."""
+        out: dict[int, np.ndarray] = {}
         with self._lock:
             wanted = [int(i) for i in ids if int(i) not in self._deleted]
-            try:  # one call when all are present (the usual case), one per id otherwise
-                present = wanted
-                vectors = self._index.get_items(present) if present else []
-            except RuntimeError:
-                present = [i for i in wanted if self._has(i)]
-                vectors = self._index.get_items(present) if present else []
-        return dict(zip(present, np.asarray(vectors, dtype=np.float32), strict=True))
+        for start in range(0, len(wanted), LOOKUP_CHUNK):
+            chunk = wanted[start:start + LOOKUP_CHUNK]
+            with self._lock:
+                try:  # one call when all are present (the usual case), one per id otherwise
+                    vectors = self._index.get_items(chunk)
+                except RuntimeError:
+                    chunk = [i for i in chunk if i not in self._deleted and self._has(i)]
+                    vectors = self._index.get_items(chunk) if chunk else []
+            out.update(zip(chunk, np.asarray(vectors, dtype=np.float32), strict=True))
+        return out
 
     def __len__(self) -> int:
         with self._lock:

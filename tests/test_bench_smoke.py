@@ -29,6 +29,8 @@ TINY = {
              "--warmup", "5"],
     "serve": ["--products", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
               "--events-per-second", "20", "--edits-per-second", "2", "--rate", "40"],
+    "loop": ["--products", "500", "--customers", "50", "--events", "1000", "--connections", "2", "--duration", "1",
+             "--events-per-second", "20", "--edits-per-second", "2"],
     "ingest": ["--products", "500", "--customers", "50", "--events", "1000", "--duration", "1", "--fresh-samples",
                "5", "--drain-seconds", "1", "--concurrency", "2", "--batches", "1,100"],
     "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
@@ -152,6 +154,22 @@ def test_serve(launched: dict) -> None:
     assert set(data["writes"]["events"]["statuses"]) == {"202"}
     assert set(data["writes"]["edits"]["statuses"]) == {"200"}
     assert data["checks"]
+
+
+def test_loop(launched: dict) -> None:
+    data = _result(launched, "loop")
+    windows = {w["window"]: w for w in data["windows"]}
+    assert list(windows) == ["quiet personal", "quiet popular", "writes personal", "writes popular", "writes alone"]
+    for name, window in windows.items():
+        probe = window["probe"]
+        assert probe["callbacks"] > 0 and probe["loop_callback_cpu_s"] > 0 and probe["block_cpu_ms"] == 2.0
+        assert probe["thread_cpu_s"]["MainThread"] >= 0 and probe["blocks_per_10s"] >= probe["blocks_over_10ms_per_10s"]
+        assert all(c["blocks"] >= c["over_10ms"] and c["cpu_ms"] >= 2.0 * c["blocks"] for c in probe["causes"])
+        assert all(key.startswith("gen") and s["passes"] > 0 for key, s in probe["gc"].items())
+        if name != "writes alone":
+            assert window["requests"] > 0 and window["non_2xx"] == 0 and window["rps"] > 0
+    assert windows["writes alone"]["server_cpu_ms_per_acked_event"] > 0
+    assert set(data["writes"]["events"]["statuses"]) == {"202"}
 
 
 def test_ingest(launched: dict) -> None:

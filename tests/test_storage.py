@@ -58,6 +58,41 @@ def test_upsert_counts_and_pending_lines(tmp_path) -> None:
     assert store.get(2).product.created_at is None  # none given: its arrival is unknown (never a new arrival)
 
 
+def test_one_upsert_creates_new_products_and_updates_changed_ones_in_place(tmp_path) -> None:
+    db = Database(tmp_path / "a.duckdb")
+    store = CatalogStore(db)
+    first = [product(i, f"Thing {i}", price=10.0, created_at=T0) for i in range(1, 4)]
+    store.upsert(first, *_lines(first), T0)
+    later = T0 + timedelta(hours=1)
+    mixed = [product(1, "Thing 1", price=12.5, in_stock=False, category_path=("Home", "Pots")),  # edited
+             product(2, "Thing 2", price=10.0, created_at=T0),  # the same row
+             product(4, "Thing 4", price=3.0)]  # new
+    texts, hashes = _lines(mixed)
+    result = store.upsert(mixed, texts, hashes, later)
+    assert (result.created, result.updated, result.unchanged, sorted(result.changed_ids)) == (1, 1, 1, [1, 4])
+    edited = store.get(1)
+    assert (edited.product.price, edited.product.in_stock, edited.product.category_path) == (12.5, False,
+                                                                                             ("Home", "Pots"))
+    assert edited.product.created_at == T0 and edited.updated_at == later and edited.text == texts[0]
+    assert store.get(2).updated_at == T0 and store.get(4).product.price == 3.0
+    assert db.read("SELECT count(*), count(DISTINCT product_id) FROM products")[0] == (4, 4)
+    assert db.read("SELECT text_hash FROM products WHERE product_id = 1")[0][0] == hashes[0]
+
+
+def test_lookup_returns_the_vectors_held_across_chunks_and_leaves_out_the_others(tmp_path) -> None:
+    index = VectorIndex(tmp_path / "p.hnsw", 8, load_config().index)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(150, 8)).astype(np.float32)
+    index.upsert(np.arange(1, 151), vectors)
+    index.remove([7, 140])
+    asked = np.array([*range(1, 151), 999])  # more than one chunk, two deleted ids and an unknown one
+    found = index.lookup(asked)
+    assert sorted(found) == [i for i in range(1, 151) if i not in (7, 140)]
+    for i in (1, 64, 65, 150):
+        np.testing.assert_allclose(found[i], index.get(np.array([i]))[0], atol=1e-6)
+    assert index.lookup(np.array([7, 140])) == {}
+
+
 def test_index_saves_atomically_and_is_rebuilt_when_unreadable_or_out_of_step(tmp_path, encoder) -> None:
     config = load_config()
     store = CatalogStore(Database(tmp_path / "a.duckdb"))

@@ -152,11 +152,11 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         realtime = config.realtime
         queue = make_queue(config, db, on_outage=lambda cause: metrics.queue_outages.labels("outbox", cause).inc())
         feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc, config.tower.history,
-                      feed.page_cache)
+                      feed.page_cache, feed.prepare_window_seconds)
 
         def users_changed(keys: Sequence[int]) -> None:
             elastic.mark_users(exts(ids.customers, keys))
-            feeds.prepare(keys)
+            feeds.prepare(keys, asked_only=True)
 
         updater = UserVectorUpdater(
             events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,

@@ -1,4 +1,4 @@
-"""`appliance bench NAME`: the benchmarks (feed, serve, ann, ingest, import, import-products, memory, encoding,
+"""`appliance bench NAME`: the benchmarks (feed, serve, loop, ann, ingest, import, import-products, memory, encoding,
 impressions, access, widgets, quality, prior, window, train).
 
 Each prints a table and writes `bench/results/NAME.json` (or `--out DIR`) with the machine's facts and the
@@ -21,6 +21,7 @@ def add_bench_parser(subparsers: Any) -> None:
         imports,
         impressions,
         ingest,
+        loop,
         memory,
         prior,
         product_import,
@@ -37,8 +38,8 @@ def add_bench_parser(subparsers: Any) -> None:
     common.add_argument("--work-dir", help="folder for generated shops, kept and reused (default: a temp dir)")
     bench = subparsers.add_parser("bench", help="run a benchmark")
     which = bench.add_subparsers(required=True, metavar="NAME")
-    for module in (feed, serve, ann, ingest, imports, product_import, memory, encoding, impressions, access, widgets,
-                   prior, window, train):
+    for module in (feed, serve, loop, ann, ingest, imports, product_import, memory, encoding, impressions, access,
+                   widgets, prior, window, train):
         module.add_parser(which, common)
     add_quality_parser(which, common)
     for name, parser in which.choices.items():

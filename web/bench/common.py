@@ -175,8 +175,10 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 30.0) ->
 class Server:
     """`python -m web.cli serve` on 127.0.0.1 as a subprocess; started and stopped by its own pid only."""
 
-    def __init__(self, data_dir: Path, log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, log_path: Path | None = None, env: dict[str, str] | None = None,
+                 command: Sequence[str] = ("web.cli",)) -> None:
         self.data_dir = Path(data_dir)
+        self.command = list(command)  # python -m COMMAND serve ... (web.bench.loop_probe OUT wraps web.cli)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or self.data_dir / "server.log"
@@ -189,7 +191,7 @@ class Server:
         return self.launch().wait_ready(timeout)
 
     def launch(self) -> Server:
-        cmd = [sys.executable, "-m", "web.cli", "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", *self.command, "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
                "--port", str(self.port)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         self._t0 = time.perf_counter()
