@@ -355,8 +355,7 @@ class Recommender:
         else:
             chosen, total = ranked_page(sources, query, selection, self._diversity(view))
             ordering = "personal" if personalized else "popular"
-        items = picks(view, chosen, sources, query.explain)
-        products = {p.product_id: view.products[p.product_id] for p in items}
+        items, products = picks(view, chosen, sources, query.explain)
         return FeedPage(items, query.page, query.per_page, total, ordering, products, feed_id, personalized)
 
     def _diversity(self, view: CatalogView) -> Diversity:
