@@ -1,6 +1,6 @@
 """The feed use case: who the shopper is (purchases, vector inside the serving window, the tower's prior),
-then the recommender's page. `in_memory` tells the web layer when a page needs no DuckDB read and no index
-lookup, so it can be answered on the event loop without a thread hop."""
+then the recommender's page. `from_memory` answers a page that needs no DuckDB read and no index lookup (the web
+layer then answers it on the event loop, without a thread hop); `in_memory` only says whether it can."""
 
 from __future__ import annotations
 
