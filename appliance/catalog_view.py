@@ -44,11 +44,16 @@ class CatalogView:
         old = self.n
         ids, price, created = np.zeros(capacity, np.int64), np.full(capacity, np.nan), np.zeros(capacity)
         in_stock, live = np.zeros(capacity, bool), np.zeros(capacity, bool)
+        product, brand, path = (np.full(capacity, None, object) for _ in range(3))
         if old:
             ids[:old], price[:old], created[:old] = self.ids_all[:old], self.price_all[:old], self.created_all[:old]
             in_stock[:old], live[:old] = self.in_stock_all[:old], self.live_all[:old]
+            product[:old], brand[:old], path[:old] = self.product_all[:old], self.brand_all[:old], self.path_all[:old]
         self.ids_all, self.price_all, self.created_all = ids, price, created
         self.in_stock_all, self.live_all = in_stock, live
+        # per row, for a page's one gather instead of a look-up per item: the live product (None once removed),
+        # and what diversity counts runs of (None: no brand / no category path)
+        self.product_all, self.brand_all, self.path_all = product, brand, path
 
     # Views of the rows in use (row i of each = one product).
     @property
@@ -105,6 +110,8 @@ class CatalogView:
             self.created_all[row] = p.created_at.timestamp() if p.created_at else 0.0
             self.in_stock_all[row] = p.in_stock
             self.live_all[row] = True
+            self.product_all[row] = p
+            self.brand_all[row], self.path_all[row] = p.merchant or None, p.category_path or None
             self.products[p.product_id] = p
             self.row[p.product_id] = row
         self._post(self.by_category, *changes["category"])
@@ -124,6 +131,7 @@ class CatalogView:
                 continue
             row = self.row[pid]
             self.live_all[row] = False
+            self.product_all[row] = self.brand_all[row] = self.path_all[row] = None
             for name in _names(product):
                 removed.setdefault(name, []).append(row)
             for name in _brands(product):

@@ -20,7 +20,7 @@ from appliance.finish import diversify
 from appliance.merch import Merch
 from appliance.pipeline import FeedQuery, Selection
 from appliance.ranking import Source, interleave
-from appliance.types import Pick
+from appliance.types import Pick, Product
 
 REASONS = {"new": "new arrival", "pinned": "pinned", "price": "by price"}
 _NONE = np.zeros(0, np.int64)
@@ -137,26 +137,27 @@ def _passing(sources: Sources, min_score: float, pinned: np.ndarray, selection: 
 
 
 def picks(view: CatalogView, chosen: list[tuple[int, float, str]], sources: Sources | None, explain: bool,
-          ) -> list[Pick]:
-    """Wire-ready picks: a reason a storefront can show, the score's parts when asked."""
+          ) -> tuple[list[Pick], dict[int, Product]]:
+    """Wire-ready picks (a reason a storefront can show, the score's parts when asked) and their products."""
     products = view.products
-    ids = view.ids_all[np.fromiter((c[0] for c in chosen), np.int64, len(chosen))].tolist()
-    out = []
-    for (row, score, name), pid in zip(chosen, ids, strict=True):
-        product = products.get(pid)
+    found = view.product_all[np.fromiter((c[0] for c in chosen), np.int64, len(chosen))].tolist()
+    anchor = sources.nearest.anchor if sources is not None and sources.nearest is not None else {}
+    out, shown = [], {}
+    for (row, score, name), product in zip(chosen, found, strict=True):
         if product is None:  # removed since the snapshot
             continue
+        pid = product.product_id
         if name == "personal":
-            assert sources is not None and sources.nearest is not None
-            anchor = products.get(sources.nearest.anchor.get(row, -1))
-            reason = f"because you viewed {anchor.name}" if anchor is not None else "picked for you"
+            viewed = products.get(anchor.get(row, -1))
+            reason = f"because you viewed {viewed.name}" if viewed is not None else "picked for you"
         elif name == "popular":
             reason = f"popular in {product.category_path[-1]}" if product.category_path else "popular"
         else:
             reason = REASONS[name]
         parts = _parts(sources, row, name, pid) if explain and sources is not None else {}
         out.append(Pick(pid, score, name, reason, parts))
-    return out
+        shown[pid] = product
+    return out, shown
 
 
 def _parts(sources: Sources, row: int, name: str, pid: int) -> dict[str, float]:

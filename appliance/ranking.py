@@ -3,6 +3,7 @@ the merging of ranked candidate sources into one order: pure functions over row 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,34 +64,77 @@ def interleave(sources: Sequence[Source], limit: int) -> tuple[np.ndarray, np.nd
     A row appears once (first source to reach it wins); a source that runs out leaves its share to the others.
     Sources come filtered (`Selection.head`): a head of 2 * limit rows gives the same result as the whole source,
     since the other sources can take at most `limit` of its rows first. Deterministic.
+
+    While every source has rows for its turns, which source takes each place depends on the shares alone
+    (`_turns`, computed once per shares and limit), so the rows are gathered with one index; only when two
+    sources bring the same row or one runs short is the walk done step by step.
     """
-    used: set[int] = set()
-    shares = [s.share for s in sources]
-    candidates = [s.rows.tolist() for s in sources]
-    pointers = [0] * len(sources)
-    credit = [0.0] * len(sources)
-    picked: list[tuple[int, int]] = []  # (source, position in it)
-    live = [i for i, s in enumerate(sources) if s.share > 0 and len(s.rows)]
-    while len(picked) < limit and live:
+    live = [s for s in sources if s.share > 0 and len(s.rows)]
+    if not live or limit <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64), []
+    turns, gather, counts = _turns(tuple(s.share for s in live), limit)
+    if all(len(s.rows) >= c for s, c in zip(live, counts, strict=True)):
+        rows = np.concatenate([s.rows[:c] for s, c in zip(live, counts, strict=True)])[gather]
+        if len(np.unique(rows)) == len(rows):
+            scores = np.concatenate([np.asarray(s.scores[:c], np.float64)
+                                     for s, c in zip(live, counts, strict=True)])[gather]
+            return rows.astype(np.int64, copy=False), scores, [live[t].name for t in turns]
+    return _walk(live, limit)
+
+
+@functools.lru_cache(maxsize=256)
+def _turns(shares: tuple[float, ...], limit: int) -> tuple[list[int], np.ndarray, tuple[int, ...]]:
+    """The smooth weighted round robin over sources that never run out: the source of each of `limit` places,
+    where each place's row sits in the concatenation of every source's first rows, and how many each gives."""
+    credit = [0.0] * len(shares)
+    turns = []
+    for _ in range(limit):
         total = 0.0
-        for i in live:
+        for i, share in enumerate(shares):
+            credit[i] += share
+            total += share
+        pick = max(range(len(shares)), key=credit.__getitem__)
+        credit[pick] -= total
+        turns.append(pick)
+    counts = [0] * len(shares)
+    seen = []
+    for t in turns:
+        seen.append(counts[t])
+        counts[t] += 1
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    gather = offsets[np.asarray(turns, np.int64)] + np.asarray(seen, np.int64)
+    return turns, gather, tuple(counts)
+
+
+def _walk(live: Sequence[Source], limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`interleave` one place at a time (sources that share rows or run out)."""
+    used: set[int] = set()
+    shares = [s.share for s in live]
+    candidates = [s.rows.tolist() for s in live]
+    pointers = [0] * len(live)
+    credit = [0.0] * len(live)
+    picked: list[tuple[int, int]] = []  # (source, position in it)
+    left = list(range(len(live)))
+    while len(picked) < limit and left:
+        total = 0.0
+        for i in left:
             credit[i] += shares[i]
             total += shares[i]
-        pick = max(live, key=credit.__getitem__)
+        pick = max(left, key=credit.__getitem__)
         credit[pick] -= total
         mine, p = candidates[pick], pointers[pick]
         while p < len(mine) and mine[p] in used:
             p += 1
         if p == len(mine):
-            live.remove(pick)
+            left.remove(pick)
             pointers[pick] = p
             continue
         used.add(mine[p])
         picked.append((pick, p))
         pointers[pick] = p + 1
     rows = np.array([candidates[i][p] for i, p in picked], dtype=np.int64)
-    scores = np.array([float(sources[i].scores[p]) for i, p in picked], dtype=np.float64)
-    return rows, scores, [sources[i].name for i, _ in picked]
+    scores = np.array([float(live[i].scores[p]) for i, p in picked], dtype=np.float64)
+    return rows, scores, [live[i].name for i, _ in picked]
 
 
 def cold_slots(order: np.ndarray, cold_order: np.ndarray, share: float, limit: int) -> np.ndarray:

@@ -355,16 +355,13 @@ class Recommender:
         else:
             chosen, total = ranked_page(sources, query, selection, self._diversity(view))
             ordering = "personal" if personalized else "popular"
-        items = picks(view, chosen, sources, query.explain)
-        products = {p.product_id: view.products[p.product_id] for p in items}
+        items, products = picks(view, chosen, sources, query.explain)
         return FeedPage(items, query.page, query.per_page, total, ordering, products, feed_id, personalized)
 
     def _diversity(self, view: CatalogView) -> Diversity:
-        products, ids = view.products, view.ids_all
-        field = "merchant" if self.settings.diversity_by == "brand" else "category_path"
+        column = view.brand_all if self.settings.diversity_by == "brand" else view.path_all
 
         def keys(rows: list[int]) -> list[object]:
-            found = (products.get(pid) for pid in ids[np.asarray(rows, np.int64)].tolist())
-            return [getattr(p, field) or None if p is not None else None for p in found]
+            return column[np.asarray(rows, np.int64)].tolist()
 
         return Diversity(self.settings.max_in_row, keys)

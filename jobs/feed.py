@@ -1,6 +1,6 @@
 """The feed use case: who the shopper is (purchases, vector inside the serving window, the tower's prior),
-then the recommender's page. `in_memory` tells the web layer when a page needs no DuckDB read and no index
-lookup, so it can be answered on the event loop without a thread hop."""
+then the recommender's page. `from_memory` answers a page that needs no DuckDB read and no index lookup (the web
+layer then answers it on the event loop, without a thread hop); `in_memory` only says whether it can."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from jobs.feed_pages import FeedPages
 from jobs.realtime import ServingModel
 from storage.events import EventStore
 from storage.users import UserStore, UserVector
+
+_UNKNOWN = object()  # not answerable from memory alone
 
 
 class Feeds:
@@ -70,17 +72,28 @@ class Feeds:
 
     def in_memory(self, customer_id: int | None, query: FeedQuery) -> bool:
         """Whether `page` can answer from memory alone (no DuckDB read, no vector index lookup)."""
+        return self._remembered(customer_id, query) is not _UNKNOWN
+
+    def from_memory(self, customer_id: int | None, query: FeedQuery) -> FeedPage | None:
+        """`page` when it can be answered from memory alone (None: it needs a read or a lookup first), with what
+        is known of the shopper looked up once."""
+        personal = self._remembered(customer_id, query)
+        return None if personal is _UNKNOWN else self._page(personal, query)  # type: ignore[arg-type]
+
+    def _remembered(self, customer_id: int | None, query: FeedQuery) -> Personal | None | object:
+        """What `personal` gives, from memory alone, or _UNKNOWN when that needs a read or a lookup."""
         if not self.recommender.warm():
-            return False
+            return _UNKNOWN
         if customer_id is None:
-            return True
+            return None
         known, stored = self.users.cached(customer_id)
         purchased = self.events.purchased_cached(customer_id)
         if not known or purchased is None:
-            return False
-        if query.sort is not None or not self._fresh(stored):
-            return True
-        return self.recommender.knows(self._personal(customer_id, stored, purchased), query)
+            return _UNKNOWN
+        if not self._fresh(stored):
+            return Personal(None, purchased)
+        personal = self._personal(customer_id, stored, purchased)  # type: ignore[arg-type]
+        return personal if query.sort is not None or self.recommender.knows(personal, query) else _UNKNOWN
 
     def prepare(self, customer_ids: Sequence[int], asked_only: bool = False) -> None:
         """Compute the nearest products of shoppers whose vector just changed (the consumer calls this). With
@@ -113,7 +126,9 @@ class Feeds:
         return len(ids)
 
     def page(self, customer_id: int | None, query: FeedQuery) -> FeedPage:
-        personal = self.personal(customer_id)
+        return self._page(self.personal(customer_id), query)
+
+    def _page(self, personal: Personal | None, query: FeedQuery) -> FeedPage:
         recommender = self.recommender
         if not FeedPages.cacheable(query):
             return recommender.feed(query, personal)

@@ -99,3 +99,20 @@ def test_loopback_mode_refuses_a_client_forwarded_from_elsewhere(server: int) ->
     forwarded = httpx.get(f"{base}/queue", headers={"X-Forwarded-For": "203.0.113.9"})
     assert forwarded.status_code == 403 and "security.server_keys" in forwarded.json()["detail"]
     assert httpx.get(f"{base}/health/ready", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200
+
+
+def test_pipelined_requests_and_a_head_request_are_answered_whole_on_one_connection(server: int) -> None:
+    """Each response leaves as one send (web/serving.py `_OneSend`): the head of a HEAD answer (no body follows)
+    still leaves, and pipelined requests get their answers complete and in order."""
+    get = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    head = b"HEAD /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    last = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server)) as sock:
+        sock.sendall(get + head + last)
+        answer = _read_all(sock)
+    heads = answer.split(b"HTTP/1.1 ")[1:]
+    assert len(heads) == 3, answer
+    for answered in (heads[0], heads[2]):
+        status, _, body = answered.partition(b"\r\n\r\n")
+        assert status.startswith(b"200") and body.startswith(b'{"status":"live"') and body.endswith(b"}")
+    assert heads[1].endswith(b"\r\n\r\n")  # a head and no body

@@ -109,6 +109,13 @@ def test_edits_patch_the_view_in_place_and_no_feed_reloads_the_catalog(shop) -> 
     later = rec.feed(FeedQuery(page=2, per_page=10, feed_id=first.feed_id))
     assert not set(_ids(later)) & set(_ids(first))
     assert loads == [1], "a product change must never reload the whole catalog"
+    # the per-row columns a page gathers from follow the edits: the live product, its brand and path
+    view = rec.view()
+    for row in range(len(view)):
+        now_there = view.products.get(int(view.ids_all[row]))
+        assert view.product_all[row] is now_there
+        assert view.brand_all[row] == (now_there.merchant or None if now_there else None)
+        assert view.path_all[row] == (now_there.category_path or None if now_there else None)
 
 
 def test_a_shoppers_nearest_products_are_looked_up_once_per_vector_and_purchases_leave(shop) -> None:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from appliance.ranking import Source, by_prior, cold_popularity, interleave, popularity_prior
+from appliance.ranking import Source, _walk, by_prior, cold_popularity, interleave, popularity_prior
 
 
 def _source(name, rows, share):
@@ -29,6 +29,30 @@ def test_same_inputs_same_order() -> None:
     first = interleave(sources, 4)
     again = interleave(sources, 4)
     assert first[0].tolist() == again[0].tolist() and first[2] == again[2]
+
+
+def test_the_gathered_interleave_equals_the_step_by_step_walk() -> None:
+    """The one-index gather (turns fixed by the shares) and the walk give the same rows, scores and sources, with
+    and without rows shared between sources, with sources running short, for the feed's shares and others."""
+    rng = np.random.default_rng(3)
+    gathered = 0
+    for trial in range(400):
+        shares = [(0.7, 0.1, 0.2), (0.5, 0.5), (0.25, 0.0, 0.75), (1 / 3, 1 / 3, 1 / 3)][trial % 4]
+        pool = int(rng.integers(5, 400))
+        sources = [Source(f"s{i}", rng.choice(pool, size=min(pool, int(rng.integers(0, 60))), replace=False),
+                          rng.random(60), share) for i, share in enumerate(shares)]
+        if trial % 2:  # rows no two sources share (the common case of a feed)
+            sources = [Source(s.name, s.rows + i * pool, s.scores, s.share) for i, s in enumerate(sources)]
+        sources = [Source(s.name, s.rows, s.scores[:len(s.rows)], s.share) for s in sources]
+        limit = int(rng.integers(1, 70))
+        rows, scores, names = interleave(sources, limit)
+        live = [s for s in sources if s.share > 0 and len(s.rows)]
+        want_rows, want_scores, want_names = _walk(live, limit) if live else (np.zeros(0), np.zeros(0), [])
+        assert rows.tolist() == want_rows.tolist() and names == want_names
+        assert scores.tolist() == want_scores.tolist()
+        gathered += len(set(np.concatenate([s.rows for s in live]).tolist())) == sum(len(s.rows) for s in live) \
+            if live else 0
+    assert gathered > 150  # enough trials whose sources share no row (where the gather answers)
 
 
 def test_the_popularity_prior_reorders_nearest_products_by_cosine_plus_weighted_log_popularity() -> None:

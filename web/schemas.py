@@ -128,6 +128,7 @@ class _Built(msgspec.Struct, gc=False):
 
     product: Product
     out: ProductOut
+    raw: msgspec.Raw | None = None  # `out` encoded, made at its first use in a feed (an untracked object too)
 
 
 class ProductOuts:
@@ -143,14 +144,25 @@ class ProductOuts:
         self._outs: dict[int, _Built] = {}
 
     def __call__(self, product: Product) -> ProductOut:
+        return self._built(product).out
+
+    def encoded(self, product: Product) -> msgspec.Raw:
+        """The product's `ProductOut` as JSON, encoded once per product version (a feed item embeds it as is)."""
+        built = self._built(product)
+        raw = built.raw
+        if raw is None:
+            raw = built.raw = msgspec.Raw(msgspec.json.encode(built.out))
+        return raw
+
+    def _built(self, product: Product) -> _Built:
         hit = self._outs.get(product.product_id)
         if hit is not None and hit.product is product:
-            return hit.out
+            return hit
         if len(self._outs) >= self.limit:
             self._outs.clear()
-        out = ProductOut.of(product, self.thresholds, ext(self.ids, product.product_id))
-        self._outs[product.product_id] = _Built(product, out)
-        return out
+        built = self._outs[product.product_id] = _Built(
+            product, ProductOut.of(product, self.thresholds, ext(self.ids, product.product_id)))
+        return built
 
 
 class StoredProductOut(msgspec.Struct):
@@ -228,11 +240,13 @@ class FeedOut(msgspec.Struct):
     def of(cls, customer_id: str, page: FeedPage, product_out: ProductOuts, recommendation_id: str,
            explain: bool = False) -> FeedOut:
         products, first = page.products, first_position(page)
-        # the items encoded once per page: a cached page (jobs/feed_pages.py) answered again reuses the bytes
+        # the items encoded once per page: a cached page (jobs/feed_pages.py) answered again reuses the bytes; each
+        # product's own JSON is encoded once per product version (`ProductOuts.encoded`) and embedded as it is
         items = page.memo.get(("items", explain))
         if items is None:
+            encoded = product_out.encoded
             items = page.memo[("items", explain)] = msgspec.Raw(msgspec.json.encode([
-                FeedItem(product_out(products[p.product_id]), p.score, p.source, first + i, p.reason,
+                FeedItem(encoded(products[p.product_id]), p.score, p.source, first + i, p.reason,  # type: ignore[arg-type]
                          p.parts if explain else None)
                 for i, p in enumerate(page.items)
             ]))
