@@ -125,16 +125,20 @@ class RecentPopularityScorer:
         """(C, N) popularity as of each moment `at` (C,), or (C, K) of the products `columns` (K,) only."""
         k, decay, owner, event = self._since_snapshot(at)
         if columns is None:
-            out, position, width = self.snapshots[k] * decay[:, None], self.item[event], self.n_items
-        else:  # only the asked columns: the events of other products are dropped before they are added
-            where = np.full(self.n_items, -1)
-            where[columns] = np.arange(len(columns))
-            kept = where[self.item[event]] >= 0
-            owner, event = owner[kept], event[kept]
-            out = np.take(self.snapshots[k], columns, axis=1) * decay[:, None]  # rows first: 3x faster at (128, 2048)
-            position, width = where[self.item[event]], len(columns)
-        added = np.bincount(owner * width + position, self._event_weight(at, owner, event), len(k) * width)
-        return out + added.reshape(len(k), width)
+            added = np.bincount(owner * self.n_items + self.item[event], self._event_weight(at, owner, event),
+                                len(k) * self.n_items)
+            return self.snapshots[k] * decay[:, None] + added.reshape(len(k), self.n_items)
+        # only the asked columns: one gather of the (C, K) snapshot cells (not C whole rows), and the events of
+        # other products dropped before they are added, each cell's events summed first (the same values)
+        where = np.full(self.n_items, -1)
+        where[columns] = np.arange(len(columns))
+        position = where[self.item[event]]
+        kept = position >= 0
+        owner, event, width = owner[kept], event[kept], len(columns)
+        out = self.snapshots.take(k[:, None] * self.n_items + columns[None, :]) * decay[:, None]  # (C, K)
+        cells, slot = np.unique(owner * width + position[kept], return_inverse=True)
+        out.reshape(-1)[cells] += np.bincount(slot.reshape(-1), self._event_weight(at, owner, event), len(cells))
+        return out
 
     def score_of(self, at: np.ndarray, items: np.ndarray) -> np.ndarray:
         """(C,) popularity of one product `items` (C,) per moment `at` (C,): `scores` at that column alone."""
