@@ -99,6 +99,8 @@ def contrastive_loss(
     for the whole batch), leaving out each row's positive and its history `seen` (B, T); each column's
     exponential is divided by its probability of being drawn, `log_inclusion` (K,) (None: a uniform draw, K / N),
     so the sum estimates the full one (Horvitz-Thompson; the logQ correction of Yi et al., RecSys 2019).
+    `log_q` (N,) is the log of each product's share of the training positives: an in-batch column's expected
+    count in this batch is B times it (the batch's own size: the phases and the last step differ).
     `prior` is added to the cosines: (B, K) over the columns (full, shared, with `own` (B,) the positive's) or
     (B, N) (sampled, in_batch, mixed); None = no prior."""
     B, N = len(target), len(item_vectors)
@@ -124,7 +126,8 @@ def contrastive_loss(
     positive = item_vectors[target]  # (B, D)
     blocks, label = [], torch.arange(B)
     if config.negatives in ("in_batch", "mixed"):
-        logits = (user @ positive.T + prior[:, target]) / config.temperature - log_q[target][None, :]  # (B, B)
+        expected = log_q[target] + math.log(B)  # log of each column's expected count among the B positives
+        logits = (user @ positive.T + prior[:, target]) / config.temperature - expected[None, :]  # (B, B)
         same = (target[:, None] == target[None, :]) & ~torch.eye(B, dtype=torch.bool)
         blocks.append(logits.masked_fill(same, -math.inf))  # a duplicate positive is not a negative
     else:
@@ -360,7 +363,7 @@ def _train(
     weight = torch.as_tensor(kind_weight[interactions.kind[train.target]])  # (M,)
     target = torch.as_tensor(interactions.item[train.target])  # (M,)
     freq = np.bincount(interactions.item[train.target], minlength=len(vectors)) + 1.0  # smoothed
-    log_q = torch.as_tensor(np.log(config.batch_size * freq / freq.sum()), dtype=torch.float32)  # (N,)
+    log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32)  # (N,) per positive drawn
 
     prior = None
     if config.popularity_prior and popularity_half_life_hours is not None:

@@ -184,3 +184,24 @@ def test_a_small_shop_gets_smaller_batches_and_more_epochs_a_large_one_the_confi
     assert epochs == 21 and epochs * math.ceil(6_243 / batch) >= shipped.min_network_steps
     assert network_plan(20, shipped) == (128, 24, 0.25)  # a handful of examples: at most 3 x the epochs
     assert network_plan(6_243, dataclasses.replace(shipped, min_network_steps=0)) == (512, 8, 1.0)  # off
+
+
+def test_mixed_negatives_correct_the_in_batch_columns_by_the_batch_they_are_given(config):
+    """The in-batch columns' logQ is the log of each positive's expected count in this batch (B x its share),
+    whatever `batch_size` says (the first phase and the last step of an epoch have other sizes)."""
+    _, training, _ = config
+    user, items, target, _, prior = _loss_inputs(B=4)
+    B, N, S = len(target), len(items), training.sampled_negatives
+    share = torch.rand(N, generator=torch.Generator().manual_seed(1)) + 0.1
+    log_q = (share / share.sum()).log()
+    mixed = dataclasses.replace(training, negatives="mixed", batch_size=512)
+    loss = contrastive_loss(user, target, torch.ones(B), items, log_q, mixed, torch.Generator().manual_seed(5),
+                            prior=prior)
+    negative = torch.randint(N, (B, S), generator=torch.Generator().manual_seed(5))  # the loss's own draw
+    in_batch = (user @ items[target].T + prior[:, target]) / mixed.temperature - (log_q[target] + math.log(B))
+    sampled = (torch.einsum("bd,bsd->bs", user, items[negative]) + prior.gather(1, negative)) / mixed.temperature
+    sampled = (sampled - math.log(S / N)).masked_fill(negative == target[:, None], -math.inf)
+    expected = F.cross_entropy(torch.cat([in_batch, sampled], dim=1), torch.arange(B))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    wrong = in_batch - math.log(512 / B)  # the configured batch's count: the in-batch block weighs 128x more
+    assert F.cross_entropy(torch.cat([wrong, sampled], dim=1), torch.arange(B)).item() != pytest.approx(loss.item())
