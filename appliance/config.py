@@ -249,7 +249,8 @@ def _validate(config: Config) -> None:
     for key, value in (("realtime.history_window_hours", config.realtime.history_window_hours),
                        ("jobs.retention_days", config.jobs.retention_days),
                        ("feed.page_cache", config.feed.page_cache),
-                       ("training.min_network_steps", config.training.min_network_steps)):
+                       ("training.min_network_steps", config.training.min_network_steps),
+                       ("training.keep_within", config.training.keep_within)):
         if value < 0:
             raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)
     shares = (config.feed.personal_share, config.feed.new_share)

@@ -57,7 +57,8 @@ from appliance.examples import (
 )
 from appliance.interactions import Interactions
 from appliance.optim import AdamW
-from appliance.prior import choose_cold_share, choose_prior, validation_ndcg
+from appliance.prior import choose_cold_share, choose_prior, validation_grid
+from appliance.schedule import latest_within_noise, learning_rate_factor, network_plan, shared_columns
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
 
@@ -67,7 +68,7 @@ Progress = Callable[[dict[str, Any]], None]
 @dataclass
 class TrainReport:
     epochs: int  # epochs run
-    best_epoch: int  # epoch whose weights were kept (0 = the initial tower, i.e. mean_vector)
+    best_epoch: int  # epoch whose weights were kept (0 = the initial tower, i.e. mean_vector); see keep_within
     train_seconds: float
     examples: int  # training examples
     validation_examples: int
@@ -82,6 +83,7 @@ class TrainReport:
     cold_share: float = 0.0  # the list's part given to products without events (appliance.prior, cold slots)
     cold_shares: list[tuple[float, float, float]] = field(default_factory=list)  # (share, validation all, cold)
     prior_half_life_hours: float | None = None  # the prior's popularity half-life: serving ranks with the same
+    top_epoch: int = 0  # the epoch of the highest validation NDCG@10 (best_epoch: the latest within keep_within)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,6 +164,7 @@ class _Run:
         self.positive_share = torch.bincount(target, minlength=len(vectors)).double() / len(target)  # (N,)
         self.ramp, self.step = (0, 0), 0  # the learning rate schedule (warm-up steps, cosine steps), step of the phase
         self.rate = 1.0  # the phase's learning rates scaled by (a small shop's smaller batches)
+        self.validated: list[tuple[int, bool, np.ndarray, dict]] = []  # (epoch, network, per-example NDCG, weights)
 
     def keep(self, score: float, epoch: int) -> None:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
@@ -204,9 +207,12 @@ class _Run:
             return None
         trained = copy.deepcopy(self.model.state_dict())
         self.model.load_state_dict(self.average)  # validate (and keep) the average of the recent steps
-        score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior)
+        grid = [(self.model.popularity_weight.item(), float(self.model.cold_quantile))]
+        rows = validation_grid(self.model, self.val, self.interactions, self.vectors, self.prior, grid)[0]  # (V,)
+        score = float(rows.mean())
         if score > self.best:
             self.keep(score, self.report.epochs)
+        self.validated.append((self.report.epochs, self.attention, rows, copy.deepcopy(self.average)))
         self.model.load_state_dict(trained)
         self.report.validation.append(score)
         self.report.validated_epochs.append(self.report.epochs)
@@ -258,8 +264,18 @@ class _Run:
         share = self.positive_share if self.config.shared_positives else None
         return shared_columns(N, K, positives, share, self.generator)
 
+    def _latest_within_noise(self) -> None:
+        """Move the kept weights to `latest_within_noise`'s epoch (the initial tower, epoch 0, has no
+        per-example rows here: kept as it is)."""
+        self.report.top_epoch = self.report.best_epoch
+        chosen = latest_within_noise([v[:3] for v in self.validated], self.report.best_epoch, self.config.keep_within)
+        if chosen is not None:
+            epoch, _, rows, state = self.validated[chosen]
+            self.best, self.best_state, self.report.best_epoch = float(rows.mean()), state, epoch
+
     def finish(self) -> TrainReport:
         if self.best_state is not None:
+            self._latest_within_noise()
             self.model.load_state_dict(self.best_state)
             self.report.best_validation_ndcg = self.best
         self.model.eval()
@@ -268,49 +284,7 @@ class _Run:
         return self.report
 
 
-def shared_columns(
-    n: int, k: int, positives: torch.Tensor, share: torch.Tensor | None, generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A batch's shared columns: a uniform draw of `k` of the `n` products and, with `share` (N,) (each product's
-    share of the training positives), the batch's `positives` (B,) too: products drawn by popularity, the hard
-    negatives a uniform draw mostly misses (the mixed negatives of Yang et al., WWW 2020). Returns the columns
-    (K',) and the log of each one's probability of being among them (None: uniform, k / n)."""
-    drawn = torch.randperm(n, generator=generator)[:k]
-    if share is None:
-        return drawn, None
-    columns = torch.cat([drawn, positives]).unique()
-    # missed by the uniform draw (1 - k / n) and by each of the batch's B positives (1 - share), independently
-    missed = (1.0 - k / n) * (1.0 - share[columns]) ** len(positives)
-    return columns, torch.log1p(-missed).float()
-
-
-def network_plan(size: int, config: TrainingConfig) -> tuple[int, int, float]:
-    """The network phase's batch, epochs and learning-rate scale for `size` examples an epoch. A shop with few
-    examples (the demo: 6,243) gets 13 steps an epoch at `batch_size`, too few for the network to pass the first
-    phase: below `min_network_steps` in all, batches shrink (not under `scalar_batch_size`) with the rates scaled
-    linearly by the batch (Goyal et al. 2017), then epochs are added until the steps are reached, up to
-    `MAX_EPOCH_GROWTH` times `epochs` (a handful of examples must not train for a thousand epochs)."""
-    want = config.min_network_steps
-    if want <= 0 or config.epochs <= 0 or math.ceil(size / config.batch_size) * config.epochs >= want:
-        return config.batch_size, config.epochs, 1.0
-    per_epoch = math.ceil(want / config.epochs)
-    batch = min(config.batch_size, max(config.scalar_batch_size, size // per_epoch))
-    epochs = min(MAX_EPOCH_GROWTH * config.epochs, max(config.epochs, math.ceil(want / math.ceil(size / batch))))
-    return batch, epochs, batch / config.batch_size
-
-
-def learning_rate_factor(step: int, warmup: int, total: int) -> float:
-    """The learning rate's multiplier at `step`: linear from 1 / warmup to 1 over `warmup` steps, then constant
-    (total 0) or a cosine down to 0 at step `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if not total:
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
-
-
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
-MAX_EPOCH_GROWTH = 3  # a small shop's network phase runs at most 3 x `epochs` (see network_plan)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
 
 

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from appliance.config import load_config
 from appliance.examples import MomentPrior, PopularityPrior, batch_inputs, make_examples
+from appliance.schedule import latest_within_noise, learning_rate_factor, network_plan, shared_columns
 from appliance.tower import UserTower
-from appliance.training import contrastive_loss, learning_rate_factor, network_plan, shared_columns, train_tower
+from appliance.training import contrastive_loss, train_tower
 from tests.test_training import small_shop
 
 
@@ -205,3 +206,26 @@ def test_mixed_negatives_correct_the_in_batch_columns_by_the_batch_they_are_give
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     wrong = in_batch - math.log(512 / B)  # the configured batch's count: the in-batch block weighs 128x more
     assert F.cross_entropy(torch.cat([wrong, sampled], dim=1), torch.arange(B)).item() != pytest.approx(loss.item())
+
+
+def test_the_latest_epoch_within_noise_of_the_best_is_kept_in_the_best_ones_phase():
+    rng = np.random.default_rng(0)
+    best = rng.random(600) * (rng.random(600) < 0.1)  # NDCG@10 per validation example: mostly 0
+    noisy = best + np.r_[np.full(60, 0.05), np.full(70, -0.05), np.zeros(470)]  # a little below, within noise
+    worse = best * 0.5  # far below: every hit halved
+    validated = [(1, False, best * 0.9), (3, True, best), (5, True, noisy), (7, True, worse), (9, True, noisy)]
+    assert latest_within_noise(validated, 3, 1.0) == 4  # epoch 9: the latest within one standard error
+    assert latest_within_noise(validated[:4], 3, 1.0) == 2  # epoch 7 is measurably worse: epoch 5
+    assert latest_within_noise(validated[:4], 3, 0.0) is None  # 0: the best itself
+    assert latest_within_noise(validated[:2], 1, 1.0) is None  # no later epoch of the first phase
+    assert latest_within_noise(validated, 0, 1.0) is None  # the initial tower: no per-example rows, kept
+    assert noisy.mean() < best.mean() and worse.mean() < noisy.mean()
+
+
+def test_training_reports_the_top_epoch_and_keeps_one_it_validated(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=4)
+    _, report = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=4), weights, 24.0)
+    assert report.best_epoch >= report.top_epoch and report.best_epoch in report.validated_epochs
+    top = report.validation[report.validated_epochs.index(report.top_epoch)]
+    assert top == max(report.validation)
