@@ -93,7 +93,7 @@ def contrastive_loss(
     user: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, item_vectors: torch.Tensor,
     log_q: torch.Tensor, config: TrainingConfig, generator: torch.Generator, seen: torch.Tensor | None = None,
     prior: torch.Tensor | None = None, columns: torch.Tensor | None = None, own: torch.Tensor | None = None,
-    log_inclusion: torch.Tensor | None = None,
+    log_inclusion: torch.Tensor | None = None, low: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weighted softmax cross-entropy; the positive of row i is column i (in-batch) or column 0 (the others).
 
@@ -104,11 +104,13 @@ def contrastive_loss(
     `log_q` (N,) is the log of each product's share of the training positives: an in-batch column's expected
     count in this batch is B times it (the batch's own size: the phases and the last step differ).
     `prior` is added to the cosines: (B, K) over the columns (full, shared, with `own` (B,) the positive's) or
-    (B, N) (sampled, in_batch, mixed); None = no prior."""
+    (B, N) (sampled, in_batch, mixed); None = no prior. `low` is `item_vectors` already in autocast's dtype
+    (bfloat16) for the (B, K) product: the same values, without casting the columns every step."""
     B, N = len(target), len(item_vectors)
     if config.negatives in ("full", "shared"):
         K = N if columns is None else len(columns)
-        candidates = item_vectors if columns is None else item_vectors[columns]  # (K, D)
+        table = item_vectors if low is None else low
+        candidates = table if columns is None else table[columns]  # (K, D)
         negative = user @ candidates.T  # (B, K)
         positive = (user * item_vectors[target]).sum(-1)  # (B,)
         if prior is not None:
@@ -164,6 +166,9 @@ class _Run:
         self.positive_share = torch.bincount(target, minlength=len(vectors)).double() / len(target)  # (N,)
         self.ramp, self.step = (0, 0), 0  # the learning rate schedule (warm-up steps, cosine steps), step of the phase
         self.rate = 1.0  # the phase's learning rates scaled by (a small shop's smaller batches)
+        # the vectors as autocast casts them (same values), once: a step's (B, T, D) history block, its projected
+        # products and its (K, D) columns are gathered at half the bytes and never cast
+        self.low = vectors.to(torch.bfloat16) if config.precision == "bfloat16" else vectors
         self.validated: list[tuple[int, bool, np.ndarray, dict]] = []  # (epoch, network, per-example NDCG, weights)
 
     def keep(self, score: float, epoch: int) -> None:
@@ -237,11 +242,12 @@ class _Run:
                 projected = None
                 if self.attention:  # each product of the batch projected once
                     distinct, slot = np.unique(hist, return_inverse=True)
-                    projected = model.inp(self.vectors[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B,T,W)
-                users = model(*batch_inputs(ex, inter, self.vectors), projected=projected,
+                    projected = model.inp(self.low[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B,T,W)
+                users = model(*batch_inputs(ex, inter, self.low), projected=projected,
                               attention=self.attention)  # (B, D)
                 loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
-                                        config, self.generator, seen, prior, columns, own, log_inclusion)
+                                        config, self.generator, seen, prior, columns, own, log_inclusion,
+                                        self.low)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
