@@ -235,6 +235,7 @@ def _validate(config: Config) -> None:
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
         "training.prior_half_life_hours": config.training.prior_half_life_hours,
         "training.shared_negatives": config.training.shared_negatives,
+        "training.whole_catalog": config.training.whole_catalog,
         "training.epoch_examples": config.training.epoch_examples,
         "training.validation_examples": config.training.validation_examples,
         "training.validate_every": config.training.validate_every,

@@ -144,6 +144,7 @@ class TrainingConfig:
     negatives: str
     sampled_negatives: int
     shared_negatives: int
+    whole_catalog: int  # "shared": a catalog of at most this many products (or shared_negatives) is scored whole
     shared_positives: bool  # the batch's positives join the shared negatives (popularity-drawn, logQ-corrected)
     precision: str
     temperature: float

@@ -263,9 +263,9 @@ class _Run:
 
     def _columns(self, positives: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The products every row of a batch is scored against, and their log inclusion: all (None, None) or,
-        for `shared`, `shared_columns`."""
+        for `shared` in a catalog larger than `whole_catalog` and `shared_negatives`, `shared_columns`."""
         N, K = len(self.vectors), self.config.shared_negatives
-        if self.config.negatives != "shared" or K >= N:
+        if self.config.negatives != "shared" or max(K, self.config.whole_catalog) >= N:
             return None, None
         share = self.positive_share if self.config.shared_positives else None
         return shared_columns(N, K, positives, share, self.generator)

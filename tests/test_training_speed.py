@@ -86,12 +86,14 @@ def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config, 
     assert torch.equal(prior.positive(ex), positives)
 
 
-def test_a_catalog_within_shared_negatives_trains_exactly_as_full(config):
+@pytest.mark.parametrize("within", ["shared_negatives", "whole_catalog"])
+def test_a_catalog_within_shared_negatives_or_whole_catalog_trains_exactly_as_full(config, within):
     tower, training, weights = config
     inter, vectors = small_shop(seed=3)
     full, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, negatives="full"), weights, 72.0)
-    shared, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, negatives="shared",
-                                                                      shared_negatives=len(vectors)), weights, 72.0)
+    sizes = {"shared_negatives": 16, "whole_catalog": 0, within: len(vectors)}
+    shared, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, negatives="shared", **sizes),
+                            weights, 72.0)
     for name, tensor in full.state_dict().items():
         assert torch.equal(tensor, shared.state_dict()[name]), name
 
@@ -100,8 +102,8 @@ def test_a_catalog_within_shared_negatives_trains_exactly_as_full(config):
 def test_shared_negatives_from_a_larger_catalog_lower_the_loss(config, precision):
     tower, training, weights = config
     inter, vectors = small_shop(seed=1)
-    training = dataclasses.replace(training, negatives="shared", shared_negatives=16, precision=precision, epochs=3,
-                                   patience=9)
+    training = dataclasses.replace(training, negatives="shared", shared_negatives=16, whole_catalog=0,
+                                   precision=precision, epochs=3, patience=9)
     _, report = train_tower(inter, vectors, tower, training, weights, 72.0)
     assert all(np.isfinite(report.losses)) and report.losses[-1] < report.losses[0]
 
