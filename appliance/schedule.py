@@ -58,17 +58,18 @@ def learning_rate_factor(step: int, warmup: int, total: int) -> float:
 def latest_within_noise(
     validated: Sequence[tuple[int, bool, np.ndarray]], best_epoch: int, within: float
 ) -> int | None:
-    """Index into `validated` ((epoch, phase, per-example validation NDCG@10 (V,)) in order) of the latest
-    epoch after `best_epoch` and in its phase whose mean is within `within` standard errors of the best's
-    (the standard error of the paired per-example differences); None: keep the best (`within` 0, or the best
-    epoch not among them). A small validation set's best epoch is often an early one by chance (MovieLens's
-    ~600 customers); the schedule's end is the converged model, kept unless it is measurably worse."""
+    """Index into `validated` ((epoch, network phase?, per-example validation NDCG@10 (V,)) in order) of the
+    latest network-phase epoch after a network-phase `best_epoch` whose mean is within `within` standard errors
+    of the best's (the standard error of the paired per-example differences); None: keep the best (`within` 0,
+    the best epoch not among them or one of the first phase, whose constant rate has no converged end). A small
+    validation set's best epoch is often an early one by chance (MovieLens's ~600 customers); the end of the
+    network phase's cosine is the converged model, kept unless it is measurably worse."""
     best = next((v for v in validated if v[0] == best_epoch), None)
-    if within <= 0 or best is None or len(best[2]) < 2:
+    if within <= 0 or best is None or not best[1] or len(best[2]) < 2:
         return None
     for i in range(len(validated) - 1, -1, -1):
         epoch, phase, rows = validated[i]
-        if epoch <= best_epoch or phase != best[1]:
+        if epoch <= best_epoch or not phase:
             continue
         difference = rows - best[2]
         if difference.mean() >= -within * difference.std(ddof=1) / math.sqrt(len(difference)):

@@ -271,8 +271,7 @@ class _Run:
         return shared_columns(N, K, positives, share, self.generator)
 
     def _latest_within_noise(self) -> None:
-        """Move the kept weights to `latest_within_noise`'s epoch (the initial tower, epoch 0, has no
-        per-example rows here: kept as it is)."""
+        """Move the kept weights to `latest_within_noise`'s epoch (a network-phase best only)."""
         self.report.top_epoch = self.report.best_epoch
         chosen = latest_within_noise([v[:3] for v in self.validated], self.report.best_epoch, self.config.keep_within)
         if chosen is not None:

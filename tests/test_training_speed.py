@@ -210,7 +210,7 @@ def test_mixed_negatives_correct_the_in_batch_columns_by_the_batch_they_are_give
     assert F.cross_entropy(torch.cat([wrong, sampled], dim=1), torch.arange(B)).item() != pytest.approx(loss.item())
 
 
-def test_the_latest_epoch_within_noise_of_the_best_is_kept_in_the_best_ones_phase():
+def test_the_latest_network_epoch_within_noise_of_a_network_best_is_kept():
     rng = np.random.default_rng(0)
     best = rng.random(600) * (rng.random(600) < 0.1)  # NDCG@10 per validation example: mostly 0
     noisy = best + np.r_[np.full(60, 0.05), np.full(70, -0.05), np.zeros(470)]  # a little below, within noise
@@ -220,6 +220,8 @@ def test_the_latest_epoch_within_noise_of_the_best_is_kept_in_the_best_ones_phas
     assert latest_within_noise(validated[:4], 3, 1.0) == 2  # epoch 7 is measurably worse: epoch 5
     assert latest_within_noise(validated[:4], 3, 0.0) is None  # 0: the best itself
     assert latest_within_noise(validated[:2], 1, 1.0) is None  # no later epoch of the first phase
+    first = [(1, False, best), (2, False, noisy), (3, True, noisy)]
+    assert latest_within_noise(first, 1, 1.0) is None  # a first-phase best is kept: its rate has no converged end
     assert latest_within_noise(validated, 0, 1.0) is None  # the initial tower: no per-example rows, kept
     assert noisy.mean() < best.mean() and worse.mean() < noisy.mean()
 
