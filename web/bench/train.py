@@ -9,8 +9,8 @@ test customers. A recipe is the shipped `[training]` config with some keys repla
 before issue 15 (the whole catalog as negatives, float32), `round1` its first round (batches of 128, a constant
 rate, up to 20 epochs), `round2` its second (uniform shared negatives only, the first phase uncapped, every epoch
 validated), `round4` the recipe before its fifth round (2,048 shared negatives in every catalog over 2,048
-products, the best validated epoch kept), `after` the shipped one; `--curve` adds the shipped recipe with fewer or more epochs,
-fewer shared negatives or smaller batches: the trade-off of seconds against NDCG@10.
+products, the best validated epoch kept), `after` the shipped one; `--curve` adds the shipped recipe with fewer
+or more epochs, more shared negatives or smaller batches: the trade-off of seconds against NDCG@10.
 
 Wall time is noisy on a shared machine, so the CPU time of the training process (`time.process_time`) is printed
 beside it. Writes `bench/results/train.json` (`train_DATASET_....json` for other than all data sets).
