@@ -18,7 +18,9 @@ the scalars (recency half-life, per-kind weights, popularity weight), which a sm
 small batches and without the attention branch (still zero, so it adds nothing), for at most about
 `scalar_examples` examples, then the whole network in large batches with a one-epoch warm-up (its first epochs
 dip below the start before passing it) and a cosine decay of the rate to 0 at `epochs`, validated every
-`validate_every` epochs (a validation ranks the whole catalog for each validation customer).
+`validate_every` epochs (a validation ranks the whole catalog for each validation customer). When the best
+validated epoch is a network one, the latest network epoch within `keep_within` standard errors of it is kept
+(`appliance.schedule.latest_within_noise`: a small validation set's best is often an early epoch by chance).
 What is validated and kept is an exponential moving average of the weights over the recent steps, which on a
 small shop's data is steadier than the weights of the last step. The optimizer is `appliance.optim.AdamW`
 (torch's own imports torch._dynamo, seconds of CPU per process).
