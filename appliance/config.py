@@ -235,6 +235,7 @@ def _validate(config: Config) -> None:
         "analytics.attribution_window_hours": config.analytics.attribution_window_hours,
         "training.prior_half_life_hours": config.training.prior_half_life_hours,
         "training.shared_negatives": config.training.shared_negatives,
+        "training.whole_catalog": config.training.whole_catalog,
         "training.epoch_examples": config.training.epoch_examples,
         "training.validation_examples": config.training.validation_examples,
         "training.validate_every": config.training.validate_every,
@@ -250,7 +251,8 @@ def _validate(config: Config) -> None:
                        ("jobs.retention_days", config.jobs.retention_days),
                        ("feed.page_cache", config.feed.page_cache),
                        ("feed.prepare_window_seconds", config.feed.prepare_window_seconds),
-                       ("training.min_network_steps", config.training.min_network_steps)):
+                       ("training.min_network_steps", config.training.min_network_steps),
+                       ("training.keep_within", config.training.keep_within)):
         if value < 0:
             raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)
     shares = (config.feed.personal_share, config.feed.new_share)

@@ -145,11 +145,13 @@ class TrainingConfig:
     negatives: str
     sampled_negatives: int
     shared_negatives: int
+    whole_catalog: int  # "shared": a catalog of at most this many products (or shared_negatives) is scored whole
     shared_positives: bool  # the batch's positives join the shared negatives (popularity-drawn, logQ-corrected)
     precision: str
     temperature: float
     patience: int
     validate_every: int  # epochs of the network phase between validations (and after its last)
+    keep_within: float  # standard errors: the latest network epoch this close to a network-phase best is kept
     min_network_steps: int  # below these steps in all, the network phase shrinks its batches and adds epochs
     scalar_examples: int  # the first phase ends after the epoch in which it has seen this many examples
     schedule: str  # the network phase's learning rate after its warm-up epoch: "constant" or "cosine" (0 at `epochs`)

@@ -151,7 +151,7 @@ class MomentPrior:
         """(B, K) float32 prior per example over the products `columns` (K,) (None: all N)."""
         customer, at = self.interactions.customer[ex.target], self.interactions.ts[ex.target]
         prior = self.popularity.prior(customer, at, self.cold_quantile, None if columns is None else columns.numpy())
-        return torch.as_tensor(prior, dtype=torch.float32)
+        return torch.from_numpy(np.asarray(prior, dtype=np.float32))
 
     def is_cold(self, ex: Examples) -> np.ndarray:
         """(B,) bool: the example's positive had no event before its moment (a new product then)."""

@@ -98,15 +98,6 @@ def validation_grid(
     return out
 
 
-def validation_ndcg(
-    model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
-    prior: PopularityPrior | MomentPrior | None,
-) -> float:
-    """Mean validation NDCG@10 of the tower with its own popularity weight and cold quantile."""
-    grid = [(model.popularity_weight.item(), float(model.cold_quantile))]
-    return float(validation_grid(model, val, interactions, item_vectors, prior, grid).mean())
-
-
 def choose_prior(
     model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
     prior: PopularityPrior | MomentPrior | None, cold_start: bool = True, weights: Sequence[float] = PRIOR_GRID,

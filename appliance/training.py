@@ -18,7 +18,9 @@ the scalars (recency half-life, per-kind weights, popularity weight), which a sm
 small batches and without the attention branch (still zero, so it adds nothing), for at most about
 `scalar_examples` examples, then the whole network in large batches with a one-epoch warm-up (its first epochs
 dip below the start before passing it) and a cosine decay of the rate to 0 at `epochs`, validated every
-`validate_every` epochs (a validation ranks the whole catalog for each validation customer).
+`validate_every` epochs (a validation ranks the whole catalog for each validation customer). When the best
+validated epoch is a network one, the latest network epoch within `keep_within` standard errors of it is kept
+(`appliance.schedule.latest_within_noise`: a small validation set's best is often an early epoch by chance).
 What is validated and kept is an exponential moving average of the weights over the recent steps, which on a
 small shop's data is steadier than the weights of the last step. The optimizer is `appliance.optim.AdamW`
 (torch's own imports torch._dynamo, seconds of CPU per process).
@@ -57,7 +59,8 @@ from appliance.examples import (
 )
 from appliance.interactions import Interactions
 from appliance.optim import AdamW
-from appliance.prior import choose_cold_share, choose_prior, validation_ndcg
+from appliance.prior import choose_cold_share, choose_prior, validation_grid
+from appliance.schedule import latest_within_noise, learning_rate_factor, network_plan, shared_columns
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
 
@@ -67,7 +70,7 @@ Progress = Callable[[dict[str, Any]], None]
 @dataclass
 class TrainReport:
     epochs: int  # epochs run
-    best_epoch: int  # epoch whose weights were kept (0 = the initial tower, i.e. mean_vector)
+    best_epoch: int  # epoch whose weights were kept (0 = the initial tower, i.e. mean_vector); see keep_within
     train_seconds: float
     examples: int  # training examples
     validation_examples: int
@@ -82,6 +85,7 @@ class TrainReport:
     cold_share: float = 0.0  # the list's part given to products without events (appliance.prior, cold slots)
     cold_shares: list[tuple[float, float, float]] = field(default_factory=list)  # (share, validation all, cold)
     prior_half_life_hours: float | None = None  # the prior's popularity half-life: serving ranks with the same
+    top_epoch: int = 0  # the epoch of the highest validation NDCG@10 (best_epoch: the latest within keep_within)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +95,7 @@ def contrastive_loss(
     user: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, item_vectors: torch.Tensor,
     log_q: torch.Tensor, config: TrainingConfig, generator: torch.Generator, seen: torch.Tensor | None = None,
     prior: torch.Tensor | None = None, columns: torch.Tensor | None = None, own: torch.Tensor | None = None,
-    log_inclusion: torch.Tensor | None = None,
+    log_inclusion: torch.Tensor | None = None, low: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weighted softmax cross-entropy; the positive of row i is column i (in-batch) or column 0 (the others).
 
@@ -99,12 +103,16 @@ def contrastive_loss(
     for the whole batch), leaving out each row's positive and its history `seen` (B, T); each column's
     exponential is divided by its probability of being drawn, `log_inclusion` (K,) (None: a uniform draw, K / N),
     so the sum estimates the full one (Horvitz-Thompson; the logQ correction of Yi et al., RecSys 2019).
+    `log_q` (N,) is the log of each product's share of the training positives: an in-batch column's expected
+    count in this batch is B times it (the batch's own size: the phases and the last step differ).
     `prior` is added to the cosines: (B, K) over the columns (full, shared, with `own` (B,) the positive's) or
-    (B, N) (sampled, in_batch, mixed); None = no prior."""
+    (B, N) (sampled, in_batch, mixed); None = no prior. `low` is `item_vectors` already in autocast's dtype
+    (bfloat16) for the (B, K) product: the same values, without casting the columns every step."""
     B, N = len(target), len(item_vectors)
     if config.negatives in ("full", "shared"):
         K = N if columns is None else len(columns)
-        candidates = item_vectors if columns is None else item_vectors[columns]  # (K, D)
+        table = item_vectors if low is None else low
+        candidates = table if columns is None else table[columns]  # (K, D)
         negative = user @ candidates.T  # (B, K)
         positive = (user * item_vectors[target]).sum(-1)  # (B,)
         if prior is not None:
@@ -124,7 +132,8 @@ def contrastive_loss(
     positive = item_vectors[target]  # (B, D)
     blocks, label = [], torch.arange(B)
     if config.negatives in ("in_batch", "mixed"):
-        logits = (user @ positive.T + prior[:, target]) / config.temperature - log_q[target][None, :]  # (B, B)
+        expected = log_q[target] + math.log(B)  # log of each column's expected count among the B positives
+        logits = (user @ positive.T + prior[:, target]) / config.temperature - expected[None, :]  # (B, B)
         same = (target[:, None] == target[None, :]) & ~torch.eye(B, dtype=torch.bool)
         blocks.append(logits.masked_fill(same, -math.inf))  # a duplicate positive is not a negative
     else:
@@ -159,6 +168,10 @@ class _Run:
         self.positive_share = torch.bincount(target, minlength=len(vectors)).double() / len(target)  # (N,)
         self.ramp, self.step = (0, 0), 0  # the learning rate schedule (warm-up steps, cosine steps), step of the phase
         self.rate = 1.0  # the phase's learning rates scaled by (a small shop's smaller batches)
+        # the vectors as autocast casts them (same values), once: a step's (B, T, D) history block, its projected
+        # products and its (K, D) columns are gathered at half the bytes and never cast
+        self.low = vectors.to(torch.bfloat16) if config.precision == "bfloat16" else vectors
+        self.validated: list[tuple[int, bool, np.ndarray, dict]] = []  # (epoch, network, per-example NDCG, weights)
 
     def keep(self, score: float, epoch: int) -> None:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
@@ -201,9 +214,12 @@ class _Run:
             return None
         trained = copy.deepcopy(self.model.state_dict())
         self.model.load_state_dict(self.average)  # validate (and keep) the average of the recent steps
-        score = validation_ndcg(self.model, self.val, self.interactions, self.vectors, self.prior)
+        grid = [(self.model.popularity_weight.item(), float(self.model.cold_quantile))]
+        rows = validation_grid(self.model, self.val, self.interactions, self.vectors, self.prior, grid)[0]  # (V,)
+        score = float(rows.mean())
         if score > self.best:
             self.keep(score, self.report.epochs)
+        self.validated.append((self.report.epochs, self.attention, rows, copy.deepcopy(self.average)))
         self.model.load_state_dict(trained)
         self.report.validation.append(score)
         self.report.validated_epochs.append(self.report.epochs)
@@ -228,11 +244,12 @@ class _Run:
                 projected = None
                 if self.attention:  # each product of the batch projected once
                     distinct, slot = np.unique(hist, return_inverse=True)
-                    projected = model.inp(self.vectors[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B,T,W)
-                users = model(*batch_inputs(ex, inter, self.vectors), projected=projected,
+                    projected = model.inp(self.low[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B,T,W)
+                users = model(*batch_inputs(ex, inter, self.low), projected=projected,
                               attention=self.attention)  # (B, D)
                 loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
-                                        config, self.generator, seen, prior, columns, own, log_inclusion)
+                                        config, self.generator, seen, prior, columns, own, log_inclusion,
+                                        self.low)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -248,15 +265,24 @@ class _Run:
 
     def _columns(self, positives: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The products every row of a batch is scored against, and their log inclusion: all (None, None) or,
-        for `shared`, `shared_columns`."""
+        for `shared` in a catalog larger than `whole_catalog` and `shared_negatives`, `shared_columns`."""
         N, K = len(self.vectors), self.config.shared_negatives
-        if self.config.negatives != "shared" or K >= N:
+        if self.config.negatives != "shared" or max(K, self.config.whole_catalog) >= N:
             return None, None
         share = self.positive_share if self.config.shared_positives else None
         return shared_columns(N, K, positives, share, self.generator)
 
+    def _latest_within_noise(self) -> None:
+        """Move the kept weights to `latest_within_noise`'s epoch (a network-phase best only)."""
+        self.report.top_epoch = self.report.best_epoch
+        chosen = latest_within_noise([v[:3] for v in self.validated], self.report.best_epoch, self.config.keep_within)
+        if chosen is not None:
+            epoch, _, rows, state = self.validated[chosen]
+            self.best, self.best_state, self.report.best_epoch = float(rows.mean()), state, epoch
+
     def finish(self) -> TrainReport:
         if self.best_state is not None:
+            self._latest_within_noise()
             self.model.load_state_dict(self.best_state)
             self.report.best_validation_ndcg = self.best
         self.model.eval()
@@ -265,49 +291,7 @@ class _Run:
         return self.report
 
 
-def shared_columns(
-    n: int, k: int, positives: torch.Tensor, share: torch.Tensor | None, generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A batch's shared columns: a uniform draw of `k` of the `n` products and, with `share` (N,) (each product's
-    share of the training positives), the batch's `positives` (B,) too: products drawn by popularity, the hard
-    negatives a uniform draw mostly misses (the mixed negatives of Yang et al., WWW 2020). Returns the columns
-    (K',) and the log of each one's probability of being among them (None: uniform, k / n)."""
-    drawn = torch.randperm(n, generator=generator)[:k]
-    if share is None:
-        return drawn, None
-    columns = torch.cat([drawn, positives]).unique()
-    # missed by the uniform draw (1 - k / n) and by each of the batch's B positives (1 - share), independently
-    missed = (1.0 - k / n) * (1.0 - share[columns]) ** len(positives)
-    return columns, torch.log1p(-missed).float()
-
-
-def network_plan(size: int, config: TrainingConfig) -> tuple[int, int, float]:
-    """The network phase's batch, epochs and learning-rate scale for `size` examples an epoch. A shop with few
-    examples (the demo: 6,243) gets 13 steps an epoch at `batch_size`, too few for the network to pass the first
-    phase: below `min_network_steps` in all, batches shrink (not under `scalar_batch_size`) with the rates scaled
-    linearly by the batch (Goyal et al. 2017), then epochs are added until the steps are reached, up to
-    `MAX_EPOCH_GROWTH` times `epochs` (a handful of examples must not train for a thousand epochs)."""
-    want = config.min_network_steps
-    if want <= 0 or config.epochs <= 0 or math.ceil(size / config.batch_size) * config.epochs >= want:
-        return config.batch_size, config.epochs, 1.0
-    per_epoch = math.ceil(want / config.epochs)
-    batch = min(config.batch_size, max(config.scalar_batch_size, size // per_epoch))
-    epochs = min(MAX_EPOCH_GROWTH * config.epochs, max(config.epochs, math.ceil(want / math.ceil(size / batch))))
-    return batch, epochs, batch / config.batch_size
-
-
-def learning_rate_factor(step: int, warmup: int, total: int) -> float:
-    """The learning rate's multiplier at `step`: linear from 1 / warmup to 1 over `warmup` steps, then constant
-    (total 0) or a cosine down to 0 at step `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if not total:
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
-
-
 AVERAGE_DECAY = 0.98  # per step: weights are validated and kept as an exponential average (smooths small data)
-MAX_EPOCH_GROWTH = 3  # a small shop's network phase runs at most 3 x `epochs` (see network_plan)
 SCALAR_PATIENCE = 2  # the few scalars converge smoothly: the first phase stops sooner than the network's
 
 
@@ -360,7 +344,7 @@ def _train(
     weight = torch.as_tensor(kind_weight[interactions.kind[train.target]])  # (M,)
     target = torch.as_tensor(interactions.item[train.target])  # (M,)
     freq = np.bincount(interactions.item[train.target], minlength=len(vectors)) + 1.0  # smoothed
-    log_q = torch.as_tensor(np.log(config.batch_size * freq / freq.sum()), dtype=torch.float32)  # (N,)
+    log_q = torch.as_tensor(np.log(freq / freq.sum()), dtype=torch.float32)  # (N,) per positive drawn
 
     prior = None
     if config.popularity_prior and popularity_half_life_hours is not None:

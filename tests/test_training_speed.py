@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from appliance.config import load_config
 from appliance.examples import MomentPrior, PopularityPrior, batch_inputs, make_examples
+from appliance.schedule import latest_within_noise, learning_rate_factor, network_plan, shared_columns
 from appliance.tower import UserTower
-from appliance.training import contrastive_loss, learning_rate_factor, network_plan, shared_columns, train_tower
+from appliance.training import contrastive_loss, train_tower
 from tests.test_training import small_shop
 
 
@@ -85,12 +86,14 @@ def test_the_prior_over_columns_and_of_the_positive_match_the_full_rows(config, 
     assert torch.equal(prior.positive(ex), positives)
 
 
-def test_a_catalog_within_shared_negatives_trains_exactly_as_full(config):
+@pytest.mark.parametrize("within", ["shared_negatives", "whole_catalog"])
+def test_a_catalog_within_shared_negatives_or_whole_catalog_trains_exactly_as_full(config, within):
     tower, training, weights = config
     inter, vectors = small_shop(seed=3)
     full, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, negatives="full"), weights, 72.0)
-    shared, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, negatives="shared",
-                                                                      shared_negatives=len(vectors)), weights, 72.0)
+    sizes = {"shared_negatives": 16, "whole_catalog": 0, within: len(vectors)}
+    shared, _ = train_tower(inter, vectors, tower, dataclasses.replace(training, negatives="shared", **sizes),
+                            weights, 72.0)
     for name, tensor in full.state_dict().items():
         assert torch.equal(tensor, shared.state_dict()[name]), name
 
@@ -99,8 +102,8 @@ def test_a_catalog_within_shared_negatives_trains_exactly_as_full(config):
 def test_shared_negatives_from_a_larger_catalog_lower_the_loss(config, precision):
     tower, training, weights = config
     inter, vectors = small_shop(seed=1)
-    training = dataclasses.replace(training, negatives="shared", shared_negatives=16, precision=precision, epochs=3,
-                                   patience=9)
+    training = dataclasses.replace(training, negatives="shared", shared_negatives=16, whole_catalog=0,
+                                   precision=precision, epochs=3, patience=9)
     _, report = train_tower(inter, vectors, tower, training, weights, 72.0)
     assert all(np.isfinite(report.losses)) and report.losses[-1] < report.losses[0]
 
@@ -184,3 +187,49 @@ def test_a_small_shop_gets_smaller_batches_and_more_epochs_a_large_one_the_confi
     assert epochs == 21 and epochs * math.ceil(6_243 / batch) >= shipped.min_network_steps
     assert network_plan(20, shipped) == (128, 24, 0.25)  # a handful of examples: at most 3 x the epochs
     assert network_plan(6_243, dataclasses.replace(shipped, min_network_steps=0)) == (512, 8, 1.0)  # off
+
+
+def test_mixed_negatives_correct_the_in_batch_columns_by_the_batch_they_are_given(config):
+    """The in-batch columns' logQ is the log of each positive's expected count in this batch (B x its share),
+    whatever `batch_size` says (the first phase and the last step of an epoch have other sizes)."""
+    _, training, _ = config
+    user, items, target, _, prior = _loss_inputs(B=4)
+    B, N, S = len(target), len(items), training.sampled_negatives
+    share = torch.rand(N, generator=torch.Generator().manual_seed(1)) + 0.1
+    log_q = (share / share.sum()).log()
+    mixed = dataclasses.replace(training, negatives="mixed", batch_size=512)
+    loss = contrastive_loss(user, target, torch.ones(B), items, log_q, mixed, torch.Generator().manual_seed(5),
+                            prior=prior)
+    negative = torch.randint(N, (B, S), generator=torch.Generator().manual_seed(5))  # the loss's own draw
+    in_batch = (user @ items[target].T + prior[:, target]) / mixed.temperature - (log_q[target] + math.log(B))
+    sampled = (torch.einsum("bd,bsd->bs", user, items[negative]) + prior.gather(1, negative)) / mixed.temperature
+    sampled = (sampled - math.log(S / N)).masked_fill(negative == target[:, None], -math.inf)
+    expected = F.cross_entropy(torch.cat([in_batch, sampled], dim=1), torch.arange(B))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    wrong = in_batch - math.log(512 / B)  # the configured batch's count: the in-batch block weighs 128x more
+    assert F.cross_entropy(torch.cat([wrong, sampled], dim=1), torch.arange(B)).item() != pytest.approx(loss.item())
+
+
+def test_the_latest_network_epoch_within_noise_of_a_network_best_is_kept():
+    rng = np.random.default_rng(0)
+    best = rng.random(600) * (rng.random(600) < 0.1)  # NDCG@10 per validation example: mostly 0
+    noisy = best + np.r_[np.full(60, 0.05), np.full(70, -0.05), np.zeros(470)]  # a little below, within noise
+    worse = best * 0.5  # far below: every hit halved
+    validated = [(1, False, best * 0.9), (3, True, best), (5, True, noisy), (7, True, worse), (9, True, noisy)]
+    assert latest_within_noise(validated, 3, 1.0) == 4  # epoch 9: the latest within one standard error
+    assert latest_within_noise(validated[:4], 3, 1.0) == 2  # epoch 7 is measurably worse: epoch 5
+    assert latest_within_noise(validated[:4], 3, 0.0) is None  # 0: the best itself
+    assert latest_within_noise(validated[:2], 1, 1.0) is None  # no later epoch of the first phase
+    first = [(1, False, best), (2, False, noisy), (3, True, noisy)]
+    assert latest_within_noise(first, 1, 1.0) is None  # a first-phase best is kept: its rate has no converged end
+    assert latest_within_noise(validated, 0, 1.0) is None  # the initial tower: no per-example rows, kept
+    assert noisy.mean() < best.mean() and worse.mean() < noisy.mean()
+
+
+def test_training_reports_the_top_epoch_and_keeps_one_it_validated(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=4)
+    _, report = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=4), weights, 24.0)
+    assert report.best_epoch >= report.top_epoch and report.best_epoch in report.validated_epochs
+    top = report.validation[report.validated_epochs.index(report.top_epoch)]
+    assert top == max(report.validation)

@@ -8,8 +8,9 @@ of their events, popular products more often) over 30 days. Each data set is spl
 test customers. A recipe is the shipped `[training]` config with some keys replaced: `before` is the recipe
 before issue 15 (the whole catalog as negatives, float32), `round1` its first round (batches of 128, a constant
 rate, up to 20 epochs), `round2` its second (uniform shared negatives only, the first phase uncapped, every epoch
-validated), `after` the shipped one; `--curve` adds the shipped recipe with fewer or more epochs,
-fewer shared negatives or smaller batches: the trade-off of seconds against NDCG@10.
+validated), `round4` the recipe before its fifth round (2,048 shared negatives in every catalog over 2,048
+products, the best validated epoch kept), `after` the shipped one; `--curve` adds the shipped recipe with fewer
+or more epochs, more shared negatives or smaller batches: the trade-off of seconds against NDCG@10.
 
 Wall time is noisy on a shared machine, so the CPU time of the training process (`time.process_time`) is printed
 beside it. Writes `bench/results/train.json` (`train_DATASET_....json` for other than all data sets).
@@ -42,13 +43,14 @@ RECIPES: dict[str, dict[str, Any]] = {
                "min_network_steps": 0},  # its first round
     "round2": {"shared_positives": False, "scalar_examples": 10**9, "validate_every": 1,
                "min_network_steps": 0},  # its second round
+    "round4": {"shared_negatives": 2048, "whole_catalog": 0, "keep_within": 0.0},  # before its fifth round
     "after": {},  # the shipped config.toml
 }
 CURVE: dict[str, dict[str, Any]] = {  # --curve: the shipped recipe with fewer epochs, negatives or smaller batches
     "epochs 5": {"epochs": 5},
     "epochs 12": {"epochs": 12},
     "batch 128": {"batch_size": 128, "learning_rate": 0.001},
-    "shared 1024": {"shared_negatives": 1024},
+    "shared 2048": {"shared_negatives": 2048},
 }
 TARGET_SECONDS_PER_100K = 60.0  # 100k events of a 10k-product shop in a minute ...
 TARGET_SECONDS_PER_1M = 600.0  # ... and 1M events in ten
@@ -59,7 +61,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", default=ALL,
                    help="comma-separated: demo, movielens, retail, shop-100k, shop-1M (default all)")
     p.add_argument("--recipes", default="before,after",
-                   help="comma-separated: before, round1, round2, after (default before,after)")
+                   help="comma-separated: before, round1, round2, round4, after (default before,after)")
     p.add_argument("--curve", action="store_true", help=f"also the recipes {', '.join(CURVE)}")
     p.add_argument("--skip", default="", help="comma-separated DATASET:RECIPE pairs to leave out "
                                               "(e.g. shop-1M:before, hours of full-catalog softmax)")

@@ -1,0 +1,77 @@
+"""The training recipe's plan, as pure functions: the columns a batch is scored against, the network phase's
+batches and epochs for a shop's size, the learning rate's schedule, and which validated epoch is kept."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from appliance.config_sections import TrainingConfig
+
+MAX_EPOCH_GROWTH = 3  # a small shop's network phase runs at most 3 x `epochs` (see network_plan)
+
+
+def shared_columns(
+    n: int, k: int, positives: torch.Tensor, share: torch.Tensor | None, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch's shared columns: a uniform draw of `k` of the `n` products and, with `share` (N,) (each product's
+    share of the training positives), the batch's `positives` (B,) too: products drawn by popularity, the hard
+    negatives a uniform draw mostly misses (the mixed negatives of Yang et al., WWW 2020). Returns the columns
+    (K',) and the log of each one's probability of being among them (None: uniform, k / n)."""
+    drawn = torch.randperm(n, generator=generator)[:k]
+    if share is None:
+        return drawn, None
+    columns = torch.cat([drawn, positives]).unique()
+    # missed by the uniform draw (1 - k / n) and by each of the batch's B positives (1 - share), independently
+    missed = (1.0 - k / n) * (1.0 - share[columns]) ** len(positives)
+    return columns, torch.log1p(-missed).float()
+
+
+def network_plan(size: int, config: TrainingConfig) -> tuple[int, int, float]:
+    """The network phase's batch, epochs and learning-rate scale for `size` examples an epoch. A shop with few
+    examples (the demo: 6,243) gets 13 steps an epoch at `batch_size`, too few for the network to pass the first
+    phase: below `min_network_steps` in all, batches shrink (not under `scalar_batch_size`) with the rates scaled
+    linearly by the batch (Goyal et al. 2017), then epochs are added until the steps are reached, up to
+    `MAX_EPOCH_GROWTH` times `epochs` (a handful of examples must not train for a thousand epochs)."""
+    want = config.min_network_steps
+    if want <= 0 or config.epochs <= 0 or math.ceil(size / config.batch_size) * config.epochs >= want:
+        return config.batch_size, config.epochs, 1.0
+    per_epoch = math.ceil(want / config.epochs)
+    batch = min(config.batch_size, max(config.scalar_batch_size, size // per_epoch))
+    epochs = min(MAX_EPOCH_GROWTH * config.epochs, max(config.epochs, math.ceil(want / math.ceil(size / batch))))
+    return batch, epochs, batch / config.batch_size
+
+
+def learning_rate_factor(step: int, warmup: int, total: int) -> float:
+    """The learning rate's multiplier at `step`: linear from 1 / warmup to 1 over `warmup` steps, then constant
+    (total 0) or a cosine down to 0 at step `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if not total:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
+
+
+def latest_within_noise(
+    validated: Sequence[tuple[int, bool, np.ndarray]], best_epoch: int, within: float
+) -> int | None:
+    """Index into `validated` ((epoch, network phase?, per-example validation NDCG@10 (V,)) in order) of the
+    latest network-phase epoch after a network-phase `best_epoch` whose mean is within `within` standard errors
+    of the best's (the standard error of the paired per-example differences); None: keep the best (`within` 0,
+    the best epoch not among them or one of the first phase, whose constant rate has no converged end). A small
+    validation set's best epoch is often an early one by chance (MovieLens's ~600 customers); the end of the
+    network phase's cosine is the converged model, kept unless it is measurably worse."""
+    best = next((v for v in validated if v[0] == best_epoch), None)
+    if within <= 0 or best is None or not best[1] or len(best[2]) < 2:
+        return None
+    for i in range(len(validated) - 1, -1, -1):
+        epoch, phase, rows = validated[i]
+        if epoch <= best_epoch or not phase:
+            continue
+        difference = rows - best[2]
+        if difference.mean() >= -within * difference.std(ddof=1) / math.sqrt(len(difference)):
+            return i
+    return None
