@@ -68,7 +68,8 @@ def prune(
         dropped = events.delete_before(retention)
         shown = impressions.delete_before(retention)
         parts.append(f"{dropped} events and {shown} impressions older than {config.jobs.retention_days:g} days deleted")
-    db.checkpoint()
+    if not db.checkpoint():
+        parts.append("checkpoint deferred to the next run: other writes were in progress")
     return "; ".join(parts) or "nothing to prune: no serving window, events kept forever (jobs.retention_days = 0)"
 
 

@@ -44,6 +44,7 @@ class Database:
     `check()` tries that at most once per `RETRY_SECONDS`.
     """
 
+    CHECKPOINT_TRIES = 5
     RETRY_SECONDS = 1.0
 
     def __init__(self, path: str | Path) -> None:
@@ -136,10 +137,22 @@ class Database:
     def schema_version(self) -> int:
         return self.read("SELECT max(version) FROM schema_version")[0][0] or 0
 
-    def checkpoint(self) -> None:
-        with self._write_lock, self._faults():
-            self._usable()
-            self.cursor().execute("CHECKPOINT")
+    def checkpoint(self) -> bool:
+        """Fold the WAL into the file; False when DuckDB kept refusing because another transaction was writing
+        (it counts one that drew from a sequence), so the next run does it (DuckDB also checkpoints by itself
+        once the WAL passes its threshold). Tried `CHECKPOINT_TRIES` times, the writer lock released between."""
+        for attempt in range(self.CHECKPOINT_TRIES):
+            with self._write_lock, self._faults():
+                self._usable()
+                try:
+                    self.cursor().execute("CHECKPOINT")
+                    return True
+                except duckdb.TransactionException as exc:
+                    if "other write transactions" not in str(exc):
+                        raise
+            time.sleep(0.05 * (attempt + 1))
+        log.warning("checkpoint deferred: other write transactions stayed active")
+        return False
 
     def close(self) -> None:
         if self._closed:

@@ -108,3 +108,18 @@ def test_a_read_only_disk_turns_writes_into_503_and_the_appliance_recovers(tmp_p
         assert client.get("/health/ready").json()["events"] == acknowledged
         assert client.delete("/customers/77").status_code == 200
     assert count(Database(data / "appliance.duckdb")) == acknowledged  # what was acknowledged is what is on disk
+
+
+def test_a_refused_checkpoint_is_deferred_and_the_store_keeps_writing(db: Database) -> None:
+    """DuckDB refuses CHECKPOINT while another transaction writes (drawing from a sequence counts): the
+    checkpoint says so (False) after its tries instead of failing its job, writes go on, and it runs later."""
+    other = db._conn.cursor()  # a transaction outside the writer lock, as a cursor's implicit one can be
+    other.begin()
+    other.execute("SELECT nextval('event_seq')").fetchall()
+    assert db.checkpoint() is False
+    assert db.check() is None
+    with db.write() as cur:
+        cur.execute(f"{INSERT_EVENT} (1, 1, 1, 'product_viewed', now(), now())")
+    other.commit()
+    assert db.checkpoint() is True
+    assert db.read("SELECT count(*) FROM events") == [(1,)]
