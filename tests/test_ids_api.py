@@ -40,8 +40,8 @@ def _click(client: TestClient, customer, products, name: str = "product_clicked"
     processed = client.get("/queue").json()["processed"]
     events = [{"customer_id": customer, "product_id": p, "event_name": name} for p in products]
     assert client.post("/events", json=events).status_code == 202
-    wait_until(lambda: client.get("/queue").json()["processed"] >= processed + 1
-               and client.get("/queue").json()["in_flight"] == 0, what="the consumer")
+    wait_until(lambda: (q := client.get("/queue").json())["processed"] >= processed + 1
+               and q["depth"] == 0 and q["in_flight"] == 0, what="the consumer")  # every message, not only one
 
 
 def _ids(feed: dict) -> list[str]:
