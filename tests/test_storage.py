@@ -70,8 +70,11 @@ def test_index_saves_atomically_and_is_rebuilt_when_unreadable_or_out_of_step(tm
     assert sorted(index.ids().tolist()) == [1, 2, 3]
     assert indexer.sync_index() == 0  # nothing changed since: nothing is inserted again
     assert not list(tmp_path.glob("*.tmp"))
+    files = (tmp_path / "p.hnsw", tmp_path / "p.hnsw.json")
+    written = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]  # a save replaces both (a new inode)
     fresh = VectorIndex(tmp_path / "p.hnsw", 384, config.index)
     assert CatalogIndexer(store, encoder, fresh, 16).reconcile() == "loaded"
+    assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files] == written  # nothing changed: not rewritten
     np.testing.assert_allclose(fresh.get(np.array([2])), index.get(np.array([2])), atol=1e-6)
     (tmp_path / "p.hnsw").write_bytes(b"not an index")
     broken = VectorIndex(tmp_path / "p.hnsw", 384, config.index)
