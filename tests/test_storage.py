@@ -86,6 +86,9 @@ def test_index_saves_atomically_and_is_rebuilt_when_unreadable_or_out_of_step(tm
     stale = VectorIndex(tmp_path / "p.hnsw", 384, config.index)
     assert CatalogIndexer(store, encoder, stale, 16).reconcile() == "rebuilt"
     assert sorted(stale.ids().tolist()) == [1, 2]
+    waiting = [product(4, "Linen apron")]  # stored, not embedded yet: no vector, so not an id the index must hold
+    store.upsert(waiting, *_lines(waiting), T0)
+    assert store.vector_ids().tolist() == store.vectors(None)[0].tolist() == [1, 2]
 
 
 def test_index_save_lets_queries_and_changes_go_on_while_the_child_writes(tmp_path, monkeypatch) -> None:
