@@ -35,6 +35,8 @@ class CatalogView:
         self.row: dict[int, int] = {}
         self.n = 0
         self.version = 0  # bumped by every patch
+        self._arrivals = 0  # bumped when a row is added or a product's created_at changes
+        self._newest: tuple[int, np.ndarray] | None = None  # (arrivals, every row newest first)
         self._allocate(max(1024, len(products)))
         self.by_category: dict[str, np.ndarray] = {}
         self.by_brand: dict[str, np.ndarray] = {}  # merchant (lower case) -> sorted live rows: rules match brands
@@ -91,6 +93,7 @@ class CatalogView:
         Changes = dict[str, list[int]]  # name -> rows gaining (or losing) it
         changes: dict[str, tuple[Changes, Changes]] = {"category": ({}, {}), "brand": ({}, {})}
         next_row = self.n
+        moved = bool(new)  # the newest-first order changes
         for p in products:
             row = self.row.get(p.product_id)
             old = None
@@ -107,7 +110,9 @@ class CatalogView:
                     removed.setdefault(name, []).append(row)
             self.ids_all[row] = p.product_id
             self.price_all[row] = np.nan if p.price is None else p.price
-            self.created_all[row] = p.created_at.timestamp() if p.created_at else 0.0
+            created = p.created_at.timestamp() if p.created_at else 0.0
+            moved = moved or created != self.created_all[row]
+            self.created_all[row] = created
             self.in_stock_all[row] = p.in_stock
             self.live_all[row] = True
             self.product_all[row] = p
@@ -119,7 +124,19 @@ class CatalogView:
         first_new = self.n
         self.n = next_row
         self.version += 1
+        self._arrivals += moved
         return np.arange(first_new, next_row, dtype=np.int64)
+
+    def newest_first(self) -> np.ndarray:
+        """Every row (dead ones too), newest first (created_at desc, then product id): sorted again only after a
+        product arrives or its created_at changes, not for each popularity ranking (the sort was ~80 % of one
+        at 1M products, every `popularity_refresh_seconds`)."""
+        cached = self._newest
+        if cached is None or cached[0] != self._arrivals:
+            arrivals, n = self._arrivals, self.n
+            cached = (arrivals, np.lexsort((self.ids_all[:n], -self.created_all[:n])))
+            self._newest = cached
+        return cached[1]
 
     def remove(self, product_ids: Iterable[int]) -> None:
         """Mark products as gone: their rows stay (dead) so earlier rankings keep their positions."""

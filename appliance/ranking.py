@@ -239,14 +239,14 @@ def rank_rows(
     view: CatalogView, popularity: np.ndarray, now_ts: float, new_days: float, at: float,
     prior: ServingPrior | None = None,
 ) -> Ranking:
-    n = len(view)
-    ids, created = view.ids, view.created
+    newest = view.newest_first()
+    n = len(newest)
+    created = view.created_all[:n]
     popularity = popularity[:n]
-    order = np.lexsort((ids, -created, -popularity))
+    order = newest[np.argsort(-popularity[newest], kind="stable")]  # popularity desc, then newest, then id
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
-    new_rows = np.flatnonzero(created >= now_ts - new_days * 86400.0)
-    new_rows = new_rows[np.lexsort((ids[new_rows], -created[new_rows]))]
+    new_rows = newest[:np.count_nonzero(created >= now_ts - new_days * 86400.0)]  # newest first, then id
     top = float(popularity.max()) if n and popularity.max() > 0 else 1.0
     freshness = np.zeros(n)
     freshness[new_rows] = np.clip(1.0 - (now_ts - created[new_rows]) / (new_days * 86400.0), 0.0, 1.0)

@@ -154,6 +154,12 @@ class CatalogStore:
                 [list(hashes), to_blobs(vectors)],
             )
 
+    def vector_ids(self) -> np.ndarray:
+        """The ids of the embedded products, sorted: `vectors(None)`'s ids without reading a vector."""
+        return np.asarray(self.db.read_numpy(
+            "SELECT p.product_id FROM products p JOIN embeddings e USING (text_hash) ORDER BY p.product_id"
+        )["product_id"], dtype=np.int64)
+
     def vectors(self, changed_since: datetime | None = None) -> tuple[np.ndarray, np.ndarray, datetime | None]:
         """Product ids and vectors of embedded products changed since a time (all when None).
 

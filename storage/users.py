@@ -188,6 +188,11 @@ class UserStore:
     def count(self) -> int:
         return self.db.read("SELECT count(*) FROM user_vectors")[0][0]
 
+    def vector_ids(self) -> np.ndarray:
+        """The ids of the stored vectors, sorted: `vectors(None)`'s ids without reading a vector."""
+        found = self.db.read_numpy("SELECT customer_id FROM user_vectors ORDER BY customer_id")
+        return np.asarray(found["customer_id"], dtype=np.int64)
+
     def vectors(self, changed_since: datetime | None = None) -> tuple[np.ndarray, np.ndarray, datetime | None]:
         """(ids, vectors, newest updated_at) of vectors changed since a time (all when None)."""
         where, params = ("WHERE updated_at > ?", [changed_since]) if changed_since else ("", [])

@@ -20,8 +20,11 @@ from typing import IO
 
 import pytest
 
+from appliance.config import load_config
 from appliance.encoder import Encoder
+from storage.vectors import VectorIndex
 from web.bench import add_bench_parser, encoding, product_import
+from web.bench.synth import Shop, build_shop
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -154,6 +157,26 @@ def test_serve(launched: dict) -> None:
     assert set(data["writes"]["events"]["statuses"]) == {"202"}
     assert set(data["writes"]["edits"]["statuses"]) == {"200"}
     assert data["checks"]
+    startup = data["startup"]
+    assert 0 < startup["ready_seconds"] <= startup["warmed_seconds"]
+    assert startup["rss_mib_ready"] > 0 and startup["rss_mib_warmed"] > 0
+
+
+def test_a_shop_cut_short_during_its_indexes_resumes_there(tmp_path: Path) -> None:
+    shop = Shop(300, 20, 200)
+    path = build_shop(tmp_path, shop, log=lambda _: None)
+    facts = json.loads((path / "shop.json").read_text())
+    assert facts["build_seconds"] == pytest.approx(facts["store_seconds"] + facts["index_seconds"], abs=0.11)
+    for name in ("shop.json", "products.hnsw", "products.hnsw.json", "users.hnsw", "users.hnsw.json"):
+        (path / name).unlink()  # as if stopped while building the indexes
+    stored = (path / "stored.json").read_text()
+    lines: list[str] = []
+    assert build_shop(tmp_path, shop, log=lines.append) == path
+    assert (path / "stored.json").read_text() == stored and not any("products stored" in line for line in lines)
+    config = load_config()
+    index = VectorIndex(path / "products.hnsw", config.encoder.dim, config.index)
+    assert index.load() is None and len(index) == 300
+    assert json.loads((path / "shop.json").read_text())["built_at"] == facts["built_at"]
 
 
 def test_loop(launched: dict) -> None:

@@ -1,6 +1,11 @@
+from dataclasses import replace
+from datetime import datetime, timedelta
+
 import numpy as np
 
-from appliance.ranking import Source, _walk, by_prior, cold_popularity, interleave, popularity_prior
+from appliance.catalog_view import CatalogView
+from appliance.ranking import Source, _walk, by_prior, cold_popularity, interleave, popularity_prior, rank_rows
+from appliance.types import Product
 
 
 def _source(name, rows, share):
@@ -83,3 +88,33 @@ def test_a_product_without_events_ranks_at_a_quantile_of_the_known_ones_whatever
     faded, known = np.array([0.0, 0.0, 3.0]), np.array([True, False, True])
     old = popularity_prior(faded, known, cold_popularity(faded, known, 1.0))
     assert old[0] == 0.0 < old[1] == old[2]
+
+
+def _catalog(n: int, rng: np.random.Generator, first: int = 1000, unknown: float = 0.1) -> list[Product]:
+    base = datetime(2026, 3, 1)
+    return [Product(int(pid), f"Thing {pid}", None, ("Home",), None, 1.0, True,
+                    base + timedelta(hours=int(rng.integers(0, 40))) if rng.random() >= unknown else None)
+            for pid in rng.permutation(np.arange(n)) + first]
+
+
+def test_the_default_order_is_popularity_then_newest_then_id_after_arrivals_edits_and_removals() -> None:
+    """Ties everywhere (40 distinct times, popularity from 4 values, arrivals unknown); the newest-first order
+    the ranking starts from is kept between rankings and must follow every change of the rows."""
+    rng = np.random.default_rng(4)
+    view = CatalogView(_catalog(300, rng))
+    now = datetime(2026, 3, 2, 6).timestamp()
+    for step in range(5):
+        n = len(view)
+        popularity = rng.choice([0.0, 0.0, 1.0, 2.5], n)
+        ranking = rank_rows(view, popularity, now, 1.0, 0.0)
+        order = np.lexsort((view.ids, -view.created, -popularity))  # the definition
+        assert ranking.order.tolist() == order.tolist()
+        assert ranking.rank[ranking.order].tolist() == list(range(n))
+        new = np.flatnonzero(view.created >= now - 86400.0)
+        assert ranking.new_rows.tolist() == new[np.lexsort((view.ids[new], -view.created[new]))].tolist()
+        assert 0 < len(ranking.new_rows) < n
+        edited = [replace(view.products[int(pid)], created_at=datetime(2026, 3, 2, step))
+                  for pid in rng.choice(sorted(view.products), 5, replace=False)]
+        arrivals = _catalog(1 + step, rng, first=2000 + 10 * step, unknown=1.0 if step == 3 else 0.1)
+        view.upsert(arrivals if step % 2 else edited)
+        view.remove(rng.choice(sorted(view.products), 2, replace=False).tolist())

@@ -147,7 +147,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, catalog_changed)
         users = UserStore(db)
         user_mirror = IndexMirror(
-            VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors
+            VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors,
+            users.vector_ids,
         )
         realtime = config.realtime
         queue = make_queue(config, db, on_outage=lambda cause: metrics.queue_outages.labels("outbox", cause).inc())

@@ -194,7 +194,7 @@ class Server:
         cmd = [sys.executable, "-m", *self.command, "serve", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
                "--port", str(self.port)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        self._t0 = time.perf_counter()
+        self.launched_at = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
@@ -207,7 +207,7 @@ class Server:
             try:
                 status, body = http_json("GET", f"{self.base}/health/ready", timeout=5)
                 if status == 200:
-                    self.started_s = time.perf_counter() - self._t0
+                    self.started_s = time.perf_counter() - self.launched_at
                     return self
                 if body and body.get("status") == "failed":
                     raise RuntimeError(f"server start-up failed: {body.get('detail')}")

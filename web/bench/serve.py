@@ -226,7 +226,12 @@ def run(args: argparse.Namespace) -> int:
     log = path / "server.log"
     offset = log.stat().st_size if log.exists() else 0  # the server appends to it
     with Server(path, log) as server:
-        _wait_for_log(log, offset, "feeds warmed", 900.0)  # start-up computes the shoppers' nearest products
+        startup = {"ready_seconds": round(server.started_s, 2), "rss_mib_ready": round(server.rss_mib(), 1)}
+        _wait_for_log(log, offset, "feeds warmed", 1800.0)  # start-up computes the shoppers' nearest products
+        startup.update(warmed_seconds=round(time.perf_counter() - server.launched_at, 2),
+                       rss_mib_warmed=round(server.rss_mib(), 1))
+        print(f"  server ready in {startup['ready_seconds']:g} s (RSS {startup['rss_mib_ready']:,.0f} MiB), feeds "
+              f"warmed at {startup['warmed_seconds']:g} s (RSS {startup['rss_mib_warmed']:,.0f} MiB)", flush=True)
         closed_loop(server, scripts["personal"], 8, min(args.duration, 5.0))  # warm-up, not recorded
         closed_loop(server, scripts["popular"], 8, min(args.duration, 2.0))
         if "quiet" in phases:
@@ -248,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     out = write_result("serve", args, {
         "targets": {"rps": TARGET_RPS, "share_of_trivial_route": TARGET_SHARE, "p99_ms": TARGET_P99_MS},
         "shop": {"products": products, "customers_with_vectors": customers, "events": events},
-        "server_start_seconds": round(server.started_s, 2), "rss_mib_end": rss,
+        "server_start_seconds": round(server.started_s, 2), "startup": startup, "rss_mib_end": rss,
         "closed_loop": closed, "open_loop": opened, "writes": writes, "checks": checks,
     })
     print(f"wrote {out}")
