@@ -35,7 +35,7 @@ from web.bench.common import (
     work_dir,
     write_result,
 )
-from web.bench.synth import Shop, build_shop
+from web.bench.synth import Shop, build_shop, fresh_copy
 
 TARGET_EVENTS_PER_S = 5000.0
 TARGET_FRESH_P99_MS = 50.0
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     root = work_dir(args.work_dir)
     print(f"ingest @ {size_label(products)} products, queue {args.queue}: building the shop (reused when present in "
           f"{root})", flush=True)
-    path = build_shop(root, Shop(products, customers, events))
+    path = fresh_copy(build_shop(root, Shop(products, customers, events)))
     runs = []
     with queue_backend(args.queue) as env, Server(path, env=env) as server:
         fresh = freshness(server, products, args.fresh_samples, args.fresh_timeout)

@@ -19,7 +19,7 @@ from typing import Any
 
 from web.bench.common import Server, add_load_arguments, parse_size, work_dir, write_result
 from web.bench.serve import KINDS, Writes, _script, _wait_for_log, closed_loop
-from web.bench.synth import Shop, build_shop
+from web.bench.synth import Shop, build_shop, fresh_copy
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -64,7 +64,7 @@ class _Windows:
 def run(args: argparse.Namespace) -> int:
     products, customers, events = parse_size(args.products), parse_size(args.customers), parse_size(args.events)
     root = work_dir(args.work_dir)
-    path = build_shop(root, Shop(products, customers, events))
+    path = fresh_copy(build_shop(root, Shop(products, customers, events)))
     scripts = {kind: _script(root, kind, customers, args.per_page) for kind in KINDS}
     log, probe_out = path / "server.log", root / "loop-probe.json"
     for old in root.glob("loop-probe-*.json"):

@@ -39,7 +39,7 @@ from web.bench.common import (
     work_dir,
     write_result,
 )
-from web.bench.synth import Shop, build_shop
+from web.bench.synth import Shop, build_shop, fresh_copy
 
 TARGET_RPS, TARGET_SHARE, TARGET_P99_MS = 1500.0, 1 / 3, 10.0
 KINDS = ("health", "personal", "popular")
@@ -211,16 +211,6 @@ def _phase(server: Server, scripts: dict[str, Path], levels: list[int], seconds:
     return rows
 
 
-def _fresh_copy(built: Path) -> Path:
-    """The built shop copied for this run (the build itself stays as built): a run's write streams leave events
-    queued and shoppers changed, and a server started on them spends its first minutes on that backlog, inside
-    the next run's quiet phase (79,245 queued events were found in a 100k shop reused across runs)."""
-    run = built.with_name(built.name + ".run")
-    shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(built, run)
-    return run
-
-
 def run(args: argparse.Namespace) -> int:
     if shutil.which("wrk") is None:
         print("appliance bench serve needs wrk: apt-get install -y wrk", file=sys.stderr)
@@ -230,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     root = work_dir(args.work_dir)
     print(f"serve @ {size_label(products)} products: building the shop (reused when present in {root})", flush=True)
-    path = _fresh_copy(build_shop(root, Shop(products, customers, events)))
+    path = fresh_copy(build_shop(root, Shop(products, customers, events)))
     scripts = {kind: _script(root, kind, customers, args.per_page) for kind in KINDS}
     closed, opened, writes = [], [], {}
     log = path / "server.log"
