@@ -33,7 +33,6 @@ class VectorIndex:
         self.config = config
         self.synced_until: datetime | None = None
         self._lock = threading.RLock()
-        self._saving = threading.Lock()  # one save at a time
         self._deleted: set[int] = set()
         self._dirty = False
         self._index = self._empty(1024)
@@ -94,37 +93,28 @@ class VectorIndex:
         return meta
 
     def save(self) -> None:
-        """Write the index and its sidecar (the binary first, each by rename). hnswlib's `save_index` holds the
-        GIL for the whole write (seconds for the ~1.6 GB of 1M products: every request and thread of the server
-        waited), so a forked child writes the file from the parent's memory as it was at the fork (copy on
-        write) while this process goes on serving, queries and changes included; only the fork itself (a copy
-        of the page tables) holds the GIL. The parent waits for the child with the GIL released."""
-        with self._saving:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            with self._lock:  # no change is half done at the fork: every call into hnswlib holds this lock
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                meta = {
-                    "format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
-                    "count": self._index.get_current_count(), "deleted": sorted(self._deleted),
-                    "synced_until": self.synced_until.isoformat() if self.synced_until else None,
-                }
-                version = self.version
-                child = _write_in_child(self._index, tmp)
-            _wait_for(child, tmp)
-            meta.update(bytes=tmp.stat().st_size, sha256=digest(tmp))
+            self._index.save_index(str(tmp))
+            meta = {
+                "format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
+                "count": self._index.get_current_count(), "bytes": tmp.stat().st_size, "sha256": digest(tmp),
+                "deleted": sorted(self._deleted),
+                "synced_until": self.synced_until.isoformat() if self.synced_until else None,
+            }
             os.replace(tmp, self.path)
             tmp_meta = Path(f"{self.path}.json.tmp")
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp_meta, f"{self.path}.json")
-            with self._lock:
-                self._dirty = self._dirty and self.version != version  # a change since the fork is not saved yet
+            self._dirty = False
 
     def save_if_dirty(self) -> bool:
         with self._lock:
-            dirty = self._dirty
-        if dirty:  # saved outside the lock: queries and changes go on while the child writes
-            self.save()
-        return dirty
+            if self._dirty:
+                self.save()
+                return True
+            return False
 
     def reset(self) -> None:
         with self._lock:
@@ -254,23 +244,3 @@ class VectorIndex:
         sims = stored @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
         top = np.argsort(-sims, kind="stable")[:k]
         return ids[top], sims[top].astype(np.float32)
-
-
-def _write_in_child(index: hnswlib.Index, path: Path) -> int:
-    """Fork a child that writes `index` to `path` and exits (0: written); its pid."""
-    pid = os.fork()
-    if pid == 0:  # the child: one thread, the parent's memory as it was; nothing else runs here
-        code = 1
-        try:
-            index.save_index(str(path))
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _wait_for(pid: int, path: Path) -> None:
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        path.unlink(missing_ok=True)
-        raise OSError(f"writing {path.name} failed (exit status {os.waitstatus_to_exitcode(status)})")

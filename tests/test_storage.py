@@ -1,6 +1,5 @@
 """DuckDB store and hnswlib index against real files."""
 
-import threading
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -10,7 +9,6 @@ from appliance.config import load_config
 from appliance.errors import StoreLocked
 from appliance.text import product_text, text_hash
 from jobs.indexing import CatalogIndexer
-from storage import vectors as vectors_module
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.migrations import SCHEMA_VERSION
@@ -124,39 +122,6 @@ def test_index_saves_atomically_and_is_rebuilt_when_unreadable_or_out_of_step(tm
     waiting = [product(4, "Linen apron")]  # stored, not embedded yet: no vector, so not an id the index must hold
     store.upsert(waiting, *_lines(waiting), T0)
     assert store.vector_ids().tolist() == store.vectors(None)[0].tolist() == [1, 2]
-
-
-def test_index_save_lets_queries_and_changes_go_on_while_the_child_writes(tmp_path, monkeypatch) -> None:
-    """A forked child writes the file: the index stays usable meanwhile (hnswlib's own save held the GIL and
-    this lock for seconds at 1M products), the file holds the index as it was at the fork, and a change made
-    meanwhile leaves the index to be saved again."""
-    config = load_config().index
-    index = VectorIndex(tmp_path / "p.hnsw", 8, config)
-    vectors = np.random.default_rng(3).normal(size=(50, 8)).astype(np.float32)
-    index.upsert(np.arange(1, 51), vectors)
-    seen: dict = {}
-
-    def meanwhile(pid: int, path) -> None:
-        def request() -> None:  # another thread, as a feed request or the consumer would
-            seen["nearest"] = index.query(vectors[0], 3)[0].tolist()
-            index.upsert(np.array([51]), -vectors[:1])
-        other = threading.Thread(target=request)
-        other.start()
-        other.join(timeout=30)
-        seen["waited"] = other.is_alive()
-        wait(pid, path)
-
-    wait = vectors_module._wait_for
-    monkeypatch.setattr(vectors_module, "_wait_for", meanwhile)
-    index.save()
-    assert seen == {"nearest": seen["nearest"], "waited": False} and seen["nearest"][0] == 1
-    monkeypatch.setattr(vectors_module, "_wait_for", wait)
-    snapshot = VectorIndex(tmp_path / "p.hnsw", 8, config)
-    assert snapshot.load() is None and len(snapshot) == 50  # as it was at the fork
-    assert index.save_if_dirty()  # the product added meanwhile was not in the file
-    again = VectorIndex(tmp_path / "p.hnsw", 8, config)
-    assert again.load() is None and len(again) == 51 and not index.save_if_dirty()
-    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_index_query_with_a_filter_that_leaves_fewer_than_k(tmp_path) -> None:
