@@ -5,8 +5,10 @@ Pure functions: the pipeline (appliance/pipeline.py) applies them to every widge
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+
+import msgspec
 
 from appliance.errors import InvalidInput
 from appliance.types import Pick, Product
@@ -76,7 +78,7 @@ def rescore(picks: Sequence[Pick], products: Mapping[int, Product], rules: Seque
                 assert rule.strength is not None
                 score = score + rule.strength * (1 - score) if rule.kind == "boost" else score * (1 - rule.strength)
                 parts[f"{rule.kind}_rule_{rule.rule_id}"] = rule.strength
-        out.append(replace(pick, score=score, parts=parts) if parts != pick.parts else pick)
+        out.append(msgspec.structs.replace(pick, score=score, parts=parts) if parts != pick.parts else pick)
     return sorted(out, key=lambda p: -p.score)  # stable: equal scores keep the source's order
 
 

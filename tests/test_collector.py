@@ -32,6 +32,17 @@ def test_a_feed_id_of_a_shopper_without_a_vector_keeps_one_tracked_object(shop) 
     assert grown <= 300 * 1.2, f"{grown / 300:.1f} tracked objects kept per feed_id"  # was 3: sources, empty set
 
 
+def test_feed_items_are_untracked_so_a_kept_page_costs_the_collector_a_few_objects(shop) -> None:  # noqa: F811
+    rec = shop[0]
+    rec.feed(FeedQuery())
+    before = _tracked()
+    pages = [rec.feed(FeedQuery()) for _ in range(200)]  # kept, as the page cache keeps pages
+    assert sum(len(p.items) for p in pages) >= 200 * 5
+    assert not any(gc.is_tracked(item) for p in pages for item in p.items)
+    grown = _tracked() - before
+    assert grown <= 200 * 5, f"{grown / 200:.1f} tracked objects kept per page"  # 4: +1 per item before
+
+
 def test_product_outs_are_built_once_per_product_object_and_untracked(db: Database) -> None:
     ids = ShopIds.open(db).products
     key, = ids.keys(["sku-1"], create=True)
