@@ -78,7 +78,11 @@ class Feeds:
         """`page` when it can be answered from memory alone (None: it needs a read or a lookup first), with what
         is known of the shopper looked up once."""
         personal = self._remembered(customer_id, query)
-        return None if personal is _UNKNOWN else self._page(personal, query)  # type: ignore[arg-type]
+        if personal is _UNKNOWN:
+            return None
+        if customer_id is not None and personal.vector is not None:  # type: ignore[union-attr]
+            self._asked[customer_id] = self._monotonic()  # asked, as in `personal`: the consumer keeps preparing
+        return self._page(personal, query)  # type: ignore[arg-type]
 
     def _remembered(self, customer_id: int | None, query: FeedQuery) -> Personal | None | object:
         """What `personal` gives, from memory alone, or _UNKNOWN when that needs a read or a lookup."""

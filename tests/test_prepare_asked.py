@@ -46,3 +46,8 @@ def test_only_shoppers_who_asked_for_a_feed_lately_are_looked_up_by_the_consumer
     again = client.get("/customers/40/feed").json()
     assert again["personalized"] and len(lookups) == 4 and feeds.in_memory(shopper, FeedQuery())
     assert client.get("/customers/40/feed").json()["items"] == again["items"] and len(lookups) == 4
+    clock[0] += 1000.0
+    assert feeds.in_memory(shopper, FeedQuery()) and client.get("/customers/40/feed").json()["personalized"]
+    clock[0] += 1000.0  # past the window since the last feed looked up, within it since one answered from memory
+    _vector_after(client, 40, 5)
+    assert len(lookups) == 5 and feeds.in_memory(shopper, FeedQuery())  # still prepared by the consumer
