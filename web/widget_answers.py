@@ -53,8 +53,9 @@ def answer(services: Services, request: WidgetRequest, call: Call) -> list[Widge
     customer = None if who is None else services.ids.customers.key(who)
     how = Finish(query, k, frozenset(), config.max_in_row, config.diversity_by)
     if request.model == "feed":
-        call.need(services.feeds.in_memory(customer, query))
-        picks = services.feeds.page(customer, query).items
+        page = services.feeds.from_memory(customer, query)  # the shopper looked up once
+        call.need(page is not None)
+        picks = (page or services.feeds.page(customer, query)).items
     else:
         picks = recommend(services.widgets, Ask(request.model, keys, customer, how), call)
     view = call.moment().view
