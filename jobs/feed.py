@@ -1,6 +1,6 @@
 """The feed use case: who the shopper is (purchases, vector inside the serving window, the tower's prior),
 then the recommender's page. `from_memory` answers a page that needs no DuckDB read and no index lookup (the web
-layer then answers it on the event loop, without a thread hop); `in_memory` only says whether it can."""
+layer then answers it on the event loop, without a thread hop)."""
 
 from __future__ import annotations
 
@@ -69,10 +69,6 @@ class Feeds:
             return Personal(None, purchased)
         self._asked[customer_id] = self._monotonic()
         return self._personal(customer_id, stored, purchased)
-
-    def in_memory(self, customer_id: int | None, query: FeedQuery) -> bool:
-        """Whether `page` can answer from memory alone (no DuckDB read, no vector index lookup)."""
-        return self._remembered(customer_id, query) is not _UNKNOWN
 
     def from_memory(self, customer_id: int | None, query: FeedQuery) -> FeedPage | None:
         """`page` when it can be answered from memory alone (None: it needs a read or a lookup first), with what
