@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -13,29 +13,40 @@ import hnswlib
 import numpy as np
 
 from appliance.config_sections import IndexConfig
-from storage.hnsw_file import DamagedIndex, check_structure, digest
+from storage import hnsw_log
+from storage.hnsw_file import DamagedIndex, check_structure, digest, write_state
 
 SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
 LOOKUP_CHUNK = 64  # vectors per get_items call in lookup: < 1 ms of GIL each
+LOG_SHARE = 0.25  # a log holding more labels than this share of the index (or LOG_MIN) is folded into the file
+LOG_MIN = 10_000
 
 
 class VectorIndex:
     """Labels are product (or customer) ids. Thread-safe: one lock around every call into hnswlib.
 
     On disk: `<path>` (hnswlib binary) and `<path>.json` (dim, space, element count, the binary's size and
-    SHA-256, deleted labels, synced_until), each written to a temp file then renamed, the binary first: a crash
-    between the two leaves a sidecar that does not match, and the next start rebuilds the index from DuckDB.
+    SHA-256, deleted labels, synced_until), both written to temp files, then renamed, the binary first: a crash
+    before its rename leaves the previous pair; between the renames, the new binary and the new sidecar still
+    at `<path>.json.tmp`, which `load` takes when `<path>.json` does not describe the binary. Saves between two
+    whole writes append the changes to `<path>.log` (`storage.hnsw_log`), which `load` replays.
     """
 
     def __init__(self, path: Path, dim: int, config: IndexConfig) -> None:
         self.path = Path(path)
+        self.log_path = Path(f"{path}.log")
         self.dim = dim
         self.config = config
         self.synced_until: datetime | None = None
         self._lock = threading.RLock()
+        self._saving = threading.Lock()
         self._deleted: set[int] = set()
         self._dirty = False
         self._index = self._empty(1024)
+        self._whole = True  # the next save writes the file whole (nothing on disk to append to)
+        self._base_sha = ""  # SHA-256 of the file on disk, which the log follows
+        self._pending: dict[int, np.ndarray | None] = {}  # changed since the last save: vector, None if removed
+        self._logged = 0  # labels in the log's records
         self.version = 0  # bumped by every change of the contents (caches of neighbours compare it)
 
     def _empty(self, capacity: int) -> hnswlib.Index:
@@ -50,7 +61,8 @@ class VectorIndex:
 
     # -- persistence -------------------------------------------------------------------------------------
     def load(self) -> str | None:
-        """Read the index from disk, verified first; None when loaded, else why not (and an empty index).
+        """Read the index from disk, verified first, then replay its log; None when loaded, else why not (and
+        an empty index).
 
         The file must match the sidecar written with it (size, SHA-256, element count, dim, space) and be
         well-formed (`hnsw_file.check_structure`) before hnswlib reads it: hnswlib trusts its input."""
@@ -74,12 +86,39 @@ class VectorIndex:
             self._index = index
             self._deleted = deleted
             self.synced_until = synced
+            self._base_sha, self._whole = meta["sha256"], False
+            self._replay()
             self._dirty = False
             self.version += 1
             return None
 
+    def _replay(self) -> None:
+        """Apply the log's records in order (all cores: hnswlib inserts); cut a torn tail off, drop a log that
+        follows another file."""
+        found = hnsw_log.read(self.log_path, self._base_sha, self.dim)
+        if found is None:
+            self.log_path.unlink(missing_ok=True)
+            return
+        changes, good = found
+        if good < self.log_path.stat().st_size:
+            os.truncate(self.log_path, good)
+        for change in changes:
+            self.remove(change.removed)
+            self.upsert(change.ids, change.vectors, threads=os.cpu_count() or 1)
+            self.synced_until = datetime.fromisoformat(change.synced_until) if change.synced_until else None
+        self._pending.clear()
+        self._logged = sum(len(c.ids) + len(c.removed) for c in changes)
+
     def _verified_meta(self) -> dict:
-        meta = json.loads(Path(f"{self.path}.json").read_text())
+        try:
+            return self._meta_from(Path(f"{self.path}.json"))
+        except DamagedIndex:  # a save stopped between its renames: the binary's sidecar is still the temp file
+            if not Path(f"{self.path}.json.tmp").exists():
+                raise
+            return self._meta_from(Path(f"{self.path}.json.tmp"))
+
+    def _meta_from(self, sidecar: Path) -> dict:
+        meta = json.loads(sidecar.read_text())
         if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
             raise DamagedIndex("the sidecar is from an older version or not a sidecar")
         if meta["dim"] != self.dim or meta["space"] != self.config.space:
@@ -92,27 +131,63 @@ class VectorIndex:
             raise DamagedIndex(f"{self.path.name} holds {count} elements, its sidecar says {meta['count']}")
         return meta
 
-    def save(self) -> None:
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            self._index.save_index(str(tmp))
-            meta = {
-                "format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
-                "count": self._index.get_current_count(), "bytes": tmp.stat().st_size, "sha256": digest(tmp),
-                "deleted": sorted(self._deleted),
-                "synced_until": self.synced_until.isoformat() if self.synced_until else None,
-            }
-            os.replace(tmp, self.path)
-            tmp_meta = Path(f"{self.path}.json.tmp")
-            tmp_meta.write_text(json.dumps(meta))
-            os.replace(tmp_meta, f"{self.path}.json")
-            self._dirty = False
+    def save(self, whole: bool = False) -> None:
+        """Persist the index without holding the GIL for a write: append the changes since the last save to the
+        log, or (`whole`, nothing on disk yet, or a log past LOG_SHARE of the index) write the file whole.
 
-    def save_if_dirty(self) -> bool:
+        A whole write takes a copy of the graph under the lock (`__getstate__`, a memcpy of hnswlib's arrays:
+        hnswlib's own `save_index` held the GIL for the whole write, 2.9 s at 100k products) and writes the file
+        from it (`hnsw_file.write_state`, whose writes release the GIL) while queries and changes go on. A change
+        made meanwhile leaves the index dirty for the next save. Binary, then sidecar: see the class."""
+        with self._saving:  # one save at a time: the background indexer's, the reindex job's, shutdown's
+            with self._lock:
+                synced = self.synced_until.isoformat() if self.synced_until else None
+                limit = max(LOG_MIN, LOG_SHARE * len(self))
+                whole = whole or self._whole or self._logged + len(self._pending) > limit
+                pending, self._pending = self._pending, {}
+                self._dirty = False
+                if whole:
+                    state = self._index.__getstate__()[0]
+                    meta = {"format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
+                            "count": self._index.get_current_count(), "deleted": sorted(self._deleted),
+                            "synced_until": synced}
+            try:
+                if whole:
+                    self._write_whole(state, meta)
+                else:
+                    self._append(pending, synced)
+            except BaseException:
+                with self._lock:
+                    self._dirty, self._whole = True, True  # the changes taken are in no file: the next is whole
+                raise
+
+    def _write_whole(self, state: dict, meta: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        meta["bytes"], meta["sha256"] = write_state(tmp, state)
+        del state
+        tmp_meta = Path(f"{self.path}.json.tmp")
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp, self.path)
+        os.replace(tmp_meta, f"{self.path}.json")
+        self.log_path.unlink(missing_ok=True)  # follows the old file: ignored by load even when left behind
         with self._lock:
-            if self._dirty:
-                self.save()
+            self._base_sha, self._whole, self._logged = meta["sha256"], False, 0
+
+    def _append(self, pending: dict[int, np.ndarray | None], synced: str | None) -> None:
+        upserted = [(label, v) for label, v in pending.items() if v is not None]
+        removed = np.array([label for label, v in pending.items() if v is None], np.int64)
+        ids = np.array([label for label, _ in upserted], np.int64)
+        vectors = np.array([v for _, v in upserted], np.float32).reshape(len(ids), self.dim)
+        hnsw_log.append(self.log_path, self._base_sha, self.dim, hnsw_log.Change(synced, removed, ids, vectors))
+        with self._lock:
+            self._logged += len(pending)
+
+    def save_if_dirty(self, whole: bool = False) -> bool:
+        """Save when something changed since the last save (`whole`: or when the log holds anything)."""
+        with self._lock:
+            if self._dirty or (whole and self._logged):
+                self.save(whole)
                 return True
             return False
 
@@ -121,7 +196,7 @@ class VectorIndex:
             self._index = self._empty(1024)
             self._deleted = set()
             self.synced_until = None
-            self._dirty = True
+            self._dirty, self._whole, self._pending = True, True, {}
             self.version += 1
 
     # -- contents ----------------------------------------------------------------------------------------
@@ -144,8 +219,17 @@ class VectorIndex:
                 self._deleted.discard(label)
             self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64),
                                   num_threads=threads)
+            self._note(ids, list(np.array(vectors, dtype=np.float32)))
             self._dirty = True
             self.version += 1
+
+    def _note(self, ids: Iterable[int], vectors: list[np.ndarray | None]) -> None:
+        """Keep the changes for the next save's log record, unless that save writes the file whole anyway."""
+        if self._whole:
+            return
+        self._pending.update(zip((int(i) for i in ids), vectors, strict=True))
+        if self._logged + len(self._pending) > max(LOG_MIN, LOG_SHARE * len(self)):
+            self._whole, self._pending = True, {}
 
     def _changed(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         held = self.lookup(ids) if len(self) else {}
@@ -165,6 +249,7 @@ class VectorIndex:
                     continue
                 self._index.mark_deleted(label)
                 self._deleted.add(label)
+                self._note([label], [None])
                 removed += 1
             self._dirty = self._dirty or removed > 0
             self.version += removed > 0
