@@ -18,7 +18,7 @@ from storage.hnsw_file import DamagedIndex, check_structure, digest, write_state
 
 SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
 LOOKUP_CHUNK = 64  # vectors per get_items call in lookup: < 1 ms of GIL each
-LOG_SHARE = 0.25  # a log holding more labels than this share of the index (or LOG_MIN) is folded into the file
+LOG_SHARE = 0.1  # a log holding more labels than this share of the index (or LOG_MIN) is folded into the file
 LOG_MIN = 10_000
 
 
