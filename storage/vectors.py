@@ -151,6 +151,8 @@ class VectorIndex:
                     meta = {"format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
                             "count": self._index.get_current_count(), "deleted": sorted(self._deleted),
                             "synced_until": synced}
+                    # changes made while the file is written are kept for a log that follows the new file
+                    self._whole, self._logged = False, 0
             try:
                 if whole:
                     self._write_whole(state, meta)
@@ -172,7 +174,7 @@ class VectorIndex:
         os.replace(tmp_meta, f"{self.path}.json")
         self.log_path.unlink(missing_ok=True)  # follows the old file: ignored by load even when left behind
         with self._lock:
-            self._base_sha, self._whole, self._logged = meta["sha256"], False, 0
+            self._base_sha = meta["sha256"]
 
     def _append(self, pending: dict[int, np.ndarray | None], synced: str | None) -> None:
         upserted = [(label, v) for label, v in pending.items() if v is not None]

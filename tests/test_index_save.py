@@ -88,6 +88,22 @@ def test_saves_between_whole_writes_append_to_the_log_and_loading_replays_it(tmp
     _same(index, _loaded(path))
 
 
+def test_a_change_made_while_the_file_is_written_goes_to_the_next_save(tmp_path, monkeypatch) -> None:
+    index, _ = _index(tmp_path / "p.hnsw", 100)
+    real = vectors_module.write_state
+
+    def writing(path: Path, state: dict) -> tuple[int, str]:  # another thread's change, made mid-write
+        index.upsert(np.array([101]), np.ones((1, DIM), np.float32))
+        return real(path, state)
+
+    monkeypatch.setattr(vectors_module, "write_state", writing)
+    index.save()  # the first save: whole
+    monkeypatch.setattr(vectors_module, "write_state", real)
+    assert 101 not in _loaded(tmp_path / "p.hnsw").ids()
+    assert index.save_if_dirty() and index.log_path.exists()  # the change, appended to the new file's log
+    _same(index, _loaded(tmp_path / "p.hnsw"))
+
+
 def test_a_log_past_its_share_makes_the_next_save_whole(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(vectors_module, "LOG_MIN", 20)
     monkeypatch.setattr(vectors_module, "LOG_SHARE", 0.1)
