@@ -1,8 +1,9 @@
 """An append-only log of the changes made to an hnswlib index since its file was last written whole.
 
-A whole write copies the graph under the GIL (`VectorIndex.save`: ~0.1 s per 100k vectors); a log record holds
-only what changed, so the saves made while serving append here and the index file is rewritten at shutdown, or
-when the log grows past a share of the index (its replay at start-up costs hnswlib inserts).
+A whole write copies the graph under the GIL (`VectorIndex.save`: 0.1-0.6 s per 100k vectors); a log record
+holds only what changed, so the saves made while serving append here. The index file is written whole at
+shutdown; a log past a share of the index (its replay at start-up costs hnswlib inserts) is folded into the file
+by another process (`storage.hnsw_fold`).
 
 `<index>.log`: a header (magic, the SHA-256 of the index file the log follows, dim), then records, each appended
 in one write and synced: a record header (magic, upserted count, removed count, length of synced_until), the

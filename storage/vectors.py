@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -29,7 +32,8 @@ class VectorIndex:
     SHA-256, deleted labels, synced_until), both written to temp files, then renamed, the binary first: a crash
     before its rename leaves the previous pair; between the renames, the new binary and the new sidecar still
     at `<path>.json.tmp`, which `load` takes when `<path>.json` does not describe the binary. Saves between two
-    whole writes append the changes to `<path>.log` (`storage.hnsw_log`), which `load` replays.
+    whole writes append the changes to `<path>.log` (`storage.hnsw_log`), which `load` replays, and which another
+    process folds into the file once it passes LOG_SHARE of the index (`storage.hnsw_fold`).
     """
 
     def __init__(self, path: Path, dim: int, config: IndexConfig) -> None:
@@ -133,44 +137,75 @@ class VectorIndex:
 
     def save(self, whole: bool = False) -> None:
         """Persist the index without holding the GIL for a write: append the changes since the last save to the
-        log, or (`whole`, nothing on disk yet, or a log past LOG_SHARE of the index) write the file whole.
+        log; with a log past LOG_SHARE of the index, then fold it into the file in another process
+        (`storage.hnsw_fold`); write the file whole here when asked (`whole`) or when nothing is on disk yet.
 
-        A whole write takes a copy of the graph under the lock (`__getstate__`, a memcpy of hnswlib's arrays:
-        hnswlib's own `save_index` held the GIL for the whole write, 2.9 s at 100k products) and writes the file
-        from it (`hnsw_file.write_state`, whose writes release the GIL) while queries and changes go on. A change
-        made meanwhile leaves the index dirty for the next save. Binary, then sidecar: see the class."""
+        A whole write takes a copy of the graph under the lock (`__getstate__`, a memcpy of hnswlib's arrays,
+        the GIL held: hnswlib's own `save_index` held it for the whole write, 2.9 s at 100k products) and writes
+        the file from it (`hnsw_file.write_state`, whose writes release the GIL) while queries and changes go on.
+        A change made meanwhile leaves the index dirty for the next save. Binary, then sidecar: see the class."""
         with self._saving:  # one save at a time: the background indexer's, the reindex job's, shutdown's
             with self._lock:
                 synced = self.synced_until.isoformat() if self.synced_until else None
-                limit = max(LOG_MIN, LOG_SHARE * len(self))
-                whole = whole or self._whole or self._logged + len(self._pending) > limit
+                whole = whole or self._whole
+                fold = not whole and self._logged + len(self._pending) > max(LOG_MIN, LOG_SHARE * len(self))
                 pending, self._pending = self._pending, {}
                 self._dirty = False
                 if whole:
-                    state = self._index.__getstate__()[0]
-                    meta = {"format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
-                            "count": self._index.get_current_count(), "deleted": sorted(self._deleted),
-                            "synced_until": synced}
-                    # changes made while the file is written are kept for a log that follows the new file
-                    self._whole, self._logged = False, 0
+                    state, meta = self._copy(synced)
+                # changes made from here on are kept for a log that follows the new file
+                self._whole, self._logged = False, 0 if whole or fold else self._logged + len(pending)
             try:
-                if whole:
-                    self._write_whole(state, meta)
-                else:
+                if not whole:
                     self._append(pending, synced)
+                if fold:
+                    self._fold()
+                if whole:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = self.path.with_name(self.path.name + ".tmp")
+                    meta["bytes"], meta["sha256"] = write_state(tmp, state)
+                    del state
+                    self._install(tmp, meta)
             except BaseException:
                 with self._lock:
                     self._dirty, self._whole = True, True  # the changes taken are in no file: the next is whole
                 raise
 
-    def _write_whole(self, state: dict, meta: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        meta["bytes"], meta["sha256"] = write_state(tmp, state)
+    def _copy(self, synced: str | None) -> tuple[dict, dict]:
+        """The graph's arrays (`__getstate__`) and the sidecar without the file's size and hash (under the lock)."""
+        return self._index.__getstate__()[0], {
+            "format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
+            "count": self._index.get_current_count(), "deleted": sorted(self._deleted), "synced_until": synced}
+
+    def _fold(self) -> None:
+        """Have `python -m storage.hnsw_fold` (fork+exec: no server code runs in a forked child) load the file,
+        replay the log and write `<path>.fold`; put it in place. If it fails, write the file whole here."""
+        folded = Path(f"{self.path}.fold")
+        child = subprocess.run(
+            [sys.executable, "-m", "storage.hnsw_fold", str(self.path), str(self.dim),
+             json.dumps(dataclasses.asdict(self.config)), str(folded)], capture_output=True, text=True)
+        if child.returncode == 0:
+            self._install(folded, json.loads(child.stdout))
+            return
+        with self._lock:
+            state, meta = self._copy(self.synced_until.isoformat() if self.synced_until else None)
+            self._pending = {}  # all in the copy
+        meta["bytes"], meta["sha256"] = write_state(folded, state)
         del state
+        self._install(folded, meta)
+
+    def write_copy(self, target: Path) -> dict:
+        """Write the index file whole to `target` (not put in place); its sidecar (storage.hnsw_fold's output)."""
+        with self._lock:
+            state, meta = self._copy(self.synced_until.isoformat() if self.synced_until else None)
+        meta["bytes"], meta["sha256"] = write_state(target, state)
+        return meta
+
+    def _install(self, written: Path, meta: dict) -> None:
+        """Put a written file and its sidecar in place (binary first), then drop the log of the old file."""
         tmp_meta = Path(f"{self.path}.json.tmp")
         tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp, self.path)
+        os.replace(written, self.path)
         os.replace(tmp_meta, f"{self.path}.json")
         self.log_path.unlink(missing_ok=True)  # follows the old file: ignored by load even when left behind
         with self._lock:
@@ -182,8 +217,6 @@ class VectorIndex:
         ids = np.array([label for label, _ in upserted], np.int64)
         vectors = np.array([v for _, v in upserted], np.float32).reshape(len(ids), self.dim)
         hnsw_log.append(self.log_path, self._base_sha, self.dim, hnsw_log.Change(synced, removed, ids, vectors))
-        with self._lock:
-            self._logged += len(pending)
 
     def save_if_dirty(self, whole: bool = False) -> bool:
         """Save when something changed since the last save (`whole`: or when the log holds anything)."""
@@ -226,11 +259,12 @@ class VectorIndex:
             self.version += 1
 
     def _note(self, ids: Iterable[int], vectors: list[np.ndarray | None]) -> None:
-        """Keep the changes for the next save's log record, unless that save writes the file whole anyway."""
+        """Keep the changes for the next save's log record, unless that save writes the file whole anyway (as
+        when more labels changed than the index holds: replaying them would cost more than a rebuild)."""
         if self._whole:
             return
         self._pending.update(zip((int(i) for i in ids), vectors, strict=True))
-        if self._logged + len(self._pending) > max(LOG_MIN, LOG_SHARE * len(self)):
+        if len(self._pending) > max(LOG_MIN, len(self)):
             self._whole, self._pending = True, {}
 
     def _changed(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

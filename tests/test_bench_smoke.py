@@ -241,7 +241,8 @@ def test_save(launched: dict) -> None:
     data = _result(launched, "save")
     (size,) = data["sizes"]
     assert size["vectors"] == 2000 and size["file_mib"] > 0 and size["getstate_ms"] > 0
-    assert set(size["runs"]) == {"none", "hnswlib save_index", "VectorIndex.save", "VectorIndex.save, log"}
+    assert set(size["runs"]) == {"none", "hnswlib save_index", "VectorIndex.save", "VectorIndex.save, log",
+                                 "VectorIndex.save, fold"}
     for runs in size["runs"].values():
         (run,) = runs
         assert run["seconds"] >= 0 and run["longest_gap_ms"] > 0 and run["queries_answered"] >= 0

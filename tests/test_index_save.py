@@ -104,7 +104,8 @@ def test_a_change_made_while_the_file_is_written_goes_to_the_next_save(tmp_path,
     _same(index, _loaded(tmp_path / "p.hnsw"))
 
 
-def test_a_log_past_its_share_makes_the_next_save_whole(tmp_path, monkeypatch) -> None:
+def _past_its_share(tmp_path: Path, monkeypatch) -> tuple[VectorIndex, tuple[int, int]]:
+    """An index on disk whose log holds 10 labels, with 30 more changed: past max(LOG_MIN 20, 10 % of 340)."""
     monkeypatch.setattr(vectors_module, "LOG_MIN", 20)
     monkeypatch.setattr(vectors_module, "LOG_SHARE", 0.1)
     index, _ = _index(tmp_path / "p.hnsw", 300)
@@ -112,10 +113,29 @@ def test_a_log_past_its_share_makes_the_next_save_whole(tmp_path, monkeypatch) -
     index.upsert(np.arange(301, 311), np.ones((10, DIM), np.float32))
     index.save()
     assert index.log_path.exists()
-    index.upsert(np.arange(311, 341), np.ones((30, DIM), np.float32))  # 40 logged and pending > max(20, 34)
+    index.upsert(np.arange(311, 341), np.random.default_rng(4).normal(size=(30, DIM)).astype(np.float32))
+    return index, (index.path.stat().st_ino, index.path.stat().st_size)
+
+
+def test_a_log_past_its_share_is_folded_into_the_file_by_another_process(tmp_path, monkeypatch) -> None:
+    index, before = _past_its_share(tmp_path, monkeypatch)
+    monkeypatch.setattr(vectors_module, "write_state", None)  # a whole write in this process would fail
     index.save()
-    assert not index.log_path.exists()
-    _same(index, _loaded(tmp_path / "p.hnsw"))
+    assert not index.log_path.exists() and not Path(f"{index.path}.fold").exists()
+    assert (index.path.stat().st_ino, index.path.stat().st_size) != before
+    folded = _loaded(index.path)
+    _same(index, folded)
+    index.upsert(np.array([341]), np.ones((1, DIM), np.float32))
+    index.save()  # the next log follows the folded file
+    assert index.log_path.exists() and 341 in _loaded(index.path).ids()
+
+
+def test_a_fold_that_fails_writes_the_file_whole_here(tmp_path, monkeypatch) -> None:
+    index, before = _past_its_share(tmp_path, monkeypatch)
+    Path(f"{index.path}.json").write_text("{}")  # the other process cannot load the file
+    index.save()
+    assert not index.log_path.exists() and index.path.stat().st_ino != before[0]
+    _same(index, _loaded(index.path))
 
 
 def test_a_log_that_follows_another_file_or_ends_torn(tmp_path) -> None:

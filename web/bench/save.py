@@ -4,7 +4,8 @@ Per size, an index of synthetic clustered unit vectors (384-d, `[index]` M; `--e
 long the build takes, not the file: its layout is fixed by M, dim and the element count), built once and kept in
 the work dir. Then, alternating in one window, `--rounds` times each: hnswlib's own `save_index` (what
 `VectorIndex.save` called before: the file, then its SHA-256, under the index lock), `VectorIndex.save` writing
-the file whole, and `VectorIndex.save` appending to the log after 1,000 vectors changed.
+the file whole, `VectorIndex.save` appending to the log after 1,000 vectors changed, and one that folds the log
+into the file in another process (`storage.hnsw_fold`, as when the log is past its share) after 1,000 more.
 Meanwhile a ticker thread sleeps 1 ms in a loop and records its longest gap (a thread that cannot get the GIL
 or the index lock cannot tick), and a reader thread asks the index for nearest neighbours and counts its
 answers. A window of the same length with no save gives the machine's own longest gap.
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import load_config
+from storage import vectors as vectors_module
 from storage.vectors import VectorIndex
 from web.bench.common import parse_sizes, size_label, table, work_dir, write_result
 from web.bench.synth import centres, members
@@ -88,6 +90,16 @@ def hnswlib_save(index: VectorIndex, path: Path) -> None:
             hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def folded(index: VectorIndex) -> None:
+    """A save whose log is past its share: the log folded into the file by another process."""
+    share, least = vectors_module.LOG_SHARE, vectors_module.LOG_MIN
+    vectors_module.LOG_SHARE, vectors_module.LOG_MIN = 0.0, 0
+    try:
+        index.save()
+    finally:
+        vectors_module.LOG_SHARE, vectors_module.LOG_MIN = share, least
+
+
 def built(root: Path, n: int, args: argparse.Namespace) -> VectorIndex:
     config = replace(load_config().index, ef_construction=args.ef_construction)
     index = VectorIndex(root / f"save-{size_label(n)}-ef{args.ef_construction}.hnsw", DIM, config)
@@ -114,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         watch = Watch(index, probe)
         size_mib = index.path.stat().st_size / 2**20
         runs: dict[str, list[dict]] = {"none": [], "hnswlib save_index": [], "VectorIndex.save": [],
-                                       "VectorIndex.save, log": []}
+                                       "VectorIndex.save, log": [], "VectorIndex.save, fold": []}
         rng = np.random.default_rng(args.seed + 2)
         centre_vectors = centres(rng, 8, DIM)
         for _ in range(args.rounds):
@@ -124,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
             changed = rng.choice(n, size=min(CHANGED, n), replace=False) + 1  # then a save of what changed
             index.upsert(changed, members(rng, centre_vectors, rng.integers(0, len(centre_vectors), len(changed))))
             runs["VectorIndex.save, log"].append(watch.during(index.save))
+            index.upsert(changed, members(rng, centre_vectors, rng.integers(0, len(centre_vectors), len(changed))))
+            runs["VectorIndex.save, fold"].append(watch.during(lambda i=index: folded(i)))
             seconds = runs["VectorIndex.save"][-1]["seconds"]
             runs["none"].append(watch.during(lambda s=seconds: time.sleep(s)))
         (root / "old.hnsw.tmp").unlink(missing_ok=True)
