@@ -71,6 +71,7 @@ class VectorIndex:
         The file must match the sidecar written with it (size, SHA-256, element count, dim, space) and be
         well-formed (`hnsw_file.check_structure`) before hnswlib reads it: hnswlib trusts its input."""
         with self._lock:
+            Path(f"{self.path}.fold").unlink(missing_ok=True)  # left by a fold whose server died meanwhile
             try:
                 meta = self._verified_meta()
                 index = hnswlib.Index(space=self.config.space, dim=self.dim)
