@@ -152,9 +152,8 @@ class VectorIndex:
                 fold = not whole and self._logged + len(self._pending) > max(LOG_MIN, LOG_SHARE * len(self))
                 pending, self._pending = self._pending, {}
                 self._dirty = False
-                if whole:
-                    state, meta = self._copy(synced)
-                # changes made from here on are kept for a log that follows the new file
+                # changes made from here on are kept for a log that follows the new file (one made before the
+                # copy of a whole write is in both: replayed, it changes nothing)
                 self._whole, self._logged = False, 0 if whole or fold else self._logged + len(pending)
             try:
                 if not whole:
@@ -164,19 +163,11 @@ class VectorIndex:
                 if whole:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = self.path.with_name(self.path.name + ".tmp")
-                    meta["bytes"], meta["sha256"] = write_state(tmp, state)
-                    del state
-                    self._install(tmp, meta)
+                    self._install(tmp, self.write_copy(tmp))
             except BaseException:
                 with self._lock:
                     self._dirty, self._whole = True, True  # the changes taken are in no file: the next is whole
                 raise
-
-    def _copy(self, synced: str | None) -> tuple[dict, dict]:
-        """The graph's arrays (`__getstate__`) and the sidecar without the file's size and hash (under the lock)."""
-        return self._index.__getstate__()[0], {
-            "format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
-            "count": self._index.get_current_count(), "deleted": sorted(self._deleted), "synced_until": synced}
 
     def _fold(self) -> None:
         """Have `python -m storage.hnsw_fold` (fork+exec: no server code runs in a forked child) load the file,
@@ -185,20 +176,21 @@ class VectorIndex:
         child = subprocess.run(
             [sys.executable, "-m", "storage.hnsw_fold", str(self.path), str(self.dim),
              json.dumps(dataclasses.asdict(self.config)), str(folded)], capture_output=True, text=True)
-        if child.returncode == 0:
-            self._install(folded, json.loads(child.stdout))
+        if child.returncode != 0:
+            with self._lock:
+                self._pending = {}  # what changed from here on is in the copy, or comes after it
+            self._install(folded, self.write_copy(folded))
             return
-        with self._lock:
-            state, meta = self._copy(self.synced_until.isoformat() if self.synced_until else None)
-            self._pending = {}  # all in the copy
-        meta["bytes"], meta["sha256"] = write_state(folded, state)
-        del state
-        self._install(folded, meta)
+        self._install(folded, json.loads(child.stdout))
 
     def write_copy(self, target: Path) -> dict:
-        """Write the index file whole to `target` (not put in place); its sidecar (storage.hnsw_fold's output)."""
+        """Write the index file whole to `target` (not put in place) from a copy of the graph taken under the
+        lock (`__getstate__`); returns its sidecar (also storage.hnsw_fold's output)."""
         with self._lock:
-            state, meta = self._copy(self.synced_until.isoformat() if self.synced_until else None)
+            state = self._index.__getstate__()[0]
+            meta = {"format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
+                    "count": self._index.get_current_count(), "deleted": sorted(self._deleted),
+                    "synced_until": self.synced_until.isoformat() if self.synced_until else None}
         meta["bytes"], meta["sha256"] = write_state(target, state)
         return meta
 
