@@ -46,18 +46,23 @@ class IndexMirror:
             return self.index.remove(np.asarray(ids, dtype=np.int64))
 
     def reconcile(self) -> str:
-        """At start-up: load the index, or rebuild it from DuckDB when missing, unreadable or out of step."""
+        """At start-up: load the index (its file and log), sync what changed in DuckDB since, or rebuild it from
+        DuckDB when missing, unreadable or out of step after that sync (a crash after the last save leaves only
+        what the sync brings back behind: the products created since no longer cost a rebuild)."""
         with self._lock:
             problem = self.index.load()
-            # the ids alone: reading every vector to compare ids took 8.6 s at 100k products (1.5 GB at 1M)
-            if problem is None and not np.array_equal(np.sort(self.index.ids()), self.stored_ids()):
+        self.sync()
+        with self._lock:  # the ids alone: reading every vector to compare them took 8.6 s at 100k products
+            stale = problem is None and not np.array_equal(np.sort(self.index.ids()), self.stored_ids())
+            if stale:
                 self.index.reset()
                 problem = "its ids differ from DuckDB's"
-            if problem is not None:
-                log.warning("%s is rebuilt from DuckDB: %s", self.index.path.name, problem)
-        self.sync()
-        # a loaded index the sync left alone is the file already: rewriting it held the GIL for the whole write
-        # (hnswlib's save_index does not release it), ~1.6 GB and seconds at 1M products, at every start
+        if problem is not None:
+            log.warning("%s is rebuilt from DuckDB: %s", self.index.path.name, problem)
+        if stale:
+            self.sync()
+        # a loaded index the sync left alone is not written again; what the sync changed goes to the log (a whole
+        # write copies the graph under the GIL: ~1.6 GB at 1M products); a rebuilt one is written whole
         self.index.save_if_dirty()
         return "loaded" if problem is None else "rebuilt"
 

@@ -93,8 +93,10 @@ def popularity(recommender: Recommender) -> str:
 
 
 def reindex(indexer: CatalogIndexer, user_mirror: IndexMirror) -> str:
-    """Embed changed products; rebuild an index from DuckDB when deletions pile up."""
+    """Embed changed products; rebuild an index from DuckDB when deletions pile up; save the user index's changes
+    (appended to its log: a crash then loses at most this interval's, which the start-up sync brings back)."""
     embedded = indexer.run_once()
+    user_mirror.index.save_if_dirty()
     compacted = [name for name, mirror in (("products", indexer.mirror), ("users", user_mirror)) if _compact(mirror)]
     return f"{embedded} lines embedded; compacted: {', '.join(compacted) or 'none'}"
 

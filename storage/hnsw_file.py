@@ -1,8 +1,12 @@
-"""Checks of an hnswlib index file before hnswlib reads it (hnswlib trusts its input: a damaged neighbour list
-crashes the process on the first query, random bytes raise OverflowError or allocate absurd sizes).
+"""The hnswlib index file: written from the index's pickled state, and checked before hnswlib reads it
+(hnswlib trusts its input: a damaged neighbour list crashes the process on the first query, random bytes raise
+OverflowError or allocate absurd sizes).
 
-`digest` is recorded in the sidecar when the file is written and compared before it is loaded; `check_structure`
-is a walk, in numpy over the file's memory map, of the layout written by hnswlib 0.8 (`HierarchicalNSW::saveIndex`):
+`write_state` writes the file hnswlib's `save_index` writes, byte for byte, from the arrays of `Index.__getstate__`
+(`save_index` holds the GIL for the whole write: 2.9 s at 100k products; the copy into those arrays is a memcpy,
+and Python's writes and hash updates release the GIL). `digest` is recorded in the sidecar when the file is
+written and compared before it is loaded; `check_structure` is a walk, in numpy over the file's memory map, of
+the layout written by hnswlib 0.8 (`HierarchicalNSW::saveIndex`):
 
     header (96 bytes): offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset,
                        offsetData (size_t each), maxlevel (int32), enterpoint_node (uint32), maxM, maxM0, M
@@ -15,6 +19,7 @@ is a walk, in numpy over the file's memory map, of the layout written by hnswlib
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +30,16 @@ HEADER = np.dtype([
     ("max_m", "<u8"), ("max_m0", "<u8"), ("m", "<u8"), ("mult", "<f8"), ("ef_construction", "<u8"),
 ])
 
+# the header's fields as `Index.__getstate__` names them
+STATE_KEYS = {
+    "offset_level0": "offset_level0", "max_elements": "max_elements", "count": "cur_element_count",
+    "size_per_element": "size_data_per_element", "label_offset": "label_offset", "offset_data": "offset_data",
+    "max_level": "max_level", "entry_point": "enterpoint_node", "max_m": "max_M", "max_m0": "max_M0", "m": "M",
+    "mult": "mult", "ef_construction": "ef_construction",
+}
 
 BLOCK = 65_536  # vectors checked at a time
+WRITE_CHUNK = 4 << 20  # bytes per write and hash update: each releases the GIL, so other threads run in between
 
 
 class DamagedIndex(ValueError):
@@ -36,6 +49,38 @@ class DamagedIndex(ValueError):
 def digest(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_state(path: Path, state: dict) -> tuple[int, str]:
+    """Write the index file of `state` (the dict of `hnswlib.Index.__getstate__()[0]`) to `path`, synced to disk;
+    returns its size and SHA-256.
+
+    The layout of `save_index`: the header, the level-0 records (`data_level0`, copied as they are), then per
+    element a uint32 byte size and its upper-level lists (`link_lists` holds them back to back, in element order)."""
+    header = np.zeros(1, HEADER)
+    for field, key in STATE_KEYS.items():
+        header[field] = state[key]
+    n = int(state["cur_element_count"])
+    levels = np.asarray(state["element_levels"][:n], dtype=np.int64)
+    sizes = np.where(levels > 0, levels * int(state["size_links_per_element"]), 0)  # (n,) bytes, 4-byte multiples
+    words = np.empty(n + int(sizes.sum()) // 4, "<u4")  # (n + link words,): each size word, then its lists
+    at = np.arange(n, dtype=np.int64) + np.cumsum(sizes // 4) - sizes // 4  # where each size word goes
+    links = np.ones(len(words), bool)
+    links[at] = False
+    words[at] = sizes
+    words[links] = np.asarray(state["link_lists"]).view("<u4")
+    sha = hashlib.sha256()
+    with open(path, "wb") as f:
+        for part in (header.tobytes(), np.asarray(state["data_level0"]), words):
+            view = memoryview(part).cast("B")
+            for start in range(0, len(view), WRITE_CHUNK):
+                chunk = view[start:start + WRITE_CHUNK]
+                sha.update(chunk)
+                f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+        size = f.tell()
+    return size, sha.hexdigest()
 
 
 def check_structure(path: Path, dim: int, normalised: bool) -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -13,29 +16,41 @@ import hnswlib
 import numpy as np
 
 from appliance.config_sections import IndexConfig
-from storage.hnsw_file import DamagedIndex, check_structure, digest
+from storage import hnsw_log
+from storage.hnsw_file import DamagedIndex, check_structure, digest, write_state
 
 SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
 LOOKUP_CHUNK = 64  # vectors per get_items call in lookup: < 1 ms of GIL each
+LOG_SHARE = 0.1  # a log holding more labels than this share of the index (or LOG_MIN) is folded into the file
+LOG_MIN = 10_000
 
 
 class VectorIndex:
     """Labels are product (or customer) ids. Thread-safe: one lock around every call into hnswlib.
 
     On disk: `<path>` (hnswlib binary) and `<path>.json` (dim, space, element count, the binary's size and
-    SHA-256, deleted labels, synced_until), each written to a temp file then renamed, the binary first: a crash
-    between the two leaves a sidecar that does not match, and the next start rebuilds the index from DuckDB.
+    SHA-256, deleted labels, synced_until), both written to temp files, then renamed, the binary first: a crash
+    before its rename leaves the previous pair; between the renames, the new binary and the new sidecar still
+    at `<path>.json.tmp`, which `load` takes when `<path>.json` does not describe the binary. Saves between two
+    whole writes append the changes to `<path>.log` (`storage.hnsw_log`), which `load` replays, and which another
+    process folds into the file once it passes LOG_SHARE of the index (`storage.hnsw_fold`).
     """
 
     def __init__(self, path: Path, dim: int, config: IndexConfig) -> None:
         self.path = Path(path)
+        self.log_path = Path(f"{path}.log")
         self.dim = dim
         self.config = config
         self.synced_until: datetime | None = None
         self._lock = threading.RLock()
+        self._saving = threading.Lock()
         self._deleted: set[int] = set()
         self._dirty = False
         self._index = self._empty(1024)
+        self._whole = True  # the next save writes the file whole (nothing on disk to append to)
+        self._base_sha = ""  # SHA-256 of the file on disk, which the log follows
+        self._pending: dict[int, np.ndarray | None] = {}  # changed since the last save: vector, None if removed
+        self._logged = 0  # labels in the log's records
         self.version = 0  # bumped by every change of the contents (caches of neighbours compare it)
 
     def _empty(self, capacity: int) -> hnswlib.Index:
@@ -50,11 +65,13 @@ class VectorIndex:
 
     # -- persistence -------------------------------------------------------------------------------------
     def load(self) -> str | None:
-        """Read the index from disk, verified first; None when loaded, else why not (and an empty index).
+        """Read the index from disk, verified first, then replay its log; None when loaded, else why not (and
+        an empty index).
 
         The file must match the sidecar written with it (size, SHA-256, element count, dim, space) and be
         well-formed (`hnsw_file.check_structure`) before hnswlib reads it: hnswlib trusts its input."""
         with self._lock:
+            Path(f"{self.path}.fold").unlink(missing_ok=True)  # left by a fold whose server died meanwhile
             try:
                 meta = self._verified_meta()
                 index = hnswlib.Index(space=self.config.space, dim=self.dim)
@@ -74,12 +91,39 @@ class VectorIndex:
             self._index = index
             self._deleted = deleted
             self.synced_until = synced
+            self._base_sha, self._whole = meta["sha256"], False
+            self._replay()
             self._dirty = False
             self.version += 1
             return None
 
+    def _replay(self) -> None:
+        """Apply the log's records in order (all cores: hnswlib inserts); cut a torn tail off, drop a log that
+        follows another file."""
+        found = hnsw_log.read(self.log_path, self._base_sha, self.dim)
+        if found is None:
+            self.log_path.unlink(missing_ok=True)
+            return
+        changes, good = found
+        if good < self.log_path.stat().st_size:
+            os.truncate(self.log_path, good)
+        for change in changes:
+            self.remove(change.removed)
+            self.upsert(change.ids, change.vectors, threads=os.cpu_count() or 1)
+            self.synced_until = datetime.fromisoformat(change.synced_until) if change.synced_until else None
+        self._pending.clear()
+        self._logged = sum(len(c.ids) + len(c.removed) for c in changes)
+
     def _verified_meta(self) -> dict:
-        meta = json.loads(Path(f"{self.path}.json").read_text())
+        try:
+            return self._meta_from(Path(f"{self.path}.json"))
+        except DamagedIndex:  # a save stopped between its renames: the binary's sidecar is still the temp file
+            if not Path(f"{self.path}.json.tmp").exists():
+                raise
+            return self._meta_from(Path(f"{self.path}.json.tmp"))
+
+    def _meta_from(self, sidecar: Path) -> dict:
+        meta = json.loads(sidecar.read_text())
         if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
             raise DamagedIndex("the sidecar is from an older version or not a sidecar")
         if meta["dim"] != self.dim or meta["space"] != self.config.space:
@@ -92,27 +136,86 @@ class VectorIndex:
             raise DamagedIndex(f"{self.path.name} holds {count} elements, its sidecar says {meta['count']}")
         return meta
 
-    def save(self) -> None:
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            self._index.save_index(str(tmp))
-            meta = {
-                "format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
-                "count": self._index.get_current_count(), "bytes": tmp.stat().st_size, "sha256": digest(tmp),
-                "deleted": sorted(self._deleted),
-                "synced_until": self.synced_until.isoformat() if self.synced_until else None,
-            }
-            os.replace(tmp, self.path)
-            tmp_meta = Path(f"{self.path}.json.tmp")
-            tmp_meta.write_text(json.dumps(meta))
-            os.replace(tmp_meta, f"{self.path}.json")
-            self._dirty = False
+    def save(self, whole: bool = False) -> None:
+        """Persist the index without holding the GIL for a write: append the changes since the last save to the
+        log; with a log past LOG_SHARE of the index, then fold it into the file in another process
+        (`storage.hnsw_fold`); write the file whole here when asked (`whole`) or when nothing is on disk yet.
 
-    def save_if_dirty(self) -> bool:
+        A whole write takes a copy of the graph under the lock (`__getstate__`, a memcpy of hnswlib's arrays,
+        the GIL held: hnswlib's own `save_index` held it for the whole write, 2.9 s at 100k products) and writes
+        the file from it (`hnsw_file.write_state`, whose writes release the GIL) while queries and changes go on.
+        A change made meanwhile leaves the index dirty for the next save. Binary, then sidecar: see the class."""
+        with self._saving:  # one save at a time: the background indexer's, the reindex job's, shutdown's
+            with self._lock:
+                synced = self.synced_until.isoformat() if self.synced_until else None
+                whole = whole or self._whole
+                fold = not whole and self._logged + len(self._pending) > max(LOG_MIN, LOG_SHARE * len(self))
+                pending, self._pending = self._pending, {}
+                self._dirty = False
+                # changes made from here on are kept for a log that follows the new file (one made before the
+                # copy of a whole write is in both: replayed, it changes nothing)
+                self._whole, self._logged = False, 0 if whole or fold else self._logged + len(pending)
+            try:
+                if not whole:
+                    self._append(pending, synced)
+                if fold:
+                    self._fold()
+                if whole:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = self.path.with_name(self.path.name + ".tmp")
+                    self._install(tmp, self.write_copy(tmp))
+            except BaseException:
+                with self._lock:
+                    self._dirty, self._whole = True, True  # the changes taken are in no file: the next is whole
+                raise
+
+    def _fold(self) -> None:
+        """Have `python -m storage.hnsw_fold` (fork+exec: no server code runs in a forked child) load the file,
+        replay the log and write `<path>.fold`; put it in place. If it fails, write the file whole here."""
+        folded = Path(f"{self.path}.fold")
+        child = subprocess.run(
+            [sys.executable, "-m", "storage.hnsw_fold", str(self.path), str(self.dim),
+             json.dumps(dataclasses.asdict(self.config)), str(folded)], capture_output=True, text=True)
+        if child.returncode != 0:
+            with self._lock:
+                self._pending = {}  # what changed from here on is in the copy, or comes after it
+            self._install(folded, self.write_copy(folded))
+            return
+        self._install(folded, json.loads(child.stdout))
+
+    def write_copy(self, target: Path) -> dict:
+        """Write the index file whole to `target` (not put in place) from a copy of the graph taken under the
+        lock (`__getstate__`); returns its sidecar (also storage.hnsw_fold's output)."""
         with self._lock:
-            if self._dirty:
-                self.save()
+            state = self._index.__getstate__()[0]
+            meta = {"format": SIDECAR_FORMAT, "dim": self.dim, "space": self.config.space,
+                    "count": self._index.get_current_count(), "deleted": sorted(self._deleted),
+                    "synced_until": self.synced_until.isoformat() if self.synced_until else None}
+        meta["bytes"], meta["sha256"] = write_state(target, state)
+        return meta
+
+    def _install(self, written: Path, meta: dict) -> None:
+        """Put a written file and its sidecar in place (binary first), then drop the log of the old file."""
+        tmp_meta = Path(f"{self.path}.json.tmp")
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(written, self.path)
+        os.replace(tmp_meta, f"{self.path}.json")
+        self.log_path.unlink(missing_ok=True)  # follows the old file: ignored by load even when left behind
+        with self._lock:
+            self._base_sha = meta["sha256"]
+
+    def _append(self, pending: dict[int, np.ndarray | None], synced: str | None) -> None:
+        upserted = [(label, v) for label, v in pending.items() if v is not None]
+        removed = np.array([label for label, v in pending.items() if v is None], np.int64)
+        ids = np.array([label for label, _ in upserted], np.int64)
+        vectors = np.array([v for _, v in upserted], np.float32).reshape(len(ids), self.dim)
+        hnsw_log.append(self.log_path, self._base_sha, self.dim, hnsw_log.Change(synced, removed, ids, vectors))
+
+    def save_if_dirty(self, whole: bool = False) -> bool:
+        """Save when something changed since the last save (`whole`: or when the log holds anything)."""
+        with self._lock:
+            if self._dirty or (whole and self._logged):
+                self.save(whole)
                 return True
             return False
 
@@ -121,7 +224,7 @@ class VectorIndex:
             self._index = self._empty(1024)
             self._deleted = set()
             self.synced_until = None
-            self._dirty = True
+            self._dirty, self._whole, self._pending = True, True, {}
             self.version += 1
 
     # -- contents ----------------------------------------------------------------------------------------
@@ -144,8 +247,18 @@ class VectorIndex:
                 self._deleted.discard(label)
             self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64),
                                   num_threads=threads)
+            self._note(ids, list(np.array(vectors, dtype=np.float32)))
             self._dirty = True
             self.version += 1
+
+    def _note(self, ids: Iterable[int], vectors: list[np.ndarray | None]) -> None:
+        """Keep the changes for the next save's log record, unless that save writes the file whole anyway (as
+        when more labels changed than the index holds: replaying them would cost more than a rebuild)."""
+        if self._whole:
+            return
+        self._pending.update(zip((int(i) for i in ids), vectors, strict=True))
+        if len(self._pending) > max(LOG_MIN, len(self)):
+            self._whole, self._pending = True, {}
 
     def _changed(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         held = self.lookup(ids) if len(self) else {}
@@ -165,6 +278,7 @@ class VectorIndex:
                     continue
                 self._index.mark_deleted(label)
                 self._deleted.add(label)
+                self._note([label], [None])
                 removed += 1
             self._dirty = self._dirty or removed > 0
             self.version += removed > 0

@@ -38,6 +38,7 @@ TINY = {
                "5", "--drain-seconds", "1", "--concurrency", "2", "--batches", "1,100"],
     "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
     "ann": ["--vectors", "2000", "--queries", "40", "--ef", "16,64,128"],
+    "save": ["--vectors", "2000", "--rounds", "1"],
     "widgets": ["--sizes", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration",
                 "0.5", "--warmup", "5"],
     "impressions": ["--size", "500", "--customers", "50", "--events", "1000", "--concurrency", "1", "--duration",
@@ -234,6 +235,17 @@ def test_ann(launched: dict) -> None:
     for brute in data["brute_force"]:
         _ordered(brute["per_query_ms"])
         assert brute["batched_per_query_ms"] > 0
+
+
+def test_save(launched: dict) -> None:
+    data = _result(launched, "save")
+    (size,) = data["sizes"]
+    assert size["vectors"] == 2000 and size["file_mib"] > 0 and size["getstate_ms"] > 0
+    assert set(size["runs"]) == {"none", "hnswlib save_index", "VectorIndex.save", "VectorIndex.save, log",
+                                 "VectorIndex.save, fold"}
+    for runs in size["runs"].values():
+        (run,) = runs
+        assert run["seconds"] >= 0 and run["longest_gap_ms"] > 0 and run["queries_answered"] >= 0
 
 
 def test_access(launched: dict, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def shop(tmp_path_factory, encoder) -> Iterator[tuple[Path, dict]]:
         wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
         assert client.post("/products", json=small_catalog()).status_code == 202
         wait_embedded(client)
-        client.app.state.services.index.save()
+        client.app.state.services.index.save(whole=True)  # the file itself, not a log of the catalog beside it
         yield data, _similar(client)
 
 

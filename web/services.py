@@ -101,8 +101,8 @@ class Services:
             self.background.stop()
         try:
             self.impressions.close()
-            self.index.save_if_dirty()
-            self.user_mirror.index.save_if_dirty()
+            self.index.save_if_dirty(whole=True)  # the logs folded into the files: the next start replays nothing
+            self.user_mirror.index.save_if_dirty(whole=True)
         finally:
             self.db.close()
             release_collector()

@@ -1,5 +1,5 @@
 """`appliance bench NAME`: the benchmarks (feed, serve, loop, ann, ingest, import, import-products, memory, encoding,
-impressions, access, widgets, quality, prior, window, train).
+impressions, access, widgets, quality, prior, window, train, save).
 
 Each prints a table and writes `bench/results/NAME.json` (or `--out DIR`) with the machine's facts and the
 command. Synthetic shops are built into `--work-dir` (kept and reused) or a temp dir. Only 127.0.0.1.
@@ -25,6 +25,7 @@ def add_bench_parser(subparsers: Any) -> None:
         memory,
         prior,
         product_import,
+        save,
         serve,
         train,
         widgets,
@@ -39,7 +40,7 @@ def add_bench_parser(subparsers: Any) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark")
     which = bench.add_subparsers(required=True, metavar="NAME")
     for module in (feed, serve, loop, ann, ingest, imports, product_import, memory, encoding, impressions, access,
-                   widgets, prior, window, train):
+                   widgets, prior, window, train, save):
         module.add_parser(which, common)
     add_quality_parser(which, common)
     for name, parser in which.choices.items():
