@@ -282,8 +282,9 @@ def test_import_products(encoder: Encoder, tmp_path: Path) -> None:
     http = result["http"]
     assert http["products_per_s"] > 0 and http["indexed_seconds"] >= http["posted_seconds"]
     assert http["peak_rss_mib"] > 100 and http["server_cpu_seconds"] > 0
-    for phase in ("latency_ms_idle", "latency_ms_during"):  # the probe's GETs all answered 200
-        assert set(http[phase]) == {"/health/live", "/customers/probe-shopper/feed"}
+    for phase in ("latency_ms_idle", "latency_ms_during"):  # the probe's requests all answered 200 (201)
+        assert set(http[phase]) == {"GET /health/live", "GET /customers/probe-shopper/feed",
+                                    "PUT /products/probe-product"}
         assert all(p["count"] >= 1 and p["max"] > 0 for p in http[phase].values())
 
 

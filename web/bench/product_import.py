@@ -1,13 +1,15 @@
 """`appliance bench import-products`: a bulk catalog import end to end against the encoder's own rate, and its RSS.
 
 For each size: a JSON Lines file of the synthetic shop's products (`synth.catalog_products`: the demo's category
-tree and brands, every name distinct), then `appliance import products FILE` as a subprocess into a fresh data dir
-(its peak RSS from the kernel: `wait4`'s ru_maxrss), then the same file again (every line's vector cached: nothing
-encoded). Then, in this process, the appliance's `Encoder` alone on the file's first `--sample` lines (one call, on
-`server.torch_threads` threads, the model already loaded): the rate the import is held to. The import's stored
-vectors of those lines are compared with the encoder's (cosine), so chunking and length-sorting change nothing.
-With `--http`, the same products go to a served app by `POST /products` (`catalog.max_bulk` per request) and the
-bench waits until `/health/ready` says every one is embedded and indexed.
+tree and brands, every name distinct). The appliance's `Encoder` alone on the file's first `--sample` lines (one
+call, on `server.torch_threads` threads, the model already loaded), just before and just after the imports: their
+mean is the rate the import is held to (the machine is shared). Then `appliance import products FILE` as a
+subprocess into a fresh data dir (its peak RSS from the kernel: `wait4`'s ru_maxrss), then the same file again
+(every line's vector cached: nothing encoded); `--no-cli` leaves both out. With `--http`, the same products go to a
+served app by `POST /products` (`catalog.max_bulk` per request) and the bench waits until `/health/ready` says every
+one is embedded and indexed: the server's peak RSS (`VmHWM`), its CPU seconds, and the latency of `/health/live`,
+a feed and a `PUT /products/{id}` of one product while it embeds, against the same probe on the idle server first.
+The stored vectors of the sampled lines are compared with the encoder's (cosine) for each path.
 """
 
 from __future__ import annotations
@@ -89,10 +91,14 @@ def _stored_vectors(data_dir: Path, ids: list[str]) -> np.ndarray:
     return from_blobs([rows[i] for i in ids])
 
 
-class _Probe(threading.Thread):
-    """GETs each route in turn every `interval` s while the upload runs: what a shopper waits meanwhile."""
+PROBE_PRODUCT = "probe-product"
 
-    ROUTES = ("/health/live", "/customers/probe-shopper/feed")
+
+class _Probe(threading.Thread):
+    """Asks each route in turn every `interval` s while the upload runs: what a shopper waits meanwhile, and a
+    merchant's `PUT /products/{id}` of one product with a new name (its line encoded before the answer)."""
+
+    ROUTES = ("GET /health/live", "GET /customers/probe-shopper/feed", f"PUT /products/{PROBE_PRODUCT}")
 
     def __init__(self, base: str, interval: float = 0.2) -> None:
         super().__init__(name="import-probe", daemon=True)
@@ -101,13 +107,17 @@ class _Probe(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
+        rounds = 0
         while not self.done.is_set():
-            for route in self.ROUTES:
+            for route in self.ROUTES if rounds % 5 == 0 else self.ROUTES[:2]:  # a PUT in the first and every fifth
+                method, path = route.split(" ")
+                body = {"name": f"Probe lamp model {time.monotonic_ns()}", "price": 20.0} if method == "PUT" else None
                 t0 = time.perf_counter()
-                status, _ = http_json("GET", f"{self.base}{route}", timeout=60)
-                if status != 200:
-                    raise RuntimeError(f"GET {route} answered {status} during the upload")
+                status, _ = http_json(method, f"{self.base}{path}", body, timeout=120)
+                if status not in (200, 201):
+                    raise RuntimeError(f"{route} answered {status} during the upload")
                 self.samples[route].append((time.perf_counter() - t0) * 1000)
+            rounds += 1
             self.done.wait(self.interval)
 
     def stop(self) -> dict[str, dict[str, float]]:
@@ -128,7 +138,7 @@ def _upload(rows: list[dict[str, Any]], data_dir: Path, bulk: int) -> dict[str, 
     of /health/live and of a feed meanwhile, against the same probe on the idle server just before."""
     data_dir.mkdir()
     with Server(data_dir) as server:
-        idle = _probed(server.base, 5.0)
+        idle = _probed(server.base, 10.0)
         probe = _Probe(server.base)
         probe.start()
         cpu, t0 = server.cpu_seconds(), time.perf_counter()
@@ -137,10 +147,14 @@ def _upload(rows: list[dict[str, Any]], data_dir: Path, bulk: int) -> dict[str, 
             if status != 202:
                 raise RuntimeError(f"POST /products answered {status}: {body}")
         posted = time.perf_counter() - t0
+        rss = {"posted": server.rss_mib(), "embedding": 0.0, "indexing": 0.0}  # VmRSS sampled in each stage
         while True:
             _, health = http_json("GET", f"{server.base}/health/ready", timeout=60)
-            if health["pending_embeddings"] == 0 and health["indexed"] == len(rows):
+            # every row and the probe's product embedded and indexed
+            if health["pending_embeddings"] == 0 and health["indexed"] == health["products"] == len(rows) + 1:
                 break
+            stage = "embedding" if health["pending_embeddings"] else "indexing"
+            rss[stage] = max(rss[stage], server.rss_mib())
             time.sleep(0.5)
         seconds = time.perf_counter() - t0
         busy = probe.stop()
@@ -148,7 +162,8 @@ def _upload(rows: list[dict[str, Any]], data_dir: Path, bulk: int) -> dict[str, 
         peak = server.rss_mib("VmHWM")
     return {"posted_seconds": round(posted, 2), "indexed_seconds": round(seconds, 2),
             "products_per_s": round(len(rows) / seconds, 1), "server_cpu_seconds": round(cpu, 1),
-            "peak_rss_mib": round(peak, 1), "latency_ms_idle": idle, "latency_ms_during": busy}
+            "peak_rss_mib": round(peak, 1), "rss_mib_sampled": {k: round(v, 1) for k, v in rss.items()},
+            "latency_ms_idle": idle, "latency_ms_during": busy}
 
 
 def _encoder_alone(encoder: Encoder, rows: list[dict[str, Any]], thresholds: Any) -> tuple[float, np.ndarray]:
@@ -212,14 +227,15 @@ def _print(results: list[dict[str, Any]], threads: int) -> None:
         if "first" in r:
             rows.append((r["products"], "cli", r["import_products_per_s"], rate,
                          f"{r['import_products_per_s'] / rate:.2f}", r["first"]["wall_seconds"],
-                         r["first"]["peak_rss_mib"], f"{r['cosine_to_encoder_min_cli']:.6f}", ""))
+                         r["first"]["peak_rss_mib"], f"{r['cosine_to_encoder_min_cli']:.6f}", "", ""))
         if "http" in r:
             h = r["http"]
-            during = h["latency_ms_during"]["/health/live"]
+            live, put = (h["latency_ms_during"][route] for route in (_Probe.ROUTES[0], _Probe.ROUTES[2]))
             rows.append((r["products"], "http", h["products_per_s"], rate, f"{h['products_per_s'] / rate:.2f}",
                          h["indexed_seconds"], h["peak_rss_mib"], f"{r['cosine_to_encoder_min_http']:.6f}",
-                         f"{during['p50']:.1f} / {during['p99']:.1f} / {during['max']:.1f}"))
+                         f"{live['p50']:.1f} / {live['p99']:.1f} / {live['max']:.1f}",
+                         f"{put['p50']:.0f} / {put['max']:.0f}"))
     print()
     print(table(f"bulk product import ({threads} torch threads; the encoder alone: mean of just before and after)",
                 ("products", "path", "products/s", "encoder alone /s", "ratio", "wall s", "peak RSS MiB",
-                 "cosine min", "/health/live p50/p99/max ms meanwhile"), rows))
+                 "cosine min", "/health/live p50/p99/max ms meanwhile", "PUT one p50/max ms"), rows))
