@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,29 @@ def model_path(model: str) -> Path:
     return path
 
 
+class Turns:
+    """A lock that serves its callers in the order they asked (threading.Lock is not fair: a thread that releases
+    it and asks again at once usually wins it back, so a bulk call's next batch would go before a waiting line)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0  # the next ticket handed out
+        self._serving = 0  # the ticket whose turn it is
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            self._cond.wait_for(lambda: self._serving == ticket)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._serving += 1
+                self._cond.notify_all()
+
+
 class Encoder:
     """Loads the model on first use (importing sentence-transformers costs ~10 s), then encodes in batches."""
 
@@ -33,7 +57,8 @@ class Encoder:
         self.dim = dim
         self.batch_size = batch_size
         self._st: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # loading
+        self._turns = Turns()  # the model's use: one batch at a time, in the order asked
 
     @property
     def loaded(self) -> bool:
@@ -54,13 +79,22 @@ class Encoder:
             self._st = st
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """(N,) texts -> (N, dim) float32, L2-normalised."""
+        """(N,) texts -> (N, dim) float32, L2-normalised.
+
+        Encoded `batch_size` lines at a time, longest first (sentence-transformers' own order within a call, so
+        the batches pad as its one call would), each batch in its own turn: a line asked alone
+        (`PUT /products/{id}`) waits for one batch of a bulk call, not for the whole call."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         self.load()
-        with self._lock:  # one encode at a time: the 2 cores are already busy with one batch
-            vectors = self._st.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+        texts = list(texts)
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            with self._turns.turn():  # one batch at a time: the 2 cores are already busy with one
+                vectors[rows] = self._st.encode(
+                    [texts[i] for i in rows], batch_size=self.batch_size, normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                )
+        return vectors

@@ -288,10 +288,16 @@ def test_import_products(encoder: Encoder, tmp_path: Path) -> None:
     assert result["products"] == 60 and result["sample"] == 20
     assert "60 new" in result["first"]["summary"] and "embedded 60 lines" in result["first"]["summary"]
     assert "60 unchanged" in result["again"]["summary"] and "embedded 0 lines" in result["again"]["summary"]
-    assert result["cosine_to_encoder_min"] > 0.9999  # the import's vectors are the encoder's
+    # the import's vectors are the encoder's, by either path
+    assert result["cosine_to_encoder_min_cli"] > 0.9999 and result["cosine_to_encoder_min_http"] > 0.9999
     assert result["first"]["peak_rss_mib"] > 100 and result["encoder_products_per_s"] > 0
     http = result["http"]
     assert http["products_per_s"] > 0 and http["indexed_seconds"] >= http["posted_seconds"]
+    assert http["peak_rss_mib"] > 100 and http["server_cpu_seconds"] > 0
+    for phase in ("latency_ms_idle", "latency_ms_during"):  # the probe's requests all answered 200 (201)
+        assert set(http[phase]) == {"GET /health/live", "GET /customers/probe-shopper/feed",
+                                    "PUT /products/probe-product"}
+        assert all(p["count"] >= 1 and p["max"] > 0 for p in http[phase].values())
 
 
 def test_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""A real server in a subprocess, killed with SIGKILL mid-stream: nothing acknowledged is lost."""
+"""A real server in a subprocess, killed with SIGKILL mid-stream or mid bulk upload: nothing acknowledged is lost."""
 
 import os
 import signal
@@ -96,3 +96,43 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path) -> None:
     finally:
         db.close()
     assert len(acknowledged) == len(set(acknowledged)) >= 300
+
+
+def test_sigkill_while_a_bulk_upload_embeds_loses_no_acknowledged_product(tmp_path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(tmp_path / "data", port)
+    catalog = [{"product_id": f"bulk-{i}", "name": f"Trail running shoe model {i}", "merchant": "Brand",
+                "category_path": ["Shoes", "Sneakers", "Running"], "price": 50.0 + i % 90} for i in range(600)]
+    try:
+        wait_until(lambda: _ready(base), timeout=120, what="first start")
+        acknowledged = 0
+        for start in range(0, len(catalog), 200):
+            answer = httpx.post(f"{base}/products", json=catalog[start:start + 200], timeout=60)
+            assert answer.status_code == 202
+            acknowledged += answer.json()["received"]
+        health = httpx.get(f"{base}/health/ready").json()
+        assert health["pending_embeddings"] > 0  # killed while the background indexer still had lines to encode
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        server = _serve(tmp_path / "data", port)
+        wait_until(lambda: _ready(base), timeout=120, what="restart")
+        wait_until(lambda: httpx.get(f"{base}/health/ready").json()["pending_embeddings"] == 0, timeout=900,
+                   what="every line embedded after the restart")
+        products = httpx.get(f"{base}/health/ready").json()["products"]
+        wait_until(lambda: httpx.get(f"{base}/health/ready").json()["indexed"] == products, timeout=60,
+                   what="index sync")
+        similar = httpx.get(f"{base}/products/bulk-599/similar").json()
+        assert any(str(item["product"]["product_id"]).startswith("bulk-") for item in similar["items"])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    assert acknowledged == len(catalog)
+    db = Database(tmp_path / "data" / "appliance.duckdb")
+    try:
+        ours = "(SELECT key FROM product_ids WHERE ext LIKE 'bulk-%')"
+        stored = db.read(f"""SELECT count(*), count(e.text_hash) FROM products p
+                             LEFT JOIN embeddings e USING (text_hash) WHERE p.product_id IN {ours}""")[0]
+        assert stored == (len(catalog), len(catalog))  # every acknowledged product stored, each with its vector
+    finally:
+        db.close()

@@ -222,13 +222,13 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
-    def rss_mib(self) -> float:
-        """VmRSS of the server process from /proc/<pid>/status."""
+    def rss_mib(self, field: str = "VmRSS") -> float:
+        """VmRSS (or another /proc/<pid>/status size, e.g. VmHWM: the kernel's peak RSS) of the server process."""
         with open(f"/proc/{self.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        raise RuntimeError(f"no {field}")
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds of the server process so far."""
