@@ -2,10 +2,13 @@
 that lies in other customers' test events, which the evaluation's training-only popularity leaves out.
 Run: PYTHONPATH=. .venv/bin/python bench/probes/prior_holes_at_test.py"""
 from pathlib import Path
+
 import numpy as np
+
 from appliance.config import load_config
-from appliance.evaluation import time_split, test_targets
-from web.bench.quality import load_dataset, embed, interactions_of
+from appliance.evaluation import test_targets, time_split
+from web.bench.quality import interactions_of, load_dataset
+
 config = load_config(None)
 for name in ("retail", "demo", "movielens"):
     products, events = load_dataset(name, Path("/work/shared/datasets"), config)

@@ -4,15 +4,21 @@ warm), the prior weight, half-life, the norm of `out`, the validation users' mea
 grid of prior weights, with `out` scaled by 0 / 0.25 / 0.5, and with the residual's mean over the users removed.
 CENTER=1 trains with the residual centred (batch mean in training, running mean at evaluation).
 Run: PYTHONPATH=. .venv/bin/python bench/probes/retail_network_phase.py retail '{"precision": "float32"}'"""
-import json, sys, time, os
-from pathlib import Path
 import dataclasses
-import numpy as np, torch
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
+import appliance.training as T
 from appliance.config import load_config
 from appliance.evaluation import time_split
-from web.bench.quality import load_dataset, embed, interactions_of, DEFAULT_DATASETS
-import appliance.training as T
+from web.bench.quality import embed, interactions_of, load_dataset
 
 name = sys.argv[1]
 overrides = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}

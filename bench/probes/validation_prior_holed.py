@@ -3,15 +3,19 @@ with the validation prior complete (as training has it) and holed as the test's 
 events from its validation moment on left out). Run: PYTHONPATH=. .venv/bin/python bench/probes/validation_prior_holed.py retail"""
 import sys
 from pathlib import Path
-import numpy as np, torch
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
 from appliance.config import load_config
 from appliance.evaluation import time_split
-from appliance.examples import make_examples, split_validation, MomentPrior
+from appliance.examples import MomentPrior, make_examples, split_validation
 from appliance.prior import validation_grid
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
-from web.bench.quality import load_dataset, embed, interactions_of
+from web.bench.quality import embed, interactions_of, load_dataset
+
 config = load_config(None)
 name = sys.argv[1]
 products, events = load_dataset(name, Path("/work/shared/datasets"), config)
