@@ -268,8 +268,8 @@ def _validate(config: Config) -> None:
     if config.training.negatives not in ("shared", "full", "sampled", "in_batch", "mixed"):
         raise InvalidInput("training.negatives must be shared, full, sampled, in_batch or mixed",
                            field="training.negatives")
-    if config.training.precision not in ("float32", "bfloat16"):
-        raise InvalidInput("training.precision must be float32 or bfloat16", field="training.precision")
+    if config.training.precision not in ("auto", "float32", "bfloat16"):
+        raise InvalidInput("training.precision must be auto, float32 or bfloat16", field="training.precision")
     if config.training.schedule not in ("constant", "cosine"):
         raise InvalidInput("training.schedule must be constant or cosine", field="training.schedule")
     if config.training.prior_as_of not in ("moment", "end"):

@@ -8,8 +8,9 @@ with `shared_positives`, the batch's own positives, each column's exponential di
 being drawn so the sum estimates the full one; the whole catalog when it is no larger, i.e. exactly `full`),
 `sampled` (random products per example), `in_batch` (the other positives, logQ-corrected) or
 `mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
-(not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 (`precision`) while validation
-stays float32. An epoch is at most `epoch_examples` examples, so a large shop trains as many steps as a mid-sized one.
+(not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 where the CPU multiplies it
+natively (`precision`), validation in float32. An epoch is at most `epoch_examples` examples, so a large shop
+trains as many steps as a mid-sized one.
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
@@ -60,7 +61,13 @@ from appliance.examples import (
 from appliance.interactions import Interactions
 from appliance.optim import AdamW
 from appliance.prior import choose_cold_share, choose_prior, validation_grid
-from appliance.schedule import latest_within_noise, learning_rate_factor, network_plan, shared_columns
+from appliance.schedule import (
+    latest_within_noise,
+    learning_rate_factor,
+    matmul_precision,
+    network_plan,
+    shared_columns,
+)
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
 
@@ -86,6 +93,7 @@ class TrainReport:
     cold_shares: list[tuple[float, float, float]] = field(default_factory=list)  # (share, validation all, cold)
     prior_half_life_hours: float | None = None  # the prior's popularity half-life: serving ranks with the same
     top_epoch: int = 0  # the epoch of the highest validation NDCG@10 (best_epoch: the latest within keep_within)
+    precision: str = ""  # of the training's matrix products: training.precision, "auto" resolved for this CPU
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,7 +178,8 @@ class _Run:
         self.rate = 1.0  # the phase's learning rates scaled by (a small shop's smaller batches)
         # the vectors as autocast casts them (same values), once: a step's (B, T, D) history block, its projected
         # products and its (K, D) columns are gathered at half the bytes and never cast
-        self.low = vectors.to(torch.bfloat16) if config.precision == "bfloat16" else vectors
+        self.report.precision = matmul_precision(config.precision)
+        self.low = vectors.to(torch.bfloat16) if self.report.precision == "bfloat16" else vectors
         self.validated: list[tuple[int, bool, np.ndarray, dict]] = []  # (epoch, network, per-example NDCG, weights)
 
     def keep(self, score: float, epoch: int) -> None:
@@ -240,7 +249,7 @@ class _Run:
             if self.prior is not None:
                 prior = model.popularity_weight * self.prior.rows(ex, columns)  # (B, K) or (B, N)
                 own = model.popularity_weight * self.prior.positive(ex)  # (B,)
-            with torch.autocast("cpu", torch.bfloat16, enabled=config.precision == "bfloat16"):
+            with torch.autocast("cpu", torch.bfloat16, enabled=self.report.precision == "bfloat16"):
                 projected = None
                 if self.attention:  # each product of the batch projected once
                     distinct, slot = np.unique(hist, return_inverse=True)

@@ -9,6 +9,7 @@ import torch
 
 from appliance.baselines import PopularityScorer
 from appliance.config import load_config
+from appliance.errors import InvalidInput
 from appliance.evaluation import evaluate, time_split
 from appliance.interactions import Interactions
 from web.bench import als, sasrec
@@ -93,3 +94,30 @@ def test_an_earlier_runs_models_pair_with_the_tower_only_on_the_same_customers(c
     stored["all"]["popularity"] = stored["all"]["popularity"][:-1]
     with pytest.raises(ValueError, match="not the same split"):
         quality._slice([tower], split, 40, cfg, None, stored["all"])
+
+
+def test_the_live_prior_counts_other_customers_test_events_before_the_moment_only(cfg):
+    from appliance.tower import UserTower
+    from web.bench import quality
+
+    # customer 0 buys 1 (history), then 2 at hour 10 (its test); customer 1 buys 1, then 3 at hour 20 (its test)
+    inter = Interactions.from_arrays([0, 0, 1, 1], [1, 2, 1, 3], [0, 0, 0, 0],
+                                     1.7e9 + 3600.0 * np.array([0.0, 10.0, 1.0, 20.0]), n_items=5)
+    split = time_split(inter, 1)
+    assert len(split.train) == 2 and len(split.test) == 2
+    vectors = np.eye(5, 8, dtype=np.float32)
+    tower, live, recent_live = quality.live_prior_scorers(UserTower(cfg.tower, 8), split.train, inter, vectors,
+                                                          cfg, 100)
+    assert (tower.name, live.name, recent_live.name) == ("tower_live_prior", "popularity_live",
+                                                         "popularity_recent_live")
+    moment = np.array([inter.ts[3]])  # customer 1's test moment
+    train_only = PopularityScorer(split.train, 5, cfg.events.weights, np.inf).scores(np.array([1]), moment)
+    seen = live.scores(np.array([1]), moment)[0]
+    assert train_only[0][2] == 0 < seen[2]  # customer 0's test purchase, before the moment, counts live only
+    assert seen[3] == 0  # customer 1's own test purchase (at the moment) never does
+    assert seen[1] == pytest.approx(train_only[0][1])  # training events count as before
+    assert live.scores(np.array([0]), np.array([inter.ts[1]]))[0][2] == 0  # nor customer 0's own, at its moment
+    with pytest.raises(InvalidInput, match="live-prior"):
+        quality.live_prior_scorers(UserTower(cfg.tower, 8), split.train, inter, vectors,
+                                   dataclasses.replace(cfg, training=dataclasses.replace(cfg.training,
+                                                                                         prior_as_of="end")), 100)

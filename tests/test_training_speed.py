@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from appliance.config import load_config
 from appliance.examples import MomentPrior, PopularityPrior, batch_inputs, make_examples
-from appliance.schedule import latest_within_noise, learning_rate_factor, network_plan, shared_columns
+from appliance.schedule import latest_within_noise, learning_rate_factor, matmul_precision, network_plan, shared_columns
 from appliance.tower import UserTower
 from appliance.training import contrastive_loss, train_tower
 from tests.test_training import small_shop
@@ -233,3 +233,23 @@ def test_training_reports_the_top_epoch_and_keeps_one_it_validated(config):
     assert report.best_epoch >= report.top_epoch and report.best_epoch in report.validated_epochs
     top = report.validation[report.validated_epochs.index(report.top_epoch)]
     assert top == max(report.validation)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [(True, False, "bfloat16"), (False, True, "bfloat16"),
+                                                             (False, False, "float32")])
+def test_auto_precision_is_bfloat16_only_where_the_cpu_multiplies_it_natively(monkeypatch, avx512_bf16, amx,
+                                                                               expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert matmul_precision("auto") == expected
+    assert matmul_precision("float32") == "float32" and matmul_precision("bfloat16") == "bfloat16"  # as set
+
+
+def test_training_reports_the_precision_it_ran_in(config):
+    tower, training, weights = config
+    inter, vectors = small_shop(seed=4)
+    _, report = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=1), weights, 24.0)
+    assert load_config().training.precision == "auto" and report.precision == matmul_precision("auto")
+    _, forced = train_tower(inter, vectors, tower, dataclasses.replace(training, epochs=1, precision="bfloat16"),
+                            weights, 24.0)
+    assert forced.precision == "bfloat16"

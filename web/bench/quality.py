@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import time
@@ -25,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from appliance.baselines import TowerScorer, baseline_scorers, prior_popularity
+from appliance.baselines import RecentPopularityScorer, TowerScorer, baseline_scorers, prior_popularity
 from appliance.config import Config, load_config
 from appliance.demo import generate_demo
 from appliance.encoder import Encoder
+from appliance.errors import InvalidInput
 from appliance.evaluation import cold_items, evaluate, format_table, paired_difference, test_targets, time_split
 from appliance.interactions import Interactions, seen_matrix
 from appliance.item_side import item_correction
@@ -72,6 +74,9 @@ def add_quality_parser(subparsers: Any, common: argparse.ArgumentParser | None =
                    "(ablation rows)")
     p.add_argument("--item-side", action="store_true", help="also rank the tower against product vectors with a "
                    "learned per-product correction (appliance.item_side; an ablation row)")
+    p.add_argument("--live-prior", action="store_true", help="also rank the tower, all-time and recent popularity "
+                   "with popularity as a live feed has it at each test moment: every event strictly before it, other "
+                   "customers' test events included (rows tower_live_prior, popularity_live, popularity_recent_live)")
     p.add_argument("--pair-with", default="", help="comma-separated quality JSONs of earlier runs on the same split: "
                    "the tower is also paired against their models (per-customer NDCG@10, all and cold start)")
     p.set_defaults(run=run)
@@ -119,6 +124,26 @@ def interactions_of(products: Sequence[Product], events: Sequence[Event]) -> Int
     )
 
 
+def live_prior_scorers(
+    model: Any, train: Interactions, every: Interactions, vectors: np.ndarray, config: Config, depth: int
+) -> list[Any]:
+    """The tower, all-time and recent popularity with popularity as a live feed has it at each test moment:
+    every event of `every` (train and test) strictly before it. The evaluation's own rows count training events
+    only, so a test moment misses the other customers' test baskets before it (on retail a third of the 30-day
+    popularity, BENCHMARKS.md "Retail"); the customer's own test events are never before its moment. Histories
+    (the tower's input) stay the training events."""
+    if config.training.prior_as_of != "moment":
+        raise InvalidInput("--live-prior needs training.prior_as_of = \"moment\"", field="live_prior")
+    weights, n_items = dict(config.events.weights), len(vectors)
+    live = RecentPopularityScorer(every, n_items, weights, config.training.prior_half_life_hours)
+    return [
+        TowerScorer(model, train, vectors, live, "tower_live_prior", depth=depth),
+        RecentPopularityScorer(every, n_items, weights, math.inf, "popularity_live"),
+        RecentPopularityScorer(every, n_items, weights, config.feed.popularity_half_life_hours,
+                               "popularity_recent_live"),
+    ]
+
+
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
@@ -158,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"item side: validation NDCG@10 per epoch {[round(v, 4) for v in history]}")
             scorers.append(TowerScorer(model, split.train, vectors, popularity, "tower_item_side",
                                        depth=max(config.evaluation.ks), targets=adapted))
+        if args.live_prior:
+            scorers += live_prior_scorers(model, split.train, inter, vectors, config, max(config.evaluation.ks))
         for share in sorted(shares - {own}):
             name = "tower_no_slots" if share == 0.0 else f"tower_cold_share_{share:g}"
             scorers.append(TowerScorer(model, split.train, vectors, popularity, name, share, max(config.evaluation.ks)))
