@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from appliance.interactions import Interactions, expand_ranges, history_inputs, seen_matrix
-from appliance.ranking import cold_placed, cold_popularity, cold_slotted, popularity_prior
+from appliance.ranking import cold_popularity, cold_slotted, popularity_prior
 from appliance.tower import UserTower, mean_vector, user_vectors
 from appliance.types import EVENT_NAMES
 
@@ -214,8 +214,7 @@ class TowerScorer:
     """The trained user tower: cosine between its user vector and every product vector, plus its learned
     popularity prior over `popularity`: (N,) the training period's at its end (as the feed would have it then),
     or a scorer of popularity as of each customer's moment (`RecentPopularityScorer`: as the feed had it then);
-    products without events placed by its `cold_scale` and `cold_offset` (`ranking.cold_placed`), then at its
-    `cold_share` of the first `depth` places (`ranking.cold_slots`,
+    then products without events at the tower's `cold_share` of the first `depth` places (`ranking.cold_slots`,
     as the feed serves them, best first by the tower's cosine, or with `cold_by_text` by its text side: the
     residual mean's; `cold_share` 0 ranks by the score alone). `targets` (N, D): the product vectors
     retrieved against, when they differ from the history's text vectors (`appliance.item_side`)."""
@@ -237,12 +236,10 @@ class TowerScorer:
         prior = tower_prior(self.model, self.popularity, customers, at)  # (C or 1, N)
         prior = self.model.popularity_weight.item() * prior
         cosines = user_vectors(self.model, vectors, kinds, ages, mask) @ self.targets.T  # (C, N)
-        scores = cold_placed(cosines + prior, cosines, self._cold(at), float(self.model.cold_scale),
-                             float(self.model.cold_offset))
         if self.cold_share <= 0.0:
-            return scores
+            return cosines + prior
         scores = np.where(seen_matrix(self.train, customers, len(self.item_vectors), before=at), -np.inf,
-                          scores)  # the feed filters the shopper's products before it interleaves
+                          cosines + prior)  # the feed filters the shopper's products before it interleaves
         text = (user_vectors(self.model, vectors, kinds, ages, mask, attention=False) @ self.targets.T
                 if self.cold_by_text else cosines)  # (C, N)
         return cold_slotted(scores, text, self._cold(at), self.cold_share, self.depth)

@@ -165,7 +165,6 @@ class TrainingConfig:
     prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
     cold_start_prior: bool  # choose where products without events rank in the prior (appliance.prior); false: at 0
     cold_slots: bool  # choose on validation a share of the list for products without events (ranking.cold_slots)
-    cold_placement: bool  # choose on validation how products without events are re-scored (ranking.cold_placed)
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,13 @@ import torch
 from appliance.evaluation import ranking_metrics
 from appliance.examples import Examples, MomentPrior, PopularityPrior, batch_inputs
 from appliance.interactions import Interactions, expand_ranges
-from appliance.ranking import cold_placed, cold_slotted
+from appliance.ranking import cold_slotted
 from appliance.tower import UserTower
 
 PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # popularity weights tried before training (cosine units)
 COLD_QUANTILES = (0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)  # where a product without events ranks among the known
 COLD_TOLERANCE = 0.02  # share of the best overall validation NDCG@10 the cold-start choice may give up
 COLD_SHARES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)  # parts of the list given to products without events (cold slots)
-COLD_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # cold placement: products without events scored scale * cosine + offset
-COLD_OFFSETS = tuple(round(1.0 - 0.02 * i, 2) for i in range(351))  # +1 .. -6 (cosine units)
-RECENT_VALIDATION = 0.25  # the latest part of the validation examples the cold placement is chosen on
 SLOT_DEPTH = 100  # places of the list the cold slots are chosen over (evaluation's deepest cut-off)
 
 
@@ -57,8 +54,7 @@ def scored_validation(
     prior: PopularityPrior | MomentPrior | None, targets: torch.Tensor | None = None, chunk: int = 256,
 ):
     """Per chunk of validation examples, ranked as the tower ranks (cosine + its weight x its prior, the earlier
-    products at -inf, the products without events placed by its `cold_scale` and `cold_offset`): (slice,
-    examples, scores (c, N), cosines (c, N), positives (c, 1))."""
+    products at -inf): (slice, examples, scores (c, N), cosines (c, N), positives (c, 1))."""
     was_training = model.training
     model.eval()
     weight = model.popularity_weight.item()
@@ -66,8 +62,6 @@ def scored_validation(
         prior.set_cold_quantile(float(model.cold_quantile))
     for sl, ex, cosines, excluded, relevant in _chunks(model, val, interactions, item_vectors, chunk, targets):
         scores = cosines + weight * prior.rows(ex).numpy() if prior is not None and weight else cosines.copy()
-        scores = cold_placed(scores, cosines, _cold_products(ex, interactions, prior), float(model.cold_scale),
-                             float(model.cold_offset))
         scores[excluded] = -np.inf
         yield sl, ex, scores, cosines, relevant
     model.train(was_training)
@@ -146,60 +140,6 @@ def choose_cold_share(
     on_cold = rows[:, cold].mean(1) if cold.any() else np.zeros(len(shares))
     tried = [(float(share), float(rows[g].mean()), float(on_cold[g])) for g, share in enumerate(shares)]
     return [tried[chosen]] + tried[:chosen] + tried[chosen + 1:]
-
-
-@torch.no_grad()
-def choose_cold_placement(
-    model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
-    prior: PopularityPrior | MomentPrior | None, scales: Sequence[float] = COLD_SCALES,
-    offsets: Sequence[float] = COLD_OFFSETS, chunk: int = 256,
-) -> list[tuple[float, float, float, float]]:
-    """Set the tower's `cold_scale` and `cold_offset` (`ranking.cold_placed`: products without events scored
-    scale * cosine + offset on the tower's scale) by the module's rule, from (1, 0) (the scores as they are) and
-    every pair of `scales` x `offsets`, over the most recent `RECENT_VALIDATION` of the validation examples (the
-    share of positives that are new products falls as a shop's catalog matures, so the whole validation period
-    overstates the one that follows it); returns (scale, offset, NDCG@10 of those examples, of those whose
-    positive was cold) of every pair, the chosen one first. Training calls it for the tower it
-    keeps, before the cold share (which is then chosen over the placed scores)."""
-    grid = [(1.0, 0.0)] + [(a, b) for a in scales for b in offsets if (a, b) != (1.0, 0.0)]
-    model.cold_scale.fill_(1.0)
-    model.cold_offset.fill_(0.0)
-    rows = np.zeros((len(grid), len(val.target)))
-    for sl, ex, scores, cosines, relevant in scored_validation(model, val, interactions, item_vectors, prior,
-                                                               chunk=chunk):
-        cold = np.broadcast_to(_cold_products(ex, interactions, prior), scores.shape)
-        rows[:, sl] = _placed_ndcg(scores, cosines, cold, relevant[:, 0], grid)
-    moment = interactions.ts[val.target]
-    recent = moment >= np.quantile(moment, 1.0 - RECENT_VALIDATION)  # the shop as the next period will see it
-    rows, cold = rows[:, recent], _cold_positives(val, prior)[recent]
-    chosen = _by_rule(rows, cold, [(-abs(offset), -abs(scale - 1.0)) for scale, offset in grid])
-    model.cold_scale.fill_(grid[chosen][0])
-    model.cold_offset.fill_(grid[chosen][1])
-    on_cold = rows[:, cold].mean(1) if cold.any() else np.zeros(len(grid))
-    tried = [(float(a), float(b), float(rows[g].mean()), float(on_cold[g])) for g, (a, b) in enumerate(grid)]
-    return [tried[chosen]] + tried[:chosen] + tried[chosen + 1:]
-
-
-def _placed_ndcg(scores: np.ndarray, cosines: np.ndarray, cold: np.ndarray, positive: np.ndarray,
-                 grid: Sequence[tuple[float, float]]) -> np.ndarray:
-    """(G, c) NDCG@10 of each row's one `positive` (c,) under `ranking.cold_placed` at each (scale, offset) of
-    `grid` (scales > 0), without re-ranking whole rows: the positive's place is the count of known products
-    scoring above it plus the count of cold ones whose placed score is (ties counted as below)."""
-    scale = np.array([a for a, _ in grid])  # (G,)
-    offset = np.array([b for _, b in grid])
-    out = np.zeros((len(grid), len(scores)))
-    for r, (row, cos, unknown, p) in enumerate(zip(scores, cosines, cold, positive, strict=True)):
-        live = np.isfinite(row)
-        known, new = np.sort(row[live & ~unknown]), np.sort(cos[live & unknown])
-        if unknown[p]:  # its placed score against the known products; among the cold ones, its cosine's place
-            above = len(known) - np.searchsorted(known, row[p] + (scale - 1.0) * cos[p] + offset, "right")
-            above += len(new) - np.searchsorted(new, cos[p], "right")
-        else:  # a cold product is above it where scale * cosine + offset (+ its prior) beats its score
-            above = len(known) - np.searchsorted(known, row[p], "right")
-            above += len(new) - np.searchsorted(new, (row[p] - offset - (row - cos)[unknown & live].max(initial=0.0))
-                                                / scale, "right")
-        out[:, r] = np.where(above < 10, 1.0 / np.log2(above + 2.0), 0.0)
-    return out
 
 
 def _by_rule(rows: np.ndarray, cold: np.ndarray, tie_breaks: Sequence[tuple[float, ...]]) -> int:

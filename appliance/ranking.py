@@ -42,19 +42,6 @@ def popularity_prior(
     return np.log1p(np.clip(popularity, 0.0, None))
 
 
-def cold_placed(scores: np.ndarray, cosines: np.ndarray, cold: np.ndarray, scale: float, offset: float
-                ) -> np.ndarray:
-    """Scores (..., N) with the products without events (`cold`, broadcast to them) re-scored on the tower's own
-    scale: scale * cosine + offset + their prior term, so a new product enters the list where its similarity
-    beats the known product's score there (a close match can reach place 1, a poor one takes no place), not at
-    a fixed slot; scale 1 and offset 0 leave the scores as they are. Training chooses both on validation
-    (`appliance.prior.choose_cold_placement`); evaluation, validation and the feed's personal order use this."""
-    scale, offset = round(scale, 6), round(offset, 6)  # the checkpoint's float32 buffers, as cold_slots rounds
-    if scale == 1.0 and offset == 0.0:
-        return scores
-    return np.where(cold, scores + (scale - 1.0) * cosines + offset, scores)
-
-
 def by_prior(rows: np.ndarray, cosines: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
     """Order of nearest products (rows (n,), their cosines (n,)) by cosine + weight * prior[rows], with `prior`
     (N,) the catalog's `popularity_prior`."""
@@ -202,23 +189,18 @@ def _best(row: np.ndarray, depth: int) -> np.ndarray:
 class ServingPrior:
     """The serving tower's `ranking.popularity_prior` of every row: over popularity with the half-life the tower
     was trained with (not the feed's), products without events at its cold quantile, and the share of the
-    personal list they take by similarity alone (its `cold_share`, `cold_slots`) or their placement by it (its
-    `cold_scale` and `cold_offset`, `cold_placed`)."""
+    personal list they take by similarity alone (its `cold_share`, `cold_slots`)."""
 
     values: np.ndarray  # (n,) per row
     cold: float  # the value of a product without events (rows added after it was computed)
     known: np.ndarray  # (n,) bool: rows with an event
     cold_share: float = 0.0
-    cold_scale: float = 1.0  # products without events scored cold_scale * cosine + cold_offset (cold_placed)
-    cold_offset: float = 0.0
 
     @classmethod
-    def of(cls, popularity: np.ndarray, cold_quantile: float, cold_share: float = 0.0, cold_scale: float = 1.0,
-           cold_offset: float = 0.0) -> ServingPrior:
+    def of(cls, popularity: np.ndarray, cold_quantile: float, cold_share: float = 0.0) -> ServingPrior:
         known = popularity > 0  # EventStore.popularity: every product with an event is above 0
         cold = cold_popularity(popularity, known, cold_quantile)
-        return cls(popularity_prior(popularity, known, cold), float(popularity_prior(cold)[0]), known, cold_share,
-                   cold_scale, cold_offset)
+        return cls(popularity_prior(popularity, known, cold), float(popularity_prior(cold)[0]), known, cold_share)
 
     def at(self, rows: np.ndarray) -> np.ndarray:
         out = np.full(len(rows), self.cold)
@@ -226,29 +208,15 @@ class ServingPrior:
         out[inside] = self.values[rows[inside]]
         return out
 
-    def unknown(self, rows: np.ndarray) -> np.ndarray:
-        """(n,) bool: the rows without events (rows added since it was computed count too)."""
-        cold = np.ones(len(rows), bool)
-        inside = rows < len(self.known)
-        cold[inside] = ~self.known[rows[inside]]
-        return cold
-
-    @property
-    def placing(self) -> bool:
-        return round(self.cold_scale, 6) != 1.0 or round(self.cold_offset, 6) != 0.0
-
-    def placed(self, rows: np.ndarray, cosines: np.ndarray, prior: np.ndarray) -> np.ndarray:
-        """The term added to the cosines (n,) of `rows` (n,) for the order: `prior` (n,), the weighted prior, with
-        the rows without events re-scored by `cold_placed`."""
-        return cold_placed(prior, cosines, self.unknown(rows), self.cold_scale, self.cold_offset)
-
     def slotted(self, rows: np.ndarray, similarity: np.ndarray) -> np.ndarray:
         """Positions into the nearest products `rows` (n,), in the tower's order, reordered by `cold_slots`:
         those without events (rows added since count too), best first by `similarity` (n,), at the share."""
         positions = np.arange(len(rows))
         if self.cold_share <= 0.0:
             return positions
-        cold = self.unknown(rows)
+        cold = np.ones(len(rows), bool)
+        inside = rows < len(self.known)
+        cold[inside] = ~self.known[rows[inside]]
         cold_order = positions[cold][np.argsort(-similarity[cold], kind="stable")]
         return cold_slots(positions, cold_order, self.cold_share, len(rows))
 

@@ -80,12 +80,11 @@ class Recommender:
         clock: Callable[[], datetime],
         popularity_ttl_seconds: float,
         settings: FeedSettings,
-        load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float, float, float, float]] | None = None,
+        load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float, float]] | None = None,
         rules: Callable[[], Sequence[Rule]] = tuple,
     ) -> None:
         """`load_popularity(now)` is the feed's (ids, popularity); `load_prior(now)` the serving tower's (ids,
-        popularity with its trained half-life, cold quantile, cold share, cold scale and offset), None: the feed's
-        popularity, neither."""
+        popularity with its trained half-life, cold quantile, cold share), None: the feed's popularity, neither."""
         self._load_catalog = load_catalog
         self._load_popularity = load_popularity
         self._load_prior = load_prior
@@ -275,12 +274,8 @@ class Recommender:
         base = (cosines + 1.0) / 2.0
         score = merch.rescore(rows, base)
         slots = ranking.prior is not None and ranking.prior.cold_share > 0.0  # products without events at slots
-        placing = ranking.prior is not None and ranking.prior.placing  # or re-scored by their similarity
-        if placing:
-            prior = ranking.prior.placed(rows, 2.0 * score - 1.0, prior)
-        if weight or merch.moves or slots or placing:  # the tower's order: cosine (moved by the rules) + its prior
-            order = by_prior(np.arange(len(rows)), 2.0 * score - 1.0, prior, 1.0) if placing else \
-                by_prior(np.arange(len(rows)), 2.0 * score - 1.0, values, weight)
+        if weight or merch.moves or slots:  # the tower's order: cosine (moved by the rules) + its prior
+            order = by_prior(np.arange(len(rows)), 2.0 * score - 1.0, values, weight)
             order = order[ranking.prior.slotted(rows[order], score[order])] if slots else order
             rows, score, base, prior = rows[order], score[order], base[order], prior[order]
         if extending is None:

@@ -32,9 +32,7 @@ class UserTower(nn.Module):
     the ranking: a product vector says what a product is, not how many people want it, and within a taste
     the popular products are the likelier next ones. `cold_quantile` (chosen on validation, not learned by
     gradient) places products nobody has touched yet among the known ones instead of below them all;
-    `cold_share` (chosen on validation too) gives them a share of the list's places by similarity alone;
-    `cold_scale` and `cold_offset` (chosen on validation) re-score them as scale * cosine + offset instead
-    (`ranking.cold_placed`).
+    `cold_share` (chosen on validation too) gives them a share of the list's places by similarity alone.
     """
 
     def __init__(self, config: TowerConfig, dim: int) -> None:
@@ -68,9 +66,6 @@ class UserTower(nn.Module):
         self.register_buffer("cold_quantile", torch.zeros(()))
         # share of the list's places given to products without events, by similarity alone (ranking.cold_slots)
         self.register_buffer("cold_share", torch.zeros(()))
-        # products without events ranked by cold_scale * cosine + cold_offset (+ prior) (ranking.cold_placed)
-        self.register_buffer("cold_scale", torch.ones(()))
-        self.register_buffer("cold_offset", torch.zeros(()))
 
     def forward(self, vectors, kinds, age_hours, mask, projected=None, attention=True):
         """vectors (B, T, D) float, kinds (B, T) long, age_hours (B, T) float >= 0, mask (B, T) bool (True = real).

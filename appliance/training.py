@@ -59,7 +59,7 @@ from appliance.examples import (
 )
 from appliance.interactions import Interactions
 from appliance.optim import AdamW
-from appliance.prior import choose_cold_placement, choose_cold_share, choose_prior, validation_grid
+from appliance.prior import choose_cold_share, choose_prior, validation_grid
 from appliance.schedule import latest_within_noise, learning_rate_factor, network_plan, shared_columns
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
@@ -84,9 +84,6 @@ class TrainReport:
     cold_quantile: float = 0.0  # where products without events rank in the prior (appliance.prior)
     cold_share: float = 0.0  # the list's part given to products without events (appliance.prior, cold slots)
     cold_shares: list[tuple[float, float, float]] = field(default_factory=list)  # (share, validation all, cold)
-    cold_scale: float = 1.0  # products without events scored cold_scale * cosine + cold_offset (appliance.prior)
-    cold_offset: float = 0.0
-    cold_placements: list[tuple[float, float, float, float]] = field(default_factory=list)  # (scale, offset, all, cold)
     prior_half_life_hours: float | None = None  # the prior's popularity half-life: serving ranks with the same
     top_epoch: int = 0  # the epoch of the highest validation NDCG@10 (best_epoch: the latest within keep_within)
 
@@ -382,9 +379,6 @@ def _train(
         report.best_validation_ndcg = choose_prior(model, val, interactions, vectors, prior, True,  # weights
                                                    [model.popularity_weight.item()])
         report.cold_quantile = float(model.cold_quantile)
-    if len(val.target) and config.cold_placement:
-        report.cold_placements = choose_cold_placement(model, val, interactions, vectors, prior)
-        report.cold_scale, report.cold_offset = report.cold_placements[0][:2]
     if len(val.target) and config.cold_slots:
         report.cold_shares = choose_cold_share(model, val, interactions, vectors, prior)
         report.cold_share = report.cold_shares[0][0]  # best_validation_ndcg stays the tower's own order's

@@ -75,19 +75,17 @@ def prune(
 
 def serving_prior(
     events: EventStore, serving: ServingModel, config: Config, now: datetime
-) -> tuple[np.ndarray, np.ndarray, float, float, float, float]:
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     """The serving tower's prior as it was trained: (product ids, popularity with the half-life recorded in its
-    training report, cold quantile, cold share, cold scale, cold offset); the popularity job computes it beside the
-    feed's list. A model trained before the report recorded its half-life (or none at all) gets
-    `training.prior_half_life_hours`."""
+    training report, cold quantile, cold share); the popularity job computes it beside the feed's list. A model
+    trained before the report recorded its half-life (or none at all) gets `training.prior_half_life_hours`."""
     current = serving.get()
     trained = ((current.meta or {}).get("training") or {}).get("prior_half_life_hours")
     half_life = float(trained) if trained else config.training.prior_half_life_hours
     model = current.model
-    cold = (float(model.cold_quantile), float(model.cold_share), float(model.cold_scale), float(model.cold_offset)) \
-        if model is not None else (0.0, 0.0, 1.0, 0.0)
+    cold_quantile, cold_share = (float(model.cold_quantile), float(model.cold_share)) if model is not None else (0, 0)
     ids, scores = events.popularity(now, half_life, config.events.weights)
-    return ids, scores, *cold
+    return ids, scores, cold_quantile, cold_share
 
 
 def popularity(recommender: Recommender) -> str:

@@ -73,8 +73,6 @@ def load_checkpoint(path: Path) -> tuple[UserTower, ModelMeta]:
     state = payload["state_dict"]
     state.setdefault("cold_quantile", torch.zeros(()))  # saved before the cold-start prior: cold products at 0
     state.setdefault("cold_share", torch.zeros(()))  # saved before the cold slots: none
-    state.setdefault("cold_scale", torch.ones(()))  # saved before the cold placement: scores as they are
-    state.setdefault("cold_offset", torch.zeros(()))
     model.load_state_dict(state)
     model.eval()
     return model, meta

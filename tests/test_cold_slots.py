@@ -118,7 +118,7 @@ def test_the_ablation_ranks_the_slots_by_the_towers_text_side_and_the_tower_row_
 
 def test_training_chooses_a_cold_share_where_new_products_are_the_next_ones_and_evaluation_ranks_with_it(tmp_path):
     inter, vectors = launch_shop()
-    training = dataclasses.replace(CFG.training, epochs=1, batch_size=64, cold_placement=False)  # slots alone
+    training = dataclasses.replace(CFG.training, epochs=1, batch_size=64)
     model, report = train_tower(inter, vectors, CFG.tower, training, WEIGHTS, 72.0)
     assert report.cold_share > 0.0 and float(model.cold_share) == pytest.approx(report.cold_share)
     off, off_report = train_tower(inter, vectors, CFG.tower, dataclasses.replace(training, cold_slots=False),

@@ -125,8 +125,8 @@ def test_serving_ranks_the_prior_with_the_trained_half_life_and_new_products_at_
     tower = UserTower(CFG.tower, 8)
     tower.cold_quantile.fill_(1.0)
     serving.set(tower, "v1", {"training": {"prior_half_life_hours": 720.0}})
-    ids, trained, quantile, share, scale, offset = upkeep.serving_prior(events, serving, CFG, now)
-    assert quantile == 1.0 and share == 0.0 and (scale, offset) == (1.0, 0.0)
+    ids, trained, quantile, share = upkeep.serving_prior(events, serving, CFG, now)
+    assert quantile == 1.0 and share == 0.0
     assert dict(zip(ids.tolist(), trained.tolist(), strict=True)) == pytest.approx(
         dict(zip(*(a.tolist() for a in events.popularity(now, 720.0, WEIGHTS)), strict=True)))
     feed_ids, feed = events.popularity(now, 72.0, WEIGHTS)
