@@ -2,7 +2,7 @@
 `appliance bench quality` does) and save, for its validation examples and its test customers, the tower's scores
 (cosine + prior, the customer's products at -inf, no cold slots), the three cosines a placement may use (the tower's,
 its text side's, the plain mean vector's), which products are cold at each moment, and the positives; the analysis
-is cold5_placement_grid.py. Run: python bench/scripts/cold5_placement_arrays.py DATASET DATASETS_DIR CACHE OUT.npz"""
+is cold5_placement_grid.py. Run: python bench/probes/cold5_placement_arrays.py DATASET DATASETS_DIR CACHE OUT.npz"""
 
 import sys
 from pathlib import Path

@@ -3,7 +3,7 @@ scale * cosine + offset (cosine: the trained tower's, its text side's or the pla
 on validation by appliance/prior.py's rule (within 2 % of the best overall NDCG@10, best on cold positives), on
 all validation examples or on their most recent quarter; test NDCG@10 overall and on the cold slice, paired
 against the same tower unplaced and against the round-4 mean vector. Reads the arrays `cold5_placement_arrays.py`
-saves; run: python bench/scripts/cold5_placement_grid.py DATASET ARRAYS.npz OUT.json (ranks ignore ties)."""
+saves; run: python bench/probes/cold5_placement_grid.py DATASET ARRAYS.npz OUT.json (ranks ignore ties)."""
 
 import json
 import os
@@ -59,7 +59,7 @@ def main(name, arrays, out_path):
     stored = json.loads(Path(f"bench/results/quality_{name}_round4.json").read_text())
     stored = stored["cold_start"]["evaluation"]["per_customer"]
     mean_vector = np.asarray(stored["mean_vector"])
-    report = {"command": "python bench/scripts/cold5_placement_grid.py " + " ".join(sys.argv[1:4]),
+    report = {"command": "python bench/probes/cold5_placement_grid.py " + " ".join(sys.argv[1:4]),
               "load_average": os.getloadavg(), "dataset": name, "validation": len(val_cold),
               "validation_cold": int(val_cold.sum()),
               "test": len(is_c), "test_cold": len(ci), "rules": []}
