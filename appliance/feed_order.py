@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from appliance.catalog_view import CatalogView
@@ -38,10 +39,11 @@ class Catalogued:
     part: str  # what the base score is: popularity / freshness
 
 
-@dataclass(frozen=True)
-class Nearest:
+class Nearest(msgspec.Struct, frozen=True, gc=False):
     """The shopper's nearest products, best first under the rules (cosine + the tower's prior, the rules
-    moving the similarity); `anchor[row]`: the product of their history nearest to that row (the reason)."""
+    moving the similarity); `anchor[row]`: the product of their history nearest to that row (the reason).
+    Untracked by the cyclic collector, as `Sources` and the snapshot holding them (appliance/recommender.py):
+    arrays and a dict of ints, never part of a cycle, kept per feed_id for `feed.snapshot_seconds`."""
 
     rows: np.ndarray
     score: np.ndarray  # similarity (cosine + 1) / 2 after the rules
@@ -50,8 +52,10 @@ class Nearest:
     anchor: dict[int, int]
 
 
-@dataclass(frozen=True)
-class Sources:
+class Sources(msgspec.Struct, frozen=True, gc=False):
+    """A snapshot's candidate sources (a personal one per personal feed_id, so untracked as `Nearest` is: it
+    refers to shared objects that never refer back to a snapshot)."""
+
     merch: Merch
     popular: Catalogued
     new: Catalogued  # only `order` rows are new arrivals

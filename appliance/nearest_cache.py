@@ -7,14 +7,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 
+import msgspec
 import numpy as np
 
 from appliance.catalog_view import CatalogView
 
 # (vector, k) -> (product ids, cosine similarities), best first
 Lookup = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-# (rows, cosines, complete: no deeper lookup can add any, each row's reason anchor)
-Found = tuple[np.ndarray, np.ndarray, bool, dict[int, int]]
+
+
+class Found(msgspec.Struct, frozen=True, gc=False):
+    """One shopper's nearest products. Untracked by the cyclic collector (arrays and a dict of ints: no cycle);
+    a tuple holding a dict stays tracked, and the consumer keeps one per changed shopper."""
+
+    rows: np.ndarray  # catalog rows, best first
+    cosines: np.ndarray
+    complete: bool  # no deeper lookup can add any
+    anchors: dict[int, int]  # row -> the product of the history that explains it
 
 
 class NearestCache:
@@ -30,7 +39,7 @@ class NearestCache:
     def knows(self, key: Hashable, depth: int | None) -> bool:
         """Whether `key`'s list is cached at least `depth` deep (None: at any depth)."""
         hit = self._found.get(key) if key is not None else None
-        return hit is not None and (hit[2] or depth is None or len(hit[0]) >= depth)
+        return hit is not None and (hit.complete or depth is None or len(hit.rows) >= depth)
 
     def rows(self, key: Hashable, vector: np.ndarray, history: Callable[[], Sequence[int]], view: CatalogView,
              depth: int) -> Found:
@@ -40,7 +49,7 @@ class NearestCache:
         if key is not None:
             with self._lock:
                 hit = self._found.get(key)
-                if hit is not None and (hit[2] or len(hit[0]) >= depth):
+                if hit is not None and (hit.complete or len(hit.rows) >= depth):
                     self._found.move_to_end(key)
                     return hit
         ids, sims = self._nearest(vector, depth)
@@ -49,7 +58,7 @@ class NearestCache:
         known = [i for i, pid in enumerate(id_list) if pid in products]
         rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
         complete = len(id_list) < depth or depth >= self.full_depth
-        found = (rows, np.asarray(sims, dtype=np.float64)[known], complete, anchors(view, rows, history()))
+        found = Found(rows, np.asarray(sims, dtype=np.float64)[known], complete, anchors(view, rows, history()))
         if key is not None:
             with self._lock:
                 self._found[key] = found

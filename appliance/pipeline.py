@@ -8,19 +8,22 @@ whole column (vectorised).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from appliance.catalog_view import CatalogView
 from appliance.errors import InvalidInput
-from appliance.types import Pick, Product
+from appliance.types import NO_IDS, Pick, Product
 
 SORTS = ("price_asc", "price_desc")
 
 
-@dataclass(frozen=True)
-class FeedQuery:
+class FeedQuery(msgspec.Struct, frozen=True, gc=False):
+    """What a feed request asks for. Untracked by the cyclic collector (numbers, strings and id sets: no
+    cycle): the page cache keeps each cached page's query for minutes."""
+
     page: int = 1
     per_page: int = 20
     sort: str | None = None  # None: the default order; price_asc / price_desc override it
@@ -28,7 +31,7 @@ class FeedQuery:
     min_price: float | None = None
     max_price: float | None = None
     in_stock: bool | None = None
-    exclude: frozenset[int] = field(default_factory=frozenset)
+    exclude: frozenset[int] = NO_IDS
     min_score: float | None = None  # items of any source scoring below this (on the 0..1 scale) are left out
     feed_id: str | None = None  # continue the feed whose page 1 returned this id (same order, no duplicates)
     explain: bool = False  # each item carries its score's parts
@@ -49,8 +52,10 @@ class FeedQuery:
         return (self.page - 1) * self.per_page, self.page * self.per_page
 
 
-@dataclass(frozen=True)
-class FeedPage:
+class FeedPage(msgspec.Struct, frozen=True, gc=False):
+    """One page of a feed. Untracked by the cyclic collector (the page cache keeps thousands for minutes): it
+    refers to picks, products and encoded bytes, none of which refers back to a page."""
+
     items: list[Pick]  # scores on the 0..1 scale (appliance/types.py `Pick`)
     page: int
     per_page: int
@@ -59,8 +64,9 @@ class FeedPage:
     products: dict[int, Product]  # the products of `items`, from the same catalog snapshot
     feed_id: str  # pass it back for the next pages
     personalized: bool
-    # what the web layer derives from this page (its encoded items), shared by every answer of a cached page
-    memo: dict = field(default_factory=dict, compare=False, repr=False)
+    # what the web layer derives from this page (its encoded items), shared by every answer of a cached page;
+    # keyed by strings (a tuple key would make the collector track the dict)
+    memo: dict[str, object] = msgspec.field(default_factory=dict)
 
     @property
     def pages(self) -> int:

@@ -15,10 +15,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 import numpy as np
+from msgspec.structs import replace
 
 from appliance.catalog_view import CatalogView
 from appliance.feed_order import Catalogued, Diversity, Nearest, Sources, picks, ranked_page
@@ -27,16 +29,16 @@ from appliance.nearest_cache import Found, Lookup, NearestCache
 from appliance.pipeline import FeedPage, FeedQuery, Selection
 from appliance.ranking import Ranking, ServingPrior, by_prior, price_ranking, rank_rows
 from appliance.rules import Rule
-from appliance.types import Product
+from appliance.types import NO_IDS, Product
 
-_NOTHING: frozenset[int] = frozenset()  # one object for every snapshot that leaves no purchase out
 
-@dataclass(frozen=True)
-class Personal:
-    """What the feed knows about one shopper."""
+class Personal(msgspec.Struct, frozen=True, gc=False):
+    """What the feed knows about one shopper. Untracked by the cyclic collector (a snapshot whose nearest
+    products may still be extended keeps it for `feed.snapshot_seconds`): `history` must be a callable that
+    refers to nothing holding a snapshot (jobs/feed.py `Recent`), so no cycle runs through it."""
 
     vector: np.ndarray | None  # (D,) unit vector in the product space, None: not personalised
-    purchased: frozenset[int] = frozenset()  # left out when the feed is configured to exclude them
+    purchased: frozenset[int] = NO_IDS  # left out when the feed is configured to exclude them
     popularity_weight: float = 0.0  # the serving tower's prior: nearest products rank by cosine + this * log(1 + pop)
     key: Hashable = None  # names this vector (e.g. customer and update time): its nearest products are cached
     history: Callable[[], Sequence[int]] = tuple  # the products of their recent history (read on a cache miss)
@@ -57,10 +59,11 @@ class FeedSettings:
     diversity_by: str = "brand"
 
 
-@dataclass(frozen=True)
-class _Snapshot:
+class _Snapshot(msgspec.Struct, frozen=True, gc=False):
     """Everything a feed order is computed from, so later pages are computed from the same inputs (the rules
-    active when page 1 was asked included: a rule written meanwhile applies to new feed_ids)."""
+    active when page 1 was asked included: a rule written meanwhile applies to new feed_ids). One per feed_id,
+    kept `feed.snapshot_seconds`: untracked by the cyclic collector, as its sources and `Personal` are (each
+    young pass that a tracked snapshot survived moved it on to be walked by every middle and full pass)."""
 
     ranking: Ranking
     sources: Sources
@@ -264,7 +267,8 @@ class Recommender:
         """The personal source (and whether no deeper lookup can add to it): nearest products by cosine (moved
         by the rules) + the tower's prior; when a deeper lookup extends a snapshot, its earlier order stays as it
         was and only the newly found products follow it."""
-        rows, cosines, complete, anchors = self.nearest_rows(personal, view, depth)
+        found = self.nearest_rows(personal, view, depth)
+        rows, cosines, complete, anchors = found.rows, found.cosines, found.complete, found.anchors
         if extending is not None:
             new = ~np.isin(rows, extending.rows)
             rows, cosines = rows[new], cosines[new]
@@ -320,7 +324,7 @@ class Recommender:
             nearest, complete = self._nearest_source(personal, view, ranking, merch, self._depth(query, personal))
             if len(nearest.rows):
                 sources, shallow = replace(sources, nearest=nearest), None if complete else personal
-        return _Snapshot(ranking, sources, purchased or _NOTHING, now, shallow)
+        return _Snapshot(ranking, sources, purchased or NO_IDS, now, shallow)
 
     def reissue(self, feed_id: str) -> str | None:
         """A new feed_id continuing the snapshot of `feed_id` (a cached page 1 answered again), or None when that

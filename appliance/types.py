@@ -17,6 +17,9 @@ EVENT_NAMES: tuple[str, ...] = (
     "product_purchased",
 )
 EVENT_INDEX: dict[str, int] = {name: i for i, name in enumerate(EVENT_NAMES)}
+# One empty id set for every shopper without purchases and every query without exclusions: each `frozenset()`
+# is a new object that the cyclic collector tracks, and feed snapshots and cached pages keep theirs.
+NO_IDS: frozenset[int] = frozenset()
 
 
 def utc_naive(moment: datetime) -> datetime:

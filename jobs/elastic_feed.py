@@ -11,8 +11,10 @@ stay out, no pins, no diversity, paged inside Elasticsearch (as the appliance's 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+
+from msgspec import structs
 
 from appliance.config import Config
 from appliance.errors import InvalidInput
@@ -59,7 +61,7 @@ class ElasticFeed:
         depth = min(MAX_WINDOW, max(self.config.feed.personal_depth, 2 * end)) if ranked else query.per_page
         hits, total = search_feed_page(
             self.elastic.client, self.config.elasticsearch, vector, method=method,
-            filters=replace(query, exclude=excluded), page=1 if ranked else query.page, per_page=depth,
+            filters=structs.replace(query, exclude=excluded), page=1 if ranked else query.page, per_page=depth,
             fallback_sort=query.sort,
         )
         source = "personal" if vector is not None else ("price" if query.sort else "popular")

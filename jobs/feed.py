@@ -8,14 +8,43 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+import msgspec
+
 from appliance.pipeline import FeedPage, FeedQuery
 from appliance.recommender import Personal, Recommender
-from jobs.feed_pages import FeedPages
+from appliance.types import NO_IDS
+from jobs.feed_pages import FeedPages, PageKey
 from jobs.realtime import ServingModel
 from storage.events import EventStore
 from storage.users import UserStore, UserVector
 
 _UNKNOWN = object()  # not answerable from memory alone
+
+
+class Histories:
+    """The products of shoppers' serving histories, newest first (one read for them all). Refers to the event
+    store and the clock only, never to the feeds or the recommender: a snapshot may keep it (through `Recent`)."""
+
+    def __init__(self, events: EventStore, window: timedelta | None, clock: Callable[[], datetime],
+                 length: int) -> None:
+        self.events, self.window, self.clock, self.length = events, window, clock, length
+
+    def __call__(self, customer_ids: Sequence[int]) -> dict[int, list[int]]:
+        since = None if self.window is None else self.clock() - self.window
+        found = self.events.histories(customer_ids, since, self.length)
+        return {cid: [e.product_id for e in reversed(events)] for cid, events in found.items()}
+
+
+class Recent(msgspec.Struct, frozen=True, gc=False):
+    """One shopper's history, read when called (a `Personal`'s `history`: only on a nearest-products cache miss).
+    Untracked by the cyclic collector, like the `Personal` holding it; it holds no cycle (`Histories` never refers
+    back to a snapshot). Replaces a closure, which the collector tracked as a function, its cells and a tuple."""
+
+    histories: Histories
+    customer_id: int
+
+    def __call__(self) -> list[int]:
+        return self.histories([self.customer_id])[self.customer_id]
 
 
 class Feeds:
@@ -31,17 +60,12 @@ class Feeds:
         self.window = timedelta(hours=window_hours) if window_hours > 0 else None  # None: no serving window
         self.clock = clock
         self.history_length = history_length  # the recent products a personal item's reason may name
+        self._histories = Histories(events, self.window, clock, history_length)
         self.pages = FeedPages(page_cache)
         self.prepare_window = prepare_window_seconds  # 0: the consumer prepares every changed shopper
         self._monotonic = monotonic
         self._asked: dict[int, float] = {}  # shopper -> when they last asked for a feed with their vector
         self._swept = monotonic()
-
-    def _histories(self, customer_ids: Sequence[int]) -> dict[int, list[int]]:
-        """The products of each shopper's serving history, newest first (one read for them all)."""
-        since = None if self.window is None else self.clock() - self.window
-        found = self.events.histories(customer_ids, since, self.history_length)
-        return {cid: [e.product_id for e in reversed(events)] for cid, events in found.items()}
 
     def _fresh(self, stored: UserVector | None) -> bool:
         if stored is None:
@@ -55,7 +79,7 @@ class Feeds:
         model = self.serving.get().model
         weight = 0.0 if model is None else model.popularity_weight.item()
         key = (customer_id, stored.updated_at, stored.model_version)
-        recent = (lambda: history) if history is not None else (lambda: self._histories([customer_id])[customer_id])
+        recent = (lambda: history) if history is not None else Recent(self._histories, customer_id)
         return Personal(stored.vector, purchased, weight, key, recent)
 
     def personal(self, customer_id: int | None) -> Personal | None:
@@ -113,7 +137,7 @@ class Feeds:
             if known and self._fresh(stored):
                 fresh.append((cid, stored))
         histories = self._histories([cid for cid, _ in fresh]) if fresh else {}
-        self.recommender.prepare([self._personal(cid, stored, frozenset(), histories[cid]) for cid, stored in fresh])
+        self.recommender.prepare([self._personal(cid, stored, NO_IDS, histories[cid]) for cid, stored in fresh])
 
     def warm(self) -> int:
         """At start-up: the recently active shoppers' vectors into memory and their nearest products computed."""
@@ -133,9 +157,7 @@ class Feeds:
         if not FeedPages.cacheable(query):
             return recommender.feed(query, personal)
         who = personal or Personal(None)
-        # a page is the same for everyone with the same vector version, prior weight and purchases (every
-        # visitor without a vector or purchases shares the popular one)
-        key = (who.key if who.vector is not None else None, who.popularity_weight, who.purchased, query)
+        key = PageKey(who.key if who.vector is not None else None, who.popularity_weight, who.purchased, query)
         filtered = bool(query.categories) or any(v is not None for v in (query.min_price, query.max_price,
                                                                           query.in_stock))
         return self.pages.page(key, recommender.view(), recommender.reissue,

@@ -12,6 +12,9 @@ the compiled rules and the products on it. An entry is served again only while:
   stock filter the view has not been patched at all (an edit elsewhere may change who passes the filter).
 A product edited just below an unfiltered page (not on it) shows there from the next ranking, at most
 `feed.popularity_refresh_seconds` later, as it would for any snapshot.
+
+An entry and its key are untracked by the cyclic collector (numbers, ids, a query and a page, none of which
+refers back to the cache): kept for minutes, tracked ones were walked by every middle-generation pass.
 """
 
 from __future__ import annotations
@@ -19,14 +22,25 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, replace
+
+import msgspec
+from msgspec.structs import replace
 
 from appliance.catalog_view import CatalogView
 from appliance.pipeline import FeedPage, FeedQuery
 
 
-@dataclass(frozen=True)
-class _Entry:
+class PageKey(msgspec.Struct, frozen=True, gc=False):
+    """Who asks and what: a page is the same for everyone with the same vector version, prior weight and
+    purchases (every visitor without a vector or purchases shares the popular one)."""
+
+    vector: Hashable  # the name of their vector version (None: no vector)
+    popularity_weight: float
+    purchased: frozenset[int]
+    query: FeedQuery
+
+
+class _Entry(msgspec.Struct, frozen=True, gc=False):
     page: FeedPage
     live: int  # live products when it was computed
     version: int | None  # the view's version, for a filtered page (None: unfiltered)
@@ -35,7 +49,7 @@ class _Entry:
 class FeedPages:
     def __init__(self, size: int) -> None:
         self.size = size  # entries kept (0: off)
-        self._pages: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._pages: OrderedDict[PageKey, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -44,7 +58,7 @@ class FeedPages:
     def cacheable(query: FeedQuery) -> bool:
         return query.feed_id is None
 
-    def page(self, key: Hashable, view: CatalogView, reissue: Callable[[str], str | None],
+    def page(self, key: PageKey, view: CatalogView, reissue: Callable[[str], str | None],
              compute: Callable[[], FeedPage], filtered: bool) -> FeedPage:
         """The page stored under `key` when still valid (with a new feed_id), else `compute()`d and stored."""
         if self.size <= 0:

@@ -12,7 +12,7 @@ from datetime import datetime
 import duckdb
 import numpy as np
 
-from appliance.types import Event
+from appliance.types import NO_IDS, Event
 from storage.db import Database
 from storage.once import Once, next_ids
 
@@ -225,7 +225,7 @@ class EventStore:
         if (known := self.purchased_cached(customer_id)) is not None:
             return known
         rows = self.db.read("SELECT product_ids FROM purchases WHERE customer_id = ?", [customer_id])
-        found = frozenset(rows[0][0]) if rows else frozenset()
+        found = frozenset(rows[0][0]) if rows else NO_IDS
         with self._lock:
             self._purchases[customer_id] = found
             while len(self._purchases) > self.cache_size:
@@ -236,7 +236,7 @@ class EventStore:
         """The same without touching DuckDB, or None when that would need a read."""
         with self._lock:
             if customer_id not in self._buyers:
-                return frozenset()
+                return NO_IDS
             found = self._purchases.get(customer_id)
             if found is not None:
                 self._purchases.move_to_end(customer_id)

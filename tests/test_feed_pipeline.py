@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from msgspec import structs
 
 from appliance.config import load_config
 from appliance.pipeline import FeedQuery
@@ -58,10 +59,10 @@ def _ids(page) -> list[int]:
 
 
 def _everything(rec: Recommender, query: FeedQuery, who: Personal | None = None) -> list[int]:
-    first = rec.feed(replace(query, per_page=40), who)
+    first = rec.feed(structs.replace(query, per_page=40), who)
     seen = _ids(first)
     for page in range(2, first.pages + 1):
-        seen += _ids(rec.feed(replace(query, page=page, per_page=40, feed_id=first.feed_id), who))
+        seen += _ids(rec.feed(structs.replace(query, page=page, per_page=40, feed_id=first.feed_id), who))
     return seen
 
 
@@ -130,7 +131,7 @@ def test_a_shoppers_nearest_products_are_looked_up_once_per_vector_and_purchases
     assert 5 not in _everything(rec, FeedQuery(), who)
     rec.feed(FeedQuery(per_page=30, categories=("lego",)), who)
     assert len(calls) == 1
-    rec.feed(FeedQuery(), replace(who, key=("c1", 2)))  # a new vector: looked up again
+    rec.feed(FeedQuery(), structs.replace(who, key=("c1", 2)))  # a new vector: looked up again
     assert len(calls) == 2
     narrowed = rec.feed(FeedQuery(per_page=30, min_score=1.0, categories=("lego",)), who)
     assert all(s.score >= 1.0 for s in narrowed.items if s.source == "personal")
@@ -153,7 +154,7 @@ def test_a_shallow_first_lookup_serves_page_one_and_a_deeper_page_extends_the_sa
     shown = [pid for page in [first, *later] for pid in _ids(page)]
     assert len(shown) == len(set(shown)) == 20
     rec.settings = SETTINGS  # the whole depth from the start gives the same feed
-    fresh = replace(who, key=("c9", 2))
+    fresh = structs.replace(who, key=("c9", 2))
     whole = rec.feed(FeedQuery(per_page=5), fresh)
     assert shown == [pid for p in range(1, 5)
                      for pid in _ids(rec.feed(FeedQuery(page=p, per_page=5, feed_id=whole.feed_id), fresh))]

@@ -15,7 +15,7 @@ from litestar.params import Parameter
 
 from appliance.errors import NotFound
 from appliance.ids import MAX_LENGTH, PATTERN, shop_id
-from appliance.types import Event
+from appliance.types import NO_IDS, Event
 from storage.ids import IdMap, ShopIds
 
 _RULE = f"the shop's own id: 1-{MAX_LENGTH} characters, no whitespace, control characters or '/'"
@@ -75,7 +75,7 @@ def known(ids: IdMap, value: str, what: str) -> int:
 
 def existing(ids: IdMap, values: Iterable[str], field: str) -> frozenset[int]:
     """The keys of those ids that are known (e.g. `exclude=`: an unknown product is in no feed anyway)."""
-    return frozenset(k for k in ids.keys(normalised(values, field)) if k is not None)
+    return frozenset(k for k in ids.keys(normalised(values, field)) if k is not None) or NO_IDS
 
 
 def ext(ids: IdMap, key: int) -> str:

@@ -242,10 +242,11 @@ class FeedOut(msgspec.Struct):
         products, first = page.products, first_position(page)
         # the items encoded once per page: a cached page (jobs/feed_pages.py) answered again reuses the bytes; each
         # product's own JSON is encoded once per product version (`ProductOuts.encoded`) and embedded as it is
-        items = page.memo.get(("items", explain))
+        memo = "items+parts" if explain else "items"
+        items = page.memo.get(memo)
         if items is None:
             encoded = product_out.encoded
-            items = page.memo[("items", explain)] = msgspec.Raw(msgspec.json.encode([
+            items = page.memo[memo] = msgspec.Raw(msgspec.json.encode([
                 FeedItem(encoded(products[p.product_id]), p.score, p.source, first + i, p.reason,  # type: ignore[arg-type]
                          p.parts if explain else None)
                 for i, p in enumerate(page.items)

@@ -195,7 +195,9 @@ def main(argv: list[str]) -> int:
     def end_window(*_: object) -> None:
         windows[0] += 1
         summary = probe.summarize(time.monotonic() - probe.started)
-        out.with_name(f"{out.stem}-{windows[0]}.json").write_text(json.dumps(summary, indent=1))
+        path = out.with_name(f"{out.stem}-{windows[0]}.json")
+        path.with_suffix(".tmp").write_text(json.dumps(summary, indent=1))
+        os.replace(path.with_suffix(".tmp"), path)  # whole: `bench loop` reads it as soon as it exists
 
     signal.signal(signal.SIGUSR1, lambda *_: probe.reset())
     signal.signal(signal.SIGUSR2, end_window)
