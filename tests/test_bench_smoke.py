@@ -121,7 +121,7 @@ def test_widgets(launched: dict) -> None:
     assert set(runs) == {(p, k) for p in ("quiet", "writes") for k in kinds}
     for run in runs.values():
         assert run["connections"] == 2 and run["requests"] > 0 and run["rps"] > 0 and run["non_2xx"] == 0, run
-        _ordered(run["latency_ms"])
+        assert 0 <= run["latency_ms"]["p50"] <= run["latency_ms"]["p99"] <= run["latency_ms"]["max"]
         assert run["server_cpu_ms_per_request"] > 0
     # the traffic repeats products (drawn from the shop's events) but is not a handful of requests
     assert data["distinct_requests"]["health"] == 1 and data["distinct_requests"]["trending"] == 1
