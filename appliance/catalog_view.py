@@ -15,6 +15,8 @@ import numpy as np
 from appliance.types import Product
 
 _NO_ROWS = np.zeros(0, np.int64)
+_NOTHING: frozenset = frozenset()
+LOG_PATCHES = 512  # patches `changed_since` can look back over (10 edits/s: the last ~50 s)
 
 
 def _names(product: Product) -> set[str]:
@@ -35,6 +37,9 @@ class CatalogView:
         self.row: dict[int, int] = {}
         self.n = 0
         self.version = 0  # bumped by every patch
+        # (version it made, products it changed, category names whose members changed), oldest first; a new tuple
+        # per patch, so a reader holding the old one is unaffected
+        self._log: tuple[tuple[int, frozenset[int], frozenset[str]], ...] = ()
         self._arrivals = 0  # bumped when a row is added or a product's created_at changes
         self._newest: tuple[int, np.ndarray] | None = None  # (arrivals, every row newest first)
         self._allocate(max(1024, len(products)))
@@ -123,6 +128,8 @@ class CatalogView:
         self._post(self.by_brand, *changes["brand"])
         first_new = self.n
         self.n = next_row
+        moved_names = changes["category"][0].keys() | changes["category"][1].keys()
+        self._logged({p.product_id for p in products}, moved_names)
         self.version += 1
         self._arrivals += moved
         return np.arange(first_new, next_row, dtype=np.int64)
@@ -140,6 +147,7 @@ class CatalogView:
 
     def remove(self, product_ids: Iterable[int]) -> None:
         """Mark products as gone: their rows stay (dead) so earlier rankings keep their positions."""
+        product_ids = list(product_ids)
         removed: dict[str, list[int]] = {}
         brands: dict[str, list[int]] = {}
         for pid in product_ids:
@@ -155,7 +163,32 @@ class CatalogView:
                 brands.setdefault(name, []).append(row)
         self._post(self.by_category, {}, removed)
         self._post(self.by_brand, {}, brands)
+        self._logged(set(product_ids), removed.keys())
         self.version += 1
+
+    def _logged(self, product_ids: Iterable[int], categories: Iterable[str]) -> None:
+        """The patch about to be published as the next version, in the log (before `version` moves: a reader
+        that sees the new version finds its entry)."""
+        entry = (self.version + 1, frozenset(product_ids), frozenset(categories))
+        self._log = (*self._log[1 - LOG_PATCHES:], entry)
+
+    def changed_since(self, version: int) -> tuple[frozenset[int], frozenset[str]] | None:
+        """The products patched (added, edited, removed) after `version`, and the category names whose members
+        changed meanwhile; None when the log no longer reaches back that far. What a cache computed at `version`
+        checks to know whether it still holds."""
+        if version == self.version:
+            return _NOTHING, _NOTHING
+        log = self._log
+        if not log or log[0][0] > version + 1:
+            return None
+        products: set[int] = set()
+        names: set[str] = set()
+        for made, ids, moved in reversed(log):
+            if made <= version:
+                break
+            products |= ids
+            names |= moved
+        return frozenset(products), frozenset(names)
 
     @staticmethod
     def _post(postings: dict[str, np.ndarray], added: dict[str, list[int]], removed: dict[str, list[int]]) -> None:

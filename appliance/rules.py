@@ -67,6 +67,8 @@ class Rule:
 
 def rescore(picks: Sequence[Pick], products: Mapping[int, Product], rules: Sequence[Rule]) -> list[Pick]:
     """Hidden products out; boosted and buried scores moved (staying in 0..1); best first again."""
+    if not any(r.kind in ("hide", "boost", "bury") for r in rules):  # nothing to move: the known ones, in order
+        return sorted((p for p in picks if p.product_id in products), key=lambda p: -p.score)
     out = []
     for pick in picks:
         product = products.get(pick.product_id)

@@ -15,6 +15,7 @@ import numpy as np
 
 from appliance.catalog_view import CatalogView
 from appliance.cooccurrence import CategoryTrend, Neighbours, Trend
+from appliance.pipeline import members
 from appliance.rules import Rule
 from appliance.types import Pick
 
@@ -125,8 +126,8 @@ def complements(view: CatalogView, popularity: np.ndarray, where: tuple[str, fro
     found, pos, chunk = [], 0, 4 * limit
     while pos < len(rows) and sum(len(f) for f in found) < limit:
         part = rows[pos:pos + chunk]
-        for leaf_rows in own:
-            part = part[~np.isin(part, leaf_rows)]
+        for leaf_rows in own:  # posting lists are sorted: a binary search each, not np.isin's sort of both
+            part = part[~members(leaf_rows, part)]
         found.append(part)
         pos, chunk = pos + chunk, chunk * 2
     return popular(view, popularity, np.concatenate(found) if found else none, parent, limit)

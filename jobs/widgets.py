@@ -21,7 +21,7 @@ from appliance.recommender import Recommender
 from appliance.types import Pick
 from appliance.widgets import Widgets, WidgetTables
 from jobs.recent import BROWSE, RecentViews, epoch
-from jobs.widget_memory import Call, Memo, Moment
+from jobs.widget_memory import Call, Kept, Memo, Moment
 from storage.baskets import BasketStore
 from storage.events import EventStore
 from storage.rules import RuleStore
@@ -89,8 +89,9 @@ class Ask:
 
 
 def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
-    """The picks of one widget, through the shared pipeline; an answer that does not depend on the shopper
-    (no purchases of theirs to leave out) is cached per (request, inputs)."""
+    """The picks of one widget, through the shared pipeline. The candidates are kept per (request, inputs) for
+    every shopper; a finished answer that does not depend on the shopper (no purchases of theirs to leave out)
+    too (jobs/widget_memory.py: both hold across catalog edits that do not touch what they read)."""
     m = call.moment()
     if ask.model == "recently-viewed":
         return _recently_viewed(parts, ask, call, m)
@@ -98,14 +99,20 @@ def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
         raise InvalidInput(f"{ask.model} needs product_id (or product_ids)", field="product_id")
     purchased = call.purchased(ask.customer_id) | ask.how.purchased
     how = replace(ask.how, purchased=purchased, rules=m.rules, now=m.now)
-    key = (replace(ask, customer_id=None), m.stamp) if not purchased else None
-    if key is not None and (hit := parts.memo.answers.get(key)) is not None:
-        return hit[1]
+    key = (replace(ask, customer_id=None), m.stamp)
+    if not purchased and (hit := Memo.fresh(parts.memo.answers, key, m)) is not None:
+        return hit.value
     if ask.model == "looking-similar":  # what it says: the nearest in order, not diversified
         how = replace(how, max_in_row=0)
-    picks = finish(m.view, head_of(m, _source(parts, ask, call, m), how), how)
-    if key is not None:
-        parts.memo.answers.put(key, (m.popularity, picks))  # holds what the stamp names by id
+    source = Memo.fresh(parts.memo.sources, key, m)
+    if source is None:
+        source = _source(parts, ask, call, m)
+        parts.memo.sources.put(key, source)
+    picks = finish(m.view, head_of(m, source.value, how), how)
+    if not purchased:
+        pins = frozenset(r.product_id for r in m.rules if r.product_id is not None and r.active(m.now))
+        depends = None if source.products is None else source.products | pins
+        parts.memo.answers.put(key, Kept(picks, m.version, depends, source.categories, source.popularity))
     return picks
 
 
@@ -132,30 +139,46 @@ def head_of(m: Moment, picks: list[Pick], how: Finish) -> list[Pick]:
     return head
 
 
-def _source(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
-    """The model's candidates, best first, before the pipeline."""
+def _source(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> Kept:
+    """The model's candidates, best first, before the pipeline, with what of the catalog they read: their own
+    products and the asked ones (names in reasons, the fallback's categories), the filtered neighbours' all."""
+    asked = frozenset(ask.product_ids)
     if ask.model == "trending":
-        return sources.trending(m.tables, ask.how.query.categories)
+        picks = sources.trending(m.tables, ask.how.query.categories)
+        return _kept(m, picks, asked)
     if ask.model == "bought-together":
         picks = sources.bought_together(m.tables, m.view, ask.product_ids)
-        return picks or _complements(parts, ask, call, m)
+        return _kept(m, picks, asked) if picks else _complements(parts, ask, call, m, asked)
     anchor = ask.product_ids[0]
-    ids, cosines = _nearest(parts, ask, call, m, anchor)
+    ids, cosines, read = _nearest(parts, ask, call, m, anchor)
     if ask.model == "looking-similar":
-        return sources.looking_similar(m.view, anchor, ids, cosines)
-    return sources.related(m.tables, m.view, anchor, ids, cosines, parts.config.related_behaviour_weight)
+        picks = sources.looking_similar(m.view, anchor, ids, cosines)
+    else:
+        picks = sources.related(m.tables, m.view, anchor, ids, cosines, parts.config.related_behaviour_weight)
+    return _kept(m, picks, None if read is None else asked | read)
 
 
-def _complements(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
-    """Bought-together's fallback: each top category's products by popularity are ranked once per inputs."""
+def _kept(m: Moment, picks: list[Pick], read: frozenset[int] | None, categories: frozenset[str] = frozenset(),
+          popularity: np.ndarray | None = None) -> Kept:
+    products = None if read is None else read | {p.product_id for p in picks}
+    return Kept(picks, m.version, products, categories, popularity)
+
+
+def _complements(parts: WidgetParts, ask: Ask, call: Call, m: Moment, asked: frozenset[int]) -> Kept:
+    """Bought-together's fallback: each top category's products by popularity are ranked once per popularity
+    (and kept while no product joins or leaves the category)."""
     where = sources.complement_of(m.view, ask.product_ids)
-    key = (None if where is None else where[0], m.stamp)
-    hit = parts.memo.complements.get(key)
+    top = None if where is None else where[0].strip().lower()
+    key = (top, m.stamp)
+    hit = Memo.fresh(parts.memo.complements, key, m)
     if hit is None:
         call.need(False)  # a posting list or the whole catalog to sort: not on the event loop
-        hit = (m.popularity, sources.ranked(m.view, m.popularity, key[0]))
+        hit = Kept(sources.ranked(m.view, m.popularity, top), m.version, frozenset(),
+                   frozenset(() if top is None else (top,)), m.popularity)
         parts.memo.complements.put(key, hit)
-    return sources.complements(m.view, m.popularity, where, hit[1], max(parts.config.depth, ask.how.k * 5))
+    picks = sources.complements(m.view, m.popularity, where, hit.value, max(parts.config.depth, ask.how.k * 5))
+    leaves = frozenset(() if where is None else (leaf.strip().lower() for leaf in where[1]))
+    return _kept(m, picks, asked, hit.categories | leaves, m.popularity)
 
 
 def _recently_viewed(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> list[Pick]:
@@ -171,10 +194,12 @@ def _recently_viewed(parts: WidgetParts, ask: Ask, call: Call, m: Moment) -> lis
     return finish(m.view, sources.recently_viewed(viewed, epoch(m.now)), how)
 
 
-def _nearest(parts: WidgetParts, ask: Ask, call: Call, m: Moment, anchor: int) -> tuple[np.ndarray, np.ndarray]:
-    """The anchor's nearest products by vector that the request's filters allow, best first. The unfiltered
-    neighbours are kept per product (until the vector index changes); a filter that leaves fewer than half of
-    them searches the index with the filter inside, so a narrow filter still fills the list."""
+def _nearest(parts: WidgetParts, ask: Ask, call: Call, m: Moment, anchor: int
+             ) -> tuple[np.ndarray, np.ndarray, frozenset[int] | None]:
+    """The anchor's nearest products by vector that the request's filters allow, best first, and the products
+    whose attributes chose them (None: the whole catalog's). The unfiltered neighbours are kept per product
+    (until the vector index changes); a filter that leaves fewer than half of them searches the index with the
+    filter inside, so a narrow filter still fills the list."""
     depth = max(parts.config.depth, ask.how.k * 5)
     ids, cosines = _neighbours(parts, call, anchor, depth)
     query = ask.how.query
@@ -182,11 +207,12 @@ def _nearest(parts: WidgetParts, ask: Ask, call: Call, m: Moment, anchor: int) -
     keep = rows >= 0
     keep[keep] = Selection.of(m.view, query).allows(rows[keep])
     if keep.sum() * 2 >= min(len(ids), depth) or len(ids) < depth:
-        return ids[keep], cosines[keep]
+        return ids[keep], cosines[keep], frozenset(ids.tolist())
     call.need(False)
     every = Selection.of(m.view, query).allows(np.arange(m.view.n, dtype=np.int64))
     row = m.view.row
-    return _search(parts, anchor, depth, lambda label: label != anchor and label in row and bool(every[row[label]]))
+    found = _search(parts, anchor, depth, lambda label: label != anchor and label in row and bool(every[row[label]]))
+    return *found, None
 
 
 def _neighbours(parts: WidgetParts, call: Call, anchor: int, depth: int) -> tuple[np.ndarray, np.ndarray]:

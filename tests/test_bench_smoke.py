@@ -39,8 +39,9 @@ TINY = {
     "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
     "ann": ["--vectors", "2000", "--queries", "40", "--ef", "16,64,128"],
     "save": ["--vectors", "2000", "--rounds", "1"],
-    "widgets": ["--sizes", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration",
-                "0.5", "--warmup", "5"],
+    "widgets": ["--products", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
+                "--warmup", "1", "--events-per-second", "20", "--edits-per-second", "2", "--distinct", "200",
+                "--in-process-rounds", "20"],
     "impressions": ["--size", "500", "--customers", "50", "--events", "1000", "--concurrency", "1", "--duration",
                     "1", "--warmup", "5", "--rounds", "2"],
 }
@@ -115,17 +116,21 @@ def test_feed(launched: dict) -> None:
 
 def test_widgets(launched: dict) -> None:
     data = _result(launched, "widgets")
-    (size,) = data["sizes"]
-    assert size["products"] == 500 and size["tables_build_ms"] > 0
-    runs = {r["widget"]: r for r in size["runs"]}
-    assert set(runs) == {"health", "bought-together", "cart", "related", "similar", "trending", "recently-viewed",
-                         "page"}
+    assert data["shop"]["products"] == 500 and data["tables_build_ms"] > 0
+    kinds = {"health", "bought-together", "cart", "related", "similar", "trending", "recently-viewed", "page"}
+    runs = {(r["phase"], r["kind"]): r for r in data["closed_loop"]}
+    assert set(runs) == {(p, k) for p in ("quiet", "writes") for k in kinds}
     for run in runs.values():
-        assert run["not_ok"] == 0 and run["rps"] > 0, run
-        _ordered(run["latency_ms"])
-        assert run["server_cpu_ms_per_request"] > 0 and (run["widget"] == "health" or run["share_of_trivial"] > 0)
-    timed = size["in_process_ms_per_answer"]
-    assert set(timed) == set(runs) - {"health"} and all(ms > 0 for ms in timed.values())
+        assert run["connections"] == 2 and run["requests"] > 0 and run["rps"] > 0 and run["non_2xx"] == 0, run
+        assert 0 <= run["latency_ms"]["p50"] <= run["latency_ms"]["p99"] <= run["latency_ms"]["max"]
+        assert run["server_cpu_ms_per_request"] > 0
+    # the traffic repeats products (drawn from the shop's events) but is not a handful of requests
+    assert data["distinct_requests"]["health"] == 1 and data["distinct_requests"]["trending"] == 1
+    assert 20 < data["distinct_requests"]["related"] <= 200
+    assert set(data["writes"]) == {"events", "edits"}
+    assert set(data["writes"]["events"]["statuses"]) == {"202"} and set(data["writes"]["edits"]["statuses"]) == {"200"}
+    timed = data["in_process_ms_per_answer"]
+    assert set(timed) == kinds - {"health"} and all(ms > 0 for ms in timed.values())
 
 
 def test_impressions(launched: dict) -> None:

@@ -191,7 +191,7 @@ def test_a_long_list_cut_to_its_head_gives_the_same_answer(case: int) -> None:
     now = now_utc()
     rules = (Rule("pin", product_id=int(picks[-1].product_id), position=2, rule_id=1),) if case % 2 else ()
     how = Finish(query, 10, frozenset(p.product_id for p in picks[:8]), 2, "brand", rules, now)
-    m = Moment(view, None, rules, now, np.zeros(0), ())
+    m = Moment(view, None, rules, now, np.zeros(0), (), view.version)
     head = head_of(m, picks, how)
     assert len(head) < len(picks) and finish(view, head, how) == finish(view, picks, how)
     hidden = replace(how, rules=(Rule("hide", brand="a", rule_id=2),))

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,17 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     add_load_arguments(p, customers="10k", events="200k", duration=10.0, max_requests=1_000_000)
     p.add_argument("--concurrency", default="1,8,32", help="wrk connections, comma-separated (default 1,8,32)")
     p.add_argument("--per-page", type=int, default=20)
+    add_write_arguments(p)
+    p.add_argument("--rate", type=float, default=1000.0, help="open-loop feed requests per second (default 1000)")
+    p.set_defaults(run=run)
+
+
+def add_write_arguments(p: argparse.ArgumentParser) -> None:
+    """The write streams of `Writes` and the closed-loop phases (also `bench widgets`)."""
     p.add_argument("--events-per-second", type=float, default=500.0, help="events streamed in (default 500)")
     p.add_argument("--event-batch", type=int, default=5, help="events per POST /events (default 5)")
     p.add_argument("--edits-per-second", type=float, default=10.0, help="product edits streamed in (default 10)")
-    p.add_argument("--rate", type=float, default=1000.0, help="open-loop feed requests per second (default 1000)")
     p.add_argument("--phases", default="quiet,writes", help="closed-loop phases: quiet, writes or both")
-    p.set_defaults(run=run)
 
 
 def _script(root: Path, kind: str, customers: int, per_page: int) -> Path:
@@ -198,13 +204,15 @@ def _wait_for_log(path: Path, offset: int, text: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def _phase(server: Server, scripts: dict[str, Path], levels: list[int], seconds: float, name: str) -> list[dict]:
+def _phase(server: Server, script: Callable[[str], Path], kinds: Sequence[str], levels: list[int], seconds: float,
+           name: str) -> list[dict]:
+    """Each kind at each connection count under wrk; `script(kind)` gives the wrk script of one run."""
     rows = []
     for level in levels:
-        for kind in KINDS:
-            row = {"phase": name, "kind": kind, **closed_loop(server, scripts[kind], level, seconds)}
+        for kind in kinds:
+            row = {"phase": name, "kind": kind, **closed_loop(server, script(kind), level, seconds)}
             rows.append(row)
-            print(f"  {name:6s} c={level:<3d} {kind:8s} {row['rps']:>8,.0f} req/s  p50 {row['latency_ms']['p50']:.2f}"
+            print(f"  {name:6s} c={level:<3d} {kind:15s} {row['rps']:>8,.0f} req/s  p50 {row['latency_ms']['p50']:.2f}"
                   f"  p99 {row['latency_ms']['p99']:.2f} ms  cpu {row['server_cpu_ms_per_request']:.3f} ms/req"
                   f" (wrk {row['wrk_cpu_ms_per_request']:.3f})",
                   flush=True)
@@ -235,10 +243,10 @@ def run(args: argparse.Namespace) -> int:
         closed_loop(server, scripts["personal"], 8, min(args.duration, 5.0))  # warm-up, not recorded
         closed_loop(server, scripts["popular"], 8, min(args.duration, 2.0))
         if "quiet" in phases:
-            closed += _phase(server, scripts, levels, args.duration, "quiet")
+            closed += _phase(server, scripts.__getitem__, KINDS, levels, args.duration, "quiet")
         with Writes(server, root, args, products, customers) as stream:
             if "writes" in phases:
-                closed += _phase(server, scripts, levels, args.duration, "writes")
+                closed += _phase(server, scripts.__getitem__, KINDS, levels, args.duration, "writes")
             for kind in ("personal", "popular"):
                 row = open_loop(server, kind, customers, args, root)
                 opened.append(row)
@@ -271,12 +279,13 @@ def _print(closed: list[dict], opened: list[dict], writes: dict) -> None:
                   r["latency_ms"]["p50"], r["latency_ms"]["p90"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
                   r["server_cpu_ms_per_request"], r["wrk_cpu_ms_per_request"], r["non_2xx"] + r["errors"])
                  for r in closed]))
-    print()
-    print(table("open loop (writes streaming): latency in ms from each request's due time",
-                ("feed", "offered/s", "achieved/s", "p50", "p90", "p99", "max", "cpu ms/req", "errors"),
-                [(r["kind"], r["offered_rps"], r["achieved_rps"], r["latency_from_due_ms"]["p50"],
-                  r["latency_from_due_ms"]["p90"], r["latency_from_due_ms"]["p99"], r["latency_from_due_ms"]["max"],
-                  r["server_cpu_ms_per_request"], r["errors"]) for r in opened]))
+    if opened:
+        print()
+        print(table("open loop (writes streaming): latency in ms from each request's due time",
+                    ("feed", "offered/s", "achieved/s", "p50", "p90", "p99", "max", "cpu ms/req", "errors"),
+                    [(r["kind"], r["offered_rps"], r["achieved_rps"], r["latency_from_due_ms"]["p50"],
+                      r["latency_from_due_ms"]["p90"], r["latency_from_due_ms"]["p99"],
+                      r["latency_from_due_ms"]["max"], r["server_cpu_ms_per_request"], r["errors"]) for r in opened]))
     for name, w in writes.items():
         print(f"  {name} streamed: {w['acked_per_s']:,.0f}/s acknowledged of {w['offered_per_s']:,.0f}/s offered, "
               f"statuses {w['statuses']}, errors {w['errors']}, p99 {w['latency_ms']['p99']:,.1f} ms")

@@ -1,15 +1,23 @@
-"""`appliance bench widgets`: latency of every widget over real HTTP (bought together for one product and for
-a cart, related, looking similar, trending, recently viewed, and a page's batch call), on the synthetic shop.
+"""`appliance bench widgets`: every widget (bought together for one product and for a cart, related, looking
+similar, trending, recently viewed, and a page's batch call) under `bench serve`'s load, on its synthetic shop.
 
-The server runs in a subprocess (`python -m web.cli serve`), the load generator in another; each widget is
-driven alone at each concurrency. The first call builds the widgets' tables from the events (reported)."""
+Closed loop with `wrk` at each connection count, next to `/health/live` (the trivial route's ceiling in the same
+phase), once quiet and once while `bench serve`'s write streams run (events and product edits). The products asked
+about are drawn from the shop's own events (a product page per event: the storefront's skew, many products and
+the popular ones again and again), the shoppers from 1..C; each run draws its own order from the same lists.
+Then each widget's answers in this process (no HTTP): what the server spends on the widget itself.
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import shutil
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,30 +28,62 @@ from web.bench.common import (
     add_load_arguments,
     http_json,
     parse_size,
-    parse_sizes,
-    percentiles,
-    run_loadgen,
     size_label,
     table,
     work_dir,
     write_result,
 )
-from web.bench.synth import Shop, build_shop
+from web.bench.serve import (
+    _DONE,
+    TARGET_P99_MS,
+    TARGET_RPS,
+    TARGET_SHARE,
+    Writes,
+    _phase,
+    _print,
+    _targets,
+    _wait_for_log,
+    add_write_arguments,
+    closed_loop,
+)
+from web.bench.synth import Shop, build_shop, fresh_copy
 
 WIDGETS = ("bought-together", "cart", "related", "similar", "trending", "recently-viewed", "page")
+KINDS = ("health", *WIDGETS)
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("widgets", parents=[common], help="latency of every widget and the batch call over HTTP")
-    p.add_argument("--sizes", default="100k", help="catalog sizes, comma-separated (e.g. 10k,100k)")
-    add_load_arguments(p, customers="10k", events="200k", duration=8.0, max_requests=50_000)
-    p.add_argument("--concurrency", default="1,8", help="connections of the load generator, comma-separated")
-    p.add_argument("--warmup", type=int, default=100, help="requests before each run, not measured")
+    p = sub.add_parser("widgets", parents=[common], help="every widget and the page's call under wrk, with writes")
+    p.add_argument("--products", default="100k", help="catalog size (default 100k)")
+    add_load_arguments(p, customers="10k", events="200k", duration=5.0, max_requests=1_000_000)
+    p.add_argument("--concurrency", default="1,8,32", help="wrk connections, comma-separated (default 1,8,32)")
+    add_write_arguments(p)
+    p.add_argument("--distinct", type=int, default=20_000, help="requests drawn per widget (default 20000)")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of each widget at 8 connections first")
+    p.add_argument("--in-process-rounds", type=int, default=256, help="requests per widget timed in process (0: none)")
     p.set_defaults(run=run)
 
 
-def _requests(widget: str, products: int, customers: int, rng: np.random.Generator, n: int = 256) -> list[dict]:
-    ids = rng.integers(1, products + 1, (n, 3))
+def traffic(path: Path, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` products drawn from the shop's events (read before the server opens the file): the products a
+    storefront's visitors look at, as often as they do."""
+    from storage.db import Database
+
+    db = Database(path / "appliance.duckdb")
+    try:
+        seen = np.array([row[0] for row in db.read("SELECT product_id FROM events")], np.int64)
+    finally:
+        db.close()
+    return rng.choice(seen, n) if len(seen) else rng.integers(1, 2, n)
+
+
+def requests_of(widget: str, products: np.ndarray, customers: int, rng: np.random.Generator) -> list[dict]:
+    """One request per drawn product (a cart: three drawn products), `k=10`; product widgets pass a
+    `customer_id` (those who bought something get answers without their purchases)."""
+    if widget == "health":
+        return [{"method": "GET", "path": "/health/live", "tag": widget}]
+    n = len(products) // 3 if widget in ("cart", "page") else len(products)
+    ids = products[:3 * n].reshape(-1, 3) if widget in ("cart", "page") else products.reshape(-1, 1)
     who = rng.integers(1, customers + 1, n)
 
     def one(i: int) -> dict[str, Any]:
@@ -66,75 +106,92 @@ def _requests(widget: str, products: int, customers: int, rng: np.random.Generat
     return [{**one(i), "tag": widget} for i in range(n)]
 
 
+class Scripts:
+    """wrk scripts over the request lists: each list in a data file read at wrk's start, each run a new seed
+    (so no run replays another's order)."""
+
+    def __init__(self, root: Path, requests: dict[str, list[dict]]) -> None:
+        self.root, self.seeds = root, itertools.count(11)
+        self.data = {}
+        for kind, listed in requests.items():
+            self.data[kind] = root / f"wrk-widget-{kind}.tsv"
+            self.data[kind].write_text("".join(f"{r['method']}\t{r['path']}\t{r.get('body') or ''}\n"
+                                               for r in listed))
+
+    def __call__(self, kind: str) -> Path:
+        path = self.root / f"wrk-widget-{kind}.lua"
+        path.write_text(f"""math.randomseed({next(self.seeds)})
+local wires = {{}}
+init = function(args)
+  for line in io.lines("{self.data[kind]}") do
+    local method, path, body = line:match("^(%u+)\\t([^\\t]+)\\t(.*)$")
+    if body == "" then
+      wires[#wires + 1] = wrk.format(method, path)
+    else
+      wires[#wires + 1] = wrk.format(method, path, {{["Content-Type"] = "application/json"}}, body)
+    end
+  end
+end
+request = function()
+  return wires[math.random(#wires)]
+end
+""" + _DONE)
+        return path
+
+
 def run(args: argparse.Namespace) -> int:
-    sizes = parse_sizes(args.sizes)
-    customers, events = parse_size(args.customers), parse_size(args.events)
+    if shutil.which("wrk") is None:
+        print("appliance bench widgets needs wrk: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    products, customers, events = parse_size(args.products), parse_size(args.customers), parse_size(args.events)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     root = work_dir(args.work_dir)
-    results: list[dict[str, Any]] = []
-    for size in sizes:
-        print(f"widgets @ {size_label(size)} products: building the shop (reused when present in {root})", flush=True)
-        path = build_shop(root, Shop(size, customers, events))
-        with Server(path) as server:
-            t0 = time.perf_counter()
-            status, first = http_json("GET", f"{server.base}/trending", timeout=600)
-            assert status == 200, first
-            entry: dict[str, Any] = {"products": size, "events": events,
-                                     "tables_build_ms": round((time.perf_counter() - t0) * 1000, 1), "runs": []}
-            health = [{"method": "GET", "path": "/health/live", "tag": "health"}]
-            # the trivial route at each concurrency before and after the widgets: a share is against their mean
-            before = {level: _measure(server, "health", health, args, level, root) for level in levels}
-            widget_runs = []
-            for widget in WIDGETS:
-                for level in levels:
-                    rng = np.random.default_rng(level * 31 + WIDGETS.index(widget))
-                    row = _measure(server, widget, _requests(widget, size, customers, rng), args, level, root)
-                    widget_runs.append(row)
-                    print(f"  {widget:16s} c={level}: {row['rps']:,.0f} req/s, p50 {row['latency_ms']['p50']:.2f} ms,"
-                          f" p99 {row['latency_ms']['p99']:.2f} ms, errors {row['not_ok']}", flush=True)
-            after = {level: _measure(server, "health", health, args, level, root) for level in levels}
-            trivial = {level: (before[level]["rps"] + after[level]["rps"]) / 2 for level in levels}
-            for row in widget_runs:
-                row["share_of_trivial"] = round(row["rps"] / trivial[row["concurrency"]], 3)
-            entry["runs"] = [*before.values(), *widget_runs, *after.values()]
-        entry["in_process_ms_per_answer"] = _in_process(path, customers, size)
-        results.append(entry)
-    rows = [(size_label(e["products"]), r["widget"], r["concurrency"], r["requests"], r["rps"],
-             r.get("share_of_trivial", ""), r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
-             r["server_cpu_ms_per_request"], e["in_process_ms_per_answer"].get(r["widget"], ""), r["not_ok"])
-            for e in results for r in e["runs"]]
-    print()
-    print(table("widgets over HTTP (latency in ms, measured by the client; health = a trivial route; share = req/s"
-                " against the trivial route's at the same concurrency, before and after the widgets; server cpu ="
-                " the server's CPU per request; in process = ms per answer without HTTP)",
-                ("products", "widget", "conns", "requests", "req/s", "share", "p50", "p99", "max", "server cpu ms",
-                 "in process ms", "not 200"), rows))
-    print("tables built on first use in " + ", ".join(f"{e['tables_build_ms']:,.0f} ms at "
-                                                     f"{size_label(e['products'])}" for e in results))
-    out = write_result("widgets", args, {"sizes": results})
+    print(f"widgets @ {size_label(products)} products: building the shop (reused when present in {root})", flush=True)
+    path = fresh_copy(build_shop(root, Shop(products, customers, events)))
+    rng = np.random.default_rng(3)
+    asked = traffic(path, args.distinct * 3, rng)
+    requests = {kind: requests_of(kind, asked[:args.distinct * (3 if kind in ("cart", "page") else 1)], customers,
+                                  rng) for kind in KINDS}
+    distinct = {kind: len({r["path"] + (r.get("body") or "") for r in listed}) for kind, listed in requests.items()}
+    scripts = Scripts(root, requests)
+    closed: list[dict] = []
+    log = path / "server.log"
+    offset = log.stat().st_size if log.exists() else 0
+    with Server(path, log) as server:
+        _wait_for_log(log, offset, "feeds warmed", 1800.0)
+        t0 = time.perf_counter()
+        status, first = http_json("GET", f"{server.base}/trending", timeout=600)
+        assert status == 200, first
+        tables_ms = round((time.perf_counter() - t0) * 1000, 1)
+        for kind in WIDGETS:  # warm-up, not recorded: a storefront's caches hold its popular products
+            closed_loop(server, scripts(kind), 8, args.warmup)
+        if "quiet" in phases:
+            closed += _phase(server, scripts, KINDS, levels, args.duration, "quiet")
+        with Writes(server, root, args, products, customers) as stream:
+            if "writes" in phases:
+                closed += _phase(server, scripts, KINDS, levels, args.duration, "writes")
+        writes = stream.summary
+    _print(closed, [], writes)
+    checks = _targets(closed, [])
+    print("\n".join(checks))
+    timed = _in_process(path, {kind: requests[kind][:args.in_process_rounds] for kind in WIDGETS}) \
+        if args.in_process_rounds else {}
+    print(table("in process (no HTTP): ms of this thread's CPU per answer, the same requests after a warm-up pass",
+                ("widget", "cpu ms"), list(timed.items())))
+    out = write_result("widgets", args, {
+        "targets": {"rps": TARGET_RPS, "share_of_trivial_route": TARGET_SHARE, "p99_ms": TARGET_P99_MS},
+        "shop": {"products": products, "customers_with_vectors": customers, "events": events},
+        "distinct_requests": distinct, "tables_build_ms": tables_ms, "closed_loop": closed, "writes": writes,
+        "checks": checks, "in_process_ms_per_answer": timed,
+    })
     print(f"wrote {out}")
     return 0
 
 
-def _measure(server: Server, widget: str, requests: list[dict], args: argparse.Namespace, concurrency: int,
-             spec_dir: Any) -> dict[str, Any]:
-    spec = {"port": server.port, "duration": args.duration, "max_requests": args.max_requests,
-            "concurrency": concurrency, "warmup": args.warmup, "requests": requests}
-    cpu = server.cpu_seconds()
-    result = run_loadgen(spec, spec_dir)
-    cpu = server.cpu_seconds() - cpu
-    tag = result["tags"].get(widget, {"latencies_ms": [], "statuses": {}, "errors": 0})
-    stats, wall = percentiles(tag["latencies_ms"]), result["wall_seconds"]
-    ok = tag["statuses"].get("200", 0)
-    served = stats["count"] + args.warmup  # the server's CPU covers the warm-up requests too
-    return {"widget": widget, "concurrency": concurrency, "requests": stats["count"], "not_ok": stats["count"] - ok,
-            "statuses": tag["statuses"], "rps": round(ok / wall, 1) if wall else 0.0, "latency_ms": stats,
-            "server_cpu_ms_per_request": round(cpu * 1000 / served, 3) if served else None}
-
-
-def _in_process(path: Any, customers: int, products: int, rounds: int = 256) -> dict[str, float]:
-    """Milliseconds per answer of each widget called in this process (no HTTP), the same requests as the
-    HTTP runs, after one warm-up pass: what the server spends on the widget itself."""
+def _in_process(path: Path, requests: dict[str, list[dict]]) -> dict[str, float]:
+    """Milliseconds of this thread's CPU per answer of each widget called in this process (no HTTP), after one
+    warm-up pass over the same requests (CPU, not wall time: the machine is shared)."""
     from appliance.config import load_config
     from web.services import build_services, start
     from web.widget_answers import answer
@@ -147,26 +204,25 @@ def _in_process(path: Any, customers: int, products: int, rounds: int = 256) -> 
         start(services)
         while any(t.name == "feed-warm" for t in threading.enumerate()):
             time.sleep(0.2)
-        for widget in WIDGETS:
-            asks = [_as_requests(widget, r) for r in _requests(widget, products, customers,
-                                                              np.random.default_rng(1), rounds)]
+        for widget, listed in requests.items():
+            asks = [_as_requests(widget, r) for r in listed]
             for batch in asks:
                 call = services.widgets.call(blocking=True)
                 for request in batch:
                     answer(services, msgspec.convert(request, WidgetRequest), call)
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             for batch in asks:
                 call = services.widgets.call(blocking=True)
                 for request in batch:
                     answer(services, msgspec.convert(request, WidgetRequest), call)
-            out[widget] = round((time.perf_counter() - t0) * 1000 / len(asks), 4)
+            out[widget] = round((time.thread_time() - t0) * 1000 / len(asks), 4)
     finally:
         services.close()
     return out
 
 
 def _as_requests(widget: str, request: dict[str, Any]) -> list[dict[str, Any]]:
-    """The HTTP request of `_requests` as the widget requests it stands for."""
+    """The HTTP request of `requests_of` as the widget requests it stands for."""
     if "body" in request:
         body = json.loads(request["body"])
         return body["requests"] if widget == "page" else [{**body, "model": "bought-together"}]
