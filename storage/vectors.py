@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -247,16 +247,18 @@ class VectorIndex:
                 self._deleted.discard(label)
             self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64),
                                   num_threads=threads)
-            self._note(ids, list(np.array(vectors, dtype=np.float32)))
+            self._note(ids, vectors)
             self._dirty = True
             self.version += 1
 
-    def _note(self, ids: Iterable[int], vectors: list[np.ndarray | None]) -> None:
-        """Keep the changes for the next save's log record, unless that save writes the file whole anyway (as
-        when more labels changed than the index holds: replaying them would cost more than a rebuild)."""
+    def _note(self, ids: np.ndarray | list[int], vectors: np.ndarray | None) -> None:
+        """Keep the changes (`vectors` None: removals) for the next save's log record, unless that save writes
+        the file whole anyway (as when more labels changed than the index holds: replaying them would cost more
+        than a rebuild); then nothing is copied, as during a rebuild."""
         if self._whole:
             return
-        self._pending.update(zip((int(i) for i in ids), vectors, strict=True))
+        rows = [None] * len(ids) if vectors is None else list(np.array(vectors, dtype=np.float32))
+        self._pending.update(zip((int(i) for i in ids), rows, strict=True))
         if len(self._pending) > max(LOG_MIN, len(self)):
             self._whole, self._pending = True, {}
 
@@ -278,7 +280,7 @@ class VectorIndex:
                     continue
                 self._index.mark_deleted(label)
                 self._deleted.add(label)
-                self._note([label], [None])
+                self._note([label], None)
                 removed += 1
             self._dirty = self._dirty or removed > 0
             self.version += removed > 0
