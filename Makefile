@@ -12,7 +12,7 @@ run: $(VENV)/.installed
 	$(BIN)/appliance serve
 
 test: $(VENV)/.installed
-	$(BIN)/ruff check appliance storage jobs web tests
+	$(BIN)/ruff check appliance storage jobs web tests bench
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 

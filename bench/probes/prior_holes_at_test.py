@@ -17,7 +17,7 @@ for name in ("retail", "demo", "movielens"):
     customers, at, rel, relm = test_targets(split, len(products), None)
     hl = 720 * 3600.0
     tr, te = split.train.ts, split.test.ts
-    def mass(ts, t):
+    def mass(ts, t, hl=hl):
         d = t - ts[ts < t]
         return np.exp2(-d / hl).sum()
     share = [mass(te, t) / (mass(te, t) + mass(tr, t)) for t in at[:: max(1, len(at)//400)]]

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-torch.set_num_threads(1)
 import appliance.training as T
 from appliance.config import load_config
 from appliance.evaluation import time_split
 from web.bench.quality import embed, interactions_of, load_dataset
+
+torch.set_num_threads(1)
 
 name = sys.argv[1]
 overrides = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
@@ -52,7 +53,8 @@ def val_loss(run):
     from appliance.examples import batch_inputs
     m = run.model
     trained = {k: v.clone() for k, v in m.state_dict().items()}
-    m.load_state_dict(run.average); m.eval()
+    m.load_state_dict(run.average)
+    m.eval()
     ex = run.val
     inter = run.interactions
     hist = inter.item[ex.rows]
@@ -66,9 +68,9 @@ def val_loss(run):
     for nm, sel in (("vl", np.ones(len(cold), bool)), ("vl_cold", cold), ("vl_warm", ~cold)):
         idx = np.flatnonzero(sel)
         t = torch.as_tensor(idx)
-        l = T.contrastive_loss(users[t], target[t], torch.ones(len(idx)), run.vectors, run.log_q, run.config,
+        loss = T.contrastive_loss(users[t], target[t], torch.ones(len(idx)), run.vectors, run.log_q, run.config,
                                run.generator, seen[t], prior[t], None, own[t])
-        out[nm] = round(float(l), 3)
+        out[nm] = round(float(loss), 3)
     out["cold_share"] = round(float(cold.mean()), 3)
     from appliance.prior import validation_grid
     grid = [(w, 0.0) for w in (0.08, 0.16, 0.32, 0.48, 0.64, 0.96)]
@@ -84,8 +86,10 @@ def val_loss(run):
     m.out.weight.copy_(w0)
     out["lam"] = lam
     inp = batch_inputs(ex, inter, run.vectors)
-    u = m(*inp); u0 = m(*inp, attention=False)
-    out["ucos"] = round(float((u @ u.T).mean()), 3); out["u0cos"] = round(float((u0 @ u0.T).mean()), 3)
+    u = m(*inp)
+    u0 = m(*inp, attention=False)
+    out["ucos"] = round(float((u @ u.T).mean()), 3)
+    out["u0cos"] = round(float((u0 @ u0.T).mean()), 3)
     # the residual's user-independent part: remove it and rank again (probe only)
     hook = {}
     def fwd(mod, a, o):
@@ -93,9 +97,11 @@ def val_loss(run):
     h = m.out.register_forward_hook(fwd)
     hook["on"] = True
     r = validation_grid(m, ex, inter, run.vectors, run.prior, [(float(m.popularity_weight), 0.0)])[0]
-    hook["on"] = False; h.remove()
+    hook["on"] = False
+    h.remove()
     out["centered"] = round(float(r.mean()), 4)
-    m.load_state_dict(trained); m.train()
+    m.load_state_dict(trained)
+    m.train()
     return out
 CENTER = os.environ.get("CENTER") == "1"
 if CENTER:  # BatchNorm-style centering of the residual (probe): batch mean in training, its running mean in eval
@@ -115,4 +121,5 @@ if CENTER:  # BatchNorm-style centering of the residual (probe): batch mean in t
 t0 = time.process_time()
 model, report = T.train_tower(split.train, vectors, config.tower, training, weights, training.prior_half_life_hours)
 cpu = time.process_time() - t0
-print("kept", report.best_epoch, "top", report.top_epoch, "val", round(report.best_validation_ndcg, 4), "w", round(report.popularity_weight, 3), "cpu", round(cpu, 1), "train_s", round(report.train_seconds, 1))
+print("kept", report.best_epoch, "top", report.top_epoch, "val", round(report.best_validation_ndcg, 4),
+      "w", round(report.popularity_weight, 3), "cpu", round(cpu, 1), "train_s", round(report.train_seconds, 1))

@@ -1,13 +1,13 @@
 """One-off probe (BENCHMARKS.md "Retail", fifth round): the untrained tower's validation NDCG@10 over prior weights,
 with the validation prior complete (as training has it) and holed as the test's is (each validation customer's
-events from its validation moment on left out). Run: PYTHONPATH=. .venv/bin/python bench/probes/validation_prior_holed.py retail"""
+events from its validation moment on left out).
+Run: PYTHONPATH=. .venv/bin/python bench/probes/validation_prior_holed.py retail"""
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-torch.set_num_threads(1)
 from appliance.config import load_config
 from appliance.evaluation import time_split
 from appliance.examples import MomentPrior, make_examples, split_validation
@@ -15,6 +15,8 @@ from appliance.prior import validation_grid
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
 from web.bench.quality import embed, interactions_of, load_dataset
+
+torch.set_num_threads(1)
 
 config = load_config(None)
 name = sys.argv[1]
@@ -44,5 +46,6 @@ holed.interactions = train
 for label, prior in (("complete", complete), ("holed", holed)):
     rows = validation_grid(model, val, train, V, prior, grid)
     means = rows.mean(1)
-    print(name, label, "hidden share", round(1 - keep.mean(), 3), {w: round(float(m), 4) for (w, _), m in zip(grid, means)},
+    means_by_weight = {w: round(float(m), 4) for (w, _), m in zip(grid, means, strict=True)}
+    print(name, label, "hidden share", round(1 - keep.mean(), 3), means_by_weight,
           "best w", grid[int(means.argmax())][0])
