@@ -82,7 +82,13 @@ def latest_within_noise(
         epoch, phase, rows = validated[i]
         if epoch <= best_epoch or not phase:
             continue
-        difference = rows - best[2]
-        if difference.mean() >= -within * difference.std(ddof=1) / math.sqrt(len(difference)):
+        if within_noise(rows, best[2], within):
             return i
     return None
+
+
+def within_noise(rows: np.ndarray, best: np.ndarray, within: float) -> bool:
+    """Whether per-example validation NDCG@10 `rows` (V,) are at most `within` standard errors (of the paired
+    differences) below `best` (V,)."""
+    difference = rows - best
+    return bool(difference.mean() >= -within * difference.std(ddof=1) / math.sqrt(len(difference)))

@@ -41,7 +41,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,7 @@ from appliance.schedule import (
     matmul_precision,
     network_plan,
     shared_columns,
+    within_noise,
 )
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
@@ -186,13 +187,15 @@ class _Run:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
 
     def phase(self, optimizer: AdamW, patience: int, network: bool) -> None:
-        """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10.
+        """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10 (the
+        network phase only once its latest is measurably below the best: `_level`).
         `network` False: the first phase, only the scalars learn, the attention branch (still zero) is left out,
         in batches of `scalar_batch_size` (many cheap steps), validated after every epoch, and it ends after
         the epoch in which it has seen `scalar_examples` examples; True: the whole network in batches of
         `batch_size`, after a one-epoch warm-up of the learning rate, validated every `validate_every` epochs
         and after its last."""
         config, warmup, self.attention = self.config, network, network
+        self.loss_config = config if network else replace(config, temperature=config.scalar_temperature)
         size = min(len(self.target), config.epoch_examples)
         plan = network_plan(size, config) if network else (config.scalar_batch_size, config.epochs, 1.0)
         self.batch, epochs, self.rate = plan
@@ -212,10 +215,20 @@ class _Run:
                 self.progress({"epoch": self.report.epochs, "loss": loss, "validation_ndcg": score, "done": True})
             if not len(self.val.target):
                 self.report.best_epoch = self.report.epochs  # nothing to validate on: the last epoch is kept
-            elif self.report.epochs - self.report.best_epoch >= patience:
+            elif self.report.epochs - self.report.best_epoch >= patience and not (network and self._level()):
                 break
             if not network and epoch * size >= config.scalar_examples:
                 break
+
+    def _level(self) -> bool:
+        """Whether the latest validated epoch is within `patience_within` standard errors of the best one's
+        (paired over the validation examples; False for the initial tower's best, which keeps no rows): a
+        network phase level with the best is still dipping and climbing (its cosine ends converged), one
+        measurably below it has diverged (retail's collapse onto one direction)."""
+        best = next((rows for epoch, _, rows, _ in self.validated if epoch == self.report.best_epoch), None)
+        if self.config.patience_within <= 0 or best is None or len(best) < 2:
+            return False
+        return within_noise(self.validated[-1][2], best, self.config.patience_within)
 
     def _validate(self) -> float | None:
         """Validation NDCG@10 of the average of the recent steps, kept when it is the best so far."""
@@ -257,7 +270,7 @@ class _Run:
                 users = model(*batch_inputs(ex, inter, self.low), projected=projected,
                               attention=self.attention)  # (B, D)
                 loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
-                                        config, self.generator, seen, prior, columns, own, log_inclusion,
+                                        self.loss_config, self.generator, seen, prior, columns, own, log_inclusion,
                                         self.low)
             optimizer.zero_grad()
             loss.backward()
@@ -372,16 +385,20 @@ def _train(
         run.report.validated_epochs.append(0)
     # 1: only the few scalars (recency, kind weights, prior): robust on little data; 2: the whole network
     scalars = [model.log_half_life, model.kind_bias]
-    prior_group = {"params": [model.popularity_weight], "lr": config.scalar_learning_rate * config.temperature,
-                   "weight_decay": 0.0}  # in cosine units, so its logit-space step matches the other scalars'
-    scalar_only = AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate, weight_decay=0.0)
+
+    def prior_group(temperature: float) -> dict[str, Any]:  # in cosine units: its logit-space step matches the scalars'
+        return {"params": [model.popularity_weight], "lr": config.scalar_learning_rate * temperature,
+                "weight_decay": 0.0}
+
+    scalar_only = AdamW([{"params": scalars}, prior_group(config.scalar_temperature)], lr=config.scalar_learning_rate,
+                        weight_decay=0.0)
     run.phase(scalar_only, patience=min(config.patience, SCALAR_PATIENCE), network=False)
     run.report.scalar_epochs = run.report.epochs
     network = [p for n, p in model.named_parameters() if n not in ("log_half_life", "kind_bias", "popularity_weight")]
     run.phase(AdamW([
         {"params": network},
         {"params": scalars, "lr": config.scalar_learning_rate, "weight_decay": 0.0},
-        prior_group,
+        prior_group(config.temperature),
     ], lr=config.learning_rate, weight_decay=config.weight_decay), patience=config.patience, network=True)
     report = run.finish()
     if len(val.target) and config.cold_start_prior and prior is not None:  # the cold quantile again, for the kept
