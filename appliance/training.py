@@ -17,9 +17,10 @@ first epoch too, so the kept model is never worse on validation than that no-tra
 in two phases, each stopped early on validation NDCG@10 and starting from the best weights so far: first only
 the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably, in
 small batches and without the attention branch (still zero, so it adds nothing), for at most about
-`scalar_examples` examples, then the whole network in large batches with a one-epoch warm-up (its first epochs
-dip below the start before passing it) and a cosine decay of the rate to 0 at `epochs`, validated every
-`validate_every` epochs (a validation ranks the whole catalog for each validation customer). When the best
+`scalar_examples` examples, at the sharper `scalar_temperature` (weighing the top of the list), then the whole
+network at `temperature` in large batches with a one-epoch warm-up (its first epochs dip below the start before
+passing it) and a cosine decay of the rate to 0 at `epochs`, validated every `validate_every` epochs (a
+validation ranks the whole catalog for each validation customer). When the best
 validated epoch is a network one, the latest network epoch within `keep_within` standard errors of it is kept
 (`appliance.schedule.latest_within_noise`: a small validation set's best is often an early epoch by chance).
 What is validated and kept is an exponential moving average of the weights over the recent steps, which on a
@@ -64,10 +65,10 @@ from appliance.prior import choose_cold_share, choose_prior, validation_grid
 from appliance.schedule import (
     latest_within_noise,
     learning_rate_factor,
+    level_with_best,
     matmul_precision,
     network_plan,
     shared_columns,
-    within_noise,
 )
 from appliance.tower import UserTower
 from appliance.types import EVENT_NAMES
@@ -188,7 +189,7 @@ class _Run:
 
     def phase(self, optimizer: AdamW, patience: int, network: bool) -> None:
         """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10 (the
-        network phase only once its latest is measurably below the best: `_level`).
+        network phase only once its latest is measurably below the best: `level_with_best`).
         `network` False: the first phase, only the scalars learn, the attention branch (still zero) is left out,
         in batches of `scalar_batch_size` (many cheap steps), validated after every epoch, and it ends after
         the epoch in which it has seen `scalar_examples` examples; True: the whole network in batches of
@@ -215,20 +216,11 @@ class _Run:
                 self.progress({"epoch": self.report.epochs, "loss": loss, "validation_ndcg": score, "done": True})
             if not len(self.val.target):
                 self.report.best_epoch = self.report.epochs  # nothing to validate on: the last epoch is kept
-            elif self.report.epochs - self.report.best_epoch >= patience and not (network and self._level()):
+            elif self.report.epochs - self.report.best_epoch >= patience and not (network and level_with_best(
+                    [v[:3] for v in self.validated], self.report.best_epoch, config.patience_within)):
                 break
             if not network and epoch * size >= config.scalar_examples:
                 break
-
-    def _level(self) -> bool:
-        """Whether the latest validated epoch is within `patience_within` standard errors of the best one's
-        (paired over the validation examples; False for the initial tower's best, which keeps no rows): a
-        network phase level with the best is still dipping and climbing (its cosine ends converged), one
-        measurably below it has diverged (retail's collapse onto one direction)."""
-        best = next((rows for epoch, _, rows, _ in self.validated if epoch == self.report.best_epoch), None)
-        if self.config.patience_within <= 0 or best is None or len(best) < 2:
-            return False
-        return within_noise(self.validated[-1][2], best, self.config.patience_within)
 
     def _validate(self) -> float | None:
         """Validation NDCG@10 of the average of the recent steps, kept when it is the best so far."""
@@ -385,12 +377,9 @@ def _train(
         run.report.validated_epochs.append(0)
     # 1: only the few scalars (recency, kind weights, prior): robust on little data; 2: the whole network
     scalars = [model.log_half_life, model.kind_bias]
-
-    def prior_group(temperature: float) -> dict[str, Any]:  # in cosine units: its logit-space step matches the scalars'
-        return {"params": [model.popularity_weight], "lr": config.scalar_learning_rate * temperature,
-                "weight_decay": 0.0}
-
-    scalar_only = AdamW([{"params": scalars}, prior_group(config.scalar_temperature)], lr=config.scalar_learning_rate,
+    prior_group, rate = {"params": [model.popularity_weight], "weight_decay": 0.0}, config.scalar_learning_rate
+    # the prior's rate in cosine units, so its logit-space step matches the other scalars' at the phase's temperature
+    scalar_only = AdamW([{"params": scalars}, {**prior_group, "lr": rate * config.scalar_temperature}], lr=rate,
                         weight_decay=0.0)
     run.phase(scalar_only, patience=min(config.patience, SCALAR_PATIENCE), network=False)
     run.report.scalar_epochs = run.report.epochs
@@ -398,7 +387,7 @@ def _train(
     run.phase(AdamW([
         {"params": network},
         {"params": scalars, "lr": config.scalar_learning_rate, "weight_decay": 0.0},
-        prior_group(config.temperature),
+        {**prior_group, "lr": rate * config.temperature},
     ], lr=config.learning_rate, weight_decay=config.weight_decay), patience=config.patience, network=True)
     report = run.finish()
     if len(val.target) and config.cold_start_prior and prior is not None:  # the cold quantile again, for the kept
