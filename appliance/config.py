@@ -240,6 +240,8 @@ def _validate(config: Config) -> None:
         "training.validation_examples": config.training.validation_examples,
         "training.validate_every": config.training.validate_every,
         "training.scalar_examples": config.training.scalar_examples,
+        "training.temperature": config.training.temperature,
+        "training.scalar_temperature": config.training.scalar_temperature,
         "demo.products": config.demo.products,
         "demo.customers": config.demo.customers,
         "demo.days": config.demo.days,
@@ -252,7 +254,8 @@ def _validate(config: Config) -> None:
                        ("feed.page_cache", config.feed.page_cache),
                        ("feed.prepare_window_seconds", config.feed.prepare_window_seconds),
                        ("training.min_network_steps", config.training.min_network_steps),
-                       ("training.keep_within", config.training.keep_within)):
+                       ("training.keep_within", config.training.keep_within),
+                       ("training.patience_within", config.training.patience_within)):
         if value < 0:
             raise InvalidInput(f"config {key} must be 0 (off) or positive, got {value}", field=key)
     shares = (config.feed.personal_share, config.feed.new_share)

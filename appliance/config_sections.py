@@ -148,8 +148,10 @@ class TrainingConfig:
     whole_catalog: int  # "shared": a catalog of at most this many products (or shared_negatives) is scored whole
     shared_positives: bool  # the batch's positives join the shared negatives (popularity-drawn, logQ-corrected)
     precision: str
-    temperature: float
+    temperature: float  # of the softmax in the network phase
+    scalar_temperature: float  # ... in the first phase (only the scalars learn)
     patience: int
+    patience_within: float  # standard errors: the network phase's patience runs out only below the best by more
     validate_every: int  # epochs of the network phase between validations (and after its last)
     keep_within: float  # standard errors: the latest network epoch this close to a network-phase best is kept
     min_network_steps: int  # below these steps in all, the network phase shrinks its batches and adds epochs

@@ -82,7 +82,24 @@ def latest_within_noise(
         epoch, phase, rows = validated[i]
         if epoch <= best_epoch or not phase:
             continue
-        difference = rows - best[2]
-        if difference.mean() >= -within * difference.std(ddof=1) / math.sqrt(len(difference)):
+        if within_noise(rows, best[2], within):
             return i
     return None
+
+
+def level_with_best(validated: Sequence[tuple[int, bool, np.ndarray]], best_epoch: int, within: float) -> bool:
+    """Whether the latest of `validated` (as `latest_within_noise`'s) is within `within` standard errors of
+    `best_epoch`'s (False for 0: off, or a best without per-example rows, the initial tower's). The network
+    phase's patience runs out only when it is not: level with the best it is still dipping and climbing (the
+    demo's passes a first-phase best after 10 epochs), measurably below it has diverged (retail's collapse)."""
+    best = next((rows for epoch, _, rows in validated if epoch == best_epoch), None)
+    if within <= 0 or best is None or len(best) < 2:
+        return False
+    return within_noise(validated[-1][2], best, within)
+
+
+def within_noise(rows: np.ndarray, best: np.ndarray, within: float) -> bool:
+    """Whether per-example validation NDCG@10 `rows` (V,) are at most `within` standard errors (of the paired
+    differences) below `best` (V,)."""
+    difference = rows - best
+    return bool(difference.mean() >= -within * difference.std(ddof=1) / math.sqrt(len(difference)))

@@ -17,9 +17,10 @@ first epoch too, so the kept model is never worse on validation than that no-tra
 in two phases, each stopped early on validation NDCG@10 and starting from the best weights so far: first only
 the scalars (recency half-life, per-kind weights, popularity weight), which a small shop can learn reliably, in
 small batches and without the attention branch (still zero, so it adds nothing), for at most about
-`scalar_examples` examples, then the whole network in large batches with a one-epoch warm-up (its first epochs
-dip below the start before passing it) and a cosine decay of the rate to 0 at `epochs`, validated every
-`validate_every` epochs (a validation ranks the whole catalog for each validation customer). When the best
+`scalar_examples` examples, at the sharper `scalar_temperature` (weighing the top of the list), then the whole
+network at `temperature` in large batches with a one-epoch warm-up (its first epochs dip below the start before
+passing it) and a cosine decay of the rate to 0 at `epochs`, validated every `validate_every` epochs (a
+validation ranks the whole catalog for each validation customer). When the best
 validated epoch is a network one, the latest network epoch within `keep_within` standard errors of it is kept
 (`appliance.schedule.latest_within_noise`: a small validation set's best is often an early epoch by chance).
 What is validated and kept is an exponential moving average of the weights over the recent steps, which on a
@@ -41,7 +42,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,7 @@ from appliance.prior import choose_cold_share, choose_prior, validation_grid
 from appliance.schedule import (
     latest_within_noise,
     learning_rate_factor,
+    level_with_best,
     matmul_precision,
     network_plan,
     shared_columns,
@@ -186,13 +188,15 @@ class _Run:
         self.best, self.best_state, self.report.best_epoch = score, copy.deepcopy(self.model.state_dict()), epoch
 
     def phase(self, optimizer: AdamW, patience: int, network: bool) -> None:
-        """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10.
+        """Up to config.epochs epochs; stops after `patience` epochs without a better validation NDCG@10 (the
+        network phase only once its latest is measurably below the best: `level_with_best`).
         `network` False: the first phase, only the scalars learn, the attention branch (still zero) is left out,
         in batches of `scalar_batch_size` (many cheap steps), validated after every epoch, and it ends after
         the epoch in which it has seen `scalar_examples` examples; True: the whole network in batches of
         `batch_size`, after a one-epoch warm-up of the learning rate, validated every `validate_every` epochs
         and after its last."""
         config, warmup, self.attention = self.config, network, network
+        self.loss_config = config if network else replace(config, temperature=config.scalar_temperature)
         size = min(len(self.target), config.epoch_examples)
         plan = network_plan(size, config) if network else (config.scalar_batch_size, config.epochs, 1.0)
         self.batch, epochs, self.rate = plan
@@ -212,7 +216,8 @@ class _Run:
                 self.progress({"epoch": self.report.epochs, "loss": loss, "validation_ndcg": score, "done": True})
             if not len(self.val.target):
                 self.report.best_epoch = self.report.epochs  # nothing to validate on: the last epoch is kept
-            elif self.report.epochs - self.report.best_epoch >= patience:
+            elif self.report.epochs - self.report.best_epoch >= patience and not (network and level_with_best(
+                    [v[:3] for v in self.validated], self.report.best_epoch, config.patience_within)):
                 break
             if not network and epoch * size >= config.scalar_examples:
                 break
@@ -257,7 +262,7 @@ class _Run:
                 users = model(*batch_inputs(ex, inter, self.low), projected=projected,
                               attention=self.attention)  # (B, D)
                 loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
-                                        config, self.generator, seen, prior, columns, own, log_inclusion,
+                                        self.loss_config, self.generator, seen, prior, columns, own, log_inclusion,
                                         self.low)
             optimizer.zero_grad()
             loss.backward()
@@ -372,16 +377,17 @@ def _train(
         run.report.validated_epochs.append(0)
     # 1: only the few scalars (recency, kind weights, prior): robust on little data; 2: the whole network
     scalars = [model.log_half_life, model.kind_bias]
-    prior_group = {"params": [model.popularity_weight], "lr": config.scalar_learning_rate * config.temperature,
-                   "weight_decay": 0.0}  # in cosine units, so its logit-space step matches the other scalars'
-    scalar_only = AdamW([{"params": scalars}, prior_group], lr=config.scalar_learning_rate, weight_decay=0.0)
+    prior_group, rate = {"params": [model.popularity_weight], "weight_decay": 0.0}, config.scalar_learning_rate
+    # the prior's rate in cosine units, so its logit-space step matches the other scalars' at the phase's temperature
+    scalar_only = AdamW([{"params": scalars}, {**prior_group, "lr": rate * config.scalar_temperature}], lr=rate,
+                        weight_decay=0.0)
     run.phase(scalar_only, patience=min(config.patience, SCALAR_PATIENCE), network=False)
     run.report.scalar_epochs = run.report.epochs
     network = [p for n, p in model.named_parameters() if n not in ("log_half_life", "kind_bias", "popularity_weight")]
     run.phase(AdamW([
         {"params": network},
         {"params": scalars, "lr": config.scalar_learning_rate, "weight_decay": 0.0},
-        prior_group,
+        {**prior_group, "lr": rate * config.temperature},
     ], lr=config.learning_rate, weight_decay=config.weight_decay), patience=config.patience, network=True)
     report = run.finish()
     if len(val.target) and config.cold_start_prior and prior is not None:  # the cold quantile again, for the kept
