@@ -46,7 +46,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "round4": {"shared_negatives": 2048, "whole_catalog": 0, "keep_within": 0.0},  # before its fifth round
     "after": {},  # the shipped config.toml
 }
-CURVE: dict[str, dict[str, Any]] = {  # --curve: the shipped recipe with fewer or more network epochs or negatives
+CURVE: dict[str, dict[str, Any]] = {  # --curve: the shipped recipe with fewer network epochs or negatives
     "epochs 3": {"epochs": 3},
     "epochs 4": {"epochs": 4},
     "epochs 6": {"epochs": 6},
