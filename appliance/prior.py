@@ -23,14 +23,15 @@ import torch
 from appliance.evaluation import ranking_metrics
 from appliance.examples import Examples, MomentPrior, PopularityPrior, batch_inputs
 from appliance.interactions import Interactions, expand_ranges
-from appliance.ranking import cold_slotted
+from appliance.ranking import cold_slotted_each
 from appliance.tower import UserTower
 
 PRIOR_GRID = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)  # popularity weights tried before training (cosine units)
 COLD_QUANTILES = (0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)  # where a product without events ranks among the known
 COLD_TOLERANCE = 0.02  # share of the best overall validation NDCG@10 the cold-start choice may give up
 COLD_SHARES = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)  # parts of the list given to products without events (cold slots)
-SLOT_DEPTH = 100  # places of the list the cold slots are chosen over (evaluation's deepest cut-off)
+CHOICE_DEPTH = 10  # places the choice looks at: by NDCG@10, and the first 10 places of `cold_slots` at any depth
+# are its list of 10 (`interleave` takes each list's first rows), so a choice over 10 places is the choice over 100
 
 
 def _chunks(model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor, chunk: int,
@@ -131,9 +132,9 @@ def choose_cold_share(
     rows = np.zeros((len(shares), len(val.target)))
     for sl, ex, scores, cosines, relevant in scored_validation(model, val, interactions, item_vectors, prior,
                                                                chunk=chunk):
-        cold = _cold_products(ex, interactions, prior)
-        for g, share in enumerate(shares):
-            rows[g, sl] = ndcg_at_10(cold_slotted(scores, cosines, cold, share, SLOT_DEPTH), relevant)
+        slotted = cold_slotted_each(scores, cosines, _cold_products(ex, interactions, prior), shares, CHOICE_DEPTH)
+        for g, ranked in enumerate(slotted):
+            rows[g, sl] = ndcg_at_10(ranked, relevant)
     cold = _cold_positives(val, prior)
     chosen = _by_rule(rows, cold, [(-share,) for share in shares])
     model.cold_share.fill_(shares[chosen])

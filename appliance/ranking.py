@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from appliance.catalog_view import CatalogView
 
@@ -35,11 +36,16 @@ def popularity_prior(
     """The term a tower's learned `popularity_weight` multiplies, (..., N) -> (..., N): log(1 + popularity)
     (negatives clip to 0) of the `known` products (None: all); the others rank with `cold`, the popularity
     `cold_popularity` gives them (the tower's `cold_quantile`; 0: below every product with an event).
-    Training, evaluation and serving all rank with these two functions."""
+    Training, evaluation and serving all rank with these two functions. torch's log1p (vectorised; numpy's is
+    not): a training step's (512, 1,442) block 12.5 -> ~3 ms, within one ulp of numpy's (BENCHMARKS.md
+    "Training", sixth round)."""
     popularity = np.asarray(popularity)
     if known is not None:
         popularity = np.where(known, popularity, cold)
-    return np.log1p(np.clip(popularity, 0.0, None))
+    if not np.issubdtype(popularity.dtype, np.floating):
+        popularity = popularity.astype(np.float64)
+    tensor = torch.as_tensor(popularity) if popularity.flags.writeable else torch.tensor(popularity)
+    return tensor.clamp(min=0.0).log1p_().numpy()
 
 
 def by_prior(rows: np.ndarray, cosines: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
@@ -72,7 +78,7 @@ def interleave(sources: Sequence[Source], limit: int) -> tuple[np.ndarray, np.nd
     live = [s for s in sources if s.share > 0 and len(s.rows)]
     if not live or limit <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64), []
-    turns, gather, counts = _turns(tuple(s.share for s in live), limit)
+    turns, gather, counts, _ = _turns(tuple(s.share for s in live), limit)
     if all(len(s.rows) >= c for s, c in zip(live, counts, strict=True)):
         rows = np.concatenate([s.rows[:c] for s, c in zip(live, counts, strict=True)])[gather]
         if len(np.unique(rows)) == len(rows):
@@ -83,11 +89,14 @@ def interleave(sources: Sequence[Source], limit: int) -> tuple[np.ndarray, np.nd
 
 
 @functools.lru_cache(maxsize=256)
-def _turns(shares: tuple[float, ...], limit: int) -> tuple[list[int], np.ndarray, tuple[int, ...]]:
+def _turns(
+    shares: tuple[float, ...], limit: int
+) -> tuple[list[int], np.ndarray, tuple[int, ...], list[tuple[float, ...]]]:
     """The smooth weighted round robin over sources that never run out: the source of each of `limit` places,
-    where each place's row sits in the concatenation of every source's first rows, and how many each gives."""
+    where each place's row sits in the concatenation of every source's first rows, how many each gives, and the
+    credits after each place."""
     credit = [0.0] * len(shares)
-    turns = []
+    turns, credits = [], []
     for _ in range(limit):
         total = 0.0
         for i, share in enumerate(shares):
@@ -96,6 +105,7 @@ def _turns(shares: tuple[float, ...], limit: int) -> tuple[list[int], np.ndarray
         pick = max(range(len(shares)), key=credit.__getitem__)
         credit[pick] -= total
         turns.append(pick)
+        credits.append(tuple(credit))
     counts = [0] * len(shares)
     seen = []
     for t in turns:
@@ -103,31 +113,41 @@ def _turns(shares: tuple[float, ...], limit: int) -> tuple[list[int], np.ndarray
         counts[t] += 1
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     gather = offsets[np.asarray(turns, np.int64)] + np.asarray(seen, np.int64)
-    return turns, gather, tuple(counts)
+    return turns, gather, tuple(counts), credits
 
 
 def _walk(live: Sequence[Source], limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """`interleave` one place at a time (sources that share rows or run out)."""
+    """`interleave` one place at a time (sources that share rows or run out). Until a source runs out, each
+    place's source is `_turns`' (a row another source took first is skipped, which moves no credit); from then
+    on the credits are those turns' and the walk goes on over the sources left."""
     used: set[int] = set()
     shares = [s.share for s in live]
     candidates = [s.rows.tolist() for s in live]
     pointers = [0] * len(live)
-    credit = [0.0] * len(live)
+    turns, _, _, credits = _turns(tuple(shares), limit)
+    credit: list[float] | None = None  # the round robin's credits, once a source has run out
     picked: list[tuple[int, int]] = []  # (source, position in it)
     left = list(range(len(live)))
+    walked = 0  # places walked (a source found empty takes a place's turn and gives it up)
     while len(picked) < limit and left:
-        total = 0.0
-        for i in left:
-            credit[i] += shares[i]
-            total += shares[i]
-        pick = max(left, key=credit.__getitem__)
-        credit[pick] -= total
+        if credit is None:
+            pick = turns[walked]
+        else:
+            total = 0.0
+            for i in left:
+                credit[i] += shares[i]
+                total += shares[i]
+            pick = max(left, key=credit.__getitem__)
+            credit[pick] -= total
+        walked += 1
         mine, p = candidates[pick], pointers[pick]
         while p < len(mine) and mine[p] in used:
             p += 1
         if p == len(mine):
             left.remove(pick)
             pointers[pick] = p
+            if credit is None:
+                credit = list(credits[walked - 1])
             continue
         used.add(mine[p])
         picked.append((pick, p))
@@ -164,25 +184,37 @@ def cold_slotted(scores: np.ndarray, cosines: np.ndarray, cold: np.ndarray, shar
     -inf, cosines (C, N), cold (C or 1, N) bool products without events -> (C, N) scores whose first `depth`
     places are `cold_slots`' order of the tower's first `depth` and the `depth` cold products most similar; the
     rest keep their scores, below them."""
-    if share <= 0.0:
-        return scores
+    return cold_slotted_each(scores, cosines, cold, (share,), depth)[0]
+
+
+def cold_slotted_each(
+    scores: np.ndarray, cosines: np.ndarray, cold: np.ndarray, shares: Sequence[float], depth: int
+) -> list[np.ndarray]:
+    """`cold_slotted` for each of `shares` (a share of 0 returns `scores` itself), each row's two orders found
+    once for all of them."""
+    if all(share <= 0.0 for share in shares):
+        return [scores for _ in shares]
     depth = min(depth, scores.shape[1])
     candidates = np.where(np.broadcast_to(cold, scores.shape) & np.isfinite(scores), cosines, -np.inf)
-    out = scores.copy()
-    for r, (row, similar) in enumerate(zip(scores, candidates, strict=True)):
-        order, cold_order = _best(row, depth), _best(similar, depth)
+    orders, cold_orders = _best(scores, depth), _best(candidates, depth)
+    out = [scores if share <= 0.0 else scores.copy() for share in shares]
+    for r, (order, cold_order) in enumerate(zip(orders, cold_orders, strict=True)):
         if not len(order):
             continue
-        placed = cold_slots(order, cold_order, share, depth)
-        out[r, placed] = row[order[0]] + np.arange(len(placed), 0, -1)  # above every other score of the row
+        for slotted, share in zip(out, shares, strict=True):
+            if share > 0.0:
+                placed = cold_slots(order, cold_order, share, depth)
+                slotted[r, placed] = scores[r, order[0]] + np.arange(len(placed), 0, -1)  # above the row's others
     return out
 
 
-def _best(row: np.ndarray, depth: int) -> np.ndarray:
-    """Columns of the `depth` highest finite values of `row` (N,), best first."""
-    top = np.argpartition(-row, depth - 1)[:depth]
-    top = top[np.argsort(-row[top], kind="stable")]
-    return top[np.isfinite(row[top])]
+def _best(rows: np.ndarray, depth: int) -> list[np.ndarray]:
+    """Per row of `rows` (C, N): the columns of its `depth` highest finite values, best first."""
+    top = np.argpartition(-rows, depth - 1, axis=1)[:, :depth]  # (C, depth)
+    values = np.take_along_axis(rows, top, axis=1)
+    ranked = np.argsort(-values, axis=1, kind="stable")
+    top, values = np.take_along_axis(top, ranked, axis=1), np.take_along_axis(values, ranked, axis=1)
+    return [columns[np.isfinite(best)] for columns, best in zip(top, values, strict=True)]
 
 
 @dataclass(frozen=True)

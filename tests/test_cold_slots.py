@@ -16,7 +16,8 @@ from appliance.config import load_config
 from appliance.evaluation import cold_items, evaluate, time_split
 from appliance.interactions import history_inputs
 from appliance.pipeline import FeedQuery
-from appliance.ranking import ServingPrior, Source, cold_slots, cold_slotted, interleave
+from appliance.prior import ndcg_at_10
+from appliance.ranking import ServingPrior, Source, cold_slots, cold_slotted, cold_slotted_each, interleave
 from appliance.recommender import FeedSettings, Personal, Recommender
 from appliance.tower import UserTower, user_vectors
 from appliance.training import train_tower
@@ -173,3 +174,24 @@ def test_the_feed_puts_products_without_events_at_the_serving_towers_slots(db, t
     assert slotted == expected and slotted.index(by_similarity[0]) < 10
     prior = ServingPrior.of(np.array([1.0, 0.0]), 0.0, 0.5)
     assert prior.slotted(np.array([0, 1, 5]), np.array([0.1, 0.5, 0.9])).tolist() == [0, 2, 1]  # 5: added since
+
+
+def test_the_validation_choice_of_the_cold_share_sees_the_ndcg_at_10_of_the_whole_slotted_rows():
+    """`choose_cold_share` slots 10 places for every share at once (`cold_slotted_each`, prior.CHOICE_DEPTH):
+    each share's rows equal `cold_slotted`'s, and their NDCG@10 equals that of the rows slotted 100 deep."""
+    rng = np.random.default_rng(5)
+    cosines = rng.uniform(-1, 1, (40, 300)).astype(np.float32)
+    scores = cosines + 0.3 * (np.arange(300) % 7 != 0)  # one product in 7 without events: the prior buries it
+    scores[rng.random(scores.shape) < 0.05] = -np.inf  # the customers' own products
+    cold = (np.arange(300) % 7 == 0)[None, :]
+    relevant = np.argsort(-cosines, axis=1)[np.arange(40), rng.integers(0, 30, 40)][:, None]  # some cold, near the top
+    shares = (0.0, 0.05, 0.1, 0.2, 0.3)
+    each = cold_slotted_each(scores, cosines, cold, shares, 100)
+    assert each[0] is scores
+    for share, slotted in zip(shares, each, strict=True):
+        assert np.array_equal(slotted, cold_slotted(scores, cosines, cold, share, 100))
+    shallow = cold_slotted_each(scores, cosines, cold, shares, 10)
+    for deep, few in zip(each, shallow, strict=True):
+        assert np.array_equal(ndcg_at_10(deep, relevant), ndcg_at_10(few, relevant))
+    moved = [ndcg_at_10(s, relevant) for s in each]
+    assert not np.array_equal(moved[0], moved[-1]) and (moved[-1] > 0).sum() >= 5  # the slots move the positives

@@ -118,3 +118,16 @@ def test_the_default_order_is_popularity_then_newest_then_id_after_arrivals_edit
         arrivals = _catalog(1 + step, rng, first=2000 + 10 * step, unknown=1.0 if step == 3 else 0.1)
         view.upsert(arrivals if step % 2 else edited)
         view.remove(rng.choice(sorted(view.products), 2, replace=False).tolist())
+
+
+def test_the_walk_keeps_the_round_robin_when_a_source_runs_out_midway() -> None:
+    """Worked by hand: turns personal, popular, new, personal, ... (shares 0.5 / 0.3 / 0.2); at the fourth place
+    personal's next row (1) is popular's already and it has no other, so it leaves, and popular and new go on
+    from the credits those four turns left them (popular 0.2, new -0.2): popular, popular, new (2 is taken: 8)."""
+    none = np.zeros
+    sources = [Source("personal", np.array([0, 1]), none(2), 0.5),
+               Source("popular", np.array([1, 2, 3, 4]), none(4), 0.3),
+               Source("new", np.array([9, 2, 8]), none(3), 0.2)]
+    rows, _, names = _walk(sources, 8)
+    assert rows.tolist() == [0, 1, 9, 2, 3, 8, 4]
+    assert names == ["personal", "popular", "new", "popular", "popular", "new", "popular"]
