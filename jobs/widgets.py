@@ -20,6 +20,7 @@ from appliance.pipeline import Selection
 from appliance.recommender import Recommender
 from appliance.types import Pick
 from appliance.widgets import Widgets, WidgetTables
+from jobs.neighbour_lists import NeighbourLists
 from jobs.recent import BROWSE, RecentViews, epoch
 from jobs.widget_memory import Call, Kept, Memo, Moment
 from storage.baskets import BasketStore
@@ -53,6 +54,12 @@ def build_tables(baskets: BasketStore, config: WidgetsConfig, now: datetime, vie
     return WidgetTables(neighbours(BASKET), neighbours(BROWSE), trend, now, categories, picks, by_name)
 
 
+def most_popular(recommender: Recommender) -> np.ndarray:
+    """Every product, most popular first (whose neighbour lists are computed first)."""
+    view = recommender.view()
+    return view.ids[recommender.popularity_of(view)[0]]
+
+
 def refresh(widgets: Widgets) -> str:
     """The scheduled job: rebuild the tables now."""
     tables = widgets.refresh()
@@ -72,6 +79,7 @@ class WidgetParts:
     clock: Callable[[], datetime]
     recent: RecentViews
     memo: Memo
+    lists: NeighbourLists  # each product's nearest products, computed ahead
 
     def call(self, blocking: bool) -> Call:
         """The shared reads of one HTTP call (see jobs/widget_memory.py)."""
@@ -173,10 +181,12 @@ def _complements(parts: WidgetParts, ask: Ask, call: Call, m: Moment, asked: fro
     hit = Memo.fresh(parts.memo.complements, key, m)
     if hit is None:
         call.need(False)  # a posting list or the whole catalog to sort: not on the event loop
-        hit = Kept(sources.ranked(m.view, m.popularity, top), m.version, frozenset(),
+        ranked = sources.ranked(m.view, m.popularity, top), sources.peak(m.popularity)
+        hit = Kept(ranked, m.version, frozenset(),
                    frozenset(() if top is None else (top,)), m.popularity)
         parts.memo.complements.put(key, hit)
-    picks = sources.complements(m.view, m.popularity, where, hit.value, max(parts.config.depth, ask.how.k * 5))
+    rows, peak = hit.value
+    picks = sources.complements(m.view, m.popularity, where, rows, max(parts.config.depth, ask.how.k * 5), peak)
     leaves = frozenset(() if where is None else (leaf.strip().lower() for leaf in where[1]))
     return _kept(m, picks, asked, hit.categories | leaves, m.popularity)
 
@@ -216,6 +226,9 @@ def _nearest(parts: WidgetParts, ask: Ask, call: Call, m: Moment, anchor: int
 
 
 def _neighbours(parts: WidgetParts, call: Call, anchor: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    ahead = parts.lists.get(anchor, depth)
+    if ahead is not None:
+        return ahead
     version = parts.index.version
     hit = parts.memo.nearest.get(anchor)
     if hit is not None and hit[0] == version and len(hit[1]) >= depth:
