@@ -98,8 +98,10 @@ class Ask:
 
 def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
     """The picks of one widget, through the shared pipeline. The candidates are kept per (request, inputs) for
-    every shopper; a finished answer that does not depend on the shopper (no purchases of theirs to leave out)
-    too (jobs/widget_memory.py: both hold across catalog edits that do not touch what they read)."""
+    every shopper, and so is the finished answer: a shopper's purchases change it only when one of them is among
+    the products it read (its candidates and the pins), so a shopper who bought none of those gets the kept
+    answer, and an answer computed for them is the one every such shopper gets (jobs/widget_memory.py: both hold
+    across catalog edits that do not touch what they read)."""
     m = call.moment()
     if ask.model == "recently-viewed":
         return _recently_viewed(parts, ask, call, m)
@@ -108,7 +110,8 @@ def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
     purchased = call.purchased(ask.customer_id) | ask.how.purchased
     how = replace(ask.how, purchased=purchased, rules=m.rules, now=m.now)
     key = (replace(ask, customer_id=None), m.stamp)
-    if not purchased and (hit := Memo.fresh(parts.memo.answers, key, m)) is not None:
+    hit = Memo.fresh(parts.memo.answers, key, m)
+    if hit is not None and _unread(purchased, hit.products):
         return hit.value
     if ask.model == "looking-similar":  # what it says: the nearest in order, not diversified
         how = replace(how, max_in_row=0)
@@ -117,11 +120,17 @@ def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
         source = _source(parts, ask, call, m)
         parts.memo.sources.put(key, source)
     picks = finish(m.view, head_of(m, source.value, how), how)
-    if not purchased:
-        pins = frozenset(r.product_id for r in m.rules if r.product_id is not None and r.active(m.now))
-        depends = None if source.products is None else source.products | pins
+    pins = frozenset(r.product_id for r in m.rules if r.product_id is not None and r.active(m.now))
+    depends = None if source.products is None else source.products | pins
+    if _unread(purchased, depends):  # the answer of a shopper without purchases too
         parts.memo.answers.put(key, Kept(picks, m.version, depends, source.categories, source.popularity))
     return picks
+
+
+def _unread(purchased: frozenset[int], read: frozenset[int] | None) -> bool:
+    """Whether leaving these purchases out changes nothing of an answer that read these products (None: every
+    product): the pipeline looks at a purchase only where it meets a candidate or a pin."""
+    return not purchased or (read is not None and purchased.isdisjoint(read))
 
 
 def head_of(m: Moment, picks: list[Pick], how: Finish) -> list[Pick]:
