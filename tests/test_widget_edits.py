@@ -16,6 +16,7 @@ from appliance.config import load_config
 from appliance.finish import Finish
 from appliance.pipeline import FeedQuery
 from appliance.types import now_utc
+from jobs.widget_memory import WouldBlock
 from jobs.widgets import Ask, recommend
 from tests.helpers import LOCAL, product, small_catalog, wait_embedded, wait_until
 from web.app import create_app
@@ -118,3 +119,17 @@ def test_a_shopper_who_bought_none_of_what_an_answer_read_gets_the_kept_answer(s
     bobs = answer_for("bob")
     assert len(bobs) == 1 and bobs[0].product_id != first[0].product_id  # his is: left out
     assert recommend(parts, ask, parts.call(blocking=True)) is first  # and his answer is not everyone's
+
+
+def test_the_fallback_ranks_a_top_category_on_the_event_loop_and_the_whole_shop_off_it(shop: TestClient) -> None:
+    services = shop.app.state.services
+    parts, products = services.widgets, services.ids.products
+    how = Finish(FeedQuery(1, 3), 3, frozenset(), 2, "brand")
+    recommend(parts, Ask("trending", (), None, how), parts.call(blocking=True))  # tables, rules, popularity read
+    picks = recommend(parts, Ask("bought-together", (products.key("1"),), None, how), parts.call(blocking=False))
+    assert all(p.source == "popular" for p in picks)  # answered on the loop: no co-purchases, its category's popular
+    stored = shop.get("/products/2").json()["product"]
+    body = {k: stored[k] for k in ("name", "merchant", "color", "price", "in_stock", "created_at")}
+    assert shop.put("/products/2", json={**body, "category_path": []}).status_code == 200
+    with pytest.raises(WouldBlock):  # a product without a category: the whole shop to rank, in a worker thread
+        recommend(parts, Ask("bought-together", (products.key("2"),), None, how), parts.call(blocking=False))
