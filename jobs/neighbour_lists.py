@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -29,14 +30,16 @@ BULK_SHARE = 0.05  # more changed vectors at once than this share of the lists (
 BULK_MIN = 1000
 CHUNK = 16  # products per batched query while building: the index's lock is held for one chunk at a time
 REACH = 3  # a changed product joins the lists of its REACH × depth nearest products where it ranks
+SETTLE_SECONDS = 30.0  # after a bulk change, build again once the index has not changed for this long (an import)
 
 
 class NeighbourLists:
     """`depth` nearest products (ids, cosines, best first) of up to `limit` products; `order()` names the products
     to build for, most asked first. Thread-safe; `start` runs builds and patches in a background thread."""
 
-    def __init__(self, index: VectorIndex, depth: int, limit: int, order: Callable[[], np.ndarray]) -> None:
-        self.index, self.depth, self.limit, self._order = index, depth, limit, order
+    def __init__(self, index: VectorIndex, depth: int, limit: int, order: Callable[[], np.ndarray],
+                 settle: float = SETTLE_SECONDS) -> None:
+        self.index, self.depth, self.limit, self._order, self.settle = index, depth, limit, order, settle
         self._lock = threading.Lock()
         self._row: dict[int, int] = {}  # product -> row of the arrays
         self._ids = np.zeros((0, depth), np.int64)
@@ -46,6 +49,7 @@ class NeighbourLists:
         self._pending: set[int] = set()  # changed since the last patch
         self._patching = False
         self._rebuild = True  # nothing built yet, or a bulk change dropped everything
+        self._bulk_at = 0.0  # monotonic time of the last bulk change
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.built = threading.Event()  # set when a build has held every list once
@@ -71,7 +75,7 @@ class NeighbourLists:
             return
         with self._lock:
             if labels is None or len(self._pending) + len(labels) > max(BULK_MIN, BULK_SHARE * len(self._row)):
-                self._rebuild, self._pending = True, set()
+                self._rebuild, self._pending, self._bulk_at = True, set(), time.monotonic()
             elif not self._rebuild:
                 self._pending.update(int(i) for i in labels)
         self._wake.set()
@@ -96,8 +100,14 @@ class NeighbourLists:
                 log.exception("neighbour lists failed")
 
     def catch_up(self) -> None:
-        """Build every list when asked to (first, or after a bulk change), else patch the pending changes."""
+        """Build every list when asked to (first, or once a bulk change has settled), else patch the pending
+        changes."""
         if self._rebuild:
+            wait = self._bulk_at + self.settle - time.monotonic()
+            if wait > 0:  # an import goes on: one build when it is done, not one per batch
+                if not self._stop.wait(wait):
+                    self._wake.set()  # the next turn looks again
+                return
             self.build()
         with self._lock:
             pending, self._pending, self._patching = self._pending, set(), True

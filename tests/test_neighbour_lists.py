@@ -24,7 +24,7 @@ def index(tmp_path) -> VectorIndex:
 
 
 def _lists(index: VectorIndex, limit: int = N) -> NeighbourLists:
-    lists = NeighbourLists(index, DEPTH, limit, lambda: np.arange(1, N + 1))
+    lists = NeighbourLists(index, DEPTH, limit, lambda: np.arange(1, N + 1), settle=0.0)
     index.on_change = lists.changed
     lists.catch_up()
     return lists
@@ -89,9 +89,22 @@ def test_a_bulk_change_builds_every_list_again(index: VectorIndex, monkeypatch) 
 def test_a_small_index_serves_its_whole_list_and_none_are_kept_at_limit_zero(tmp_path) -> None:
     index = VectorIndex(tmp_path / "products.hnsw", DIM, load_config().index)
     index.upsert(np.arange(1, 6), np.random.default_rng(1).normal(size=(5, DIM)).astype(np.float32))
-    lists = NeighbourLists(index, DEPTH, 100, lambda: np.arange(1, 6))
+    lists = NeighbourLists(index, DEPTH, 100, lambda: np.arange(1, 6), settle=0.0)
     lists.catch_up()
     assert sorted(lists.get(1, DEPTH)[0].tolist()) == [2, 3, 4, 5]  # all there is: served at any depth
-    off = NeighbourLists(index, DEPTH, 0, lambda: np.arange(1, 6))
+    off = NeighbourLists(index, DEPTH, 0, lambda: np.arange(1, 6), settle=0.0)
     off.catch_up()
     assert len(off) == 0 and off.get(1, DEPTH) is None
+
+
+def test_after_a_bulk_change_the_lists_wait_for_the_index_to_settle(index: VectorIndex, monkeypatch) -> None:
+    monkeypatch.setattr(neighbour_lists, "BULK_MIN", 10)
+    lists = NeighbourLists(index, DEPTH, N, lambda: np.arange(1, N + 1), settle=0.5)
+    index.on_change = lists.changed
+    lists.catch_up()  # the first build does not wait
+    assert lists.get(1, DEPTH) is not None
+    index.upsert(np.arange(1, 101), np.random.default_rng(9).normal(size=(100, DIM)).astype(np.float32))
+    lists.catch_up()  # within the settling time: waits it out, builds nothing yet
+    assert lists.get(1, DEPTH) is None  # searched when asked meanwhile
+    lists.catch_up()  # settled now
+    assert lists.get(1, DEPTH)[0].tolist() == _searched(index, 1)
