@@ -252,6 +252,7 @@ def _validate(config: Config) -> None:
     for key, value in (("realtime.history_window_hours", config.realtime.history_window_hours),
                        ("jobs.retention_days", config.jobs.retention_days),
                        ("feed.page_cache", config.feed.page_cache),
+                       ("widgets.neighbour_lists", config.widgets.neighbour_lists),
                        ("feed.prepare_window_seconds", config.feed.prepare_window_seconds),
                        ("training.min_network_steps", config.training.min_network_steps),
                        ("training.keep_within", config.training.keep_within),

@@ -83,6 +83,7 @@ class WidgetsConfig:
     recently_viewed_size: int  # products remembered per shopper (the most a recently-viewed answer holds)
     recently_viewed_shoppers: int  # shoppers whose views are kept in memory
     cache_entries: int  # finished answers (and products' neighbour lists) kept in memory
+    neighbour_lists: int  # products whose nearest products by vector are computed ahead (most popular first)
 
 
 @dataclass(frozen=True)

@@ -90,12 +90,21 @@ def ranked(view: CatalogView, popularity: np.ndarray, name: str | None) -> np.nd
     return rows[np.lexsort((view.ids[rows], -popularity[rows]))]
 
 
-def popular(view: CatalogView, popularity: np.ndarray, rows: np.ndarray, where: str, limit: int) -> list[Pick]:
+def peak(popularity: np.ndarray) -> float:
+    """The shop's highest popularity (1 when none has any): what the fallback's scores are relative to."""
+    top = float(popularity.max()) if len(popularity) else 0.0
+    return top if top > 0 else 1.0
+
+
+def popular(view: CatalogView, popularity: np.ndarray, rows: np.ndarray, where: str, limit: int,
+            top: float | None = None) -> list[Pick]:
     """The fallback: the first `limit` of these rows (`ranked`), scored relative to the shop's most popular
-    product."""
-    top = float(popularity.max()) if len(popularity) and popularity.max() > 0 else 1.0
-    return [Pick(int(view.ids[r]), float(popularity[r] / top), "popular", f"popular in {where}",
-                 {"popularity": float(popularity[r] / top)}) for r in rows[:limit].tolist()]
+    product (`top`: `peak(popularity)`, passed when known)."""
+    rows = rows[:limit]
+    scores = (popularity[rows] / (peak(popularity) if top is None else top)).tolist()
+    reason = f"popular in {where}"
+    return [Pick(p, s, "popular", reason, {"popularity": s})
+            for p, s in zip(view.ids_all[rows].tolist(), scores, strict=True)]
 
 
 def bought_together(tables: WidgetTables, view: CatalogView, product_ids: Sequence[int]) -> list[Pick]:
@@ -115,11 +124,11 @@ def complement_of(view: CatalogView, product_ids: Sequence[int]) -> tuple[str, f
 
 
 def complements(view: CatalogView, popularity: np.ndarray, where: tuple[str, frozenset[str]] | None,
-                rows: np.ndarray, limit: int) -> list[Pick]:
+                rows: np.ndarray, limit: int, top: float | None = None) -> list[Pick]:
     """The fallback when no co-purchase is known: the most popular products of `complement_of`'s place, from
     `rows` = `ranked` of its top category (or of the whole shop), without the products' own subcategories."""
     if where is None:
-        return popular(view, popularity, rows, "the shop", limit)
+        return popular(view, popularity, rows, "the shop", limit, top)
     parent, leaves = where
     none = np.zeros(0, np.int64)
     own = [view.by_category.get(leaf.strip().lower(), none) for leaf in leaves]
@@ -130,7 +139,7 @@ def complements(view: CatalogView, popularity: np.ndarray, where: tuple[str, fro
             part = part[~members(leaf_rows, part)]
         found.append(part)
         pos, chunk = pos + chunk, chunk * 2
-    return popular(view, popularity, np.concatenate(found) if found else none, parent, limit)
+    return popular(view, popularity, np.concatenate(found) if found else none, parent, limit, top)
 
 
 def looking_similar(view: CatalogView, anchor: int, ids: np.ndarray, cosines: np.ndarray) -> list[Pick]:

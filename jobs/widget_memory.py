@@ -91,7 +91,7 @@ class Memo:
     answers: Lru = field(init=False)  # (request, stamp) -> Kept(finished picks)
     sources: Lru = field(init=False)  # (request, stamp) -> Kept(candidates before the pipeline)
     nearest: Lru = field(init=False)  # anchor -> (index version, ids, cosines)
-    complements: Lru = field(init=False)  # (top category or None, stamp) -> Kept(its rows by popularity)
+    complements: Lru = field(init=False)  # (top category or None, stamp) -> Kept((its rows by popularity, peak))
 
     def __post_init__(self) -> None:
         self.answers, self.sources, self.nearest = Lru(self.size), Lru(self.size), Lru(self.size)

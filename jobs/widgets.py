@@ -20,6 +20,7 @@ from appliance.pipeline import Selection
 from appliance.recommender import Recommender
 from appliance.types import Pick
 from appliance.widgets import Widgets, WidgetTables
+from jobs.neighbour_lists import NeighbourLists
 from jobs.recent import BROWSE, RecentViews, epoch
 from jobs.widget_memory import Call, Kept, Memo, Moment
 from storage.baskets import BasketStore
@@ -28,6 +29,7 @@ from storage.rules import RuleStore
 from storage.vectors import VectorIndex
 
 BASKET = ("product_added_to_cart", "product_purchased")
+INLINE_RANK = 20_000  # a category this large or smaller is ranked by popularity on the event loop (no thread hop)
 FINISH_HEAD = 4  # appliance/finish.py diversifies the first 4 × k allowed picks: more cannot change an answer
 MODELS = ("bought-together", "related", "looking-similar", "trending", "recently-viewed")
 
@@ -53,6 +55,12 @@ def build_tables(baskets: BasketStore, config: WidgetsConfig, now: datetime, vie
     return WidgetTables(neighbours(BASKET), neighbours(BROWSE), trend, now, categories, picks, by_name)
 
 
+def most_popular(recommender: Recommender) -> np.ndarray:
+    """Every product, most popular first (whose neighbour lists are computed first)."""
+    view = recommender.view()
+    return view.ids[recommender.popularity_of(view)[0]]
+
+
 def refresh(widgets: Widgets) -> str:
     """The scheduled job: rebuild the tables now."""
     tables = widgets.refresh()
@@ -72,6 +80,7 @@ class WidgetParts:
     clock: Callable[[], datetime]
     recent: RecentViews
     memo: Memo
+    lists: NeighbourLists  # each product's nearest products, computed ahead
 
     def call(self, blocking: bool) -> Call:
         """The shared reads of one HTTP call (see jobs/widget_memory.py)."""
@@ -90,8 +99,10 @@ class Ask:
 
 def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
     """The picks of one widget, through the shared pipeline. The candidates are kept per (request, inputs) for
-    every shopper; a finished answer that does not depend on the shopper (no purchases of theirs to leave out)
-    too (jobs/widget_memory.py: both hold across catalog edits that do not touch what they read)."""
+    every shopper, and so is the finished answer: a shopper's purchases change it only when one of them is among
+    the products it read (its candidates and the pins), so a shopper who bought none of those gets the kept
+    answer, and an answer computed for them is the one every such shopper gets (jobs/widget_memory.py: both hold
+    across catalog edits that do not touch what they read)."""
     m = call.moment()
     if ask.model == "recently-viewed":
         return _recently_viewed(parts, ask, call, m)
@@ -100,7 +111,8 @@ def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
     purchased = call.purchased(ask.customer_id) | ask.how.purchased
     how = replace(ask.how, purchased=purchased, rules=m.rules, now=m.now)
     key = (replace(ask, customer_id=None), m.stamp)
-    if not purchased and (hit := Memo.fresh(parts.memo.answers, key, m)) is not None:
+    hit = Memo.fresh(parts.memo.answers, key, m)
+    if hit is not None and _unread(purchased, hit.products):
         return hit.value
     if ask.model == "looking-similar":  # what it says: the nearest in order, not diversified
         how = replace(how, max_in_row=0)
@@ -109,11 +121,17 @@ def recommend(parts: WidgetParts, ask: Ask, call: Call) -> list[Pick]:
         source = _source(parts, ask, call, m)
         parts.memo.sources.put(key, source)
     picks = finish(m.view, head_of(m, source.value, how), how)
-    if not purchased:
-        pins = frozenset(r.product_id for r in m.rules if r.product_id is not None and r.active(m.now))
-        depends = None if source.products is None else source.products | pins
+    pins = frozenset(r.product_id for r in m.rules if r.product_id is not None and r.active(m.now))
+    depends = None if source.products is None else source.products | pins
+    if _unread(purchased, depends):  # the answer of a shopper without purchases too
         parts.memo.answers.put(key, Kept(picks, m.version, depends, source.categories, source.popularity))
     return picks
+
+
+def _unread(purchased: frozenset[int], read: frozenset[int] | None) -> bool:
+    """Whether leaving these purchases out changes nothing of an answer that read these products (None: every
+    product): the pipeline looks at a purchase only where it meets a candidate or a pin."""
+    return not purchased or (read is not None and purchased.isdisjoint(read))
 
 
 def head_of(m: Moment, picks: list[Pick], how: Finish) -> list[Pick]:
@@ -171,12 +189,14 @@ def _complements(parts: WidgetParts, ask: Ask, call: Call, m: Moment, asked: fro
     top = None if where is None else where[0].strip().lower()
     key = (top, m.stamp)
     hit = Memo.fresh(parts.memo.complements, key, m)
-    if hit is None:
-        call.need(False)  # a posting list or the whole catalog to sort: not on the event loop
-        hit = Kept(sources.ranked(m.view, m.popularity, top), m.version, frozenset(),
+    if hit is None:  # a top category's posting list sorted on the loop (15k rows: 1.2 ms), the whole shop not
+        call.need(top is not None and len(m.view.by_category.get(top, ())) <= INLINE_RANK)
+        ranked = sources.ranked(m.view, m.popularity, top), sources.peak(m.popularity)
+        hit = Kept(ranked, m.version, frozenset(),
                    frozenset(() if top is None else (top,)), m.popularity)
         parts.memo.complements.put(key, hit)
-    picks = sources.complements(m.view, m.popularity, where, hit.value, max(parts.config.depth, ask.how.k * 5))
+    rows, peak = hit.value
+    picks = sources.complements(m.view, m.popularity, where, rows, max(parts.config.depth, ask.how.k * 5), peak)
     leaves = frozenset(() if where is None else (leaf.strip().lower() for leaf in where[1]))
     return _kept(m, picks, asked, hit.categories | leaves, m.popularity)
 
@@ -216,6 +236,9 @@ def _nearest(parts: WidgetParts, ask: Ask, call: Call, m: Moment, anchor: int
 
 
 def _neighbours(parts: WidgetParts, call: Call, anchor: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    ahead = parts.lists.get(anchor, depth)
+    if ahead is not None:
+        return ahead
     version = parts.index.version
     hit = parts.memo.nearest.get(anchor)
     if hit is not None and hit[0] == version and len(hit[1]) >= depth:

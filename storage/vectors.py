@@ -52,6 +52,7 @@ class VectorIndex:
         self._pending: dict[int, np.ndarray | None] = {}  # changed since the last save: vector, None if removed
         self._logged = 0  # labels in the log's records
         self.version = 0  # bumped by every change of the contents (caches of neighbours compare it)
+        self.on_change: Callable[[np.ndarray | None], None] | None = None  # told the labels changed (None: all)
 
     def _empty(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space=self.config.space, dim=self.dim)
@@ -95,7 +96,8 @@ class VectorIndex:
             self._replay()
             self._dirty = False
             self.version += 1
-            return None
+        self._changed_all()
+        return None
 
     def _replay(self) -> None:
         """Apply the log's records in order (all cores: hnswlib inserts); cut a torn tail off, drop a log that
@@ -226,6 +228,11 @@ class VectorIndex:
             self.synced_until = None
             self._dirty, self._whole, self._pending = True, True, {}
             self.version += 1
+        self._changed_all()
+
+    def _changed_all(self) -> None:
+        if self.on_change is not None:
+            self.on_change(None)
 
     # -- contents ----------------------------------------------------------------------------------------
     def upsert(self, ids: np.ndarray, vectors: np.ndarray, threads: int = 1) -> None:
@@ -250,6 +257,8 @@ class VectorIndex:
             self._note(ids, vectors)
             self._dirty = True
             self.version += 1
+        if self.on_change is not None:
+            self.on_change(ids)
 
     def _note(self, ids: np.ndarray | list[int], vectors: np.ndarray | None) -> None:
         """Keep the changes (`vectors` None: removals) for the next save's log record, unless that save writes
@@ -284,7 +293,9 @@ class VectorIndex:
                 removed += 1
             self._dirty = self._dirty or removed > 0
             self.version += removed > 0
-            return removed
+        if removed and self.on_change is not None:
+            self.on_change(np.asarray(ids, np.int64))
+        return removed
 
     def _has(self, label: int) -> bool:
         try:
@@ -348,6 +359,24 @@ class VectorIndex:
             except RuntimeError:  # the filter left fewer than k: the graph search cannot fill k places
                 return self._exact(vector, k, accept)
         return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+
+    def query_many(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest labels of each of `vectors` (m, dim) and their cosines (m, k), best first, in one batched
+        search (fewer than k columns when the index holds fewer)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        with self._lock:
+            k = min(k, len(self))
+            if k > 0:
+                self._index.set_ef(max(self.config.ef_search, k))
+                try:
+                    labels, distances = self._index.knn_query(vectors, k=k)
+                    return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
+                except RuntimeError:  # deleted labels left one search short: each on its own (with its fallback)
+                    pass
+        if k <= 0:
+            return np.zeros((len(vectors), 0), np.int64), np.zeros((len(vectors), 0), np.float32)
+        found = [self.query(v, k) for v in vectors]
+        return np.stack([f[0] for f in found]), np.stack([f[1] for f in found])
 
     def _exact(self, vector: np.ndarray, k: int, accept: Callable[[int], bool] | None) -> tuple[np.ndarray, np.ndarray]:
         """Brute-force cosine over every accepted stored vector (what a search that cannot fill k falls back to)."""

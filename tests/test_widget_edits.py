@@ -1,6 +1,7 @@
 """Widget answers kept across catalog edits (jobs/widget_memory.py `Kept`): an edit of a product that an answer
 did not read keeps it (not computed again), an edit of one it read is seen by the next request; and the catalog
-view's change log that tells them apart (`CatalogView.changed_since`)."""
+view's change log that tells them apart (`CatalogView.changed_since`); a shopper who bought none of what an
+answer read gets the kept answer."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from appliance.catalog_view import LOG_PATCHES, CatalogView
 from appliance.config import load_config
 from appliance.finish import Finish
 from appliance.pipeline import FeedQuery
+from appliance.types import now_utc
+from jobs.widget_memory import WouldBlock
 from jobs.widgets import Ask, recommend
 from tests.helpers import LOCAL, product, small_catalog, wait_embedded, wait_until
 from web.app import create_app
@@ -91,3 +94,42 @@ def test_an_answer_holds_across_edits_it_did_not_read_and_follows_those_it_did(s
     assert [i["product"]["product_id"] for i in http["items"]] == [products.ext(second[0].product_id)]
     _stock(shop, shown, True)  # and back
     assert similar()[0].product_id == first[0].product_id
+
+
+def test_a_shopper_who_bought_none_of_what_an_answer_read_gets_the_kept_answer(shop: TestClient) -> None:
+    services = shop.app.state.services
+    parts, products, customers = services.widgets, services.ids.products, services.ids.customers
+    ask = Ask("looking-similar", (products.key("1"),), None, Finish(FeedQuery(1, 1), 1, frozenset(), 2, "brand"))
+    first = recommend(parts, ask, parts.call(blocking=True))
+    kept = parts.memo.answers.get((ask, parts.call(blocking=True).moment().stamp))
+    unread = next(str(i) for i in range(2, 15) if products.key(str(i)) not in kept.products)
+    shown = products.ext(first[0].product_id)
+    now = now_utc().isoformat() + "Z"
+    processed = services.consumer.processed
+    assert shop.post("/events", json=[
+        {"customer_id": "ann", "product_id": unread, "event_name": "product_purchased", "timestamp": now},
+        {"customer_id": "bob", "product_id": shown, "event_name": "product_purchased", "timestamp": now},
+    ]).status_code == 202
+    wait_until(lambda: services.consumer.processed >= processed + 2, what="the consumer")
+
+    def answer_for(who: str) -> list:
+        return recommend(parts, replace(ask, customer_id=customers.key(who)), parts.call(blocking=True))
+
+    assert answer_for("ann") is first  # her purchase is not among what the answer read: the same answer
+    bobs = answer_for("bob")
+    assert len(bobs) == 1 and bobs[0].product_id != first[0].product_id  # his is: left out
+    assert recommend(parts, ask, parts.call(blocking=True)) is first  # and his answer is not everyone's
+
+
+def test_the_fallback_ranks_a_top_category_on_the_event_loop_and_the_whole_shop_off_it(shop: TestClient) -> None:
+    services = shop.app.state.services
+    parts, products = services.widgets, services.ids.products
+    how = Finish(FeedQuery(1, 3), 3, frozenset(), 2, "brand")
+    recommend(parts, Ask("trending", (), None, how), parts.call(blocking=True))  # tables, rules, popularity read
+    picks = recommend(parts, Ask("bought-together", (products.key("1"),), None, how), parts.call(blocking=False))
+    assert all(p.source == "popular" for p in picks)  # answered on the loop: no co-purchases, its category's popular
+    stored = shop.get("/products/2").json()["product"]
+    body = {k: stored[k] for k in ("name", "merchant", "color", "price", "in_stock", "created_at")}
+    assert shop.put("/products/2", json={**body, "category_path": []}).status_code == 200
+    with pytest.raises(WouldBlock):  # a product without a category: the whole shop to rank, in a worker thread
+        recommend(parts, Ask("bought-together", (products.key("2"),), None, how), parts.call(blocking=False))

@@ -27,13 +27,14 @@ from jobs.feed import Feeds
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
 from jobs.ingest import GroupCommit
 from jobs.metrics import Metrics
+from jobs.neighbour_lists import NeighbourLists
 from jobs.queue import DurableQueue
 from jobs.realtime import MEAN, EventConsumer, ServingModel, UserVectorUpdater
 from jobs.recent import RecentViews
 from jobs.scheduler import Jobs, JobSpec
 from jobs.sqs import SqsQueue, make_queue
 from jobs.widget_memory import Memo
-from jobs.widgets import WidgetParts, build_tables
+from jobs.widgets import WidgetParts, build_tables, most_popular
 from jobs.widgets import refresh as refresh_widgets
 from storage.baskets import BasketStore
 from storage.catalog import CatalogStore
@@ -97,6 +98,7 @@ class Services:
         self.ingest.close()  # the events already taken are committed; later ones are refused (503)
         self.queue.close()
         self.consumer.stop()
+        self.widgets.lists.stop()
         if self.background:
             self.background.stop()
         try:
@@ -182,8 +184,10 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
         tables = Widgets(lambda: build_tables(baskets, w, now_utc(), recommender.view()), w.refresh_seconds)
+        lists = NeighbourLists(index, w.depth, w.neighbour_lists, lambda: most_popular(recommender))
+        index.on_change = lists.changed
         widget_parts = WidgetParts(recommender, tables, index, baskets, events, rules, w, now_utc, recent,
-                                   Memo(w.cache_entries))
+                                   Memo(w.cache_entries), lists)
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
@@ -335,6 +339,7 @@ def _warm_feeds(services: Services) -> None:
             return
         pace_collector(services.config.server.gc_full_pass_threshold)
     log.info("feeds warmed for %d recently active shoppers; %d start-up objects frozen", warmed, gc.get_freeze_count())
+    services.widgets.lists.start()  # after the feeds: their warm-up is what a restart's first visitors wait for
 
 
 def pace_collector(full_pass_threshold: int) -> None:
