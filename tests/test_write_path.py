@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 
+import msgspec
 from litestar.testing import TestClient
 
 from appliance.config import Config
@@ -17,6 +18,7 @@ from storage.events import EventStore
 from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
 from web.queued import queued_event
+from web.schemas import EventIn
 
 
 def _tracked() -> int:
@@ -42,6 +44,9 @@ def test_events_and_queue_records_are_untracked_and_count_towards_no_collection(
     body = queued_event(received.body, received.sent_at, 60.0)
     assert (body.customer_id, body.product_id, body.event_name) == ("c1", "p2", "product_viewed")
     assert not gc.is_tracked(received) and not gc.is_tracked(body)
+    rows = msgspec.json.decode(b'[{"customer_id": "c1", "product_id": 2, "event_name": "product_viewed"}]',
+                               type=list[EventIn])  # as POST /events decodes its body
+    assert rows[0].product_id == 2 and not gc.is_tracked(rows[0])
 
 
 def test_a_consumer_batch_reads_its_shoppers_histories_once_for_their_vectors_and_their_feeds(
