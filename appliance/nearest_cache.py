@@ -80,9 +80,8 @@ def anchors(view: CatalogView, rows: np.ndarray, history: Sequence[int]) -> dict
             if name and len(found := names.setdefault(name[0], [])) < 2 and pid not in found:
                 found.append(pid)
     out: dict[int, int] = {}
-    for row, pid in zip(rows.tolist(), view.ids_all[rows].tolist(), strict=True):
-        path = products[pid].category_path if pid in products else ()
-        if path:
+    for row, pid, path in zip(rows.tolist(), view.ids_all[rows].tolist(), view.path_all[rows].tolist(), strict=True):
+        if path:  # the row's own column (None for a product without a category path)
             near = [a for a in leaf.get(path[-1], []) + top.get(path[0], []) if a != pid]
             if near:
                 out[row] = near[0]

@@ -45,8 +45,13 @@ class Product:
     created_at: datetime | None = None  # naive UTC
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One interaction. A struct the cyclic collector does not track (numbers, strings and a datetime: never in a
+    cycle), and whose creation does not count towards a young collection: the write path holds thousands in
+    flight (a consumer batch's histories, up to 20 per shopper, the group commit's waiting requests), and as
+    tracked objects they were what its middle-generation passes walked (BENCHMARKS.md, "Feed under load", ninth
+    round). Copied with `msgspec.structs.replace`."""
+
     customer_id: int
     product_id: int
     event_name: str  # one of EVENT_NAMES

@@ -5,14 +5,14 @@ layer then answers it on the event loop, without a thread hop)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
 
 from appliance.pipeline import FeedPage, FeedQuery
 from appliance.recommender import Personal, Recommender
-from appliance.types import NO_IDS
+from appliance.types import NO_IDS, Event
 from jobs.feed_pages import FeedPages, PageKey
 from jobs.realtime import ServingModel
 from storage.events import EventStore
@@ -119,11 +119,14 @@ class Feeds:
         personal = self._personal(customer_id, stored, purchased)  # type: ignore[arg-type]
         return personal if query.sort is not None or self.recommender.knows(personal, query) else _UNKNOWN
 
-    def prepare(self, customer_ids: Sequence[int], asked_only: bool = False) -> None:
+    def prepare(self, customer_ids: Sequence[int], asked_only: bool = False,
+                histories: Mapping[int, Sequence[Event]] | None = None) -> None:
         """Compute the nearest products of shoppers whose vector just changed (the consumer calls this). With
         `asked_only`, only of those who asked for a feed within `prepare_window` seconds: a shopper who sends
         events but reads no feed costs no lookup (0.25 ms of CPU each, the consumer's largest part); their
-        next feed finds no list in memory, so it is answered off the event loop and looks it up on its way."""
+        next feed finds no list in memory, so it is answered off the event loop and looks it up on its way.
+        `histories`: their serving histories (oldest first) as the consumer just read them for their vectors,
+        so they are not read from DuckDB a second time; read here when not given."""
         if asked_only and self.prepare_window > 0:
             now = self._monotonic()
             since = now - self.prepare_window
@@ -136,8 +139,11 @@ class Feeds:
             known, stored = self.users.cached(cid)
             if known and self._fresh(stored):
                 fresh.append((cid, stored))
-        histories = self._histories([cid for cid, _ in fresh]) if fresh else {}
-        self.recommender.prepare([self._personal(cid, stored, NO_IDS, histories[cid]) for cid, stored in fresh])
+        if histories is None:
+            recent = self._histories([cid for cid, _ in fresh]) if fresh else {}
+        else:
+            recent = {cid: [e.product_id for e in reversed(histories[cid])] for cid, _ in fresh}
+        self.recommender.prepare([self._personal(cid, stored, NO_IDS, recent[cid]) for cid, stored in fresh])
 
     def warm(self) -> int:
         """At start-up: the recently active shoppers' vectors into memory and their nearest products computed."""

@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
+import msgspec
 
 from appliance.errors import InvalidInput
 from appliance.ids import shop_id
@@ -48,8 +49,10 @@ DEDUP_WINDOW_SECONDS = 300.0  # SQS FIFO deduplication interval
 TRIM_EVERY_SECONDS = 60.0  # the dead-letter age cap is applied at least this often (and after every dead-lettering)
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(msgspec.Struct, frozen=True, gc=False):
+    """One delivery. Untracked by the cyclic collector, like the `Event` made of it (strings, numbers, a datetime
+    and the body, a dict of strings that is tracked on its own: nothing here refers back to it)."""
+
     message_id: str
     receipt_handle: str  # only the handle of the latest delivery deletes the message
     body: Any  # a JSON object; from SQS, whatever a shop published (the consumer's check refuses the rest)
@@ -80,10 +83,9 @@ class DeadLetter:
     dead_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class BodyEvent:
+class BodyEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as a message body says it, checked as POST /events checks its body (web/queued.py): the shop's
-    ids (the consumer maps them to keys)."""
+    ids (the consumer maps them to keys). Untracked by the cyclic collector, as `Event`."""
 
     customer_id: str
     product_id: str

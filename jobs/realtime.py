@@ -60,7 +60,8 @@ class UserVectorUpdater:
     def __init__(
         self, events: EventStore, users: UserStore, user_mirror: IndexMirror, products: VectorIndex,
         serving: ServingModel, tower: TowerConfig, weights: Mapping[str, float], window_hours: float,
-        clock: Callable[[], datetime], on_change: Callable[[Sequence[int]], None] = lambda ids: None,
+        clock: Callable[[], datetime],
+        on_change: Callable[[Sequence[int], Mapping[int, Sequence[Event]]], None] = lambda ids, histories: None,
     ) -> None:
         self.events = events
         self.users = users
@@ -71,7 +72,7 @@ class UserVectorUpdater:
         self.weights = weights
         self.window = timedelta(hours=window_hours) if window_hours > 0 else None
         self.clock = clock
-        self.on_change = on_change  # told the customers whose vector was saved or dropped
+        self.on_change = on_change  # told the customers whose vector was saved or dropped, with the histories read
         self.waiting: set[int] = set()  # shoppers whose products had no vector yet: retried as the index grows
         self._waiting_lock = threading.Lock()
         self._retried_at = -1  # product index size at the last retry
@@ -117,7 +118,7 @@ class UserVectorUpdater:
             self.waiting.update(waiting)
         changed = [c for c in customer_ids if c not in waiting]
         if changed:
-            self.on_change(changed)
+            self.on_change(changed, histories)
         return {c: version if c in kept_set else ("kept" if c in waiting else "none") for c in customer_ids}
 
     def refresh(

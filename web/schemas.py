@@ -187,8 +187,10 @@ EventKey = Annotated[str, msgspec.Meta(
 )]
 
 
-class EventIn(msgspec.Struct, forbid_unknown_fields=True):
-    """The SQS message body, plus an optional timestamp (default: when it is received)."""
+class EventIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The SQS message body, plus an optional timestamp (default: when it is received). Untracked by the cyclic
+    collector (strings and numbers), like the `Event` made of it: a request's rows are in flight until the group
+    commit holding them is durable."""
 
     customer_id: WireId
     product_id: WireId

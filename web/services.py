@@ -5,10 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+import msgspec
 import numpy as np
 import torch
 
@@ -157,9 +158,9 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         feeds = Feeds(users, events, serving, recommender, realtime.history_window_hours, now_utc, config.tower.history,
                       feed.page_cache, feed.prepare_window_seconds)
 
-        def users_changed(keys: Sequence[int]) -> None:
+        def users_changed(keys: Sequence[int], histories: Mapping[int, Sequence[Event]]) -> None:
             elastic.mark_users(exts(ids.customers, keys))
-            feeds.prepare(keys, asked_only=True)
+            feeds.prepare(keys, asked_only=True, histories=histories)
 
         updater = UserVectorUpdater(
             events, users, user_mirror, index, serving, config.tower, weights, realtime.history_window_hours, now_utc,
@@ -270,7 +271,8 @@ def load_demo(services: Services) -> bool:
     product = _keys(ids.products, [p.product_id for p in shop.products])
     customer = _keys(ids.customers, sorted({e.customer_id for e in shop.events}))
     products = [replace(p, product_id=product[p.product_id]) for p in shop.products]
-    events = [replace(e, customer_id=customer[e.customer_id], product_id=product[e.product_id]) for e in shop.events]
+    events = [msgspec.structs.replace(e, customer_id=customer[e.customer_id], product_id=product[e.product_id])
+              for e in shop.events]
     services.catalog.upsert(products, now - timedelta(seconds=1), embed_now=False)
     services.events.append(events, now)
     detail = f"loaded the demo shop: {len(shop.products)} products, {len(shop.events)} events"

@@ -13,10 +13,10 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from appliance.config import load_config
@@ -43,7 +43,7 @@ def _timed(work: Callable[[], int]) -> tuple[float, int]:
 
 def _measure(events: Sequence[Event], folder: Path) -> dict[str, Any]:
     now, dated = now_utc(), [True] * len(events)
-    keyed = [replace(e, key=f"evt-{i:09d}") for i, e in enumerate(events)]
+    keyed = [msgspec.structs.replace(e, key=f"evt-{i:09d}") for i, e in enumerate(events)]
     out: dict[str, Any] = {"rows": len(events)}
     stores = [Database(folder / f"{name}.duckdb") for name in ("live", "dedup", "keyed")]
     try:
