@@ -60,6 +60,14 @@ class IndexMirror:
             self.index.adopt(fresh)
         self.index.save(whole=True)
 
+    def put(self, read: Callable[[], tuple[np.ndarray, np.ndarray]]) -> int:
+        """Add the vectors `read()` returns (a few, read from DuckDB under the sync's lock: a removal made before is
+        seen) without moving `synced_until`, which the next `sync` resumes from; returns how many."""
+        with self._lock:
+            ids, vectors = read()
+            self.index.upsert(ids, vectors, self.threads)
+            return len(ids)
+
     def remove(self, ids: Sequence[int]) -> int:
         """Drop ids from the index, after they left DuckDB: under the sync's lock, so a sync that read them
         before cannot add them back after."""
@@ -122,6 +130,12 @@ class CatalogIndexer:
 
     def sync_index(self) -> int:
         return self.mirror.sync()
+
+    def sync_products(self, product_ids: Sequence[int]) -> int:
+        """Index these products' vectors now (an edit that embedded its line before answering). A full sync read
+        every vector changed since `synced_until`, which stays before the oldest line still pending: during a bulk
+        upload, each `PUT /products/{id}` read all the upload had embedded so far."""
+        return self.mirror.put(lambda: self.catalog.vectors_of(product_ids))
 
     def reconcile(self) -> str:
         return self.mirror.reconcile()

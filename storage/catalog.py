@@ -164,6 +164,13 @@ class CatalogStore:
         """`vector_pages` in one answer: ids, vectors and the time up to which it is complete."""
         return joined(self.vector_pages(changed_since))
 
+    def vectors_of(self, product_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and vectors of those of these products that are embedded."""
+        data = self.db.read_numpy(
+            """SELECT p.product_id, e.vector FROM products p JOIN embeddings e USING (text_hash)
+               WHERE p.product_id IN (SELECT unnest($1::BIGINT[])) ORDER BY p.product_id""", [list(product_ids)])
+        return np.asarray(data["product_id"], dtype=np.int64), from_blobs(data["vector"])
+
     def vector_pages(self, changed_since: datetime | None = None, rows: int = VECTOR_PAGE) -> Iterator[VectorPage]:
         """Product ids and vectors of embedded products changed since a time (all when None), in pages of `rows`
         read in one snapshot (at least one page, maybe empty): an index sync holds one page at a time.
