@@ -18,7 +18,7 @@ test: $(VENV)/.installed
 
 # Every benchmark at its default size, figures into bench/results/ (see BENCHMARKS.md); not part of `make test`.
 bench: $(VENV)/.installed
-	for b in encoding import-products ann save ingest import feed serve memory impressions; do $(BIN)/appliance bench $$b || exit 1; done
+	for b in encoding import-products ann save compact ingest import feed serve memory impressions; do $(BIN)/appliance bench $$b || exit 1; done
 	for d in demo movielens retail; do $(BIN)/appliance bench quality $$d && $(BIN)/appliance bench prior $$d || exit 1; done
 	$(BIN)/appliance bench train --skip shop-1M:before
 

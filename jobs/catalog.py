@@ -48,7 +48,7 @@ class CatalogService:
             cached = self.store.cached_vectors([h for h, _ in lines])
             self.indexer.embed_lines(sorted({(h, t) for h, t in lines if h not in cached}))
         if embed_now and result.new_lines:  # an edit that keeps the text line keeps the vector
-            self.indexer.sync_index()
+            self.indexer.sync_products(result.changed_ids)
         if result.changed_ids:
             self.on_change(result.changed_ids)
         return result
@@ -64,13 +64,14 @@ class CatalogService:
         done = ImportedProducts(embedded=self.indexer.embed_pending())
         self.indexer.sync_index()
         for chunk in chunks:
-            result = self.upsert(chunk, now_utc(), embed_now=True)  # each chunk its own updated_at: the sync's mark
+            result = self.upsert(chunk, now_utc(), embed_now=True)  # embedded and indexed, chunk by chunk
             done.products += len(chunk)
             done.created += result.created
             done.updated += result.updated
             done.unchanged += result.unchanged
             done.embedded += result.to_embed
             progress(len(chunk))
+        self.indexer.sync_index()  # moves `synced_until` past the chunks (their vectors are in, so none is added)
         self.indexer.index.save_if_dirty()
         return done
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 import numpy as np
 
 from appliance.encoder import Encoder
 from storage.catalog import CatalogStore
+from storage.db import VectorPage
 from storage.vectors import VectorIndex
 
 log = logging.getLogger("appliance.index")
 Progress = Callable[[int], None]
-# (changed_since) -> (ids, vectors, time up to which the answer is complete)
-ChangedSince = Callable[[datetime | None], tuple[np.ndarray, np.ndarray, datetime | None]]
+# (changed_since) -> pages of (ids, vectors, time up to which the answer is complete), read in one snapshot
+ChangedSince = Callable[[datetime | None], Iterable[VectorPage]]
 
 
 class IndexMirror:
@@ -33,10 +34,38 @@ class IndexMirror:
     def sync(self) -> int:
         """Add to the index every vector changed since the last sync; returns how many."""
         with self._lock:
-            ids, vectors, done = self.changed_since(self.index.synced_until)
+            return self._fill(self.index)
+
+    def _fill(self, index: VectorIndex) -> int:
+        """Add to `index` what changed since its `synced_until`, a page at a time; returns how many."""
+        added, complete = 0, None
+        for ids, vectors, done in self.changed_since(index.synced_until):
+            index.upsert(ids, vectors, self.threads)
+            added, complete = added + len(ids), done
+        if complete is not None:
+            index.synced_until = complete
+        return added
+
+    def compact(self) -> None:
+        """Rebuild the index from DuckDB without its deleted slots, aside: queries, syncs and removals go on with
+        the index meanwhile (a reset and a sync held its lock for the whole rebuild: every feed waited). Then,
+        under the sync's lock, what changed since the aside read is replayed on the new index (the vectors changed
+        since, the ids that left DuckDB), which takes the old one's place, and is written whole (a crash before
+        that leaves the old file and its log: start-up loads them and syncs)."""
+        fresh = self.index.twin()
+        self._fill(fresh)
+        with self._lock:  # every change of the index takes it: none is made to the old one from here on
+            self._fill(fresh)
+            fresh.remove(np.setdiff1d(fresh.ids(), self.stored_ids()))
+            self.index.adopt(fresh)
+        self.index.save(whole=True)
+
+    def put(self, read: Callable[[], tuple[np.ndarray, np.ndarray]]) -> int:
+        """Add the vectors `read()` returns (a few, read from DuckDB under the sync's lock: a removal made before is
+        seen) without moving `synced_until`, which the next `sync` resumes from; returns how many."""
+        with self._lock:
+            ids, vectors = read()
             self.index.upsert(ids, vectors, self.threads)
-            if done is not None:
-                self.index.synced_until = done
             return len(ids)
 
     def remove(self, ids: Sequence[int]) -> int:
@@ -76,7 +105,10 @@ class CatalogIndexer:
         self.index = index
         self.batch = batch
         # as many threads as encoding takes: adds follow it
-        self.mirror = IndexMirror(index, catalog.vectors, catalog.vector_ids, threads)
+        self.mirror = IndexMirror(index, catalog.vector_pages, catalog.vector_ids, threads)
+        # one embedding pass at a time: the reindex job's pass beside the background indexer's asked for the same
+        # oldest pending lines and encoded each of them twice (half the rate of a bulk upload past 10 minutes)
+        self._embedding = threading.Lock()
 
     def embed_lines(self, lines: Sequence[tuple[str, str]]) -> int:
         """Encode (text_hash, text) pairs and cache their vectors in DuckDB."""
@@ -89,14 +121,21 @@ class CatalogIndexer:
     def embed_pending(self, progress: Progress | None = None, stop: Callable[[], bool] = lambda: False) -> int:
         """Embed every line still without a vector, batch by batch (until `stop()`); returns how many."""
         done = 0
-        while not stop() and (lines := self.catalog.pending(self.batch)):
-            done += self.embed_lines(lines)
-            if progress:
-                progress(len(lines))
+        with self._embedding:  # a second caller waits, then finds what the first embedded done
+            while not stop() and (lines := self.catalog.pending(self.batch)):
+                done += self.embed_lines(lines)
+                if progress:
+                    progress(len(lines))
         return done
 
     def sync_index(self) -> int:
         return self.mirror.sync()
+
+    def sync_products(self, product_ids: Sequence[int]) -> int:
+        """Index these products' vectors now (an edit that embedded its line before answering). A full sync read
+        every vector changed since `synced_until`, which stays before the oldest line still pending: during a bulk
+        upload, each `PUT /products/{id}` read all the upload had embedded so far."""
+        return self.mirror.put(lambda: self.catalog.vectors_of(product_ids))
 
     def reconcile(self) -> str:
         return self.mirror.reconcile()

@@ -47,7 +47,7 @@ def retrain(
 
 
 def prune(
-    config: Config, db: Database, events: EventStore, users: UserStore, user_index: VectorIndex,
+    config: Config, db: Database, events: EventStore, users: UserStore, user_mirror: IndexMirror,
     clock: Callable[[], datetime], impressions: ImpressionStore,
 ) -> str:
     """Drop vectors whose history left the serving window (when one is set), the event ids older than the
@@ -57,7 +57,7 @@ def prune(
     parts = []
     if config.realtime.history_window_hours > 0:
         expired = users.expire(now - timedelta(hours=config.realtime.history_window_hours))
-        user_index.remove(np.asarray(expired, dtype=np.int64))
+        user_mirror.remove(expired)  # under the sync's lock, as every change of the index (see `IndexMirror.compact`)
         parts.append(f"{len(expired)} user vectors past the {config.realtime.history_window_hours:g} h window expired")
     window = config.events.dedupe_window_hours
     forgotten = events.forget_keys(now - timedelta(hours=window))
@@ -105,9 +105,7 @@ def _compact(mirror: IndexMirror) -> bool:
     index = mirror.index
     if index.deleted <= COMPACT_SHARE * max(len(index) + index.deleted, 1):
         return False
-    index.reset()
-    mirror.sync()
-    index.save()
+    mirror.compact()
     return True
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from appliance.errors import NotFound
 from appliance.types import Product
-from storage.db import Database, from_blobs, to_blobs
+from storage.db import VECTOR_PAGE, Database, VectorPage, blob_pages, from_blobs, joined, to_blobs
 
 _COLUMNS = "product_id, name, merchant, category_path, color, price, in_stock, created_at"
 _ROWS = """SELECT unnest($1::BIGINT[]) AS product_id, unnest($2::VARCHAR[]) AS name, unnest($3::VARCHAR[]) AS merchant,
@@ -161,27 +161,37 @@ class CatalogStore:
         )["product_id"], dtype=np.int64)
 
     def vectors(self, changed_since: datetime | None = None) -> tuple[np.ndarray, np.ndarray, datetime | None]:
-        """Product ids and vectors of embedded products changed since a time (all when None).
+        """`vector_pages` in one answer: ids, vectors and the time up to which it is complete."""
+        return joined(self.vector_pages(changed_since))
 
-        Also returns the time up to which the answer is complete: the latest change such that no product
-        changed at or before it is still waiting for its vector (a later sync resumes from there).
+    def vectors_of(self, product_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and vectors of those of these products that are embedded."""
+        data = self.db.read_numpy(
+            """SELECT p.product_id, e.vector FROM products p JOIN embeddings e USING (text_hash)
+               WHERE p.product_id IN (SELECT unnest($1::BIGINT[])) ORDER BY p.product_id""", [list(product_ids)])
+        return np.asarray(data["product_id"], dtype=np.int64), from_blobs(data["vector"])
+
+    def vector_pages(self, changed_since: datetime | None = None, rows: int = VECTOR_PAGE) -> Iterator[VectorPage]:
+        """Product ids and vectors of embedded products changed since a time (all when None), in pages of `rows`
+        read in one snapshot (at least one page, maybe empty): an index sync holds one page at a time.
+
+        Each page also carries the time up to which the answer is complete: the latest change such that no
+        product changed at or before it is still waiting for its vector (a later sync resumes from there).
         """
         where, params = ("WHERE p.updated_at > ?", [changed_since]) if changed_since else ("", [])
         with self.db.snapshot() as cur:
             pending_from = cur.execute(
                 "SELECT min(updated_at) FROM products WHERE text_hash NOT IN (SELECT text_hash FROM embeddings)"
             ).fetchone()[0]
-            data = cur.execute(
-                f"""SELECT p.product_id, e.vector FROM products p JOIN embeddings e USING (text_hash)
-                    {where} ORDER BY p.product_id""",
-                params,
-            ).fetchnumpy()
             done = cur.execute(
                 "SELECT max(updated_at) FROM products WHERE ? IS NULL OR updated_at < ?", [pending_from, pending_from]
             ).fetchone()[0]
-        ids = np.asarray(data["product_id"], dtype=np.int64)
-        vecs = from_blobs(data["vector"])
-        return ids, vecs, done
+            result = cur.execute(
+                f"""SELECT p.product_id, e.vector FROM products p JOIN embeddings e USING (text_hash)
+                    {where} ORDER BY p.product_id""",
+                params,
+            )
+            yield from blob_pages(result, rows, done)
 
 
 def _created(existing: tuple | None) -> datetime | None:

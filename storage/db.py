@@ -31,6 +31,32 @@ def from_blobs(blobs: Sequence[bytes], dim: int | None = None) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
 
 
+# vectors per page of an index sync (`vector_pages` of products and users): 12 MiB of float32 at 384-d; the whole
+# answer at once held each vector three times over (DuckDB's result, a bytes object, their joined copy)
+VECTOR_PAGE = 8192
+VectorPage = tuple[np.ndarray, np.ndarray, Any]  # (ids (N,), vectors (N, D), time up to which the answer is complete)
+
+
+def blob_pages(result: duckdb.DuckDBPyConnection, rows: int, done: Any) -> Iterator[VectorPage]:
+    """(ids, vectors, done) of an executed `SELECT id, vector` query, `rows` at a time, at least one page (empty when
+    the answer is): one page's Python objects held at once (`fetchnumpy` made a bytes object per vector of the whole
+    answer, then a joined copy of them all)."""
+    empty = True
+    while page := result.fetchmany(rows):
+        empty = False
+        yield np.fromiter((row[0] for row in page), np.int64, len(page)), from_blobs([row[1] for row in page]), done
+    if empty:
+        yield np.zeros(0, np.int64), np.zeros((0, 0), np.float32), done
+
+
+def joined(pages: Iterator[VectorPage]) -> VectorPage:
+    """The pages of a paged vector read as one answer (ids, vectors, the last page's time)."""
+    got = list(pages)
+    if len(got) == 1:
+        return got[0]
+    return np.concatenate([p[0] for p in got]), np.concatenate([p[1] for p in got]), got[-1][2]
+
+
 class Database:
     """Owns the single DuckDB connection of the process.
 

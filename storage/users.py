@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
 import numpy as np
 
-from storage.db import Database, from_blobs, to_blobs
+from storage.db import VECTOR_PAGE, Database, VectorPage, blob_pages, from_blobs, joined, to_blobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +194,14 @@ class UserStore:
         return np.asarray(found["customer_id"], dtype=np.int64)
 
     def vectors(self, changed_since: datetime | None = None) -> tuple[np.ndarray, np.ndarray, datetime | None]:
-        """(ids, vectors, newest updated_at) of vectors changed since a time (all when None)."""
+        """`vector_pages` in one answer: ids, vectors, the newest updated_at."""
+        return joined(self.vector_pages(changed_since))
+
+    def vector_pages(self, changed_since: datetime | None = None, rows: int = VECTOR_PAGE) -> Iterator[VectorPage]:
+        """(ids, vectors, newest updated_at) of vectors changed since a time (all when None), in pages of `rows`
+        read in one snapshot (at least one page, maybe empty; the newest time of the whole answer on each)."""
         where, params = ("WHERE updated_at > ?", [changed_since]) if changed_since else ("", [])
-        data = self.db.read_numpy(
-            f"SELECT customer_id, vector, updated_at FROM user_vectors {where} ORDER BY customer_id", params
-        )
-        ids = np.asarray(data["customer_id"], dtype=np.int64)
-        if not len(ids):
-            return ids, np.zeros((0, 0), np.float32), changed_since
-        newest = np.max(data["updated_at"]).astype("datetime64[us]").item()
-        return ids, from_blobs(data["vector"]), newest
+        with self.db.snapshot() as cur:
+            newest = cur.execute(f"SELECT max(updated_at) FROM user_vectors {where}", params).fetchone()[0]
+            result = cur.execute(f"SELECT customer_id, vector FROM user_vectors {where} ORDER BY customer_id", params)
+            yield from blob_pages(result, rows, changed_since if newest is None else newest)

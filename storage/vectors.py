@@ -221,6 +221,18 @@ class VectorIndex:
                 return True
             return False
 
+    def twin(self) -> VectorIndex:
+        """An empty index with this one's path and settings, to be filled aside and `adopt`ed."""
+        return VectorIndex(self.path, self.dim, self.config)
+
+    def adopt(self, fresh: VectorIndex) -> None:
+        """Take the contents of `fresh` (a `twin` filled aside) in place of this index's; the next save writes the
+        file whole (the log on disk follows the old file)."""
+        with self._lock, fresh._lock:
+            self._index, self._deleted, self.synced_until = fresh._index, fresh._deleted, fresh.synced_until
+            self._dirty, self._whole, self._pending = True, True, {}
+            self.version += 1
+
     def reset(self) -> None:
         with self._lock:
             self._index = self._empty(1024)

@@ -39,6 +39,7 @@ TINY = {
     "memory": ["--products", "300,600", "--customers", "50,150", "--events", "500", "--settle", "0.1"],
     "ann": ["--vectors", "2000", "--queries", "40", "--ef", "16,64,128"],
     "save": ["--vectors", "2000", "--rounds", "1"],
+    "compact": ["--vectors", "2000", "--rounds", "1"],
     "widgets": ["--products", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
                 "--warmup", "1", "--events-per-second", "20", "--edits-per-second", "2", "--distinct", "200",
                 "--in-process-rounds", "20"],
@@ -250,6 +251,17 @@ def test_save(launched: dict) -> None:
                                  "VectorIndex.save, fold"}
     for runs in size["runs"].values():
         (run,) = runs
+        assert run["seconds"] >= 0 and run["longest_gap_ms"] > 0 and run["queries_answered"] >= 0
+
+
+def test_compact(launched: dict) -> None:
+    data = _result(launched, "compact")
+    (size,) = data["sizes"]
+    assert size["vectors"] == 2000 and data["deleted"] == 0.11
+    assert set(size["runs"]) == {"none", "in place (before)", "aside (IndexMirror.compact)"}
+    (before,), (aside,) = size["runs"]["in place (before)"], size["runs"]["aside (IndexMirror.compact)"]
+    assert before["vectors"] == 2000 - 220 and aside["vectors"] == 1780 - 195  # each after its own deletions
+    for (run,) in size["runs"].values():
         assert run["seconds"] >= 0 and run["longest_gap_ms"] > 0 and run["queries_answered"] >= 0
 
 

@@ -48,7 +48,7 @@ def parts(db, tmp_path):
     users = UserStore(db)
     products = VectorIndex(tmp_path / "p.hnsw", DIM, config.index)
     products.upsert(np.arange(1, 6), np.random.default_rng(0).normal(size=(5, DIM)).astype(np.float32))
-    mirror = IndexMirror(VectorIndex(tmp_path / "u.hnsw", DIM, config.index), users.vectors, users.vector_ids)
+    mirror = IndexMirror(VectorIndex(tmp_path / "u.hnsw", DIM, config.index), users.vector_pages, users.vector_ids)
     queue = DurableQueue(db, visibility_timeout=30, max_receive_count=5)
     updater = UserVectorUpdater(
         events, users, mirror, products, ServingModel(), config.tower, config.events.weights, 48.0, now_utc)

@@ -83,7 +83,7 @@ def test_the_prune_job_forgets_ids_older_than_the_window_and_erasure_removes_the
     services.consumer.stop()  # prune ends with a CHECKPOINT, which DuckDB refuses while the consumer writes
     with services.db.write() as cur:
         cur.execute("UPDATE event_keys SET stored_at = stored_at - INTERVAL 25 HOUR WHERE event_key = 'old'")
-    detail = upkeep.prune(services.config, services.db, services.events, services.users, services.user_mirror.index,
+    detail = upkeep.prune(services.config, services.db, services.events, services.users, services.user_mirror,
                           now_utc, services.impressions.store)
     assert "1 event ids older than the 24 h dedupe window forgotten" in detail
     assert client.post("/events", json={**CLICK, "event_id": "old"}).json()["duplicates"] == 0  # forgotten

@@ -150,7 +150,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         catalog = CatalogService(store, indexer, config.catalog.tier_thresholds, catalog_changed)
         users = UserStore(db)
         user_mirror = IndexMirror(
-            VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vectors,
+            VectorIndex(config.data_path / "users.hnsw", config.encoder.dim, config.index), users.vector_pages,
             users.vector_ids,
         )
         realtime = config.realtime
@@ -192,7 +192,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         schedules = config.jobs
         work = {
             "retrain": lambda: upkeep.retrain(config, events, store, models, serving, updater, now_utc),
-            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror.index, now_utc, shown),
+            "prune": lambda: upkeep.prune(config, db, events, users, user_mirror, now_utc, shown),
             "popularity": lambda: upkeep.popularity(recommender),
             "reindex": lambda: upkeep.reindex(indexer, user_mirror),
             "sync": lambda: upkeep.sync(elastic, recommender, index, users, ids),

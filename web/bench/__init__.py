@@ -1,5 +1,5 @@
 """`appliance bench NAME`: the benchmarks (feed, serve, loop, ann, ingest, import, import-products, memory, encoding,
-impressions, access, widgets, quality, prior, window, train, save).
+impressions, access, widgets, quality, prior, window, train, save, compact).
 
 Each prints a table and writes `bench/results/NAME.json` (or `--out DIR`) with the machine's facts and the
 command. Synthetic shops are built into `--work-dir` (kept and reused) or a temp dir. Only 127.0.0.1.
@@ -16,6 +16,7 @@ def add_bench_parser(subparsers: Any) -> None:
     from web.bench import (
         access,
         ann,
+        compact,
         encoding,
         feed,
         imports,
@@ -40,7 +41,7 @@ def add_bench_parser(subparsers: Any) -> None:
     bench = subparsers.add_parser("bench", help="run a benchmark")
     which = bench.add_subparsers(required=True, metavar="NAME")
     for module in (feed, serve, loop, ann, ingest, imports, product_import, memory, encoding, impressions, access,
-                   widgets, prior, window, train, save):
+                   widgets, prior, window, train, save, compact):
         module.add_parser(which, common)
     add_quality_parser(which, common)
     for name, parser in which.choices.items():
