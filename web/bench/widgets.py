@@ -43,7 +43,7 @@ from web.bench.serve import (
     _phase,
     _print,
     _targets,
-    _wait_for_log,
+    _wait_for_start_up,
     add_write_arguments,
     closed_loop,
 )
@@ -160,11 +160,7 @@ def run(args: argparse.Namespace) -> int:
     log = path / "server.log"
     offset = log.stat().st_size if log.exists() else 0
     with Server(path, log) as server:
-        _wait_for_log(log, offset, "feeds warmed", 1800.0)
-        t0 = time.perf_counter()
-        if load_config().widgets.neighbour_lists:  # built in the background after the feeds: not while measured
-            _wait_for_log(log, offset, "neighbour lists built", 1800.0)
-        lists_s = round(time.perf_counter() - t0, 1)
+        lists_s = _wait_for_start_up(log, offset)
         t0 = time.perf_counter()
         status, first = http_json("GET", f"{server.base}/trending", timeout=600)
         assert status == 200, first
