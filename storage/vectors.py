@@ -232,6 +232,7 @@ class VectorIndex:
             self._index, self._deleted, self.synced_until = fresh._index, fresh._deleted, fresh.synced_until
             self._dirty, self._whole, self._pending = True, True, {}
             self.version += 1
+        self._changed_all()  # what `fresh` took in beyond this index's contents was never told to `on_change`
 
     def reset(self) -> None:
         with self._lock:

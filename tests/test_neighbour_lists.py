@@ -108,3 +108,16 @@ def test_after_a_bulk_change_the_lists_wait_for_the_index_to_settle(index: Vecto
     assert lists.get(1, DEPTH) is None  # searched when asked meanwhile
     lists.catch_up()  # settled now
     assert lists.get(1, DEPTH)[0].tolist() == _searched(index, 1)
+
+
+def test_an_adopted_twin_builds_every_list_again(index: VectorIndex) -> None:
+    """A compaction swaps in a twin filled aside (`adopt`): vectors it took in were never patched into the lists."""
+    lists = _lists(index)
+    fresh = index.twin()
+    rng = np.random.default_rng(9)
+    fresh.upsert(np.arange(1, N + 1), rng.normal(size=(N, DIM)).astype(np.float32))
+    index.adopt(fresh)
+    assert lists.get(200, DEPTH) is None
+    lists.catch_up()
+    for anchor in (1, 150, 400):
+        assert lists.get(anchor, DEPTH)[0].tolist() == _searched(index, anchor)
