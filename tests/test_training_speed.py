@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 from appliance.config import load_config
 from appliance.examples import MomentPrior, PopularityPrior, batch_inputs, make_examples
+from appliance.loss import contrastive_loss
 from appliance.schedule import latest_within_noise, learning_rate_factor, matmul_precision, network_plan, shared_columns
 from appliance.tower import UserTower
-from appliance.training import contrastive_loss, train_tower
+from appliance.training import train_tower
 from tests.test_training import small_shop
 
 
