@@ -41,17 +41,27 @@ class CatalogService:
 
     def upsert(self, products: Sequence[Product], now: datetime, embed_now: bool) -> UpsertResult:
         """Store products in one transaction. With embed_now their new lines are encoded before returning
-        and the index updated; otherwise that is left to the background indexer (or a later `embed_pending`)."""
+        and the index updated; otherwise that is left to the background indexer (or a later `embed`)."""
         lines = [self.line(p) for p in products]
         result = self.store.upsert(products, [t for _, t in lines], [h for h, _ in lines], now)
-        if embed_now and result.to_embed:
-            cached = self.store.cached_vectors([h for h, _ in lines])
-            self.indexer.embed_lines(sorted({(h, t) for h, t in lines if h not in cached}))
-        if embed_now and result.new_lines:  # an edit that keeps the text line keeps the vector
-            self.indexer.sync_products(result.changed_ids)
+        if embed_now:
+            self._embed(lines, result)
         if result.changed_ids:
             self.on_change(result.changed_ids)
         return result
+
+    def embed(self, products: Sequence[Product], result: UpsertResult) -> None:
+        """What `upsert(products, ..., embed_now=True)` does after its transaction, for an `upsert` made without:
+        the new lines encoded, the changed products' vectors in the index."""
+        if result.new_lines:
+            self._embed([self.line(p) for p in products], result)
+
+    def _embed(self, lines: Sequence[tuple[str, str]], result: UpsertResult) -> None:
+        if result.to_embed:
+            cached = self.store.cached_vectors([h for h, _ in lines])
+            self.indexer.embed_lines(sorted({(h, t) for h, t in lines if h not in cached}))
+        if result.new_lines:  # an edit that keeps the text line keeps the vector
+            self.indexer.sync_products(result.changed_ids)
 
     def import_products(
         self, chunks: Iterable[Sequence[Product]], progress: Callable[[int], None] = lambda n: None

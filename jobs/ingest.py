@@ -22,6 +22,7 @@ from appliance.errors import StoreUnavailable
 from appliance.types import Event
 from jobs.queue import DurableQueue
 from jobs.sqs import SqsQueue
+from jobs.writer_thread import WriterThread
 from storage.db import Database
 from storage.events import EventStore, Written
 
@@ -34,18 +35,15 @@ class _Request:
     future: Future[Written] = field(default_factory=Future)
 
 
-class GroupCommit:
+class GroupCommit(WriterThread[_Request]):
     def __init__(self, db: Database, events: EventStore, queue: DurableQueue | SqsQueue,
                  max_events: int = 10_000) -> None:
+        super().__init__("event-writer", "the server is stopping: events are not taken any more")
         self.db = db
         self.events = events
         self.queue = queue
         self.max_events = max_events  # events per transaction at most (a request is never split)
-        self._pending: list[_Request] = []
-        self._wake = threading.Condition()  # guards _pending and _closed
         self._committer = threading.Lock()  # held by the writer while a group is in the store
-        self._closed = False
-        self._thread: threading.Thread | None = None
         self.commits = 0  # transactions committed, for the figures of `appliance bench serve`
         self.requests = 0
 
@@ -56,38 +54,16 @@ class GroupCommit:
         arrived within one commit's time)."""
         request = _Request(events, bodies, received_at)
         request.future.set_running_or_notify_cancel()  # a client that goes away cannot take its rows back out
-        with self._wake:
-            if self._closed:
-                raise StoreUnavailable("the server is stopping: events are not taken any more")
-            self._pending.append(request)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+        self._queue(request)
         return request.future
 
     def append(self, events: Sequence[Event], bodies: Sequence[dict], received_at: datetime) -> Written:
         """`submit`, then wait for the commit: the event ids and which of them were new."""
         return self.submit(events, bodies, received_at).result()
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Take no more requests; the writer commits those already queued, then ends."""
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._pending and not self._closed:
-                    self._wake.wait()
-                if not self._pending:
-                    return  # closed and drained
-            with self._committer:
-                self._commit(self._take())
+    def _turn(self) -> None:
+        with self._committer:
+            self._commit(self._take())
 
     def _take(self) -> list[_Request]:
         with self._wake:

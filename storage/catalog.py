@@ -42,6 +42,7 @@ class UpsertResult:
     to_embed: int  # distinct new lines with no cached vector yet
     changed_ids: tuple[int, ...] = ()  # products created or updated
     new_lines: int = 0  # products created or whose text line changed (their vector may differ)
+    created_ids: tuple[int, ...] = ()  # products created
 
 
 def _product(row: tuple) -> Product:
@@ -90,23 +91,28 @@ class CatalogStore:
                    WHERE text_hash IN (SELECT DISTINCT unnest($1::VARCHAR[])))""",
                 [[hashes[i] for i in changed]],
             ).fetchone()[0]
-        created = sum(1 for i in changed if products[i].product_id not in existing)
+        created = tuple(products[i].product_id for i in changed if products[i].product_id not in existing)
         relined = sum(1 for i in changed if (e := existing.get(products[i].product_id)) is None or e[7] != hashes[i])
         return UpsertResult(
-            created, len(changed) - created, len(products) - len(changed), to_embed,
-            tuple(products[i].product_id for i in changed), relined,
+            len(created), len(changed) - len(created), len(products) - len(changed), to_embed,
+            tuple(products[i].product_id for i in changed), relined, created,
         )
 
     def get(self, product_id: int) -> StoredProduct:
+        found = self.stored([product_id])
+        if product_id not in found:
+            raise NotFound(f"product {product_id} does not exist")
+        return found[product_id]
+
+    def stored(self, product_ids: Sequence[int]) -> dict[int, StoredProduct]:
+        """Those of these products that exist, with their text line and whether its vector is stored."""
         rows = self.db.read(
             f"""SELECT {_COLUMNS}, text, e.text_hash IS NOT NULL, updated_at
-                FROM products p LEFT JOIN embeddings e USING (text_hash) WHERE product_id = ?""",
-            [product_id],
+                FROM products p LEFT JOIN embeddings e USING (text_hash)
+                WHERE product_id IN (SELECT unnest($1::BIGINT[]))""",
+            [list(product_ids)],
         )
-        if not rows:
-            raise NotFound(f"product {product_id} does not exist")
-        row = rows[0]
-        return StoredProduct(_product(row[:8]), row[8], row[9], row[10])
+        return {row[0]: StoredProduct(_product(row[:8]), row[8], row[9], row[10]) for row in rows}
 
     def delete(self, product_id: int) -> None:
         with self.db.write() as cur:

@@ -23,6 +23,7 @@ from appliance.widgets import Widgets
 from jobs import upkeep
 from jobs.attribution import ImpressionLog
 from jobs.catalog import CatalogService
+from jobs.edits import EditCommit
 from jobs.erasure import CustomerEraser
 from jobs.feed import Feeds
 from jobs.indexing import BackgroundIndexer, CatalogIndexer, IndexMirror
@@ -86,6 +87,7 @@ class Services:
     product_out: ProductOuts
     widgets: WidgetParts  # bought together, related, trending, recently viewed
     ingest: GroupCommit  # POST /events' writes, committed in groups
+    edits: EditCommit  # PUT /products/{id}'s writes, committed in groups
     background: BackgroundIndexer | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     startup_error: str | None = None
@@ -98,6 +100,7 @@ class Services:
             self.closing = True
         self.jobs.stop()
         self.ingest.close()  # the events already taken are committed; later ones are refused (503)
+        self.edits.close()  # the same for edits
         self.queue.close()
         self.consumer.stop()
         self.widgets.lists.stop()
@@ -216,7 +219,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         models, updater, consumer, elastic, jobs,
         CustomerEraser(db, ids.customers, events, queue, users, user_mirror, elastic, impressions, recent),
         impressions, metrics, feeds, ProductOuts(config.catalog.tier_thresholds, ids.products), widget_parts,
-        GroupCommit(db, events, queue),
+        GroupCommit(db, events, queue), EditCommit(catalog),
     )
     watch_state(services)
     return services

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import anyio
 from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import JSONBody
@@ -14,6 +16,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 
 from appliance.errors import InvalidInput, NotFound
 from appliance.types import now_utc
+from storage.catalog import StoredProduct
 from web.access import Scope, needs
 from web.ids import ProductPath, created, known, normalised
 from web.schemas import (
@@ -24,6 +27,7 @@ from web.schemas import (
     StoredProductOut,
     each,
 )
+from web.services import Services
 
 
 def latest(state: State, now: datetime) -> datetime:
@@ -43,7 +47,10 @@ def _named(product_id: str) -> Iterator[None]:
 def stored_out(state: State, product_id: str, key: int) -> StoredProductOut:
     services = state.services
     with _named(product_id):
-        stored = services.catalog.store.get(key)
+        return _out(services, product_id, services.catalog.store.get(key))
+
+
+def _out(services: Services, product_id: str, stored: StoredProduct) -> StoredProductOut:
     return StoredProductOut(
         ProductOut.of(stored.product, services.config.catalog.tier_thresholds, product_id), stored.text,
         stored.embedded,
@@ -55,17 +62,25 @@ class ProductController(Controller):
     tags = ["catalog"]
     opt = needs(Scope.SERVER)
 
-    @put("/{product_id:str}", operation_id="putProduct", sync_to_thread=True, status_code=HTTP_200_OK)
-    def put_product(
+    @put("/{product_id:str}", operation_id="putProduct", status_code=HTTP_200_OK)
+    async def put_product(
         self, state: State, product_id: ProductPath, data: JSONBody[ProductFields]
     ) -> Response[StoredProductOut]:
         """Create or replace one product; its vector is computed before the response (200, or 201 if new)."""
+        services = state.services
         now = now_utc()
         product = data.to_domain(0, latest(state, now))  # validated before its id is mapped: nothing written
-        key = created(state.services.ids.products, [product_id], "product_id")[0]
-        result = state.services.catalog.upsert([replace(product, product_id=key)], now, embed_now=True)
-        status = HTTP_201_CREATED if result.created else HTTP_200_OK
-        return Response(stored_out(state, product_id, key), status_code=status)
+        ids = normalised([product_id], "product_id")
+        if services.ids.products.knows(ids):  # a dict look-up
+            key = services.ids.products.keys(ids)[0]
+        else:  # its key is created first (a DuckDB write): off the event loop
+            key = (await anyio.to_thread.run_sync(created, services.ids.products, ids, "product_id"))[0]
+        # written with the edits arriving meanwhile in one transaction by the catalog writer thread (jobs/edits.py):
+        # this request holds no thread while it waits
+        with _named(product_id):
+            edited = await asyncio.wrap_future(services.edits.submit(replace(product, product_id=key), now))
+        status = HTTP_201_CREATED if edited.created else HTTP_200_OK
+        return Response(_out(services, product_id, edited.stored), status_code=status)
 
     @post("/", operation_id="postProducts", sync_to_thread=True, status_code=HTTP_202_ACCEPTED)
     def post_products(self, state: State, data: JSONBody[list[ProductIn]]) -> BulkResult:
