@@ -93,7 +93,7 @@ class EditCommit(WriterThread[_Edit]):
         try:
             result = self.catalog.upsert([e.product for e in group], max(e.received_at for e in group),
                                          embed_now=False)
-        except Exception as exc:  # nothing of the group was written: each edit is told why
+        except Exception as exc:  # as a PUT alone was (before its commit or in the view patch after it)
             self._fail(group, exc)
             return
         self.commits += 1
