@@ -91,9 +91,10 @@ def test_edits_waiting_for_the_writer_lock_hold_no_worker_thread(tmp_path: Path,
         with ThreadPoolExecutor(12) as pool:
             with services.db._write_lock:
                 puts = [pool.submit(put, pid, 4.0) for pid in range(2, 14)]
-                wait_until(lambda: len(services.edits._pending) == 11, what="edits queued")
+                # the writer takes what has arrived when it wakes (one edit or a few), the rest queue behind it
+                wait_until(lambda: len(services.edits._pending) >= 8, what="edits queued")
                 with urllib.request.urlopen(f"{base}/products/1", timeout=10) as answer:  # a worker thread's route
                     assert answer.status == 200 and json.loads(answer.read())["product"]["name"] == "Mug 1"
             assert [p.result(timeout=120) for p in puts] == [200] * 12
-        assert services.edits.commits == 13 + 2  # one taken at once, then the 11 that queued behind it together
+        assert services.edits.commits <= 13 + 12 - 7  # the 8 or more that queued went in one transaction
         assert services.db.read("SELECT count(*) FROM products WHERE price = 4.0") == [(12,)]
