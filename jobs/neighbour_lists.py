@@ -153,7 +153,7 @@ class NeighbourLists:
             self._patching, self._inflight = False, set()
         if missing is not None and self._searched(missing, build=True) is not None:  # restored and repaired: then
             self.built.set()  # the most asked products the file did not hold (stopped by closing or a bulk change)
-            log.info("neighbour lists ready for %d products", len(self._row))
+            log.info("neighbour lists ready for %d products: read back", len(self._row))
 
     def restore(self) -> np.ndarray | None:
         """Take the saved lists (if any and usable) and mark what changed in the index since as pending; returns
@@ -221,7 +221,7 @@ class NeighbourLists:
         if self._searched(wanted, build=True) is None:
             return False  # closing, or a bulk change since: the next turn starts again
         self.built.set()
-        log.info("neighbour lists built for %d products", len(self._row))
+        log.info("neighbour lists ready for %d products: built", len(self._row))
         return True
 
     def patch(self, labels: np.ndarray) -> None:
