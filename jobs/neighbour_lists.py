@@ -58,7 +58,7 @@ class NeighbourLists:
         self._patching = False
         self._inflight: set[int] = set()  # taken by the patch under way
         self._restoring = False  # lists read from the file, not yet checked against the index
-        self._tried = path is None  # whether the file was read (once, at the first turn)
+        self._tried = path is None or not limit  # whether the file was read (once, at the first turn)
         self._dirty = False  # changed since the file was written
         self._rebuild = True  # nothing built yet, or a bulk change dropped everything
         self._bulk_at = 0.0  # monotonic time of the last bulk change
@@ -168,7 +168,7 @@ class NeighbourLists:
             self._row = dict(zip(saved.anchors.tolist(), range(len(saved.anchors)), strict=True))
             self._ids, self._cos, self._len, self._whole = saved.ids, saved.cos, saved.lengths, saved.whole
             self._used = len(saved.anchors)
-            self._rebuild, self._restoring, self._pending = False, True, set()
+            self._rebuild, self._restoring, self._pending, self._dirty = False, True, set(), False
         labels, prints = neighbour_file.fingerprints(self.index)
         stale = neighbour_file.stale(saved, labels, prints)
         wanted = np.asarray(self._order(), np.int64)[:self.limit]
@@ -180,7 +180,7 @@ class NeighbourLists:
                 log.info("neighbour lists in %s: %d products changed since, built again", self.path.name, len(stale))
                 return None
             self._pending.update(stale.tolist())
-            self._dirty = bool(len(stale) or len(missing))
+            self._dirty = self._dirty or bool(len(stale) or len(missing))
         log.info("neighbour lists of %d products read from %s: %d changed since, %d more to search",
                  len(saved.anchors), self.path.name, len(stale), len(missing))
         return missing

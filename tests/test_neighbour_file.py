@@ -163,3 +163,10 @@ def test_a_process_killed_while_saving_the_lists_leaves_the_previous_file(tmp_pa
     assert "read from p.hnsw.lists: 3 changed since" in caplog.text  # the file saved at the build
     assert not Path(f"{index.path}.lists.tmp").exists()
     _patched_like_a_live_change(index, lists)
+
+
+def test_lists_turned_off_read_nothing_back(tmp_path) -> None:
+    index, _ = _start(tmp_path / "p.hnsw", new=True)
+    off = NeighbourLists(index, DEPTH, 0, lambda: np.sort(index.ids()), settle=0.0, path=Path(f"{index.path}.lists"))
+    off.catch_up()
+    assert len(off) == 0 and off.get(1, DEPTH) is None
