@@ -52,7 +52,7 @@ class VectorIndex:
         self._pending: dict[int, np.ndarray | None] = {}  # changed since the last save: vector, None if removed
         self._logged = 0  # labels in the log's records
         self.version = 0  # bumped by every change of the contents (caches of neighbours compare it)
-        self.on_change: Callable[[np.ndarray | None], None] | None = None  # told the labels changed (None: all)
+        self.on_change: Callable[[np.ndarray | None], None] | None = None  # told the changed labels, under the lock
 
     def _empty(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space=self.config.space, dim=self.dim)
@@ -96,7 +96,7 @@ class VectorIndex:
             self._replay()
             self._dirty = False
             self.version += 1
-        self._changed_all()
+            self._changed_all()
         return None
 
     def _replay(self) -> None:
@@ -232,7 +232,7 @@ class VectorIndex:
             self._index, self._deleted, self.synced_until = fresh._index, fresh._deleted, fresh.synced_until
             self._dirty, self._whole, self._pending = True, True, {}
             self.version += 1
-        self._changed_all()  # what `fresh` took in beyond this index's contents was never told to `on_change`
+            self._changed_all()  # what `fresh` took in beyond this index's contents was never told to `on_change`
 
     def reset(self) -> None:
         with self._lock:
@@ -241,7 +241,7 @@ class VectorIndex:
             self.synced_until = None
             self._dirty, self._whole, self._pending = True, True, {}
             self.version += 1
-        self._changed_all()
+            self._changed_all()
 
     def _changed_all(self) -> None:
         if self.on_change is not None:
@@ -270,8 +270,8 @@ class VectorIndex:
             self._note(ids, vectors)
             self._dirty = True
             self.version += 1
-        if self.on_change is not None:
-            self.on_change(ids)
+            if self.on_change is not None:
+                self.on_change(ids)
 
     def _note(self, ids: np.ndarray | list[int], vectors: np.ndarray | None) -> None:
         """Keep the changes (`vectors` None: removals) for the next save's log record, unless that save writes
@@ -306,8 +306,8 @@ class VectorIndex:
                 removed += 1
             self._dirty = self._dirty or removed > 0
             self.version += removed > 0
-        if removed and self.on_change is not None:
-            self.on_change(np.asarray(ids, np.int64))
+            if removed and self.on_change is not None:
+                self.on_change(np.asarray(ids, np.int64))
         return removed
 
     def _has(self, label: int) -> bool:

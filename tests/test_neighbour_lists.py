@@ -121,3 +121,17 @@ def test_an_adopted_twin_builds_every_list_again(index: VectorIndex) -> None:
     lists.catch_up()
     for anchor in (1, 150, 400):
         assert lists.get(anchor, DEPTH)[0].tolist() == _searched(index, anchor)
+
+
+def test_a_product_added_after_a_removal_gets_a_row_of_its_own(index: VectorIndex) -> None:
+    """A removed product's row is not reused: the next new product took the last product's row, whose list then
+    served the new product's neighbours."""
+    lists = _lists(index)
+    index.remove(np.array([3]))
+    lists.catch_up()
+    index.upsert(np.array([N + 1]), np.random.default_rng(4).normal(size=(1, DIM)).astype(np.float32))
+    lists.catch_up()
+    index.remove(np.array([7]))  # a patch scans every row for holders, the emptied ones too
+    lists.catch_up()
+    for anchor in (N, N + 1):
+        assert lists.get(anchor, DEPTH)[0].tolist() == _searched(index, anchor)

@@ -189,8 +189,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         models = ModelRegistry(config.data_path / "models")
         shown = ImpressionStore(db)
         tables = Widgets(lambda: build_tables(baskets, w, now_utc(), recommender.view()), w.refresh_seconds)
-        lists = NeighbourLists(index, w.depth, w.neighbour_lists, lambda: most_popular(recommender))
-        index.on_change = lists.changed
+        lists = NeighbourLists.attach(index, w.depth, w.neighbour_lists, lambda: most_popular(recommender))
         widget_parts = WidgetParts(recommender, tables, index, baskets, events, rules, w, now_utc, recent,
                                    Memo(w.cache_entries), lists)
         schedules = config.jobs

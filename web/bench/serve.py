@@ -211,7 +211,7 @@ def _wait_for_start_up(log: Path, offset: int) -> float:
     _wait_for_log(log, offset, "feeds warmed", 1800.0)  # start-up computes the shoppers' nearest products
     t0 = time.perf_counter()
     if load_config().widgets.neighbour_lists:
-        _wait_for_log(log, offset, "neighbour lists built", 1800.0)
+        _wait_for_log(log, offset, "neighbour lists ready", 1800.0)  # built, or read back from the last run's
     return round(time.perf_counter() - t0, 1)
 
 

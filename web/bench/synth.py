@@ -222,6 +222,9 @@ def fresh_copy(built: Path) -> Path:
     queued and shoppers changed, and a server started on them spends its first minutes on that backlog, inside
     the next run's quiet phase (79,245 queued events were found in a 100k shop reused across runs)."""
     run = built.with_name(built.name + ".run")
+    lists = run / "products.hnsw.lists"  # the neighbour lists the last run saved: checked against the index at start
+    if lists.exists():
+        shutil.copyfile(lists, built / lists.name)
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(built, run)
     return run
