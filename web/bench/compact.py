@@ -4,9 +4,8 @@ Per size, a DuckDB file of synthetic clustered unit vectors (the user vectors ta
 `vector_ids` as products, without the catalog's text columns) mirrored into an hnswlib index (`IndexMirror`,
 `[index]` M, built at `--ef-construction`), kept in the work dir. Then, alternating in one window, `--rounds`
 times each, after `--deleted` vectors have left DuckDB and the index: the compaction as it was (`reset`, `sync`,
-a whole `save`: the rebuild under the index lock), `IndexMirror.compact` with its file written whole in this
-process (branch import6's), `IndexMirror.compact` (rebuilt aside, swapped in, its file written by the fold
-process), and a window as long as the last compaction with none. Meanwhile `bench save`'s watch runs: a thread
+a whole `save`: the rebuild under the index lock) and `IndexMirror.compact` (rebuilt aside, swapped in, saved
+whole), and a window as long as the last compaction with none. Meanwhile `bench save`'s watch runs: a thread
 sleeping 1 ms records its longest gap, another asks 10-NN queries and counts its answers.
 """
 
@@ -48,17 +47,6 @@ def in_place(mirror: IndexMirror) -> None:
     mirror.index.save()
 
 
-def aside_written_here(mirror: IndexMirror) -> None:
-    """`IndexMirror.compact` as branch import6 left it: rebuilt aside, then its file written whole in this process
-    (`__getstate__`'s copy of the graph under the GIL) instead of by the fold process."""
-    save = mirror.index.save
-    mirror.index.save = lambda whole=False, compact=False: save(whole=True)  # type: ignore[method-assign]
-    try:
-        mirror.compact()
-    finally:
-        del mirror.index.save
-
-
 def built(root: Path, n: int, args: argparse.Namespace) -> tuple[Database, UserStore, IndexMirror]:
     config = replace(load_config().index, ef_construction=args.ef_construction)
     folder = root / f"compact-{size_label(n)}-ef{args.ef_construction}"
@@ -94,17 +82,15 @@ def run(args: argparse.Namespace) -> int:
         probe = members(np.random.default_rng(args.seed + 1), centres(np.random.default_rng(1), 8, DIM),
                         np.arange(64) % 8)
         watch = Watch(mirror.index, probe)
-        kinds = (("in place (before)", in_place), ("aside, written here (import6)", aside_written_here),
-                 ("aside, written by the fold process", IndexMirror.compact))
-        runs: dict[str, list[dict]] = {"none": [], **{kind: [] for kind, _ in kinds}}
+        runs: dict[str, list[dict]] = {"none": [], "in place (before)": [], "aside (IndexMirror.compact)": []}
         rng = np.random.default_rng(args.seed + 2)
         for _ in range(args.rounds):
-            for kind, work in kinds:
+            for kind, work in (("in place (before)", in_place), ("aside (IndexMirror.compact)", IndexMirror.compact)):
                 _delete(db, users, mirror, args.deleted, rng)
                 measured = watch.during(lambda w=work, m=mirror: w(m))
                 assert mirror.index.deleted == 0 and len(mirror.index) == users.count()
                 runs[kind].append({**measured, "vectors": len(mirror.index)})
-            seconds = runs[kinds[-1][0]][-1]["seconds"]
+            seconds = runs["aside (IndexMirror.compact)"][-1]["seconds"]
             runs["none"].append(watch.during(lambda s=seconds: time.sleep(s)))
         db.close()
         for kind, measured in runs.items():
