@@ -49,22 +49,16 @@ class IndexMirror:
     def compact(self) -> None:
         """Rebuild the index from DuckDB without its deleted slots, aside: queries, syncs and removals go on with
         the index meanwhile (a reset and a sync held its lock for the whole rebuild: every feed waited). Then,
-        under the sync's lock, what changed since the aside read is replayed on the new index and on the old one
-        (the vectors changed since, the ids that left DuckDB), so the old one's file, log and changes since its
-        last save describe the new one's contents; the new one takes its place, and its file is written by
-        another process (`save(compact=True)`: the old file and its log folded without the deleted slots; a
-        whole write here copied the graph under the GIL, the compaction's longest pause). A crash before that
-        leaves the old file and its log: start-up loads them and syncs."""
+        under the sync's lock, what changed since the aside read is replayed on the new index (the vectors changed
+        since, the ids that left DuckDB), which takes the old one's place, and is written whole (a crash before
+        that leaves the old file and its log: start-up loads them and syncs)."""
         fresh = self.index.twin()
         self._fill(fresh)
         with self._lock:  # every change of the index takes it: none is made to the old one from here on
             self._fill(fresh)
-            self._fill(self.index)
-            stored = self.stored_ids()
-            for index in (fresh, self.index):
-                index.remove(np.setdiff1d(index.ids(), stored))
-            self.index.adopt(fresh)  # both hold the same labels now (else the next save writes the file whole)
-        self.index.save(compact=True)
+            fresh.remove(np.setdiff1d(fresh.ids(), self.stored_ids()))
+            self.index.adopt(fresh)
+        self.index.save(whole=True)
 
     def put(self, read: Callable[[], tuple[np.ndarray, np.ndarray]]) -> int:
         """Add the vectors `read()` returns (a few, read from DuckDB under the sync's lock: a removal made before is

@@ -19,7 +19,6 @@ the layout written by hnswlib 0.8 (`HierarchicalNSW::saveIndex`):
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -39,7 +38,6 @@ STATE_KEYS = {
     "mult": "mult", "ef_construction": "ef_construction",
 }
 
-SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
 BLOCK = 65_536  # vectors checked at a time
 WRITE_CHUNK = 4 << 20  # bytes per write and hash update: each releases the GIL, so other threads run in between
 
@@ -51,22 +49,6 @@ class DamagedIndex(ValueError):
 def digest(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def verified_sidecar(path: Path, sidecar: Path, dim: int, space: str) -> dict:
-    """The sidecar's description of the index file at `path`, once the file matches it (size, SHA-256, element
-    count, dim, space) and is well-formed (`check_structure`); raises DamagedIndex otherwise."""
-    meta = json.loads(sidecar.read_text())
-    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
-        raise DamagedIndex("the sidecar is from an older version or not a sidecar")
-    if meta["dim"] != dim or meta["space"] != space:
-        raise DamagedIndex("index was built for another dimension or space")
-    if path.stat().st_size != meta["bytes"] or digest(path) != meta["sha256"]:
-        raise DamagedIndex(f"{path.name} does not match its sidecar's size and SHA-256")
-    count = check_structure(path, dim, normalised=space == "cosine")
-    if count != meta["count"]:
-        raise DamagedIndex(f"{path.name} holds {count} elements, its sidecar says {meta['count']}")
-    return meta
 
 
 def write_state(path: Path, state: dict) -> tuple[int, str]:

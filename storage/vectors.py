@@ -17,8 +17,9 @@ import numpy as np
 
 from appliance.config_sections import IndexConfig
 from storage import hnsw_log
-from storage.hnsw_file import SIDECAR_FORMAT, DamagedIndex, verified_sidecar, write_state
+from storage.hnsw_file import DamagedIndex, check_structure, digest, write_state
 
+SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
 LOOKUP_CHUNK = 64  # vectors per get_items call in lookup: < 1 ms of GIL each
 LOG_SHARE = 0.1  # a log holding more labels than this share of the index (or LOG_MIN) is folded into the file
 LOG_MIN = 10_000
@@ -117,17 +118,30 @@ class VectorIndex:
 
     def _verified_meta(self) -> dict:
         try:
-            return verified_sidecar(self.path, Path(f"{self.path}.json"), self.dim, self.config.space)
+            return self._meta_from(Path(f"{self.path}.json"))
         except DamagedIndex:  # a save stopped between its renames: the binary's sidecar is still the temp file
             if not Path(f"{self.path}.json.tmp").exists():
                 raise
-            return verified_sidecar(self.path, Path(f"{self.path}.json.tmp"), self.dim, self.config.space)
+            return self._meta_from(Path(f"{self.path}.json.tmp"))
 
-    def save(self, whole: bool = False, compact: bool = False) -> None:
+    def _meta_from(self, sidecar: Path) -> dict:
+        meta = json.loads(sidecar.read_text())
+        if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+            raise DamagedIndex("the sidecar is from an older version or not a sidecar")
+        if meta["dim"] != self.dim or meta["space"] != self.config.space:
+            raise DamagedIndex("index was built for another dimension or space")
+        size = self.path.stat().st_size
+        if size != meta["bytes"] or digest(self.path) != meta["sha256"]:
+            raise DamagedIndex(f"{self.path.name} does not match its sidecar's size and SHA-256")
+        count = check_structure(self.path, self.dim, normalised=self.config.space == "cosine")
+        if count != meta["count"]:
+            raise DamagedIndex(f"{self.path.name} holds {count} elements, its sidecar says {meta['count']}")
+        return meta
+
+    def save(self, whole: bool = False) -> None:
         """Persist the index without holding the GIL for a write: append the changes since the last save to the
-        log; with a log past LOG_SHARE of the index (or `compact`), then fold it into the file in another process
-        (`storage.hnsw_fold`; `compact`: without the deleted slots); write the file whole here when asked (`whole`)
-        or when nothing is on disk yet.
+        log; with a log past LOG_SHARE of the index, then fold it into the file in another process
+        (`storage.hnsw_fold`); write the file whole here when asked (`whole`) or when nothing is on disk yet.
 
         A whole write takes a copy of the graph under the lock (`__getstate__`, a memcpy of hnswlib's arrays,
         the GIL held: hnswlib's own `save_index` held it for the whole write, 2.9 s at 100k products) and writes
@@ -137,8 +151,7 @@ class VectorIndex:
             with self._lock:
                 synced = self.synced_until.isoformat() if self.synced_until else None
                 whole = whole or self._whole
-                past = self._logged + len(self._pending) > max(LOG_MIN, LOG_SHARE * len(self))
-                fold = not whole and (compact or past)
+                fold = not whole and self._logged + len(self._pending) > max(LOG_MIN, LOG_SHARE * len(self))
                 pending, self._pending = self._pending, {}
                 self._dirty = False
                 # changes made from here on are kept for a log that follows the new file (one made before the
@@ -148,7 +161,7 @@ class VectorIndex:
                 if not whole:
                     self._append(pending, synced)
                 if fold:
-                    self._fold(compact)
+                    self._fold()
                 if whole:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = self.path.with_name(self.path.name + ".tmp")
@@ -158,15 +171,13 @@ class VectorIndex:
                     self._dirty, self._whole = True, True  # the changes taken are in no file: the next is whole
                 raise
 
-    def _fold(self, compact: bool) -> None:
+    def _fold(self) -> None:
         """Have `python -m storage.hnsw_fold` (fork+exec: no server code runs in a forked child) load the file,
-        replay the log (`compact`: and rebuild it without its deleted slots) and write `<path>.fold`; put it in
-        place. If it fails, write the file whole here."""
+        replay the log and write `<path>.fold`; put it in place. If it fails, write the file whole here."""
         folded = Path(f"{self.path}.fold")
         child = subprocess.run(
             [sys.executable, "-m", "storage.hnsw_fold", str(self.path), str(self.dim),
-             json.dumps(dataclasses.asdict(self.config)), str(folded), *(["compact"] if compact else [])],
-            capture_output=True, text=True)
+             json.dumps(dataclasses.asdict(self.config)), str(folded)], capture_output=True, text=True)
         if child.returncode != 0:
             with self._lock:
                 self._pending = {}  # what changed from here on is in the copy, or comes after it
@@ -215,16 +226,11 @@ class VectorIndex:
         return VectorIndex(self.path, self.dim, self.config)
 
     def adopt(self, fresh: VectorIndex) -> None:
-        """Take the graph of `fresh` (a `twin` filled aside) in place of this index's. When both hold the same
-        labels (`IndexMirror.compact` gives them the same changes first), this index's file, log and changes since
-        the last save describe `fresh`'s contents too, and are kept (`save(compact=True)` then writes the file
-        in another process); otherwise the next save writes the file whole."""
+        """Take the contents of `fresh` (a `twin` filled aside) in place of this index's; the next save writes the
+        file whole (the log on disk follows the old file)."""
         with self._lock, fresh._lock:
-            same = np.array_equal(self.ids(), fresh.ids())
             self._index, self._deleted, self.synced_until = fresh._index, fresh._deleted, fresh.synced_until
-            self._dirty = True
-            if not same:
-                self._whole, self._pending = True, {}
+            self._dirty, self._whole, self._pending = True, True, {}
             self.version += 1
         self._changed_all()  # what `fresh` took in beyond this index's contents was never told to `on_change`
 

@@ -130,29 +130,6 @@ def test_a_log_past_its_share_is_folded_into_the_file_by_another_process(tmp_pat
     assert index.log_path.exists() and 341 in _loaded(index.path).ids()
 
 
-def test_a_compacting_fold_writes_the_live_vectors_without_the_deleted_slots(tmp_path, monkeypatch) -> None:
-    index, vectors = _index(tmp_path / "c.hnsw", 60)
-    index.save()  # whole: the file holds 60
-    index.remove(np.arange(1, 21))
-    index.upsert(np.array([61]), np.ones((1, DIM), np.float32))
-    monkeypatch.setattr(vectors_module, "write_state", None)  # a whole write in this process would fail
-    index.save(compact=True)  # the log appended, then folded by another process, which drops the deleted slots
-    folded = _loaded(index.path)
-    assert folded.deleted == 0 and len(folded) == 41 and not index.log_path.exists()
-    assert sorted(folded.ids().tolist()) == [*range(21, 61), 61]
-    assert np.allclose(folded.get(np.arange(21, 61)), index.get(np.arange(21, 61)), atol=1e-6)
-
-
-def test_an_adopted_twin_with_other_labels_is_written_whole(tmp_path) -> None:
-    index, vectors = _index(tmp_path / "t.hnsw", 30)
-    index.save()
-    fresh = index.twin()
-    fresh.upsert(np.arange(1, 21), vectors[:20])  # not the labels the file and its log describe
-    index.adopt(fresh)
-    index.save(compact=True)  # its log would describe the old contents: the file is written whole here instead
-    assert sorted(_loaded(index.path).ids().tolist()) == list(range(1, 21))
-
-
 def test_a_fold_that_fails_writes_the_file_whole_here(tmp_path, monkeypatch) -> None:
     index, before = _past_its_share(tmp_path, monkeypatch)
     Path(f"{index.path}.json").write_text("{}")  # the other process cannot load the file
