@@ -49,34 +49,49 @@ class Turns:
                 self._cond.notify_all()
 
 
+class _SentenceTransformer:
+    """A folder `minilm.MiniLM` does not read (another architecture or pooling), through sentence-transformers."""
+
+    def __init__(self, folder: Path) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.st = SentenceTransformer(str(folder), device="cpu")
+        self.dim = self.st.get_embedding_dimension()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.st.encode(list(texts), batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True,
+                              show_progress_bar=False)
+
+
 class Encoder:
-    """Loads the model on first use (importing sentence-transformers costs ~10 s), then encodes in batches."""
+    """Loads the model on first use (`minilm.MiniLM` for the packaged BERT: importing sentence-transformers cost
+    ~196 MiB of RSS and ~10 s), then encodes in batches."""
 
     def __init__(self, model: str, dim: int, batch_size: int) -> None:
         self.model = model
         self.dim = dim
         self.batch_size = batch_size
-        self._st: Any = None
+        self._model: Any = None
         self._lock = threading.Lock()  # loading
         self._turns = Turns()  # the model's use: one batch at a time, in the order asked
 
     @property
     def loaded(self) -> bool:
-        return self._st is not None
+        return self._model is not None
 
     def load(self) -> None:
         with self._lock:
-            if self._st is not None:
+            if self._model is not None:
                 return
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
+            from appliance import minilm  # torch: imported on first use, as the model is loaded
 
-            st = SentenceTransformer(str(model_path(self.model)), device="cpu")
-            got = st.get_embedding_dimension()
-            if got != self.dim:
-                raise ValueError(f"model {self.model} gives {got}-d vectors, config encoder.dim is {self.dim}")
-            self._st = st
+            folder = model_path(self.model)
+            model = minilm.MiniLM(folder) if minilm.supported(folder) else _SentenceTransformer(folder)
+            if model.dim != self.dim:
+                raise ValueError(f"model {self.model} gives {model.dim}-d vectors, config encoder.dim is {self.dim}")
+            self._model = model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N,) texts -> (N, dim) float32, L2-normalised.
@@ -93,8 +108,5 @@ class Encoder:
         for start in range(0, len(texts), self.batch_size):
             rows = order[start:start + self.batch_size]
             with self._turns.turn():  # one batch at a time: the 2 cores are already busy with one
-                vectors[rows] = self._st.encode(
-                    [texts[i] for i in rows], batch_size=self.batch_size, normalize_embeddings=True,
-                    convert_to_numpy=True, show_progress_bar=False,
-                )
+                vectors[rows] = self._model.encode([texts[i] for i in rows])
         return vectors

@@ -93,6 +93,24 @@ def test_a_reindex_pass_beside_the_background_indexer_encodes_each_line_once(db,
     assert len(encoded) == len(set(encoded)) == 40
 
 
+def test_a_long_embedding_pass_indexes_and_saves_what_it_embedded_every_sync_every_lines(db, tmp_path, encoder):
+    """A bulk upload's products are searchable while the rest are embedded, and its index is saved as it grows:
+    a pass synced only when the backlog was empty (at the end of a 50k upload: its first, whole save copied the
+    whole graph at once)."""
+    config = load_config()
+    store = CatalogStore(db)
+    seen: list[tuple[int, bool]] = []  # (index size, file on disk) after each batch
+
+    indexer = CatalogIndexer(store, encoder, VectorIndex(tmp_path / "p.hnsw", 384, config.index), 8, sync_every=16)
+    service = CatalogService(store, indexer, config.catalog.tier_thresholds)
+    service.upsert([product(i, f"Lamp model {i}") for i in range(1, 41)], now_utc(), embed_now=False)
+    indexer.embed_pending(progress=lambda n: seen.append((len(indexer.index), indexer.index.path.exists())))
+    assert [size for size, _ in seen] == [0, 16, 16, 32, 32]  # synced after 16 and 32 lines, 8 still to sync
+    assert [saved for _, saved in seen] == [False, True, True, True, True]
+    indexer.sync_index()
+    assert sorted(indexer.index.ids().tolist()) == list(range(1, 41))
+
+
 class ChangedWhileCompacting(CatalogStore):
     """The real store; while a compaction reads every vector aside, `during` runs (in another thread: a query, an
     edit that embeds at once, a delete)."""
