@@ -51,6 +51,8 @@ CURVE: dict[str, dict[str, Any]] = {  # --curve: the shipped recipe with fewer n
     "epochs 4": {"epochs": 4},
     "epochs 6": {"epochs": 6},
     "epochs 4 shared 512": {"epochs": 4, "shared_negatives": 512},
+    "shared 512": {"shared_negatives": 512},
+    "shared 768": {"shared_negatives": 768},
 }
 TARGET_SECONDS_PER_100K = 60.0  # 100k events of a 10k-product shop in a minute ...
 TARGET_SECONDS_PER_1M = 600.0  # ... and 1M events in ten
