@@ -278,6 +278,10 @@ def _validate(config: Config) -> None:
         raise InvalidInput("training.schedule must be constant or cosine", field="training.schedule")
     if config.training.prior_as_of not in ("moment", "end"):
         raise InvalidInput("training.prior_as_of must be moment or end", field="training.prior_as_of")
+    if config.training.cold_share_rule not in ("room", "cold"):
+        raise InvalidInput("training.cold_share_rule must be room or cold", field="training.cold_share_rule")
+    if not 0.0 <= config.training.cold_share_min <= 1.0:
+        raise InvalidInput("training.cold_share_min must be in 0..1", field="training.cold_share_min")
     if config.tower.width % config.tower.heads:
         raise InvalidInput("tower.heads must divide tower.width", field="tower.heads")
     es = config.elasticsearch

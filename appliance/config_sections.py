@@ -168,6 +168,8 @@ class TrainingConfig:
     prior_half_life_hours: float  # the prior's popularity decay (the feed's list keeps feed.popularity_half_life_hours)
     cold_start_prior: bool  # choose where products without events rank in the prior (appliance.prior); false: at 0
     cold_slots: bool  # choose on validation a share of the list for products without events (ranking.cold_slots)
+    cold_share_rule: str  # how: "room" (the largest share within the tolerance) or "cold" (the best on cold positives)
+    cold_share_min: float  # never a smaller share than this (a shop that wants new products shown)
 
 
 @dataclass(frozen=True)

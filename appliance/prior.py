@@ -9,8 +9,12 @@ examples whose positive was cold; ties go to the overall NDCG@10, then to the sm
 (Measured in BENCHMARKS.md: a rule that accepted any point not significantly below the best, by a paired
 bootstrap on validation, gave up too much of the overall NDCG@10 on test.)
 
-Last, for the tower training keeps, the same rule picks the share of the list's places that products without
-events take by similarity alone (`ranking.cold_slots`, the feed's personal order and the evaluation's tower row).
+Last, for the tower training keeps, `choose_cold_share` picks the share of the list's places that products without
+events take by similarity alone (`ranking.cold_slots`, the feed's personal order and the evaluation's tower row):
+by default the largest share whose overall validation NDCG@10 is within `COLD_TOLERANCE` of the best share's
+("room"; the tower orders new products about as well as the mean vector does, what keeps them from a top 10 is
+the prior's room, and a few dozen cold validation examples rank the shares by chance; BENCHMARKS.md "Cold-start,
+seventh round"), or the module's rule above ("cold"); never below a floor the shop sets.
 """
 
 from __future__ import annotations
@@ -124,11 +128,14 @@ def choose_prior(
 def choose_cold_share(
     model: UserTower, val: Examples, interactions: Interactions, item_vectors: torch.Tensor,
     prior: PopularityPrior | MomentPrior | None, shares: Sequence[float] = COLD_SHARES, chunk: int = 256,
+    rule: str = "room", minimum: float = 0.0,
 ) -> list[tuple[float, float, float]]:
     """Set the tower's `cold_share` (one of `shares`: the part of the list's places `ranking.cold_slots` gives
-    products without events, by similarity alone) by the module's rule, with the tower's own prior; returns
-    (share, overall validation NDCG@10, NDCG@10 of the examples whose positive was cold) of every share tried,
-    the chosen one first. Training calls it last, for the tower it keeps (its report keeps these rows)."""
+    products without events, by similarity alone), with the tower's own prior, by `rule` ("room": the largest
+    share within `COLD_TOLERANCE` of the best overall validation NDCG@10; "cold": the module's rule), among the
+    shares of at least `minimum` (the smallest of them when none is within the tolerance); returns (share,
+    overall validation NDCG@10, NDCG@10 of the examples whose positive was cold) of every share tried, the chosen
+    one first. Training calls it last, for the tower it keeps (its report keeps these rows)."""
     rows = np.zeros((len(shares), len(val.target)))
     for sl, ex, scores, cosines, relevant in scored_validation(model, val, interactions, item_vectors, prior,
                                                                chunk=chunk):
@@ -136,21 +143,35 @@ def choose_cold_share(
         for g, ranked in enumerate(slotted):
             rows[g, sl] = ndcg_at_10(ranked, relevant)
     cold = _cold_positives(val, prior)
-    chosen = _by_rule(rows, cold, [(-share,) for share in shares])
+    chosen = pick_cold_share(rows, cold, shares, rule, minimum)
     model.cold_share.fill_(shares[chosen])
     on_cold = rows[:, cold].mean(1) if cold.any() else np.zeros(len(shares))
     tried = [(float(share), float(rows[g].mean()), float(on_cold[g])) for g, share in enumerate(shares)]
     return [tried[chosen]] + tried[:chosen] + tried[chosen + 1:]
 
 
-def _by_rule(rows: np.ndarray, cold: np.ndarray, tie_breaks: Sequence[tuple[float, ...]]) -> int:
-    """The module's rule over (G, V) validation NDCG@10 rows: among the rows whose mean is within
-    `COLD_TOLERANCE` of the best one's, the best on the `cold` (V,) examples; then the best overall, then
-    `tie_breaks` (higher first)."""
+def pick_cold_share(rows: np.ndarray, cold: np.ndarray, shares: Sequence[float], rule: str, minimum: float) -> int:
+    """`choose_cold_share`'s choice over (S, V) validation NDCG@10 rows (one per share) and the `cold` (V,)
+    examples: the index of the share chosen by `rule` among those of at least `minimum`."""
+    overall = rows.mean(1)
+    allowed = [g for g, share in enumerate(shares) if share >= minimum] or [int(np.argmax(shares))]
+    within = [g for g in allowed if overall[g] >= overall.max() * (1.0 - COLD_TOLERANCE)]
+    if not within:
+        return min(allowed, key=shares.__getitem__)
+    if rule == "cold":
+        return _by_rule(rows, cold, [(-share,) for share in shares], allowed)
+    return max(within, key=shares.__getitem__)
+
+
+def _by_rule(rows: np.ndarray, cold: np.ndarray, tie_breaks: Sequence[tuple[float, ...]],
+             among: Sequence[int] | None = None) -> int:
+    """The module's rule over (G, V) validation NDCG@10 rows: among the rows (of `among`, default all) whose mean
+    is within `COLD_TOLERANCE` of the best one's, the best on the `cold` (V,) examples; then the best overall,
+    then `tie_breaks` (higher first)."""
     overall = rows.mean(1)
     on_cold = rows[:, cold].mean(1) if cold.any() else np.zeros(len(rows))
     floor = overall.max() * (1.0 - COLD_TOLERANCE)
-    eligible = [g for g in range(len(rows)) if overall[g] >= floor]
+    eligible = [g for g in (range(len(rows)) if among is None else among) if overall[g] >= floor]
     return max(eligible, key=lambda g: (on_cold[g], overall[g], *tie_breaks[g]))
 
 

@@ -334,7 +334,8 @@ def _train(
                                                    [model.popularity_weight.item()])
         report.cold_quantile = float(model.cold_quantile)
     if len(val.target) and config.cold_slots:
-        report.cold_shares = choose_cold_share(model, val, interactions, vectors, prior)
+        report.cold_shares = choose_cold_share(model, val, interactions, vectors, prior, rule=config.cold_share_rule,
+                                               minimum=config.cold_share_min)
         report.cold_share = report.cold_shares[0][0]  # best_validation_ndcg stays the tower's own order's
     report.train_seconds = time.perf_counter() - started
     return model, report

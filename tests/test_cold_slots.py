@@ -14,9 +14,9 @@ import torch
 from appliance.baselines import TowerScorer, prior_popularity
 from appliance.config import load_config
 from appliance.evaluation import cold_items, evaluate, time_split
-from appliance.interactions import history_inputs
+from appliance.interactions import Interactions, history_inputs
 from appliance.pipeline import FeedQuery
-from appliance.prior import ndcg_at_10
+from appliance.prior import COLD_SHARES, ndcg_at_10, pick_cold_share
 from appliance.ranking import ServingPrior, Source, cold_slots, cold_slotted, cold_slotted_each, interleave
 from appliance.recommender import FeedSettings, Personal, Recommender
 from appliance.tower import UserTower, user_vectors
@@ -195,3 +195,58 @@ def test_the_validation_choice_of_the_cold_share_sees_the_ndcg_at_10_of_the_whol
         assert np.array_equal(ndcg_at_10(deep, relevant), ndcg_at_10(few, relevant))
     moved = [ndcg_at_10(s, relevant) for s in each]
     assert not np.array_equal(moved[0], moved[-1]) and (moved[-1] > 0).sum() >= 5  # the slots move the positives
+
+
+def test_the_share_rule_takes_the_most_room_the_tolerance_allows_or_the_best_cold_and_never_below_the_floor():
+    """Rows of validation NDCG@10 per share (the demo's shape: the overall falls with the share, the few cold
+    examples rank the shares by chance): "room" takes the largest share within 2 % of the best overall, "cold"
+    the best on the cold examples within it; `minimum` leaves out the smaller shares, and when none of the others
+    is within the tolerance takes the smallest of them."""
+    shares = COLD_SHARES  # 0, .05, .1, .15, .2, .3
+    overall = np.array([0.1217, 0.1207, 0.1194, 0.1177, 0.1130, 0.1067])  # floor 0.98 x 0.1217 = 0.1193
+    on_cold = np.array([0.02, 0.05, 0.04, 0.04, 0.08, 0.09])
+    cold = np.zeros(60, bool)
+    cold[:20] = True
+    rows = np.empty((len(shares), 60))
+    for g in range(len(shares)):  # the cold examples' mean on_cold[g], the whole row's mean overall[g]
+        rows[g, cold] = on_cold[g]
+        rows[g, ~cold] = (overall[g] * 60 - on_cold[g] * 20) / 40
+    assert np.allclose(rows.mean(1), overall)
+    assert shares[pick_cold_share(rows, cold, shares, "room", 0.0)] == 0.1
+    assert shares[pick_cold_share(rows, cold, shares, "cold", 0.0)] == 0.05
+    assert shares[pick_cold_share(rows, cold, shares, "room", 0.05)] == 0.1
+    assert shares[pick_cold_share(rows, cold, shares, "cold", 0.1)] == 0.1
+    assert shares[pick_cold_share(rows, cold, shares, "room", 0.15)] == 0.15  # none of 0.15.. within: the smallest
+    assert shares[pick_cold_share(rows, cold, shares, "room", 0.5)] == 0.3  # above the grid: its largest
+    flat = np.repeat(rows[:1], len(shares), axis=0)  # every share costs nothing: room takes the largest
+    assert shares[pick_cold_share(flat, cold, shares, "room", 0.0)] == 0.3
+    falling = rows.copy()
+    falling[1:] *= 0.9  # every slot costs 10 %: none
+    assert shares[pick_cold_share(falling, cold, shares, "room", 0.0)] == 0.0
+    assert shares[pick_cold_share(falling, cold, shares, "cold", 0.0)] == 0.0
+
+
+def test_training_chooses_the_share_by_the_configured_rule_and_never_below_the_floor():
+    """A shop whose shoppers keep to its first products, new ones never picked: the slots cost little until a
+    point, so "room" takes the largest share within the tolerance, "cold" (nothing to win on cold positives) the
+    best overall, and `cold_share_min` gives new products a share anyway; the report lists the rows it saw."""
+    _, vectors = launch_shop()
+    rng = np.random.default_rng(3)
+    customers = np.repeat(np.arange(60), 10)
+    items = (customers % 4) + 4 * rng.integers(0, 10, len(customers))  # each shopper's cluster, its first 10 products
+    times = rng.uniform(0, 16 * 24 * 3600.0, len(customers))
+    shop = Interactions.from_arrays(customers, items, np.zeros(len(items), int), times, n_items=len(vectors))
+    training = dataclasses.replace(CFG.training, epochs=1, batch_size=64)
+    chosen = {}
+    for name, change in (("room", {}), ("cold", {"cold_share_rule": "cold"}), ("floor", {"cold_share_min": 0.2})):
+        model, report = train_tower(shop, vectors, CFG.tower, dataclasses.replace(training, **change), WEIGHTS, 72.0)
+        assert float(model.cold_share) == pytest.approx(report.cold_share)
+        chosen[name], rows = report.cold_share, {share: overall for share, overall, _ in report.cold_shares}
+        within = [share for share, overall in rows.items() if overall >= 0.98 * max(rows.values())]
+        if name == "room":
+            assert chosen[name] == max(within)
+        elif name == "cold":
+            assert chosen[name] == max(within, key=lambda share: (rows[share], -share))  # nothing won on cold
+        else:
+            assert chosen[name] == max([s for s in within if s >= 0.2] or [0.2])
+    assert chosen["cold"] < chosen["room"] < 0.2 <= chosen["floor"]

@@ -1,8 +1,10 @@
 """One-off, for BENCHMARKS.md "Cold placement, fifth round": train the shipped tower on a quality split (as
 `appliance bench quality` does) and save, for its validation examples and its test customers, the tower's scores
 (cosine + prior, the customer's products at -inf, no cold slots), the three cosines a placement may use (the tower's,
-its text side's, the plain mean vector's), which products are cold at each moment, and the positives; the analysis
-is cold5_placement_grid.py. Run: python bench/probes/cold5_placement_arrays.py DATASET DATASETS_DIR CACHE OUT.npz"""
+its text side's, the plain mean vector's), which products are cold at each moment, the positives, and each
+history's length and the age in hours of its newest event (`cold7`'s per-shopper check); the analyses are
+cold5_placement_grid.py, cold7_diagnose.py and cold7_slots.py.
+Run: python bench/probes/cold5_placement_arrays.py DATASET DATASETS_DIR CACHE OUT.npz"""
 
 import sys
 from pathlib import Path
@@ -35,7 +37,7 @@ def main(name, datasets, cache, out):
                               tr.validation_fraction, np.random.default_rng(tr.seed), tr.validation_examples)
     prior = MomentPrior(split.train, n, weights, tr.prior_half_life_hours)
     table = torch.as_tensor(vectors)
-    v = {"scores": [], "tower": [], "text": [], "mean": [], "cold": [], "rel": []}
+    v = {"scores": [], "tower": [], "text": [], "mean": [], "cold": [], "rel": [], "len": [], "age": []}
     for _, ex, scores, cosines, relevant in scored_validation(model, val, split.train, table, prior):
         arrays = [t.numpy() for t in batch_inputs(ex, split.train, table)]
         v["scores"].append(scores)
@@ -44,6 +46,8 @@ def main(name, datasets, cache, out):
         v["mean"].append(mean_vector(*arrays, weights, half) @ vectors.T)
         v["cold"].append(np.broadcast_to(_cold_products(ex, split.train, prior), scores.shape))
         v["rel"].append(relevant)
+        v["len"].append(arrays[3].sum(1))
+        v["age"].append(newest_age(arrays[2], arrays[3]))
     # test: every customer with a new test product, as the tower row ranks them without cold slots
     popularity = prior_popularity(split.train, n, weights, tr.prior_as_of, tr.prior_half_life_hours)
     customers, at, relevant, mask = test_targets(split, n)
@@ -57,7 +61,13 @@ def main(name, datasets, cache, out):
              v_moment=split.train.ts[val.target], t_scores=scores, t_tower=tower,
              t_text=user_vectors(model, *arrays, attention=False) @ vectors.T,
              t_mean=mean_vector(*arrays, weights, half) @ vectors.T, t_cold=~popularity.known(at), t_rel=relevant,
-             t_mask=mask, is_c=on_slice, crel_mask=mask & cold[relevant])
+             t_mask=mask, is_c=on_slice, crel_mask=mask & cold[relevant], t_len=arrays[3].sum(1),
+             t_age=newest_age(arrays[2], arrays[3]))
+
+
+def newest_age(ages, mask):
+    """(B,) hours since each history's newest event."""
+    return np.where(mask, ages, np.inf).min(1)
 
 
 if __name__ == "__main__":
