@@ -30,7 +30,8 @@ PLANS = {"edits": (False, True, 0), "events": (True, False, 0), "writes": (True,
          "feed32+edits": (True, True, 32)}
 
 
-def stream(server: Server, root: Path, name: str, rate: float, seconds: float, requests: list[dict]) -> subprocess.Popen:
+def stream(server: Server, root: Path, name: str, rate: float, seconds: float,
+           requests: list[dict]) -> subprocess.Popen:
     spec = root / f"probe-{name}.json"
     spec.write_text(json.dumps({"port": server.port, "rate": rate, "duration": seconds, "requests": requests}))
     return subprocess.Popen([sys.executable, "-m", "web.bench.loadgen", str(spec)], cwd=REPO,
@@ -98,9 +99,9 @@ def show(row: dict) -> None:
         return "-" if part is None else (f"p50 {part['latency_ms']['p50']:.0f} p99 {part['latency_ms']['p99']:.0f} "
                                          f"max {part['latency_ms']['max']:.0f} ms {part['statuses']}")
     feed = row["feed"]
+    served = "-" if feed is None else f"{feed['rps']} req/s p99 {feed['latency_ms']['p99']} ms"
     print(f"== {row['window']}: server CPU {row['server_cpu_s']} s; edits {lat(row['edits'])}; events "
-          f"{lat(row['events'])}; feed " + ("-" if feed is None else f"{feed['rps']} req/s p99 {feed['latency_ms']['p99']} ms"),
-          flush=True)
+          f"{lat(row['events'])}; feed {served}", flush=True)
     probe = row["probe"]
     print(f"   lock held {probe['lock_held_share']:.0%} of the window; census {probe['census']}")
     for e in probe["lock"][:8]:

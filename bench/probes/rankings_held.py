@@ -1,25 +1,35 @@
 """Probe (BENCHMARKS.md "Tenth round"): tracked `Ranking`s held after edits of existing products and after writes that
 create products, a feed asked after each (its snapshot keeps the ranking current then). In process, synthetic catalog.
 Run: .venv/bin/python bench/probes/rankings_held.py 100000"""
-import gc, sys
+import gc
+import sys
 from datetime import datetime
+
 import numpy as np
-from appliance.recommender import Recommender, FeedSettings
+
 from appliance.pipeline import FeedQuery
-from appliance.types import Product
 from appliance.ranking import Ranking
+from appliance.recommender import FeedSettings, Recommender
+from appliance.types import Product
 
 N = int(sys.argv[1])
-products = [Product(i, f"p{i}", "m", ("A", "B"), "red", 10.0 + i % 7, True, datetime(2026, 1, 1)) for i in range(1, N + 1)]
+products = [Product(i, f"p{i}", "m", ("A", "B"), "red", 10.0 + i % 7, True, datetime(2026, 1, 1))
+            for i in range(1, N + 1)]
 catalog = {p.product_id: p for p in products}
 settings = FeedSettings(0.6, 0.1, 30.0, 200, True, 600.0, 10000, 20000, 60, 2, "brand")
 rng = np.random.default_rng(0)
-pop_ids = np.arange(1, N + 1); pop = rng.random(N)
-rec = Recommender(lambda: list(catalog.values()), lambda now: (pop_ids, pop), lambda v, k: (np.zeros(0, np.int64), np.zeros(0)),
-                  lambda: datetime(2026, 6, 1), 3600.0, settings)
+pop_ids = np.arange(1, N + 1)
+pop = rng.random(N)
+rec = Recommender(lambda: list(catalog.values()), lambda now: (pop_ids, pop),
+                  lambda v, k: (np.zeros(0, np.int64), np.zeros(0)), lambda: datetime(2026, 6, 1), 3600.0, settings)
 rec.feed(FeedQuery())
+
+
 def count():
-    gc.collect(); return sum(type(o) is Ranking for o in gc.get_objects())
+    gc.collect()
+    return sum(type(o) is Ranking for o in gc.get_objects())
+
+
 def size(r):
     arrays = [r.order, r.rank, r.popularity, r.new_rows, r.score, r.freshness]
     return sum(a.nbytes for a in arrays), (r.prior.values.nbytes + r.prior.known.nbytes) if r.prior else 0
