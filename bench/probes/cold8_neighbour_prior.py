@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from cold7_slots import ndcg, slotted
+from cold8_text_slots import line
 
 from appliance.config import load_config
 from appliance.evaluation import paired_difference
@@ -95,12 +96,7 @@ def main(name, datasets, cache, arrays, out_path):
     report["chosen"] = grid[chosen]
     print(f"{name}: shipped share {share}; cold prior term max {cold_terms}; mean vector slice {mean_slice.mean():.4f}")
     for i, g in enumerate(grid):
-        a, s, m = g["all_vs_shipped"], g["slice_vs_shipped"], g["slice_vs_mean_vector"]
-        mark = "*" if i == chosen else " "
-        print(f" {mark}K {g['neighbours']:<3} alpha {g['alpha']:<4}: val {g['validation_all']:.4f} / "
-              f"{g['validation_cold']:.4f}  test {g['test_all']:.4f} ({a['mean']:+.4f} {a['low']:+.4f}.."
-              f"{a['high']:+.4f})  slice {g['test_slice']:.4f} (vs shipped {s['mean']:+.4f} {s['low']:+.4f}.."
-              f"{s['high']:+.4f}; vs mean {m['mean']:+.4f} {m['low']:+.4f}..{m['high']:+.4f})")
+        print(line("*" if i == chosen else " ", f"K {g['neighbours']:<3} alpha {g['alpha']:<4}", g))
     Path(out_path).write_text(json.dumps(report, indent=1, default=float))
 
 

@@ -4,7 +4,7 @@ text side, the plain mean vector, or the tower's cosine plus its text side's), e
 only by the shipped rule (`appliance.prior.pick_cold_share`, "room", no floor), against what ships (the slots by
 the tower's cosine, chosen the same way). Test overall paired against the shipped choice and the unslotted tower,
 the slice against the mean vector and the shipped choice. Also the validation cost of one slot at place 10 and
-what explains it (the share of positives the unslotted tower puts at place 10 exactly).
+what explains it (the share of positives the unslotted tower puts at place 10 exactly, and per place over 6..15).
 Reads cold5_placement_arrays.py's arrays; run with PYTHONPATH=.:bench/probes:
 python bench/probes/cold8_text_slots.py DATASET ARRAYS.npz OUT.json [STORED.json] (STORED: a `bench quality` run on
 the same split whose tower row the shipped choice must reproduce per customer)"""
@@ -32,6 +32,17 @@ def place_of_positive(scores, relevant):
     """(R,) 1-based place of each row's first positive in the unslotted list."""
     hit = np.take_along_axis(scores, relevant[:, :1], axis=1)
     return 1 + (scores > hit).sum(1)
+
+
+def interval(x):
+    return f"{x['mean']:+.4f} {x['low']:+.4f}..{x['high']:+.4f}"
+
+
+def line(mark, label, g):
+    """One grid point: validation all / cold, test all against what ships, the slice against it and the mean."""
+    return (f" {mark}{label}: val {g['validation_all']:.4f} / {g['validation_cold']:.4f}  test {g['test_all']:.4f} "
+            f"(vs shipped {interval(g['all_vs_shipped'])})  slice {g['test_slice']:.4f} (vs shipped "
+            f"{interval(g['slice_vs_shipped'])}; vs mean {interval(g['slice_vs_mean_vector'])})")
 
 
 def main(name, arrays, out_path, stored=None):
@@ -76,17 +87,13 @@ def main(name, arrays, out_path, stored=None):
         place = place_of_positive(scores, rel)
         report[f"{part}_positive_at_place_10"] = float((place == 10).mean())
         report[f"{part}_positive_in_top_10"] = float((place <= 10).mean())
+        report[f"{part}_positive_per_place_6_to_15"] = float(((place >= 6) & (place <= 15)).mean() / 10)
     print(f"{name}: unslotted test {base_all.mean():.4f}; mean vector slice {mean_slice.mean():.4f}; shipped share "
           f"{shares[shipped]}; positives at place 10: validation {report['validation_positive_at_place_10']:.4f}, "
           f"test {report['test_positive_at_place_10']:.4f}")
     for sig, r in report["signals"].items():
         for g in r["shares"]:
-            a, s, m = g["all_vs_shipped"], g["slice_vs_shipped"], g["slice_vs_mean_vector"]
-            mark = "*" if g["share"] == r["chosen_share"] else " "
-            print(f" {mark}{sig:10s} {g['share']:<4}: val {g['validation_all']:.4f} / {g['validation_cold']:.4f}  "
-                  f"test {g['test_all']:.4f} (vs shipped {a['mean']:+.4f} {a['low']:+.4f}..{a['high']:+.4f})  slice "
-                  f"{g['test_slice']:.4f} (vs shipped {s['mean']:+.4f} {s['low']:+.4f}..{s['high']:+.4f}; vs mean "
-                  f"{m['mean']:+.4f} {m['low']:+.4f}..{m['high']:+.4f})")
+            print(line("*" if g["share"] == r["chosen_share"] else " ", f"{sig:10s} {g['share']:<4}", g))
     Path(out_path).write_text(json.dumps(report, indent=1, default=float))
 
 
