@@ -29,6 +29,7 @@ from appliance.nearest_cache import Found, Lookup, NearestCache
 from appliance.pipeline import FeedPage, FeedQuery, Selection
 from appliance.ranking import Ranking, ServingPrior, by_prior, price_ranking, rank_rows
 from appliance.rules import Rule
+from appliance.threads import Threads
 from appliance.types import NO_IDS, Product
 
 
@@ -82,6 +83,7 @@ class Recommender:
         self._view: CatalogView | None = None
         self._ranking: Ranking | None = None
         self._refreshing = False
+        self._threads = Threads("recommender")  # the background popularity refresh
         self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
         self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()  # oldest first
         self._near = NearestCache(nearest, settings.personal_depth, settings.candidate_cache)
@@ -172,9 +174,13 @@ class Recommender:
         if time.monotonic() - ranking.at >= self._ttl:
             with self._lock:
                 start, self._refreshing = not self._refreshing, True
-            if start:
-                threading.Thread(target=self._refresh_in_background, name="popularity", daemon=True).start()
+            if start and not self._threads.start(self._refresh_in_background, "popularity"):
+                self._refreshing = False  # closed: the ranking in hand keeps serving
         return ranking
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Start no more background refreshes; wait up to `timeout` s for one in progress."""
+        self._threads.close(timeout)
 
     def _refresh_in_background(self) -> None:
         try:
