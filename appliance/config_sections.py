@@ -61,6 +61,7 @@ class FeedConfig:
     snapshot_seconds: float
     snapshot_max: int
     snapshot_depth: int
+    snapshot_orders: int
     page_cache: int
     prepare_window_seconds: float
 

@@ -75,6 +75,11 @@ class Catalogued:
         where = np.argsort(rows, kind="stable")
         return Catalogued(rows, None, score, base, self.part, rows[where], where, len(rows) == len(visible))
 
+    def emptied(self) -> Catalogued:
+        """Nothing of the source, known to be short of it: every page asking for any row is `Beyond` it."""
+        rows, scores = np.zeros(0, np.int64), np.zeros(0)
+        return Catalogued(rows, None, scores, scores, self.part, rows, rows, False)
+
 
 class Nearest(msgspec.Struct, frozen=True, gc=False):
     """The shopper's nearest products, best first under the rules (cosine + the tower's prior, the rules

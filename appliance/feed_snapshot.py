@@ -4,8 +4,9 @@ and new-arrival sources that every snapshot made from one (ranking, compiled rul
 A new ranking comes with every popularity refresh and every write that creates a product, and a snapshot lives
 `feed.snapshot_seconds`, so snapshots outlive many rankings. Each ranking's arrays span the whole catalog (~49
 bytes a product); a catalogue that new feeds no longer use keeps only the heads of its sources, enough for the
-pages up to `feed.snapshot_depth` (appliance/feed_order.py `Catalogued.head`). Its pages are then the same as
-before; a page that would need more is answered as an expired feed_id (`Beyond`).
+pages up to `feed.snapshot_depth` (appliance/feed_order.py `Catalogued.head`), and only the newest
+`feed.snapshot_orders` of them keep that (an upload makes a ranking a write). Its pages are then the same as
+before; a page that would need more, or of a retired catalogue, is answered as an expired feed_id (`Beyond`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class Catalogue(msgspec.Struct, gc=False):
                                new=sources.new.head(rows, hidden))
         self.superseded = True
         self.prior = None  # last: `Snapshot.prior` reads it before `superseded`
+
+    def retire(self) -> None:
+        """Too many newer catalogues: keep nothing; every page of its snapshots answers as an expired feed_id."""
+        sources = self.sources
+        self.sources = replace(sources, popular=sources.popular.emptied(), new=sources.new.emptied())
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +47,7 @@ class FeedSettings:
     max_in_row: int = 0  # diversity: at most this many in a row of one brand / subcategory (0: off)
     diversity_by: str = "brand"
     snapshot_depth: int = 500  # feed positions a snapshot keeps answering once new feeds use another ranking
+    snapshot_orders: int = 64  # superseded rankings whose snapshots still answer (the oldest then expire)
 
     def head_rows(self) -> int:
         """Rows of each catalogued source a superseded snapshot keeps: a page ending at `snapshot_depth` merges
@@ -89,6 +90,7 @@ class Recommender:
         self._near = NearestCache(nearest, settings.personal_depth, settings.candidate_cache)
         self._merch: tuple[tuple, Merch] = ((), NO_RULES)  # (rule set, active ids, view version) -> compiled
         self._catalogued: tuple[tuple, Catalogue] | None = None  # (ranking, merch) -> the sources but the personal one
+        self._superseded: deque[Catalogue] = deque()  # oldest first: those whose snapshots still answer
 
     def view(self) -> CatalogView:
         view = self._view
@@ -241,6 +243,12 @@ class Recommender:
             self._catalogued = ((ranking, merch), result)
         if cached is not None:  # its snapshots keep the heads their pages up to `feed.snapshot_depth` need
             cached[1].supersede(self.settings.head_rows())
+            with self._lock:
+                self._superseded.append(cached[1])
+                retired = [self._superseded.popleft()
+                           for _ in range(len(self._superseded) - self.settings.snapshot_orders)]
+            for catalogue in retired:
+                catalogue.retire()
         return result
 
     def _nearest_source(self, personal: Personal, view: CatalogView, prior_of: ServingPrior | None, merch: Merch,

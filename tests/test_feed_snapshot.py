@@ -70,6 +70,21 @@ def test_a_page_deeper_than_a_superseded_snapshot_keeps_starts_a_new_feed_id(sho
         _ids(rec.feed(FeedQuery(page=2, per_page=5, feed_id=fresh.feed_id)))  # it pages on from today's order
 
 
+def test_only_the_newest_superseded_orders_are_kept_and_an_older_feed_id_answers_as_expired(shop, db) -> None:  # noqa: F811
+    rec = shop[0]
+    rec.settings = replace(SETTINGS, snapshot_depth=DEPTH, snapshot_orders=2)
+    oldest = rec.feed(FeedQuery(per_page=5))
+    kept = []
+    for round_ in range(4):  # four newer rankings, each with a feed: the two newest superseded stay
+        _move_popularity(rec, db, round_)
+        kept.append(rec.feed(FeedQuery(per_page=5)))
+    catalogues = {id(s.catalogue): s.catalogue for s in rec._snapshots.values()}.values()
+    holding = [c for c in catalogues if len(c.sources.popular.order)]
+    assert len(holding) == 3  # the current whole and two heads
+    assert rec.feed(FeedQuery(page=2, per_page=5, feed_id=oldest.feed_id)).feed_id != oldest.feed_id
+    assert rec.feed(FeedQuery(page=2, per_page=5, feed_id=kept[-2].feed_id)).feed_id == kept[-2].feed_id
+
+
 @pytest.mark.parametrize("query", [
     FeedQuery(per_page=5, categories=("sneakers",)), FeedQuery(per_page=5, min_score=0.2),
     FeedQuery(per_page=5, in_stock=True, exclude=frozenset({1, 2, 3})),

@@ -140,6 +140,7 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
             feed.personal_first_depth, config.widgets.max_in_row, config.widgets.diversity_by, feed.snapshot_depth,
+            feed.snapshot_orders,
         )
         serving = ServingModel()
         rules = RuleStore(db)
