@@ -38,10 +38,6 @@ class Threads:
             with self._lock:
                 self._live.discard(threading.current_thread())
 
-    def running(self) -> list[str]:
-        with self._lock:
-            return sorted(t.name for t in self._live)
-
     def close(self, timeout: float) -> list[str]:
         """Start no more; wait up to `timeout` seconds in all for those running. The names of any still
         running afterwards (logged as a warning)."""
