@@ -202,6 +202,8 @@ def _validate(config: Config) -> None:
         "feed.personal_first_ef": config.feed.personal_first_ef,
         "feed.candidate_cache": config.feed.candidate_cache,
         "feed.snapshot_max": config.feed.snapshot_max,
+        "feed.snapshot_depth": config.feed.snapshot_depth,
+        "feed.snapshot_orders": config.feed.snapshot_orders,
         "widgets.k": config.widgets.k,
         "widgets.max_k": config.widgets.max_k,
         "widgets.window_days": config.widgets.window_days,

@@ -60,6 +60,8 @@ class FeedConfig:
     exclude_purchased: bool
     snapshot_seconds: float
     snapshot_max: int
+    snapshot_depth: int
+    snapshot_orders: int
     page_cache: int
     prepare_window_seconds: float
 

@@ -19,7 +19,7 @@ import numpy as np
 from appliance.catalog_view import CatalogView
 from appliance.finish import diversify
 from appliance.merch import Merch
-from appliance.pipeline import FeedQuery, Selection
+from appliance.pipeline import FeedQuery, Selection, members
 from appliance.ranking import Source, interleave
 from appliance.types import Pick, Product
 
@@ -27,16 +27,58 @@ REASONS = {"new": "new arrival", "pinned": "pinned", "price": "by price"}
 _NONE = np.zeros(0, np.int64)
 
 
+class Beyond(Exception):
+    """A page of a superseded snapshot needs more of a source than the head it keeps (`Catalogued.head`): its
+    order past the head is no longer known, so the feed_id is answered as expired."""
+
+
 @dataclass(frozen=True)
 class Catalogued:
     """A source over every row: the order best first under the rules, each row's place in it, its score
-    (0..1, after the rules) and the score before the rules."""
+    (0..1, after the rules) and the score before the rules. Or only its head (`head`): the first rows of that
+    order with their scores, all a superseded snapshot keeps."""
 
     order: np.ndarray  # rows best first (every row for popular, the new arrivals for new)
     rank: np.ndarray | None  # (n,) position of each row in `order` when it holds every row
-    score: np.ndarray  # (n,)
-    base: np.ndarray  # (n,)
+    score: np.ndarray  # (n,) per row; of a head: per position in `order`
+    base: np.ndarray  # (n,) per row; of a head: per position in `order`
     part: str  # what the base score is: popularity / freshness
+    kept: np.ndarray | None = None  # of a head: its rows sorted, to find their positions (None: not a head)
+    where: np.ndarray | None = None  # of a head: the position in `order` of each of `kept`
+    whole: bool = True  # whether `order` is the source's whole order (a head may be all of it)
+
+    def _at(self, rows: np.ndarray) -> np.ndarray:
+        if self.kept is None:
+            return rows
+        assert self.where is not None
+        return self.where[np.searchsorted(self.kept, rows)]
+
+    def score_of(self, rows: np.ndarray) -> np.ndarray:
+        """The scores of these rows (of a head: rows it holds)."""
+        return self.score[self._at(rows)]
+
+    def base_of(self, rows: np.ndarray) -> np.ndarray:
+        return self.base[self._at(rows)]
+
+    def scores_in_order(self) -> np.ndarray:
+        """The score of each row of `order`, in its order (falling)."""
+        return self.score if self.kept is not None else self.score[self.order]
+
+    def head(self, count: int, hidden: np.ndarray) -> Catalogued:
+        """The first `count` rows of the whole order that `hidden` (sorted rows the rules hide, which every
+        page skips) leaves, with their scores: O(count) memory where the whole source holds O(catalog)."""
+        assert self.kept is None, "a head of a head"
+        visible = self.order[~members(hidden, self.order)] if len(hidden) else self.order
+        rows = np.array(visible[:count], np.int64)  # a copy: a slice would keep the whole array alive
+        score = self.score[rows]
+        base = score if self.base is self.score else self.base[rows]
+        where = np.argsort(rows, kind="stable")
+        return Catalogued(rows, None, score, base, self.part, rows[where], where, len(rows) == len(visible))
+
+    def emptied(self) -> Catalogued:
+        """Nothing of the source, known to be short of it: every page asking for any row is `Beyond` it."""
+        rows, scores = np.zeros(0, np.int64), np.zeros(0)
+        return Catalogued(rows, None, scores, scores, self.part, rows, rows, False)
 
 
 class Nearest(msgspec.Struct, frozen=True, gc=False):
@@ -103,7 +145,9 @@ def ranked_page(sources: Sources, query: FeedQuery, selection: Selection, divers
 
 def _head(source: Catalogued, selection: Selection, depth: int, min_score: float | None) -> np.ndarray:
     rows = selection.head(source.order, depth, source.rank)
-    return rows if min_score is None else rows[source.score[rows] >= min_score]  # a prefix: scores fall
+    if len(rows) < depth and not source.whole:
+        raise Beyond  # the rows after the head would follow
+    return rows if min_score is None else rows[source.score_of(rows) >= min_score]  # a prefix: scores fall
 
 
 def _merged(sources: Sources, selection: Selection, min_score: float | None, limit: int
@@ -111,7 +155,7 @@ def _merged(sources: Sources, selection: Selection, min_score: float | None, lim
     popular = _head(sources.popular, selection, 2 * limit, min_score)
     nearest = sources.nearest
     if nearest is None:
-        rows, scores, names = popular[:limit], sources.popular.score[popular[:limit]], ["popular"] * limit
+        rows, scores, names = popular[:limit], sources.popular.score_of(popular[:limit]), ["popular"] * limit
     else:
         keep = selection.allows(nearest.rows)
         if min_score is not None:
@@ -120,8 +164,8 @@ def _merged(sources: Sources, selection: Selection, min_score: float | None, lim
         personal_share, new_share, popular_share = sources.shares
         rows, scores, names = interleave([
             Source("personal", nearest.rows[keep][:2 * limit], nearest.score[keep][:2 * limit], personal_share),
-            Source("new", new, sources.new.score[new], new_share),
-            Source("popular", popular, sources.popular.score[popular], popular_share),
+            Source("new", new, sources.new.score_of(new), new_share),
+            Source("popular", popular, sources.popular.score_of(popular), popular_share),
         ], limit)
     return list(zip(rows.tolist(), scores.tolist(), names, strict=False))
 
@@ -129,15 +173,21 @@ def _merged(sources: Sources, selection: Selection, min_score: float | None, lim
 def _passing(sources: Sources, min_score: float, pinned: np.ndarray, selection: Selection) -> np.ndarray:
     """Sorted rows some source scores at least `min_score` (the first to reach a row shows its score, and
     each source is filtered by its own), plus the pins (they take the score of their place)."""
-    popular = sources.popular
-    scores_in_order = popular.score[popular.order]
-    cut = int(np.searchsorted(-scores_in_order, -min_score, side="right"))
-    parts = [popular.order[:cut], pinned]
+    parts = [_scoring(sources.popular, min_score), pinned]
     if sources.nearest is not None:
-        nearest, new = sources.nearest, sources.new
+        nearest = sources.nearest
         parts.append(nearest.rows[nearest.score >= min_score])
-        parts.append(new.order[new.score[new.order] >= min_score])
+        parts.append(_scoring(sources.new, min_score))
     return np.unique(np.concatenate(parts))
+
+
+def _scoring(source: Catalogued, min_score: float) -> np.ndarray:
+    """The rows of a source scoring at least `min_score` (scores fall along its order: of a head whose last
+    row passes, rows past it may pass too)."""
+    passing = source.scores_in_order() >= min_score
+    if len(passing) and passing[-1] and not source.whole:
+        raise Beyond
+    return source.order[passing]
 
 
 def picks(view: CatalogView, chosen: list[tuple[int, float, str]], sources: Sources | None, explain: bool,
@@ -174,5 +224,5 @@ def _parts(sources: Sources, row: int, name: str, pid: int) -> dict[str, float]:
         parts = {"similarity": float(nearest.base[at]), "popularity_prior": float(nearest.prior[at])}
     else:
         source = sources.new if name == "new" else sources.popular
-        parts = {source.part: float(source.base[row])}
+        parts = {source.part: float(source.base_of(np.array([row], np.int64))[0])}
     return parts | sources.merch.parts(row)

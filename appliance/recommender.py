@@ -13,35 +13,24 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import msgspec
 import numpy as np
 from msgspec.structs import replace
 
 from appliance.catalog_view import CatalogView
-from appliance.feed_order import Catalogued, Diversity, Nearest, Sources, picks, ranked_page
+from appliance.feed_order import Beyond, Diversity, Nearest, picks, ranked_page
+from appliance.feed_snapshot import Catalogue, Personal, Snapshot
 from appliance.merch import NO_RULES, Merch, compile_rules
 from appliance.nearest_cache import Found, Lookup, NearestCache
 from appliance.pipeline import FeedPage, FeedQuery, Selection
 from appliance.ranking import Ranking, ServingPrior, by_prior, price_ranking, rank_rows
 from appliance.rules import Rule
+from appliance.threads import Threads
 from appliance.types import NO_IDS, Product
-
-
-class Personal(msgspec.Struct, frozen=True, gc=False):
-    """What the feed knows about one shopper. Untracked by the cyclic collector (a snapshot whose nearest
-    products may still be extended keeps it for `feed.snapshot_seconds`): `history` must be a callable that
-    refers to nothing holding a snapshot (jobs/feed.py `Recent`), so no cycle runs through it."""
-
-    vector: np.ndarray | None  # (D,) unit vector in the product space, None: not personalised
-    purchased: frozenset[int] = NO_IDS  # left out when the feed is configured to exclude them
-    popularity_weight: float = 0.0  # the serving tower's prior: nearest products rank by cosine + this * log(1 + pop)
-    key: Hashable = None  # names this vector (e.g. customer and update time): its nearest products are cached
-    history: Callable[[], Sequence[int]] = tuple  # the products of their recent history (read on a cache miss)
 
 
 @dataclass(frozen=True)
@@ -57,19 +46,14 @@ class FeedSettings:
     personal_first_depth: int  # nearest products looked up first; a deeper or filtered page extends to personal_depth
     max_in_row: int = 0  # diversity: at most this many in a row of one brand / subcategory (0: off)
     diversity_by: str = "brand"
+    snapshot_depth: int = 500  # feed positions a snapshot keeps answering once new feeds use another ranking
+    snapshot_orders: int = 64  # superseded rankings whose snapshots still answer (the oldest then expire)
 
-
-class _Snapshot(msgspec.Struct, frozen=True, gc=False):
-    """Everything a feed order is computed from, so later pages are computed from the same inputs (the rules
-    active when page 1 was asked included: a rule written meanwhile applies to new feed_ids). One per feed_id,
-    kept `feed.snapshot_seconds`: untracked by the cyclic collector, as its sources and `Personal` are (each
-    young pass that a tracked snapshot survived moved it on to be walked by every middle and full pass)."""
-
-    ranking: Ranking
-    sources: Sources
-    purchased: frozenset[int]
-    created: float
-    shallow: Personal | None = None  # whose nearest products these are while the list may be extended, else None
+    def head_rows(self) -> int:
+        """Rows of each catalogued source a superseded snapshot keeps: a page ending at `snapshot_depth` merges
+        the first 2 x (its end + 4 x max_in_row) allowed rows of each (appliance/feed_order.py `ranked_page`);
+        half as many again for the rows a page skips (purchases, exclusions, products removed since)."""
+        return 3 * (self.snapshot_depth + 4 * self.max_in_row)
 
 
 class Recommender:
@@ -100,11 +84,13 @@ class Recommender:
         self._view: CatalogView | None = None
         self._ranking: Ranking | None = None
         self._refreshing = False
+        self._threads = Threads("recommender")  # the background popularity refresh
         self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
-        self._snapshots: OrderedDict[str, _Snapshot] = OrderedDict()  # oldest first
+        self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()  # oldest first
         self._near = NearestCache(nearest, settings.personal_depth, settings.candidate_cache)
         self._merch: tuple[tuple, Merch] = ((), NO_RULES)  # (rule set, active ids, view version) -> compiled
-        self._catalogued: tuple[tuple, Sources] | None = None  # (ranking, merch) -> the sources but the personal one
+        self._catalogued: tuple[tuple, Catalogue] | None = None  # (ranking, merch) -> the sources but the personal one
+        self._superseded: deque[Catalogue] = deque()  # oldest first: those whose snapshots still answer
 
     def view(self) -> CatalogView:
         view = self._view
@@ -190,9 +176,13 @@ class Recommender:
         if time.monotonic() - ranking.at >= self._ttl:
             with self._lock:
                 start, self._refreshing = not self._refreshing, True
-            if start:
-                threading.Thread(target=self._refresh_in_background, name="popularity", daemon=True).start()
+            if start and not self._threads.start(self._refresh_in_background, "popularity"):
+                self._refreshing = False  # closed: the ranking in hand keeps serving
         return ranking
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Start no more background refreshes; wait up to `timeout` s for one in progress."""
+        self._threads.close(timeout)
 
     def _refresh_in_background(self) -> None:
         try:
@@ -235,34 +225,34 @@ class Recommender:
             self._merch = cached
         return cached[1]
 
-    def _sources_of(self, ranking: Ranking, merch: Merch) -> Sources:
+    def _sources_of(self, ranking: Ranking, merch: Merch) -> Catalogue:
         """The popular and new-arrival sources under the rules, once per (ranking, compiled rules): every
-        snapshot without a personal source shares this one object (the cyclic collector walks each snapshot's
-        objects in its full passes, so a snapshot is kept to as few as it needs)."""
+        snapshot shares this one object (the cyclic collector walks each snapshot's objects in its full passes,
+        so a snapshot is kept to as few as it needs). The one it replaces keeps only its heads."""
         cached = self._catalogued
         if cached is not None and cached[0][0] is ranking and cached[0][1] is merch:
             return cached[1]
-        popular = Catalogued(ranking.order, ranking.rank, ranking.score, ranking.score, "popularity")
-        new = Catalogued(ranking.new_rows, None, ranking.freshness, ranking.freshness, "freshness")
-        if merch.moves:  # boosts and buries reorder: popularity (then newest, id) by the moved score
-            score = merch.rescore(np.arange(len(ranking.score)), ranking.score)
-            view = self.view()
-            n = len(score)
-            order = np.lexsort((view.ids_all[:n], -view.created_all[:n], -score))
-            rank = np.empty(n, np.int64)
-            rank[order] = np.arange(n)
-            popular = Catalogued(order, rank, score, ranking.score, "popularity")
-            fresh = merch.rescore(np.arange(n), ranking.freshness)
-            new_order = ranking.new_rows[np.argsort(-fresh[ranking.new_rows], kind="stable")]
-            new = Catalogued(new_order, None, fresh, ranking.freshness, "freshness")
         settings = self.settings
         shares = (settings.personal_share, settings.new_share,
                   max(0.0, 1.0 - settings.personal_share - settings.new_share) or 1e-9)
-        result = Sources(merch, popular, new, None, shares)
-        self._catalogued = ((ranking, merch), result)
+        result = Catalogue.of(ranking, merch, self.view(), shares)
+        with self._lock:
+            cached = self._catalogued
+            if cached is not None and cached[0][0] is ranking and cached[0][1] is merch:
+                return cached[1]  # another thread's, made meanwhile
+            self._catalogued = ((ranking, merch), result)
+        if cached is not None:  # its snapshots keep the heads their pages up to `feed.snapshot_depth` need
+            cached[1].supersede(self.settings.head_rows())
+            with self._lock:
+                self._superseded.append(cached[1])
+                retired = [self._superseded.popleft()
+                           for _ in range(len(self._superseded) - self.settings.snapshot_orders)]
+            for catalogue in retired:
+                catalogue.retire()
         return result
 
-    def _nearest_source(self, personal: Personal, view: CatalogView, ranking: Ranking, merch: Merch, depth: int,
+    def _nearest_source(self, personal: Personal, view: CatalogView, prior_of: ServingPrior | None, merch: Merch,
+                        depth: int,
                         extending: Nearest | None = None) -> tuple[Nearest, bool]:
         """The personal source (and whether no deeper lookup can add to it): nearest products by cosine (moved
         by the rules) + the tower's prior; when a deeper lookup extends a snapshot, its earlier order stays as it
@@ -273,14 +263,14 @@ class Recommender:
             new = ~np.isin(rows, extending.rows)
             rows, cosines = rows[new], cosines[new]
         weight = personal.popularity_weight
-        values = ranking.prior.at(rows) if ranking.prior is not None else np.zeros(len(rows))
+        values = prior_of.at(rows) if prior_of is not None else np.zeros(len(rows))
         prior = weight * values if weight else np.zeros(len(rows))
         base = (cosines + 1.0) / 2.0
         score = merch.rescore(rows, base)
-        slots = ranking.prior is not None and ranking.prior.cold_share > 0.0  # products without events at slots
+        slots = prior_of is not None and prior_of.cold_share > 0.0  # products without events at slots
         if weight or merch.moves or slots:  # the tower's order: cosine (moved by the rules) + its prior
             order = by_prior(np.arange(len(rows)), 2.0 * score - 1.0, values, weight)
-            order = order[ranking.prior.slotted(rows[order], score[order])] if slots else order
+            order = order[prior_of.slotted(rows[order], score[order])] if slots else order
             rows, score, base, prior = rows[order], score[order], base[order], prior[order]
         if extending is None:
             return Nearest(rows, score, base, prior, anchors), complete
@@ -289,7 +279,7 @@ class Recommender:
                       strict=True)]
         return Nearest(*joined, {**anchors, **extending.anchor}), complete
 
-    def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, _Snapshot]:
+    def _snapshot(self, query: FeedQuery, personal: Personal | None) -> tuple[str, Snapshot]:
         now = time.monotonic()
         with self._lock:
             while self._snapshots:  # oldest first: drop the expired ones from the front
@@ -298,44 +288,44 @@ class Recommender:
                     break
                 self._snapshots.popitem(last=False)
             found = self._snapshots.get(query.feed_id) if query.feed_id else None
-        if found is not None and (found.shallow is None or query.sort is not None or
-                                  len(found.sources.nearest.rows) >= self._depth(query, found.shallow)):
+        if found is not None and (found.shallow is None or query.sort is not None or found.nearest is None or
+                                  len(found.nearest.rows) >= self._depth(query, found.shallow)):
             return query.feed_id, found  # a deeper page of a shallow snapshot extends it below
         view = self.view()
         if found is not None:  # the same ranking, rules and sources; only the personal list goes deeper
             shallow = found.shallow
-            nearest, complete = self._nearest_source(shallow, view, found.ranking, found.sources.merch,
-                                                     self._depth(query, shallow), found.sources.nearest)
-            snap = replace(found, sources=replace(found.sources, nearest=nearest),
-                           shallow=None if complete else shallow)
+            nearest, complete = self._nearest_source(shallow, view, found.prior(lambda: self._ranked().prior),
+                                                     found.catalogue.sources.merch, self._depth(query, shallow),
+                                                     found.nearest)
+            snap = replace(found, nearest=nearest, shallow=None if complete else shallow)
             feed_id = query.feed_id
         else:
             snap = self._new_snapshot(query, personal, view, now)
             feed_id = secrets.token_urlsafe(9)
         return self._keep(feed_id, snap), snap
 
-    def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> _Snapshot:
+    def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> Snapshot:
         ranking = self._ranked()
         merch = self.compiled(view)
-        sources = self._sources_of(ranking, merch)
+        catalogue = self._sources_of(ranking, merch)
         purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else None
-        shallow = None
+        shallow, nearest = None, None
         if personal is not None and personal.vector is not None and query.sort is None:
-            nearest, complete = self._nearest_source(personal, view, ranking, merch, self._depth(query, personal))
-            if len(nearest.rows):
-                sources, shallow = replace(sources, nearest=nearest), None if complete else personal
-        return _Snapshot(ranking, sources, purchased or NO_IDS, now, shallow)
+            found, complete = self._nearest_source(personal, view, ranking.prior, merch, self._depth(query, personal))
+            if len(found.rows):
+                nearest, shallow = found, None if complete else personal
+        return Snapshot(catalogue, nearest, purchased or NO_IDS, now, shallow)
 
     def reissue(self, feed_id: str) -> str | None:
         """A new feed_id continuing the snapshot of `feed_id` (a cached page 1 answered again), or None when that
         snapshot expired or is no longer what a new feed is computed from (another popularity ranking or rule set)."""
         with self._lock:
             snap = self._snapshots.get(feed_id)
-        if snap is None or snap.ranking is not self._ranked() or snap.sources.merch is not self.compiled(self.view()):
+        if snap is None or snap.catalogue is not self._sources_of(self._ranked(), self.compiled(self.view())):
             return None
         return self._keep(secrets.token_urlsafe(9), replace(snap, created=time.monotonic()))
 
-    def _keep(self, feed_id: str, snap: _Snapshot) -> str:
+    def _keep(self, feed_id: str, snap: Snapshot) -> str:
         with self._lock:
             self._snapshots[feed_id] = snap
             while len(self._snapshots) > self.settings.snapshot_max:
@@ -344,17 +334,29 @@ class Recommender:
 
     def feed(self, query: FeedQuery, personal: Personal | None = None) -> FeedPage:
         feed_id, snap = self._snapshot(query, personal)
+        try:
+            return self._page(query, feed_id, snap)
+        except Beyond:  # deeper than a superseded snapshot keeps: answered as an expired feed_id is
+            with self._lock:
+                self._snapshots.pop(feed_id, None)
+            feed_id, snap = self._snapshot(replace(query, feed_id=None), personal)
+            return self._page(query, feed_id, snap)
+
+    def _page(self, query: FeedQuery, feed_id: str, snap: Snapshot) -> FeedPage:
         view = self.view()
-        sources = snap.sources
+        sources = snap.sources()
         selection = Selection.of(view, query, snap.purchased, sources.merch.hidden)
         start, end = query.span
         personalized = query.sort is None and sources.nearest is not None
         if query.sort is not None:  # the shopper's own order: hidden products stay out, no pins, no diversity
+            popular = sources.popular  # the price order is today's; so are the scores once it holds only a head
+            if popular.kept is not None:
+                popular = self._sources_of(self._ranked(), self.compiled(view)).sources.popular
             if query.min_score is not None:
-                selection = selection.within(np.flatnonzero(sources.popular.score >= query.min_score))
+                selection = selection.within(np.flatnonzero(popular.score >= query.min_score))
             order, rank = self._price_order(view, query.sort == "price_asc")
             rows = selection.head(order, end, rank)[start:].tolist()
-            chosen = [(row, float(sources.popular.score[row]), "price") for row in rows]
+            chosen = [(row, float(popular.score[row]), "price") for row in rows]
             total, ordering = selection.total, query.sort
         else:
             chosen, total = ranked_page(sources, query, selection, self._diversity(view))

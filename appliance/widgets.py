@@ -17,6 +17,7 @@ from appliance.catalog_view import CatalogView
 from appliance.cooccurrence import CategoryTrend, Neighbours, Trend
 from appliance.pipeline import members
 from appliance.rules import Rule
+from appliance.threads import Threads
 from appliance.types import Pick
 
 DAY = 86400.0
@@ -47,6 +48,7 @@ class Widgets:
         self._building = threading.Lock()  # one build at a time
         self._tables: tuple[float, WidgetTables] | None = None
         self.generation = 0
+        self._threads = Threads("widgets")  # the background rebuilds
 
     def ready(self) -> bool:
         return self._tables is not None
@@ -56,8 +58,12 @@ class Widgets:
         if cached is None:
             return self.refresh()
         if time.monotonic() - cached[0] > self._max_age and not self._building.locked():
-            threading.Thread(target=self.refresh, name="widget-tables", daemon=True).start()
+            self._threads.start(self.refresh, "widget-tables")
         return cached[1]
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Start no more background rebuilds; wait up to `timeout` s for one in progress."""
+        self._threads.close(timeout)
 
     def refresh(self) -> WidgetTables:
         """Build the tables now; a caller that waited for a build in progress takes that one."""

@@ -4,6 +4,7 @@ layer then answers it on the event loop, without a thread hop)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -145,11 +146,14 @@ class Feeds:
             recent = {cid: [e.product_id for e in reversed(histories[cid])] for cid, _ in fresh}
         self.recommender.prepare([self._personal(cid, stored, NO_IDS, recent[cid]) for cid, stored in fresh])
 
-    def warm(self) -> int:
-        """At start-up: the recently active shoppers' vectors into memory and their nearest products computed."""
+    def warm(self, stopping: threading.Event | None = None) -> int:
+        """At start-up: the recently active shoppers' vectors into memory and their nearest products computed
+        (256 at a time; `stopping` set: no more)."""
         ids = self.users.warm()
         self.events.warm_purchases(ids)
         for i in range(0, len(ids), 256):
+            if stopping is not None and stopping.is_set():
+                break
             self.prepare(ids[i:i + 256])
         now = self._monotonic()
         self._asked.update(dict.fromkeys(ids, now))  # recently active: treated as having just asked

@@ -17,6 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from appliance.errors import InvalidInput, NotEnoughData, NotFound
+from appliance.threads import Threads
 from appliance.types import now_utc
 from storage.job_runs import JobRun, JobRunStore
 
@@ -66,15 +67,19 @@ class Jobs:
         self.clock = clock
         self._locks = {name: threading.Lock() for name in self.specs}
         self._scheduler: BackgroundScheduler | None = None
+        self._threads = Threads("jobs")  # triggered runs
+        self._stopped = False  # a run that begins after `stop` (queued in the pool) does nothing
 
     def run(self, name: str) -> JobRun | None:
-        """Run a job now in this thread and record it; None if that job is already running."""
+        """Run a job now in this thread and record it; None if that job is already running or the scheduler stopped."""
         spec = self._spec(name)
         lock = self._locks[name]
         if not lock.acquire(blocking=False):
             log.info("job %s is already running; this run is skipped", name)
             return None
         try:
+            if self._stopped:
+                return None
             started, t0 = self.clock(), time.perf_counter()
             try:
                 detail, outcome = spec.run(), "ok"
@@ -91,12 +96,11 @@ class Jobs:
             lock.release()
 
     def trigger(self, name: str) -> bool:
-        """Start a run in the background now; False if the job is already running."""
+        """Start a run in the background now; False if the job is already running (or the scheduler stopped)."""
         self._spec(name)
         if self._locks[name].locked():
             return False
-        threading.Thread(target=self.run, args=(name,), name=f"job-{name}", daemon=True).start()
-        return True
+        return self._threads.start(self.run, f"job-{name}", name)
 
     def running(self, name: str) -> bool:
         self._spec(name)
@@ -118,10 +122,20 @@ class Jobs:
         scheduler.start()
         self._scheduler = scheduler
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Schedule and trigger nothing more; wait up to `timeout` s for the runs in progress (scheduled or
+        triggered), naming in the log any still running."""
+        deadline = time.monotonic() + timeout
+        self._stopped = True
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        self._threads.close(timeout)
+        for name, lock in self._locks.items():  # every run holds its job's lock, whichever thread runs it
+            if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                lock.release()
+            else:
+                log.warning("job %s still running %.0f s after the scheduler stopped", name, timeout)
 
     def next_run(self, name: str) -> datetime | None:
         job = self._scheduler.get_job(name) if self._scheduler else None

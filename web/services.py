@@ -18,6 +18,7 @@ from appliance.demo import generate_demo
 from appliance.encoder import Encoder
 from appliance.errors import ModelUnreadable
 from appliance.recommender import FeedSettings, Recommender
+from appliance.threads import Threads
 from appliance.types import Event, now_utc
 from appliance.widgets import Widgets
 from jobs import upkeep
@@ -93,17 +94,23 @@ class Services:
     startup_error: str | None = None
     closing: bool = False  # close() has begun: the start-up warm-up must not freeze objects any more
     freezing: threading.Lock = field(default_factory=threading.Lock)  # guards `closing` against gc.freeze()
+    threads: Threads = field(default_factory=lambda: Threads("services"))  # feed-warm, demo-vectors
 
     def close(self) -> None:
-        """Stop taking work, finish the batches in hand, save the indexes, close DuckDB: in that order."""
+        """Stop taking work, finish the batches in hand, save the indexes, close DuckDB: in that order. Every
+        thread these services started is stopped or joined first (a bounded wait each; one that does not end
+        is named in the log), so nothing of them touches the store once it is closed."""
         with self.freezing:
             self.closing = True
         self.jobs.stop()
+        self.threads.close(30.0)  # the start-up warm-up and the demo's vectors stop between their steps
         self.ingest.close()  # the events already taken are committed; later ones are refused (503)
         self.edits.close()  # the same for edits
         self.queue.close()
         self.consumer.stop()
         self.widgets.lists.stop()
+        self.widgets.widgets.close()
+        self.recommender.close()
         if self.background:
             self.background.stop()
         try:
@@ -132,7 +139,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         settings = FeedSettings(
             feed.personal_share, feed.new_share, feed.new_arrival_days, feed.personal_depth,
             feed.exclude_purchased, feed.snapshot_seconds, feed.snapshot_max, feed.candidate_cache,
-            feed.personal_first_depth, config.widgets.max_in_row, config.widgets.diversity_by,
+            feed.personal_first_depth, config.widgets.max_in_row, config.widgets.diversity_by, feed.snapshot_depth,
+            feed.snapshot_orders,
         )
         serving = ServingModel()
         rules = RuleStore(db)
@@ -276,9 +284,9 @@ def start(services: Services) -> None:
         services.queue.start()
         services.consumer.start()
         services.impressions.start()
-        threading.Thread(target=_warm_feeds, args=(services,), name="feed-warm", daemon=True).start()
+        services.threads.start(_warm_feeds, "feed-warm", services)
         if demo or demo_untrained(services):
-            threading.Thread(target=_personalise_demo, args=(services,), name="demo-vectors", daemon=True).start()
+            services.threads.start(_personalise_demo, "demo-vectors", services)
         if services.config.jobs.enabled:
             services.jobs.start()
         services.ready.set()
@@ -296,8 +304,10 @@ def _warm_feeds(services: Services) -> None:
     except Exception:  # only a head start: widgets read DuckDB for what is not in memory
         log.exception("warming the widgets failed")
     try:
+        if services.threads.stopping.is_set():
+            return
         services.recommender.refresh_popularity()  # else the first feed request computes it (0.3 s at 100k)
-        warmed = services.feeds.warm()
+        warmed = services.feeds.warm(services.threads.stopping)
     except Exception:  # only a head start: feeds compute what they miss
         log.exception("warming the feeds failed")
         return
@@ -342,10 +352,18 @@ def load_indexes(services: Services) -> None:
 def _personalise_demo(services: Services) -> None:
     """Once the demo catalog is embedded, give its recently active shoppers their vectors (as if they had
     just clicked), so the demo's feeds are personal from the start; then train the demo's first tower."""
-    if not services.background or not services.background.wait_idle(timeout=1800):
+    background, stopping = services.background, services.threads.stopping
+    if background is None:
+        return
+    for _ in range(1800):  # up to 30 minutes for the demo catalog's vectors, a second at a time
+        if stopping.is_set():
+            return
+        if background.wait_idle(timeout=1.0):
+            break
+    else:
         return
     log.info("demo shoppers with a personal feed: %d", services.updater.refresh())
-    if services.config.demo.train and services.serving.get().model is None:
+    if services.config.demo.train and services.serving.get().model is None and not stopping.is_set():
         run = services.jobs.run("retrain")  # recorded in /jobs; a promotion recomputes the shoppers' vectors
         log.info("demo tower: %s", run.detail if run else "a retrain was already running")
 
