@@ -5,6 +5,7 @@ a cent on the price, stock flipped), while this thread runs the consumer's batch
 and writes, per processed event, the consumer thread's CPU by stage and its holds of DuckDB's writer lock (count,
 wait, hold wall and CPU, by the storage function that wrote), and every thread's holds beside it.
 A/B: run it with `PYTHONPATH` on an export of the other commit (`git archive`); the probe file is the same.
+No feed is asked meanwhile (the feeds are not warmed): the consumer prepares no shopper's feed.
 Run: HF_HUB_OFFLINE=1 .venv/bin/python bench/probes/consumer_batch.py SHOP_DIR SECONDS EPS OUT.json"""
 import dataclasses
 import json
@@ -21,7 +22,7 @@ from appliance.config import load_config
 from appliance.types import Event, now_utc
 from bench.probes import write_lock
 from jobs.queue import event_body
-from web.services import _warm_feeds, build_services, load_indexes, load_serving_model
+from web.services import build_services, load_indexes, load_serving_model
 
 src, seconds, eps, out = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4])
 path = src.with_name(src.name + ".consumer")
@@ -32,7 +33,6 @@ config = load_config(overrides={"server": {"data_dir": str(path), "load_demo": F
 services = build_services(config)
 load_indexes(services)
 load_serving_model(services)
-_warm_feeds(services)
 print("serving", services.serving.get().version, "code", sys.modules["jobs"].__file__, flush=True)
 names = ("product_viewed", "product_viewed", "product_clicked", "product_added_to_cart")
 stop = threading.Event()
@@ -134,5 +134,7 @@ for row in result["lock"]:
     print(f"  {row['label']:60s} {row['count']:5d}  hold {hold['sum']:8.1f} ms (p50 {hold['p50']:.2f})"
           f"  cpu {row['hold_cpu_ms']['sum']:8.1f} ms  wait {row['wait_ms']['sum']:8.1f} ms")
 out.write_text(json.dumps(result, indent=1))
-services.close()
+services.ingest.close()
+services.edits.close()
+services.db.close()  # the indexes are not saved: the copy is removed
 shutil.rmtree(path, ignore_errors=True)
