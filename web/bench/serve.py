@@ -294,15 +294,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(closed: list[dict], opened: list[dict], writes: dict) -> None:
     ceiling = {(r["phase"], r["connections"]): r["rps"] for r in closed if r["kind"] == "health"}
-    print()
-    print(table("closed loop (wrk): latency in ms; share = req/s over /health/live's in the same phase",
-                ("phase", "conns", "route", "req/s", "share", "p50", "p90", "p99", "max", "cpu ms/req", "wrk ms/req",
-                 "non-2xx"),
-                [(r["phase"], r["connections"], r["kind"], r["rps"],
-                  f"{r['rps'] / max(ceiling.get((r['phase'], r['connections']), 0), 1e-9):.0%}",
-                  r["latency_ms"]["p50"], r["latency_ms"]["p90"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
-                  r["server_cpu_ms_per_request"], r["wrk_cpu_ms_per_request"], r["non_2xx"] + r["errors"])
-                 for r in closed]))
+    if closed:  # none when only edits-ab ran
+        print()
+        print(table("closed loop (wrk): latency in ms; share = req/s over /health/live's in the same phase",
+                    ("phase", "conns", "route", "req/s", "share", "p50", "p90", "p99", "max", "cpu ms/req",
+                     "wrk ms/req", "non-2xx"),
+                    [(r["phase"], r["connections"], r["kind"], r["rps"],
+                      f"{r['rps'] / max(ceiling.get((r['phase'], r['connections']), 0), 1e-9):.0%}",
+                      r["latency_ms"]["p50"], r["latency_ms"]["p90"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
+                      r["server_cpu_ms_per_request"], r["wrk_cpu_ms_per_request"], r["non_2xx"] + r["errors"])
+                     for r in closed]))
     if opened:
         print()
         print(table("open loop (writes streaming): latency in ms from each request's due time",
