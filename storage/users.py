@@ -171,13 +171,6 @@ class UserStore:
                     self._cache.popitem(last=False)
         return found
 
-    def delete(self, customer_ids: Sequence[int]) -> int:
-        try:
-            with self.db.write() as cur:
-                return self.delete_in(cur, customer_ids)
-        finally:
-            self.forget(customer_ids)
-
     @staticmethod
     def delete_in(cur: duckdb.DuckDBPyConnection, customer_ids: Sequence[int]) -> int:
         """Delete vectors inside the caller's transaction (call `forget` after it ends); how many."""
