@@ -242,10 +242,26 @@ class DurableQueue:
 
     def delete_batch(self, receipt_handles: Sequence[str]) -> list[bool]:
         """Delete received messages in one transaction; per handle, whether it deleted its message."""
-        done = self.store.delete(list(receipt_handles))
-        if done:
-            self._notify()  # the next message of those customers may now be handed out
-        return [h in done for h in receipt_handles]
+        if not receipt_handles:
+            return []
+        with self.store.db.write() as cur:
+            deleted = self.delete_batch_in(cur, receipt_handles)
+        return deleted()
+
+    def delete_batch_in(
+        self, cur: duckdb.DuckDBPyConnection, receipt_handles: Sequence[str]
+    ) -> Callable[[], list[bool]]:
+        """Delete received messages inside the caller's transaction (e.g. with the user vectors they gave), so the
+        messages go only if the rest of it commits; returns what to call once it has: per handle, whether it
+        deleted its message (and receivers are woken)."""
+        done = self.store.delete_in(cur, list(receipt_handles))
+
+        def committed() -> list[bool]:
+            if done:
+                self._notify()  # the next message of those customers may now be handed out
+            return [h in done for h in receipt_handles]
+
+        return committed
 
     def change_visibility(self, receipt_handle: str, seconds: float) -> bool:
         """Make a received message visible again in `seconds` from now (0: at once); False on a stale handle."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
 import numpy as np
 
 from appliance.config_sections import TowerConfig
@@ -81,10 +82,13 @@ class UserVectorUpdater:
         """The oldest moment of the serving history, or None: no window."""
         return now - self.window if self.window is not None else None
 
-    def update(self, customer_ids: Sequence[int]) -> dict[int, str]:
+    def update(
+        self, customer_ids: Sequence[int], also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> dict[int, str]:
         """New vectors for these customers; returns customer -> model version, "none" when they have no
         history (inside the window; their vector is dropped) and "kept" when none of their products has a
-        vector yet (their stored vector, if any, stays: a vector is never deleted for want of product vectors)."""
+        vector yet (their stored vector, if any, stays: a vector is never deleted for want of product vectors).
+        The vectors saved and dropped are one transaction, and `also` runs inside it (when given, it always runs)."""
         now = self.clock()
         basis = dict(zip(customer_ids, self.events.newest_ids(customer_ids), strict=True))  # before the histories
         histories = self.events.histories(customer_ids, self.window_start(now), self.tower.history)
@@ -105,14 +109,11 @@ class UserVectorUpdater:
             kept.append(cid)
             last_at.append(max(e.ts for e in usable))
         gone = [c for c in customer_ids if not histories[c]]
+        vecs, version = self._vectors(batch) if kept else (None, "none")
+        saved = set(self.users.save(kept, vecs, version, last_at, now, [basis[c] for c in kept], gone, also))
         if gone:
-            self.users.delete(gone)
             self.user_mirror.remove(gone)
-        version, kept_set = "none", set(kept)
-        if kept:
-            vecs, version = self._vectors(batch)
-            saved = set(self.users.save(kept, vecs, version, last_at, now, [basis[c] for c in kept]))
-            kept_set &= saved  # the others were erased while their vector was computed
+        kept_set = set(kept) & saved  # the others were erased while their vector was computed
         with self._waiting_lock:
             self.waiting.difference_update(customer_ids)
             self.waiting.update(waiting)
@@ -225,12 +226,10 @@ class EventConsumer:
                 customers.add(customer)
         customers.update(self._store_arrivals(arrivals))
         if good:
-            if customers:
-                self.updater.update(sorted(customers))
+            self._update_and_delete(sorted(customers), [m.receipt_handle for m in good])
             keys = self.ids.customers.keys([e.customer_id for e, _ in seen])
             self.on_events([Event(c, p, e.event_name, e.ts) for (e, p), c in zip(seen, keys, strict=True)
                             if c is not None])
-            self.queue.delete_batch([m.receipt_handle for m in good])
             self.processed += len(good)
             done = now_utc()
             self.on_processed([(done - m.sent_at).total_seconds() for m in good])
@@ -239,6 +238,18 @@ class EventConsumer:
             self.updater.user_mirror.sync()  # the feed reads vectors from DuckDB; the index follows in bulk
             self._synced = time.monotonic()
         return len(messages)
+
+    def _update_and_delete(self, customers: list[int], handles: list[str]) -> None:
+        """The customers' vectors and the delete of the messages that asked for them in one DuckDB transaction (one
+        hold of the writer lock): a fault or a crash before its commit leaves both undone, and the messages are
+        delivered again (after their visibility timeout, or at once on a restart: `release_in_flight`)."""
+        if not customers:
+            self.queue.delete_batch(handles)
+            return
+        deleted: list[Callable[[], list[bool]]] = []
+        self.updater.update(customers, also=lambda cur: deleted.append(self.queue.delete_batch_in(cur, handles)))
+        for committed in deleted:
+            committed()
 
     def _store_arrivals(self, arrivals: Sequence[tuple[str, BodyEvent, int]]) -> list[int]:
         """Store the events of messages the shop published to SQS itself, once per key: the body's event_id,

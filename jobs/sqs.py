@@ -185,6 +185,13 @@ class SqsQueue:
                 self._held.pop(h, None)
         return [h in done for h in receipt_handles]
 
+    def delete_batch_in(
+        self, cur: duckdb.DuckDBPyConnection, receipt_handles: Sequence[str]
+    ) -> Callable[[], list[bool]]:
+        """SQS is outside DuckDB's transaction: the returned call deletes, once the caller's transaction has committed.
+        A crash between the two delivers the messages again, whose vectors are then computed again (at least once)."""
+        return lambda: self.delete_batch(receipt_handles)
+
     def delete(self, receipt_handle: str) -> bool:
         return self.delete_batch([receipt_handle])[0]
 

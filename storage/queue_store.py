@@ -130,12 +130,19 @@ class QueueStore:
         if not handles:
             return set()
         with self.db.write() as cur:
-            rows = cur.execute(
-                """DELETE FROM queue_messages
-                   WHERE dead_at IS NULL AND receipt_handle IN (SELECT unnest($1::VARCHAR[]))
-                   RETURNING receipt_handle""",
-                [list(handles)],
-            ).fetchall()
+            return self.delete_in(cur, handles)
+
+    @staticmethod
+    def delete_in(cur: duckdb.DuckDBPyConnection, handles: Sequence[str]) -> set[str]:
+        """`delete` inside the caller's transaction."""
+        if not handles:
+            return set()
+        rows = cur.execute(
+            """DELETE FROM queue_messages
+               WHERE dead_at IS NULL AND receipt_handle IN (SELECT unnest($1::VARCHAR[]))
+               RETURNING receipt_handle""",
+            [list(handles)],
+        ).fetchall()
         return {r[0] for r in rows}
 
     def change_visibility(self, handle: str, visible_at: datetime) -> bool:

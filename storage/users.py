@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,8 +53,9 @@ class UserStore:
                 self._cache.popitem(last=False)
 
     def save(
-        self, customer_ids: Sequence[int], vectors: np.ndarray, model_version: str,
+        self, customer_ids: Sequence[int], vectors: np.ndarray | None, model_version: str,
         last_event_at: Sequence[datetime], now: datetime, basis: Sequence[int] | None = None,
+        gone: Sequence[int] = (), also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> list[int]:
         """Store vectors; returns the customers whose vector was stored.
 
@@ -63,27 +64,22 @@ class UserStore:
         writer's transaction: an erasure or a merge (or anything else that deleted or moved the event) since the
         read wins, and the vector is dropped.
         None stores unconditionally (bulk loads that do not come from events).
+        The same transaction deletes the vectors of `gone` (no history left) and runs `also` (e.g. the consumer's
+        delete of the queue messages these vectors answer): all of it commits, or none of it does.
         """
-        if not len(customer_ids):
+        ids, gone = list(customer_ids), list(gone)
+        if not ids and not gone and also is None:
             return []
-        ids = list(customer_ids)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        params = [ids, to_blobs(vectors), model_version, now, list(last_event_at), list(basis or [0] * len(ids))]
-        keep = ""
-        if basis is not None:
-            keep = """WHERE EXISTS (SELECT 1 FROM events e
-                                    WHERE e.event_id = b AND e.customer_id = c AND e.event_id BETWEEN $7 AND $8)"""
-            params += [min(basis), max(basis)]
+        vectors = np.asarray(vectors, dtype=np.float32) if ids else None
+        saved: set[int] = set()
         try:
             with self.db.write() as cur:
-                saved = {row[0] for row in cur.execute(
-                    f"""INSERT OR REPLACE INTO user_vectors
-                        SELECT c, v, $3, $4::TIMESTAMP, t FROM (
-                            SELECT unnest($1::BIGINT[]) AS c, unnest($2::BLOB[]) AS v, unnest($5::TIMESTAMP[]) AS t,
-                                   unnest($6::BIGINT[]) AS b) {keep}
-                        RETURNING customer_id""",
-                    params,
-                ).fetchall()}
+                if gone:
+                    self.delete_in(cur, gone)
+                if ids:
+                    saved = self._insert_in(cur, ids, vectors, model_version, last_event_at, now, basis)
+                if also is not None:
+                    also(cur)
                 # under the writer lock, so the cache sees writes in their commit order
                 self._remember({
                     cid: UserVector(cid, vectors[i], model_version, now, last_event_at[i])
@@ -92,7 +88,31 @@ class UserStore:
         except BaseException:
             self.forget(ids)
             raise
+        finally:
+            if gone:
+                self.forget(gone)
         return [cid for cid in ids if cid in saved]
+
+    @staticmethod
+    def _insert_in(
+        cur: duckdb.DuckDBPyConnection, ids: list[int], vectors: np.ndarray, model_version: str,
+        last_event_at: Sequence[datetime], now: datetime, basis: Sequence[int] | None,
+    ) -> set[int]:
+        """`save`'s INSERT inside the caller's transaction; the customers stored."""
+        params = [ids, to_blobs(vectors), model_version, now, list(last_event_at), list(basis or [0] * len(ids))]
+        keep = ""
+        if basis is not None:
+            keep = """WHERE EXISTS (SELECT 1 FROM events e
+                                    WHERE e.event_id = b AND e.customer_id = c AND e.event_id BETWEEN $7 AND $8)"""
+            params += [min(basis), max(basis)]
+        return {row[0] for row in cur.execute(
+            f"""INSERT OR REPLACE INTO user_vectors
+                SELECT c, v, $3, $4::TIMESTAMP, t FROM (
+                    SELECT unnest($1::BIGINT[]) AS c, unnest($2::BLOB[]) AS v, unnest($5::TIMESTAMP[]) AS t,
+                           unnest($6::BIGINT[]) AS b) {keep}
+                RETURNING customer_id""",
+            params,
+        ).fetchall()}
 
     def cached(self, customer_id: int) -> tuple[bool, UserVector | None]:
         """(known, vector) from memory only: known is False when answering needs a read."""
@@ -150,13 +170,6 @@ class UserStore:
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return found
-
-    def delete(self, customer_ids: Sequence[int]) -> int:
-        try:
-            with self.db.write() as cur:
-                return self.delete_in(cur, customer_ids)
-        finally:
-            self.forget(customer_ids)
 
     @staticmethod
     def delete_in(cur: duckdb.DuckDBPyConnection, customer_ids: Sequence[int]) -> int:

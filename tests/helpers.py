@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from litestar.testing import TestClient
 
@@ -19,6 +22,29 @@ def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "co
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, all its threads (user + system, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_on_server(check: Callable[[], bool], server: subprocess.Popen, cpu_budget: float, what: str,
+                   hang_seconds: float = 1800.0) -> None:
+    """Wait until `check()` holds, for as long as the server process works towards it: the budget is the server's
+    own CPU seconds, so a loaded machine (which stretches the wall clock, not the work) cannot fail it. Fails when
+    the server exits, spends `cpu_budget` CPU seconds without getting there, or gets nowhere in `hang_seconds`."""
+    start, deadline = cpu_seconds(server.pid), time.monotonic() + hang_seconds
+    while not check():
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited ({server.returncode}) while waiting for {what}")
+        used = cpu_seconds(server.pid) - start
+        if used > cpu_budget:
+            raise AssertionError(f"timed out waiting for {what}: {used:.1f} CPU s of the server spent")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {hang_seconds:g} s, {used:.1f} CPU s of the server")
         time.sleep(0.05)
 
 

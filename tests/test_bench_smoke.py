@@ -31,7 +31,7 @@ TINY = {
     "feed": ["--sizes", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
              "--warmup", "5"],
     "serve": ["--products", "500", "--customers", "50", "--events", "1000", "--concurrency", "2", "--duration", "1",
-              "--events-per-second", "20", "--edits-per-second", "2", "--rate", "40"],
+              "--events-per-second", "20", "--edits-per-second", "2", "--rate", "40", "--ab-rounds", "1"],
     "loop": ["--products", "500", "--customers", "50", "--events", "1000", "--connections", "2", "--duration", "1",
              "--events-per-second", "20", "--edits-per-second", "2"],
     "ingest": ["--products", "500", "--customers", "50", "--events", "1000", "--duration", "1", "--fresh-samples",
@@ -164,6 +164,15 @@ def test_serve(launched: dict) -> None:
     assert set(data["writes"]["events"]["statuses"]) == {"202"}
     assert set(data["writes"]["edits"]["statuses"]) == {"200"}
     assert data["checks"]
+    ab = data["edits_ab"]  # target 2: the edits stream off and on, events streaming in both
+    arms = ("without edits", "with edits")
+    kinds = ("health", "personal", "popular")
+    assert {(r["arm"], r["kind"]) for r in ab["closed_loop"]} == {(a, k) for a in arms for k in kinds}
+    assert {(r["arm"], r["kind"]) for r in ab["open_loop"]} == {(a, k) for a in arms for k in ("personal", "popular")}
+    assert all(r["connections"] == 8 and r["non_2xx"] == 0 for r in ab["closed_loop"])
+    assert len(ab["pairs"]) == 5 and all(p["median_without"] > 0 and p["median_with"] > 0 for p in ab["pairs"])
+    assert set(ab["events"]["statuses"]) == {"202"} and set(ab["edits"][0]["statuses"]) == {"200"}
+    assert any(line.startswith("  target 2 ") for line in data["checks"])
     startup = data["startup"]
     assert 0 < startup["ready_seconds"] <= startup["warmed_seconds"]
     assert startup["rss_mib_ready"] > 0 and startup["rss_mib_warmed"] > 0

@@ -10,7 +10,14 @@ import threading
 import httpx
 
 from storage.db import Database
-from tests.helpers import wait_until
+from tests.helpers import wait_on_server
+
+# The waits on the server count its own CPU seconds, not the wall clock: a start (or restart) costs ~5 CPU s, 4.2 of
+# them importing torch and the rest of the code (load 11-13: 30 s of wall time; at load 20, over the 120 s the waits
+# used to allow). A wait fails when the server exits, spends its budget, or gets nowhere in 30 minutes (a hang).
+START_CPU = 60.0  # a start: imports, DuckDB, the indexes, the model, the demo shop the first time
+WORK_CPU = 60.0  # the restart's backlog: a few hundred events, 20 shoppers' vectors, an index sync
+EMBED_CPU = 600.0  # encoding the lines a killed upload left (up to 600) with the model load
 
 
 def _free_port() -> int:
@@ -62,20 +69,20 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event(tmp_path) -> None:
                     acknowledged.extend(answer.json()["event_ids"])
 
     try:
-        wait_until(lambda: _ready(base), timeout=120, what="first start")
+        wait_on_server(lambda: _ready(base), server, START_CPU, "first start")
         sender = threading.Thread(target=send)
         sender.start()
-        wait_until(lambda: len(acknowledged) >= 300, timeout=60, what="events acknowledged")
+        wait_on_server(lambda: len(acknowledged) >= 300, server, WORK_CPU, "events acknowledged")
         server.send_signal(signal.SIGKILL)
         server.wait(10)
         stop.set()
         sender.join(10)
         server = _serve(tmp_path / "data", port)
-        wait_until(lambda: _ready(base), timeout=120, what="restart")
-        wait_until(lambda: _queue_empty(base), timeout=60, what="queue drained after restart")
+        wait_on_server(lambda: _ready(base), server, START_CPU, "restart")
+        wait_on_server(lambda: _queue_empty(base), server, WORK_CPU, "queue drained after restart")
         # a shopper whose events were processed before their products were embedded gets a vector once they are
-        wait_until(lambda: all(httpx.get(f"{base}/customers/{c}/feed").json()["personalized"]
-                               for c in range(7000, 7020)), timeout=120, what="every shopper's vector")
+        wait_on_server(lambda: all(httpx.get(f"{base}/customers/{c}/feed").json()["personalized"]
+                                   for c in range(7000, 7020)), server, WORK_CPU, "every shopper's vector")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
@@ -105,7 +112,7 @@ def test_sigkill_while_a_bulk_upload_embeds_loses_no_acknowledged_product(tmp_pa
     catalog = [{"product_id": f"bulk-{i}", "name": f"Trail running shoe model {i}", "merchant": "Brand",
                 "category_path": ["Shoes", "Sneakers", "Running"], "price": 50.0 + i % 90} for i in range(600)]
     try:
-        wait_until(lambda: _ready(base), timeout=120, what="first start")
+        wait_on_server(lambda: _ready(base), server, START_CPU, "first start")
         acknowledged = 0
         for start in range(0, len(catalog), 200):
             answer = httpx.post(f"{base}/products", json=catalog[start:start + 200], timeout=60)
@@ -116,12 +123,12 @@ def test_sigkill_while_a_bulk_upload_embeds_loses_no_acknowledged_product(tmp_pa
         server.send_signal(signal.SIGKILL)
         server.wait(10)
         server = _serve(tmp_path / "data", port)
-        wait_until(lambda: _ready(base), timeout=120, what="restart")
-        wait_until(lambda: httpx.get(f"{base}/health/ready").json()["pending_embeddings"] == 0, timeout=900,
-                   what="every line embedded after the restart")
+        wait_on_server(lambda: _ready(base), server, START_CPU, "restart")
+        wait_on_server(lambda: httpx.get(f"{base}/health/ready").json()["pending_embeddings"] == 0, server,
+                       EMBED_CPU, "every line embedded after the restart")
         products = httpx.get(f"{base}/health/ready").json()["products"]
-        wait_until(lambda: httpx.get(f"{base}/health/ready").json()["indexed"] == products, timeout=60,
-                   what="index sync")
+        wait_on_server(lambda: httpx.get(f"{base}/health/ready").json()["indexed"] == products, server, WORK_CPU,
+                       "index sync")
         similar = httpx.get(f"{base}/products/bulk-599/similar").json()
         assert any(str(item["product"]["product_id"]).startswith("bulk-") for item in similar["items"])
     finally:

@@ -179,7 +179,8 @@ def test_user_vector_cache_follows_every_write(db) -> None:
     assert users.get(7) is None
     users.save([1, 2, 3], np.ones((3, 4), np.float32), "mean", [T0] * 3, T0)
     assert len(users._cache) == 2 and users.get(1) is not None  # bounded; a miss reads DuckDB
-    assert users.delete([1]) == 1 and users.get(1) is None
+    users.save([2], np.zeros((1, 4), np.float32), "mean", [T0], T0, gone=[1])  # one transaction: 2 saved, 1 dropped
+    assert users.get(1) is None and UserStore(db).get(1) is None and UserStore(db).get(2).vector[0] == 0
 
 
 def test_warming_the_vector_cache_skips_only_the_customers_written_while_it_read(db) -> None:

@@ -69,7 +69,7 @@ def test_a_consumer_batch_reads_its_shoppers_histories_once_for_their_vectors_an
         store, updater = services.events, services.updater
         read, update = store.histories, updater.update
         store.histories = lambda ids, since, limit: reads.append(list(ids)) or read(ids, since, limit)
-        updater.update = lambda ids: batches.append(list(ids)) or update(ids)
+        updater.update = lambda ids, also=None: batches.append(list(ids)) or update(ids, also)
         before = {k: services.users.cached(k)[1].updated_at for k in keys}
         second = [{"customer_id": c, "product_id": str(1 + (i + 5) % 14), "event_name": "product_viewed"}
                   for i, c in enumerate(shoppers)]

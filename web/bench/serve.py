@@ -7,6 +7,8 @@ On the benchmark's synthetic shop (customers 1..C have a fresh vector: personal 
    edits (`--edits-per-second`, PUT /products/{id} changing price and stock) stream in from another process.
 2. Open loop, with the writes streaming: requests due at `--rate` per second, each latency counted from when
    it was due (`web.bench.loadgen`), so a server that falls behind shows it.
+3. Target 2 (`edits-ab`, `web.bench.serve_edits`): with events streaming, the edits stream off and on in turn
+   (`--ab-rounds` pairs), each route's p99 at 8 connections and each feed's under the open loop, per arm.
 Client and server share the machine's cores: compare the feed with the trivial route of the same run.
 """
 
@@ -41,6 +43,8 @@ from web.bench.common import (
     work_dir,
     write_result,
 )
+from web.bench.serve_edits import checks as edits_checks
+from web.bench.serve_edits import edits_ab, print_pairs
 from web.bench.synth import Shop, build_shop, fresh_copy
 
 TARGET_RPS, TARGET_SHARE, TARGET_P99_MS = 1500.0, 1 / 3, 10.0
@@ -62,17 +66,19 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     add_load_arguments(p, customers="10k", events="200k", duration=10.0, max_requests=1_000_000)
     p.add_argument("--concurrency", default="1,8,32", help="wrk connections, comma-separated (default 1,8,32)")
     p.add_argument("--per-page", type=int, default=20)
-    add_write_arguments(p)
+    add_write_arguments(p, "quiet,writes,edits-ab")
     p.add_argument("--rate", type=float, default=1000.0, help="open-loop feed requests per second (default 1000)")
+    p.add_argument("--ab-rounds", type=int, default=2,
+                   help="edits-ab phase: rounds of (without edits, with edits), events streaming in both (default 2)")
     p.set_defaults(run=run)
 
 
-def add_write_arguments(p: argparse.ArgumentParser) -> None:
+def add_write_arguments(p: argparse.ArgumentParser, phases: str = "quiet,writes") -> None:
     """The write streams of `Writes` and the closed-loop phases (also `bench widgets`)."""
     p.add_argument("--events-per-second", type=float, default=500.0, help="events streamed in (default 500)")
     p.add_argument("--event-batch", type=int, default=5, help="events per POST /events (default 5)")
     p.add_argument("--edits-per-second", type=float, default=10.0, help="product edits streamed in (default 10)")
-    p.add_argument("--phases", default="quiet,writes", help="closed-loop phases: quiet, writes or both")
+    p.add_argument("--phases", default=phases, help=f"phases to run, comma-separated (default {phases})")
 
 
 def _script(root: Path, kind: str, customers: int, per_page: int) -> Path:
@@ -256,25 +262,31 @@ def run(args: argparse.Namespace) -> int:
         closed_loop(server, scripts["popular"], 8, min(args.duration, 2.0))
         if "quiet" in phases:
             closed += _phase(server, scripts.__getitem__, KINDS, levels, args.duration, "quiet")
-        with Writes(server, root, args, products, customers) as stream:
-            if "writes" in phases:
+        if "writes" in phases:
+            with Writes(server, root, args, products, customers) as stream:
                 closed += _phase(server, scripts.__getitem__, KINDS, levels, args.duration, "writes")
-            for kind in ("personal", "popular"):
-                row = open_loop(server, kind, customers, args, root)
-                opened.append(row)
-                lat = row["latency_from_due_ms"]
-                print(f"  open loop {kind:8s} {row['achieved_rps']:,.0f}/{args.rate:,.0f} req/s  p50 {lat['p50']:.2f}"
-                      f"  p99 {lat['p99']:.2f} ms (from each request's due time)", flush=True)
-        writes = stream.summary
+                for kind in ("personal", "popular"):
+                    row = open_loop(server, kind, customers, args, root)
+                    opened.append(row)
+                    lat = row["latency_from_due_ms"]
+                    print(f"  open loop {kind:8s} {row['achieved_rps']:,.0f}/{args.rate:,.0f} req/s  p50 "
+                          f"{lat['p50']:.2f}  p99 {lat['p99']:.2f} ms (from each request's due time)", flush=True)
+            writes = stream.summary
+        ab = None
+        if "edits-ab" in phases:
+            ab = edits_ab(server, scripts.__getitem__, args, root, products, customers)
         rss = round(server.rss_mib(), 1)
     _print(closed, opened, writes)
     checks = _targets(closed, opened)
+    if ab is not None:
+        print_pairs(ab)
+        checks += edits_checks(ab)
     print("\n".join(checks))
     out = write_result("serve", args, {
         "targets": {"rps": TARGET_RPS, "share_of_trivial_route": TARGET_SHARE, "p99_ms": TARGET_P99_MS},
         "shop": {"products": products, "customers_with_vectors": customers, "events": events},
         "server_start_seconds": round(server.started_s, 2), "startup": startup, "rss_mib_end": rss,
-        "closed_loop": closed, "open_loop": opened, "writes": writes, "checks": checks,
+        "closed_loop": closed, "open_loop": opened, "writes": writes, "edits_ab": ab, "checks": checks,
     })
     print(f"wrote {out}")
     return 0
@@ -282,15 +294,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(closed: list[dict], opened: list[dict], writes: dict) -> None:
     ceiling = {(r["phase"], r["connections"]): r["rps"] for r in closed if r["kind"] == "health"}
-    print()
-    print(table("closed loop (wrk): latency in ms; share = req/s over /health/live's in the same phase",
-                ("phase", "conns", "route", "req/s", "share", "p50", "p90", "p99", "max", "cpu ms/req", "wrk ms/req",
-                 "non-2xx"),
-                [(r["phase"], r["connections"], r["kind"], r["rps"],
-                  f"{r['rps'] / max(ceiling.get((r['phase'], r['connections']), 0), 1e-9):.0%}",
-                  r["latency_ms"]["p50"], r["latency_ms"]["p90"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
-                  r["server_cpu_ms_per_request"], r["wrk_cpu_ms_per_request"], r["non_2xx"] + r["errors"])
-                 for r in closed]))
+    if closed:  # none when only edits-ab ran
+        print()
+        print(table("closed loop (wrk): latency in ms; share = req/s over /health/live's in the same phase",
+                    ("phase", "conns", "route", "req/s", "share", "p50", "p90", "p99", "max", "cpu ms/req",
+                     "wrk ms/req", "non-2xx"),
+                    [(r["phase"], r["connections"], r["kind"], r["rps"],
+                      f"{r['rps'] / max(ceiling.get((r['phase'], r['connections']), 0), 1e-9):.0%}",
+                      r["latency_ms"]["p50"], r["latency_ms"]["p90"], r["latency_ms"]["p99"], r["latency_ms"]["max"],
+                      r["server_cpu_ms_per_request"], r["wrk_cpu_ms_per_request"], r["non_2xx"] + r["errors"])
+                     for r in closed]))
     if opened:
         print()
         print(table("open loop (writes streaming): latency in ms from each request's due time",
