@@ -32,7 +32,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wait_on_server(check: Callable[[], bool], server: subprocess.Popen, cpu_budget: float, what: str,
-                   hang_seconds: float = 1800.0) -> None:
+                   hang_seconds: float = 900.0) -> None:
     """Wait until `check()` holds, for as long as the server process works towards it: the budget is the server's
     own CPU seconds, so a loaded machine (which stretches the wall clock, not the work) cannot fail it. Fails when
     the server exits, spends `cpu_budget` CPU seconds without getting there, or gets nowhere in `hang_seconds`."""
