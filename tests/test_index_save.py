@@ -18,7 +18,7 @@ import pytest
 from appliance.config import load_config
 from appliance.text import product_text, text_hash
 from jobs.indexing import CatalogIndexer
-from storage import vectors as vectors_module
+from storage import vector_files as vectors_module
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.hnsw_file import write_state
@@ -165,7 +165,7 @@ KILLED = textwrap.dedent("""
     import numpy as np
     from pathlib import Path
     from appliance.config import load_config
-    from storage import hnsw_file, hnsw_log, vectors
+    from storage import hnsw_file, hnsw_log, vector_files, vectors
     index = vectors.VectorIndex(Path(sys.argv[1]), 8, load_config().index)
     assert index.load() is None
     index.upsert(np.arange(1, 41), np.random.default_rng(9).normal(size=(40, 8)).astype(np.float32))
@@ -183,12 +183,12 @@ KILLED = textwrap.dedent("""
                 self.sha.update(chunk)
         hnsw_file.hashlib = type("H", (), {"sha256": Dying})
     elif step == "between renames":
-        real_replace = vectors.os.replace
+        real_replace = vector_files.os.replace
         def replace(src, dst):
             if str(dst).endswith(".json"):
                 os._exit(9)
             real_replace(src, dst)
-        vectors.os.replace = replace
+        vector_files.os.replace = replace
     else:  # appending: dies once the record is written, before it is synced
         hnsw_log.os.fsync = lambda fd: os._exit(9)
     index.save(whole=step != "appending")

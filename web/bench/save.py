@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import load_config
-from storage import vectors as vectors_module
+from storage import vector_files as vectors_module
 from storage.vectors import VectorIndex
 from web.bench.common import parse_sizes, size_label, table, work_dir, write_result
 from web.bench.synth import centres, members
