@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from appliance.batches import Batch, ahead, prepare
 from appliance.config_sections import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
-from appliance.batches import Batch, ahead, prepare
 from appliance.examples import Examples, MomentPrior, PopularityPrior, make_examples, split_validation
 from appliance.interactions import Interactions
 from appliance.loss import contrastive_loss

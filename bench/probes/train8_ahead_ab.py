@@ -12,12 +12,14 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from appliance.config import load_config
 from appliance.evaluation import time_split
 from appliance.training import train_tower
+from web.bench.common import machine_facts
 from web.bench.train import load
 
 CALIBRATION = ["/work/main/.venv/bin/python", "/work/wt/calib.py"]
@@ -52,5 +54,5 @@ for round_ in range(args.rounds):
                "validation_ndcg@10": report.best_validation_ndcg, "time": time.strftime("%H:%M:%S")}
         runs.append(run)
         print(json.dumps(run), flush=True)
-        Path(args.out).write_text(json.dumps({"command": os.sys.argv, "dataset": args.dataset,
+        Path(args.out).write_text(json.dumps({"command": sys.argv, "machine": machine_facts(), "dataset": args.dataset,
                                               "train_events": len(split.train), "runs": runs}, indent=1) + "\n")
