@@ -23,7 +23,7 @@ from web.bench.common import machine_facts
 from web.bench.train import load
 
 CALIBRATION = ["/work/main/.venv/bin/python", "/work/wt/calib.py"]
-parser = argparse.ArgumentParser()
+parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--variants", default="1:0,1:1,2:0,2:1")
 parser.add_argument("--rounds", type=int, default=2)
 parser.add_argument("--dataset", default="shop-100k")
@@ -31,8 +31,8 @@ parser.add_argument("--replace", default="{}", help="JSON of other [training] ke
 parser.add_argument("--out", default="bench/results/train8_ahead_ab.json")
 args = parser.parse_args()
 config = load_config(None)
-vectors, inter = load(args.dataset, argparse.Namespace(shop_products="10k", datasets_dir="/work/shared/datasets",
-                                                       cache_dir="bench/cache"), config)
+DATA = argparse.Namespace(shop_products="10k", datasets_dir="/work/shared/datasets", cache_dir="bench/cache")
+vectors, inter = load(args.dataset, DATA, config)
 split = time_split(inter, config.evaluation.holdout)
 runs = []
 for round_ in range(args.rounds):

@@ -17,15 +17,15 @@ from appliance.evaluation import time_split
 from web.bench.common import machine_facts
 from web.bench.train import load
 
-parser = argparse.ArgumentParser()
+parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--epochs", type=int, default=1)
 parser.add_argument("--rounds", type=int, default=2)
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--out", default="bench/results/train8_prep_profile.json")
 args = parser.parse_args()
 config = load_config(None)
-vectors, inter = load("shop-100k", argparse.Namespace(shop_products="10k", datasets_dir="/work/shared/datasets",
-                                                      cache_dir="bench/cache"), config)
+DATA = argparse.Namespace(shop_products="10k", datasets_dir="/work/shared/datasets", cache_dir="bench/cache")
+vectors, inter = load("shop-100k", DATA, config)
 split = time_split(inter, config.evaluation.holdout)
 record: dict[str, list[float]] = {}
 prepare, ahead = appliance.training.prepare, appliance.training.ahead
