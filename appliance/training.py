@@ -10,7 +10,8 @@ being drawn so the sum estimates the full one; the whole catalog when it is no l
 `mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
 (not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 where the CPU multiplies it
 natively (`precision`), validation in float32. An epoch is at most `epoch_examples` examples, so a large shop
-trains as many steps as a mid-sized one.
+trains as many steps as a mid-sized one. A step's inputs are gathered by `appliance.batches` (with
+`prepare_ahead`, one step ahead in a thread of their own, the same batches either way).
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
