@@ -10,7 +10,8 @@ being drawn so the sum estimates the full one; the whole catalog when it is no l
 `mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
 (not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 where the CPU multiplies it
 natively (`precision`), validation in float32. An epoch is at most `epoch_examples` examples, so a large shop
-trains as many steps as a mid-sized one.
+trains as many steps as a mid-sized one. A step's inputs are gathered by `appliance.batches` (with
+`prepare_ahead`, one step ahead in a thread of their own, the same batches either way).
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
@@ -48,16 +49,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from appliance.batches import Batch, ahead, prepare
 from appliance.config_sections import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
-from appliance.examples import (
-    Examples,
-    MomentPrior,
-    PopularityPrior,
-    batch_inputs,
-    make_examples,
-    split_validation,
-)
+from appliance.examples import Examples, MomentPrior, PopularityPrior, make_examples, split_validation
 from appliance.interactions import Interactions
 from appliance.loss import contrastive_loss
 from appliance.optim import AdamW
@@ -179,30 +174,24 @@ class _Run:
         return score
 
     def _epoch(self, optimizer: AdamW, steps: int) -> float:
-        model, config, inter = self.model, self.config, self.interactions
+        model, config = self.model, self.config
         model.train()
         order = torch.randperm(len(self.target), generator=self.generator)[:config.epoch_examples]  # a sample, if big
+        # the next step's inputs in a thread beside this one's products: only while the loss draws nothing from
+        # the generator the columns are drawn from (so the run is the same with or without it)
+        thread = config.prepare_ahead and config.negatives in ("full", "shared")
         total = 0.0
-        for step in range(steps):
-            idx = order[step * self.batch:(step + 1) * self.batch]
-            ex = self.train.take(idx.numpy())
-            hist = inter.item[ex.rows]  # (B, T); padding repeats the newest (always real) history item
-            seen = torch.as_tensor(np.where(ex.mask, hist, hist[:, -1:]))
-            columns, log_inclusion = self._columns(self.target[idx])
+        for step, batch in enumerate(ahead(lambda i: self._prepare(order[i * self.batch:(i + 1) * self.batch]),
+                                           steps, thread)):
             prior = own = None
-            if self.prior is not None:
-                prior = model.popularity_weight * self.prior.rows(ex, columns)  # (B, K) or (B, N)
-                own = model.popularity_weight * self.prior.positive(ex)  # (B,)
+            if batch.prior is not None:
+                prior, own = model.popularity_weight * batch.prior, model.popularity_weight * batch.own  # (B, K), (B,)
             with torch.autocast("cpu", torch.bfloat16, enabled=self.report.precision == "bfloat16"):
-                projected = None
-                if self.attention:  # each product of the batch projected once
-                    distinct, slot = np.unique(hist, return_inverse=True)
-                    projected = model.inp(self.low[distinct])[torch.as_tensor(slot.reshape(hist.shape))]  # (B,T,W)
-                users = model(*batch_inputs(ex, inter, self.low), projected=projected,
-                              attention=self.attention)  # (B, D)
-                loss = contrastive_loss(users, self.target[idx], self.weight[idx], self.vectors, self.log_q,
-                                        self.loss_config, self.generator, seen, prior, columns, own, log_inclusion,
-                                        self.low)
+                projected = None if batch.distinct is None else model.inp(batch.distinct)[batch.slot]  # (B, T, W)
+                users = model(*batch.inputs, projected=projected, attention=self.attention)  # (B, D)
+                loss = contrastive_loss(users, batch.target, batch.weight, self.vectors, self.log_q,
+                                        self.loss_config, self.generator, batch.seen, prior, batch.columns, own,
+                                        batch.log_inclusion, self.low)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -215,6 +204,11 @@ class _Run:
             if self.progress:
                 self.progress({"epoch": self.report.epochs, "step": step + 1, "steps": steps, "loss": loss.item()})
         return total / steps
+
+    def _prepare(self, idx: torch.Tensor) -> Batch:
+        """The inputs of the step over the training examples `idx` (B,)."""
+        return prepare(self.train.take(idx.numpy()), self.target[idx], self.weight[idx], self.interactions, self.low,
+                       self.prior, self._columns, self.attention)
 
     def _columns(self, positives: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The products every row of a batch is scored against, and their log inclusion: all (None, None) or,
