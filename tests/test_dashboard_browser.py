@@ -81,7 +81,8 @@ def test_each_page_loads_and_each_plot_draws(shop: str, chrome, name: str) -> No
         assert all(p.is_displayed() for p in points[:5])
     SHOTS.mkdir(parents=True, exist_ok=True)
     chrome.save_screenshot(str(SHOTS / f"{name}.png"))
-    local = (shop, _login(shop), "data:", "about:", "chrome:")  # chrome: its own new tab page
+    # chrome: and chrome-untrusted: are the browser's own new tab page (its WebUI schemes, never the network)
+    local = (shop, _login(shop), "data:", "about:", "chrome:", "chrome-untrusted:")
     outside = [u for u in requested_urls(chrome) if not u.startswith(local)]
     assert outside == []
     assert [e["message"] for e in chrome.get_log("browser") if e["level"] == "SEVERE"] == []
