@@ -17,6 +17,7 @@ from pathlib import Path
 
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,6 +46,16 @@ def chromium(profile: Path) -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+def unreachable(driver: webdriver.Chrome, url: str) -> str:
+    """What Chromium says when asked for `url`: the driver's error, or the text of the error page it shows instead
+    (Chromium 150 does either, at random)."""
+    try:
+        driver.get(url)
+    except WebDriverException as exc:
+        return str(exc)
+    return driver.execute_script("return document.body.innerText")
 
 
 def requested_urls(driver: webdriver.Chrome) -> list[str]:
