@@ -67,8 +67,8 @@ class Jobs:
         self.clock = clock
         self._locks = {name: threading.Lock() for name in self.specs}
         self._scheduler: BackgroundScheduler | None = None
-        self._threads = Threads("jobs")  # triggered runs
-        self._stopped = False  # a run that begins after `stop` (queued in the pool) does nothing
+        self._threads = Threads("jobs")  # triggered runs; once it is stopping, a run that begins (queued in the
+        # scheduler's pool or triggered) does nothing
 
     def run(self, name: str) -> JobRun | None:
         """Run a job now in this thread and record it; None if that job is already running or the scheduler stopped."""
@@ -78,7 +78,7 @@ class Jobs:
             log.info("job %s is already running; this run is skipped", name)
             return None
         try:
-            if self._stopped:
+            if self._threads.stopping.is_set():
                 return None
             started, t0 = self.clock(), time.perf_counter()
             try:
@@ -126,7 +126,7 @@ class Jobs:
         """Schedule and trigger nothing more; wait up to `timeout` s for the runs in progress (scheduled or
         triggered), naming in the log any still running."""
         deadline = time.monotonic() + timeout
-        self._stopped = True
+        self._threads.stopping.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
