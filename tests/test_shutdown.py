@@ -22,7 +22,8 @@ from appliance.threads import Threads
 from tests.helpers import LOCAL, wait_until
 from tests.test_jobs import _config
 from web.app import create_app
-from web.services import _warm_feeds, build_services
+from web.services import build_services
+from web.startup import _warm_feeds
 
 
 def test_a_warm_up_that_ends_after_close_began_freezes_nothing(client: TestClient) -> None:
