@@ -98,7 +98,7 @@ result = {
     "mode": "upload" if UPLOAD else "refreshes", "steps": M,
     "feeds_per_refresh": S, "snapshots": len(rec._snapshots),
     "held_by_snapshots_mib": round(held(rec._snapshots.values()) / 2**20, 2),
-    "held_by_recommender_mib": round(held([rec._snapshots, rec._ranking, rec._catalogued]) / 2**20, 2),
+    "held_by_recommender_mib": round(held([rec._snapshots, rec.live._ranking, rec._catalogued]) / 2**20, 2),
     "rss_growth_mib": round((rss_kib() - rss0) / 1024, 1),
     "feed_cpu_ms_per_request": round(1000 * cpu / requests, 3), "requests": requests,
     "oldest_100_page3_same_feed_id": kept,
