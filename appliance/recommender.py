@@ -276,10 +276,10 @@ class Recommender:
             if popular.kept is not None:
                 popular = self._sources_of(self.live.ranked(), self.compiled(view)).sources.popular
             if query.min_score is not None:
-                selection = selection.within(np.flatnonzero(popular.score >= query.min_score))
+                selection = selection.within(np.flatnonzero(popular.row_scores() >= query.min_score))
             order, rank = self.live.price_order(view, query.sort == "price_asc")
-            rows = selection.head(order, end, rank)[start:].tolist()
-            chosen = [(row, float(popular.score[row]), "price") for row in rows]
+            rows = selection.head(order, end, rank)[start:]
+            chosen = list(zip(rows.tolist(), popular.score_of(rows).tolist(), ["price"] * len(rows), strict=True))
             total, ordering = selection.total, query.sort
         else:
             chosen, total = ranked_page(sources, query, selection, self._diversity(view))
