@@ -48,7 +48,8 @@ class Catalogue(msgspec.Struct, gc=False):
     def of(cls, ranking: Ranking, merch: Merch, view: CatalogView, shares: tuple[float, float, float]) -> Catalogue:
         popular = Catalogued(ranking.order, ranking.rank, ranking.popularity, ranking.popularity, "popularity",
                              scale=ranking.top)  # scores: popularity / top, divided as they are read
-        new = Catalogued.by_position(ranking.new_rows, ranking.freshness, ranking.freshness, "freshness")
+        new = Catalogued(ranking.new_rows, None, ranking.freshness, ranking.freshness, "freshness",
+                         ranking.new_sorted, ranking.new_where)  # by position, its lookup made with the ranking
         if merch.moves:  # boosts and buries reorder: popularity (then newest, id) by the moved score
             base = ranking.popularity / ranking.top
             n = len(base)
