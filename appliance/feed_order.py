@@ -35,17 +35,26 @@ class Beyond(Exception):
 @dataclass(frozen=True)
 class Catalogued:
     """A source over every row: the order best first under the rules, each row's place in it, its score
-    (0..1, after the rules) and the score before the rules. Or only its head (`head`): the first rows of that
-    order with their scores, all a superseded snapshot keeps."""
+    (0..1, after the rules) and the score before the rules. Or a source over some rows (`by_position`): the
+    new arrivals, or the head of a source (`head`: the first rows of its order with their scores, all a
+    superseded snapshot keeps)."""
 
     order: np.ndarray  # rows best first (every row for popular, the new arrivals for new)
     rank: np.ndarray | None  # (n,) position of each row in `order` when it holds every row
-    score: np.ndarray  # (n,) per row; of a head: per position in `order`
-    base: np.ndarray  # (n,) per row; of a head: per position in `order`
+    score: np.ndarray  # (n,) per row, times `scale`; by position: per position in `order`
+    base: np.ndarray  # (n,) per row, times `scale`; by position: per position in `order`
     part: str  # what the base score is: popularity / freshness
-    kept: np.ndarray | None = None  # of a head: its rows sorted, to find their positions (None: not a head)
-    where: np.ndarray | None = None  # of a head: the position in `order` of each of `kept`
+    kept: np.ndarray | None = None  # by position: its rows sorted, to find their positions (None: per row)
+    where: np.ndarray | None = None  # by position: the position in `order` of each of `kept`
     whole: bool = True  # whether `order` is the source's whole order (a head may be all of it)
+    scale: float = 1.0  # the arrays' values are the scores times this (popularity over the most popular's)
+
+    @classmethod
+    def by_position(cls, rows: np.ndarray, score: np.ndarray, base: np.ndarray, part: str,
+                    whole: bool = True) -> Catalogued:
+        """A source of these `rows` (best first), scored per position: O(rows) memory, not O(catalog)."""
+        where = np.argsort(rows, kind="stable")
+        return cls(rows, None, score, base, part, rows[where], where, whole)
 
     def _at(self, rows: np.ndarray) -> np.ndarray:
         if self.kept is None:
@@ -54,26 +63,29 @@ class Catalogued:
         return self.where[np.searchsorted(self.kept, rows)]
 
     def score_of(self, rows: np.ndarray) -> np.ndarray:
-        """The scores of these rows (of a head: rows it holds)."""
-        return self.score[self._at(rows)]
+        """The scores of these rows (of a source by position: rows it holds)."""
+        return self.score[self._at(rows)] / self.scale
 
     def base_of(self, rows: np.ndarray) -> np.ndarray:
-        return self.base[self._at(rows)]
+        return self.base[self._at(rows)] / self.scale
+
+    def row_scores(self) -> np.ndarray:
+        """(n,) the score of every row (a source over every row)."""
+        assert self.kept is None, "a source by position scores only its own rows"
+        return self.score / self.scale
 
     def scores_in_order(self) -> np.ndarray:
         """The score of each row of `order`, in its order (falling)."""
-        return self.score if self.kept is not None else self.score[self.order]
+        return (self.score if self.kept is not None else self.score[self.order]) / self.scale
 
     def head(self, count: int, hidden: np.ndarray) -> Catalogued:
         """The first `count` rows of the whole order that `hidden` (sorted rows the rules hide, which every
         page skips) leaves, with their scores: O(count) memory where the whole source holds O(catalog)."""
-        assert self.kept is None, "a head of a head"
         visible = self.order[~members(hidden, self.order)] if len(hidden) else self.order
         rows = np.array(visible[:count], np.int64)  # a copy: a slice would keep the whole array alive
-        score = self.score[rows]
-        base = score if self.base is self.score else self.base[rows]
-        where = np.argsort(rows, kind="stable")
-        return Catalogued(rows, None, score, base, self.part, rows[where], where, len(rows) == len(visible))
+        score = self.score_of(rows)
+        base = score if self.base is self.score else self.base_of(rows)
+        return Catalogued.by_position(rows, score, base, self.part, len(rows) == len(visible))
 
     def emptied(self) -> Catalogued:
         """Nothing of the source, known to be short of it: every page asking for any row is `Beyond` it."""

@@ -2,7 +2,7 @@
 and new-arrival sources that every snapshot made from one (ranking, compiled rules) shares.
 
 A new ranking comes with every popularity refresh and every write that creates a product, and a snapshot lives
-`feed.snapshot_seconds`, so snapshots outlive many rankings. Each ranking's arrays span the whole catalog (~49
+`feed.snapshot_seconds`, so snapshots outlive many rankings. Each ranking's arrays span the whole catalog (~29
 bytes a product); a catalogue that new feeds no longer use keeps only the heads of its sources, enough for the
 pages up to `feed.snapshot_depth` (appliance/feed_order.py `Catalogued.head`), and only the newest
 `feed.snapshot_orders` of them keep that (an upload makes a ranking a write). Its pages are then the same as
@@ -20,7 +20,7 @@ from msgspec.structs import replace
 from appliance.catalog_view import CatalogView
 from appliance.feed_order import Catalogued, Nearest, Sources
 from appliance.merch import Merch
-from appliance.ranking import Ranking, ServingPrior
+from appliance.ranking import Ranking, ServingPrior, positions
 from appliance.types import NO_IDS
 
 
@@ -46,18 +46,19 @@ class Catalogue(msgspec.Struct, gc=False):
 
     @classmethod
     def of(cls, ranking: Ranking, merch: Merch, view: CatalogView, shares: tuple[float, float, float]) -> Catalogue:
-        popular = Catalogued(ranking.order, ranking.rank, ranking.score, ranking.score, "popularity")
-        new = Catalogued(ranking.new_rows, None, ranking.freshness, ranking.freshness, "freshness")
+        popular = Catalogued(ranking.order, ranking.rank, ranking.popularity, ranking.popularity, "popularity",
+                             scale=ranking.top)  # scores: popularity / top, divided as they are read
+        new = Catalogued(ranking.new_rows, None, ranking.freshness, ranking.freshness, "freshness",
+                         ranking.new_sorted, ranking.new_where)  # by position, its lookup made with the ranking
         if merch.moves:  # boosts and buries reorder: popularity (then newest, id) by the moved score
-            score = merch.rescore(np.arange(len(ranking.score)), ranking.score)
-            n = len(score)
+            base = ranking.popularity / ranking.top
+            n = len(base)
+            score = merch.rescore(np.arange(n), base)
             order = np.lexsort((view.ids_all[:n], -view.created_all[:n], -score))
-            rank = np.empty(n, np.int64)
-            rank[order] = np.arange(n)
-            popular = Catalogued(order, rank, score, ranking.score, "popularity")
-            fresh = merch.rescore(np.arange(n), ranking.freshness)
-            new_order = ranking.new_rows[np.argsort(-fresh[ranking.new_rows], kind="stable")]
-            new = Catalogued(new_order, None, fresh, ranking.freshness, "freshness")
+            popular = Catalogued(order, positions(order), score, base, "popularity")
+            fresh = merch.rescore(ranking.new_rows, ranking.freshness)
+            at = np.argsort(-fresh, kind="stable")
+            new = Catalogued.by_position(ranking.new_rows[at], fresh[at], ranking.freshness[at], "freshness")
         return cls(Sources(merch, popular, new, None, shares), ranking.prior)
 
     def supersede(self, rows: int) -> None:

@@ -2,10 +2,9 @@
 every score on the widgets' 0..1 scale, the merchandising rules and diversity applied (appliance/feed_order.py).
 
 The recommender holds no I/O of its own: it is handed callables that load the catalog and popularity. The
-catalog view is loaded once and then patched in place on every product change (`apply_changes`), so no feed
-ever waits on a reload; popularity is recomputed in the background every `popularity_ttl_seconds` while the
-previous ranking keeps serving; a shopper's nearest products are looked up once per user vector (a shallow first
-list, extended once when a deeper or filtered page asks for more).
+catalog view and its current ranking are kept live by appliance/live_ranking.py (patched in place, refreshed in
+the background); a shopper's nearest products are looked up once per user vector (a shallow first list, extended
+once when a deeper or filtered page asks for more).
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ from msgspec.structs import replace
 from appliance.catalog_view import CatalogView
 from appliance.feed_order import Beyond, Diversity, Nearest, picks, ranked_page
 from appliance.feed_snapshot import Catalogue, Personal, Snapshot
+from appliance.live_ranking import LiveRanking
 from appliance.merch import NO_RULES, Merch, compile_rules
 from appliance.nearest_cache import Found, Lookup, NearestCache
 from appliance.pipeline import FeedPage, FeedQuery, Selection
-from appliance.ranking import Ranking, ServingPrior, by_prior, price_ranking, rank_rows
+from appliance.ranking import Ranking, ServingPrior, by_prior
 from appliance.rules import Rule
-from appliance.threads import Threads
 from appliance.types import NO_IDS, Product
 
 
@@ -70,22 +69,13 @@ class Recommender:
         load_prior: Callable[[datetime], tuple[np.ndarray, np.ndarray, float, float]] | None = None,
         rules: Callable[[], Sequence[Rule]] = tuple,
     ) -> None:
-        """`load_popularity(now)` is the feed's (ids, popularity); `load_prior(now)` the serving tower's (ids,
-        popularity with its trained half-life, cold quantile, cold share), None: the feed's popularity, neither."""
-        self._load_catalog = load_catalog
-        self._load_popularity = load_popularity
-        self._load_prior = load_prior
+        """The catalog, popularity and prior loaders and the TTL go to the live ranking (`LiveRanking`)."""
+        self.live = LiveRanking(load_catalog, load_popularity, clock, popularity_ttl_seconds,
+                                settings.new_arrival_days, load_prior)
         self._rules = rules  # every rule (the store's cached tuple: a new tuple after each write)
         self._clock = clock
-        self._ttl = popularity_ttl_seconds
         self.settings = settings
         self._lock = threading.Lock()  # guards the caches below (held briefly)
-        self._patch = threading.Lock()  # one catalog patch or popularity computation at a time
-        self._view: CatalogView | None = None
-        self._ranking: Ranking | None = None
-        self._refreshing = False
-        self._threads = Threads("recommender")  # the background popularity refresh
-        self._prices: dict[bool, tuple[int, np.ndarray, np.ndarray]] = {}  # ascending -> (version, order, rank)
         self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()  # oldest first
         self._near = NearestCache(nearest, settings.personal_depth, settings.candidate_cache)
         self._merch: tuple[tuple, Merch] = ((), NO_RULES)  # (rule set, active ids, view version) -> compiled
@@ -93,17 +83,11 @@ class Recommender:
         self._superseded: deque[Catalogue] = deque()  # oldest first: those whose snapshots still answer
 
     def view(self) -> CatalogView:
-        view = self._view
-        if view is None:
-            with self._patch:
-                if self._view is None:
-                    self._view = CatalogView(self._load_catalog())
-                view = self._view
-        return view
+        return self.live.view()
 
     def warm(self) -> bool:
         """Whether the view and a ranking are loaded (a feed then needs no catalog or popularity read)."""
-        return self._view is not None and self._ranking is not None
+        return self.live.loaded()
 
     def knows(self, personal: Personal, query: FeedQuery | None = None) -> bool:
         """Whether this shopper's nearest products are cached deep enough for `query` (a feed then needs no
@@ -122,82 +106,21 @@ class Recommender:
         return settings.personal_first_depth if need <= settings.personal_first_depth else settings.personal_depth
 
     def apply_changes(self, product_ids: Sequence[int], load: Callable[[Sequence[int]], Sequence[Product]]) -> None:
-        """Patch the view after products were written or deleted: `load(ids)` reads those that still exist.
-        Reading and patching under one lock keeps the view at the newest committed state."""
-        with self._patch:
-            view = self._view
-            if view is None:
-                return  # not loaded yet: the first load reads the new state
-            found = load(product_ids)
-            present = {p.product_id for p in found}
-            view.remove([pid for pid in product_ids if pid not in present])
-            new_rows = view.upsert(found)
-            ranking = self._ranking
-            if len(new_rows) and ranking is not None:  # new products join the order with no popularity yet
-                popularity = np.zeros(len(view))
-                popularity[:len(ranking.popularity)] = ranking.popularity
-                now = self._clock().timestamp()
-                self._ranking = rank_rows(view, popularity, now, self.settings.new_arrival_days, ranking.at,
-                                          ranking.prior)
+        """Patch the view after products were written or deleted (`LiveRanking.apply_changes`)."""
+        self.live.apply_changes(product_ids, load)
 
     def popularity_of(self, view: CatalogView) -> tuple[np.ndarray, np.ndarray]:
         """Rows in the default order (popularity desc, newest first, then id) and each row's popularity."""
-        ranking = self._ranked()
+        ranking = self.live.ranked()
         return ranking.order, ranking.popularity
 
     def refresh_popularity(self) -> int:
         """Recompute popularity now (the scheduled job); how many products have any."""
-        return int(np.count_nonzero(self._refresh().popularity))
-
-    def _refresh(self) -> Ranking:
-        view = self.view()
-        now = self._clock()
-        ids, scores = self._load_popularity(now)
-        prior_ids, prior_scores, *cold = self._load_prior(now) if self._load_prior else (ids, scores, 0.0, 0.0)
-        with self._patch:
-            popularity, prior = self._per_row(view, ids, scores), self._per_row(view, prior_ids, prior_scores)
-            ranking = rank_rows(view, popularity, now.timestamp(), self.settings.new_arrival_days, time.monotonic(),
-                                ServingPrior.of(prior, *cold))
-            self._ranking = ranking
-        return ranking
-
-    @staticmethod
-    def _per_row(view: CatalogView, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(view), dtype=np.float64)
-        rows, known = view.rows_of_array(np.asarray(ids, dtype=np.int64))
-        out[rows] = np.asarray(scores, dtype=np.float64)[known]
-        return out
-
-    def _ranked(self) -> Ranking:
-        """The current ranking; once it is older than the TTL, one background thread computes the next."""
-        ranking = self._ranking
-        if ranking is None:
-            return self._refresh()
-        if time.monotonic() - ranking.at >= self._ttl:
-            with self._lock:
-                start, self._refreshing = not self._refreshing, True
-            if start and not self._threads.start(self._refresh_in_background, "popularity"):
-                self._refreshing = False  # closed: the ranking in hand keeps serving
-        return ranking
+        return int(np.count_nonzero(self.live.refresh().popularity))
 
     def close(self, timeout: float = 10.0) -> None:
         """Start no more background refreshes; wait up to `timeout` s for one in progress."""
-        self._threads.close(timeout)
-
-    def _refresh_in_background(self) -> None:
-        try:
-            self._refresh()
-        finally:
-            self._refreshing = False
-
-    def _price_order(self, view: CatalogView, ascending: bool) -> tuple[np.ndarray, np.ndarray]:
-        cached = self._prices.get(ascending)
-        if cached is not None and cached[0] == view.version:
-            return cached[1], cached[2]
-        version = view.version
-        order, rank = price_ranking(view, ascending)
-        self._prices[ascending] = (version, order, rank)
-        return order, rank
+        self.live.close(timeout)
 
     def nearest_rows(self, personal: Personal, view: CatalogView, depth: int) -> Found:
         """The shopper's `depth` nearest products (appliance/nearest_cache.py), cached per `personal.key`."""
@@ -294,7 +217,7 @@ class Recommender:
         view = self.view()
         if found is not None:  # the same ranking, rules and sources; only the personal list goes deeper
             shallow = found.shallow
-            nearest, complete = self._nearest_source(shallow, view, found.prior(lambda: self._ranked().prior),
+            nearest, complete = self._nearest_source(shallow, view, found.prior(lambda: self.live.ranked().prior),
                                                      found.catalogue.sources.merch, self._depth(query, shallow),
                                                      found.nearest)
             snap = replace(found, nearest=nearest, shallow=None if complete else shallow)
@@ -305,7 +228,7 @@ class Recommender:
         return self._keep(feed_id, snap), snap
 
     def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> Snapshot:
-        ranking = self._ranked()
+        ranking = self.live.ranked()
         merch = self.compiled(view)
         catalogue = self._sources_of(ranking, merch)
         purchased = personal.purchased if personal is not None and self.settings.exclude_purchased else None
@@ -321,7 +244,7 @@ class Recommender:
         snapshot expired or is no longer what a new feed is computed from (another popularity ranking or rule set)."""
         with self._lock:
             snap = self._snapshots.get(feed_id)
-        if snap is None or snap.catalogue is not self._sources_of(self._ranked(), self.compiled(self.view())):
+        if snap is None or snap.catalogue is not self._sources_of(self.live.ranked(), self.compiled(self.view())):
             return None
         return self._keep(secrets.token_urlsafe(9), replace(snap, created=time.monotonic()))
 
@@ -351,12 +274,12 @@ class Recommender:
         if query.sort is not None:  # the shopper's own order: hidden products stay out, no pins, no diversity
             popular = sources.popular  # the price order is today's; so are the scores once it holds only a head
             if popular.kept is not None:
-                popular = self._sources_of(self._ranked(), self.compiled(view)).sources.popular
+                popular = self._sources_of(self.live.ranked(), self.compiled(view)).sources.popular
             if query.min_score is not None:
-                selection = selection.within(np.flatnonzero(popular.score >= query.min_score))
-            order, rank = self._price_order(view, query.sort == "price_asc")
-            rows = selection.head(order, end, rank)[start:].tolist()
-            chosen = [(row, float(popular.score[row]), "price") for row in rows]
+                selection = selection.within(np.flatnonzero(popular.row_scores() >= query.min_score))
+            order, rank = self.live.price_order(view, query.sort == "price_asc")
+            rows = selection.head(order, end, rank)[start:]
+            chosen = list(zip(rows.tolist(), popular.score_of(rows).tolist(), ["price"] * len(rows), strict=True))
             total, ordering = selection.total, query.sort
         else:
             chosen, total = ranked_page(sources, query, selection, self._diversity(view))

@@ -74,7 +74,8 @@ def test_a_fault_between_the_delete_and_the_commit_leaves_neither_and_the_redeli
 CRASH = """
 import os, sys
 from appliance.config import load_config
-from web.services import build_services, load_indexes
+from web.services import build_services
+from web.startup import load_indexes
 
 services = build_services(load_config(overrides={"server": {"data_dir": sys.argv[1], "load_demo": False}}))
 load_indexes(services)

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from appliance.demo import DEMO_CATEGORY_TREE, DemoShop, Taste, generate_demo
+from appliance.demo import DemoShop, Taste, generate_demo
+from appliance.demo_catalog import DEMO_CATEGORY_TREE
 from appliance.types import EVENT_NAMES, Product
 
 END = datetime(2025, 6, 1, 12, 0, 0)

@@ -55,7 +55,7 @@ def test_a_product_without_created_at_is_never_a_new_arrival(shop: Services) -> 
     shop.catalog.upsert([product(8, "Brand New Trail Shoe", created_at=now_utc() - timedelta(days=1))], now_utc(),
                         embed_now=True)
     shop.recommender.refresh_popularity()  # the ranking that holds the new arrivals, recomputed now
-    new_rows = shop.recommender._ranked().new_rows
+    new_rows = shop.recommender.live.ranked().new_rows
     assert shop.recommender.view().ids[new_rows].tolist() == [8]
 
 

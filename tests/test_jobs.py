@@ -15,7 +15,8 @@ from jobs.scheduler import JobSpec
 from storage.impressions import Served
 from tests.helpers import LOCAL, wait_until
 from web.app import create_app
-from web.services import Services, build_services, load_demo
+from web.services import Services, build_services
+from web.startup import load_demo
 
 
 def _config(tmp_path, **sections) -> Config:

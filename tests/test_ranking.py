@@ -4,7 +4,10 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from appliance.catalog_view import CatalogView
+from appliance.feed_snapshot import Catalogue
+from appliance.merch import NO_RULES, compile_rules
 from appliance.ranking import Source, _walk, by_prior, cold_popularity, interleave, popularity_prior, rank_rows
+from appliance.rules import Rule
 from appliance.types import Product
 
 
@@ -131,3 +134,35 @@ def test_the_walk_keeps_the_round_robin_when_a_source_runs_out_midway() -> None:
     rows, _, names = _walk(sources, 8)
     assert rows.tolist() == [0, 1, 9, 2, 3, 8, 4]
     assert names == ["personal", "popular", "new", "popular", "popular", "new", "popular"]
+
+
+def test_the_catalogue_scores_rows_as_defined_and_the_new_arrivals_take_only_their_own_room() -> None:
+    """Popular items score popularity / the most popular's, new arrivals 1 - age / new days, boosts and buries
+    move both orders; the ranking's new-arrival arrays are as long as the new arrivals (main: freshness over
+    every row), its ranks int32."""
+    rng = np.random.default_rng(7)
+    view = CatalogView(_catalog(400, rng))
+    now = datetime(2026, 3, 2, 12).timestamp()
+    popularity = rng.choice([0.0, 1.0, 2.5, 4.0], len(view))
+    ranking = rank_rows(view, popularity, now, 1.0, 0.0)
+    new = np.flatnonzero(view.created >= now - 86400.0)
+    assert 0 < len(ranking.new_rows) == len(ranking.freshness) == len(new) < len(view)
+    assert ranking.rank.dtype == np.int32
+    rows, fresh = np.arange(len(view)), np.zeros(len(view))
+    fresh[new] = np.clip(1.0 - (now - view.created[new]) / 86400.0, 0.0, 1.0)
+    last_new, first_popular = int(ranking.new_rows[-1]), int(ranking.order[0])
+    rules = [Rule("boost", product_id=int(view.ids[last_new]), strength=0.9, rule_id=1),
+             Rule("bury", product_id=int(view.ids[first_popular]), strength=0.5, rule_id=2)]
+    places = []
+    for merch in (NO_RULES, compile_rules(view, rules)):
+        sources = Catalogue.of(ranking, merch, view, (0.6, 0.1, 0.3)).sources
+        popular, arrivals = sources.popular, sources.new
+        score = merch.rescore(rows, popularity / popularity.max())
+        assert popular.score_of(rows).tolist() == popular.row_scores().tolist() == score.tolist()
+        assert popular.order.tolist() == np.lexsort((view.ids, -view.created, -score)).tolist()
+        moved = merch.rescore(new, fresh[new])
+        assert arrivals.order.tolist() == new[np.lexsort((view.ids[new], -view.created[new], -moved))].tolist()
+        assert arrivals.score_of(new).tolist() == moved.tolist()
+        assert arrivals.base_of(new).tolist() == fresh[new].tolist()
+        places.append((arrivals.order.tolist().index(last_new), popular.order.tolist().index(first_popular)))
+    assert places[1][0] < places[0][0] and places[1][1] > places[0][1] == 0  # the rules moved both

@@ -22,7 +22,8 @@ from appliance.threads import Threads
 from tests.helpers import LOCAL, wait_until
 from tests.test_jobs import _config
 from web.app import create_app
-from web.services import _warm_feeds, build_services
+from web.services import build_services
+from web.startup import _warm_feeds
 
 
 def test_a_warm_up_that_ends_after_close_began_freezes_nothing(client: TestClient) -> None:
@@ -71,7 +72,7 @@ def test_a_popularity_refresh_in_flight_ends_before_close_returns_and_before_duc
     services = build_services(_config(tmp_path), encoder)
     rec = services.recommender
     rec.popularity_of(rec.view())  # the first ranking, computed in this thread
-    load, started, finished = rec._load_popularity, threading.Event(), []
+    load, started, finished = rec.live._load_popularity, threading.Event(), []
 
     def slow(now):  # the store's popularity read, begun just before the server stops
         started.set()
@@ -79,9 +80,9 @@ def test_a_popularity_refresh_in_flight_ends_before_close_returns_and_before_duc
         finished.append(load(now))  # DuckDB: raises once the database is closed
         return finished[-1]
 
-    rec._load_popularity = slow
+    rec.live._load_popularity = slow
     if how == "feed":  # a feed asked once the ranking is older than the TTL starts the refresh
-        rec._ttl = 0.0
+        rec.live._ttl = 0.0
         rec.popularity_of(rec.view())
     else:
         assert services.jobs.trigger("popularity")
@@ -96,7 +97,7 @@ def test_after_close_no_thread_of_the_services_is_left_and_none_starts(tmp_path,
     with TestClient(app, base_url=LOCAL) as client:
         services = client.app.state.services
         wait_until(lambda: services.ready.is_set(), what="start-up")
-        services.recommender._ttl = 0.0  # every feed from now on wants a refresh
+        services.recommender.live._ttl = 0.0  # every feed from now on wants a refresh
         assert client.get("/customers/1/feed").status_code == 200
     assert _ours() == [], "threads of the closed services still running"
     services.recommender.popularity_of(services.recommender.view())  # the view is in memory: no store read

@@ -33,7 +33,8 @@ from web.docs import SWAGGER_ASSETS, swagger_plugin
 from web.errors import EXCEPTION_HANDLERS
 from web.limits import body_timeout
 from web.openapi import describe_limits
-from web.services import Services, build_services, start
+from web.services import Services, build_services
+from web.startup import start
 from web.telemetry import observe_requests
 
 log = logging.getLogger("appliance")

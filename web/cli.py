@@ -24,8 +24,9 @@ from web.bench import add_bench_parser
 from web.ids import created, keyed_events, normalised
 from web.importers import read_rows, row_chunks
 from web.schemas import EventIn, ProductIn
-from web.services import Services, build_services, load_indexes, load_serving_model
+from web.services import Services, build_services
 from web.shop_examples import EXAMPLES, write_uci_retail
+from web.startup import load_indexes, load_serving_model
 from web.telemetry import configure_logging, quiet_progress_bars
 
 

@@ -22,7 +22,8 @@ from appliance.config import load_config
 from appliance.types import Event, now_utc
 from bench.probes import write_lock
 from jobs.queue import event_body
-from web.services import build_services, load_indexes, load_serving_model
+from web.services import build_services
+from web.startup import load_indexes, load_serving_model
 
 src, seconds, eps, out = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4])
 path = src.with_name(src.name + ".consumer")

@@ -31,9 +31,9 @@ def count():
 
 
 def size(r):
-    arrays = [r.order, r.rank, r.popularity, r.new_rows, r.score, r.freshness]
+    arrays = [r.order, r.rank, r.popularity, r.new_rows, r.freshness]
     return sum(a.nbytes for a in arrays), (r.prior.values.nbytes + r.prior.known.nbytes) if r.prior else 0
-print("start", count(), "bytes per ranking (own, prior)", size(rec._ranking))
+print("start", count(), "bytes per ranking (own, prior)", size(rec.live._ranking))
 for i in range(50):  # edits of existing products, a feed after each
     pid = 1 + i
     catalog[pid] = Product(pid, f"p{pid}", "m", ("A", "B"), "red", 99.0, False, datetime(2026, 1, 1))

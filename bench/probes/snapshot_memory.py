@@ -4,7 +4,8 @@ each followed by S new feeds (page 1, a new feed_id each) and their page 2, a ca
 page; every snapshot stays within `feed.snapshot_seconds`. `upload`: the catalog grows from empty to N products
 in M writes that create products (each makes a ranking, as a bulk upload does), S feeds after each.
 Held: the unique numpy buffers reachable from the snapshots (each counted once),
-and the process's RSS growth. Runs on any checkout: PYTHONPATH=<checkout> selects the code measured.
+and the process's RSS growth; the current ranking field by field, the price orders and the current catalogue.
+Runs on any checkout: PYTHONPATH=<checkout> selects the code measured.
 Run: nice -n 10 .venv/bin/python bench/probes/snapshot_memory.py 100000 60 50 [out.jsonl] [upload]"""
 
 import dataclasses
@@ -46,6 +47,11 @@ def rss_kib() -> int:
 
 def held(roots) -> int:
     """Bytes of the unique array buffers reachable from `roots` (a view counts its base once)."""
+    return sum(buffers(roots).values())
+
+
+def buffers(roots) -> dict[int, int]:
+    """The unique array buffers reachable from `roots`: id of the base -> its bytes."""
     seen, buffers, stack = set(), {}, list(roots)
     while stack:
         obj = stack.pop()
@@ -65,7 +71,28 @@ def held(roots) -> int:
             stack.extend(obj.values())
         elif isinstance(obj, (list, tuple, set, frozenset)):
             stack.extend(obj)
-    return sum(buffers.values())
+    return buffers
+
+
+def mib(found: dict[int, int]) -> float:
+    return round(sum(found.values()) / 2**20, 2)
+
+
+def current_parts(rec) -> dict:
+    """The current ranking's arrays field by field (buffers the catalog view holds too counted apart), the
+    price orders and the current catalogue (what neither the ranking nor the view holds)."""
+    live = getattr(rec, "live", rec)  # before the split, the recommender held these itself
+    ranking, view = live._ranking, live._view
+    in_view = buffers([getattr(view, "_newest", None)] + [v for v in vars(view).values() if isinstance(v, np.ndarray)])
+    parts, own = {}, {}
+    for field in dataclasses.fields(ranking):
+        found = {k: v for k, v in buffers([getattr(ranking, field.name)]).items() if k not in in_view and k not in own}
+        own.update(found)
+        parts[field.name] = mib(found)
+    shared = {k: v for k, v in buffers([ranking]).items() if k in in_view}
+    catalogue = {k: v for k, v in buffers([rec._catalogued]).items() if k not in own and k not in in_view}
+    return {"ranking_fields_mib": parts, "ranking_own_mib": mib(own), "ranking_shared_with_view_mib": mib(shared),
+            "price_orders_mib": mib(buffers([live._prices])), "catalogue_beyond_ranking_mib": mib(catalogue)}
 
 
 commit = subprocess.run(["git", "-C", os.environ.get("PYTHONPATH") or ".", "rev-parse", "--short", "HEAD"],
@@ -98,7 +125,8 @@ result = {
     "mode": "upload" if UPLOAD else "refreshes", "steps": M,
     "feeds_per_refresh": S, "snapshots": len(rec._snapshots),
     "held_by_snapshots_mib": round(held(rec._snapshots.values()) / 2**20, 2),
-    "held_by_recommender_mib": round(held([rec._snapshots, rec._ranking, rec._catalogued]) / 2**20, 2),
+    "held_by_recommender_mib": mib(buffers([rec._snapshots, getattr(rec, "live", rec)._ranking, rec._catalogued])),
+    **current_parts(rec),
     "rss_growth_mib": round((rss_kib() - rss0) / 1024, 1),
     "feed_cpu_ms_per_request": round(1000 * cpu / requests, 3), "requests": requests,
     "oldest_100_page3_same_feed_id": kept,

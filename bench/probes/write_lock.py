@@ -183,7 +183,7 @@ def census() -> dict[str, Any]:
         out["rankings_in_snapshots"] = len({id(v.ranking) for v in list(s.recommender._snapshots.values())})
         out["priors_in_snapshots"] = len({id(v.ranking.prior) for v in list(s.recommender._snapshots.values())})
         out["page_cache"] = len(s.feeds.pages._pages) if hasattr(s.feeds, "pages") else None
-        out["view_version"] = s.recommender._view.version if s.recommender._view is not None else None
+        out["view_version"] = s.recommender.live._view.version if s.recommender.live._view is not None else None
         if hasattr(s, "edits"):
             out["edit_groups"], out["edits_grouped"] = s.edits.commits, s.edits.edits
     return out

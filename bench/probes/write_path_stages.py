@@ -19,7 +19,8 @@ from appliance.config import load_config
 from appliance.types import Event, now_utc
 from jobs.ingest import _Request
 from jobs.queue import event_body
-from web.services import _warm_feeds, build_services, load_indexes, load_serving_model
+from web.services import build_services
+from web.startup import _warm_feeds, load_indexes, load_serving_model
 
 src, rounds, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 profile = "profile" in sys.argv[4:]

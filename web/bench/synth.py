@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from appliance.config import load_config
-from appliance.demo import subcategories
+from appliance.demo_catalog import subcategories
 from appliance.text import product_text, text_hash
 from appliance.types import EVENT_NAMES, Event, Product, now_utc
 from storage.catalog import CatalogStore

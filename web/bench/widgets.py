@@ -194,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
 def _in_process(path: Path, requests: dict[str, list[dict]]) -> dict[str, float]:
     """Milliseconds of this thread's CPU per answer of each widget called in this process (no HTTP), after one
     warm-up pass over the same requests (CPU, not wall time: the machine is shared)."""
-    from web.services import build_services, start
+    from web.services import build_services
+    from web.startup import start
     from web.widget_answers import answer
     from web.widget_schemas import WidgetRequest
 
