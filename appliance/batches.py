@@ -1,21 +1,16 @@
-"""A training step's inputs, gathered from the examples before the step (no parameter is read), and a helper
-that prepares the next step's inputs in a thread of its own while the current step computes.
+"""A training step's inputs, gathered from the examples before the step (no parameter is read).
 
 What a step needs from the data (the (B, T, D) history block, kinds, ages, the shared columns, the prior's rows,
 each distinct history product's vector) is numpy and torch indexing outside the tower's matrix products (~10 ms
-of a ~90 ms step at 10k products, BENCHMARKS.md "Training", seventh round). torch's ops and numpy's larger copies
-release the GIL, so one thread gathering step i + 1 runs beside step i's products on the other core, without the
-barriers two OpenMP threads wait at. The batches come in the same order and draw the shared columns from the same
-generator in the same order, so a run is the same run with or without the thread: the caller runs it only while
-nothing else draws from that generator.
+of a ~90 ms step at 10k products in float32, BENCHMARKS.md "Training", seventh round). Preparing the next step in
+a thread beside the current one was measured and removed: on an idle machine two torch threads were faster, on a
+busy one it gained nothing (BENCHMARKS.md "Training", eighth and ninth rounds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +19,6 @@ from appliance.examples import Examples, MomentPrior, PopularityPrior, batch_inp
 from appliance.interactions import Interactions
 
 Columns = Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor | None]]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,16 +53,3 @@ def prepare(
     return Batch(target, weight, batch_inputs(ex, interactions, low), seen, columns, log_inclusion, rows, own,
                  distinct, slot)
 
-
-def ahead(make: Callable[[int], T], count: int, thread: bool) -> Iterator[T]:
-    """make(0), ..., make(count - 1) in order; with `thread`, make(i + 1) runs in a thread while the caller uses
-    make(i) (one ahead: never two batches waiting)."""
-    if not thread:
-        yield from (make(i) for i in range(count))
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="batch-prep") as pool:
-        pending = pool.submit(make, 0) if count else None
-        for i in range(count):
-            done = pending.result()
-            pending = pool.submit(make, i + 1) if i + 1 < count else None
-            yield done

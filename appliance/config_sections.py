@@ -139,7 +139,6 @@ class TrainingConfig:
     seed: int
     threads: int  # torch threads of a retrain inside the server (its other threads serve requests)
     offline_threads: int  # ... of `appliance train` / `appliance jobs run retrain`: a process of its own
-    prepare_ahead: bool  # a Python thread gathers the next step's inputs while the current step computes
     epochs: int
     batch_size: int  # of the network phase
     scalar_batch_size: int  # of the first phase (only the scalars learn)

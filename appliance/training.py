@@ -10,8 +10,7 @@ being drawn so the sum estimates the full one; the whole catalog when it is no l
 `mixed`. Cost per step, B examples of T history slots: the tower projects each distinct product of the batch once
 (not B * T slots), the loss is one (B, D) x (D, K) product; both run in bfloat16 where the CPU multiplies it
 natively (`precision`), validation in float32. An epoch is at most `epoch_examples` examples, so a large shop
-trains as many steps as a mid-sized one. A step's inputs are gathered by `appliance.batches` (with
-`prepare_ahead`, one step ahead in a thread of their own, the same batches either way).
+trains as many steps as a mid-sized one. A step's inputs are gathered by `appliance.batches`.
 
 The tower starts as `mean_vector` (same kind weights, same half-life) and validation is measured before the
 first epoch too, so the kept model is never worse on validation than that no-training baseline. Training runs
@@ -49,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from appliance.batches import Batch, ahead, prepare
+from appliance.batches import Batch, prepare
 from appliance.config_sections import TowerConfig, TrainingConfig
 from appliance.errors import InvalidInput
 from appliance.examples import Examples, MomentPrior, PopularityPrior, make_examples, split_validation
@@ -177,12 +176,9 @@ class _Run:
         model, config = self.model, self.config
         model.train()
         order = torch.randperm(len(self.target), generator=self.generator)[:config.epoch_examples]  # a sample, if big
-        # the next step's inputs in a thread beside this one's products: only while the loss draws nothing from
-        # the generator the columns are drawn from (so the run is the same with or without it)
-        thread = config.prepare_ahead and config.negatives in ("full", "shared")
         total = 0.0
-        for step, batch in enumerate(ahead(lambda i: self._prepare(order[i * self.batch:(i + 1) * self.batch]),
-                                           steps, thread)):
+        for step in range(steps):
+            batch = self._prepare(order[step * self.batch:(step + 1) * self.batch])
             prior = own = None
             if batch.prior is not None:
                 prior, own = model.popularity_weight * batch.prior, model.popularity_weight * batch.own  # (B, K), (B,)

@@ -8,7 +8,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import os
 import time
 from pathlib import Path
 
@@ -28,8 +27,6 @@ parser.add_argument("--ops", action="store_true")
 parser.add_argument("--epochs", type=int, default=0, help="network epochs (0: the shipped recipe's)")
 parser.add_argument("--dataset", default="shop-100k")
 args = parser.parse_args()
-# since the eighth round a step's inputs are prepared in a thread: measure the parts inline
-os.environ.setdefault("APPLIANCE_TRAINING__PREPARE_AHEAD", "false")
 config = load_config(None)
 vectors, inter = load(args.dataset, argparse.Namespace(shop_products="10k", datasets_dir="/work/shared/datasets",
                                                        cache_dir="bench/cache"), config)
