@@ -13,7 +13,7 @@ itself is retried request by request, so one request's failure stays its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +25,6 @@ from jobs.sqs import SqsQueue
 from jobs.writer_thread import WriterThread
 from storage.db import Database
 from storage.events import EventStore, Written
-from storage.stage import Part
 
 
 @dataclass(eq=False)
@@ -94,21 +93,12 @@ class GroupCommit(WriterThread[_Request]):
                 request.future.set_result(own)
 
     def _write(self, group: list[_Request]) -> list[Written]:
-        """One transaction for the group's events and their queue messages (two DuckDB calls: storage/stage.py);
-        each request's share of it."""
-        bodies = [b for r in group for b in r.bodies]
-        sent: list[Callable[[], None]] = []
-
-        def messages(rows: list[int]) -> Part:  # the events written: one stored already (its key) is not queued
-            part, after = self.queue.staged([bodies[i] for i in rows])
-            sent.append(after)
-            return part
-
-        with self.db.write() as tx:
-            written = self.events.append_in(tx, [e for r in group for e in r.events],
-                                            max(r.received_at for r in group), messages)
-        for after in sent:
-            after()
+        """One transaction for the group's events and their queue messages; each request's share of it."""
+        with self.db.write() as cur:
+            written = self.events.append_in(cur, [e for r in group for e in r.events],
+                                            max(r.received_at for r in group))
+            bodies = [b for r in group for b in r.bodies]  # an event stored already (its key) is not queued again
+            self.queue.enqueue_in(cur, [b for b, fresh in zip(bodies, written.fresh, strict=True) if fresh])
         out, start = [], 0
         for request in group:
             end = start + len(request.events)

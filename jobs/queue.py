@@ -43,7 +43,6 @@ from appliance.ids import shop_id
 from appliance.types import Event, now_utc
 from storage.db import Database
 from storage.queue_store import QueueStore
-from storage.stage import Part
 
 MAX_BATCH = 10  # SQS: at most 10 entries per SendMessageBatch / ReceiveMessage / DeleteMessageBatch
 DEDUP_WINDOW_SECONDS = 300.0  # SQS FIFO deduplication interval
@@ -105,19 +104,6 @@ def event_body(event: Event, customer_id: str, product_id: str) -> dict:
         "event_name": event.event_name,
         "timestamp": event.ts.isoformat(),
     }
-
-
-def texts(bodies: Sequence[dict]) -> list[str]:
-    """The message bodies as stored (compact JSON); ValueError for one that is not a JSON object."""
-    out = []
-    for body in bodies:
-        if not isinstance(body, dict):
-            raise ValueError(f"a message body is a JSON object, got {type(body).__name__}")
-        try:
-            out.append(json.dumps(body, separators=(",", ":")))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"message body is not JSON-serialisable: {exc}") from exc
-    return out
 
 
 def _group(body: dict) -> str | None:
@@ -197,18 +183,21 @@ class DurableQueue:
             raise ValueError(f"{len(bodies)} bodies but {len(dedup_ids)} dedup ids")
         if not bodies:
             return []
+        texts = []
+        for body in bodies:
+            if not isinstance(body, dict):
+                raise ValueError(f"a message body is a JSON object, got {type(body).__name__}")
+            try:
+                texts.append(json.dumps(body, separators=(",", ":")))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"message body is not JSON-serialisable: {exc}") from exc
         now = self.clock()
         ids = self.store.insert(
-            cur, texts(bodies), [_group(b) for b in bodies], list(dedup_ids), now, now - self.dedup_window
+            cur, texts, [_group(b) for b in bodies], list(dedup_ids), now, now - self.dedup_window
         )
         # Receivers woken now block on the writer lock (held by our caller) until this transaction ends.
         self._notify()
         return [str(i) for i in ids]
-
-    def staged(self, bodies: Sequence[dict]) -> tuple[Part, Callable[[], None]]:
-        """These messages (no deduplication ids) as a part of a staged batch (storage/stage.py), committed with it;
-        and what to call once it has committed (receivers woken)."""
-        return self.store.staged(texts(bodies), [_group(b) for b in bodies], self.clock()), self._notify
 
     # -- receiving -------------------------------------------------------------------------------------
 

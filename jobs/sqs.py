@@ -30,10 +30,9 @@ from appliance.config_sections import QueueConfig
 from appliance.errors import InvalidInput, QueueUnavailable
 from appliance.types import now_utc
 from jobs.outage import Outage
-from jobs.queue import MAX_BATCH, DeadLetter, DurableQueue, QueueStats, Received, _group, texts
+from jobs.queue import MAX_BATCH, DeadLetter, DurableQueue, QueueStats, Received, _group
 from storage.db import Database
 from storage.sqs_outbox import SqsOutbox
-from storage.stage import Part
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +115,10 @@ class SqsQueue:
         self, cur: duckdb.DuckDBPyConnection, bodies: Sequence[dict], dedup_ids: Sequence[str | None] | None = None
     ) -> list[str]:
         """Write messages to the outbox inside the caller's transaction; the sender takes them to SQS."""
-        self.outbox.insert_in(cur, texts(bodies), [_group(b) for b in bodies], now_utc())
+        texts = [json.dumps(b, separators=(",", ":")) for b in bodies]
+        self.outbox.insert_in(cur, texts, [_group(b) for b in bodies], now_utc())
         self.sender.kick()
         return []
-
-    def staged(self, bodies: Sequence[dict]) -> tuple[Part, Callable[[], None]]:
-        """`enqueue_in` as a part of a staged batch (storage/stage.py); what to call once it has committed."""
-        return self.outbox.staged(texts(bodies), [_group(b) for b in bodies], now_utc()), self.sender.kick
 
     def send_entries(self, rows: Sequence[tuple[str, str | None, str, str]], queue_url: str | None = None,
                      attributes: dict | None = None) -> set[str]:

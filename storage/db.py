@@ -57,38 +57,6 @@ def joined(pages: Iterator[VectorPage]) -> VectorPage:
     return np.concatenate([p[0] for p in got]), np.concatenate([p[1] for p in got]), got[-1][2]
 
 
-class Transaction:
-    """The writer's cursor inside `Database.write`, beginning the transaction in its first statement's call
-    (`BEGIN TRANSACTION; ...`) instead of a call of its own: each DuckDB call gives up the GIL and takes it back, and
-    while other threads run Python each take waits up to a switch interval, with the writer lock held (BENCHMARKS.md
-    "Feed under load", thirteenth round). `commit_after` ends a transaction with its last statements in one call.
-    Everything else is the cursor's (`fetchall`, `register`, ...)."""
-
-    __slots__ = ("cur", "begun", "committed")
-
-    def __init__(self, cur: duckdb.DuckDBPyConnection) -> None:
-        self.cur = cur
-        self.begun = False  # a statement ran (the transaction is open, or was committed by `commit_after`)
-        self.committed = False
-
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Transaction:
-        if not self.begun:
-            self.begun = True
-            sql = "BEGIN TRANSACTION; " + sql
-        self.cur.execute(sql, params)
-        return self
-
-    def commit_after(self, statements: Sequence[str], answer: str) -> list[tuple]:
-        """Run `statements` (no parameters: DuckDB binds them to a call's last statement only), COMMIT, and the
-        SELECT `answer`, in one call; its rows (read once committed)."""
-        rows = self.execute("; ".join([*statements, "COMMIT", answer])).fetchall()
-        self.committed = True
-        return rows
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.cur, name)
-
-
 class Database:
     """Owns the single DuckDB connection of the process.
 
@@ -162,23 +130,21 @@ class Database:
                     cur.rollback()
 
     @contextmanager
-    def write(self) -> Iterator[Transaction]:
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction under the writer lock; committed (durable) when the block exits normally.
 
         Raises StoreUnavailable when the disk does not take the commit (nothing of the block is kept)."""
         with self._write_lock, self._faults():
             self._usable()
             cur = self.cursor()
-            tx = Transaction(cur)
+            cur.begin()
             try:
-                yield tx
+                yield cur
             except BaseException:
-                if tx.begun:
-                    with suppress(duckdb.Error):
-                        cur.rollback()
+                with suppress(duckdb.Error):
+                    cur.rollback()
                 raise
-            if tx.begun and not tx.committed:
-                cur.commit()
+            cur.commit()
 
     def check(self) -> str | None:
         """None when the store can write; otherwise why not (a recovery is tried first, see the class)."""

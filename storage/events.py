@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,27 +13,10 @@ import duckdb
 import numpy as np
 
 from appliance.types import NO_IDS, Event
-from storage.db import Database, Transaction
+from storage.db import Database
 from storage.once import Once, next_ids
-from storage.stage import Part, Stage
 
 MAX_HALF_LIVES = 1000  # popularity: older events weigh 2^-1000 (not 0), see EventStore.popularity
-
-
-# `append_in`'s statements, reading its staged batch (storage/stage.py)
-_STAGED_EVENTS = """INSERT INTO events (event_id, customer_id, product_id, event_name, ts, received_at,
-                                       recommendation_id, position)
-                    SELECT event_id, customer_id, product_id, event_name, ts, received_at, recommendation_id, position
-                    FROM {stage} ORDER BY i"""
-_STAGED_KEYS = """INSERT INTO event_keys (event_key, event_id, stored_at)
-                  SELECT event_key, event_id, received_at FROM {stage} WHERE event_key IS NOT NULL"""
-
-
-def _purchases_from(source: str) -> str:
-    """The merge into `purchases` of the (c, p) pairs (customer, product bought) that `source` selects."""
-    return f"""INSERT INTO purchases SELECT c, list(DISTINCT p) FROM ({source}) GROUP BY c
-               ON CONFLICT (customer_id) DO UPDATE
-               SET product_ids = list_distinct(list_concat(purchases.product_ids, excluded.product_ids))"""
 
 
 @dataclass(frozen=True)
@@ -65,40 +48,45 @@ class EventStore:
 
     def append(self, events: Sequence[Event], received_at: datetime) -> list[int]:
         """Write a batch in one transaction (one group commit); durable when this returns. Returns event ids."""
-        with self.db.write() as tx:
-            return self.append_in(tx, events, received_at).event_ids
+        with self.db.write() as cur:
+            return self.append_in(cur, events, received_at).event_ids
 
-    def append_in(self, tx: Transaction, events: Sequence[Event], received_at: datetime,
-                  messages: Callable[[list[int]], Part] | None = None) -> Written:
-        """The same, committing the caller's `db.write()` (in two DuckDB calls, three when an event has a key:
-        storage/stage.py), with `messages(rows)`, the queue's part for the events written (their places in the
-        batch), so each queue message commits with its event. An event with a `key` already stored (or earlier in
-        the batch) is not written again: it answers with the id stored under that key. Events without a key are
-        always written."""
+    def append_in(self, cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> Written:
+        """The same, inside a transaction the caller holds (so the queue message commits with the event).
+        An event with a `key` already stored (or earlier in the batch) is not written again: it answers with
+        the id stored under that key. Events without a key are always written."""
         if not events:
             return Written([], [])
         keys = [e.key for e in events]
-        keyed = any(k is not None for k in keys)
-        once = Once(keys, self._known_keys(tx, keys) if keyed else {})
-        if not once.rows:  # every event is stored already: nothing to write
-            return Written(once.ids([]), once.fresh())
-        kept = [events[i] for i in once.rows]
-        columns = {"customer_id": ("BIGINT", [e.customer_id for e in kept]),
-                   "product_id": ("BIGINT", [e.product_id for e in kept]),
-                   "event_name": ("VARCHAR", [e.event_name for e in kept]), "ts": ("TIMESTAMP", [e.ts for e in kept]),
-                   "recommendation_id": ("VARCHAR", [e.recommendation_id for e in kept]),
-                   "position": ("INTEGER", [e.position for e in kept]), "event_key": ("VARCHAR", [e.key for e in kept])}
-        parts = [Part(columns, _STAGED_EVENTS, {"received_at": ("TIMESTAMP", received_at)},
-                      {"event_id": "nextval('event_seq')"})]
-        if once.first:  # every keyed event written is its key's first
-            parts.append(Part({}, _STAGED_KEYS))
-        if self._note_buyers([(e.customer_id, e.product_id) for e in kept if e.event_name == "product_purchased"]):
-            parts.append(Part({}, _purchases_from(
-                "SELECT customer_id AS c, product_id AS p FROM {stage} WHERE event_name = 'product_purchased'")))
-        if messages is not None:
-            parts.append(messages(once.rows))
-        ids = Stage("event_batch", len(kept), parts).write(tx, "SELECT event_id FROM {stage} ORDER BY i")
-        return Written(once.ids([r[0] for r in ids]), once.fresh())
+        if all(k is None for k in keys):
+            return Written(self._insert(cur, events, received_at), [True] * len(events))
+        once = Once(keys, self._known_keys(cur, keys))
+        ids = once.ids(self._insert(cur, [events[i] for i in once.rows], received_at))
+        if once.first:
+            cur.execute(
+                """INSERT INTO event_keys (event_key, event_id, stored_at)
+                   SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[]), $3::TIMESTAMP""",
+                [list(once.first), [ids[i] for i in once.first.values()], received_at],
+            )
+        return Written(ids, once.fresh())
+
+    def _insert(self, cur: duckdb.DuckDBPyConnection, events: Sequence[Event], received_at: datetime) -> list[int]:
+        if not events:
+            return []
+        rows = cur.execute(
+            """INSERT INTO events (customer_id, product_id, event_name, ts, received_at, recommendation_id, position)
+               SELECT * FROM (SELECT unnest($1::BIGINT[]), unnest($2::BIGINT[]), unnest($3::VARCHAR[]),
+                                     unnest($4::TIMESTAMP[]), $5::TIMESTAMP, unnest($6::VARCHAR[]),
+                                     unnest($7::INTEGER[]))
+               RETURNING event_id""",
+            [
+                [e.customer_id for e in events], [e.product_id for e in events],
+                [e.event_name for e in events], [e.ts for e in events], received_at,
+                [e.recommendation_id for e in events], [e.position for e in events],
+            ],
+        ).fetchall()
+        self._bought_in(cur, [(e.customer_id, e.product_id) for e in events if e.event_name == "product_purchased"])
+        return [r[0] for r in rows]
 
     def forget_keys(self, before: datetime) -> int:
         """Forget the keys of events stored before `before` (the dedupe window's start); how many."""
@@ -165,20 +153,21 @@ class EventStore:
                   JOIN (SELECT unnest($1::VARCHAR[]) AS wanted) ON event_key = wanted"""
         return dict(cur.execute(few if len(wanted) <= 1000 else many, [wanted]).fetchall())
 
-    def _note_buyers(self, bought: Sequence[tuple[int, int]]) -> bool:
-        """Purchases (customer, product) about to be written: their customers are buyers and their cached purchases
-        stale. Whether there are any."""
-        if bought:
-            with self._lock:
-                self._buyers.update(c for c, _ in bought)
-            self.forget_purchases(c for c, _ in bought)
-        return bool(bought)
-
     def _bought_in(self, cur: duckdb.DuckDBPyConnection, bought: Sequence[tuple[int, int]]) -> None:
         """Record purchases (customer, product) of events written in the caller's transaction."""
-        if self._note_buyers(bought):
-            cur.execute(_purchases_from("SELECT unnest($1::BIGINT[]) AS c, unnest($2::BIGINT[]) AS p"),
-                        [[c for c, _ in bought], [p for _, p in bought]])
+        if not bought:
+            return
+        with self._lock:
+            self._buyers.update(c for c, _ in bought)
+        self.forget_purchases(c for c, _ in bought)
+        cur.execute(
+            """INSERT INTO purchases
+               SELECT c, list(DISTINCT p) FROM (SELECT unnest($1::BIGINT[]) AS c, unnest($2::BIGINT[]) AS p)
+               GROUP BY c
+               ON CONFLICT (customer_id) DO UPDATE
+               SET product_ids = list_distinct(list_concat(purchases.product_ids, excluded.product_ids))""",
+            [[c for c, _ in bought], [p for _, p in bought]],
+        )
 
     def newest_ids(self, customer_ids: Sequence[int]) -> list[int]:
         """Each customer's newest event id (0 when none): read before a history, it is what a vector derived

@@ -16,7 +16,6 @@ import duckdb
 
 from storage.db import Database
 from storage.once import Once, next_ids
-from storage.stage import Part
 
 # Columns returned for a received message, in this order.
 RECEIVED_COLUMNS = "message_id, receipt_handle, body, receive_count, sent_at, seq"
@@ -82,14 +81,6 @@ class QueueStore:
                 [list(once.first), [answer[i] for i in once.first.values()], now],
             )
         return answer
-
-    @staticmethod
-    def staged(bodies: Sequence[str], groups: Sequence[str | None], now: datetime) -> Part:
-        """Messages as a part of a staged batch (storage/stage.py), their ids drawn in the batch's order."""
-        return Part({"body": ("VARCHAR", bodies), "group_id": ("VARCHAR", groups)},
-                    """INSERT INTO queue_messages (message_id, seq, group_id, body, sent_at, visible_at, receive_count)
-                       SELECT message_id, message_id, group_id, body, sent_at, sent_at, 0 FROM {stage} ORDER BY i""",
-                    {"sent_at": ("TIMESTAMP", now)}, {"message_id": "nextval('queue_seq')"})
 
     # -- receiving -------------------------------------------------------------------------------------
 

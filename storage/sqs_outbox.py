@@ -14,7 +14,6 @@ from datetime import datetime
 import duckdb
 
 from storage.db import Database
-from storage.stage import Part
 
 
 class SqsOutbox:
@@ -31,13 +30,6 @@ class SqsOutbox:
                    SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), $3::TIMESTAMP""",
                 [list(groups), list(bodies), now],
             )
-
-    @staticmethod
-    def staged(bodies: Sequence[str], groups: Sequence[str | None], now: datetime) -> Part:
-        """`insert_in`'s rows as a part of a staged batch (storage/stage.py)."""
-        return Part({"body": ("VARCHAR", bodies), "group_id": ("VARCHAR", groups)},
-                    "INSERT INTO sqs_outbox (group_id, body, queued_at) SELECT group_id, body, queued_at FROM {stage}"
-                    " ORDER BY i", {"queued_at": ("TIMESTAMP", now)})
 
     def oldest(self, limit: int) -> list[tuple[int, str | None, str]]:
         """(outbox_id, group_id, body) of the oldest rows, oldest first."""
