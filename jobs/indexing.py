@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
@@ -63,6 +64,7 @@ class IndexMirror:
             if piece:
                 for start in range(0, len(ids), piece):
                     self._add_piece(index, ids[start:start + piece], vectors[start:start + piece])
+                    time.sleep(0)  # a thread waiting for the lock takes it before the next piece (Lock is not fair)
             else:
                 index.upsert(ids, vectors, self.threads)
             added, complete = added + len(ids), done
