@@ -36,6 +36,7 @@ from jobs.indexing import BackgroundIndexer, CatalogIndexer
 from storage.catalog import CatalogStore
 from storage.db import Database
 from storage.vectors import VectorIndex
+from web.bench.common import percentiles
 from web.bench.synth import catalog_products
 
 STAMPS: dict[str, float] = {}  # the edit in flight (one at a time): stage -> perf_counter
@@ -79,15 +80,6 @@ class TimedLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def figures(ms: list[float]) -> dict[str, float]:
-    if not ms:
-        return {"count": 0}
-    a = np.asarray(ms)
-    return {"count": len(ms), "p50": round(float(np.percentile(a, 50)), 1),
-            "p99": round(float(np.percentile(a, 99)), 1), "max": round(float(a.max()), 1),
-            "sum": round(float(a.sum()), 1)}
 
 
 def vm_hwm_mib() -> float:
@@ -218,20 +210,20 @@ def main(argv: list[str]) -> int:
         "products": args.products, "every_s": args.every, "chunk": args.chunk, "seconds": round(seconds, 1),
         "products_per_s": round(args.products / seconds, 1), "vm_hwm_mib": round(vm_hwm_mib(), 1),
         "indexed": len(index),
-        "edit_ms": {k: figures([r[k] for r in rows]) for k in (rows[0] if rows else {})},
-        "mirror_lock_hold_ms": {k: figures(v) for k, v in lock.holds.items()},
-        "mirror_lock_wait_ms": {k: figures(v) for k, v in lock.waits.items()},
+        "edit_ms": {k: percentiles([r[k] for r in rows]) for k in (rows[0] if rows else {})},
+        "mirror_lock_hold_ms": {k: percentiles(v) for k, v in lock.holds.items()},
+        "mirror_lock_wait_ms": {k: percentiles(v) for k, v in lock.waits.items()},
         "syncs": {"count": len(syncs), "rows": sum(s["rows"] for s in syncs),
                   "rows_max": max((s["rows"] for s in syncs), default=0), "each": syncs},
         "edits": rows, "jobs_indexing": sys.modules["jobs.indexing"].__file__,
     }
     result["census_mib"] = census(db, index)
     db.close()
-    printed = {k: v for k, v in result.items() if k not in ("edits",)}
-    printed["syncs"] = {k: v for k, v in result["syncs"].items() if k != "each"}
-    print(json.dumps(printed, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    shown = {k: v for k, v in result.items() if k != "edits"} | {"syncs": {k: v for k, v in result["syncs"].items()
+                                                                          if k != "each"}}
+    print(json.dumps(shown, indent=1))
     return 0
 
 
