@@ -21,8 +21,9 @@ Progress = Callable[[int], None]
 ChangedSince = Callable[[datetime | None], Iterable[VectorPage]]
 
 
-# adds of one sync per hold of the mirror's lock: an edit's `put` waits for one piece (~5 ms each of hnswlib work
-# at 48k products on a quiet machine), not for the whole sync
+# adds of one sync per hold of the mirror's lock: an edit's `put` waits for one piece, not for the whole sync
+# (holds p50 20-32 ms, max 145-152 ms at 6k products on the loaded machine; BENCHMARKS.md "Sixth round (branch
+# `upload9`)")
 SYNC_PIECE = 32
 
 
