@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
@@ -20,6 +21,12 @@ Progress = Callable[[int], None]
 ChangedSince = Callable[[datetime | None], Iterable[VectorPage]]
 
 
+# adds of one sync per hold of the mirror's lock: an edit's `put` waits for one piece, not for the whole sync
+# (holds p50 20-32 ms, max 145-152 ms at 6k products on the loaded machine; BENCHMARKS.md "Sixth round (branch
+# `upload9`)")
+SYNC_PIECE = 32
+
+
 class IndexMirror:
     """Keeps an hnswlib index in step with a DuckDB table of vectors (products or users)."""
 
@@ -29,22 +36,49 @@ class IndexMirror:
         self.changed_since = changed_since
         self.stored_ids = stored_ids  # the sorted ids the table holds a vector for (no vector read)
         self.threads = threads  # hnswlib threads for the adds of one sync
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # every change of the index (a sync's takes it one piece at a time)
+        self._syncing = threading.Lock()  # one sync at a time, and none while `compact` swaps the index
+        # the ids `put` or `remove` changed while a sync runs: its snapshot is older, its pieces skip them
+        self._touched: set[int] | None = None
 
     def sync(self) -> int:
-        """Add to the index every vector changed since the last sync; returns how many."""
-        with self._lock:
-            return self._fill(self.index)
+        """Add to the index every vector changed since the last sync; returns how many.
 
-    def _fill(self, index: VectorIndex) -> int:
-        """Add to `index` what changed since its `synced_until`, a page at a time; returns how many."""
+        The sync's lock is taken per piece of SYNC_PIECE adds, not for the whole sync: a `put` (an edit's own
+        vector) waited for all of it, 2,048 adds to a 48k index, ~20 s on a loaded machine (BENCHMARKS.md "Sixth
+        round (branch `upload9`)"). What `put` or `remove` changes meanwhile is newer than the sync's snapshot:
+        the pieces after leave those ids alone (a removal is not undone, an edit's vector not set back)."""
+        with self._syncing:
+            with self._lock:
+                self._touched = set()
+            try:
+                return self._fill(self.index, SYNC_PIECE)
+            finally:
+                with self._lock:
+                    self._touched = None
+
+    def _fill(self, index: VectorIndex, piece: int = 0) -> int:
+        """Add to `index` what changed since its `synced_until`, a page at a time: with `piece`, that many adds per
+        hold of the lock (`sync`); without, the caller holds it or owns `index` (`compact`). Returns how many."""
         added, complete = 0, None
         for ids, vectors, done in self.changed_since(index.synced_until):
-            index.upsert(ids, vectors, self.threads)
+            if piece:
+                for start in range(0, len(ids), piece):
+                    self._add_piece(index, ids[start:start + piece], vectors[start:start + piece])
+                    time.sleep(0)  # a thread waiting for the lock takes it before the next piece (Lock is not fair)
+            else:
+                index.upsert(ids, vectors, self.threads)
             added, complete = added + len(ids), done
         if complete is not None:
             index.synced_until = complete
         return added
+
+    def _add_piece(self, index: VectorIndex, ids: np.ndarray, vectors: np.ndarray) -> None:
+        with self._lock:
+            if self._touched:
+                keep = ~np.isin(ids, np.fromiter(self._touched, np.int64, len(self._touched)))
+                ids, vectors = ids[keep], vectors[keep]
+            index.upsert(ids, vectors, self.threads)
 
     def compact(self) -> None:
         """Rebuild the index from DuckDB without its deleted slots, aside: queries, syncs and removals go on with
@@ -54,7 +88,7 @@ class IndexMirror:
         that leaves the old file and its log: start-up loads them and syncs)."""
         fresh = self.index.twin()
         self._fill(fresh)
-        with self._lock:  # every change of the index takes it: none is made to the old one from here on
+        with self._syncing, self._lock:  # every change of the index takes it: none is made to the old one from here on
             self._fill(fresh)
             fresh.remove(np.setdiff1d(fresh.ids(), self.stored_ids()))
             self.index.adopt(fresh)
@@ -66,13 +100,20 @@ class IndexMirror:
         with self._lock:
             ids, vectors = read()
             self.index.upsert(ids, vectors, self.threads)
+            self._touch(ids)
             return len(ids)
 
     def remove(self, ids: Sequence[int]) -> int:
         """Drop ids from the index, after they left DuckDB: under the sync's lock, so a sync that read them
         before cannot add them back after."""
         with self._lock:
+            self._touch(ids)
             return self.index.remove(np.asarray(ids, dtype=np.int64))
+
+    def _touch(self, ids: Iterable[int]) -> None:
+        """Under the lock: a sync in flight leaves these ids alone (its snapshot predates this change)."""
+        if self._touched is not None:
+            self._touched.update(int(i) for i in ids)
 
     def reconcile(self) -> str:
         """At start-up: load the index (its file and log), sync what changed in DuckDB since, or rebuild it from
