@@ -39,6 +39,7 @@ STATE_KEYS = {
 }
 
 BLOCK = 65_536  # vectors checked at a time
+DELETE_MARK = 0x01  # hnswlib's DELETE_MARK, in byte 2 of an element's level-0 link count
 WRITE_CHUNK = 4 << 20  # bytes per write and hash update: each releases the GIL, so other threads run in between
 
 
@@ -116,6 +117,19 @@ def check_structure(path: Path, dim: int, normalised: bool) -> int:
             raise DamagedIndex(f"{path.name}: a stored vector is not unit length")
     _check_upper_levels(raw, end0, n, m, max(int(h["max_level"]), 0), path)
     return n
+
+
+def vector_rows(path: Path, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labels (k,) of the elements of a (checked) index file that are not marked deleted, their record numbers
+    (k,), and every record's vector (n, dim) float32: views of a read-only memory map of the file, nothing copied
+    but the labels (the layout as `check_structure` reads it)."""
+    raw = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
+    h = raw[:HEADER.itemsize].view(HEADER)[0]
+    n, size, data, label = int(h["count"]), int(h["size_per_element"]), int(h["offset_data"]), int(h["label_offset"])
+    level0 = raw[HEADER.itemsize:HEADER.itemsize + n * size].reshape(n, size)
+    rows = np.flatnonzero((level0[:, 2] & DELETE_MARK) == 0)  # hnswlib's deleted mark: in the link count's byte 2
+    labels = level0[rows, label:label + 8].copy().view("<u8")[:, 0].astype(np.int64)
+    return labels, rows, level0[:, data:data + 4 * dim].view("<f4")
 
 
 def _check_upper_levels(raw: np.ndarray, start: int, n: int, m: int, max_level: int, path: Path) -> None:
