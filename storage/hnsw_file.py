@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,17 +120,30 @@ def check_structure(path: Path, dim: int, normalised: bool) -> int:
     return n
 
 
-def vector_rows(path: Path, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The labels (k,) of the elements of a (checked) index file that are not marked deleted, their record numbers
-    (k,), and every record's vector (n, dim) float32: views of a read-only memory map of the file, nothing copied
-    but the labels (the layout as `check_structure` reads it)."""
-    raw = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
-    h = raw[:HEADER.itemsize].view(HEADER)[0]
-    n, size, data, label = int(h["count"]), int(h["size_per_element"]), int(h["offset_data"]), int(h["label_offset"])
-    level0 = raw[HEADER.itemsize:HEADER.itemsize + n * size].reshape(n, size)
-    rows = np.flatnonzero((level0[:, 2] & DELETE_MARK) == 0)  # hnswlib's deleted mark: in the link count's byte 2
-    labels = level0[rows, label:label + 8].copy().view("<u8")[:, 0].astype(np.int64)
-    return labels, rows, level0[:, data:data + 4 * dim].view("<f4")
+def live_labels(fd: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, Layout]:
+    """The labels (k,) of the elements of a (checked) index file open at `fd` that are not marked deleted, their
+    record numbers (k,), and where each record's vector lies: read `chunk` records at a time (no memory map, so
+    no page of the file stays in this process's RSS; the layout as `check_structure` reads it)."""
+    h = np.frombuffer(os.pread(fd, HEADER.itemsize, 0), HEADER)[0]
+    n, size = int(h["count"]), int(h["size_per_element"])
+    layout = Layout(HEADER.itemsize + int(h["offset_data"]), size)
+    labels, rows = [], []
+    for first in range(0, n, chunk):
+        count = min(chunk, n - first)
+        records = np.frombuffer(os.pread(fd, count * size, HEADER.itemsize + first * size), np.uint8)
+        records = records.reshape(count, size)
+        live = np.flatnonzero((records[:, 2] & DELETE_MARK) == 0)  # hnswlib's deleted mark: the link count's byte 2
+        label = int(h["label_offset"])
+        labels.append(records[live, label:label + 8].copy().view("<u8")[:, 0].astype(np.int64))
+        rows.append(live + first)
+    empty = np.zeros(0, np.int64)
+    return (np.concatenate(labels) if labels else empty), (np.concatenate(rows) if rows else empty), layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    first_vector: int  # the byte offset of record 0's vector
+    record: int  # bytes per level-0 record
 
 
 def _check_upper_levels(raw: np.ndarray, start: int, n: int, m: int, max_level: int, path: Path) -> None:
