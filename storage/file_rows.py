@@ -4,7 +4,7 @@ hnswlib 0.8's `get_items` builds a Python float for every component before numpy
 384-d vector here, with the GIL held, whichever return type is asked for (2,000 history products, one consumer
 batch: 24-26 ms). The file holds the same bytes hnswlib holds in memory (`save_index`'s layout, written by
 `hnsw_file.write_state` from a memcpy of the graph), so a label the index has not changed since that copy is read
-from the file: one `preadv` per vector straight into the answer's rows (~2 µs, from the page cache). Labels changed
+from the file: one `preadv` per vector straight into the answer's rows (~3 µs with its Python step). Labels changed
 since (`changed`, kept by the index under its lock) are asked of hnswlib as before. The file is kept open, so a
 save that renames a new file over it leaves this one readable until the index takes the new one. Reads, not a
 memory map: a map would keep every page of the file it touched in the process's RSS (+165 MiB at 100k products).

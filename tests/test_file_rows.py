@@ -1,4 +1,4 @@
-"""`VectorIndex.lookup` reads the vectors unchanged since the file on disk from its memory map (`FileRows`) and the
+"""`VectorIndex.lookup` reads the vectors unchanged since the file on disk from that file (`FileRows`) and the
 others from hnswlib: real hnswlib files, every answer compared with hnswlib's own `get_items`, through saves, log
 appends, a fold, a reload, a change made while the file is written, and a rebuild adopted."""
 
