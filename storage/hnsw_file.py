@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ STATE_KEYS = {
 }
 
 BLOCK = 65_536  # vectors checked at a time
+DELETE_MARK = 0x01  # hnswlib's DELETE_MARK, in byte 2 of an element's level-0 link count
 WRITE_CHUNK = 4 << 20  # bytes per write and hash update: each releases the GIL, so other threads run in between
 
 
@@ -116,6 +118,32 @@ def check_structure(path: Path, dim: int, normalised: bool) -> int:
             raise DamagedIndex(f"{path.name}: a stored vector is not unit length")
     _check_upper_levels(raw, end0, n, m, max(int(h["max_level"]), 0), path)
     return n
+
+
+def live_labels(fd: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, Layout]:
+    """The labels (k,) of the elements of a (checked) index file open at `fd` that are not marked deleted, their
+    record numbers (k,), and where each record's vector lies: read `chunk` records at a time (no memory map, so
+    no page of the file stays in this process's RSS; the layout as `check_structure` reads it)."""
+    h = np.frombuffer(os.pread(fd, HEADER.itemsize, 0), HEADER)[0]
+    n, size = int(h["count"]), int(h["size_per_element"])
+    layout = Layout(HEADER.itemsize + int(h["offset_data"]), size)
+    labels, rows = [], []
+    for first in range(0, n, chunk):
+        count = min(chunk, n - first)
+        records = np.frombuffer(os.pread(fd, count * size, HEADER.itemsize + first * size), np.uint8)
+        records = records.reshape(count, size)
+        live = np.flatnonzero((records[:, 2] & DELETE_MARK) == 0)  # hnswlib's deleted mark: the link count's byte 2
+        label = int(h["label_offset"])
+        labels.append(records[live, label:label + 8].copy().view("<u8")[:, 0].astype(np.int64))
+        rows.append(live + first)
+    empty = np.zeros(0, np.int64)
+    return (np.concatenate(labels) if labels else empty), (np.concatenate(rows) if rows else empty), layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    first_vector: int  # the byte offset of record 0's vector
+    record: int  # bytes per level-0 record
 
 
 def _check_upper_levels(raw: np.ndarray, start: int, n: int, m: int, max_level: int, path: Path) -> None:

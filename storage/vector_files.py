@@ -17,6 +17,7 @@ import numpy as np
 
 from appliance.config_sections import IndexConfig
 from storage import hnsw_log
+from storage.file_rows import FileRows
 from storage.hnsw_file import DamagedIndex, check_structure, digest, write_state
 
 SIDECAR_FORMAT = 2  # 2: with the file's size, SHA-256 and element count
@@ -50,6 +51,8 @@ class IndexFiles:
     _base_sha: str
     _pending: dict[int, np.ndarray | None]
     _logged: int
+    _rows: FileRows | None
+    _copying: set[int] | None
 
     def load(self) -> str | None:
         """Read the index from disk, verified first, then replay its log; None when loaded, else why not (and
@@ -65,6 +68,7 @@ class IndexFiles:
                 index.load_index(str(self.path), allow_replace_deleted=True)
                 if index.get_current_count() != meta["count"]:
                     raise DamagedIndex(f"hnswlib read {index.get_current_count()} elements, not {meta['count']}")
+                rows = FileRows(self.path, self.dim, set())  # what the log replays below is marked changed
                 deleted = {int(i) for i in meta["deleted"]}
                 synced = datetime.fromisoformat(meta["synced_until"]) if meta["synced_until"] else None
             except FileNotFoundError as exc:
@@ -75,7 +79,7 @@ class IndexFiles:
                 return f"{type(exc).__name__}: {exc}"
             index.set_ef(self.config.ef_search)
             index.set_num_threads(1)
-            self._index = index
+            self._index, self._rows, self._copying = index, rows, None
             self._deleted = deleted
             self.synced_until = synced
             self._base_sha, self._whole = meta["sha256"], False
@@ -140,6 +144,8 @@ class IndexFiles:
                 fold = not whole and self._logged + len(self._pending) > max(LOG_MIN, LOG_SHARE * len(self))
                 pending, self._pending = self._pending, {}
                 self._dirty = False
+                if whole or fold:  # the next file is copied from here: what changes after it is not in it
+                    self._copying = set()
                 # changes made from here on are kept for a log that follows the new file (one made before the
                 # copy of a whole write is in both: replayed, it changes nothing)
                 self._whole, self._logged = False, 0 if whole or fold else self._logged + len(pending)
@@ -189,8 +195,12 @@ class IndexFiles:
         os.replace(written, self.path)
         os.replace(tmp_meta, f"{self.path}.json")
         self.log_path.unlink(missing_ok=True)  # follows the old file: ignored by load even when left behind
+        rows = FileRows(self.path, self.dim, set())  # reads the file's labels: outside the lock
         with self._lock:
             self._base_sha = meta["sha256"]
+            changed, self._copying, self._rows = self._copying, None, None
+            if changed is not None:  # None: reset or adopted meanwhile, the file holds other contents
+                rows.changed, self._rows = changed, rows
 
     def _append(self, pending: dict[int, np.ndarray | None], synced: str | None) -> None:
         upserted = [(label, v) for label, v in pending.items() if v is not None]

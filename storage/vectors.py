@@ -12,6 +12,7 @@ import hnswlib
 import numpy as np
 
 from appliance.config_sections import IndexConfig
+from storage.file_rows import FileRows
 from storage.vector_files import IndexFiles
 
 LOOKUP_CHUNK = 64  # vectors per get_items call in lookup: < 1 ms of GIL each
@@ -43,6 +44,8 @@ class VectorIndex(IndexFiles):
         self._logged = 0  # labels in the log's records
         self.version = 0  # bumped by every change of the contents (caches of neighbours compare it)
         self.on_change: Callable[[np.ndarray | None], None] | None = None  # told the changed labels, under the lock
+        self._rows: FileRows | None = None  # the vectors of the file on disk, for the labels unchanged since
+        self._copying: set[int] | None = None  # labels changed since a save began copying (the next file's)
 
     def _empty(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space=self.config.space, dim=self.dim)
@@ -64,6 +67,7 @@ class VectorIndex(IndexFiles):
         with self._lock, fresh._lock:
             self._index, self._deleted, self.synced_until = fresh._index, fresh._deleted, fresh.synced_until
             self._dirty, self._whole, self._pending = True, True, {}
+            self._rows = self._copying = None  # the file on disk (and one being written) holds other contents
             self.version += 1
             self._changed_all()  # what `fresh` took in beyond this index's contents was never told to `on_change`
 
@@ -73,6 +77,7 @@ class VectorIndex(IndexFiles):
             self._deleted = set()
             self.synced_until = None
             self._dirty, self._whole, self._pending = True, True, {}
+            self._rows = self._copying = None
             self.version += 1
             self._changed_all()
 
@@ -115,6 +120,7 @@ class VectorIndex(IndexFiles):
                 self._index.unmark_deleted(label)
                 self._deleted.discard(label)
             self._index.add_items(vectors, ids, num_threads=threads)
+            self._mark(ids)
             self._note(ids, vectors)
             self._dirty = True
             self.version += 1
@@ -139,6 +145,7 @@ class VectorIndex(IndexFiles):
                     continue
                 self._index.mark_deleted(label)
                 self._deleted.add(label)
+                self._mark([label])
                 self._note([label], None)
                 removed += 1
             self._dirty = self._dirty or removed > 0
@@ -146,6 +153,12 @@ class VectorIndex(IndexFiles):
             if removed and self.on_change is not None:
                 self.on_change(np.asarray(ids, np.int64))
         return removed
+
+    def _mark(self, ids: np.ndarray | list[int]) -> None:
+        """Under the lock: these labels' vectors in memory may now differ from the files' (read from hnswlib)."""
+        for marks in (None if self._rows is None else self._rows.changed, self._copying):
+            if marks is not None:
+                marks.update(int(i) for i in ids)
 
     def _has(self, label: int) -> bool:
         try:
@@ -168,12 +181,18 @@ class VectorIndex(IndexFiles):
             return np.asarray(self._index.get_items(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
 
     def lookup(self, ids: np.ndarray) -> dict[int, np.ndarray]:
-        """Stored vectors of those `ids` the index holds (the others are left out). Asked for in chunks of
-        LOOKUP_CHUNK: hnswlib's get_items holds the GIL while it builds Python floats, and the consumer's 2,000
-        history products in one call held it 38-45 ms at 100k products (32 calls: 18 ms in all, < 1 ms each)."""
-        out: dict[int, np.ndarray] = {}
+        """Stored vectors of those `ids` the index holds (the others are left out). Those unchanged since the file
+        on disk was copied are read from that file (`FileRows`: ~3 µs per vector against ~12 µs
+        through hnswlib); the others from hnswlib in chunks of LOOKUP_CHUNK: its get_items holds the GIL while it
+        builds Python floats, and the consumer's 2,000 history products in one call held it 38-45 ms at 100k
+        products (32 calls: 18 ms in all, < 1 ms each)."""
         with self._lock:
             wanted = [int(i) for i in ids if int(i) not in self._deleted]
+            rows = self._rows
+        out: dict[int, np.ndarray] = {}
+        if rows is not None:
+            found, vectors, wanted = rows.take(wanted)
+            out.update(zip(found, vectors, strict=True))
         for start in range(0, len(wanted), LOOKUP_CHUNK):
             chunk = wanted[start:start + LOOKUP_CHUNK]
             with self._lock:
