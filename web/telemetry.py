@@ -9,13 +9,10 @@ It replaces uvicorn's access log.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import json
 import logging
 import os
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -46,64 +43,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str)
 
 
-class LineWriter(logging.Handler):
-    """Formats each record in the thread that logs it and writes the lines from its own thread, in one write every
-    `interval` seconds (at once after a warning or worse). A write per request line gave the GIL back on the event
-    loop and then waited for it behind the background threads: 12.6 % of the loop's wall time under the write
-    streams (BENCHMARKS.md "Feed under load", fifteenth round). `flush` writes what is pending now; at exit,
-    `logging.shutdown` flushes and closes it, and a killed process loses at most the last `interval` seconds."""
-
-    def __init__(self, stream: IO[str], interval: float = 0.2) -> None:
-        super().__init__()
-        self.stream = stream
-        self._lines: collections.deque[str] = collections.deque()
-        self._wake = threading.Event()
-        self._closed = False
-        self._writing = threading.Lock()
-        self._thread = threading.Thread(target=self._run, args=(interval,), name="log-writer", daemon=True)
-        self._thread.start()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append(self.format(record))
-        except Exception:
-            self.handleError(record)
-            return
-        if record.levelno >= logging.WARNING:
-            self._wake.set()
-
-    def _run(self, interval: float) -> None:
-        while not self._closed:
-            self._wake.wait(interval)
-            self._wake.clear()
-            self.flush()
-
-    def flush(self) -> None:
-        with self._writing:
-            lines = [self._lines.popleft() for _ in range(len(self._lines))]
-            if lines:
-                with contextlib.suppress(OSError, ValueError):  # a closed stream, a full disk: dropped (as StreamHandler)
-                    self.stream.write("\n".join(lines) + "\n")
-                    self.stream.flush()
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(5.0)
-        self.flush()
-        super().close()
-
-
 def configure_logging(config: LoggingConfig, stream: IO[str] | None = None) -> logging.Handler:
     """Route every record through one handler on the root logger, in the configured format."""
-    handler = LineWriter(stream or sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else logging.Formatter(TEXT_FORMAT))
     handler.set_name(_HANDLER)
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER]:  # ours from an earlier call only
         root.removeHandler(old)
-        old.close()
     root.addHandler(handler)
     root.setLevel(config.level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "litestar"):
