@@ -9,6 +9,7 @@ once when a deeper or filtered page asks for more).
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import OrderedDict, deque
@@ -28,7 +29,6 @@ from appliance.nearest_cache import Found, Lookup, NearestCache
 from appliance.pipeline import FeedPage, FeedQuery, Selection
 from appliance.ranking import Ranking, ServingPrior, by_prior
 from appliance.rules import Rule
-from appliance.tokens import token_urlsafe
 from appliance.types import NO_IDS, Product
 
 
@@ -222,7 +222,7 @@ class Recommender:
             feed_id = query.feed_id
         else:
             snap = self._new_snapshot(query, personal, view, now)
-            feed_id = token_urlsafe(9)
+            feed_id = secrets.token_urlsafe(9)
         return self._keep(feed_id, snap), snap
 
     def _new_snapshot(self, query: FeedQuery, personal: Personal | None, view: CatalogView, now: float) -> Snapshot:
@@ -244,7 +244,7 @@ class Recommender:
             snap = self._snapshots.get(feed_id)
         if snap is None or snap.catalogue is not self._sources_of(self.live.ranked(), self.compiled(self.view())):
             return None
-        return self._keep(token_urlsafe(9), replace(snap, created=time.monotonic()))
+        return self._keep(secrets.token_urlsafe(9), replace(snap, created=time.monotonic()))
 
     def _keep(self, feed_id: str, snap: Snapshot) -> str:
         with self._lock:

@@ -10,6 +10,7 @@ impressions of the last flush interval; events are written before their 202 and 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +18,6 @@ from datetime import datetime, timedelta
 
 from appliance.config_sections import AnalyticsConfig
 from appliance.errors import InvalidInput
-from appliance.tokens import token_urlsafe
 from appliance.types import Scored, utc_naive
 from storage.impressions import AttributedRow, ImpressionStore, Served, rate
 
@@ -26,7 +26,7 @@ MAX_RANGE_DAYS = 366
 
 
 def new_recommendation_id() -> str:
-    return token_urlsafe(12)
+    return secrets.token_urlsafe(12)
 
 
 class ImpressionLog:
