@@ -61,7 +61,7 @@ class NearestCache:
         """The `depth` nearest products of each (key, vector, history) whose key has no list cached yet, in one
         batched search: the consumer prepares a batch's shoppers at once. One search per shopper gave the GIL
         back and waited for it again each time (up to the 5 ms switch interval while the event loop is busy):
-        40 % of the consumer's wall time under the write streams (BENCHMARKS.md "Feed under load")."""
+        40 % of the consumer's wall time under the write streams (BENCHMARKS.md "Feed under load", fifteenth round)."""
         todo = {key: (vector, history) for key, vector, history in wanted if not self.knows(key, None)}
         if not todo:
             return
