@@ -12,7 +12,8 @@ import numpy as np
 
 from appliance.catalog_view import CatalogView
 
-# (vector, k) -> (product ids, cosine similarities), best first
+# (vectors (m, dim), k) -> (product ids, cosine similarities), (m, k) each (fewer columns when the index holds
+# fewer), each row best first: one batched search (one hold of the GIL's release and return for them all)
 Lookup = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
@@ -52,20 +53,38 @@ class NearestCache:
                 if hit is not None and (hit.complete or len(hit.rows) >= depth):
                     self._found.move_to_end(key)
                     return hit
-        ids, sims = self._nearest(vector, depth)
+        ids, sims = self._nearest(np.asarray(vector, dtype=np.float32)[None, :], depth)
+        return self._keep(key, self._make(ids[0], sims[0], view, depth, history()))
+
+    def prepare(self, wanted: Sequence[tuple[Hashable, np.ndarray, Callable[[], Sequence[int]]]], view: CatalogView,
+                depth: int) -> None:
+        """The `depth` nearest products of each (key, vector, history) whose key has no list cached yet, in one
+        batched search: the consumer prepares a batch's shoppers at once. One search per shopper gave the GIL
+        back and waited for it again each time (up to the 5 ms switch interval while the event loop is busy):
+        40 % of the consumer's wall time under the write streams (BENCHMARKS.md "Feed under load", fifteenth round)."""
+        todo = {key: (vector, history) for key, vector, history in wanted if not self.knows(key, None)}
+        if not todo:
+            return
+        ids, sims = self._nearest(np.stack([v for v, _ in todo.values()]).astype(np.float32, copy=False), depth)
+        for (key, (_, history)), found_ids, found_sims in zip(todo.items(), ids, sims, strict=True):
+            self._keep(key, self._make(found_ids, found_sims, view, depth, history()))
+
+    def _make(self, ids: np.ndarray, sims: np.ndarray, view: CatalogView, depth: int,
+              history: Sequence[int]) -> Found:
         id_list = ids.tolist()
         products, row = view.products, view.row
         known = [i for i, pid in enumerate(id_list) if pid in products]
         rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
         complete = len(id_list) < depth or depth >= self.full_depth
-        found = Found(rows, np.asarray(sims, dtype=np.float64)[known], complete, anchors(view, rows, history()))
+        return Found(rows, np.asarray(sims, dtype=np.float64)[known], complete, anchors(view, rows, history))
+
+    def _keep(self, key: Hashable, found: Found) -> Found:
         if key is not None:
             with self._lock:
                 self._found[key] = found
                 while len(self._found) > self.capacity:
                     self._found.popitem(last=False)
         return found
-
 
 def anchors(view: CatalogView, rows: np.ndarray, history: Sequence[int]) -> dict[int, int]:
     """row -> the product of the shopper's history (newest first) nearest to it in the catalog: the newest

@@ -128,10 +128,8 @@ class Recommender:
 
     def prepare(self, personals: Sequence[Personal]) -> None:
         """Look up these shoppers' nearest products now (when their vectors change), so their feeds need not."""
-        view = self.view()
-        for personal in personals:
-            if personal.vector is not None and not self.knows(personal):
-                self.nearest_rows(personal, view, self.settings.personal_first_depth)
+        self._near.prepare([(p.key, p.vector, p.history) for p in personals if p.vector is not None], self.view(),
+                           self.settings.personal_first_depth)
 
     def compiled(self, view: CatalogView) -> Merch:
         """The rules active now, compiled over the view; recompiled only when the rule set, the active subset

@@ -229,14 +229,14 @@ class VectorIndex(IndexFiles):
                 return self._exact(vector, k, accept)
         return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
 
-    def query_many(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def query_many(self, vectors: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest labels of each of `vectors` (m, dim) and their cosines (m, k), best first, in one batched
-        search (fewer than k columns when the index holds fewer)."""
+        search (fewer than k columns when the index holds fewer); `ef` as in `query`."""
         vectors = np.asarray(vectors, dtype=np.float32)
         with self._lock:
             k = min(k, len(self))
             if k > 0:
-                self._index.set_ef(max(self.config.ef_search, k))
+                self._index.set_ef(max(self.config.ef_search if ef is None else ef, k))
                 try:
                     labels, distances = self._index.knn_query(vectors, k=k)
                     return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
@@ -244,7 +244,7 @@ class VectorIndex(IndexFiles):
                     pass
         if k <= 0:
             return np.zeros((len(vectors), 0), np.int64), np.zeros((len(vectors), 0), np.float32)
-        found = [self.query(v, k) for v in vectors]
+        found = [self.query(v, k, ef=ef) for v in vectors]
         return np.stack([f[0] for f in found]), np.stack([f[1] for f in found])
 
     def _exact(self, vector: np.ndarray, k: int, accept: Callable[[int], bool] | None) -> tuple[np.ndarray, np.ndarray]:

@@ -128,7 +128,8 @@ def test_widgets(launched: dict) -> None:
     # the traffic repeats products (drawn from the shop's events) but is not a handful of requests
     assert data["distinct_requests"]["health"] == 1 and data["distinct_requests"]["trending"] == 1
     assert 20 < data["distinct_requests"]["related"] <= 200
-    assert set(data["writes"]) == {"events", "edits"}
+    assert set(data["writes"]) == {"consumer", "events", "edits"}
+    assert data["writes"]["consumer"]["processed_per_s"] > 0 and data["writes"]["consumer"]["mean_lag_s"] >= 0
     assert set(data["writes"]["events"]["statuses"]) == {"202"} and set(data["writes"]["edits"]["statuses"]) == {"200"}
     timed = data["in_process_ms_per_answer"]
     assert set(timed) == kinds - {"health"} and all(ms > 0 for ms in timed.values())
@@ -160,7 +161,8 @@ def test_serve(launched: dict) -> None:
     for run in data["open_loop"]:
         assert run["offered_rps"] == 40 and run["ok"] > 0 and run["errors"] == 0
         _ordered(run["latency_from_due_ms"])
-    assert set(data["writes"]) == {"events", "edits"}
+    assert set(data["writes"]) == {"consumer", "events", "edits"}
+    assert data["writes"]["consumer"]["processed_per_s"] > 0 and data["writes"]["consumer"]["mean_lag_s"] >= 0
     assert set(data["writes"]["events"]["statuses"]) == {"202"}
     assert set(data["writes"]["edits"]["statuses"]) == {"200"}
     assert data["checks"]

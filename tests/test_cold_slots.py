@@ -159,7 +159,7 @@ def test_the_feed_puts_products_without_events_at_the_serving_towers_slots(db, t
         tower.cold_share.fill_(share)
         serving.set(tower, f"v{share}", {"training": {"prior_half_life_hours": 720.0}})
         assert upkeep.serving_prior(events, serving, CFG, now)[3] == pytest.approx(share)
-        rec = Recommender(store.all, lambda at: events.popularity(at, 72.0, WEIGHTS), index.query, now_utc, 3600.0,
+        rec = Recommender(store.all, lambda at: events.popularity(at, 72.0, WEIGHTS), index.query_many, now_utc, 3600.0,
                           settings, lambda at: upkeep.serving_prior(events, serving, CFG, at))
         rec.refresh_popularity()
         page = rec.feed(FeedQuery(per_page=40), personal)

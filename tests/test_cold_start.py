@@ -133,7 +133,7 @@ def test_serving_ranks_the_prior_with_the_trained_half_life_and_new_products_at_
     assert feed[feed_ids == 1] > feed[feed_ids == 2] and trained[ids == 1] < trained[ids == 2]
 
     settings = FeedSettings(1.0, 0.0, 14.0, 40, False, 600.0, 100, 100, 40)
-    rec = Recommender(store.all, lambda at: events.popularity(at, 72.0, WEIGHTS), index.query, now_utc, 3600.0,
+    rec = Recommender(store.all, lambda at: events.popularity(at, 72.0, WEIGHTS), index.query_many, now_utc, 3600.0,
                       settings, lambda at: upkeep.serving_prior(events, serving, CFG, at))
     rec.refresh_popularity()
     user = vectors[5] + vectors[7]

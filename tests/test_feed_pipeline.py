@@ -49,7 +49,7 @@ def shop(db: Database, tmp_path):
         loads.append(1)
         return store.all()
 
-    rec = Recommender(load_catalog, lambda at: events.popularity(at, 72.0, WEIGHTS), index.query, now_utc, 3600.0,
+    rec = Recommender(load_catalog, lambda at: events.popularity(at, 72.0, WEIGHTS), index.query_many, now_utc, 3600.0,
                       SETTINGS)
     return rec, store, loads, products
 
@@ -135,6 +135,31 @@ def test_a_shoppers_nearest_products_are_looked_up_once_per_vector_and_purchases
     assert len(calls) == 2
     narrowed = rec.feed(FeedQuery(per_page=30, min_score=1.0, categories=("lego",)), who)
     assert all(s.score >= 1.0 for s in narrowed.items if s.source == "personal")
+
+
+def test_the_consumer_prepares_a_batch_of_shoppers_in_one_search_with_the_lists_one_search_each_gives(shop) -> None:
+    rec, _, _, _ = shop
+    sizes: list[int] = []
+    nearest = rec._near._nearest
+    rec._near._nearest = lambda v, k: sizes.append(len(v)) or nearest(v, k)
+    vectors = np.random.default_rng(3).standard_normal((5, 8)).astype(np.float32)
+    history = (7, 8, 40)  # their anchors ("because you viewed") come from it
+
+    def who(tag: str) -> list[Personal]:
+        return [Personal(v / np.linalg.norm(v), frozenset(), 0.0, (tag, i), lambda: history)
+                for i, v in enumerate(vectors)]
+
+    batch = who("batch")
+    rec.prepare(batch + batch[:2])  # a shopper twice in one batch is searched once
+    assert sizes == [5]
+    prepared = [rec.feed(FeedQuery(per_page=10), w) for w in batch]
+    rec.prepare(batch)  # all known: no search
+    assert sizes == [5]  # and every page came from the prepared lists
+    alone = [rec.feed(FeedQuery(per_page=10), w) for w in who("alone")]
+    assert sizes == [5, 1, 1, 1, 1, 1]
+    assert [[(s.product_id, s.score, s.reason) for s in p.items] for p in prepared] == \
+        [[(s.product_id, s.score, s.reason) for s in p.items] for p in alone]
+    assert any(s.reason.startswith("because you viewed") for p in prepared for s in p.items)
 
 
 def test_a_shallow_first_lookup_serves_page_one_and_a_deeper_page_extends_the_same_order(shop) -> None:

@@ -139,8 +139,8 @@ def build_services(config: Config, encoder: Encoder | None = None) -> Services:
         serving = ServingModel()
         rules = RuleStore(db)
 
-        def nearest(vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # the first lookup: its own ef
-            return index.query(vector, k, ef=feed.personal_first_ef if k <= feed.personal_first_depth else None)
+        def nearest(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # the first lookup: its own ef
+            return index.query_many(vectors, k, ef=feed.personal_first_ef if k <= feed.personal_first_depth else None)
 
         recommender = Recommender(
             store.all, lambda now: events.popularity(now, half_life, weights), nearest, now_utc,

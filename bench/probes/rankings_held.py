@@ -21,7 +21,8 @@ rng = np.random.default_rng(0)
 pop_ids = np.arange(1, N + 1)
 pop = rng.random(N)
 rec = Recommender(lambda: list(catalog.values()), lambda now: (pop_ids, pop),
-                  lambda v, k: (np.zeros(0, np.int64), np.zeros(0)), lambda: datetime(2026, 6, 1), 3600.0, settings)
+                  lambda v, k: (np.zeros((len(v), 0), np.int64), np.zeros((len(v), 0))), lambda: datetime(2026, 6, 1),
+                  3600.0, settings)
 rec.feed(FeedQuery())
 
 

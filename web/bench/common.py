@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 DEFAULT_OUT = Path("bench/results")
 REPO = Path(__file__).resolve().parents[2]
@@ -235,6 +236,18 @@ class Server:
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def metrics(self, names: Iterable[str]) -> dict[str, float]:
+        """The server's /metrics samples of these names, each summed over its labels (0 when absent)."""
+        wanted = set(names)
+        with urllib.request.urlopen(f"{self.base}/metrics", timeout=30) as answer:
+            text = answer.read().decode()
+        out = dict.fromkeys(wanted, 0.0)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in wanted:
+                    out[sample.name] += sample.value
+        return out
 
     def stop(self, timeout: float = 60.0) -> None:
         if self.proc is None:

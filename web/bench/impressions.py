@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-import urllib.request
 from pathlib import Path
 from statistics import median
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.config import load_config
 from appliance.types import Scored, now_utc
@@ -40,12 +37,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _impression_counts(server: Server) -> dict[str, float]:
-    with urllib.request.urlopen(f"{server.base}/metrics", timeout=30) as answer:
-        text = answer.read().decode()
     wanted = {"appliance_impressions_written_total": "written", "appliance_impressions_dropped_total": "dropped",
               "appliance_impression_buffer_items": "buffered"}
-    return {wanted[s.name]: s.value for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name in wanted}
+    return {wanted[name]: value for name, value in server.metrics(wanted).items()}
 
 
 def run(args: argparse.Namespace) -> int:

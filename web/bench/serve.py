@@ -49,6 +49,7 @@ from web.bench.synth import Shop, build_shop, fresh_copy
 
 TARGET_RPS, TARGET_SHARE, TARGET_P99_MS = 1500.0, 1 / 3, 10.0
 KINDS = ("health", "personal", "popular")
+CONSUMED = ("appliance_consumer_lag_seconds_count", "appliance_consumer_lag_seconds_sum")  # the consumer's histogram
 _DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -152,6 +153,7 @@ class Writes:
                       "requests": _edits(server, products, rng)},
         }
         self.root = root
+        self.server = server
         self.batch = args.event_batch
         self.procs: dict[str, subprocess.Popen] = {}
 
@@ -164,10 +166,11 @@ class Writes:
             self.procs[name] = subprocess.Popen([sys.executable, "-m", "web.bench.loadgen", str(path)], cwd=REPO,
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(2.0)  # let both streams reach their pace
+        self._consumed = (time.perf_counter(), self.server.metrics(CONSUMED))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.summary = {}
+        self.summary = {"consumer": self._consumer()}
         for name, proc in self.procs.items():
             proc.send_signal(signal.SIGTERM)  # the load generator stops and prints what it did
             try:
@@ -184,6 +187,15 @@ class Writes:
                                   "statuses": tag.get("statuses", {}), "errors": tag.get("errors", 0),
                                   "latency_ms": percentiles(tag.get("latencies_ms", [])),
                                   "stderr": err[-500:] if proc.returncode else ""}
+
+
+    def _consumer(self) -> dict[str, float]:
+        """What the event consumer processed while the streams ran (from the server's lag histogram): events
+        per second and their mean lag from send to processing (a lag that grows: the consumer falls behind)."""
+        t0, before = self._consumed
+        after, seconds = self.server.metrics(CONSUMED), time.perf_counter() - t0
+        count, lag = (after[n] - before[n] for n in CONSUMED)
+        return {"processed_per_s": round(count / seconds, 1), "mean_lag_s": round(lag / max(count, 1), 3)}
 
 
 def open_loop(server: Server, kind: str, customers: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -312,6 +324,9 @@ def _print(closed: list[dict], opened: list[dict], writes: dict) -> None:
                       r["latency_from_due_ms"]["p90"], r["latency_from_due_ms"]["p99"],
                       r["latency_from_due_ms"]["max"], r["server_cpu_ms_per_request"], r["errors"]) for r in opened]))
     for name, w in writes.items():
+        if name == "consumer":
+            print(f"  consumer processed {w['processed_per_s']:,.0f} events/s, mean lag {w['mean_lag_s']:,.3f} s")
+            continue
         print(f"  {name} streamed: {w['acked_per_s']:,.0f}/s acknowledged of {w['offered_per_s']:,.0f}/s offered, "
               f"statuses {w['statuses']}, errors {w['errors']}, p99 {w['latency_ms']['p99']:,.1f} ms")
 
