@@ -86,6 +86,7 @@ class NearestCache:
                     self._found.popitem(last=False)
         return found
 
+
 def anchors(view: CatalogView, rows: np.ndarray, history: Sequence[int]) -> dict[int, int]:
     """row -> the product of the shopper's history (newest first) nearest to it in the catalog: the newest
     one of the same subcategory, else of the same top category (never the item itself). Catalog lookups
