@@ -13,11 +13,10 @@ import shutil
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from web.bench.common import Server
-from web.bench.serve import Writes, _wait_for_start_up
+from web.bench.serve import CONSUMED, Writes, _wait_for_start_up
 
 src, seconds, eps, out = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4])
 path = src.with_name(src.name + ".streams")
@@ -27,16 +26,13 @@ shop = json.loads((path / "shop.json").read_text())
 window = out.with_name(out.stem + "-window")
 log = path / "server.log"
 env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+COUNT = CONSUMED[0]  # the consumer's lag histogram's count
 args = argparse.Namespace(events_per_second=eps, event_batch=5, edits_per_second=10.0)
 
 
 def processed(server: Server) -> float:
     """Events the consumer has processed: the count of its lag histogram on /metrics."""
-    with urllib.request.urlopen(f"{server.base}/metrics", timeout=30) as response:
-        text = response.read().decode()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("appliance_consumer_lag_seconds_count"))
-
+    return server.metrics([COUNT])[COUNT]
 
 with Server(path, log, env=env, command=("web.bench.loop_probe", str(window) + ".json")) as server:
     _wait_for_start_up(log, 0)
