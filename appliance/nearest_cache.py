@@ -53,7 +53,7 @@ class NearestCache:
                 if hit is not None and (hit.complete or len(hit.rows) >= depth):
                     self._found.move_to_end(key)
                     return hit
-        ids, sims = self._nearest(np.asarray(vector, dtype=np.float32)[None, :], depth)
+        ids, sims = self._nearest(np.asarray(vector)[None, :], depth)
         return self._keep(key, self._make(ids[0], sims[0], view, depth, history()))
 
     def prepare(self, wanted: Sequence[tuple[Hashable, np.ndarray, Callable[[], Sequence[int]]]], view: CatalogView,
@@ -65,7 +65,7 @@ class NearestCache:
         todo = {key: (vector, history) for key, vector, history in wanted if not self.knows(key, None)}
         if not todo:
             return
-        ids, sims = self._nearest(np.stack([v for v, _ in todo.values()]).astype(np.float32, copy=False), depth)
+        ids, sims = self._nearest(np.stack([v for v, _ in todo.values()]), depth)
         for (key, (_, history)), found_ids, found_sims in zip(todo.items(), ids, sims, strict=True):
             self._keep(key, self._make(found_ids, found_sims, view, depth, history()))
 
