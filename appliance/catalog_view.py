@@ -42,6 +42,9 @@ class CatalogView:
         self._log: tuple[tuple[int, frozenset[int], frozenset[str]], ...] = ()
         self._arrivals = 0  # bumped when a row is added or a product's created_at changes
         self._newest: tuple[int, np.ndarray] | None = None  # (arrivals, every row newest first)
+        # (n, rows 0..n-1 by product id, their ids): sorted once, for a row's id never changes
+        self._by_id: tuple[int, np.ndarray, np.ndarray] = (0, _NO_ROWS, _NO_ROWS)
+        self._codes: dict[str, int] = {}  # category name (as written) -> its code in `leaf_all` / `top_all`
         self._allocate(max(1024, len(products)))
         self.by_category: dict[str, np.ndarray] = {}
         self.by_brand: dict[str, np.ndarray] = {}  # merchant (lower case) -> sorted live rows: rules match brands
@@ -52,15 +55,19 @@ class CatalogView:
         ids, price, created = np.zeros(capacity, np.int64), np.full(capacity, np.nan), np.zeros(capacity)
         in_stock, live = np.zeros(capacity, bool), np.zeros(capacity, bool)
         product, brand, path = (np.full(capacity, None, object) for _ in range(3))
+        leaf, top = np.full(capacity, -1, np.int32), np.full(capacity, -1, np.int32)
         if old:
             ids[:old], price[:old], created[:old] = self.ids_all[:old], self.price_all[:old], self.created_all[:old]
             in_stock[:old], live[:old] = self.in_stock_all[:old], self.live_all[:old]
             product[:old], brand[:old], path[:old] = self.product_all[:old], self.brand_all[:old], self.path_all[:old]
+            leaf[:old], top[:old] = self.leaf_all[:old], self.top_all[:old]
         self.ids_all, self.price_all, self.created_all = ids, price, created
         self.in_stock_all, self.live_all = in_stock, live
         # per row, for a page's one gather instead of a look-up per item: the live product (None once removed),
         # and what diversity counts runs of (None: no brand / no category path)
         self.product_all, self.brand_all, self.path_all = product, brand, path
+        # codes of the path's last and first names (-1: no path, or removed): what "because you viewed" matches on
+        self.leaf_all, self.top_all = leaf, top
 
     # Views of the rows in use (row i of each = one product).
     @property
@@ -122,6 +129,8 @@ class CatalogView:
             self.live_all[row] = True
             self.product_all[row] = p
             self.brand_all[row], self.path_all[row] = p.merchant or None, p.category_path or None
+            self.leaf_all[row], self.top_all[row] = (self._code(p.category_path[-1]), self._code(p.category_path[0])) \
+                if p.category_path else (-1, -1)
             self.products[p.product_id] = p
             self.row[p.product_id] = row
         self._post(self.by_category, *changes["category"])
@@ -133,6 +142,9 @@ class CatalogView:
         self.version += 1
         self._arrivals += moved
         return np.arange(first_new, next_row, dtype=np.int64)
+
+    def _code(self, name: str) -> int:
+        return self._codes.setdefault(name, len(self._codes))
 
     def newest_first(self) -> np.ndarray:
         """Every row (dead ones too), newest first (created_at desc, then product id): sorted again only after a
@@ -157,6 +169,7 @@ class CatalogView:
             row = self.row[pid]
             self.live_all[row] = False
             self.product_all[row] = self.brand_all[row] = self.path_all[row] = None
+            self.leaf_all[row] = self.top_all[row] = -1
             for name in _names(product):
                 removed.setdefault(name, []).append(row)
             for name in _brands(product):
@@ -205,13 +218,25 @@ class CatalogView:
         lists = [self.by_category.get(n.strip().lower(), _NO_ROWS) for n in names]
         return lists[0] if len(lists) == 1 else np.unique(np.concatenate(lists))
 
+    def rows_where(self, product_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of `product_ids` (any shape) and where they are live products: (rows, found), both shaped as
+        `product_ids` (a row where not found means nothing). The rows' order by id is sorted again only when rows
+        are added, merging the new ones in (an argsort per call was ~5 ms at 100k products)."""
+        n, (sorted_n, by_id, sorted_ids) = self.n, self._by_id
+        if sorted_n != n:
+            ids = self.ids_all[:n]
+            order = np.concatenate([by_id, sorted_n + np.argsort(ids[sorted_n:], kind="stable")])
+            by_id = order[np.argsort(ids[order], kind="stable")]  # two sorted runs: merged, not sorted again
+            sorted_ids = ids[by_id]  # searched without a sorter: 6x faster (no gather per probe)
+            self._by_id = (n, by_id, sorted_ids)
+        if not n:
+            return np.zeros(np.shape(product_ids), np.int64), np.zeros(np.shape(product_ids), bool)
+        at = np.minimum(np.searchsorted(sorted_ids, product_ids), n - 1)
+        return by_id[at], (sorted_ids[at] == product_ids) & self.live_all[by_id[at]]
+
     def rows_of_array(self, product_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised `rows_of` for many ids: (rows of the live ones, mask over `product_ids` of those found)."""
-        ids = self.ids
-        by_id = np.argsort(ids, kind="stable")
-        pos = np.minimum(np.searchsorted(ids, product_ids, sorter=by_id), max(len(ids) - 1, 0))
-        rows = by_id[pos] if len(ids) else np.zeros(len(product_ids), np.int64)
-        found = (ids[rows] == product_ids) & self.live[rows] if len(ids) else np.zeros(len(product_ids), bool)
+        rows, found = self.rows_where(product_ids)
         return rows[found], found
 
     def rows_of(self, product_ids: Iterable[int]) -> list[int]:

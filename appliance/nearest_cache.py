@@ -3,6 +3,7 @@ once when a deeper or filtered page asks for more), each with the product of the
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -54,7 +55,7 @@ class NearestCache:
                     self._found.move_to_end(key)
                     return hit
         ids, sims = self._nearest(np.asarray(vector)[None, :], depth)
-        return self._keep(key, self._make(ids[0], sims[0], view, depth, history()))
+        return self._keep(key, self._made(ids, sims, view, depth, [history()])[0])
 
     def prepare(self, wanted: Sequence[tuple[Hashable, np.ndarray, Callable[[], Sequence[int]]]], view: CatalogView,
                 depth: int) -> None:
@@ -66,17 +67,24 @@ class NearestCache:
         if not todo:
             return
         ids, sims = self._nearest(np.stack([v for v, _ in todo.values()]), depth)
-        for (key, (_, history)), found_ids, found_sims in zip(todo.items(), ids, sims, strict=True):
-            self._keep(key, self._make(found_ids, found_sims, view, depth, history()))
+        made = self._made(ids, sims, view, depth, [history() for _, history in todo.values()])
+        for key, found in zip(todo, made, strict=True):
+            self._keep(key, found)
 
-    def _make(self, ids: np.ndarray, sims: np.ndarray, view: CatalogView, depth: int,
-              history: Sequence[int]) -> Found:
-        id_list = ids.tolist()
-        products, row = view.products, view.row
-        known = [i for i, pid in enumerate(id_list) if pid in products]
-        rows = np.fromiter((row[id_list[i]] for i in known), np.int64, len(known))
-        complete = len(id_list) < depth or depth >= self.full_depth
-        return Found(rows, np.asarray(sims, dtype=np.float64)[known], complete, anchors(view, rows, history))
+    def _made(self, ids: np.ndarray, sims: np.ndarray, view: CatalogView, depth: int,
+              histories: Sequence[Sequence[int]]) -> list[Found]:
+        """Each row of a batched search as a `Found`, the catalog rows and their anchors found for all rows at
+        once (a look-up per product in Python was 17 % of the consumer's CPU: "Feed under load", sixteenth round)."""
+        rows, known = view.rows_where(ids)
+        near, explained = anchors(view, ids, rows, known, histories)
+        complete = ids.shape[1] < depth or depth >= self.full_depth
+        made = []
+        for found_rows, found, cosines, anchor, has in zip(rows, known, sims.astype(np.float64), near, explained,
+                                                          strict=True):
+            found_rows, has = found_rows[found], has[found]
+            made.append(Found(found_rows, cosines[found], complete,
+                              dict(zip(found_rows[has].tolist(), anchor[found][has].tolist(), strict=True))))
+        return made
 
     def _keep(self, key: Hashable, found: Found) -> Found:
         if key is not None:
@@ -87,22 +95,28 @@ class NearestCache:
         return found
 
 
-def anchors(view: CatalogView, rows: np.ndarray, history: Sequence[int]) -> dict[int, int]:
-    """row -> the product of the shopper's history (newest first) nearest to it in the catalog: the newest
-    one of the same subcategory, else of the same top category (never the item itself). Catalog lookups
-    only: fetching 200 product vectors from hnswlib costs ~5 ms, more than the lookup it explains."""
-    products = view.products
-    leaf: dict[str, list[int]] = {}  # the newest two of each (one may be the item itself)
-    top: dict[str, list[int]] = {}
-    for pid in history:
-        path = products[pid].category_path if pid in products else ()
-        for names, name in ((leaf, path[-1:]), (top, path[:1])):
-            if name and len(found := names.setdefault(name[0], [])) < 2 and pid not in found:
-                found.append(pid)
-    out: dict[int, int] = {}
-    for row, pid, path in zip(rows.tolist(), view.ids_all[rows].tolist(), view.path_all[rows].tolist(), strict=True):
-        if path:  # the row's own column (None for a product without a category path)
-            near = [a for a in leaf.get(path[-1], []) + top.get(path[0], []) if a != pid]
-            if near:
-                out[row] = near[0]
-    return out
+def anchors(view: CatalogView, ids: np.ndarray, rows: np.ndarray, known: np.ndarray,
+            histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """For each product `ids[i, j]` (at catalog row `rows[i, j]` where `known`): the product of shopper i's
+    history (newest first) nearest to it in the catalog, the newest one of the same subcategory, else of the same
+    top category (never the item itself); and where there is one. Catalog lookups only: fetching 200 product
+    vectors from hnswlib costs ~5 ms, more than the lookup it explains."""
+    lengths = np.fromiter(map(len, histories), np.int64, len(histories))
+    width = int(lengths.max(initial=0))
+    near, explained = np.zeros(ids.shape, np.int64), np.zeros(ids.shape, bool)
+    if not width:
+        return near, explained
+    valid = np.arange(width) < lengths[:, None]
+    past = np.zeros((len(histories), width), np.int64)
+    past[valid] = np.fromiter(itertools.chain.from_iterable(histories), np.int64, int(lengths.sum()))
+    past_rows, past_found = view.rows_where(past)
+    past_found &= valid
+    for codes in (view.top_all, view.leaf_all):  # the same subcategory wins: matched last
+        mine = np.where(known, codes[rows], -1)
+        theirs = codes[past_rows]
+        theirs = np.where(past_found & (theirs >= 0), theirs, -2)
+        match = (mine[:, :, None] == theirs[:, None, :]) & (ids[:, :, None] != past[:, None, :])
+        matched = match.any(axis=2)
+        near = np.where(matched, np.take_along_axis(past, match.argmax(axis=2), axis=1), near)
+        explained |= matched
+    return near, explained
