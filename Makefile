@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# hnswlib builds from source for this machine's CPU (-march=native: its distance kernels use AVX2 or AVX-512 where
+# the CPU has them; a batch of searches ~1.6x faster than the portable build, BENCHMARKS.md "Feed under load",
+# sixteenth round). `make PORTABLE=1` builds a .venv for any x86-64 (one to copy to another machine).
+ifeq ($(PORTABLE),1)
 export HNSWLIB_NO_NATIVE := 1
+endif
 
 .PHONY: run test lint bench clean
 
@@ -27,6 +32,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-cache-dir -c requirements.lock hnswlib  # never a wheel cached by the other kind of build
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	touch $@
 
