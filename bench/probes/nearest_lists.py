@@ -34,7 +34,8 @@ BATCH, DEPTH, REPS = 100, config.feed.personal_first_depth, 30
 ef = config.feed.personal_first_ef
 batches = []
 for _ in range(REPS):
-    vectors = index.get(rng.integers(1, len(index) + 1, BATCH)) + 0.05 * rng.standard_normal((BATCH, 384))
+    picked = index.get(rng.integers(1, len(index) + 1, BATCH))
+    vectors = picked + 0.05 * rng.standard_normal(picked.shape)
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     ids, sims = index.query_many(vectors, DEPTH, ef)
     histories = [tuple(rng.choice(row, 20, replace=False).tolist()) for row in ids]
