@@ -90,8 +90,8 @@ class UserVectorUpdater:
         vector yet (their stored vector, if any, stays: a vector is never deleted for want of product vectors).
         The vectors saved and dropped are one transaction, and `also` runs inside it (when given, it always runs)."""
         now = self.clock()
-        basis = dict(zip(customer_ids, self.events.newest_ids(customer_ids), strict=True))  # before the histories
-        histories = self.events.histories(customer_ids, self.window_start(now), self.tower.history)
+        newest, histories = self.events.recent(customer_ids, self.window_start(now), self.tower.history)
+        basis = dict(zip(customer_ids, newest, strict=True))  # read with the histories: one snapshot
         wanted = sorted({e.product_id for h in histories.values() for e in h})
         vectors = self.products.lookup(np.asarray(wanted, dtype=np.int64))
         batch, kept, last_at, waiting = [], [], [], set()

@@ -169,32 +169,52 @@ class EventStore:
             [[c for c, _ in bought], [p for _, p in bought]],
         )
 
-    def newest_ids(self, customer_ids: Sequence[int]) -> list[int]:
-        """Each customer's newest event id (0 when none): read before a history, it is what a vector derived
-        from that history is based on (see UserStore.save)."""
-        rows = dict(self.db.read(
-            """SELECT customer_id, max(event_id) FROM events
-               WHERE customer_id IN (SELECT unnest($1::BIGINT[])) GROUP BY customer_id""",
-            [list(customer_ids)],
-        ))
-        return [rows.get(c, 0) for c in customer_ids]
+    def recent(
+        self, customer_ids: Sequence[int], since: datetime | None, limit: int
+    ) -> tuple[list[int], dict[int, list[Event]]]:
+        """From one read: each customer's newest event id (0 when none, whatever `since`: what a vector derived
+        from the history is based on, see UserStore.save), and their `limit` most recent events at or after
+        `since` (when given), oldest first, most recent by (ts, event_id)."""
+        return self._recent(customer_ids, since, limit, newest=True)
 
     def histories(
         self, customer_ids: Sequence[int], since: datetime | None, limit: int
     ) -> dict[int, list[Event]]:
         """Each customer's `limit` most recent events (at or after `since`, when given), oldest first."""
-        rows = self.db.read(
-            """SELECT customer_id, product_id, event_name, ts FROM (
-                   SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY ts DESC, event_id DESC) AS rn
-                   FROM events WHERE customer_id IN (SELECT unnest($1::BIGINT[]))
-                                 AND ($2::TIMESTAMP IS NULL OR ts >= $2::TIMESTAMP))
-               WHERE rn <= $3 ORDER BY customer_id, ts, event_id""",
-            [list(customer_ids), since, limit],
+        return self._recent(customer_ids, since, limit, newest=False)[1]
+
+    def _recent(
+        self, customer_ids: Sequence[int], since: datetime | None, limit: int, newest: bool
+    ) -> tuple[list[int], dict[int, list[Event]]]:
+        """The customers' events as columns, the newest `limit` of each picked in numpy: a window function
+        ranking them in DuckDB cost twice the scan (BENCHMARKS.md "Feed under load", seventeenth round). With
+        `newest`, the window is applied here, after each customer's newest id is taken from all their events."""
+        cols = self.db.read_numpy(
+            """SELECT customer_id, product_id, event_name, ts, event_id FROM events
+               WHERE customer_id IN (SELECT unnest($1::BIGINT[])) AND ($2::TIMESTAMP IS NULL OR ts >= $2::TIMESTAMP)""",
+            [list(customer_ids), None if newest else since],
         )
+        cust, ts, eid = cols["customer_id"], cols["ts"], cols["event_id"]
+        order = np.lexsort((eid, ts, cust))
+        newest_of: dict[int, int] = {}
+        if newest and len(order):
+            sorted_cust = cust[order]
+            starts = np.flatnonzero(np.r_[True, sorted_cust[1:] != sorted_cust[:-1]])
+            newest_of = dict(zip(sorted_cust[starts].tolist(), np.maximum.reduceat(eid[order], starts).tolist(),
+                                 strict=True))
+        if newest and since is not None:
+            order = order[ts[order] >= np.datetime64(since, "us")]
         out: dict[int, list[Event]] = {c: [] for c in customer_ids}
-        for row in rows:
-            out[row[0]].append(Event(*row))
-        return out
+        if not len(order):
+            return [newest_of.get(c, 0) for c in customer_ids], out
+        sorted_cust = cust[order]
+        starts = np.flatnonzero(np.r_[True, sorted_cust[1:] != sorted_cust[:-1]])
+        ends = np.repeat(np.r_[starts[1:], len(order)], np.diff(np.r_[starts, len(order)]))
+        kept = order[ends - np.arange(len(order)) <= limit]  # the last `limit` of each customer's run
+        for c, p, name, at in zip(cust[kept].tolist(), cols["product_id"][kept].tolist(),
+                                  cols["event_name"][kept].tolist(), ts[kept].tolist(), strict=True):
+            out[c].append(Event(c, p, name, at))
+        return [newest_of.get(c, 0) for c in customer_ids], out
 
     def columns(self, since: datetime | None = None) -> dict[str, np.ndarray]:
         """All events (at or after `since`) as numpy columns: customer_id, product_id, event_name, ts (epoch s)."""

@@ -34,8 +34,8 @@ class ErasedWhileReading(EventStore):
 
     eraser: CustomerEraser | None = None
 
-    def histories(self, customer_ids: Sequence[int], since, limit):
-        out = super().histories(customer_ids, since, limit)
+    def recent(self, customer_ids: Sequence[int], since, limit):
+        out = super().recent(customer_ids, since, limit)
         if self.eraser:
             for cid in customer_ids:
                 self.eraser.erase(str(cid))
@@ -128,8 +128,8 @@ def test_erasure_sticks_against_the_running_consumer_over_http(tmp_path, encoder
 class MergedWhileReading(EventStore):
     """The real store; moves the shopper's events to another right after their history was read (a merge)."""
 
-    def histories(self, customer_ids: Sequence[int], since, limit):
-        out = super().histories(customer_ids, since, limit)
+    def recent(self, customer_ids: Sequence[int], since, limit):
+        out = super().recent(customer_ids, since, limit)
         with self.db.write() as cur:
             self.move_in(cur, customer_ids[0], 9)
         return out

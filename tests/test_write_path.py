@@ -67,8 +67,9 @@ def test_a_consumer_batch_reads_its_shoppers_histories_once_for_their_vectors_an
 
         reads, batches = [], []
         store, updater = services.events, services.updater
-        read, update = store.histories, updater.update
+        read, recent, update = store.histories, store.recent, updater.update
         store.histories = lambda ids, since, limit: reads.append(list(ids)) or read(ids, since, limit)
+        store.recent = lambda ids, since, limit: reads.append(list(ids)) or recent(ids, since, limit)
         updater.update = lambda ids, also=None: batches.append(list(ids)) or update(ids, also)
         before = {k: services.users.cached(k)[1].updated_at for k in keys}
         second = [{"customer_id": c, "product_id": str(1 + (i + 5) % 14), "event_name": "product_viewed"}
@@ -76,10 +77,10 @@ def test_a_consumer_batch_reads_its_shoppers_histories_once_for_their_vectors_an
         assert client.post("/events", json=second).status_code == 202
         wait_until(lambda: all(services.users.cached(k)[1].updated_at > before[k] for k in keys), what="new vectors")
         wait_until(lambda: services.queue.stats().in_flight == 0, what="the batch deleted")
-        store.histories, updater.update = read, update
+        store.histories, store.recent, updater.update = read, recent, update
 
         assert batches and sorted(k for b in batches for k in b) == sorted(keys)
-        assert reads == batches  # one history read per batch: the nearest-products step reuses it
+        assert reads == batches  # one read per batch (histories, newest ids): the nearest-products step reuses it
         personals = [services.feeds.personal(k) for k in keys]
         assert all(services.recommender.knows(p) for p in personals)  # prepared from those histories
         answers = [client.get(f"/customers/{c}/feed").json() for c in shoppers]

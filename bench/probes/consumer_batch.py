@@ -57,8 +57,8 @@ def timed(owner, attr, label):  # noqa: ANN001, ANN201
     setattr(owner, attr, wrapper)
 
 
-for owner, attr, label in ((services.queue, "receive", "receive"), (services.events, "histories", "histories"),
-                           (services.events, "newest_ids", "newest ids"),
+for owner, attr, label in ((services.queue, "receive", "receive"),
+                           (services.events, "recent", "histories and newest ids"),
                            (services.updater.products, "lookup", "product vectors"),
                            (services.updater, "_vectors", "user tower"), (services.users, "save", "vector save"),
                            (services.queue, "delete_batch", "message delete (own transaction)"),

@@ -106,7 +106,7 @@ def consumer_save() -> None:
         group_commit(5)
         got = queue.receive(max_messages=5, wait_seconds=0)
     customers = sorted({int(m.body["customer_id"]) for m in got})
-    basis = events.newest_ids(customers)
+    basis = events.recent(customers, None, 1)[0]
     vectors = rng.standard_normal((len(customers), 384)).astype(np.float32)
     now = now_utc()
     users.save(customers, vectors, "mean", [now] * len(customers), now, basis,
