@@ -13,8 +13,9 @@ transaction, so an event row and its message commit (or roll back) together. Vis
 after a restart, messages a dead process had in flight come back when their timeout passes.
 
 Ordering: messages are grouped by customer (like SQS FIFO message groups). A customer's message is
-never handed out while an earlier one of the same customer is in flight, and at most one message per
-customer is handed out per receive, so a consumer can process a batch in any order.
+never handed out while an earlier one of the same customer is in flight; a receive hands out a customer's
+waiting messages together, in order, as far as `max_messages` allows (as SQS FIFO returns as many messages
+of one group as it can), so a consumer handles each customer's part of a batch in its order.
 
 Example (a consumer loop)::
 
@@ -204,9 +205,10 @@ class DurableQueue:
     def receive(
         self, max_messages: int = MAX_BATCH, wait_seconds: float = 0.0, visibility_timeout: float | None = None
     ) -> list[Received]:
-        """Up to `max_messages` messages, oldest first, at most one per customer; waits up to `wait_seconds`
-        for one to become available (woken at once by a send). Each is invisible to other receives for
-        `visibility_timeout` seconds (the queue's default when None) unless deleted."""
+        """Up to `max_messages` messages: the customers with nothing in flight, oldest first, each customer's
+        waiting messages together and in order; waits up to `wait_seconds` for one to become available (woken at
+        once by a send). Each is invisible to other receives for `visibility_timeout` seconds (the queue's default
+        when None) unless deleted."""
         if not 1 <= max_messages <= self.receive_limit:
             raise ValueError(f"max_messages must be within 1..{self.receive_limit}, got {max_messages}")
         if wait_seconds < 0:

@@ -20,15 +20,23 @@ from storage.once import Once, next_ids
 # Columns returned for a received message, in this order.
 RECEIVED_COLUMNS = "message_id, receipt_handle, body, receive_count, sent_at, seq"
 
-# The head of every message group (group = the shop's customer id; a message without one is a group of its own),
-# for groups with nothing in flight, oldest first.
-_HEADS = """
-    SELECT head FROM (
-        SELECT arg_min(message_id, seq) AS head, min(seq) AS first
-        FROM queue_messages WHERE dead_at IS NULL
-        GROUP BY group_id, CASE WHEN group_id IS NULL THEN message_id END
-        HAVING NOT bool_or(visible_at > $now)
-    ) ORDER BY first LIMIT $limit
+# What a receive may hand out (group = the shop's customer id; a message without one is a group of its own): every
+# live message of the groups with nothing in flight, the groups oldest first and each group's messages in order,
+# so a group's messages go out together as far as the limit allows (as SQS FIFO returns as many messages of one
+# group as it can): a consumer refreshing a shopper once per batch then does it once for all of that shopper's
+# queued events, instead of once per receive for each of them.
+_DELIVERABLE = """
+    SELECT message_id FROM (
+        SELECT q.message_id, h.first, q.seq FROM queue_messages q JOIN (
+            SELECT group_id, min(seq) AS first FROM queue_messages
+            WHERE dead_at IS NULL AND group_id IS NOT NULL
+            GROUP BY group_id HAVING NOT bool_or(visible_at > $now)
+        ) h USING (group_id)
+        WHERE q.dead_at IS NULL
+        UNION ALL
+        SELECT message_id, seq, seq FROM queue_messages
+        WHERE dead_at IS NULL AND group_id IS NULL AND visible_at <= $now
+    ) ORDER BY first, seq LIMIT $limit
 """
 
 
@@ -87,7 +95,8 @@ class QueueStore:
     def receive(
         self, now: datetime, limit: int, visible_until: datetime, max_receive_count: int
     ) -> tuple[list[tuple], datetime | None, int]:
-        """Hand out up to `limit` deliverable messages, oldest first, one per group.
+        """Hand out up to `limit` deliverable messages: the groups with nothing in flight, oldest first, each
+        group's messages together and in order.
 
         First dead-letters every visible message already received `max_receive_count` times. Returns
         the rows (RECEIVED_COLUMNS, in FIFO order), when there are none the moment the next in-flight
@@ -105,7 +114,7 @@ class QueueStore:
                 f"""UPDATE queue_messages
                     SET receive_count = receive_count + 1, visible_at = $until,
                         receipt_handle = message_id::VARCHAR || '-' || gen_random_uuid()::VARCHAR
-                    WHERE message_id IN ({_HEADS})
+                    WHERE message_id IN ({_DELIVERABLE})
                     RETURNING {RECEIVED_COLUMNS}""",
                 {"now": now, "until": visible_until, "limit": limit},
             ).fetchall()

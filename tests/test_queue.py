@@ -111,13 +111,13 @@ def test_receive_with_own_visibility_timeout_and_change_visibility(queue: Durabl
 
 def test_dead_letter_after_max_receive_count(queue: DurableQueue, clock: Clock) -> None:
     poison = queue.send(body(1, product_id=1))
-    follower = queue.send(body(1, product_id=2))  # same customer, queued behind the poison message
     for attempt in range(1, 4):
         (m,) = queue.receive()
         assert (m.message_id, m.receive_count) == (poison, attempt)
         clock.advance(31)
+    follower = queue.send(body(1, product_id=2))  # same customer, queued behind the poison message
     (m,) = queue.receive()  # the 4th delivery would exceed max_receive_count=3: DLQ, and the group moves on
-    assert m.message_id == follower
+    assert (m.message_id, m.receive_count) == (follower, 1)
     (dead,) = queue.dead_letters()
     assert (dead.message_id, dead.body, dead.receive_count) == (poison, body(1, product_id=1), 3)
     assert "max_receive_count" in dead.reason and dead.dead_at == clock.now
@@ -145,10 +145,8 @@ def test_redrive_moves_dead_letters_back_behind_newer_messages(queue: DurableQue
     assert queue.redrive(limit=1) == 1  # oldest first
     assert [d.message_id for d in queue.dead_letters()] == [second]
     got = queue.receive()
-    assert [m.message_id for m in got] == [newer]  # customer 1: the redriven message queues behind `newer`
-    queue.delete(got[0].receipt_handle)
-    (m,) = queue.receive()
-    assert (m.message_id, m.receive_count) == (first, 1)  # receive count was reset
+    assert [m.message_id for m in got] == [newer, first]  # customer 1: the redriven message queues behind `newer`
+    assert got[1].receive_count == 1  # receive count was reset
     assert queue.redrive() == 1 and queue.redrive() == 0
     assert queue.stats().dead_lettered == 0
 
@@ -219,15 +217,27 @@ def test_per_customer_ordering(queue: DurableQueue, clock: Clock) -> None:
     b1 = queue.send(body(2, product_id=1))
     c1 = queue.send({"product_id": 9, "event_name": "product_viewed"})  # no customer: a group of its own
     got = queue.receive(max_messages=10)
-    assert [m.message_id for m in got] == [a1, b1, c1]  # one per customer per receive
-    assert queue.receive() == []  # a2 waits while a1 is in flight
-    assert queue.stats().depth == 1
+    assert [m.message_id for m in got] == [a1, a2, b1, c1]  # a customer's waiting messages together, in order
+    a3 = queue.send(body(1, product_id=3))
+    assert queue.receive() == []  # a3 waits while a1 and a2 are in flight
+    assert queue.delete(got[0].receipt_handle)  # a1 done
+    assert queue.receive() == []  # a2 still in flight: a3 still waits
+    assert (queue.stats().depth, queue.stats().in_flight) == (1, 3)  # a3 waits; a2, b1 and c1 are out
     clock.advance(31)
-    (again,) = [m for m in queue.receive() if m.body.get("customer_id") == 1]
-    assert again.message_id == a1  # a1 timed out: it comes back before a2
-    queue.delete(again.receipt_handle)
-    (m,) = queue.receive()
-    assert m.message_id == a2
+    again = [m.message_id for m in queue.receive() if m.body.get("customer_id") == 1]
+    assert again == [a2, a3]  # a2 timed out: it comes back before a3, with it
+
+
+def test_a_receive_takes_the_oldest_customers_messages_first_up_to_its_limit(queue: DurableQueue) -> None:
+    sent = [queue.send(body(customer, product_id=i)) for i, customer in enumerate((1, 2, 1, 2, 1, 1, 3))]
+    ones, twos, three = [sent[i] for i in (0, 2, 4, 5)], [sent[1], sent[3]], sent[6]
+    first = queue.receive(max_messages=3)
+    assert [m.message_id for m in first] == ones[:3]  # customer 1 was first: as many of theirs as fit
+    second = queue.receive(max_messages=3)
+    assert [m.message_id for m in second] == [*twos, three]  # customer 1 is in flight: blocked until deleted
+    assert queue.receive(max_messages=3) == []
+    assert all(queue.delete_batch([m.receipt_handle for m in first]))
+    assert [m.message_id for m in queue.receive(max_messages=3)] == [ones[3]]
 
 
 def test_restart_resumes_unacknowledged_messages(tmp_path: Path, clock: Clock) -> None:
