@@ -33,6 +33,11 @@ class Appended:
     skipped: int  # duplicates left out
 
 
+def _run_starts(keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal values begins in a sorted, non-empty array."""
+    return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+
+
 class EventStore:
     """Events, and in front of `purchased` (a feed asks it per request) the set of customers who ever bought
     (a superset is harmless: it only costs a read) and a bounded cache of their purchases. A purchase drops the
@@ -195,25 +200,22 @@ class EventStore:
             [list(customer_ids), None if newest else since],
         )
         cust, ts, eid = cols["customer_id"], cols["ts"], cols["event_id"]
-        order = np.lexsort((eid, ts, cust))
+        order = np.lexsort((eid, ts, cust))  # by customer, then oldest first
+        out: dict[int, list[Event]] = {c: [] for c in customer_ids}
         newest_of: dict[int, int] = {}
         if newest and len(order):
-            sorted_cust = cust[order]
-            starts = np.flatnonzero(np.r_[True, sorted_cust[1:] != sorted_cust[:-1]])
-            newest_of = dict(zip(sorted_cust[starts].tolist(), np.maximum.reduceat(eid[order], starts).tolist(),
+            starts = _run_starts(cust[order])
+            newest_of = dict(zip(cust[order][starts].tolist(), np.maximum.reduceat(eid[order], starts).tolist(),
                                  strict=True))
         if newest and since is not None:
             order = order[ts[order] >= np.datetime64(since, "us")]
-        out: dict[int, list[Event]] = {c: [] for c in customer_ids}
-        if not len(order):
-            return [newest_of.get(c, 0) for c in customer_ids], out
-        sorted_cust = cust[order]
-        starts = np.flatnonzero(np.r_[True, sorted_cust[1:] != sorted_cust[:-1]])
-        ends = np.repeat(np.r_[starts[1:], len(order)], np.diff(np.r_[starts, len(order)]))
-        kept = order[ends - np.arange(len(order)) <= limit]  # the last `limit` of each customer's run
-        for c, p, name, at in zip(cust[kept].tolist(), cols["product_id"][kept].tolist(),
-                                  cols["event_name"][kept].tolist(), ts[kept].tolist(), strict=True):
-            out[c].append(Event(c, p, name, at))
+        if len(order):
+            starts = _run_starts(cust[order])
+            ends = np.repeat(np.r_[starts[1:], len(order)], np.diff(np.r_[starts, len(order)]))
+            kept = order[ends - np.arange(len(order)) <= limit]  # the last `limit` of each customer's run
+            for c, p, name, at in zip(cust[kept].tolist(), cols["product_id"][kept].tolist(),
+                                      cols["event_name"][kept].tolist(), ts[kept].tolist(), strict=True):
+                out[c].append(Event(c, p, name, at))
         return [newest_of.get(c, 0) for c in customer_ids], out
 
     def columns(self, since: datetime | None = None) -> dict[str, np.ndarray]:
