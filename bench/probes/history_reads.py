@@ -3,8 +3,8 @@
 On a copy of a built `bench serve` shop's DuckDB file: batches of BATCH random shoppers of the shop, and for each
 the reads the consumer makes before computing their vectors (their newest event ids and their last 20 events):
 `EventStore.recent` where the code has it (one read), else `newest_ids` then `histories` (two). Thread CPU per
-batch (DuckDB's own threads not counted: `threads` is set to 1 for the probe, so the read runs on this one). A/B: run it with each arm's
-`.venv` from that arm's checkout (the probe file is the same).
+batch (DuckDB's `threads` is set to 1 for the probe, so each read runs on this thread). A/B: run it with each
+arm's `.venv` from that arm's checkout (the probe file is the same).
 Run: .venv/bin/python bench/probes/history_reads.py SHOP_DIR ROUNDS BATCH OUT.json"""
 import json
 import random
