@@ -115,6 +115,11 @@ def _group(body: dict) -> str | None:
         return None
 
 
+def _received(row: tuple) -> Received:
+    """A message as handed out, from its row (RECEIVED_COLUMNS)."""
+    return Received(str(row[0]), row[1], json.loads(row[2]), row[3], row[4])
+
+
 class DurableQueue:
     """SQS-shaped queue over one DuckDB file. Thread-safe; every write goes through `db.write()`.
 
@@ -209,8 +214,7 @@ class DurableQueue:
         waiting messages together and in order; waits up to `wait_seconds` for one to become available (woken at
         once by a send). Each is invisible to other receives for `visibility_timeout` seconds (the queue's default
         when None) unless deleted."""
-        if not 1 <= max_messages <= self.receive_limit:
-            raise ValueError(f"max_messages must be within 1..{self.receive_limit}, got {max_messages}")
+        self._check_limit(max_messages)
         if wait_seconds < 0:
             raise ValueError("wait_seconds must be >= 0")
         timeout = self.visibility_timeout if visibility_timeout is None else float(visibility_timeout)
@@ -228,7 +232,7 @@ class DurableQueue:
             )
             self._trim(force=dead > 0)
             if rows:
-                return [Received(str(r[0]), r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
+                return [_received(r) for r in rows]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
@@ -237,6 +241,25 @@ class DurableQueue:
             with self._changed:
                 if self._version == seen and not self._closed:
                     self._changed.wait(remaining)
+
+    def receive_in(self, cur: duckdb.DuckDBPyConnection, max_messages: int) -> Callable[[], list[Received]]:
+        """`receive` without a wait, inside the caller's transaction (the consumer's next batch, taken with the
+        save of the one before: one hold of the writer lock for both); returns what to call once it has committed:
+        the messages. A rollback leaves them unreceived."""
+        self._check_limit(max_messages)
+        now = self.clock()
+        rows, dead = self.store.receive_in(
+            cur, now, max_messages, now + timedelta(seconds=self.visibility_timeout), self.max_receive_count)
+
+        def committed() -> list[Received]:
+            self._trim(force=dead > 0)
+            return [_received(r) for r in rows]
+
+        return committed
+
+    def _check_limit(self, max_messages: int) -> None:
+        if not 1 <= max_messages <= self.receive_limit:
+            raise ValueError(f"max_messages must be within 1..{self.receive_limit}, got {max_messages}")
 
     def delete(self, receipt_handle: str) -> bool:
         """Delete a received message; False when the handle is not the latest one of a live message."""

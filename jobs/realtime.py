@@ -19,7 +19,7 @@ from appliance.tower import UserTower, mean_vector, pad_histories, user_vectors
 from appliance.types import EVENT_INDEX, Event, now_utc
 from jobs.indexing import IndexMirror
 from jobs.outage import Outage
-from jobs.queue import BodyEvent, DurableQueue
+from jobs.queue import BodyEvent, DurableQueue, Received
 from storage.events import EventStore
 from storage.ids import ShopIds
 from storage.users import UserStore
@@ -200,11 +200,13 @@ class EventConsumer:
         self.index_sync_seconds = index_sync_seconds  # the user index trails DuckDB by at most this
         self._synced = 0.0
         self.processed = 0
+        self._ahead: list[Received] = []  # the next batch, received with the save of the last one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-consumer", daemon=True)
 
     def run_once(self, wait_seconds: float = 0.0) -> int:
-        messages = self.queue.receive(max_messages=self.batch, wait_seconds=wait_seconds)
+        messages = self._ahead or self.queue.receive(max_messages=self.batch, wait_seconds=wait_seconds)
+        self._ahead = []
         good, customers, arrivals, seen = [], set(), [], []
         for message in messages:
             try:
@@ -240,16 +242,25 @@ class EventConsumer:
         return len(messages)
 
     def _update_and_delete(self, customers: list[int], handles: list[str]) -> None:
-        """The customers' vectors and the delete of the messages that asked for them in one DuckDB transaction (one
-        hold of the writer lock): a fault or a crash before its commit leaves both undone, and the messages are
-        delivered again (after their visibility timeout, or at once on a restart: `release_in_flight`)."""
+        """The customers' vectors, the delete of the messages that asked for them and the receive of the next batch
+        in one DuckDB transaction (one hold of the writer lock: under the write streams the consumer spent most of
+        its time waiting for that lock, twice per batch; BENCHMARKS.md "Feed under load", seventeenth round). A
+        fault or a crash before its commit leaves all of it undone, and the messages are delivered again (after
+        their visibility timeout, or at once on a restart: `release_in_flight`)."""
         if not customers:
             self.queue.delete_batch(handles)
             return
         deleted: list[Callable[[], list[bool]]] = []
-        self.updater.update(customers, also=lambda cur: deleted.append(self.queue.delete_batch_in(cur, handles)))
+        ahead: list[Callable[[], list[Received]]] = []
+
+        def also(cur: duckdb.DuckDBPyConnection) -> None:
+            deleted.append(self.queue.delete_batch_in(cur, handles))
+            ahead.append(self.queue.receive_in(cur, self.batch))  # `stop` makes them visible again if left
+
+        self.updater.update(customers, also=also)
         for committed in deleted:
             committed()
+        self._ahead = [m for received in ahead for m in received()]
 
     def _store_arrivals(self, arrivals: Sequence[tuple[str, BodyEvent, int]]) -> list[int]:
         """Store the events of messages the shop published to SQS itself, once per key: the body's event_id,
@@ -270,6 +281,9 @@ class EventConsumer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        for message in self._ahead:  # received with the last batch's save, not processed: visible again at once
+            self.queue.change_visibility(message.receipt_handle, 0)
+        self._ahead = []
         self.updater.user_mirror.sync()
 
     def _run(self) -> None:

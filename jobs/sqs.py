@@ -192,6 +192,10 @@ class SqsQueue:
         A crash between the two delivers the messages again, whose vectors are then computed again (at least once)."""
         return lambda: self.delete_batch(receipt_handles)
 
+    def receive_in(self, cur: duckdb.DuckDBPyConnection, max_messages: int) -> Callable[[], list[Received]]:
+        """A receive from SQS is an HTTP call, never made inside a DuckDB transaction (it would hold the writer
+        lock for a round trip): nothing is taken ahead, the consumer's next `receive` asks SQS."""
+        return lambda: []
     def delete(self, receipt_handle: str) -> bool:
         return self.delete_batch([receipt_handle])[0]
 

@@ -103,27 +103,36 @@ class QueueStore:
         message becomes visible again (None if nothing is in flight), and how many were dead-lettered.
         """
         with self.db.write() as cur:
-            dead = cur.execute(
-                """UPDATE queue_messages
-                   SET dead_at = $now, receipt_handle = NULL,
-                       reason = 'not deleted after ' || receive_count || ' receives (max_receive_count)'
-                   WHERE dead_at IS NULL AND visible_at <= $now AND receive_count >= $max RETURNING 1""",
-                {"now": now, "max": max_receive_count},
-            ).fetchall()
-            rows = cur.execute(
-                f"""UPDATE queue_messages
-                    SET receive_count = receive_count + 1, visible_at = $until,
-                        receipt_handle = message_id::VARCHAR || '-' || gen_random_uuid()::VARCHAR
-                    WHERE message_id IN ({_DELIVERABLE})
-                    RETURNING {RECEIVED_COLUMNS}""",
-                {"now": now, "until": visible_until, "limit": limit},
-            ).fetchall()
+            rows, dead = self.receive_in(cur, now, limit, visible_until, max_receive_count)
             if rows:
-                return sorted(rows, key=lambda r: r[5]), None, len(dead)
+                return rows, None, dead
             nxt = cur.execute(
                 "SELECT min(visible_at) FROM queue_messages WHERE dead_at IS NULL AND visible_at > $1", [now]
             ).fetchone()[0]
-        return [], nxt, len(dead)
+        return [], nxt, dead
+
+    @staticmethod
+    def receive_in(
+        cur: duckdb.DuckDBPyConnection, now: datetime, limit: int, visible_until: datetime, max_receive_count: int
+    ) -> tuple[list[tuple], int]:
+        """`receive` inside the caller's transaction: the rows handed out (in FIFO order) and how many were
+        dead-lettered."""
+        dead = cur.execute(
+            """UPDATE queue_messages
+               SET dead_at = $now, receipt_handle = NULL,
+                   reason = 'not deleted after ' || receive_count || ' receives (max_receive_count)'
+               WHERE dead_at IS NULL AND visible_at <= $now AND receive_count >= $max RETURNING 1""",
+            {"now": now, "max": max_receive_count},
+        ).fetchall()
+        rows = cur.execute(
+            f"""UPDATE queue_messages
+                SET receive_count = receive_count + 1, visible_at = $until,
+                    receipt_handle = message_id::VARCHAR || '-' || gen_random_uuid()::VARCHAR
+                WHERE message_id IN ({_DELIVERABLE})
+                RETURNING {RECEIVED_COLUMNS}""",
+            {"now": now, "until": visible_until, "limit": limit},
+        ).fetchall()
+        return sorted(rows, key=lambda r: r[5]), len(dead)
 
     def release(self, now: datetime) -> int:
         """Make every in-flight message visible now; how many."""

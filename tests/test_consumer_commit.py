@@ -11,7 +11,7 @@ from pathlib import Path
 
 from litestar.testing import TestClient
 
-from appliance.config import Config
+from appliance.config import Config, load_config
 from storage.db import Database
 from tests.helpers import LOCAL, small_catalog, wait_embedded, wait_until
 from web.app import create_app
@@ -111,3 +111,37 @@ def test_a_process_killed_inside_the_batch_transaction_redelivers_the_event_and_
         wait_until(lambda: _stored(services.db, key) == (1, 0), timeout=120, what="the redelivered batch")
         newest, = services.db.read("SELECT max(ts) FROM events WHERE customer_id = ?", [key])[0]
         assert services.users.get(key).last_event_at == newest  # computed from the event that was redelivered
+
+
+def test_a_batch_is_received_with_the_save_of_the_one_before_and_a_stop_gives_it_back(tmp_path: Path, encoder) -> None:
+    """One hold of the writer lock for a batch's save, its delete and the next batch's receive (BENCHMARKS.md "Feed
+    under load", seventeenth round); a consumer stopped with a batch received ahead makes it visible again."""
+    config = load_config(overrides={"server": {"data_dir": str(tmp_path), "load_demo": False},
+                                    "realtime": {"consumer_batch": 2}})
+    with TestClient(create_app(config, encoder=encoder), base_url=LOCAL) as client:
+        wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready")
+        assert client.post("/products", json=small_catalog()).status_code == 202
+        wait_embedded(client)
+        services = client.app.state.services
+        services.consumer.stop()  # driven by hand below
+        shoppers = ["401", "402", "403", "404", "405"]
+        events = [{"customer_id": c, "product_id": str(2 + i), "event_name": "product_clicked"}
+                  for i, c in enumerate(shoppers)]
+        assert client.post("/events", json=events).status_code == 202
+        queue, consumer = services.queue, services.consumer
+        receives, receive = [], queue.receive
+        queue.receive = lambda *a, **kw: receives.append(1) or receive(*a, **kw)
+        try:
+            assert consumer.run_once() == 2  # 401, 402 processed; 403, 404 received in the same transaction
+            assert (queue.stats().in_flight, queue.stats().depth) == (2, 1)
+            assert consumer.run_once() == 2  # the batch in hand: no receive of its own
+            assert len(receives) == 1
+            assert (queue.stats().in_flight, queue.stats().depth) == (1, 0)  # 405 ahead
+        finally:
+            queue.receive = receive
+        keys = [services.ids.customers.key(c) for c in shoppers]
+        assert [services.users.get(k) is not None for k in keys] == [True, True, True, True, False]
+        consumer.stop()
+        assert (queue.stats().in_flight, queue.stats().depth) == (0, 1)  # 405 visible again, not lost
+        assert consumer.run_once() == 1
+        assert services.users.get(keys[4]) is not None and queue.stats().depth == 0

@@ -323,3 +323,20 @@ def test_dead_letter_drops_are_counted_across_restarts(tmp_path: Path, clock: Cl
         assert DurableQueue(database, visibility_timeout=30, max_receive_count=3).stats().dead_letters_dropped == 3
     finally:
         database.close()
+
+
+def test_receive_in_hands_out_with_the_callers_transaction_or_not_at_all(queue: DurableQueue, db: Database) -> None:
+    a1, b1 = queue.send(body(1)), queue.send(body(2))
+    (first,) = queue.receive(max_messages=1)
+    a2 = queue.send(body(1, product_id=2))
+    with db.write() as cur:
+        deleted = queue.delete_batch_in(cur, [first.receipt_handle])
+        ahead = queue.receive_in(cur, 10)
+    assert first.message_id == a1 and deleted() == [True]
+    assert [m.message_id for m in ahead()] == [b1, a2]  # a1's delete, in the same transaction, freed customer 1
+    assert queue.receive() == []  # both in flight
+    c1 = queue.send(body(3))
+    with pytest.raises(RuntimeError), db.write() as cur:
+        queue.receive_in(cur, 10)
+        raise RuntimeError("rolled back")
+    assert [m.message_id for m in queue.receive()] == [c1]  # the rolled-back receive handed out nothing
