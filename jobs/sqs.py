@@ -196,6 +196,7 @@ class SqsQueue:
         """A receive from SQS is an HTTP call, never made inside a DuckDB transaction (it would hold the writer
         lock for a round trip): nothing is taken ahead, the consumer's next `receive` asks SQS."""
         return lambda: []
+
     def delete(self, receipt_handle: str) -> bool:
         return self.delete_batch([receipt_handle])[0]
 
