@@ -186,6 +186,7 @@ def _validate(config: Config) -> None:
         "server.port": config.server.port,
         "server.torch_threads": config.server.torch_threads,
         "server.gc_full_pass_threshold": config.server.gc_full_pass_threshold,
+        "server.switch_interval_ms": config.server.switch_interval_ms,
         "encoder.dim": config.encoder.dim,
         "encoder.batch_size": config.encoder.batch_size,
         "encoder.background_batch": config.encoder.background_batch,

@@ -18,6 +18,7 @@ class ServerConfig:
     admin_key: str
     torch_threads: int
     gc_full_pass_threshold: int
+    switch_interval_ms: float
 
 
 @dataclass(frozen=True)

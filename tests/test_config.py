@@ -40,6 +40,7 @@ def test_env_overrides_file_and_values_are_typed(tmp_path) -> None:
         ({"server": {"port": "eighty"}}, "server.port"),
         ({"server": {"colour": "blue"}}, "server"),
         ({"server": {"gc_full_pass_threshold": 0}}, "server.gc_full_pass_threshold"),
+        ({"server": {"switch_interval_ms": 0}}, "server.switch_interval_ms"),
         ({"feed": {"per_page": 500}}, "feed.per_page"),
         ({"training": {"negatives": "some"}}, "training.negatives"),
         ({"queue": {"backend": "kafka"}}, "queue.backend"),
@@ -64,3 +65,20 @@ def test_every_key_is_named_in_the_readme() -> None:
     data = tomllib.loads(DEFAULT_FILE.read_text())
     keys = [key for section in data.values() for key in section]
     assert [k for k in keys if f"`{k}`" not in readme and k != "weights"] == []
+
+
+def test_the_services_take_the_configured_switch_interval(tmp_path, encoder) -> None:
+    import sys
+
+    from web.services import build_services
+
+    before = sys.getswitchinterval()
+    config = load_config(env={}, overrides={"server": {"data_dir": str(tmp_path), "load_demo": False,
+                                                       "switch_interval_ms": 0.25}})
+    services = build_services(config, encoder)
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.00025)
+        assert load_config(env={}).server.switch_interval_ms == 0.5  # the shipped default
+    finally:
+        services.close()
+        sys.setswitchinterval(before)

@@ -4,6 +4,7 @@ start-up is web/startup.py)."""
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class Services:
 def build_services(config: Config, encoder: Encoder | None = None) -> Services:
     """Open the store and wire the parts; no model loading and no embedding happen here."""
     torch.set_num_threads(config.server.torch_threads)
+    sys.setswitchinterval(config.server.switch_interval_ms / 1000)  # process-wide, as torch's threads
     metrics = Metrics()
     db = Database(config.data_path / "appliance.duckdb")
     try:
