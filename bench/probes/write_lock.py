@@ -180,8 +180,8 @@ def census() -> dict[str, Any]:
     if services_seen:
         s = services_seen[-1]
         out["snapshots"] = len(s.recommender._snapshots)
-        out["rankings_in_snapshots"] = len({id(v.ranking) for v in list(s.recommender._snapshots.values())})
-        out["priors_in_snapshots"] = len({id(v.ranking.prior) for v in list(s.recommender._snapshots.values())})
+        out["catalogues_in_snapshots"] = len({id(v.catalogue) for v in list(s.recommender._snapshots.values())})
+        out["priors_in_snapshots"] = len({id(v.catalogue.prior) for v in list(s.recommender._snapshots.values())})
         out["page_cache"] = len(s.feeds.pages._pages) if hasattr(s.feeds, "pages") else None
         out["view_version"] = s.recommender.live._view.version if s.recommender.live._view is not None else None
         if hasattr(s, "edits"):
