@@ -87,3 +87,17 @@ def test_a_save_between_two_pieces_keeps_what_came_before_and_the_next_save_the_
     assert np.array_equal(np.sort(reloaded.ids()), np.arange(1, 301))
     assert reloaded.synced_until == datetime(2026, 3, 2)
     np.testing.assert_allclose(reloaded.get(ids), index.get(ids), atol=1e-6)
+
+
+def test_pieces_on_several_threads_hold_enough_vectors_for_hnswlib_to_run_them_on_those_threads(
+        tmp_path, monkeypatch) -> None:
+    """hnswlib adds 4 x threads vectors or fewer on one thread: pieces sized by time alone (one vector each here,
+    as on a large index, where a vector takes over 0.6 ms) ran a 2-thread upsert on one thread."""
+    _one_vector_pieces(monkeypatch)
+    for threads, expected in ((1, 1), (2, 9), (3, 13)):
+        index = VectorIndex(tmp_path / f"t{threads}.hnsw", DIM, load_config().index)
+        pieces: list[int] = []
+        index.on_change = lambda labels, pieces=pieces: pieces.append(len(labels))
+        index.upsert(np.arange(1, 101), _vectors(100), threads=threads)
+        assert set(pieces[:-1]) == {expected} and 0 < pieces[-1] <= expected and sum(pieces) == 100
+        assert len(index) == 100
